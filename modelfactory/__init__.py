@@ -1,0 +1,81 @@
+"""modelfactory: declarative configs in, validated ready-to-call chat models out.
+
+Names are loaded on first access, so ``import modelfactory`` stays cheap and an API-only program never
+imports torch, transformers or litellm.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    "Model": "modelfactory.model",
+    "GenerationRequest": "modelfactory.model",
+    "ChatMessage": "modelfactory.messages",
+    "ChatMessageStreamDelta": "modelfactory.messages",
+    "MessageRole": "modelfactory.messages",
+    "TokenUsage": "modelfactory.messages",
+    "ToolCall": "modelfactory.messages",
+    "ToolCallFunction": "modelfactory.messages",
+    "ModelFactoryError": "modelfactory.errors",
+    "ConfigError": "modelfactory.errors",
+    "BackendError": "modelfactory.errors",
+    "MessageError": "modelfactory.errors",
+    "MissingDependencyError": "modelfactory.errors",
+    "UnsupportedFeatureError": "modelfactory.errors",
+    "Problem": "modelfactory.errors",
+    "build_model": "modelfactory.factory",
+    "validate_config": "modelfactory.factory",
+    "TransformersModel": "modelfactory.backends.transformers",
+    "HfApiModel": "modelfactory.backends.hf_inference",
+    "InferenceClientModel": "modelfactory.backends.hf_inference",
+    "LiteLLMModel": "modelfactory.backends.litellm",
+    "OpenAIServerModel": "modelfactory.backends.openai",
+    "AzureOpenAIServerModel": "modelfactory.backends.azure",
+    "CallableModel": "modelfactory.backends.callable",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+if TYPE_CHECKING:
+    from .backends.azure import AzureOpenAIServerModel
+    from .backends.callable import CallableModel
+    from .backends.hf_inference import HfApiModel, InferenceClientModel
+    from .backends.litellm import LiteLLMModel
+    from .backends.openai import OpenAIServerModel
+    from .backends.transformers import TransformersModel
+    from .errors import (
+        BackendError,
+        ConfigError,
+        MessageError,
+        MissingDependencyError,
+        ModelFactoryError,
+        Problem,
+        UnsupportedFeatureError,
+    )
+    from .factory import build_model, validate_config
+    from .messages import (
+        ChatMessage,
+        ChatMessageStreamDelta,
+        MessageRole,
+        TokenUsage,
+        ToolCall,
+        ToolCallFunction,
+    )
+    from .model import GenerationRequest, Model
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'modelfactory' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

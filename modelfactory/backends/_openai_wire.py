@@ -1,0 +1,119 @@
+"""The OpenAI chat-completions wire format, shared by every backend that speaks it.
+
+Kept apart from client/auth setup (OpenAI, Azure, HF InferenceClient differ only there).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from ..messages import ChatMessage, ChatMessageStreamDelta, TokenUsage, ToolCall, ToolCallFunction
+from ..model import GenerationRequest
+
+# Parameters the openai SDK's ``create`` takes by name; anything else travels in ``extra_body``.
+_NAMED = {
+    "temperature",
+    "max_tokens",
+    "max_completion_tokens",
+    "top_p",
+    "seed",
+    "frequency_penalty",
+    "presence_penalty",
+    "logit_bias",
+    "logprobs",
+    "top_logprobs",
+    "n",
+    "user",
+    "tool_choice",
+    "parallel_tool_calls",
+    "reasoning_effort",
+    "service_tier",
+    "metadata",
+    "store",
+}
+
+
+def chat_kwargs(model_id: str, req: GenerationRequest, *, stream: bool) -> dict[str, Any]:
+    """Keyword arguments for ``client.chat.completions.create``."""
+    kwargs: dict[str, Any] = {"model": model_id, "messages": req.messages}
+    extra: dict[str, Any] = {}
+    for key, value in req.params.items():
+        (kwargs if key in _NAMED else extra)[key] = value
+    if req.provider_stop:
+        kwargs["stop"] = req.provider_stop
+    if req.response_format is not None:
+        kwargs["response_format"] = req.response_format
+    if req.tools:
+        kwargs["tools"] = req.tools
+    if stream:
+        kwargs["stream"] = True
+        kwargs["stream_options"] = {"include_usage": True}
+    if extra:
+        kwargs["extra_body"] = extra
+    return kwargs
+
+
+def _parse_arguments(arguments: Any) -> Any:
+    if isinstance(arguments, str):
+        try:
+            return json.loads(arguments)
+        except ValueError:
+            return arguments
+    return arguments
+
+
+def _tool_calls(raw_calls: Iterable[Any] | None) -> list[ToolCall] | None:
+    if not raw_calls:
+        return None
+    return [
+        ToolCall(
+            id=str(getattr(tc, "id", "") or ""),
+            function=ToolCallFunction(
+                name=tc.function.name, arguments=_parse_arguments(tc.function.arguments)
+            ),
+        )
+        for tc in raw_calls
+    ]
+
+
+def usage_of(usage: Any) -> TokenUsage | None:
+    if usage is None:
+        return None
+    return TokenUsage(
+        input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+        output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+    )
+
+
+class EmptyReplyError(ValueError):
+    """The server answered 200 but with no choice to read."""
+
+
+def parse_completion(response: Any) -> ChatMessage:
+    choices = getattr(response, "choices", None)
+    if not choices:
+        raise EmptyReplyError("the server returned a reply with no choices")
+    message = choices[0].message
+    return ChatMessage(
+        role="assistant",
+        content=message.content,
+        tool_calls=_tool_calls(getattr(message, "tool_calls", None)),
+        token_usage=usage_of(getattr(response, "usage", None)),
+        raw=response,
+    )
+
+
+def iter_stream(chunks: Iterable[Any]) -> Iterator[ChatMessageStreamDelta]:
+    for chunk in chunks:
+        usage = usage_of(getattr(chunk, "usage", None))
+        choices = getattr(chunk, "choices", None) or []
+        content = None
+        tool_calls = None
+        if choices:
+            delta = choices[0].delta
+            content = getattr(delta, "content", None)
+            tool_calls = getattr(delta, "tool_calls", None)
+        if content or tool_calls or usage:
+            yield ChatMessageStreamDelta(content=content, tool_calls=tool_calls, token_usage=usage)

@@ -1,0 +1,63 @@
+"""``AzureOpenAIServerModel``: Azure OpenAI deployments, configured the way the openai SDK reads Azure.
+
+Endpoint, key and API version fall back to ``AZURE_OPENAI_ENDPOINT``, ``AZURE_OPENAI_API_KEY`` and
+``OPENAI_API_VERSION``, and the deployment to ``AZURE_OPENAI_MODEL``, so a config with only the env vars
+set works. ``api_version`` is always passed explicitly (litellm, for one, ignores the env var).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+from urllib.parse import urlparse
+
+from pydantic import SecretStr, field_validator
+
+from ..settings import env_field
+from .openai import OpenAIClientSpec, OpenAIServerModel, import_openai
+
+__all__ = ["AzureOpenAIServerModel", "AzureOpenAIServerSpec"]
+
+
+class AzureOpenAIServerSpec(OpenAIClientSpec):
+    model_id: str = env_field(env="AZURE_OPENAI_MODEL", description="the Azure deployment name")
+    azure_endpoint: str = env_field(
+        env="AZURE_OPENAI_ENDPOINT", description="e.g. https://my-resource.openai.azure.com"
+    )
+    api_key: SecretStr = env_field(env="AZURE_OPENAI_API_KEY", description="the resource's API key")
+    api_version: str = env_field(env="OPENAI_API_VERSION", description="e.g. 2024-10-21")
+    azure_deployment: str | None = None
+
+    @field_validator("azure_endpoint")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if urlparse(value).scheme not in ("http", "https"):
+            raise ValueError("must be an http(s) URL like https://<resource>.openai.azure.com")
+        return value
+
+
+class AzureOpenAIServerModel(OpenAIServerModel):
+    """Chat completions on an Azure deployment: ``model_id`` names the deployment."""
+
+    Spec = AzureOpenAIServerSpec  # type: ignore[assignment]
+    spec: AzureOpenAIServerSpec  # type: ignore[assignment]
+
+    @functools.cached_property
+    def client(self) -> Any:
+        openai = import_openai(type(self).__name__)
+        spec = self.spec
+        return openai.AzureOpenAI(
+            azure_endpoint=spec.azure_endpoint,
+            azure_deployment=spec.azure_deployment or spec.model_id,
+            api_key=spec.api_key.get_secret_value(),
+            api_version=spec.api_version,
+            timeout=spec.timeout,
+            max_retries=spec.max_retries,
+            **spec.client_kwargs,
+        )
+
+    def _auth_hint(self) -> str:
+        return " (check AZURE_OPENAI_API_KEY / model.api_key)"
+
+    def _endpoint(self) -> str:
+        return self.spec.azure_endpoint

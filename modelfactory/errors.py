@@ -1,0 +1,110 @@
+"""The one exception hierarchy of modelfactory.
+
+Everything the library raises on purpose derives from :class:`ModelFactoryError`, so callers can catch
+one class and SDK internals never leak through as bare ``KeyError``/``AttributeError``::
+
+    ModelFactoryError
+    ├── ConfigError            a config/kwarg is wrong; lists *every* problem (key, problem, fix)
+    ├── MessageError           the messages / stop sequences handed to a call are malformed
+    ├── UnsupportedFeatureError  e.g. ``grammar`` asked of a backend that cannot honour it
+    ├── MissingDependencyError an optional SDK is not installed; names the pip extra
+    └── BackendError           the provider / local model failed; names model, status, provider message
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "BackendError",
+    "ConfigError",
+    "MessageError",
+    "MissingDependencyError",
+    "ModelFactoryError",
+    "Problem",
+    "UnsupportedFeatureError",
+    "did_you_mean",
+]
+
+
+class ModelFactoryError(Exception):
+    """Base class: catch this to handle anything modelfactory raises on purpose."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a config: which key, what is wrong, and how to fix it."""
+
+    key: str
+    problem: str
+    fix: str = ""
+    source: str = ""  # e.g. the config file or the model class, when known
+
+    def __str__(self) -> str:
+        where = f"[{self.source}] " if self.source else ""
+        text = f"{where}{self.key}: {self.problem}"
+        return f"{text} (fix: {self.fix})" if self.fix else text
+
+
+class ConfigError(ModelFactoryError, ValueError):
+    """A configuration is invalid. ``problems`` lists every problem found, not just the first."""
+
+    def __init__(self, problems: Sequence[Problem] | str, *, title: str = "invalid model config") -> None:
+        if isinstance(problems, str):
+            problems = [Problem(key="config", problem=problems)]
+        self.problems: list[Problem] = list(problems)
+        self.title = title
+        lines = [f"{title}: {len(self.problems)} problem(s)"]
+        lines += [f"  - {p}" for p in self.problems]
+        super().__init__("\n".join(lines))
+
+
+class MessageError(ModelFactoryError, ValueError):
+    """The messages, stop sequences or call arguments given to a model are malformed."""
+
+
+class UnsupportedFeatureError(ModelFactoryError, ValueError):
+    """A call asked for something (grammar, response_format, tools) this backend cannot honour."""
+
+
+class MissingDependencyError(ModelFactoryError, ImportError):
+    """An optional SDK is missing; the message names the pip extra that installs it."""
+
+    def __init__(self, package: str, extra: str, backend: str) -> None:
+        self.package = package
+        self.extra = extra
+        super().__init__(
+            f"{backend} needs the '{package}' package, which is not installed. "
+            f"Install it with: pip install 'modelfactory[{extra}]'"
+        )
+
+
+class BackendError(ModelFactoryError, RuntimeError):
+    """A provider or local model failed a call. Secrets are redacted before the message is built."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        model_id: str | None = None,
+        backend: str | None = None,
+        status: int | None = None,
+        retryable: bool = False,
+    ) -> None:
+        self.model_id = model_id
+        self.backend = backend
+        self.status = status
+        self.retryable = retryable
+        self.provider_message = message
+        parts = [p for p in (backend, model_id and f"model '{model_id}'") if p]
+        head = " ".join(parts) or "model"
+        status_txt = f" (HTTP {status})" if status is not None else ""
+        super().__init__(f"{head} failed{status_txt}: {message}")
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """Return ``" (did you mean 'x'?)"`` for the closest candidate, or ``""``."""
+    match = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f"did you mean '{match[0]}'?" if match else ""

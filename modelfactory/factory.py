@@ -1,0 +1,119 @@
+"""Config -> model: ``build_model`` builds, ``validate_config`` only checks (no network, no weights)."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import ConfigError, Problem, did_you_mean
+from .model import Model
+
+__all__ = ["BACKENDS", "build_model", "locate_target", "model_node", "validate_config"]
+
+# Short names users may write as ``_target_`` and the did-you-mean candidates for a wrong one.
+BACKENDS: dict[str, str] = {
+    "TransformersModel": "modelfactory.backends.transformers.TransformersModel",
+    "HfApiModel": "modelfactory.backends.hf_inference.HfApiModel",
+    "InferenceClientModel": "modelfactory.backends.hf_inference.HfApiModel",
+    "LiteLLMModel": "modelfactory.backends.litellm.LiteLLMModel",
+    "OpenAIServerModel": "modelfactory.backends.openai.OpenAIServerModel",
+    "AzureOpenAIServerModel": "modelfactory.backends.azure.AzureOpenAIServerModel",
+    "CallableModel": "modelfactory.backends.callable.CallableModel",
+}
+
+
+def model_node(cfg: Any) -> Any:
+    """Accept the model node itself or a whole app config that has a ``model`` node."""
+    is_mapping = isinstance(cfg, Mapping) or hasattr(cfg, "keys")
+    if is_mapping and "_target_" not in cfg and "model" in cfg:
+        return cfg["model"]
+    return cfg
+
+
+def _resolve_items(node: Any, source: str) -> tuple[dict[str, Any], list[Problem]]:
+    """Resolve interpolations key by key, so one missing env var does not hide the others."""
+    problems: list[Problem] = []
+    if type(node).__module__.startswith("omegaconf"):
+        from omegaconf import OmegaConf
+        from omegaconf.errors import OmegaConfBaseException
+
+        out: dict[str, Any] = {}
+        for key in node:
+            try:
+                value = node[key]
+                out[str(key)] = (
+                    OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+                )
+            except OmegaConfBaseException as exc:
+                msg = str(exc).splitlines()[0]
+                fix = "set it, or override the key on the command line"
+                if "Environment variable" in msg:
+                    var = msg.split("'")[1] if "'" in msg else "the variable"
+                    fix = f"export {var}=... before running"
+                problems.append(Problem(str(key), msg, fix, source))
+        return out, problems
+    if not isinstance(node, Mapping):
+        return {}, [
+            Problem("model", f"expected a mapping with _target_, got {type(node).__name__}", "", source)
+        ]
+    return dict(node), problems
+
+
+def locate_target(target: Any, source: str = "") -> tuple[Any, list[Problem]]:
+    if not isinstance(target, str) or not target:
+        return None, [
+            Problem("_target_", "missing", f"set _target_ to one of {', '.join(sorted(BACKENDS))}", source)
+        ]
+    path = BACKENDS.get(target, target)
+    module_name, _, attr = path.rpartition(".")
+    try:
+        obj = getattr(importlib.import_module(module_name), attr) if module_name else None
+    except (ImportError, AttributeError):
+        obj = None
+    if obj is None:
+        leaf = target.rpartition(".")[2]
+        hint = did_you_mean(leaf, BACKENDS)
+        return None, [
+            Problem(
+                "_target_",
+                f"cannot import {target!r}" + (f", {hint}" if hint else ""),
+                f"use one of: {', '.join('modelfactory.' + n for n in sorted(BACKENDS))}",
+                source,
+            )
+        ]
+    return obj, []
+
+
+def validate_config(cfg: Any, *, source: str = "") -> list[Problem]:
+    """Every problem in a model config, without building the model (no network, no weights)."""
+    node = model_node(cfg)
+    data, problems = _resolve_items(node, source)
+    target, target_problems = locate_target(data.pop("_target_", None), source)
+    problems += target_problems
+    if isinstance(target, type) and issubclass(target, Model):
+        bad = {p.key for p in problems}
+        kwargs = {k: v for k, v in data.items() if k not in bad and not k.startswith("_")}
+        try:
+            target.Spec.from_kwargs(kwargs, owner=target.__name__)
+        except ConfigError as exc:
+            problems += [Problem(p.key, p.problem, p.fix, source or p.source) for p in exc.problems]
+    return problems
+
+
+def build_model(cfg: Any, **overrides: Any) -> Model:
+    """Build a ready model from a config node (or a whole app config); one ``ConfigError`` on problems."""
+    node = model_node(cfg)
+    data, problems = _resolve_items(node, "")
+    target, target_problems = locate_target(data.pop("_target_", None))
+    problems += target_problems
+    if problems:
+        raise ConfigError(problems)
+    kwargs = {k: v for k, v in data.items() if not k.startswith("_")}
+    kwargs.update(overrides)
+    if isinstance(target, type) and issubclass(target, Model):
+        return target(**kwargs)
+    model = target(**kwargs)
+    if not callable(model):
+        raise ConfigError([Problem("_target_", f"{data!r} did not build a callable model")])
+    return model  # type: ignore[no-any-return]

@@ -1,0 +1,321 @@
+"""Chat messages in and out of every backend, and the stop-sequence contract.
+
+Inputs are accepted loosely (dicts, our ``ChatMessage``, smolagents' message objects) and normalised
+once into the OpenAI wire shape, so each backend only ever sees one format.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from .errors import MessageError
+
+__all__ = [
+    "DEFAULT_ROLE_CONVERSIONS",
+    "ChatMessage",
+    "ChatMessageStreamDelta",
+    "MessageRole",
+    "StopFilter",
+    "TokenUsage",
+    "ToolCall",
+    "ToolCallFunction",
+    "normalize_messages",
+    "normalize_stop_sequences",
+    "trim_at_stop",
+]
+
+
+class MessageRole(str, Enum):
+    USER = "user"
+    ASSISTANT = "assistant"
+    SYSTEM = "system"
+    TOOL_CALL = "tool-call"
+    TOOL_RESPONSE = "tool-response"
+
+    @classmethod
+    def roles(cls) -> list[str]:
+        return [r.value for r in cls]
+
+
+# Providers only know system/user/assistant(/tool); agent frameworks add tool-call/tool-response.
+DEFAULT_ROLE_CONVERSIONS: dict[str, str] = {
+    MessageRole.TOOL_CALL.value: MessageRole.ASSISTANT.value,
+    MessageRole.TOOL_RESPONSE.value: MessageRole.USER.value,
+}
+_WIRE_ROLES = {"system", "user", "assistant", "tool", "developer"}
+_KNOWN_ROLES = _WIRE_ROLES | set(MessageRole.roles())
+
+
+@dataclass
+class TokenUsage:
+    """Token counts of one call; ``total_tokens`` is derived so it can never disagree."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.total_tokens = self.input_tokens + self.output_tokens
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "total_tokens": self.total_tokens,
+        }
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(self.input_tokens + other.input_tokens, self.output_tokens + other.output_tokens)
+
+
+@dataclass
+class ToolCallFunction:
+    name: str
+    arguments: Any  # dict once parsed; the raw string when the provider sent invalid JSON
+    description: str | None = None
+
+
+@dataclass
+class ToolCall:
+    id: str
+    function: ToolCallFunction
+    type: str = "function"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": self.type,
+            "function": {"name": self.function.name, "arguments": self.function.arguments},
+        }
+
+
+@dataclass
+class ChatMessage:
+    """What every adapter returns: ``.content`` plus tool calls, usage and the provider's raw reply."""
+
+    role: str = MessageRole.ASSISTANT.value
+    content: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    raw: Any = None
+    token_usage: TokenUsage | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form without ``raw`` (which may hold provider objects)."""
+        return {
+            "role": str(self.role.value if isinstance(self.role, Enum) else self.role),
+            "content": self.content,
+            "tool_calls": [t.to_dict() for t in self.tool_calls] if self.tool_calls else None,
+            "token_usage": self.token_usage.to_dict() if self.token_usage else None,
+        }
+
+    # smolagents calls ``.dict()`` on model outputs when it serialises agent memory.
+    dict = to_dict
+
+    def model_dump_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ChatMessage:
+        tool_calls = None
+        if data.get("tool_calls"):
+            tool_calls = [
+                ToolCall(
+                    id=str(tc.get("id", "")),
+                    type=tc.get("type", "function"),
+                    function=ToolCallFunction(
+                        name=tc["function"]["name"], arguments=tc["function"].get("arguments")
+                    ),
+                )
+                for tc in data["tool_calls"]
+            ]
+        usage = data.get("token_usage")
+        return cls(
+            role=data.get("role", "assistant"),
+            content=data.get("content"),
+            tool_calls=tool_calls,
+            token_usage=TokenUsage(usage["input_tokens"], usage["output_tokens"]) if usage else None,
+        )
+
+
+@dataclass
+class ChatMessageStreamDelta:
+    """One piece of a streamed reply: a content piece, and on the last delta the usage counts."""
+
+    content: str | None = None
+    tool_calls: list[Any] | None = None
+    token_usage: TokenUsage | None = None
+
+
+# --------------------------------------------------------------------------- normalisation
+
+
+def _get(msg: Any, key: str) -> Any:
+    if isinstance(msg, Mapping):
+        return msg.get(key)
+    return getattr(msg, key, None)
+
+
+def _normalize_part(part: Any, where: str, flatten: bool) -> dict[str, Any]:
+    if isinstance(part, str):
+        return {"type": "text", "text": part}
+    if not isinstance(part, Mapping):
+        raise MessageError(f"{where}: a content part must be a dict, got {type(part).__name__}")
+    kind = part.get("type")
+    if kind == "text":
+        text = part.get("text")
+        if not isinstance(text, str):
+            raise MessageError(f"{where}: a text part needs a string 'text', got {type(text).__name__}")
+        return {"type": "text", "text": text}
+    if kind in ("image", "image_url"):
+        if flatten:
+            raise MessageError(f"{where}: image parts cannot be sent when flatten_messages_as_text is true")
+        if kind == "image_url":
+            url = part.get("image_url")
+            url = url.get("url") if isinstance(url, Mapping) else url
+        else:
+            url = part.get("image")
+        if not isinstance(url, str) or not url:
+            raise MessageError(
+                f"{where}: an image part needs a URL or base64 string (PIL images: encode them first)"
+            )
+        if not url.startswith(("http://", "https://", "data:")):
+            url = f"data:image/png;base64,{url}"
+        return {"type": "image_url", "image_url": {"url": url}}
+    raise MessageError(f"{where}: unknown content part type {kind!r} (expected 'text' or 'image')")
+
+
+def normalize_messages(
+    messages: Any,
+    *,
+    role_conversions: Mapping[str, str] | None = None,
+    flatten_messages_as_text: bool = False,
+) -> list[dict[str, Any]]:
+    """Turn user-supplied messages into OpenAI-shaped dicts, or raise :class:`MessageError`.
+
+    ``role_conversions`` is merged over :data:`DEFAULT_ROLE_CONVERSIONS` (never substituted for it).
+    """
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Iterable):
+        raise MessageError(
+            f"messages must be a list of {{'role', 'content'}} dicts, got {type(messages).__name__}"
+        )
+    messages = list(messages)
+    if not messages:
+        raise MessageError("messages is empty: pass at least one {'role': 'user', 'content': ...}")
+    conversions = {**DEFAULT_ROLE_CONVERSIONS, **(role_conversions or {})}
+    out: list[dict[str, Any]] = []
+    for i, msg in enumerate(messages):
+        where = f"messages[{i}]"
+        role = _get(msg, "role")
+        if role is None:
+            raise MessageError(f"{where}: missing 'role' (one of {sorted(_KNOWN_ROLES)})")
+        role = role.value if isinstance(role, Enum) else role
+        if not isinstance(role, str) or role not in _KNOWN_ROLES | set(conversions):
+            raise MessageError(f"{where}: unknown role {role!r} (expected one of {sorted(_KNOWN_ROLES)})")
+        role = conversions.get(role, role)
+        content = _get(msg, "content")
+        norm: dict[str, Any] = {"role": role}
+        if content is None:
+            if not _get(msg, "tool_calls"):
+                raise MessageError(f"{where}: missing 'content'")
+            norm["content"] = None
+        elif isinstance(content, str):
+            norm["content"] = content
+        elif isinstance(content, Sequence) and not isinstance(content, (bytes, bytearray)):
+            parts = [
+                _normalize_part(p, f"{where}.content[{j}]", flatten_messages_as_text)
+                for j, p in enumerate(content)
+            ]
+            if flatten_messages_as_text:
+                norm["content"] = "\n".join(p["text"] for p in parts)
+            elif all(p["type"] == "text" for p in parts):
+                # Most servers accept text parts, but a plain string is accepted by all of them.
+                norm["content"] = "\n".join(p["text"] for p in parts)
+            else:
+                norm["content"] = parts
+        else:
+            raise MessageError(
+                f"{where}: 'content' must be a string or a list of parts, got {type(content).__name__}"
+            )
+        for extra in ("tool_calls", "tool_call_id", "name"):
+            value = _get(msg, extra)
+            if value is not None and isinstance(msg, Mapping):
+                norm[extra] = value
+        out.append(norm)
+    return out
+
+
+# --------------------------------------------------------------------------- stop sequences
+
+
+def normalize_stop_sequences(stop_sequences: Any) -> list[str]:
+    """Validate ``stop_sequences``: ``None``, one string, or a list of non-empty strings."""
+    if stop_sequences is None:
+        return []
+    if isinstance(stop_sequences, str):
+        stop_sequences = [stop_sequences]
+    if not isinstance(stop_sequences, (list, tuple)):
+        raise MessageError(f"stop_sequences must be a list of strings, got {type(stop_sequences).__name__}")
+    out: list[str] = []
+    for i, s in enumerate(stop_sequences):
+        if not isinstance(s, str):
+            raise MessageError(f"stop_sequences[{i}] must be a string, got {type(s).__name__}")
+        if s == "":
+            raise MessageError(f"stop_sequences[{i}] is empty: an empty stop sequence would stop at once")
+        if s not in out:
+            out.append(s)
+    return out
+
+
+def trim_at_stop(text: str, stop_sequences: Sequence[str]) -> str:
+    """Cut ``text`` before the earliest occurrence of any stop sequence."""
+    cut = len(text)
+    for s in stop_sequences:
+        i = text.find(s)
+        if i != -1 and i < cut:
+            cut = i
+    return text[:cut]
+
+
+class StopFilter:
+    """Applies the stop contract to a stream of text pieces.
+
+    It holds back the longest tail that could still start a stop sequence, so a stop split across
+    pieces (or tokens) is never emitted, and nothing after the first stop is emitted either.
+    """
+
+    def __init__(self, stop_sequences: Sequence[str]) -> None:
+        self.stops = list(stop_sequences)
+        self._buf = ""
+        self.stopped = False
+
+    def _holdback(self, text: str) -> int:
+        best = 0
+        for s in self.stops:
+            for k in range(min(len(s) - 1, len(text)), best, -1):
+                if text.endswith(s[:k]):
+                    best = k
+                    break
+        return best
+
+    def feed(self, piece: str) -> str:
+        if self.stopped or not piece:
+            return ""
+        if not self.stops:
+            return piece
+        self._buf += piece
+        trimmed = trim_at_stop(self._buf, self.stops)
+        if len(trimmed) < len(self._buf):
+            self.stopped = True
+            self._buf = ""
+            return trimmed
+        keep = self._holdback(self._buf)
+        out, self._buf = self._buf[: len(self._buf) - keep], self._buf[len(self._buf) - keep :]
+        return out
+
+    def flush(self) -> str:
+        out, self._buf = ("" if self.stopped else self._buf), ""
+        return out

@@ -1,0 +1,264 @@
+"""The ``Model`` base class: one call contract for every backend.
+
+A backend only implements ``_generate`` (and ``_generate_stream`` where it can stream); this class
+owns what must be identical everywhere: message normalisation, per-call kwargs over configured
+defaults, the stop-sequence contract, feature checks and error wrapping.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from .errors import BackendError, MessageError, ModelFactoryError, UnsupportedFeatureError
+from .messages import (
+    ChatMessage,
+    ChatMessageStreamDelta,
+    StopFilter,
+    ToolCall,
+    ToolCallFunction,
+    normalize_messages,
+    normalize_stop_sequences,
+    trim_at_stop,
+)
+from .settings import ModelSpec
+
+__all__ = ["GenerationRequest", "Model", "tool_to_schema"]
+
+
+@dataclass
+class GenerationRequest:
+    """What a backend receives: already normalised and merged, ready for the wire."""
+
+    messages: list[dict[str, Any]]
+    stop_sequences: list[str] = field(default_factory=list)  # every stop; trimmed afterwards anyway
+    send_stop: bool = True  # False: the provider must not receive `stop` (supports_stop=False)
+    params: dict[str, Any] = field(default_factory=dict)  # temperature, max_tokens, ... merged
+    grammar: Any = None
+    response_format: Any = None
+    tools: list[dict[str, Any]] | None = None
+
+    @property
+    def provider_stop(self) -> list[str] | None:
+        return self.stop_sequences if (self.send_stop and self.stop_sequences) else None
+
+
+def tool_to_schema(tool: Any) -> dict[str, Any]:
+    """An OpenAI function schema from a dict (as-is) or a smolagents-style Tool object."""
+    if isinstance(tool, dict):
+        return tool
+    inputs = getattr(tool, "inputs", None)
+    name = getattr(tool, "name", None)
+    if not isinstance(name, str) or not isinstance(inputs, dict):
+        raise MessageError(
+            f"tools_to_call_from: cannot turn {type(tool).__name__} into a tool schema "
+            "(give an OpenAI-style dict or an object with .name, .description and .inputs)"
+        )
+    properties: dict[str, Any] = {}
+    required = []
+    for key, spec in inputs.items():
+        prop = {k: v for k, v in spec.items() if k in ("type", "description", "enum", "items")}
+        if prop.get("type") == "any":
+            prop["type"] = "string"
+        properties[key] = prop
+        if not spec.get("nullable"):
+            required.append(key)
+    return {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": getattr(tool, "description", "") or "",
+            "parameters": {"type": "object", "properties": properties, "required": required},
+        },
+    }
+
+
+class Model:
+    """Base of every adapter. Build with keyword args (validated by ``Spec``); call with messages."""
+
+    Spec: ClassVar[type[ModelSpec]] = ModelSpec
+    supports_grammar: ClassVar[bool] = False
+    supports_response_format: ClassVar[bool] = False
+    supports_tools: ClassVar[bool] = False
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.spec = self.Spec.from_kwargs(kwargs, owner=type(self).__name__)
+
+    # ------------------------------------------------------------------ identity
+
+    @property
+    def model_id(self) -> str:
+        return self.spec.model_id
+
+    def to_dict(self) -> dict[str, Any]:
+        """The model's config with secrets redacted: safe for results, logs and ``repr``."""
+        cls = type(self)
+        return {"_target_": f"{cls.__module__}.{cls.__qualname__}", **self.spec.redacted()}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model_id={self.model_id!r})"
+
+    # ------------------------------------------------------------------ the call contract
+
+    def _request(
+        self,
+        messages: Any,
+        stop_sequences: Any,
+        grammar: Any,
+        response_format: Any,
+        tools_to_call_from: Any,
+        kwargs: dict[str, Any],
+    ) -> GenerationRequest:
+        spec = self.spec
+        name = type(self).__name__
+        if grammar is not None and not self.supports_grammar:
+            raise UnsupportedFeatureError(
+                f"{name} cannot constrain output with `grammar`; use a backend that takes it "
+                "(e.g. HfApiModel on a TGI endpoint) or drop the argument"
+            )
+        if response_format is not None and not self.supports_response_format:
+            raise UnsupportedFeatureError(
+                f"{name} does not support `response_format`; use an API backend that does or drop it"
+            )
+        tools = None
+        if tools_to_call_from:
+            if not self.supports_tools:
+                raise UnsupportedFeatureError(f"{name} does not support native tool calling")
+            tools = [tool_to_schema(t) for t in tools_to_call_from]
+        params = spec.generation_defaults()
+        params.update({k: v for k, v in kwargs.items() if v is not None})
+        return GenerationRequest(
+            messages=normalize_messages(
+                messages,
+                role_conversions=spec.custom_role_conversions,
+                flatten_messages_as_text=spec.flatten_messages_as_text,
+            ),
+            stop_sequences=normalize_stop_sequences(stop_sequences),
+            send_stop=spec.supports_stop,
+            params=params,
+            grammar=grammar,
+            response_format=response_format,
+            tools=tools,
+        )
+
+    def generate(
+        self,
+        messages: Any,
+        stop_sequences: list[str] | None = None,
+        response_format: Any = None,
+        tools_to_call_from: list[Any] | None = None,
+        grammar: Any = None,
+        **kwargs: Any,
+    ) -> ChatMessage:
+        """Run one chat completion. Per-call ``kwargs`` override the configured defaults."""
+        req = self._request(messages, stop_sequences, grammar, response_format, tools_to_call_from, kwargs)
+        try:
+            reply = self._generate(req)
+        except ModelFactoryError:
+            raise
+        except Exception as exc:  # anything from deep inside an SDK becomes one readable error
+            raise self._backend_error(exc) from exc
+        if reply.content is not None and req.stop_sequences:
+            reply.content = trim_at_stop(reply.content, req.stop_sequences)
+        return reply
+
+    def __call__(
+        self,
+        messages: Any,
+        stop_sequences: list[str] | None = None,
+        response_format: Any = None,
+        tools_to_call_from: list[Any] | None = None,
+        grammar: Any = None,
+        **kwargs: Any,
+    ) -> ChatMessage:
+        return self.generate(
+            messages,
+            stop_sequences=stop_sequences,
+            response_format=response_format,
+            tools_to_call_from=tools_to_call_from,
+            grammar=grammar,
+            **kwargs,
+        )
+
+    def generate_stream(
+        self,
+        messages: Any,
+        stop_sequences: list[str] | None = None,
+        response_format: Any = None,
+        tools_to_call_from: list[Any] | None = None,
+        grammar: Any = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatMessageStreamDelta]:
+        """Yield content deltas; the last delta carries the usage. Stops are never emitted."""
+        req = self._request(messages, stop_sequences, grammar, response_format, tools_to_call_from, kwargs)
+        stop = StopFilter(req.stop_sequences)
+        try:
+            for delta in self._generate_stream(req):
+                if delta.content:
+                    delta.content = stop.feed(delta.content)
+                    if delta.content or delta.token_usage is not None or delta.tool_calls:
+                        yield delta
+                elif delta.token_usage is not None or delta.tool_calls:
+                    yield delta
+            rest = stop.flush()
+            if rest:
+                yield ChatMessageStreamDelta(content=rest)
+        except ModelFactoryError:
+            raise
+        except Exception as exc:
+            raise self._backend_error(exc) from exc
+
+    # ------------------------------------------------------------------ backend hooks
+
+    def _generate(self, req: GenerationRequest) -> ChatMessage:
+        raise NotImplementedError
+
+    def _generate_stream(self, req: GenerationRequest) -> Iterator[ChatMessageStreamDelta]:
+        raise UnsupportedFeatureError(f"{type(self).__name__} does not support streaming")
+
+    def _backend_error(self, exc: Exception) -> BackendError:
+        """Wrap an unexpected exception, scrubbing every secret the spec holds from its text."""
+        return BackendError(
+            self.redact(f"{type(exc).__name__}: {exc}"),
+            model_id=self.model_id,
+            backend=type(self).__name__,
+            status=getattr(exc, "status_code", None),
+        )
+
+    def redact(self, text: str) -> str:
+        for secret in self.spec.secret_values():
+            text = text.replace(secret, "***")
+        return text
+
+    # ------------------------------------------------------------------ smolagents compatibility
+
+    def parse_tool_calls(self, message: ChatMessage) -> ChatMessage:
+        """Find a JSON ``{"name": ..., "arguments": ...}`` tool call in the text of ``message``."""
+        if message.tool_calls:
+            return message
+        text = message.content or ""
+        match = re.search(r"\{.*\}", text, re.DOTALL)
+        if not match:
+            raise BackendError(
+                f"no tool call found in the model output: {text[:200]!r}",
+                model_id=self.model_id,
+                backend=type(self).__name__,
+            )
+        try:
+            data = json.loads(match.group(0))
+            name = data["name"]
+            args = data.get("arguments", data.get("parameters", {}))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BackendError(
+                f"the model output holds no valid JSON tool call ({exc}): {text[:200]!r}",
+                model_id=self.model_id,
+                backend=type(self).__name__,
+            ) from None
+        message.tool_calls = [
+            ToolCall(id=f"call_{uuid.uuid4().hex[:12]}", function=ToolCallFunction(name=name, arguments=args))
+        ]
+        return message

@@ -1,0 +1,222 @@
+"""The spec every backend validates its kwargs with.
+
+Why pydantic-settings: a spec field may fall back to a named environment variable (``OPENAI_API_KEY``,
+``AZURE_OPENAI_ENDPOINT``, ...). Only the variables a field *declares* are read: a generic settings
+class would also read ``TEMPERATURE`` or ``API_KEY`` from the environment, which nobody expects.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from .errors import ConfigError, Problem, did_you_mean
+
+__all__ = ["REDACTED", "ModelSpec", "env_field", "plain", "redact_mapping", "to_plain"]
+
+REDACTED = "**********"
+_SECRET_WORDS = ("key", "token", "secret", "password", "authorization", "credential")
+
+
+def env_field(default: Any = ..., *, env: str | tuple[str, ...], **kwargs: Any) -> Any:
+    """A spec field that falls back to the first set environment variable in ``env``."""
+    names = (env,) if isinstance(env, str) else tuple(env)
+    extra = dict(kwargs.pop("json_schema_extra", None) or {})
+    extra["env"] = list(names)
+    return Field(default, json_schema_extra=extra, **kwargs)
+
+
+def _field_envs(info: FieldInfo) -> list[str]:
+    extra = info.json_schema_extra
+    if isinstance(extra, Mapping):
+        env = extra.get("env")
+        if isinstance(env, list):
+            return [str(e) for e in env]
+    return []
+
+
+class _DeclaredEnvSource(PydanticBaseSettingsSource):
+    """Reads, for each field, only the environment variables it declares (first non-empty wins)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        for name in _field_envs(field):
+            value = os.environ.get(name)
+            if value:
+                return value, name, False
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        for name, info in self.settings_cls.model_fields.items():
+            value, _, _ = self.get_field_value(info, name)
+            if value is not None:
+                data[name] = value
+        return data
+
+
+def to_plain(value: Any) -> Any:
+    """Convert OmegaConf containers (what Hydra's instantiate passes) into plain dicts/lists."""
+    module = type(value).__module__
+    if module.startswith("omegaconf"):
+        from omegaconf import OmegaConf
+
+        return OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, Mapping):
+        return {k: to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
+    return value
+
+
+plain = to_plain
+
+
+def _looks_secret(key: str) -> bool:
+    k = key.lower()
+    return any(w in k for w in _SECRET_WORDS) and not k.endswith(("_tokens", "max_tokens"))
+
+
+def redact_mapping(data: Any) -> Any:
+    """Recursively replace values of secret-looking keys (api_key, Authorization, ...) and SecretStr."""
+    if isinstance(data, SecretStr):
+        return REDACTED if data.get_secret_value() else ""
+    if isinstance(data, Mapping):
+        return {
+            k: (REDACTED if _looks_secret(str(k)) and v not in (None, "") else redact_mapping(v))
+            for k, v in data.items()
+        }
+    if isinstance(data, (list, tuple)):
+        return [redact_mapping(v) for v in data]
+    return data
+
+
+class ModelSpec(BaseSettings):
+    """Fields shared by every backend. Subclasses add theirs; unknown keys are errors."""
+
+    model_config = SettingsConfigDict(extra="forbid", validate_default=True, case_sensitive=True)
+
+    backend_name: ClassVar[str] = "model"
+
+    model_id: str = Field(description="the provider's model name, or a local path / hub id")
+    supports_stop: bool = Field(
+        True,
+        description="send stop sequences to the provider; false: generate, then trim afterwards "
+        "(for models that reject `stop`, e.g. some reasoning models)",
+    )
+    custom_role_conversions: dict[str, str] | None = Field(
+        None, description="merged over the defaults tool-call→assistant, tool-response→user"
+    )
+    flatten_messages_as_text: bool = False
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    max_tokens: int | None = Field(None, gt=0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    seed: int | None = None
+    generation_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="other generation parameters, passed to the provider as-is"
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, _DeclaredEnvSource(settings_cls))
+
+    # ------------------------------------------------------------------ building
+
+    @classmethod
+    def from_kwargs(cls, kwargs: Mapping[str, Any], *, owner: str | None = None) -> ModelSpec:
+        """Validate ``kwargs``; raise one :class:`ConfigError` listing every problem."""
+        data = {k: to_plain(v) for k, v in kwargs.items() if k not in ("_target_", "_convert_", "_partial_")}
+        for name, info in cls.model_fields.items():
+            # `api_key: null` in a config means "not given here": let the env fallback apply.
+            if data.get(name, 0) is None and _field_envs(info):
+                data.pop(name)
+        owner = owner or cls.__name__
+        try:
+            spec = cls(**data)
+        except ValidationError as exc:
+            raise ConfigError(cls._problems(exc, owner), title=f"invalid {owner} config") from None
+        problems = spec.problems()
+        if problems:
+            raise ConfigError(
+                [Problem(p.key, p.problem, p.fix, p.source or owner) for p in problems],
+                title=f"invalid {owner} config",
+            )
+        return spec
+
+    def problems(self) -> list[Problem]:
+        """Cross-field checks a backend adds; run once every field is individually valid."""
+        return []
+
+    @classmethod
+    def _problems(cls, exc: ValidationError, owner: str) -> list[Problem]:
+        problems = []
+        fields = cls.model_fields
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "config"
+            top = str(err["loc"][0]) if err["loc"] else ""
+            info = fields.get(top)
+            if err["type"] == "extra_forbidden":
+                hint = did_you_mean(top, fields)
+                problems.append(
+                    Problem(
+                        key=loc,
+                        problem="unknown key" + (f", {hint}" if hint else ""),
+                        fix=f"remove it; {owner} accepts: {', '.join(sorted(fields))}",
+                        source=owner,
+                    )
+                )
+            elif err["type"] == "missing":
+                envs = _field_envs(info) if info else []
+                fix = f"set model.{loc}=..." + (f" or the env var {' / '.join(envs)}" if envs else "")
+                problems.append(Problem(key=loc, problem="required but not set", fix=fix, source=owner))
+            else:
+                secret = info is not None and (_looks_secret(top) or "SecretStr" in str(info.annotation))
+                shown = "" if secret else f" (got {_short(err.get('input'))})"
+                desc = f"; {info.description}" if info is not None and info.description else ""
+                problems.append(
+                    Problem(
+                        key=loc, problem=f"{err['msg']}{shown}", fix=f"give a valid value{desc}", source=owner
+                    )
+                )
+        return problems
+
+    # ------------------------------------------------------------------ reading
+
+    def secret_values(self) -> list[str]:
+        """Every secret this spec holds, so error messages can be scrubbed of them."""
+        out = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr) and value.get_secret_value():
+                out.append(value.get_secret_value())
+        return out
+
+    def redacted(self) -> dict[str, Any]:
+        """The spec as a dict that is safe to write to disk or logs."""
+        return redact_mapping(self.model_dump())
+
+    def generation_defaults(self) -> dict[str, Any]:
+        params = {
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "top_p": self.top_p,
+            "seed": self.seed,
+            **self.generation_kwargs,
+        }
+        return {k: v for k, v in params.items() if v is not None}
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
