@@ -1,0 +1,155 @@
+"""run.py end to end, as a user runs it: a real subprocess, real Hydra, real local servers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.servers.recording import RecordingServer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_app(
+    tmp_path: Path, *overrides: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "run.py", f"hydra.run.dir={tmp_path}", *overrides],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def result(tmp_path: Path) -> dict:
+    return json.loads((tmp_path / "result.json").read_text())
+
+
+def test_custom_callable_run_writes_result(tmp_path: Path) -> None:
+    proc = run_app(tmp_path, "model=custom_callable", "prompt=hello there")
+    assert proc.returncode == 0, proc.stderr
+    res = result(tmp_path)
+    assert res["model_name"] == "custom_callable"
+    assert res["content"] and res["content"] in proc.stdout
+    assert res["messages"] == [{"role": "user", "content": "hello there"}]
+    assert res["error"] is None
+    assert res["latency_s"] >= 0
+    assert res["model_config"]["_target_"].endswith("CallableModel")
+
+
+@pytest.mark.server
+def test_openai_config_against_local_server(tmp_path: Path) -> None:
+    with RecordingServer(reply="Hi from the server.\n\nSecond paragraph") as server:
+        proc = run_app(
+            tmp_path,
+            "model=openai_gpt4o",
+            f"model.api_base={server.url}/v1",
+            "model.temperature=0.2",
+            "generation.max_tokens=7",
+            "stop_sequences=[Second]",
+            "prompt=Hi",
+        )
+        assert proc.returncode == 0, proc.stderr
+        body = server.last.body
+    assert body["model"] == "gpt-4o"
+    assert body["temperature"] == 0.2
+    assert body["max_tokens"] == 7
+    assert body["stop"] == ["Second"]
+    res = result(tmp_path)
+    assert res["content"] == "Hi from the server.\n\n"
+    assert res["token_usage"] == {"input_tokens": 5, "output_tokens": 7, "total_tokens": 12}
+
+
+@pytest.mark.server
+def test_azure_config_from_env_only_and_no_secret_in_outputs(tmp_path: Path) -> None:
+    secret = "azure-key-do-not-leak-1234"
+    with RecordingServer() as server:
+        env = {
+            "AZURE_OPENAI_ENDPOINT": server.url,
+            "AZURE_OPENAI_API_KEY": secret,
+            "OPENAI_API_VERSION": "2024-10-21",
+            "AZURE_OPENAI_MODEL": "my-deployment",
+        }
+        proc = run_app(tmp_path, "model=azure_openai", env=env)
+        assert proc.returncode == 0, proc.stderr
+        rec = server.last
+    assert rec.path == "/openai/deployments/my-deployment/chat/completions"
+    assert rec.query["api-version"] == "2024-10-21"
+    assert rec.headers["api-key"] == secret
+    assert result(tmp_path)["model_config"]["api_key"] == "**********"
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert secret not in path.read_text(errors="replace"), path
+    assert secret not in proc.stdout + proc.stderr
+
+
+def test_invalid_config_lists_every_problem_without_traceback(tmp_path: Path) -> None:
+    proc = run_app(
+        tmp_path,
+        "model=openai_gpt4o",
+        "+model.temprature=0.3",
+        "model.max_tokens=-5",
+        "model.api_base=ftp://nowhere",
+    )
+    assert proc.returncode == 2
+    err = proc.stderr
+    assert "Traceback" not in err
+    assert "temprature" in err and "did you mean 'temperature'" in err
+    assert "max_tokens" in err and "api_base" in err
+    assert result(tmp_path)["error"]["type"] == "ConfigError"
+
+
+def test_missing_env_var_is_named(tmp_path: Path) -> None:
+    proc = run_app(tmp_path, "model=azure_openai")
+    assert proc.returncode == 2
+    for var in ("AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY", "OPENAI_API_VERSION", "AZURE_OPENAI_MODEL"):
+        assert var in proc.stderr
+
+
+@pytest.mark.server
+def test_backend_failure_is_recorded_and_exits_1(tmp_path: Path) -> None:
+    with RecordingServer() as server:
+        server.enqueue(500, {"error": {"message": "upstream exploded"}})
+        server.enqueue(500, {"error": {"message": "upstream exploded"}})
+        proc = run_app(
+            tmp_path, "model=local_server", f"model.api_base={server.url}/v1", "+model.max_retries=0"
+        )
+    assert proc.returncode == 1
+    assert "upstream exploded" in proc.stderr and "Traceback" not in proc.stderr
+    assert result(tmp_path)["error"]["type"] == "BackendError"
+
+
+def test_multirun_records_each_job_and_survives_a_failing_one(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    proc = subprocess.run(
+        [sys.executable, "run.py", "-m", f"hydra.sweep.dir={tmp_path}", "model=custom_callable,azure_openai"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    ok = json.loads((tmp_path / "0" / "result.json").read_text())
+    bad = json.loads((tmp_path / "1" / "result.json").read_text())
+    assert ok["content"] and ok["error"] is None
+    assert bad["error"]["type"] == "ConfigError"
+
+
+@pytest.mark.slow
+def test_default_run_uses_offline_tiny_model(tmp_path: Path) -> None:
+    proc = run_app(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    res = result(tmp_path)
+    assert res["model_name"] == "transformers_tiny"
+    assert isinstance(res["content"], str) and res["content"]
+    assert res["token_usage"]["output_tokens"] > 0
