@@ -1,0 +1,88 @@
+"""``modelfactory`` console script: ``list`` the ready-made configs, ``check`` them without any network.
+
+modelfactory list
+modelfactory check                          # every config in conf/model/
+modelfactory check model=azure_openai model.api_version=2024-10-21
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from .errors import Problem
+
+__all__ = ["main"]
+
+
+def default_config_dir() -> Path:
+    """``./conf`` when run from a project, else the repository's own ``conf/``."""
+    here = Path.cwd() / "conf"
+    if (here / "model").is_dir():
+        return here
+    return Path(__file__).resolve().parents[1] / "conf"
+
+
+def model_names(config_dir: Path) -> list[str]:
+    return sorted(p.stem for p in (config_dir / "model").glob("*.yaml"))
+
+
+def compose(config_dir: Path, overrides: list[str]) -> Any:
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir.resolve())):
+        return hydra_compose(config_name="config", overrides=overrides)
+
+
+def check(config_dir: Path, overrides: list[str]) -> list[Problem]:
+    """Compose and validate the chosen config (or every one): all problems, no network, no weights."""
+    from hydra.errors import HydraException
+
+    from .factory import validate_config
+
+    chosen = [o.split("=", 1)[1] for o in overrides if o.startswith("model=")]
+    rest = [o for o in overrides if not o.startswith("model=")]
+    names = chosen or model_names(config_dir)
+    problems: list[Problem] = []
+    for name in names:
+        source = f"conf/model/{name}.yaml"
+        try:
+            cfg = compose(config_dir, [f"model={name}", *rest])
+        except HydraException as exc:
+            problems.append(Problem("config", str(exc).splitlines()[0], "check the override syntax", source))
+            continue
+        problems += validate_config(cfg.model, source=source)
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="modelfactory", description=__doc__.splitlines()[0])
+    parser.add_argument("--config-dir", type=Path, default=None, help="folder holding config.yaml and model/")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="list the configs in conf/model/")
+    p_check = sub.add_parser("check", help="validate configs and env vars without network or weights")
+    p_check.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=openai_gpt4o")
+    args = parser.parse_args(argv)
+    config_dir = args.config_dir or default_config_dir()
+    if str(Path.cwd()) not in sys.path:  # configs name the user's own modules (CallableModel's fn)
+        sys.path.insert(0, str(Path.cwd()))
+    if not (config_dir / "model").is_dir():
+        print(f"error: no model/ folder in {config_dir}; pass --config-dir", file=sys.stderr)
+        return 2
+    if args.command == "list":
+        for name in model_names(config_dir):
+            print(name)
+        return 0
+    problems = check(config_dir, args.overrides)
+    for p in problems:
+        print(f"{p.source}: {p.key}: {p.problem}" + (f"\n    fix: {p.fix}" if p.fix else ""))
+    checked = args.overrides and any(o.startswith("model=") for o in args.overrides)
+    print(f"{len(problems)} problem(s)" + ("" if checked else f" in {len(model_names(config_dir))} configs"))
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,64 @@
+"""``modelfactory list`` / ``check`` on the shipped configs: composed by Hydra, validated, no network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from modelfactory.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = {
+    "transformers_tiny",
+    "transformers_smollm",
+    "hf_api",
+    "litellm_claude",
+    "openai_gpt4o",
+    "azure_openai",
+    "custom_callable",
+    "local_server",
+}
+
+
+@pytest.fixture(autouse=True)
+def _in_repo(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+
+
+def test_list_shows_the_eight_design_configs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list"]) == 0
+    assert set(capsys.readouterr().out.split()) == SHIPPED
+
+
+def test_check_passes_on_shipped_configs_with_placeholder_env(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for var, value in {
+        "OPENAI_API_KEY": "placeholder",
+        "AZURE_OPENAI_ENDPOINT": "https://example.openai.azure.com",
+        "AZURE_OPENAI_API_KEY": "placeholder",
+        "OPENAI_API_VERSION": "2024-10-21",
+        "AZURE_OPENAI_MODEL": "gpt-4o",
+        "HF_TOKEN": "placeholder",
+        "ANTHROPIC_API_KEY": "placeholder",
+    }.items():
+        monkeypatch.setenv(var, value)
+    code = main(["check"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "0 problem(s) in 8 configs" in out
+
+
+def test_check_reports_every_problem_with_file_and_fix(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["check", "model=azure_openai", "model.max_tokens=0"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert out.count("conf/model/azure_openai.yaml") == 5
+    for text in ("AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY", "OPENAI_API_VERSION", "max_tokens"):
+        assert text in out
+
+
+def test_check_bad_override_is_a_problem_not_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "model=openai_gpt4o", "model.no_such_key=1"]) == 1
+    assert "no_such_key" in capsys.readouterr().out
