@@ -38,6 +38,9 @@ def _resolve_items(node: Any, source: str) -> tuple[dict[str, Any], list[Problem
         from omegaconf import OmegaConf
         from omegaconf.errors import OmegaConfBaseException
 
+        if not OmegaConf.is_dict(node):
+            return {}, [Problem("model", "expected a mapping with _target_, got a list", "", source)]
+
         out: dict[str, Any] = {}
         for key in node:
             try:
@@ -85,35 +88,40 @@ def locate_target(target: Any, source: str = "") -> tuple[Any, list[Problem]]:
     return obj, []
 
 
-def validate_config(cfg: Any, *, source: str = "") -> list[Problem]:
-    """Every problem in a model config, without building the model (no network, no weights)."""
+def _inspect(
+    cfg: Any, source: str, overrides: dict[str, Any], check_spec: bool
+) -> tuple[Any, dict[str, Any], list[Problem]]:
+    """Target, kwargs and problems of a config. ``check_spec``: also validate kwargs against the spec."""
     node = model_node(cfg)
     data, problems = _resolve_items(node, source)
     target, target_problems = locate_target(data.pop("_target_", None), source)
     problems += target_problems
-    if isinstance(target, type) and issubclass(target, Model):
-        bad = {p.key for p in problems}
-        kwargs = {k: v for k, v in data.items() if k not in bad and not k.startswith("_")}
+    kwargs = {k: v for k, v in data.items() if not k.startswith("_")}
+    kwargs.update(overrides)
+    if check_spec and isinstance(target, type) and issubclass(target, Model):
+        bad = {p.key for p in problems}  # keys already reported (e.g. an unresolvable ${oc.env:...})
         try:
             target.Spec.from_kwargs(kwargs, owner=target.__name__)
         except ConfigError as exc:
-            problems += [Problem(p.key, p.problem, p.fix, source or p.source) for p in exc.problems]
-    return problems
+            problems += [
+                Problem(p.key, p.problem, p.fix, source or p.source) for p in exc.problems if p.key not in bad
+            ]
+    return target, kwargs, problems
+
+
+def validate_config(cfg: Any, *, source: str = "") -> list[Problem]:
+    """Every problem in a model config, without building the model (no network, no weights)."""
+    return _inspect(cfg, source, {}, check_spec=True)[2]
 
 
 def build_model(cfg: Any, **overrides: Any) -> Model:
     """Build a ready model from a config node (or a whole app config); one ``ConfigError`` on problems."""
-    node = model_node(cfg)
-    data, problems = _resolve_items(node, "")
-    target, target_problems = locate_target(data.pop("_target_", None))
-    problems += target_problems
-    if problems:
-        raise ConfigError(problems)
-    kwargs = {k: v for k, v in data.items() if not k.startswith("_")}
-    kwargs.update(overrides)
+    target, kwargs, problems = _inspect(cfg, "", overrides, check_spec=False)
+    if problems:  # report the kwargs' problems too, not just the first layer's
+        raise ConfigError(_inspect(cfg, "", overrides, check_spec=True)[2])
     if isinstance(target, type) and issubclass(target, Model):
         return target(**kwargs)
     model = target(**kwargs)
     if not callable(model):
-        raise ConfigError([Problem("_target_", f"{data!r} did not build a callable model")])
+        raise ConfigError([Problem("_target_", f"{target!r} did not build a callable model")])
     return model  # type: ignore[no-any-return]

@@ -198,7 +198,7 @@ def normalize_messages(
 
     ``role_conversions`` is merged over :data:`DEFAULT_ROLE_CONVERSIONS` (never substituted for it).
     """
-    if isinstance(messages, (str, bytes)) or not isinstance(messages, Iterable):
+    if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Iterable):
         raise MessageError(
             f"messages must be a list of {{'role', 'content'}} dicts, got {type(messages).__name__}"
         )
@@ -307,15 +307,19 @@ class StopFilter:
         if not self.stops:
             return piece
         self._buf += piece
-        trimmed = trim_at_stop(self._buf, self.stops)
-        if len(trimmed) < len(self._buf):
+        buf = self._buf
+        cut = len(trim_at_stop(buf, self.stops))
+        # Text from `pending` on could still begin a stop that is not complete yet; a complete stop
+        # is final only if no partial one starts before it.
+        pending = len(buf) - self._holdback(buf)
+        if cut < len(buf) and cut <= pending:
             self.stopped = True
             self._buf = ""
-            return trimmed
-        keep = self._holdback(self._buf)
-        out, self._buf = self._buf[: len(self._buf) - keep], self._buf[len(self._buf) - keep :]
+            return buf[:cut]
+        n = min(cut, pending)
+        out, self._buf = buf[:n], buf[n:]
         return out
 
     def flush(self) -> str:
-        out, self._buf = ("" if self.stopped else self._buf), ""
+        out, self._buf = ("" if self.stopped else trim_at_stop(self._buf, self.stops)), ""
         return out

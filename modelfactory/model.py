@@ -198,11 +198,13 @@ class Model:
         stop = StopFilter(req.stop_sequences)
         try:
             for delta in self._generate_stream(req):
-                if delta.content:
-                    delta.content = stop.feed(delta.content)
-                    if delta.content or delta.token_usage is not None or delta.tool_calls:
-                        yield delta
-                elif delta.token_usage is not None or delta.tool_calls:
+                text = stop.feed(delta.content) if delta.content else ""
+                if delta.token_usage is not None:
+                    # Usage comes with the end of the stream: release the held-back tail with it,
+                    # so the usage delta stays the last one.
+                    text += stop.flush()
+                delta.content = text or None
+                if delta.content or delta.token_usage is not None or delta.tool_calls:
                     yield delta
             rest = stop.flush()
             if rest:
@@ -229,8 +231,12 @@ class Model:
             status=getattr(exc, "status_code", None),
         )
 
+    def secret_values(self) -> list[str]:
+        """Every secret this model may send; backends add keys they resolve outside the spec."""
+        return self.spec.secret_values()
+
     def redact(self, text: str) -> str:
-        for secret in self.spec.secret_values():
+        for secret in self.secret_values():
             text = text.replace(secret, "***")
         return text
 

@@ -56,6 +56,9 @@ class AzureOpenAIServerModel(OpenAIServerModel):
             **spec.client_kwargs,
         )
 
+    def secret_values(self) -> list[str]:
+        return self.spec.secret_values()  # the key is a spec field here, never an env-only fallback
+
     def _auth_hint(self) -> str:
         return " (check AZURE_OPENAI_API_KEY / model.api_key)"
 

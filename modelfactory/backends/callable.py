@@ -30,7 +30,7 @@ def resolve_dotted(path: str) -> Any:
             try:
                 importlib.import_module(module_name)
             except ModuleNotFoundError as exc:
-                if exc.name and module_name.startswith(exc.name):
+                if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
                     continue
                 raise
             parts = bits[i:]

@@ -12,12 +12,13 @@ from pydantic import Field, SecretStr, field_validator
 from ..errors import BackendError, MissingDependencyError, Problem
 from ..messages import ChatMessage, ChatMessageStreamDelta
 from ..model import GenerationRequest, Model
-from ..settings import ModelSpec
+from ..settings import ModelSpec, env_field
 from . import _openai_wire as wire
 
 __all__ = ["OpenAIServerModel", "OpenAIServerSpec", "import_openai"]
 
 OPENAI_HOSTS = ("api.openai.com",)
+OPENAI_BASE = "https://api.openai.com/v1"
 # Sent as the key to servers that need none (vLLM's convention); the SDK refuses an empty key.
 NO_KEY = "EMPTY"
 
@@ -41,7 +42,9 @@ class OpenAIClientSpec(ModelSpec):
 
 
 class OpenAIServerSpec(OpenAIClientSpec):
-    api_base: str | None = Field(None, description="base URL of the server, e.g. http://127.0.0.1:8000/v1")
+    api_base: str | None = env_field(
+        None, env="OPENAI_BASE_URL", description="base URL of the server, e.g. http://127.0.0.1:8000/v1"
+    )
     api_key: SecretStr | None = Field(
         None,
         description="API key; falls back to OPENAI_API_KEY only when api_base is OpenAI's own host",
@@ -94,7 +97,7 @@ class OpenAIServerModel(Model):
         openai = import_openai(type(self).__name__)
         spec = self.spec
         return openai.OpenAI(
-            base_url=spec.api_base,
+            base_url=spec.api_base or OPENAI_BASE,
             api_key=spec.resolved_api_key(),
             organization=spec.organization,
             project=spec.project,
@@ -102,6 +105,10 @@ class OpenAIServerModel(Model):
             max_retries=spec.max_retries,
             **spec.client_kwargs,
         )
+
+    def secret_values(self) -> list[str]:
+        key = self.spec.resolved_api_key()
+        return super().secret_values() + ([key] if key and key != NO_KEY else [])
 
     def _generate(self, req: GenerationRequest) -> ChatMessage:
         try:
@@ -158,7 +165,7 @@ class OpenAIServerModel(Model):
         )
 
     def _endpoint(self) -> str:
-        return self.spec.api_base or "https://api.openai.com/v1"
+        return self.spec.api_base or OPENAI_BASE
 
 
 def _provider_message(exc: Any) -> str:

@@ -7,6 +7,7 @@ with :meth:`RecordingServer.enqueue`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -36,15 +37,19 @@ class Scripted:
 
 
 class RecordingServer:
-    def __init__(self, reply: str = "Hello from the recording server", host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, reply: str = "Hello from the recording server", host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         self.reply = reply
         self.usage = {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}
         self.requests: list[Recorded] = []
         self._script: deque[Scripted] = deque()
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer((host, 0), self._handler())
+        self._httpd = ThreadingHTTPServer((host, port), self._handler())
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     # -------------------------------------------------------------- lifecycle
     @property
@@ -116,6 +121,7 @@ class RecordingServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out in separate writes
 
             def log_message(self, *args: Any) -> None:  # keep test output clean
                 pass
@@ -182,3 +188,17 @@ class RecordingServer:
                 )
 
         return Handler
+
+
+def main() -> None:
+    """``python -m tests.servers.recording [port]``: serve until killed (the benchmarks use it)."""
+    import sys
+
+    server = RecordingServer(port=int(sys.argv[1]) if len(sys.argv) > 1 else 0)
+    print(server.url, flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        server._httpd.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
