@@ -1,0 +1,423 @@
+"""OpenAIServerModel on the wire, against the real recording server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from modelfactory.backends.openai import OpenAIServerModel
+from modelfactory.errors import BackendError, ConfigError
+from modelfactory.messages import TokenUsage
+from tests.servers.recording import RecordingServer
+
+KEY = "sk-explicit-KEY-1111222233334444"
+ENV_KEY = "sk-env-KEY-5555666677778888"
+MSGS = [{"role": "user", "content": "Say hello"}]
+REPO = Path(__file__).resolve().parents[2]
+
+
+def make(server: RecordingServer, **kwargs: Any) -> OpenAIServerModel:
+    kwargs.setdefault("model_id", "test-model")
+    kwargs.setdefault("max_retries", 0)
+    return OpenAIServerModel(api_base=f"{server.url}/v1", **kwargs)
+
+
+def mock_openai_client(handler: Any) -> dict[str, Any]:
+    """client_kwargs that route api.openai.com to an in-process handler: no traffic leaves the process."""
+    return {"http_client": httpx.Client(transport=httpx.MockTransport(handler))}
+
+
+def completion_json(content: str = "ok", **message: Any) -> dict[str, Any]:
+    return {
+        "id": "x",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content, **message},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
+    }
+
+
+# --------------------------------------------------------------------------- request shape
+
+
+def test_basic_request_on_the_wire(recording_server: RecordingServer) -> None:
+    m = make(recording_server, api_key=KEY)
+    out = m.generate(MSGS)
+    rec = recording_server.last
+    assert rec.method == "POST"
+    assert rec.path == "/v1/chat/completions"
+    assert rec.headers["authorization"] == f"Bearer {KEY}"
+    assert rec.body == {"model": "test-model", "messages": [{"role": "user", "content": "Say hello"}]}
+    assert out.role == "assistant"
+    assert out.content == "Hello from the recording server"
+    assert out.token_usage == TokenUsage(5, 7)
+    assert out.raw is not None
+    assert out.raw.id == "chatcmpl-rec"
+
+
+def test_messages_are_normalised_before_sending(recording_server: RecordingServer) -> None:
+    m = make(recording_server)
+    m.generate(
+        [
+            {"role": "system", "content": [{"type": "text", "text": "be brief"}]},
+            {"role": "tool-call", "content": "called f"},
+            {"role": "tool-response", "content": "f: 1"},
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "look"}, {"type": "image", "image": "QUJD"}],
+            },
+        ]
+    )
+    assert recording_server.last.body["messages"] == [
+        {"role": "system", "content": "be brief"},
+        {"role": "assistant", "content": "called f"},
+        {"role": "user", "content": "f: 1"},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "look"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,QUJD"}},
+            ],
+        },
+    ]
+
+
+def test_stop_is_sent_when_supported(recording_server: RecordingServer) -> None:
+    recording_server.reply = "Thought: go\nObservation: secret tail"
+    m = make(recording_server)
+    out = m.generate(MSGS, stop_sequences=["Observation:", "<end>"])
+    assert recording_server.last.body["stop"] == ["Observation:", "<end>"]
+    assert out.content == "Thought: go\n"
+
+
+def test_stop_is_not_sent_when_unsupported_but_output_is_trimmed(recording_server: RecordingServer) -> None:
+    recording_server.reply = "Thought: go\nObservation: secret tail"
+    m = make(recording_server, supports_stop=False)
+    out = m.generate(MSGS, stop_sequences=["Observation:"])
+    assert "stop" not in recording_server.last.body
+    assert out.content == "Thought: go\n"
+    deltas = list(m.generate_stream(MSGS, stop_sequences=["Observation:"]))
+    assert "stop" not in recording_server.last.body
+    assert "".join(d.content or "" for d in deltas) == "Thought: go\n"
+
+
+def test_no_stop_key_without_stop_sequences(recording_server: RecordingServer) -> None:
+    make(recording_server).generate(MSGS, stop_sequences=[])
+    assert "stop" not in recording_server.last.body
+
+
+def test_generation_params_from_config_and_per_call(recording_server: RecordingServer) -> None:
+    m = make(recording_server, temperature=0.2, max_tokens=10, top_p=0.9, seed=42)
+    m.generate(MSGS)
+    body = recording_server.last.body
+    assert (body["temperature"], body["max_tokens"], body["top_p"], body["seed"]) == (0.2, 10, 0.9, 42)
+    m.generate(MSGS, temperature=1.3, max_tokens=77, top_p=0.5, seed=7)
+    body = recording_server.last.body
+    assert (body["temperature"], body["max_tokens"], body["top_p"], body["seed"]) == (1.3, 77, 0.5, 7)
+    m.generate(MSGS)
+    assert recording_server.last.body["temperature"] == 0.2
+
+
+def test_unset_params_are_not_sent(recording_server: RecordingServer) -> None:
+    make(recording_server).generate(MSGS)
+    for key in ("temperature", "max_tokens", "top_p", "seed", "stop", "stream"):
+        assert key not in recording_server.last.body
+
+
+def test_generation_kwargs_extras_land_in_the_body(recording_server: RecordingServer) -> None:
+    m = make(
+        recording_server, generation_kwargs={"top_k": 20, "repetition_penalty": 1.1, "presence_penalty": 0.5}
+    )
+    m.generate(MSGS, min_p=0.05, top_k=3)
+    body = recording_server.last.body
+    assert body["top_k"] == 3
+    assert body["repetition_penalty"] == 1.1
+    assert body["presence_penalty"] == 0.5
+    assert body["min_p"] == 0.05
+    assert "extra_body" not in body
+
+
+def test_response_format_and_tools_on_the_wire(recording_server: RecordingServer) -> None:
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
+    make(recording_server).generate(MSGS, response_format={"type": "json_object"}, tools_to_call_from=[tool])
+    body = recording_server.last.body
+    assert body["response_format"] == {"type": "json_object"}
+    assert body["tools"] == [tool]
+
+
+def test_tool_calls_in_the_reply_are_parsed(recording_server: RecordingServer) -> None:
+    calls = [
+        {"id": "call_1", "type": "function", "function": {"name": "search", "arguments": '{"q": "x"}'}},
+        {"id": "call_2", "type": "function", "function": {"name": "raw", "arguments": "not json"}},
+    ]
+    recording_server.enqueue(200, completion_json(None, tool_calls=calls))
+    out = make(recording_server).generate(MSGS)
+    assert out.content is None
+    assert out.tool_calls is not None
+    assert [(t.id, t.function.name, t.function.arguments) for t in out.tool_calls] == [
+        ("call_1", "search", {"q": "x"}),
+        ("call_2", "raw", "not json"),
+    ]
+    assert out.token_usage == TokenUsage(1, 2)
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def test_openai_env_key_is_not_sent_to_a_local_server(
+    recording_server: RecordingServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", ENV_KEY)
+    make(recording_server).generate(MSGS)
+    assert recording_server.last.headers["authorization"] == "Bearer EMPTY"
+    assert ENV_KEY not in str(recording_server.last.headers)
+
+
+def test_explicit_key_is_sent_to_a_local_server(
+    recording_server: RecordingServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", ENV_KEY)
+    make(recording_server, api_key=KEY).generate(MSGS)
+    assert recording_server.last.headers["authorization"] == f"Bearer {KEY}"
+
+
+def test_openai_env_key_is_sent_to_api_openai_com(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", ENV_KEY)
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=completion_json("from openai"))
+
+    m = OpenAIServerModel(model_id="gpt-4o", max_retries=0, client_kwargs=mock_openai_client(handler))
+    assert m.generate(MSGS).content == "from openai"
+    assert str(seen[0].url) == "https://api.openai.com/v1/chat/completions"
+    assert seen[0].headers["authorization"] == f"Bearer {ENV_KEY}"
+
+
+def test_openai_env_key_does_not_follow_openai_base_url(
+    recording_server: RecordingServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", ENV_KEY)
+    monkeypatch.setenv("OPENAI_BASE_URL", f"{recording_server.url}/v1")
+    client = OpenAIServerModel(model_id="gpt-4o", max_retries=0).client  # inspected only: no request is sent
+    assert client.base_url.host == "api.openai.com" or client.api_key != ENV_KEY
+
+
+def test_no_key_for_api_openai_com_is_a_config_error() -> None:
+    calls: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(200, json=completion_json())
+
+    for api_base in (None, "https://api.openai.com/v1"):
+        with pytest.raises(ConfigError) as info:
+            OpenAIServerModel(model_id="gpt-4o", api_base=api_base, client_kwargs=mock_openai_client(handler))
+        (problem,) = info.value.problems
+        assert problem.key == "api_key"
+        assert "no API key for api.openai.com" in problem.problem
+        assert "OPENAI_API_KEY" in problem.fix
+    assert calls == []
+
+
+def test_empty_api_key_counts_as_no_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match="no API key"):
+        OpenAIServerModel(model_id="gpt-4o", api_key="")
+
+
+def test_bad_api_base_is_a_config_error() -> None:
+    with pytest.raises(ConfigError) as info:
+        OpenAIServerModel(model_id="m", api_base="127.0.0.1:8000/v1")
+    assert info.value.problems[0].key == "api_base"
+    assert "http(s) URL" in info.value.problems[0].problem
+
+
+def test_model_dict_never_holds_the_key(recording_server: RecordingServer) -> None:
+    m = make(recording_server, api_key=KEY)
+    assert KEY not in repr(m.to_dict())
+    assert m.to_dict()["api_base"] == f"{recording_server.url}/v1"
+    assert KEY not in repr(m)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    ("status", "retryable"),
+    [(401, False), (429, True), (500, True)],
+)
+def test_http_errors_become_backend_errors(
+    recording_server: RecordingServer, status: int, retryable: bool
+) -> None:
+    recording_server.enqueue(status, {"error": {"message": f"provider says no (key {KEY})", "type": "x"}})
+    m = make(recording_server, api_key=KEY)
+    with pytest.raises(BackendError) as info:
+        m.generate(MSGS)
+    err = info.value
+    assert err.status == status
+    assert err.retryable is retryable
+    assert f"(HTTP {status})" in str(err)
+    assert "provider says no (key ***)" in str(err)
+    assert KEY not in str(err)
+    assert KEY not in repr(err.args)
+    assert err.model_id == "test-model"
+    assert err.backend == "OpenAIServerModel"
+    assert len(recording_server.requests) == 1  # max_retries=0: no hidden retries
+
+
+def test_401_names_where_the_key_comes_from(recording_server: RecordingServer) -> None:
+    recording_server.enqueue(401, {"error": {"message": "invalid key"}})
+    with pytest.raises(BackendError, match=r"invalid key \(OPENAI_API_KEY is only sent to api.openai.com"):
+        make(recording_server).generate(MSGS)
+
+
+def test_error_with_a_plain_string_body(recording_server: RecordingServer) -> None:
+    recording_server.enqueue(503, {"error": "overloaded"})
+    with pytest.raises(BackendError, match="overloaded") as info:
+        make(recording_server).generate(MSGS)
+    assert info.value.status == 503
+
+
+def test_env_key_is_scrubbed_from_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", ENV_KEY)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(401, json={"error": {"message": f"bad key {request.headers['authorization']}"}})
+
+    m = OpenAIServerModel(model_id="gpt-4o", max_retries=0, client_kwargs=mock_openai_client(handler))
+    with pytest.raises(BackendError) as info:
+        m.generate(MSGS)
+    assert info.value.status == 401
+    assert ENV_KEY not in str(info.value)
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_connection_refused_fails_fast() -> None:
+    port = _closed_port()
+    m = OpenAIServerModel(model_id="m", api_base=f"http://127.0.0.1:{port}/v1", max_retries=0, api_key=KEY)
+    start = time.monotonic()
+    with pytest.raises(BackendError) as info:
+        m.generate(MSGS)
+    assert time.monotonic() - start < 5
+    err = info.value
+    assert f"cannot connect to http://127.0.0.1:{port}/v1" in str(err)
+    assert err.retryable is True
+    assert err.status is None
+    assert KEY not in str(err)
+    with pytest.raises(BackendError, match="cannot connect"):
+        list(m.generate_stream(MSGS))
+
+
+def test_timeout_is_a_backend_error(recording_server: RecordingServer) -> None:
+    recording_server.enqueue(200, completion_json("late"), delay=1.0)
+    m = make(recording_server, timeout=0.2)
+    with pytest.raises(BackendError, match=r"timed out after 0.2s") as info:
+        m.generate(MSGS)
+    assert info.value.retryable is True
+
+
+def test_empty_choices_is_a_backend_error(recording_server: RecordingServer) -> None:
+    body = completion_json()
+    body["choices"] = []
+    recording_server.enqueue(200, body)
+    with pytest.raises(BackendError, match="no choices") as info:
+        make(recording_server).generate(MSGS)
+    assert info.value.status is None
+    assert info.value.model_id == "test-model"
+
+
+# --------------------------------------------------------------------------- streaming
+
+
+def test_stream_deltas_join_to_the_reply_with_final_usage(recording_server: RecordingServer) -> None:
+    recording_server.reply = "A streamed reply, in several small chunks."
+    deltas = list(make(recording_server).generate_stream(MSGS, temperature=0.5))
+    body = recording_server.last.body
+    assert body["stream"] is True
+    assert body["stream_options"] == {"include_usage": True}
+    assert body["temperature"] == 0.5
+    assert "".join(d.content or "" for d in deltas) == recording_server.reply
+    assert len([d for d in deltas if d.content]) > 1
+    assert deltas[-1].token_usage == TokenUsage(5, 7)
+    assert sum(d.token_usage is not None for d in deltas) == 1
+
+
+def test_stream_with_stop(recording_server: RecordingServer) -> None:
+    recording_server.reply = "abc<end>def"
+    deltas = list(make(recording_server).generate_stream(MSGS, stop_sequences=["<end>"]))
+    assert recording_server.last.body["stop"] == ["<end>"]
+    assert "".join(d.content or "" for d in deltas) == "abc"
+    assert deltas[-1].token_usage == TokenUsage(5, 7)
+
+
+def test_stream_http_error(recording_server: RecordingServer) -> None:
+    recording_server.enqueue(429, {"error": {"message": "slow down"}})
+    with pytest.raises(BackendError, match="slow down") as info:
+        list(make(recording_server).generate_stream(MSGS))
+    assert info.value.status == 429
+
+
+# --------------------------------------------------------------------------- client
+
+
+def test_client_kwargs_are_kept(recording_server: RecordingServer) -> None:
+    m = make(
+        recording_server,
+        client_kwargs={"default_headers": {"X-Team": "llm-eval"}, "default_query": {"v": "3"}},
+    )
+    m.generate(MSGS)
+    assert recording_server.last.headers["x-team"] == "llm-eval"
+    assert recording_server.last.query == {"v": "3"}
+    assert m.to_dict()["client_kwargs"] == {
+        "default_headers": {"X-Team": "llm-eval"},
+        "default_query": {"v": "3"},
+    }
+
+
+def test_organization_and_project_headers(recording_server: RecordingServer) -> None:
+    make(recording_server, organization="org-1", project="proj-2").generate(MSGS)
+    assert recording_server.last.headers["openai-organization"] == "org-1"
+    assert recording_server.last.headers["openai-project"] == "proj-2"
+
+
+def test_client_is_created_lazily(recording_server: RecordingServer) -> None:
+    m = make(recording_server)
+    assert "client" not in m.__dict__
+    assert recording_server.requests == []
+    m.generate(MSGS)
+    client = m.__dict__["client"]
+    m.generate(MSGS)
+    assert m.client is client
+    assert len(recording_server.requests) == 2
+
+
+def test_construction_does_not_import_the_sdk() -> None:
+    code = (
+        "import sys\n"
+        "from modelfactory.backends.openai import OpenAIServerModel\n"
+        "m = OpenAIServerModel(model_id='m', api_base='http://127.0.0.1:9/v1')\n"
+        "print('openai' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
