@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh all,dev
 export HF_HUB_OFFLINE=1 LITELLM_LOCAL_MODEL_COST_MAP=True
-.venv/bin/ruff format --check modelfactory tests run.py examples scripts
-.venv/bin/ruff check modelfactory tests run.py examples scripts
+.venv/bin/ruff format --check modelfactory tests run.py examples scripts bench
+.venv/bin/ruff check modelfactory tests run.py examples scripts bench
 .venv/bin/mypy modelfactory
 .venv/bin/python -m pytest -q "$@"

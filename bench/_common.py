@@ -1,0 +1,67 @@
+"""Shared by the benchmarks: a local OpenAI-compatible server in its own process, and timing helpers."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+
+@contextmanager
+def local_server() -> Iterator[str]:
+    """The recording test server in a separate process (so it does not share our GIL); yields its URL."""
+    proc = subprocess.Popen(
+        [PY, "-m", "tests.servers.recording"], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def clean_env() -> dict[str, str]:
+    env = dict(os.environ)
+    for var in ("OPENAI_API_KEY", "HF_TOKEN", "AZURE_OPENAI_API_KEY"):
+        env.pop(var, None)
+    env["HF_HUB_OFFLINE"] = "1"
+    return env
+
+
+def time_command(cmd: list[str], env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"command failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")
+    return elapsed
+
+
+def alternate(contenders: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
+    """Run each contender once per round, in rotating order, so drift hits all of them alike."""
+    names = list(contenders)
+    samples: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for name in order:
+            samples[name].append(contenders[name]())
+    return samples
+
+
+def report(samples: dict[str, list[float]], ours: str, unit: str = "s") -> None:
+    medians = {n: statistics.median(v) for n, v in samples.items()}
+    for name, med in medians.items():
+        print(f"{name:>28}: median {med:.4f} {unit}  (n={len(samples[name])})")
+    for name, med in medians.items():
+        if name != ours:
+            print(f"{'ratio ' + ours + ' / ' + name:>48}: {medians[ours] / med:.3f}x")

@@ -1,0 +1,56 @@
+"""Cold start to first reply, against the same local OpenAI-compatible server (issue 7, target 1).
+
+    .venv/bin/python -m bench.cold_start [rounds]
+
+Compares `python run.py model=local_server prompt=hi` with a plain smolagents script and a plain
+openai script making the same call; prints medians over alternating runs and the ratios.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+
+from bench._common import PY, alternate, clean_env, local_server, report, time_command
+
+SMOLAGENTS = """
+import sys
+from smolagents import OpenAIServerModel
+m = OpenAIServerModel(model_id="tiny-llama", api_base=sys.argv[1], api_key="EMPTY")
+print(m.generate([{"role": "user", "content": [{"type": "text", "text": "hi"}]}]).content)
+"""
+OPENAI = """
+import sys
+import openai
+c = openai.OpenAI(base_url=sys.argv[1], api_key="EMPTY")
+r = c.chat.completions.create(model="tiny-llama", messages=[{"role": "user", "content": "hi"}])
+print(r.choices[0].message.content)
+"""
+
+
+def main() -> None:
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 9
+    env = clean_env()
+    with local_server() as url, tempfile.TemporaryDirectory() as tmp:
+        api = f"{url}/v1"
+        ours = [
+            PY,
+            "run.py",
+            "model=local_server",
+            f"model.api_base={api}",
+            "prompt=hi",
+            f"hydra.run.dir={tmp}",
+        ]
+        samples = alternate(
+            {
+                "modelfactory run.py": lambda: time_command(ours, env),
+                "smolagents script": lambda: time_command([PY, "-c", SMOLAGENTS, api], env),
+                "raw openai script": lambda: time_command([PY, "-c", OPENAI, api], env),
+            },
+            rounds,
+        )
+    report(samples, "modelfactory run.py")
+
+
+if __name__ == "__main__":
+    main()
