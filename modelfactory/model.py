@@ -25,7 +25,7 @@ from .messages import (
     normalize_stop_sequences,
     trim_at_stop,
 )
-from .settings import ModelSpec
+from .settings import ModelSpec, redact_env
 
 __all__ = ["GenerationRequest", "Model", "tool_to_schema"]
 
@@ -238,7 +238,7 @@ class Model:
     def redact(self, text: str) -> str:
         for secret in self.secret_values():
             text = text.replace(secret, "***")
-        return text
+        return redact_env(text)
 
     # ------------------------------------------------------------------ smolagents compatibility
 

@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from .errors import ConfigError, Problem, did_you_mean
 
-__all__ = ["REDACTED", "ModelSpec", "env_field", "plain", "redact_mapping", "to_plain"]
+__all__ = ["REDACTED", "ModelSpec", "env_field", "plain", "redact_env", "redact_mapping", "to_plain"]
 
 REDACTED = "**********"
 _SECRET_WORDS = ("key", "token", "secret", "password", "authorization", "credential")
@@ -74,6 +74,20 @@ def to_plain(value: Any) -> Any:
 
 
 plain = to_plain
+
+
+_SECRET_ENV_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
+
+
+def redact_env(text: str) -> str:
+    """Scrub the values of secret-looking environment variables (``*_API_KEY``, ``HF_TOKEN``, ...).
+
+    SDKs read keys from the environment behind our back; their errors may echo them.
+    """
+    for name, value in os.environ.items():
+        if len(value) >= 8 and any(w in name.upper() for w in _SECRET_ENV_WORDS) and value in text:
+            text = text.replace(value, "***")
+    return text
 
 
 def _looks_secret(key: str) -> bool:

@@ -1,0 +1,307 @@
+"""``LiteLLMModel``: any provider litellm knows (``anthropic/...``, ``azure/...``, ``openai/...``, ...).
+
+litellm is imported on the first call, not when the model is built: its import takes ~3 s, and without
+``LITELLM_LOCAL_MODEL_COST_MAP=True`` (set here before importing it) it blocks on a network fetch.
+
+Keys: ``api_key`` when configured; otherwise litellm reads the provider's own variable
+(``ANTHROPIC_API_KEY``, ``OPENAI_API_KEY``, ``AZURE_API_KEY``/``AZURE_OPENAI_API_KEY``, ...). When the
+request goes somewhere else than the provider's own service (``api_base`` in the config, or a base URL
+litellm would read from ``OPENAI_BASE_URL``, ``ANTHROPIC_BASE_URL``, ``<PROVIDER>_API_BASE``...), no key
+from the environment is sent (litellm would send e.g. ``OPENAI_API_KEY`` to any base URL): a placeholder
+goes instead, and the config must name the key, ``api_key: ${oc.env:MY_KEY}``. ``azure/`` models are the
+exception: their base URL is always the user's own resource.
+
+Azure: ``api_version`` is passed explicitly, from the config or ``OPENAI_API_VERSION`` (litellm ignores
+that variable and would send its own default), and ``api_base`` falls back to ``AZURE_OPENAI_ENDPOINT``
+(then to litellm's own ``AZURE_API_BASE``).
+
+Retries: ``num_retries`` (default 0) retries retryable failures (429, 5xx, timeouts, connection errors) in
+this adapter, with exponential backoff; litellm's own retries are switched off (``num_retries=0`` also
+sets the openai client's ``max_retries=0``) so attempts never stack. litellm's own retry wrapper needs
+``tenacity``, which litellm does not install. Streamed calls are not retried.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlparse
+
+from pydantic import Field, SecretStr, field_validator
+
+from ..errors import BackendError, MessageError, MissingDependencyError, ModelFactoryError, Problem
+from ..messages import ChatMessage, ChatMessageStreamDelta
+from ..model import GenerationRequest, Model
+from ..settings import ModelSpec
+from . import _openai_wire as wire
+from .hf_inference import reserved_params
+from .openai import OPENAI_HOSTS
+
+__all__ = ["LiteLLMModel", "LiteLLMSpec", "import_litellm"]
+
+# Sent as the key to a custom api_base when the config names none (litellm would read the env key).
+NO_KEY = "EMPTY"
+# litellm.completion arguments the adapter sets itself.
+_RESERVED = frozenset(
+    {
+        "model",
+        "messages",
+        "stream",
+        "stream_options",
+        "stop",
+        "response_format",
+        "tools",
+        "api_base",
+        "base_url",
+        "api_key",
+        "api_version",
+        "timeout",
+        "num_retries",
+        "max_retries",
+    }
+)
+# Providers' own hosts: a base URL env var naming one of these is not "somewhere else".
+_OFFICIAL_HOSTS = (*OPENAI_HOSTS, "api.anthropic.com")
+_BACKOFF_S = 0.5
+_BACKOFF_MAX_S = 8.0
+_configured = threading.Lock()
+_LITELLM_PREFIX = re.compile(r"^(litellm\.\w+:\s*)+")
+
+
+def import_litellm(backend: str) -> Any:
+    """Import litellm without its network fetch, and keep it quiet (no debug banners with request data)."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    try:
+        import litellm
+    except ImportError:
+        raise MissingDependencyError("litellm", "litellm", backend) from None
+    with _configured:
+        if not getattr(litellm, "_modelfactory_configured", False):
+            litellm.suppress_debug_info = True  # no "Give Feedback / Get Help" banners on errors
+            litellm.set_verbose = False
+            litellm._modelfactory_configured = True
+    return litellm
+
+
+class LiteLLMSpec(ModelSpec):
+    model_id: str = Field(description="a litellm model string, e.g. anthropic/claude-3-5-sonnet-latest")
+    api_base: str | None = Field(None, description="the provider's base URL, e.g. http://127.0.0.1:4000/v1")
+    api_key: SecretStr | None = Field(
+        None,
+        description="the provider's key; unset: litellm reads the provider's env var (ANTHROPIC_API_KEY, ...), "
+        "except with a custom api_base",
+    )
+    api_version: str | None = Field(None, description="Azure API version; unset: OPENAI_API_VERSION")
+    timeout: float = Field(120.0, gt=0, description="seconds before one request is abandoned")
+    num_retries: int = Field(
+        0,
+        ge=0,
+        description="retries of retryable failures (429, 5xx, timeouts); 0 leaves retrying to the caller",
+    )
+    completion_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="extra keyword arguments for litellm.completion, passed as given"
+    )
+
+    @field_validator("api_base")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and (
+            urlparse(value).scheme not in ("http", "https") or not urlparse(value).netloc
+        ):
+            raise ValueError("must be an http(s) URL, e.g. http://127.0.0.1:4000/v1")
+        return value
+
+    def problems(self) -> list[Problem]:
+        out = []
+        for where, params in (
+            ("completion_kwargs", self.completion_kwargs),
+            ("generation_kwargs", self.generation_kwargs),
+        ):
+            for key in reserved_params(params, _RESERVED):
+                fix = (
+                    f"use model.{key}"
+                    if key in type(self).model_fields
+                    else "pass stop_sequences / response_format / tools_to_call_from to the call instead"
+                )
+                out.append(Problem(f"{where}.{key}", "is set by the adapter", fix))
+        return out
+
+    @property
+    def is_azure(self) -> bool:
+        return self.model_id.startswith("azure/")
+
+
+class LiteLLMModel(Model):
+    """Chat completions through ``litellm.completion``."""
+
+    Spec = LiteLLMSpec
+    spec: LiteLLMSpec
+    supports_response_format = True
+    supports_tools = True
+
+    @functools.cached_property
+    def litellm(self) -> Any:
+        return import_litellm(type(self).__name__)
+
+    # ------------------------------------------------------------------ the wire
+
+    def _api_base(self) -> str | None:
+        spec = self.spec
+        if spec.api_base is None and spec.is_azure:
+            return os.environ.get("AZURE_OPENAI_ENDPOINT") or None
+        return spec.api_base
+
+    def _env_api_base(self) -> str | None:
+        """A base URL litellm would read from the environment for this model's provider, if one is set
+        (``OPENAI_BASE_URL``/``OPENAI_API_BASE``, ``ANTHROPIC_BASE_URL``, ``<PROVIDER>_API_BASE``, ...)."""
+        try:
+            provider = str(self.litellm.get_llm_provider(self.model_id)[1])
+        except Exception:
+            return None
+        prefix = (
+            "OPENAI"
+            if provider in ("openai", "text-completion-openai")
+            else provider.upper().replace("-", "_")
+        )
+        for name in (f"{prefix}_BASE_URL", f"{prefix}_API_BASE"):
+            value = os.environ.get(name)
+            if value and urlparse(value).hostname not in _OFFICIAL_HOSTS:
+                return value
+        return None
+
+    def _api_key(self) -> str | None:
+        """The key to send. litellm's env lookup (``OPENAI_API_KEY``, ...) is kept only for the provider's
+        own service: with a custom api_base, from the config or the environment, a placeholder goes."""
+        spec = self.spec
+        if spec.api_key is not None and spec.api_key.get_secret_value():
+            return spec.api_key.get_secret_value()
+        if spec.is_azure:
+            return None  # an Azure api_base is always the user's own resource
+        if spec.api_base is not None or self._env_api_base() is not None:
+            return NO_KEY
+        return None
+
+    def _call_kwargs(self, req: GenerationRequest, *, stream: bool) -> dict[str, Any]:
+        bad = reserved_params(req.params, _RESERVED)
+        if bad:
+            raise MessageError(
+                f"{type(self).__name__}: {', '.join(bad)} cannot be passed as a generation kwarg "
+                "(configure it on the model, or use stop_sequences / response_format / tools_to_call_from)"
+            )
+        spec = self.spec
+        kwargs: dict[str, Any] = {**spec.completion_kwargs, **req.params}
+        kwargs.update(model=self.model_id, messages=req.messages, timeout=spec.timeout, num_retries=0)
+        api_base, api_key = self._api_base(), self._api_key()
+        if api_base is not None:
+            kwargs["api_base"] = api_base
+        if api_key is not None:
+            kwargs["api_key"] = api_key
+        api_version = spec.api_version or (os.environ.get("OPENAI_API_VERSION") if spec.is_azure else None)
+        if api_version:
+            kwargs["api_version"] = api_version
+        if req.provider_stop:
+            kwargs["stop"] = req.provider_stop
+        if req.response_format is not None:
+            kwargs["response_format"] = req.response_format
+        if req.tools:
+            kwargs["tools"] = req.tools
+        if stream:
+            kwargs["stream"] = True
+            kwargs["stream_options"] = {"include_usage": True}
+        return kwargs
+
+    def _generate(self, req: GenerationRequest) -> ChatMessage:
+        kwargs = self._call_kwargs(req, stream=False)
+        attempt = 0
+        while True:
+            try:
+                response = self.litellm.completion(**kwargs)
+                return wire.parse_completion(response)
+            except Exception as exc:
+                err = self._translate(exc)
+                if isinstance(err, BackendError) and err.retryable and attempt < self.spec.num_retries:
+                    time.sleep(min(_BACKOFF_S * 2**attempt, _BACKOFF_MAX_S))
+                    attempt += 1
+                    continue
+                raise err from exc
+
+    def _generate_stream(self, req: GenerationRequest) -> Iterator[ChatMessageStreamDelta]:
+        try:
+            stream = self.litellm.completion(**self._call_kwargs(req, stream=True))
+            yield from wire.iter_stream(stream)
+        except Exception as exc:
+            raise self._translate(exc) from exc
+
+    # ------------------------------------------------------------------ errors
+
+    def _auth_hint(self) -> str:
+        if self._api_key() == NO_KEY:
+            return (
+                " (with a custom api_base no key is read from the environment: set "
+                "model.api_key=${oc.env:YOUR_KEY_VAR})"
+            )
+        provider = self.model_id.split("/", 1)[0] if "/" in self.model_id else "openai"
+        var = "AZURE_API_KEY" if self.spec.is_azure else f"{provider.upper().replace('-', '_')}_API_KEY"
+        return f" (check model.api_key or {var})"
+
+    def _translate(self, exc: Exception) -> Exception:
+        """litellm exceptions (subclasses of openai's) -> one BackendError with status, secrets scrubbed."""
+        if isinstance(exc, ModelFactoryError):
+            return exc
+        import httpx
+        import openai
+
+        status: int | None = None
+        retryable = False
+        cause = _network_cause(exc)
+        if isinstance(exc, openai.APITimeoutError) or isinstance(
+            cause, (httpx.TimeoutException, TimeoutError)
+        ):
+            message, retryable = f"timed out after {self.spec.timeout}s (model.timeout)", True
+        elif cause is not None:
+            # litellm reports a refused connection as an InternalServerError with a made-up status 500
+            where = self._api_base() or f"the {self.model_id.split('/')[0]} API"
+            message, retryable = f"cannot connect to {where}: {cause}", True
+        elif isinstance(exc, openai.APIStatusError) and not isinstance(exc, openai.APIConnectionError):
+            status = exc.status_code
+            retryable = status in (408, 409, 429) or status >= 500
+            message = _provider_message(exc)
+            if status in (401, 403):
+                message += self._auth_hint()
+        elif isinstance(exc, openai.OpenAIError):  # e.g. litellm's catch-all APIConnectionError (fake 500)
+            message = _provider_message(exc)
+        elif isinstance(exc, wire.EmptyReplyError):
+            message, retryable = str(exc), True
+        else:
+            return exc
+        return BackendError(
+            self.redact(message),
+            model_id=self.model_id,
+            backend=type(self).__name__,
+            status=status,
+            retryable=retryable,
+        )
+
+
+def _network_cause(exc: BaseException) -> BaseException | None:
+    """The transport failure behind ``exc`` (connection refused, DNS, timeout), if there is one."""
+    import httpx
+
+    seen = 0
+    cur: BaseException | None = exc
+    while cur is not None and seen < 12:
+        if isinstance(cur, (httpx.TransportError, ConnectionError, TimeoutError)):
+            return cur
+        cur = cur.__cause__ or cur.__context__
+        seen += 1
+    return None
+
+
+def _provider_message(exc: Any) -> str:
+    message = str(getattr(exc, "message", None) or exc)
+    return _LITELLM_PREFIX.sub("", message).strip()

@@ -1,0 +1,357 @@
+"""TransformersModel on the shipped ``builtin:tiny-llama`` (offline, CPU, milliseconds per call).
+
+A tiny model decodes greedily into one repeated token, so the stop-sequence tests use seeded sampling:
+the same seed gives the same tokens, so a stopped run is the unstopped run cut short.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modelfactory.errors import BackendError, ConfigError, MissingDependencyError, UnsupportedFeatureError
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from modelfactory.backends.transformers import ASSETS, TransformersModel, stop_state  # noqa: E402
+from modelfactory.messages import trim_at_stop  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+MESSAGES = [
+    {"role": "system", "content": "You are a helpful assistant."},
+    {"role": "user", "content": "Tell me a story about the river."},
+]
+MAX_NEW = 24
+
+
+@pytest.fixture(scope="module")
+def tiny() -> TransformersModel:
+    """One loaded model for the module: seeded sampling, so every call with the same seed repeats."""
+    model = TransformersModel(model_id="builtin:tiny-llama", max_new_tokens=MAX_NEW, temperature=0.8, seed=0)
+    _ = model.runtime
+    return model
+
+
+@pytest.fixture(scope="module")
+def unstopped(tiny: TransformersModel) -> Any:
+    return tiny(MESSAGES)
+
+
+def _token_pieces(model: TransformersModel, ids: list[int]) -> list[str]:
+    return [model.tokenizer.decode([i], skip_special_tokens=True) for i in ids]
+
+
+# --------------------------------------------------------------------------- assets and template
+
+
+def test_asset_dir_is_small_and_complete() -> None:
+    root = ASSETS / "tiny-llama"
+    names = {p.name for p in root.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "generation_config.json"} <= names
+    assert sum(p.stat().st_size for p in root.iterdir()) < 1_000_000
+    config = json.loads((root / "config.json").read_text())
+    assert config["model_type"] == "llama" and config["tie_word_embeddings"] is True
+
+
+def test_chat_template_builds_chatml_prompt(tiny: TransformersModel) -> None:
+    prompt = tiny.chat_prompt(MESSAGES)
+    assert prompt == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+        "<|im_start|>user\nTell me a story about the river.<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+    tok = tiny.tokenizer
+    ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    # the markers are single special tokens, not spelled out byte by byte
+    assert ids.count(tok.convert_tokens_to_ids("<|im_start|>")) == 3
+    assert ids.count(tok.convert_tokens_to_ids("<|im_end|>")) == 2
+
+
+def test_chat_template_override() -> None:
+    model = TransformersModel(
+        model_id="builtin:tiny-llama",
+        chat_template="{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}>>> ",
+        max_new_tokens=2,
+    )
+    assert model.chat_prompt([{"role": "user", "content": "hi"}]) == "[user] hi\n>>> "
+    assert model([{"role": "user", "content": "hi"}]).raw["prompt"] == "[user] hi\n>>> "
+
+
+# --------------------------------------------------------------------------- plain calls
+
+
+def test_call_returns_text_and_exact_usage(tiny: TransformersModel, unstopped: Any) -> None:
+    reply = unstopped
+    assert isinstance(reply.content, str) and reply.content.strip()
+    prompt = tiny.chat_prompt(MESSAGES)
+    assert reply.raw["prompt"] == prompt
+    prompt_len = len(tiny.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    usage = reply.token_usage
+    assert usage.input_tokens == prompt_len
+    assert usage.output_tokens == len(reply.raw["generated_token_ids"]) <= MAX_NEW
+    assert usage.total_tokens == usage.input_tokens + usage.output_tokens
+    assert reply.content == tiny.tokenizer.decode(reply.raw["generated_token_ids"], skip_special_tokens=True)
+
+
+def test_same_seed_same_text_other_seed_other_text(tiny: TransformersModel, unstopped: Any) -> None:
+    assert tiny(MESSAGES).content == unstopped.content
+    assert any(tiny(MESSAGES, seed=s).content != unstopped.content for s in range(1, 6))
+
+
+def test_max_tokens_overrides_max_new_tokens(tiny: TransformersModel) -> None:
+    reply = tiny(MESSAGES, max_tokens=5)
+    assert reply.token_usage.output_tokens <= 5
+    eos = tiny.tokenizer.eos_token_id
+    assert reply.raw["finish_reason"] == "length" or reply.raw["generated_token_ids"][-1] == eos
+
+
+def test_temperature_zero_is_greedy_and_ignores_seed(tiny: TransformersModel) -> None:
+    a = tiny(MESSAGES, temperature=0, seed=1)
+    b = tiny(MESSAGES, temperature=0, seed=2)
+    assert a.content == b.content
+
+
+def test_images_are_refused(tiny: TransformersModel) -> None:
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "what is this?"},
+                {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
+            ],
+        }
+    ]
+    with pytest.raises(UnsupportedFeatureError, match="text only"):
+        tiny(messages)
+
+
+def test_text_parts_are_joined(tiny: TransformersModel) -> None:
+    parts = [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]
+    assert tiny(parts, max_tokens=1).raw["prompt"].startswith("<|im_start|>user\na\nb<|im_end|>")
+
+
+# --------------------------------------------------------------------------- stop sequences
+
+
+def test_stop_spanning_tokens_stops_generation_early(tiny: TransformersModel, unstopped: Any) -> None:
+    ids = unstopped.raw["generated_token_ids"]
+    pieces = _token_pieces(tiny, ids)
+    assert "".join(pieces) == unstopped.content
+    # a stop made of the end of one token and the start of the next, early in the output
+    i = next(k for k in range(1, len(pieces) - 2) if len(pieces[k]) >= 2 and len(pieces[k + 1]) >= 2)
+    stop = pieces[i][-2:] + pieces[i + 1][:2]
+    reply = tiny(MESSAGES, stop_sequences=[stop])
+    cut = unstopped.content.index(stop)
+    assert reply.content == unstopped.content[:cut]
+    assert stop not in reply.content
+    assert reply.raw["stop_sequence"] == stop and reply.raw["finish_reason"] == "stop"
+    assert reply.token_usage.output_tokens < unstopped.token_usage.output_tokens
+    # it stopped on the token that completed the stop, not later
+    done = len("".join(pieces[: reply.token_usage.output_tokens]))
+    assert done >= cut + len(stop) > len("".join(pieces[: reply.token_usage.output_tokens - 1]))
+
+
+def test_stop_only_in_prompt_does_not_stop(tiny: TransformersModel, unstopped: Any) -> None:
+    first = unstopped.content[:2]
+    for stop in ("Tell me a story", "helpful", "assistant\n" + first):
+        assert stop in tiny.chat_prompt(MESSAGES) + first and stop not in unstopped.content
+        reply = tiny(MESSAGES, stop_sequences=[stop])
+        assert reply.content == unstopped.content
+        assert reply.token_usage.output_tokens == unstopped.token_usage.output_tokens
+
+
+def test_supports_stop_false_trims_afterwards(unstopped: Any) -> None:
+    model = TransformersModel(
+        model_id="builtin:tiny-llama", max_new_tokens=MAX_NEW, temperature=0.8, seed=0, supports_stop=False
+    )
+    stop = unstopped.content[6:9]
+    reply = model(MESSAGES, stop_sequences=[stop])
+    assert reply.content == unstopped.content[: unstopped.content.index(stop)]
+    assert reply.token_usage.output_tokens == unstopped.token_usage.output_tokens
+    assert reply.raw["stop_sequence"] is None
+
+
+def test_stop_state_waits_for_an_overlapping_stop_that_starts_earlier() -> None:
+    stops = ["t", " town "]
+    assert stop_state("The small town", stops) == (len("The small"), False)  # " town " may follow
+    assert stop_state("The small town sat", stops) == (len("The small"), True)
+    assert stop_state("The small towns", stops) == (len("The small "), True)
+    assert stop_state("The small", stops) == (len("The small"), False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.text(alphabet="ab ", max_size=16),
+    stops=st.lists(st.text(alphabet="ab ", min_size=1, max_size=4), min_size=1, max_size=3),
+)
+def test_stop_state_never_settles_text_that_a_later_token_changes(text: str, stops: list[str]) -> None:
+    reply = trim_at_stop(text, stops)
+    for end in range(len(text) + 1):
+        n, final = stop_state(text[:end], stops)
+        assert reply == text[:n] if final else reply.startswith(text[:n])
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_stop_contract_property(tiny: TransformersModel, unstopped: Any, data: st.DataObject) -> None:
+    text = unstopped.content
+    substrings = st.tuples(st.integers(0, len(text) - 1), st.integers(1, 6)).map(
+        lambda t: text[t[0] : t[0] + t[1]]
+    )
+    stops = data.draw(
+        st.lists(st.one_of(substrings, st.sampled_from(sorted(set(text)))), min_size=1, max_size=3)
+    )
+    assume(all(stops))
+    stream = data.draw(st.booleans())
+    if stream:
+        deltas = list(tiny.generate_stream(MESSAGES, stop_sequences=stops))
+        content = "".join(d.content or "" for d in deltas)
+        assert all(not any(s in (d.content or "") for s in stops) for d in deltas)
+    else:
+        content = tiny(MESSAGES, stop_sequences=stops).content
+    assert not any(s in content for s in stops)
+    # same seed, same tokens: the stopped reply is the unstopped one cut at its first stop
+    cut = min(text.index(s) for s in stops)
+    assert content == text[:cut]
+
+
+# --------------------------------------------------------------------------- streaming
+
+
+def test_stream_matches_call_and_ends_with_usage(tiny: TransformersModel, unstopped: Any) -> None:
+    deltas = list(tiny.generate_stream(MESSAGES))
+    assert len([d for d in deltas if d.content]) > 1  # token by token, not one blob
+    assert "".join(d.content or "" for d in deltas) == unstopped.content
+    assert deltas[-1].token_usage == unstopped.token_usage
+    assert all(d.token_usage is None for d in deltas[:-1])
+
+
+def test_stream_with_stop(tiny: TransformersModel, unstopped: Any) -> None:
+    stop = unstopped.content[8:12]
+    reply = tiny(MESSAGES, stop_sequences=[stop])
+    deltas = list(tiny.generate_stream(MESSAGES, stop_sequences=[stop]))
+    assert "".join(d.content or "" for d in deltas) == reply.content
+    assert not any(stop in (d.content or "") for d in deltas)
+    assert [d.token_usage for d in deltas if d.token_usage is not None] == [reply.token_usage]
+
+
+def test_stream_usage_is_last_even_when_text_was_held_back(tiny: TransformersModel, unstopped: Any) -> None:
+    stop = unstopped.content[8:12]
+    """The base StopFilter holds back 'l' (a possible start of 'l to'); it must come before the usage."""
+    assert unstopped.content[7] == stop[0]  # the reply ends with a possible start of the stop
+    deltas = list(tiny.generate_stream(MESSAGES, stop_sequences=[stop]))
+    assert deltas[-1].token_usage is not None
+    assert "".join(d.content or "" for d in deltas) == unstopped.content[:8]
+
+
+def test_stream_closed_early_frees_the_model(tiny: TransformersModel, unstopped: Any) -> None:
+    stream = tiny.generate_stream(MESSAGES, max_tokens=200)
+    assert next(stream).content
+    stream.close()  # generation thread is cancelled and joined
+    assert tiny(MESSAGES).content == unstopped.content
+
+
+# --------------------------------------------------------------------------- config and errors
+
+
+def test_import_and_build_do_not_import_torch() -> None:
+    code = (
+        "import sys\n"
+        "import modelfactory.backends.transformers as t\n"
+        "m = t.TransformersModel(model_id='builtin:tiny-llama')\n"
+        "print(sorted(k for k in ('torch', 'transformers') if k in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_unknown_builtin_is_a_config_error_with_suggestion() -> None:
+    with pytest.raises(ConfigError) as info:
+        TransformersModel(model_id="builtin:tiny-lama")
+    (problem,) = info.value.problems
+    assert problem.key == "model_id"
+    assert "did you mean 'builtin:tiny-llama'" in problem.problem
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"device": "gpu"}, "device"),
+        ({"dtype": "fp8"}, "dtype"),
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"model_id": "./no/such/model/dir"}, "model_id"),
+        ({"do_sample": False, "temperature": 0.7}, "do_sample"),
+        ({"generation_kwargs": {"max_new_tokens": 3}}, "generation_kwargs.max_new_tokens"),
+        ({"max_new_token": 3}, "max_new_token"),
+    ],
+)
+def test_bad_config_is_reported(kwargs: dict[str, Any], key: str) -> None:
+    kwargs = {"model_id": "builtin:tiny-llama", **kwargs}
+    with pytest.raises(ConfigError) as info:
+        TransformersModel(**kwargs)
+    assert key in [p.key for p in info.value.problems]
+
+
+def test_offline_missing_hub_model_is_a_clear_backend_error(tmp_path: Path) -> None:
+    model = TransformersModel(
+        model_id="HuggingFaceTB/SmolLM-135M-Instruct", model_kwargs={"cache_dir": str(tmp_path)}
+    )
+    with pytest.raises(BackendError) as info:
+        model([{"role": "user", "content": "hi"}])
+    message = str(info.value)
+    assert "HuggingFaceTB/SmolLM-135M-Instruct" in message and "HF_HUB_OFFLINE" in message
+    assert "Traceback" not in message and info.value.__cause__ is None
+
+
+@pytest.mark.slow
+def test_offline_missing_hub_model_with_empty_hf_home(tmp_path: Path) -> None:
+    """As a user meets it: a fresh process, HF_HUB_OFFLINE=1 and an empty HF_HOME."""
+    code = (
+        "from modelfactory.backends.transformers import TransformersModel\n"
+        "from modelfactory.errors import BackendError\n"
+        "m = TransformersModel(model_id='HuggingFaceTB/SmolLM-135M-Instruct')\n"
+        "try:\n"
+        "    m([{'role': 'user', 'content': 'hi'}])\n"
+        "except BackendError as exc:\n"
+        "    print('BackendError:', exc)\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)}
+    env.pop("HF_HUB_CACHE", None)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("BackendError:")
+    assert "HuggingFaceTB/SmolLM-135M-Instruct" in out.stdout and "HF_HUB_OFFLINE" in out.stdout
+    assert "Traceback" not in out.stderr
+
+
+def test_missing_torch_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "torch", None)
+    model = TransformersModel(model_id="builtin:tiny-llama")
+    with pytest.raises(MissingDependencyError, match=r"modelfactory\[transformers\]"):
+        model([{"role": "user", "content": "hi"}])
+
+
+def test_shipped_configs() -> None:
+    from omegaconf import OmegaConf
+
+    from modelfactory.factory import build_model, validate_config
+
+    tiny_cfg = OmegaConf.load(ROOT / "conf" / "model" / "transformers_tiny.yaml")
+    smol_cfg = OmegaConf.load(ROOT / "conf" / "model" / "transformers_smollm.yaml")
+    assert validate_config(tiny_cfg) == [] and validate_config(smol_cfg) == []
+    model = build_model(tiny_cfg)
+    assert isinstance(model, TransformersModel)
+    first = model([{"role": "user", "content": "hi"}]).content
+    assert first and first == model([{"role": "user", "content": "hi"}]).content  # seeded
