@@ -67,7 +67,7 @@ def run(cfg: DictConfig) -> int:
             raise
         result["error"] = {"type": type(exc).__name__, "message": str(exc)}
         print(f"error: {exc}", file=sys.stderr)
-        log.error("%s: %s", type(exc).__name__, exc)
+        log.info("error: %s: %s", type(exc).__name__, exc)  # to the job log; the console got stderr
         code = 2 if isinstance(exc, ConfigError) else 1
     result_path = out_dir / cfg.output.result_file
     result_path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

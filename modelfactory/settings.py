@@ -192,7 +192,10 @@ class ModelSpec(BaseSettings):
                 )
             elif err["type"] == "missing":
                 envs = _field_envs(info) if info else []
-                fix = f"set model.{loc}=..." + (f" or the env var {' / '.join(envs)}" if envs else "")
+                if envs and _looks_secret(top):  # never invite a key onto the command line
+                    fix = f"export {envs[0]}=... (keys belong in the environment, not in configs)"
+                else:
+                    fix = f"set model.{loc}=..." + (f" or the env var {' / '.join(envs)}" if envs else "")
                 problems.append(Problem(key=loc, problem="required but not set", fix=fix, source=owner))
             else:
                 secret = info is not None and (_looks_secret(top) or "SecretStr" in str(info.annotation))
