@@ -98,6 +98,22 @@ class RecordingServer:
             "usage": dict(self.usage),
         }
 
+    def anthropic_message(self, body: Any) -> dict[str, Any]:
+        model = body.get("model", "unknown") if isinstance(body, dict) else "unknown"
+        return {
+            "id": "msg_rec",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [{"type": "text", "text": self.reply}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": self.usage["prompt_tokens"],
+                "output_tokens": self.usage["completion_tokens"],
+            },
+        }
+
     def chunks(self, body: Any) -> list[dict[str, Any]]:
         model = body.get("model", "unknown") if isinstance(body, dict) else "unknown"
         base = {"id": "chatcmpl-rec", "object": "chat.completion.chunk", "created": 0, "model": model}
@@ -174,6 +190,14 @@ class RecordingServer:
                         else (body.encode() if isinstance(body, str) else json.dumps(body).encode())
                     )
                     self._send(scripted.status, payload, "application/json", scripted.headers)
+                    return
+                if rec.path.endswith("/v1/messages"):  # Anthropic's Messages API (litellm anthropic/...)
+                    self._send(
+                        200,
+                        json.dumps(server.anthropic_message(rec.body)).encode(),
+                        "application/json",
+                        scripted.headers,
+                    )
                     return
                 if isinstance(rec.body, dict) and rec.body.get("stream"):
                     data = b"".join(f"data: {json.dumps(c)}\n\n".encode() for c in server.chunks(rec.body))
