@@ -1,7 +1,8 @@
 """Property tests of the stop contract: the returned text ends *before* the earliest stop, always.
 
 Checked at three levels: ``trim_at_stop`` against a brute-force oracle, ``StopFilter`` fed any chunking
-of the text, and end to end through real backends (OpenAI and Azure against the recording server, and a
+of the text, and end to end through real backends (OpenAI, Azure, HF InferenceClient and LiteLLM against
+the recording server, and a
 ``CallableModel``), both blocking and streamed, with the provider taking ``stop`` or not.
 """
 
@@ -244,3 +245,45 @@ def test_example_custom_model_keeps_the_stop_contract(case: tuple[str, list[str]
     full = custom_model(msgs)
     model = CallableModel(fn="examples.custom_model.custom_model")
     assert_contract(model.generate(msgs, stop_sequences=stops).content, full, stops)
+
+
+def test_hf_inference_backend_keeps_the_stop_contract(
+    server: RecordingServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import huggingface_hub.constants
+
+    from modelfactory.backends.hf_inference import HfApiModel
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # read once at import
+    model = HfApiModel(model_id="prop-model", base_url=server.url)
+
+    @E2E_SETTINGS
+    @given(text_and_stops())
+    def check(case: tuple[str, list[str]]) -> None:
+        text, stops = case
+        server.reply = text
+        assert_contract(model.generate(MSGS, stop_sequences=stops).content, text, stops)
+        assert server.last.body.get("stop") == (normalize_stop_sequences(stops) or None)
+        assert_contract(_streamed(model, MSGS, stops), text, stops)
+
+    check()
+
+
+@pytest.mark.parametrize("supports_stop", [True, False])
+def test_litellm_backend_keeps_the_stop_contract(server: RecordingServer, supports_stop: bool) -> None:
+    from modelfactory.backends.litellm import LiteLLMModel
+
+    model = LiteLLMModel(
+        model_id="openai/prop-model", api_base=f"{server.url}/v1", api_key="k", supports_stop=supports_stop
+    )
+
+    @settings(E2E_SETTINGS, max_examples=20)
+    @given(text_and_stops())
+    def check(case: tuple[str, list[str]]) -> None:
+        text, stops = case
+        server.reply = text
+        assert_contract(model.generate(MSGS, stop_sequences=stops).content, text, stops)
+        assert ("stop" in server.last.body) is bool(supports_stop and stops)
+        assert_contract(_streamed(model, MSGS, stops), text, stops)
+
+    check()
