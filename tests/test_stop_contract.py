@@ -2,8 +2,7 @@
 
 Checked at three levels: ``trim_at_stop`` against a brute-force oracle, ``StopFilter`` fed any chunking
 of the text, and end to end through real backends (OpenAI, Azure, HF InferenceClient and LiteLLM against
-the recording server, and a
-``CallableModel``), both blocking and streamed, with the provider taking ``stop`` or not.
+the recording server, and a ``CallableModel``), both blocking and streamed, with the provider taking ``stop`` or not.
 """
 
 from __future__ import annotations
