@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -38,12 +39,20 @@ def clean_env() -> dict[str, str]:
     return env
 
 
-def time_command(cmd: list[str], env: dict[str, str]) -> float:
+def time_command(cmd: list[str], env: dict[str, str], cpu_log: list[float] | None = None) -> float:
+    """Wall seconds of one run of ``cmd``; its user+system CPU seconds are appended to ``cpu_log``.
+
+    CPU time is the steadier figure on a shared 2-core machine; wall time is what a user waits.
+    """
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise SystemExit(f"command failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")
+    if cpu_log is not None:
+        cpu_log.append((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime))
     return elapsed
 
 

@@ -8,6 +8,7 @@ openai script making the same call; prints medians over alternating runs and the
 
 from __future__ import annotations
 
+import functools
 import sys
 import tempfile
 
@@ -41,15 +42,20 @@ def main() -> None:
             "prompt=hi",
             f"hydra.run.dir={tmp}",
         ]
+        commands = {
+            "modelfactory run.py": ours,
+            "smolagents script": [PY, "-c", SMOLAGENTS, api],
+            "raw openai script": [PY, "-c", OPENAI, api],
+        }
+        cpu: dict[str, list[float]] = {name: [] for name in commands}
         samples = alternate(
-            {
-                "modelfactory run.py": lambda: time_command(ours, env),
-                "smolagents script": lambda: time_command([PY, "-c", SMOLAGENTS, api], env),
-                "raw openai script": lambda: time_command([PY, "-c", OPENAI, api], env),
-            },
+            {name: functools.partial(time_command, cmd, env, cpu[name]) for name, cmd in commands.items()},
             rounds,
         )
+    print("wall time (what a user waits):")
     report(samples, "modelfactory run.py")
+    print("CPU time, user+system (steadier on a busy machine):")
+    report(cpu, "modelfactory run.py")
 
 
 if __name__ == "__main__":
