@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "BackendError",
@@ -82,7 +83,17 @@ class MissingDependencyError(ModelFactoryError, ImportError):
 
 
 class BackendError(ModelFactoryError, RuntimeError):
-    """A provider or local model failed a call. Secrets are redacted before the message is built."""
+    """A provider or local model failed a call. Secrets are redacted before the message is built.
+
+    ``retryable`` is decided by each backend from the exception class and HTTP status (429, 408, 5xx,
+    timeouts, lost connections), never from the message text; ``retry_after`` is the wait in seconds the
+    provider asked for (``Retry-After`` / ``retry-after-ms``), if any; ``attempts`` is how many requests
+    were made before giving up, and ``final`` is set once a retry policy gave up on the error, so a model
+    wrapping another one (a fallback chain, a function calling a model) never retries it again: retries
+    do not stack.
+    """
+
+    MAX_MESSAGE = 4000  # a provider may echo a whole (1 MB) prompt back: keep errors readable
 
     def __init__(
         self,
@@ -92,16 +103,55 @@ class BackendError(ModelFactoryError, RuntimeError):
         backend: str | None = None,
         status: int | None = None,
         retryable: bool = False,
+        retry_after: float | None = None,
+        attempts: int = 1,
     ) -> None:
+        if len(message) > self.MAX_MESSAGE:
+            cut = len(message) - self.MAX_MESSAGE
+            message = f"{message[: self.MAX_MESSAGE]}... ({cut} more characters)"
         self.model_id = model_id
         self.backend = backend
         self.status = status
         self.retryable = retryable
+        self.retry_after = retry_after
+        self.attempts = attempts
+        self.final = False
         self.provider_message = message
-        parts = [p for p in (backend, model_id and f"model '{model_id}'") if p]
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        parts = [p for p in (self.backend, self.model_id and f"model '{self.model_id}'") if p]
         head = " ".join(parts) or "model"
-        status_txt = f" (HTTP {status})" if status is not None else ""
-        super().__init__(f"{head} failed{status_txt}: {message}")
+        status_txt = f" (HTTP {self.status})" if self.status is not None else ""
+        tries = f" after {self.attempts} attempts" if self.attempts > 1 else ""
+        return f"{head} failed{status_txt}{tries}: {self.provider_message}"
+
+    def set_attempts(self, attempts: int, note: str = "") -> None:
+        """Record how many requests were made (and why retrying stopped) in the error and its text."""
+        self.attempts = attempts
+        self.final = True
+        if note and note not in self.provider_message:
+            self.provider_message = f"{self.provider_message} ({note})"
+        self.args = (self._render(),)
+
+    def __reduce__(self) -> Any:  # picklable with every field (process pools, multirun launchers)
+        fields = {
+            "model_id": self.model_id,
+            "backend": self.backend,
+            "status": self.status,
+            "retryable": self.retryable,
+            "retry_after": self.retry_after,
+            "attempts": self.attempts,
+        }
+        return (_rebuild_backend_error, (type(self), self.provider_message, fields, self.final))
+
+
+def _rebuild_backend_error(
+    cls: type[BackendError], message: str, fields: dict[str, Any], final: bool = False
+) -> BackendError:
+    err = cls(message, **fields)
+    err.final = final
+    return err
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:

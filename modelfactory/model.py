@@ -2,7 +2,10 @@
 
 A backend only implements ``_generate`` (and ``_generate_stream`` where it can stream); this class
 owns what must be identical everywhere: message normalisation, per-call kwargs over configured
-defaults, the stop-sequence contract, feature checks and error wrapping.
+defaults, the stop-sequence contract, feature checks, error wrapping, and the retry policy and rate
+limit (``retry``, ``requests_per_minute``; see :mod:`modelfactory.retry`). A backend marks its errors
+``retryable`` (API backends: by exception class and HTTP status); local models' errors never are, so
+for them the policy is a no-op. A stream is retried only until it yields its first delta.
 """
 
 from __future__ import annotations
@@ -10,9 +13,9 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from .errors import BackendError, MessageError, ModelFactoryError, UnsupportedFeatureError
 from .messages import (
@@ -25,7 +28,11 @@ from .messages import (
     normalize_stop_sequences,
     trim_at_stop,
 )
+from .ratelimit import RateLimiter
+from .retry import call_with_retry, is_retryable_status
 from .settings import ModelSpec, redact_env
+
+T = TypeVar("T")
 
 __all__ = ["GenerationRequest", "Model", "tool_to_schema"]
 
@@ -87,6 +94,9 @@ class Model:
 
     def __init__(self, **kwargs: Any) -> None:
         self.spec = self.Spec.from_kwargs(kwargs, owner=type(self).__name__)
+        rpm = self.spec.requests_per_minute
+        # One limiter per model object, shared by every thread (and task) that calls it.
+        self._limiter: RateLimiter | None = RateLimiter(rpm) if rpm else None
 
     # ------------------------------------------------------------------ identity
 
@@ -156,12 +166,7 @@ class Model:
     ) -> ChatMessage:
         """Run one chat completion. Per-call ``kwargs`` override the configured defaults."""
         req = self._request(messages, stop_sequences, grammar, response_format, tools_to_call_from, kwargs)
-        try:
-            reply = self._generate(req)
-        except ModelFactoryError:
-            raise
-        except Exception as exc:  # anything from deep inside an SDK becomes one readable error
-            raise self._backend_error(exc) from exc
+        reply = self._with_policy(lambda: self._generate(req))
         if reply.content is not None and req.stop_sequences:
             reply.content = trim_at_stop(reply.content, req.stop_sequences)
         return reply
@@ -196,8 +201,18 @@ class Model:
         """Yield content deltas; the last delta carries the usage. Stops are never emitted."""
         req = self._request(messages, stop_sequences, grammar, response_format, tools_to_call_from, kwargs)
         stop = StopFilter(req.stop_sequences)
+        # The policy covers the stream's start only: once a delta came, a failure is final.
+        stream, first = self._with_policy(lambda: self._open_stream(req))
         try:
-            for delta in self._generate_stream(req):
+            pending = list(first)
+            while True:
+                if pending:
+                    delta = pending.pop()
+                else:
+                    try:
+                        delta = next(stream)
+                    except StopIteration:
+                        break
                 text = stop.feed(delta.content) if delta.content else ""
                 if delta.token_usage is not None:
                     # Usage comes with the end of the stream: release the held-back tail with it,
@@ -209,10 +224,46 @@ class Model:
             rest = stop.flush()
             if rest:
                 yield ChatMessageStreamDelta(content=rest)
-        except ModelFactoryError:
+        except ModelFactoryError as exc:
+            if isinstance(exc, BackendError) and exc.retryable:
+                exc.set_attempts(exc.attempts, "the stream broke after it had started: not retried")
             raise
         except Exception as exc:
-            raise self._backend_error(exc) from exc
+            err = self._backend_error(exc)
+            if err.retryable:
+                err.set_attempts(err.attempts, "the stream broke after it had started: not retried")
+            raise err from exc
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()  # a consumer that stops early ends the backend's stream (and its connection)
+
+    def _open_stream(
+        self, req: GenerationRequest
+    ) -> tuple[Iterator[ChatMessageStreamDelta], list[ChatMessageStreamDelta]]:
+        """Start the backend's stream and wait for its first delta (or its end)."""
+        stream = iter(self._generate_stream(req))
+        try:
+            return stream, [next(stream)]
+        except StopIteration:
+            return stream, []
+
+    def _with_policy(self, fn: Callable[[], T]) -> T:
+        """Run one request under the retry policy and rate limit; every failure leaves as a
+        :class:`ModelFactoryError` (an unexpected exception is wrapped in a :class:`BackendError`)."""
+
+        def attempt() -> T:
+            try:
+                return fn()
+            except ModelFactoryError:
+                raise
+            except Exception as exc:  # anything from deep inside an SDK becomes one readable error
+                raise self._backend_error(exc) from exc
+
+        limiter = getattr(self, "_limiter", None)
+        return call_with_retry(
+            attempt, self.spec.retry, before_attempt=limiter.acquire if limiter is not None else None
+        )
 
     # ------------------------------------------------------------------ backend hooks
 
@@ -223,12 +274,19 @@ class Model:
         raise UnsupportedFeatureError(f"{type(self).__name__} does not support streaming")
 
     def _backend_error(self, exc: Exception) -> BackendError:
-        """Wrap an unexpected exception, scrubbing every secret the spec holds from its text."""
+        """Wrap an unexpected exception, scrubbing every secret the spec holds from its text.
+
+        Retryable by class only: a builtin ``ConnectionError`` / ``TimeoutError`` (e.g. from a
+        ``CallableModel``'s function), or an HTTP status that is (``status_code`` 429, 408, 5xx).
+        """
+        status = getattr(exc, "status_code", None)
+        status = status if isinstance(status, int) and not isinstance(status, bool) else None
         return BackendError(
             self.redact(f"{type(exc).__name__}: {exc}"),
             model_id=self.model_id,
             backend=type(self).__name__,
-            status=getattr(exc, "status_code", None),
+            status=status,
+            retryable=isinstance(exc, (ConnectionError, TimeoutError)) or is_retryable_status(status),
         )
 
     def secret_values(self) -> list[str]:
@@ -236,8 +294,11 @@ class Model:
         return self.spec.secret_values()
 
     def redact(self, text: str) -> str:
-        for secret in self.secret_values():
-            text = text.replace(secret, "***")
+        # Longest first, so a key that contains another is scrubbed whole. A "secret" of 1-3 characters
+        # (a test placeholder) is left alone: scrubbing it would garble every word that holds it.
+        for secret in sorted(self.secret_values(), key=len, reverse=True):
+            if len(secret) >= 4:
+                text = text.replace(secret, "***")
         return redact_env(text)
 
     # ------------------------------------------------------------------ smolagents compatibility

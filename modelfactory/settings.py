@@ -11,13 +11,24 @@ import os
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .errors import ConfigError, Problem, did_you_mean
+from .retry import RetryPolicy
 
-__all__ = ["REDACTED", "ModelSpec", "env_field", "plain", "redact_env", "redact_mapping", "to_plain"]
+__all__ = [
+    "REDACTED",
+    "ApiSpec",
+    "ModelSpec",
+    "RetryPolicy",
+    "env_field",
+    "plain",
+    "redact_env",
+    "redact_mapping",
+    "to_plain",
+]
 
 REDACTED = "**********"
 _SECRET_WORDS = ("key", "token", "secret", "password", "authorization", "credential")
@@ -133,6 +144,19 @@ class ModelSpec(BaseSettings):
     generation_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="other generation parameters, passed to the provider as-is"
     )
+    retry: RetryPolicy = Field(
+        default_factory=RetryPolicy,
+        description="retries of retryable failures (429, 408, 5xx, timeouts, lost connections): "
+        "{max_attempts, initial_wait, max_wait, jitter}",
+    )
+    requests_per_minute: float | None = Field(
+        None, gt=0, description="at most this many requests per minute from this model object (retries count)"
+    )
+
+    @field_validator("retry", mode="before")
+    @classmethod
+    def _retry_null_is_default(cls, value: Any) -> Any:
+        return RetryPolicy() if value is None else value  # `retry: null` in a config = not set here
 
     @classmethod
     def settings_customise_sources(
@@ -160,7 +184,7 @@ class ModelSpec(BaseSettings):
             spec = cls(**data)
         except ValidationError as exc:
             raise ConfigError(cls._problems(exc, owner), title=f"invalid {owner} config") from None
-        problems = spec.problems()
+        problems = spec.base_problems() + spec.problems()
         if problems:
             raise ConfigError(
                 [Problem(p.key, p.problem, p.fix, p.source or owner) for p in problems],
@@ -172,6 +196,16 @@ class ModelSpec(BaseSettings):
         """Cross-field checks a backend adds; run once every field is individually valid."""
         return []
 
+    def base_problems(self) -> list[Problem]:
+        """Cross-field checks of the shared fields (subclasses need not call it from ``problems``)."""
+        return []
+
+    def environment_problems(self) -> list[Problem]:
+        """What a call would still lack (a provider key the SDK reads from the environment, an SDK that is
+        not installed): reported by ``modelfactory check``, not at build time, where the SDK may still
+        find what it needs on its own. No network, no imports of the SDK."""
+        return []
+
     @classmethod
     def _problems(cls, exc: ValidationError, owner: str) -> list[Problem]:
         problems = []
@@ -181,12 +215,18 @@ class ModelSpec(BaseSettings):
             top = str(err["loc"][0]) if err["loc"] else ""
             info = fields.get(top)
             if err["type"] == "extra_forbidden":
-                hint = did_you_mean(top, fields)
+                parent, where = _nested_fields(cls, err["loc"][:-1]), owner
+                if parent is None:  # an unknown key inside a free-form dict: cannot happen today
+                    parent = {}
+                elif len(err["loc"]) > 1:
+                    where = ".".join(str(p) for p in err["loc"][:-1])
+                word = str(err["loc"][-1]) if err["loc"] else top
+                hint = did_you_mean(word, parent)
                 problems.append(
                     Problem(
                         key=loc,
                         problem="unknown key" + (f", {hint}" if hint else ""),
-                        fix=f"remove it; {owner} accepts: {', '.join(sorted(fields))}",
+                        fix=f"remove it; {where} accepts: {', '.join(sorted(parent))}",
                         source=owner,
                     )
                 )
@@ -196,7 +236,10 @@ class ModelSpec(BaseSettings):
                     fix = f"export {envs[0]}=... (keys belong in the environment, not in configs)"
                 else:
                     fix = f"set model.{loc}=..." + (f" or the env var {' / '.join(envs)}" if envs else "")
-                problems.append(Problem(key=loc, problem="required but not set", fix=fix, source=owner))
+                problem = "required but not set"
+                if envs:
+                    problem += f" (env var {' / '.join(envs)} is not set either)"
+                problems.append(Problem(key=loc, problem=problem, fix=fix, source=owner))
             else:
                 secret = info is not None and (_looks_secret(top) or "SecretStr" in str(info.annotation))
                 shown = "" if secret else f" (got {_short(err.get('input'))})"
@@ -232,6 +275,70 @@ class ModelSpec(BaseSettings):
             **self.generation_kwargs,
         }
         return {k: v for k, v in params.items() if v is not None}
+
+
+class ApiSpec(ModelSpec):
+    """Fields shared by the backends that call a remote API (OpenAI, Azure, HF Inference, LiteLLM)."""
+
+    # A deprecated field kept for old configs: N retries, i.e. ``retry.max_attempts = N + 1``.
+    retry_alias: ClassVar[str | None] = None
+    # The SDK the backend needs, and the pip extra that installs it.
+    sdk: ClassVar[tuple[str, str] | None] = None
+
+    timeout: float = Field(
+        120.0, gt=0, description="seconds before one request (one attempt) is abandoned; retried like a 5xx"
+    )
+
+    @model_validator(mode="after")
+    def _fold_retry_alias(self) -> ApiSpec:
+        alias = type(self).retry_alias
+        value = getattr(self, alias, None) if alias else None
+        if isinstance(value, int) and "max_attempts" not in self.retry.model_fields_set:
+            self.retry = self.retry.model_copy(update={"max_attempts": value + 1})
+        return self
+
+    def base_problems(self) -> list[Problem]:
+        alias = type(self).retry_alias
+        value = getattr(self, alias, None) if alias else None
+        if isinstance(value, int) and self.retry.max_attempts != value + 1:
+            return [
+                Problem(
+                    str(alias),
+                    f"conflicts with retry.max_attempts={self.retry.max_attempts} "
+                    f"({alias}={value} means retry.max_attempts={value + 1})",
+                    f"remove {alias} (deprecated) and keep retry.max_attempts",
+                )
+            ]
+        return []
+
+    def environment_problems(self) -> list[Problem]:
+        if self.sdk is None:
+            return []
+        package, extra = self.sdk
+        import importlib.util
+
+        if importlib.util.find_spec(package) is None:
+            return [
+                Problem(
+                    "_target_",
+                    f"needs the '{package}' package, which is not installed",
+                    f"pip install 'modelfactory[{extra}]'",
+                )
+            ]
+        return []
+
+
+def _nested_fields(cls: type[BaseModel], path: Any) -> dict[str, Any] | None:
+    """The fields of the (nested) model at ``path`` below ``cls``, or None when it is not a model."""
+    model: Any = cls
+    for part in path:
+        fields: dict[str, Any] = getattr(model, "model_fields", {})
+        info = fields.get(str(part))
+        ann = info.annotation if info is not None else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        model = ann
+    return dict(getattr(model, "model_fields", {}))
 
 
 def _short(value: Any, limit: int = 60) -> str:

@@ -8,13 +8,14 @@ set works. ``api_version`` is always passed explicitly (litellm, for one, ignore
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlparse
 
 from pydantic import SecretStr, field_validator
 
+from ..errors import Problem
 from ..settings import env_field
-from .openai import OpenAIClientSpec, OpenAIServerModel, import_openai
+from .openai import _OWN_CLIENT_ARGS, OpenAIClientSpec, OpenAIServerModel, import_openai
 
 __all__ = ["AzureOpenAIServerModel", "AzureOpenAIServerSpec"]
 
@@ -27,6 +28,17 @@ class AzureOpenAIServerSpec(OpenAIClientSpec):
     api_key: SecretStr = env_field(env="AZURE_OPENAI_API_KEY", description="the resource's API key")
     api_version: str = env_field(env="OPENAI_API_VERSION", description="e.g. 2024-10-21")
     azure_deployment: str | None = None
+
+    own_client_args: ClassVar[dict[str, str]] = {
+        **_OWN_CLIENT_ARGS,
+        "base_url": "model.azure_endpoint",
+        "azure_endpoint": "model.azure_endpoint",
+        "azure_deployment": "model.azure_deployment",
+        "api_version": "model.api_version",
+    }
+
+    def problems(self) -> list[Problem]:
+        return self.client_problems()
 
     @field_validator("azure_endpoint")
     @classmethod
@@ -52,7 +64,7 @@ class AzureOpenAIServerModel(OpenAIServerModel):
             api_key=spec.api_key.get_secret_value(),
             api_version=spec.api_version,
             timeout=spec.timeout,
-            max_retries=spec.max_retries,
+            max_retries=0,  # retries are the model's policy (spec.retry), never stacked on the SDK's
             **spec.client_kwargs,
         )
 

@@ -20,13 +20,15 @@ SDK behaviours this adapter relies on (huggingface_hub 1.x):
 - With a ``base_url`` the SDK always uses its ``hf-inference`` helper, so ``provider`` would be ignored,
   and an OpenAI ``response_format={"type": "json_schema", ...}`` is rewritten to TGI's
   ``{"type": "json_object", "value": <schema>}``.
-- The SDK does not retry; ``timeout`` applies per request.
+- The SDK does not retry (checked: one request per call for 429, 5xx, resets and timeouts);
+  ``timeout`` applies per request, and the model's ``retry`` policy does the retrying.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import urlparse
@@ -36,7 +38,8 @@ from pydantic import Field, SecretStr, field_validator
 from ..errors import BackendError, MessageError, MissingDependencyError, ModelFactoryError, Problem
 from ..messages import ChatMessage, ChatMessageStreamDelta
 from ..model import GenerationRequest, Model
-from ..settings import ModelSpec
+from ..retry import is_retryable_status, parse_retry_after
+from ..settings import ApiSpec
 from . import _openai_wire as wire
 
 __all__ = ["HF_HOSTS", "HfApiModel", "HfApiSpec", "InferenceClientModel", "is_hf_host"]
@@ -74,7 +77,9 @@ def reserved_params(params: Mapping[str, Any], reserved: frozenset[str]) -> list
     return sorted(k for k in params if k in reserved)
 
 
-class HfApiSpec(ModelSpec):
+class HfApiSpec(ApiSpec):
+    sdk = ("huggingface_hub", "hf")
+
     model_id: str = Field(
         "meta-llama/Llama-3.3-70B-Instruct",
         description="Hub model id sent as `model` (with base_url: whatever name the server expects)",
@@ -91,7 +96,6 @@ class HfApiSpec(ModelSpec):
         None,
         description="a TGI / vLLM / OpenAI-compatible server or Inference Endpoint, e.g. http://127.0.0.1:8080",
     )
-    timeout: float = Field(120.0, gt=0, description="seconds before one request is abandoned")
     bill_to: str | None = Field(None, description="Hugging Face organization to bill (HF routing only)")
     client_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="extra keyword arguments for InferenceClient (headers, cookies)"
@@ -140,6 +144,22 @@ class HfApiSpec(ModelSpec):
                     f"generation_kwargs.{key}",
                     "is set by the adapter",
                     "pass stop_sequences / response_format / tools_to_call_from to the call instead",
+                )
+            )
+        return out
+
+    def environment_problems(self) -> list[Problem]:
+        out = super().environment_problems()
+        if out or self.base_url is not None or (self.token is not None and self.token.get_secret_value()):
+            return out
+        from huggingface_hub import get_token  # reads HF_TOKEN or the saved login: no network
+
+        if not get_token():
+            out.append(
+                Problem(
+                    "token",
+                    "no Hugging Face token for the HF router (env var HF_TOKEN is not set, no saved login)",
+                    "export HF_TOKEN=hf_... (or run `hf auth login`)",
                 )
             )
         return out
@@ -289,9 +309,11 @@ class HfApiModel(Model):
 
         status = None
         retryable = False
+        retry_after = None
         if isinstance(exc, hub_errors.HfHubHTTPError):
             status = exc.response.status_code
-            retryable = status in (408, 409, 429) or status >= 500
+            retryable = is_retryable_status(status)
+            retry_after = parse_retry_after(getattr(exc.response, "headers", None))
             message = _server_message(exc)
             if status in (401, 403):
                 message += self._auth_hint()
@@ -305,10 +327,14 @@ class HfApiModel(Model):
         elif isinstance(exc, hub_errors.TextGenerationError):  # an error event inside a stream
             message = f"{type(exc).__name__}: {exc}"
             retryable = isinstance(exc, hub_errors.OverloadedError)
-        elif isinstance(exc, (httpx.TransportError, ConnectionError)):
+        elif isinstance(exc, (httpx.ConnectError, ConnectionRefusedError)):
             message, retryable = f"cannot connect to {self._endpoint()}: {exc}", True
+        elif isinstance(exc, (httpx.TransportError, ConnectionError)):  # a reset, a reply cut short
+            message, retryable = f"connection to {self._endpoint()} lost mid-reply: {exc}", True
         elif isinstance(exc, wire.EmptyReplyError):
             message, retryable = str(exc), True
+        elif isinstance(exc, json.JSONDecodeError):  # complete, but not JSON: retrying will not fix it
+            message = f"the server's reply is not valid JSON ({exc})"
         else:
             return exc
         return BackendError(
@@ -317,6 +343,7 @@ class HfApiModel(Model):
             backend=type(self).__name__,
             status=status,
             retryable=retryable,
+            retry_after=retry_after,
         )
 
 

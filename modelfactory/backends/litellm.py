@@ -15,19 +15,20 @@ Azure: ``api_version`` is passed explicitly, from the config or ``OPENAI_API_VER
 that variable and would send its own default), and ``api_base`` falls back to ``AZURE_OPENAI_ENDPOINT``
 (then to litellm's own ``AZURE_API_BASE``).
 
-Retries: ``num_retries`` (default 0) retries retryable failures (429, 5xx, timeouts, connection errors) in
-this adapter, with exponential backoff; litellm's own retries are switched off (``num_retries=0`` also
-sets the openai client's ``max_retries=0``) so attempts never stack. litellm's own retry wrapper needs
-``tenacity``, which litellm does not install. Streamed calls are not retried.
+Retries: the model's ``retry`` policy (:mod:`modelfactory.retry`, applied by the ``Model`` base class)
+retries retryable failures (429, 408, 5xx, timeouts, lost connections), honouring ``Retry-After`` (which
+litellm keeps in ``litellm_response_headers``); litellm's own retries are switched off (``num_retries=0``
+also sets the openai client's ``max_retries=0``) so attempts never stack. ``num_retries`` is kept as a
+deprecated alias: ``retry.max_attempts = num_retries + 1``. A stream is retried only until its first delta.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlparse
@@ -37,7 +38,8 @@ from pydantic import Field, SecretStr, field_validator
 from ..errors import BackendError, MessageError, MissingDependencyError, ModelFactoryError, Problem
 from ..messages import ChatMessage, ChatMessageStreamDelta
 from ..model import GenerationRequest, Model
-from ..settings import ModelSpec
+from ..retry import is_retryable_status, parse_retry_after
+from ..settings import ApiSpec
 from . import _openai_wire as wire
 from .hf_inference import reserved_params
 from .openai import OPENAI_HOSTS
@@ -67,8 +69,6 @@ _RESERVED = frozenset(
 )
 # Providers' own hosts: a base URL env var naming one of these is not "somewhere else".
 _OFFICIAL_HOSTS = (*OPENAI_HOSTS, "api.anthropic.com")
-_BACKOFF_S = 0.5
-_BACKOFF_MAX_S = 8.0
 _configured = threading.Lock()
 _LITELLM_PREFIX = re.compile(r"^(litellm\.\w+:\s*)+")
 
@@ -88,7 +88,23 @@ def import_litellm(backend: str) -> Any:
     return litellm
 
 
-class LiteLLMSpec(ModelSpec):
+# Where litellm reads a provider's key from (the common providers; others are not checked ahead).
+_PROVIDER_KEYS: dict[str, tuple[str, ...]] = {
+    "openai": ("OPENAI_API_KEY",),
+    "anthropic": ("ANTHROPIC_API_KEY",),
+    "azure": ("AZURE_API_KEY", "AZURE_OPENAI_API_KEY"),
+    "gemini": ("GEMINI_API_KEY",),
+    "mistral": ("MISTRAL_API_KEY",),
+    "groq": ("GROQ_API_KEY",),
+    "deepseek": ("DEEPSEEK_API_KEY",),
+    "openrouter": ("OPENROUTER_API_KEY",),
+    "xai": ("XAI_API_KEY",),
+    "cohere": ("COHERE_API_KEY",),
+}
+
+
+class LiteLLMSpec(ApiSpec):
+    sdk = ("litellm", "litellm")
     model_id: str = Field(description="a litellm model string, e.g. anthropic/claude-3-5-sonnet-latest")
     api_base: str | None = Field(None, description="the provider's base URL, e.g. http://127.0.0.1:4000/v1")
     api_key: SecretStr | None = Field(
@@ -97,11 +113,9 @@ class LiteLLMSpec(ModelSpec):
         "except with a custom api_base",
     )
     api_version: str | None = Field(None, description="Azure API version; unset: OPENAI_API_VERSION")
-    timeout: float = Field(120.0, gt=0, description="seconds before one request is abandoned")
-    num_retries: int = Field(
-        0,
-        ge=0,
-        description="retries of retryable failures (429, 5xx, timeouts); 0 leaves retrying to the caller",
+    retry_alias = "num_retries"
+    num_retries: int | None = Field(
+        None, ge=0, description="deprecated alias of retry.max_attempts - 1 (retries after the first request)"
     )
     completion_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="extra keyword arguments for litellm.completion, passed as given"
@@ -123,17 +137,64 @@ class LiteLLMSpec(ModelSpec):
             ("generation_kwargs", self.generation_kwargs),
         ):
             for key in reserved_params(params, _RESERVED):
-                fix = (
-                    f"use model.{key}"
-                    if key in type(self).model_fields
-                    else "pass stop_sequences / response_format / tools_to_call_from to the call instead"
-                )
+                if key in ("num_retries", "max_retries"):
+                    fix = "use model.retry.max_attempts (litellm's own retries stay off so they never stack)"
+                elif key in type(self).model_fields:
+                    fix = f"use model.{key}"
+                else:
+                    fix = "pass stop_sequences / response_format / tools_to_call_from to the call instead"
                 out.append(Problem(f"{where}.{key}", "is set by the adapter", fix))
         return out
 
     @property
     def is_azure(self) -> bool:
         return self.model_id.startswith("azure/")
+
+    def provider(self) -> str | None:
+        """The provider litellm will use, for the common cases (``anthropic/...``, ``gpt-4o``, ...)."""
+        head, sep, _ = self.model_id.partition("/")
+        if sep:
+            return head
+        if self.model_id.startswith(("gpt-", "o1", "o3", "o4")):
+            return "openai"
+        if self.model_id.startswith("claude"):
+            return "anthropic"
+        return None
+
+    def environment_problems(self) -> list[Problem]:
+        out = super().environment_problems()
+        if out or (self.api_key is not None and self.api_key.get_secret_value()):
+            return out
+        provider = self.provider()
+        envs = _PROVIDER_KEYS.get(provider or "")
+        if provider is None or envs is None:
+            return out
+        prefix = "OPENAI" if provider == "openai" else provider.upper()
+        custom_base = self.api_base is not None or any(
+            (v := os.environ.get(f"{prefix}_{suffix}")) and urlparse(v).hostname not in _OFFICIAL_HOSTS
+            for suffix in ("BASE_URL", "API_BASE")
+        )
+        if custom_base and not self.is_azure:
+            return out  # no key from the environment goes to a custom base URL (a placeholder does)
+        if not any(os.environ.get(e) for e in envs):
+            out.append(
+                Problem(
+                    "api_key",
+                    f"no key for {provider} (env var {' / '.join(envs)} is not set)",
+                    f"export {envs[0]}=... (or set model.api_key=${{oc.env:MY_KEY_VAR}} in the config)",
+                )
+            )
+        if self.is_azure and not (
+            self.api_base or os.environ.get("AZURE_OPENAI_ENDPOINT") or os.environ.get("AZURE_API_BASE")
+        ):
+            out.append(
+                Problem(
+                    "api_base",
+                    "no Azure endpoint (env var AZURE_OPENAI_ENDPOINT / AZURE_API_BASE is not set)",
+                    "export AZURE_OPENAI_ENDPOINT=https://<resource>.openai.azure.com (or set model.api_base)",
+                )
+            )
+        return out
 
 
 class LiteLLMModel(Model):
@@ -217,18 +278,10 @@ class LiteLLMModel(Model):
 
     def _generate(self, req: GenerationRequest) -> ChatMessage:
         kwargs = self._call_kwargs(req, stream=False)
-        attempt = 0
-        while True:
-            try:
-                response = self.litellm.completion(**kwargs)
-                return wire.parse_completion(response)
-            except Exception as exc:
-                err = self._translate(exc)
-                if isinstance(err, BackendError) and err.retryable and attempt < self.spec.num_retries:
-                    time.sleep(min(_BACKOFF_S * 2**attempt, _BACKOFF_MAX_S))
-                    attempt += 1
-                    continue
-                raise err from exc
+        try:
+            return wire.parse_completion(self.litellm.completion(**kwargs))
+        except Exception as exc:
+            raise self._translate(exc) from exc
 
     def _generate_stream(self, req: GenerationRequest) -> Iterator[ChatMessageStreamDelta]:
         try:
@@ -258,18 +311,32 @@ class LiteLLMModel(Model):
 
         status: int | None = None
         retryable = False
+        retry_after = None
         cause = _network_cause(exc)
-        if isinstance(exc, openai.APITimeoutError) or isinstance(
-            cause, (httpx.TimeoutException, TimeoutError)
+        code = getattr(exc, "status_code", None)
+        code = code if isinstance(code, int) and not isinstance(code, bool) else None
+        if isinstance(cause, (httpx.TimeoutException, TimeoutError)) or (
+            isinstance(exc, openai.APITimeoutError) and cause is None and code is None
         ):
             message, retryable = f"timed out after {self.spec.timeout}s (model.timeout)", True
-        elif cause is not None:
+        elif isinstance(cause, (httpx.ConnectError, ConnectionRefusedError)):
             # litellm reports a refused connection as an InternalServerError with a made-up status 500
-            where = self._api_base() or f"the {self.model_id.split('/')[0]} API"
-            message, retryable = f"cannot connect to {where}: {cause}", True
-        elif isinstance(exc, openai.APIStatusError) and not isinstance(exc, openai.APIConnectionError):
-            status = exc.status_code
-            retryable = status in (408, 409, 429) or status >= 500
+            message, retryable = f"cannot connect to {self._where()}: {cause}", True
+        elif cause is not None:  # a reset, a reply or stream cut short
+            message, retryable = f"connection to {self._where()} lost mid-reply: {cause}", True
+        elif _in_chain(exc, json.JSONDecodeError):  # litellm says "500" for a reply that is not JSON
+            message = f"the server's reply is not valid JSON ({_provider_message(exc)})"
+        elif code is not None and (
+            # the server's own status: litellm also raises its plain APIError (403, 409) and its Timeout
+            # (a 408 / 504 answer), but its catch-all APIConnectionError carries a made-up 500
+            isinstance(exc, openai.APITimeoutError) or not isinstance(exc, openai.APIConnectionError)
+        ):
+            status = code
+            retryable = is_retryable_status(status)
+            retry_after = parse_retry_after(
+                getattr(exc, "litellm_response_headers", None)
+                or getattr(getattr(exc, "response", None), "headers", None)
+            )
             message = _provider_message(exc)
             if status in (401, 403):
                 message += self._auth_hint()
@@ -285,7 +352,22 @@ class LiteLLMModel(Model):
             backend=type(self).__name__,
             status=status,
             retryable=retryable,
+            retry_after=retry_after,
         )
+
+    def _where(self) -> str:
+        return self._api_base() or f"the {self.model_id.split('/')[0]} API"
+
+
+def _in_chain(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen = 0
+    cur: BaseException | None = exc
+    while cur is not None and seen < 12:
+        if isinstance(cur, kind):
+            return True
+        cur = cur.__cause__ or cur.__context__
+        seen += 1
+    return False
 
 
 def _network_cause(exc: BaseException) -> BaseException | None:

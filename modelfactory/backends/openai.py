@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlparse
 
 from pydantic import Field, SecretStr, field_validator
@@ -12,7 +13,8 @@ from pydantic import Field, SecretStr, field_validator
 from ..errors import BackendError, MissingDependencyError, Problem
 from ..messages import ChatMessage, ChatMessageStreamDelta
 from ..model import GenerationRequest, Model
-from ..settings import ModelSpec, env_field
+from ..retry import is_retryable_status, parse_retry_after
+from ..settings import ApiSpec, env_field
 from . import _openai_wire as wire
 
 __all__ = ["OpenAIServerModel", "OpenAIServerSpec", "import_openai"]
@@ -31,14 +33,36 @@ def import_openai(backend: str) -> Any:
     return openai
 
 
-class OpenAIClientSpec(ModelSpec):
+# Client arguments that have their own spec field (or must stay ours: the SDK's retries are off).
+_OWN_CLIENT_ARGS = {
+    "timeout": "model.timeout",
+    "max_retries": "model.retry.max_attempts (the SDK's own retries stay off so they never stack)",
+    "base_url": "model.api_base",
+    "api_key": "model.api_key",
+}
+
+
+class OpenAIClientSpec(ApiSpec):
     """Client settings shared by the OpenAI and Azure backends."""
 
-    timeout: float = Field(120.0, gt=0, description="seconds before one request is abandoned")
-    max_retries: int = Field(2, ge=0, description="retries of the SDK on connection errors, 429 and 5xx")
+    retry_alias = "max_retries"
+    sdk = ("openai", "openai")
+    own_client_args: ClassVar[dict[str, str]] = _OWN_CLIENT_ARGS
+    max_retries: int | None = Field(
+        None,
+        ge=0,
+        description="deprecated alias of retry.max_attempts - 1 (retries after the first request)",
+    )
     client_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="extra keyword arguments for the SDK client, kept as given"
     )
+
+    def client_problems(self) -> list[Problem]:
+        return [
+            Problem(f"client_kwargs.{key}", "has its own setting", f"use {fix}")
+            for key, fix in type(self).own_client_args.items()
+            if key in self.client_kwargs
+        ]
 
 
 class OpenAIServerSpec(OpenAIClientSpec):
@@ -53,15 +77,16 @@ class OpenAIServerSpec(OpenAIClientSpec):
     project: str | None = None
 
     def problems(self) -> list[Problem]:
+        out = self.client_problems()
         if self.resolved_api_key() is None:
-            return [
+            out.append(
                 Problem(
                     "api_key",
-                    "no API key for api.openai.com",
+                    "no API key for api.openai.com (env var OPENAI_API_KEY is not set)",
                     "export OPENAI_API_KEY=... (or set model.api_key=${oc.env:MY_KEY_VAR} in the config)",
                 )
-            ]
-        return []
+            )
+        return out
 
     @field_validator("api_base")
     @classmethod
@@ -102,7 +127,7 @@ class OpenAIServerModel(Model):
             organization=spec.organization,
             project=spec.project,
             timeout=spec.timeout,
-            max_retries=spec.max_retries,
+            max_retries=0,  # retries are the model's policy (spec.retry), never stacked on the SDK's
             **spec.client_kwargs,
         )
 
@@ -135,25 +160,42 @@ class OpenAIServerModel(Model):
         return " (check the API key: model.api_key or OPENAI_API_KEY)"
 
     def _translate(self, exc: Exception) -> Exception:
-        """SDK exceptions -> one BackendError with status and the provider's message, secrets scrubbed."""
+        """SDK exceptions -> one BackendError with status and the provider's message, secrets scrubbed.
+
+        Retryable by class and status only: 429/408/5xx, timeouts, connections refused or lost (a reset,
+        a reply cut short), and a 200 with no choices. A reply that is not valid JSON is not retried.
+        """
         if isinstance(exc, BackendError):
             return exc
         openai = import_openai(type(self).__name__)
+        import httpx
+
         status = None
         retryable = False
+        retry_after = None
         if isinstance(exc, openai.APIStatusError):
             status = exc.status_code
-            retryable = status in (408, 409, 429) or status >= 500
+            retryable = is_retryable_status(status)
+            retry_after = parse_retry_after(getattr(exc.response, "headers", None))
             message = _provider_message(exc)
             if status in (401, 403):
                 message += self._auth_hint()
-        elif isinstance(exc, openai.APITimeoutError):
+        elif isinstance(exc, (openai.APITimeoutError, httpx.TimeoutException)):
             message, retryable = f"timed out after {self.spec.timeout}s (model.timeout)", True
         elif isinstance(exc, openai.APIConnectionError):
             where = self._endpoint()
-            message, retryable = f"cannot connect to {where}: {exc.__cause__ or exc}", True
+            cause = exc.__cause__
+            if isinstance(cause, (httpx.ConnectError, ConnectionRefusedError)) or cause is None:
+                message = f"cannot connect to {where}: {cause or exc}"
+            else:
+                message = f"connection to {where} lost before the reply was complete: {cause}"
+            retryable = True
+        elif isinstance(exc, httpx.TransportError):  # raised raw while a stream is being read
+            message, retryable = f"connection to {self._endpoint()} lost mid-reply: {exc}", True
         elif isinstance(exc, wire.EmptyReplyError):
             message, retryable = str(exc), True
+        elif isinstance(exc, (json.JSONDecodeError, openai.APIResponseValidationError)):
+            message = f"the server's reply is not a valid chat completion ({type(exc).__name__}: {exc})"
         else:
             return exc
         return BackendError(
@@ -162,6 +204,7 @@ class OpenAIServerModel(Model):
             backend=type(self).__name__,
             status=status,
             retryable=retryable,
+            retry_after=retry_after,
         )
 
     def _endpoint(self) -> str:

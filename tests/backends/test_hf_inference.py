@@ -34,6 +34,7 @@ def _hub_online(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def make(srv: RecordingServer, **kwargs: Any) -> HfApiModel:
     kwargs.setdefault("model_id", "org/test-model")
+    kwargs.setdefault("retry", {"max_attempts": 1})  # one request per call: retries are tested in test_faults
     return HfApiModel(base_url=srv.url, **kwargs)
 
 
@@ -361,7 +362,7 @@ def test_connection_refused_is_a_backend_error() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with pytest.raises(BackendError, match="cannot connect") as info:
-        HfApiModel(base_url=f"http://127.0.0.1:{port}")(MSGS)
+        HfApiModel(base_url=f"http://127.0.0.1:{port}", retry={"max_attempts": 1})(MSGS)
     assert info.value.retryable is True
     assert info.value.status is None
 

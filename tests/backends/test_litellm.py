@@ -31,6 +31,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:Item 'summary' on TypedDict:User
 def make(srv: RecordingServer, **kwargs: Any) -> LiteLLMModel:
     kwargs.setdefault("model_id", "openai/test-model")
     kwargs.setdefault("api_key", KEY)
+    if "num_retries" not in kwargs:  # one request per call: retries are tested in test_faults
+        kwargs.setdefault("retry", {"max_attempts": 1})
     return LiteLLMModel(api_base=f"{srv.url}/v1", **kwargs)
 
 
@@ -280,7 +282,9 @@ def test_env_secrets_are_scrubbed_too(
 def test_unauthorized_without_key_explains_the_policy(recording_server: RecordingServer) -> None:
     recording_server.enqueue(401, {"error": {"message": "bad key"}})
     with pytest.raises(BackendError, match="no key is read from the environment"):
-        LiteLLMModel(model_id="openai/x", api_base=f"{recording_server.url}/v1")(MSGS)
+        LiteLLMModel(model_id="openai/x", api_base=f"{recording_server.url}/v1", retry={"max_attempts": 1})(
+            MSGS
+        )
 
 
 @server
@@ -295,14 +299,15 @@ def test_stream_error_status(recording_server: RecordingServer) -> None:
 @server
 def test_num_retries_retries_retryable_failures_without_stacking(recording_server: RecordingServer) -> None:
     recording_server.enqueue(503, {"error": {"message": "busy"}})
-    reply = make(recording_server, num_retries=2)(MSGS)
+    fast = {"initial_wait": 0.01}
+    reply = make(recording_server, num_retries=2, retry=fast)(MSGS)  # deprecated alias of retry.max_attempts
     assert reply.content == "Hello from the recording server"
     assert len(recording_server.requests) == 2
     recording_server.requests.clear()
     for _ in range(5):
         recording_server.enqueue(500, {"error": {"message": "down"}})
     with pytest.raises(BackendError):
-        make(recording_server, num_retries=1)(MSGS)
+        make(recording_server, num_retries=1, retry=fast)(MSGS)
     assert len(recording_server.requests) == 2  # 1 + num_retries, never litellm's or openai's on top
 
 
@@ -319,7 +324,12 @@ def test_connection_refused_has_no_made_up_status() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with pytest.raises(BackendError, match="cannot connect to http://127.0.0.1") as info:
-        LiteLLMModel(model_id="openai/x", api_base=f"http://127.0.0.1:{port}/v1", api_key=KEY)(MSGS)
+        LiteLLMModel(
+            model_id="openai/x",
+            api_base=f"http://127.0.0.1:{port}/v1",
+            api_key=KEY,
+            retry={"max_attempts": 1},
+        )(MSGS)
     assert info.value.status is None  # litellm itself reports a 500
     assert info.value.retryable is True
 

@@ -2,13 +2,21 @@
 
 Tests use it to assert exactly what goes over the wire (path, query, headers, JSON body) and to script
 replies: a canned completion by default, SSE chunks when ``stream`` is set, or any status/body queued
-with :meth:`RecordingServer.enqueue`.
+with :meth:`RecordingServer.enqueue`. Faults for the retry tests: ``enqueue(kind="reset")`` closes the
+connection without answering (a TCP reset), ``enqueue(kind="truncate")`` sends the headers and half of
+the reply (half the SSE stream, or half the JSON body) and then closes; ``delay`` makes a timeout;
+``fail_rate`` fails that share of unscripted requests (seeded, for the load benchmark); ``echo`` replies
+with the last user message instead of ``reply``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import random
+import socket
+import struct
+import sys
 import threading
 import time
 from collections import deque
@@ -16,6 +24,15 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256  # the default backlog of 5 resets connections under a 64-thread load
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            return  # a client that gave up (a timeout test): not worth a traceback
+        super().handle_error(request, client_address)
 
 
 @dataclass
@@ -34,18 +51,32 @@ class Scripted:
     body: Any = None  # dict -> JSON; str/bytes sent as-is; None -> the default completion
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    kind: str = "reply"  # "reply" | "reset" (close without answering) | "truncate" (half a reply, then close)
 
 
 class RecordingServer:
     def __init__(
-        self, reply: str = "Hello from the recording server", host: str = "127.0.0.1", port: int = 0
+        self,
+        reply: str = "Hello from the recording server",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        fail_rate: float = 0.0,
+        fail_status: int = 500,
+        seed: int = 0,
+        echo: bool = False,
     ) -> None:
         self.reply = reply
+        self.fail_rate = fail_rate
+        self.fail_status = fail_status
+        self.echo = echo
+        self.injected_failures = 0
+        self._rng = random.Random(seed)
         self.usage = {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}
         self.requests: list[Recorded] = []
         self._script: deque[Scripted] = deque()
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer((host, port), self._handler())
+        self._httpd = _Server((host, port), self._handler())
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -76,9 +107,27 @@ class RecordingServer:
 
     # -------------------------------------------------------------- scripting
     def enqueue(
-        self, status: int = 200, body: Any = None, headers: dict[str, str] | None = None, delay: float = 0.0
+        self,
+        status: int = 200,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        delay: float = 0.0,
+        kind: str = "reply",
     ) -> None:
-        self._script.append(Scripted(status, body, headers or {}, delay))
+        if kind not in ("reply", "reset", "truncate"):
+            raise ValueError(f"unknown kind {kind!r}")
+        self._script.append(Scripted(status, body, headers or {}, delay, kind))
+
+    def reply_for(self, body: Any) -> str:
+        if self.echo and isinstance(body, dict) and isinstance(body.get("messages"), list):
+            for msg in reversed(body["messages"]):
+                if (
+                    isinstance(msg, dict)
+                    and msg.get("role") == "user"
+                    and isinstance(msg.get("content"), str)
+                ):
+                    return str(msg["content"])
+        return self.reply
 
     @property
     def last(self) -> Recorded:
@@ -93,7 +142,11 @@ class RecordingServer:
             "created": int(time.time()),
             "model": model,
             "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": self.reply}, "finish_reason": "stop"}
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": self.reply_for(body)},
+                    "finish_reason": "stop",
+                }
             ],
             "usage": dict(self.usage),
         }
@@ -105,7 +158,7 @@ class RecordingServer:
             "type": "message",
             "role": "assistant",
             "model": model,
-            "content": [{"type": "text", "text": self.reply}],
+            "content": [{"type": "text", "text": self.reply_for(body)}],
             "stop_reason": "end_turn",
             "stop_sequence": None,
             "usage": {
@@ -117,7 +170,8 @@ class RecordingServer:
     def chunks(self, body: Any) -> list[dict[str, Any]]:
         model = body.get("model", "unknown") if isinstance(body, dict) else "unknown"
         base = {"id": "chatcmpl-rec", "object": "chat.completion.chunk", "created": 0, "model": model}
-        pieces = [self.reply[i : i + 3] for i in range(0, len(self.reply), 3)]
+        reply = self.reply_for(body)
+        pieces = [reply[i : i + 3] for i in range(0, len(reply), 3)]
         out = [
             {
                 **base,
@@ -162,16 +216,41 @@ class RecordingServer:
                     server.requests.append(rec)
                 return rec
 
-            def _send(self, status: int, payload: bytes, ctype: str, headers: dict[str, str]) -> None:
+            def _send(
+                self, status: int, payload: bytes, ctype: str, headers: dict[str, str], truncate: bool = False
+            ) -> None:
                 self.send_response(status)
                 self.send_header("content-type", ctype)
                 self.send_header("content-length", str(len(payload)))
                 for k, v in headers.items():
                     self.send_header(k, v)
                 self.end_headers()
+                if truncate:  # promise the whole body, send half of it, hang up
+                    self.wfile.write(payload[: len(payload) // 2])
+                    self.wfile.flush()
+                    self._hang_up()
+                    return
                 self.wfile.write(payload)
 
+            def _hang_up(self, reset: bool = False) -> None:
+                self.close_connection = True
+                with contextlib.suppress(OSError):
+                    if reset:  # SO_LINGER 0: close() sends a TCP RST instead of a FIN
+                        linger = struct.pack("ii", 1, 0)
+                        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+                    else:
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                    self.connection.close()
+
             def do_GET(self) -> None:
+                if self.path == "/_stats":  # for a load test driving a server in another process
+                    with server._lock:
+                        stats = {
+                            "requests": len(server.requests),
+                            "injected_failures": server.injected_failures,
+                        }
+                    self._send(200, json.dumps(stats).encode(), "application/json", {})
+                    return
                 self._record()
                 body = {"object": "list", "data": [{"id": "recorded-model", "object": "model"}]}
                 self._send(200, json.dumps(body).encode(), "application/json", {})
@@ -179,9 +258,19 @@ class RecordingServer:
             def do_POST(self) -> None:
                 rec = self._record()
                 with server._lock:
-                    scripted = server._script.popleft() if server._script else Scripted()
+                    if server._script:
+                        scripted = server._script.popleft()
+                    elif server.fail_rate and server._rng.random() < server.fail_rate:
+                        server.injected_failures += 1
+                        scripted = Scripted(server.fail_status, {"error": {"message": "injected failure"}})
+                    else:
+                        scripted = Scripted()
                 if scripted.delay:
                     time.sleep(scripted.delay)
+                if scripted.kind == "reset":
+                    self._hang_up(reset=True)
+                    return
+                cut = scripted.kind == "truncate"
                 if scripted.body is not None or scripted.status != 200:
                     body = scripted.body if scripted.body is not None else {"error": {"message": "scripted"}}
                     payload = (
@@ -189,7 +278,7 @@ class RecordingServer:
                         if isinstance(body, bytes)
                         else (body.encode() if isinstance(body, str) else json.dumps(body).encode())
                     )
-                    self._send(scripted.status, payload, "application/json", scripted.headers)
+                    self._send(scripted.status, payload, "application/json", scripted.headers, cut)
                     return
                 if rec.path.endswith("/v1/messages"):  # Anthropic's Messages API (litellm anthropic/...)
                     self._send(
@@ -197,28 +286,36 @@ class RecordingServer:
                         json.dumps(server.anthropic_message(rec.body)).encode(),
                         "application/json",
                         scripted.headers,
+                        cut,
                     )
                     return
                 if isinstance(rec.body, dict) and rec.body.get("stream"):
                     data = b"".join(f"data: {json.dumps(c)}\n\n".encode() for c in server.chunks(rec.body))
                     data += b"data: [DONE]\n\n"
-                    self._send(200, data, "text/event-stream", scripted.headers)
+                    self._send(200, data, "text/event-stream", scripted.headers, cut)
                     return
                 self._send(
                     200,
                     json.dumps(server.completion(rec.body)).encode(),
                     "application/json",
                     scripted.headers,
+                    cut,
                 )
 
         return Handler
 
 
 def main() -> None:
-    """``python -m tests.servers.recording [port]``: serve until killed (the benchmarks use it)."""
-    import sys
+    """``python -m tests.servers.recording [port] [--fail-rate R] [--echo]``: serve until killed (the
+    benchmarks use it; ``GET /_stats`` reports the requests seen and the failures injected)."""
+    import argparse
 
-    server = RecordingServer(port=int(sys.argv[1]) if len(sys.argv) > 1 else 0)
+    parser = argparse.ArgumentParser()
+    parser.add_argument("port", nargs="?", type=int, default=0)
+    parser.add_argument("--fail-rate", type=float, default=0.0)
+    parser.add_argument("--echo", action="store_true")
+    args = parser.parse_args()
+    server = RecordingServer(port=args.port, fail_rate=args.fail_rate, echo=args.echo)
     print(server.url, flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         server._httpd.serve_forever()

@@ -1,0 +1,199 @@
+"""The one retry policy of modelfactory: which failures are retried, how long to wait, when to give up.
+
+Every API backend switches its SDK's own retries off and turns each failure into a
+:class:`~modelfactory.errors.BackendError` whose ``retryable`` flag comes from the exception *class* and
+the HTTP status (429, 408, 5xx, timeouts, lost connections), never from the message text, and whose
+``retry_after`` carries the provider's ``Retry-After``. :class:`~modelfactory.model.Model` then runs each
+request through :func:`call_with_retry` (or :func:`acall_with_retry` from asyncio):
+
+- a non-retryable error is raised at once (one request);
+- a retryable one is retried up to ``retry.max_attempts`` requests in all, waiting
+  ``min(max_wait, initial_wait * 2**(n-1))`` before the n-th retry, minus a random share of up to
+  ``jitter`` of it (so many clients that failed together do not come back together);
+- a ``Retry-After`` from the provider replaces the backoff: the wait is exactly what the provider asked
+  for. When that is more than ``retry.max_wait`` the call gives up at once instead of hammering early.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .errors import BackendError
+
+__all__ = [
+    "RetryPolicy",
+    "acall_with_retry",
+    "call_with_retry",
+    "is_retryable_status",
+    "parse_retry_after",
+]
+
+T = TypeVar("T")
+log = logging.getLogger("modelfactory.retry")
+
+
+def is_retryable_status(status: int | None) -> bool:
+    """408 (request timeout), 429 (rate limited) and every 5xx are worth another try; nothing else is."""
+    return status is not None and (status in (408, 429) or 500 <= status <= 599)
+
+
+def parse_retry_after(headers: Mapping[str, Any] | Any, *, now: float | None = None) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date); None if absent.
+
+    ``headers`` is any mapping with ``.get`` (httpx.Headers, dict); names are matched case-insensitively.
+    """
+    if headers is None or not hasattr(headers, "get"):
+        return None
+    lower = {str(k).lower(): v for k, v in headers.items()} if hasattr(headers, "items") else {}
+    ms = lower.get("retry-after-ms")
+    if ms is not None:
+        try:
+            value = float(ms) / 1000.0
+        except (TypeError, ValueError):
+            value = -1.0
+        if value >= 0 and value == value:  # not NaN
+            return value
+    raw = lower.get("retry-after")
+    if raw is None:
+        return None
+    text = str(raw).strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):
+        return None
+    return max(0.0, seconds)
+
+
+class RetryPolicy(BaseModel):
+    """``retry:`` in a model config. Defaults: 3 attempts, 1 s, 2 s waits (with jitter), never over 30 s."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_attempts: int = Field(
+        default=3, ge=1, description="requests per call in all, the first included (1: no retry)"
+    )
+    initial_wait: float = Field(
+        default=1.0, ge=0, description="seconds before the first retry; doubles each retry"
+    )
+    max_wait: float = Field(default=30.0, ge=0, description="the longest single wait, Retry-After included")
+    jitter: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="random share taken off each backoff wait: 0 = exact, 1 = anywhere in [0, w]",
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RetryPolicy:
+        if self.max_wait < self.initial_wait:
+            raise ValueError(
+                f"max_wait ({self.max_wait}) is below initial_wait ({self.initial_wait}): raise max_wait"
+            )
+        return self
+
+    def backoff(self, retry: int, draw: float = 0.0) -> float:
+        """The wait before retry number ``retry`` (1-based), for a uniform ``draw`` in [0, 1)."""
+        nominal = min(self.max_wait, self.initial_wait * 2.0 ** (retry - 1))
+        return nominal * (1.0 - self.jitter * draw)
+
+    def next_wait(self, error: BaseException, attempt: int, draw: float = 0.0) -> tuple[float | None, str]:
+        """After ``attempt`` requests failed with ``error``: the wait before the next one, or None to stop
+        (with a note saying why, for the error message)."""
+        if not isinstance(error, BackendError) or not error.retryable or error.final:
+            return None, ""  # final: an inner model's policy already gave up on it
+        if attempt >= self.max_attempts:
+            return None, ""
+        if error.retry_after is not None:
+            if error.retry_after > self.max_wait:
+                return None, (
+                    f"the provider asked to retry after {error.retry_after:g}s, more than "
+                    f"retry.max_wait={self.max_wait:g}s: not retried"
+                )
+            return error.retry_after, ""
+        return self.backoff(attempt, draw), ""
+
+
+def _give_up(error: BaseException, attempt: int, note: str) -> None:
+    if isinstance(error, BackendError) and not error.final:  # final: an inner policy's count stands
+        error.set_attempts(attempt, note)
+
+
+def call_with_retry(
+    fn: Callable[[], T],
+    policy: RetryPolicy,
+    *,
+    before_attempt: Callable[[], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    draw: Callable[[], float] = random.random,
+    on_retry: Callable[[BackendError, int, float], None] | None = None,
+) -> T:
+    """Call ``fn`` until it returns, raises a non-retryable error, or the policy gives up.
+
+    ``before_attempt`` runs before every request (the rate limiter); ``on_retry(error, attempt, wait)``
+    before every wait. Only :class:`BackendError` with ``retryable=True`` is ever retried.
+    """
+    attempt = 1
+    while True:
+        if before_attempt is not None:
+            before_attempt()
+        try:
+            return fn()
+        except BackendError as err:
+            wait, note = policy.next_wait(err, attempt, draw())
+            if wait is None:
+                _give_up(err, attempt, note)
+                raise
+            _log_retry(err, attempt, policy, wait)
+            if on_retry is not None:
+                on_retry(err, attempt, wait)
+            sleep(wait)
+            attempt += 1
+
+
+async def acall_with_retry(
+    fn: Callable[[], Awaitable[T]],
+    policy: RetryPolicy,
+    *,
+    before_attempt: Callable[[], Awaitable[None]] | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    draw: Callable[[], float] = random.random,
+    on_retry: Callable[[BackendError, int, float], None] | None = None,
+) -> T:
+    """:func:`call_with_retry` for coroutines: waits with ``asyncio.sleep``, never blocking the loop."""
+    attempt = 1
+    while True:
+        if before_attempt is not None:
+            await before_attempt()
+        try:
+            return await fn()
+        except BackendError as err:
+            wait, note = policy.next_wait(err, attempt, draw())
+            if wait is None:
+                _give_up(err, attempt, note)
+                raise
+            _log_retry(err, attempt, policy, wait)
+            if on_retry is not None:
+                on_retry(err, attempt, wait)
+            await sleep(wait)
+            attempt += 1
+
+
+def _log_retry(err: BackendError, attempt: int, policy: RetryPolicy, wait: float) -> None:
+    if log.isEnabledFor(logging.INFO):  # the error text is already scrubbed of secrets
+        log.info("attempt %d/%d failed, retrying in %.2fs: %s", attempt, policy.max_attempts, wait, err)
