@@ -1,8 +1,12 @@
-"""The modelfactory app: compose a model config, build it, run the prompt, record the result.
+"""The modelfactory app: compose a config, build the model, run the task's items, record the results.
 
-python run.py                                   # offline tiny model
+python run.py                                   # offline tiny model, one prompt
 python run.py model=openai_gpt4o prompt="Hi"    # any config in conf/model/
-python run.py -m model=a,b generation.temperature=0,0.7
+python run.py task=dataset runner.concurrency=16
+python run.py -m model=a,b generation.temperature=0,0.7     # a sweep, with a summary table at the end
+
+Keys never go on the command line (Hydra writes every override to disk in clear): such an override is
+refused before Hydra starts. Put them in the environment or in ./.env (loaded here, never copied).
 """
 
 from __future__ import annotations
@@ -10,8 +14,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,32 +24,231 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+ROOT = Path(__file__).resolve().parent
 log = logging.getLogger("modelfactory.run")
 
+# ------------------------------------------------------------------------------------ secrets, before Hydra
 
-def build_messages(cfg: DictConfig) -> list[dict[str, str]]:
-    messages = []
-    if cfg.get("system_prompt"):
-        messages.append({"role": "system", "content": str(cfg.system_prompt)})
-    messages.append({"role": "user", "content": str(cfg.prompt)})
-    return messages
+_SECRET_WORDS = ("key", "token", "secret", "password", "passwd", "authorization", "credential", "cookie")
+_NOT_SECRET = re.compile(r"tokens$|^tokenizer")  # max_tokens, max_new_tokens, tokenizer_id: not keys
+_URL_CREDENTIALS = re.compile(r"://[^/@\s:]+:[^/@\s]+@")
+# Models' key fields and the environment variable their backend reads instead.
+_ENV_FOR = {
+    "OpenAIServerModel": "OPENAI_API_KEY",
+    "AzureOpenAIServerModel": "AZURE_OPENAI_API_KEY",
+    "HfApiModel": "HF_TOKEN",
+    "InferenceClientModel": "HF_TOKEN",
+}
+
+
+def _secret_key(key: str) -> bool:
+    leaf = key.rsplit(".", 1)[-1].lower()
+    return any(w in leaf for w in _SECRET_WORDS) and not _NOT_SECRET.search(leaf)
+
+
+def _literal(value: str) -> bool:
+    """A value typed in clear (not null, not an ``${oc.env:...}``-style interpolation)."""
+    v = value.strip().strip("'\"")
+    return v not in ("", "null", "None", "~") and not (v.startswith("${") and v.endswith("}"))
+
+
+def secret_overrides(args: list[str]) -> list[str]:
+    """The command-line overrides that carry a secret in clear (their keys, never their values)."""
+    found = []
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        raw, value = arg.split("=", 1)
+        key = raw.lstrip("+~")
+        if (_secret_key(key) and _literal(value)) or _URL_CREDENTIALS.search(value):
+            found.append(raw)
+    return found
+
+
+def _model_names(args: list[str]) -> list[str]:
+    names = [a.split("=", 1)[1] for a in args if a.startswith(("model=", "+model=", "++model="))]
+    out = []
+    for value in names or ["transformers_tiny"]:
+        out += [n for n in re.split(r"[\s,()\[\]]+", value) if n and n not in ("choice", "glob")]
+    return out
+
+
+def _env_var_for(model_name: str, key: str, args: list[str]) -> str | None:
+    """The environment variable the backend of ``conf/model/<model_name>.yaml`` reads for ``key``."""
+    path = ROOT / "conf" / "model" / f"{model_name}.yaml"
+    field = key.rsplit(".", 1)[-1]
+    if not path.is_file() or not key.startswith("model.") or key.count(".") != 1:
+        return None
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError:
+        return None
+    current = data.get(field)
+    if isinstance(current, str):
+        match = re.search(r"\$\{oc\.env:([A-Za-z_][A-Za-z0-9_]*)", current)
+        if match:
+            return match.group(1)
+    backend = str(data.get("_target_", "")).rsplit(".", 1)[-1]
+    if field not in ("api_key", "token"):
+        return None
+    if backend == "OpenAIServerModel":  # OPENAI_API_KEY is only ever sent to api.openai.com
+        other_host = data.get("api_base") or any(a.startswith("model.api_base=") for a in args)
+        return None if other_host else "OPENAI_API_KEY"
+    return _ENV_FOR.get(backend)
+
+
+def refusal_message(keys: list[str], args: list[str]) -> str:
+    lines = [
+        "error: refusing a secret on the command line: "
+        + ", ".join(f"{k.lstrip('+~')}=<hidden>" for k in keys)
+        + ". Hydra would write it in clear to .hydra/overrides.yaml, .hydra/config.yaml, .hydra/hydra.yaml,"
+        " multirun.yaml and the launcher's logs."
+    ]
+    for raw in keys:
+        key = raw.lstrip("+~")
+        if key.startswith("hydra.job.env_set."):
+            name = key.rsplit(".", 1)[-1]
+            lines.append(f"  fix: export {name}=... (or put the line {name}=... in ./.env) instead")
+            continue
+        if not _secret_key(key):  # user:password@ in a URL
+            lines.append(
+                f"  fix: take the credentials out of {key}; give the key through the environment, "
+                "e.g. export MY_KEY=... and model.api_key='${oc.env:MY_KEY}'"
+            )
+            continue
+        for name in _model_names(args):
+            var = _env_var_for(name, key, args)
+            if var:
+                lines.append(
+                    f"  fix (model={name}): export {var}=... (or put the line {var}=... in ./.env) "
+                    f"and drop {key}=... from the command line"
+                )
+        lines.append(
+            f"  fix (any model): export MY_KEY=... (or MY_KEY=... in ./.env), then ++{key}='${{oc.env:MY_KEY}}'"
+        )
+    return "\n".join(lines)
+
+
+def _mask_literal_secrets(node: Any) -> bool:
+    """Replace literal values of secret-looking keys in a plain container; True if any was."""
+    from modelfactory.settings import REDACTED
+
+    changed = False
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if isinstance(v, str) and _secret_key(str(k)) and "${" not in v and _literal(v) and v != REDACTED:
+                node[k] = REDACTED
+                changed = True
+            elif isinstance(v, (dict, list)):
+                changed |= _mask_literal_secrets(v)
+    elif isinstance(node, list):
+        for v in node:
+            changed |= _mask_literal_secrets(v)
+    return changed
+
+
+def scrub_saved_config(path: Path) -> bool:
+    """A key written literally in a config *file* lands in Hydra's saved copy: mask it there."""
+    if not path.is_file():
+        return False
+    data = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    if not _mask_literal_secrets(data):
+        return False
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # parallel jobs may scrub the same file
+    tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(data)), encoding="utf-8")
+    os.replace(tmp, path)
+    return True
+
+
+# ------------------------------------------------------------------------------------ one job
+
+
+def _dataset_path(value: str) -> Path:
+    p = Path(os.path.expanduser(value))
+    if p.is_absolute():
+        return p
+    here = Path.cwd() / p
+    if not here.exists() and (ROOT / p).exists():
+        return ROOT / p
+    return here
+
+
+def task_items(cfg: DictConfig) -> list[Any]:
+    from modelfactory.errors import ConfigError, Problem
+    from modelfactory.runner import load_dataset, prompt_item
+
+    task = cfg.task
+    kind = task.get("type", "prompt")
+    if kind == "prompt":
+        return [prompt_item(str(task.prompt), task.get("system_prompt"))]
+    if kind == "dataset":
+        if not task.get("path"):
+            raise ConfigError([Problem("task.path", "not set", "task.path=path/to/items.jsonl")])
+        items = load_dataset(_dataset_path(str(task.path)))
+        limit = task.get("limit")
+        return items[: int(limit)] if limit else items
+    raise ConfigError(
+        [Problem("task.type", f"unknown task type {kind!r}", "use task=prompt or task=dataset")]
+    )
+
+
+def _error(exc: BaseException, redact: Any) -> dict[str, str]:
+    return {"type": type(exc).__name__, "message": redact(str(exc))}
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def run(cfg: DictConfig) -> int:
-    """One job. Returns the exit code; never raises for a config or backend problem."""
-    from modelfactory import ConfigError, ModelFactoryError, build_model
+    """One job. Returns the exit code; never raises for a config, dataset or backend problem."""
+    from modelfactory import ConfigError, build_model
+    from modelfactory.runner import read_results, run_items
+    from modelfactory.settings import redact_env
 
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
-    messages = build_messages(cfg)
-    generation = {
-        k: v for k, v in OmegaConf.to_container(cfg.generation, resolve=True).items() if v is not None
-    }
+    multirun = hc.mode == RunMode.MULTIRUN
+    try:
+        if scrub_saved_config(out_dir / ".hydra" / "config.yaml"):
+            print(
+                "warning: a key is written literally in a config file; it was masked in this run's "
+                ".hydra/config.yaml. Prefer ${oc.env:VAR} in config files.",
+                file=sys.stderr,
+            )
+        if multirun:
+            scrub_saved_config(Path(hc.sweep.dir) / "multirun.yaml")
+    except Exception as exc:  # never let the scrubbing itself fail a job
+        log.warning("could not check the saved config for literal keys: %s", exc)
+
+    model_name = hc.runtime.choices.get("model")
+    kind = cfg.task.get("type", "prompt")
+    gen_cfg = OmegaConf.to_container(cfg.generation, resolve=True)
+    assert isinstance(gen_cfg, dict)
+    generation = {str(k): v for k, v in gen_cfg.items() if v is not None}
     stops = list(cfg.get("stop_sequences") or []) or None
+    runner = cfg.runner
+    results_path = out_dir / cfg.output.results_file
+    job_path = out_dir / "job.json"
+    try:  # a resumed job adds to its earlier runs
+        previous = json.loads(job_path.read_text(encoding="utf-8")) if job_path.is_file() else {}
+    except ValueError:
+        previous = {}
+    job: dict[str, Any] = {
+        "model": model_name,
+        "task": kind,
+        "items": None,
+        "error": None,
+        "elapsed_s": previous.get("elapsed_s") or 0.0,
+        "runs": int(previous.get("runs") or 0) + 1,
+        "last_run": None,
+    }
     result: dict[str, Any] = {
-        "model_name": hc.runtime.choices.get("model"),
+        "model_name": model_name,
         "model_config": None,
-        "messages": messages,
+        "messages": None,
         "stop_sequences": stops,
         "generation": generation,
         "content": None,
@@ -53,38 +256,88 @@ def run(cfg: DictConfig) -> int:
         "latency_s": None,
         "error": None,
     }
+    redact = redact_env
     code = 0
+    items: list[Any] = []
     try:
+        items = task_items(cfg)
+        job["items"] = len(items)
+        if kind == "prompt":
+            result["messages"] = items[0].messages
         model = build_model(cfg.model)
-        result["model_config"] = model.to_dict()
-        start = time.perf_counter()
-        reply = model(messages, stop_sequences=stops, **generation)
-        result["latency_s"] = round(time.perf_counter() - start, 4)
-        result["content"] = reply.content
-        result["token_usage"] = reply.token_usage.to_dict() if reply.token_usage else None
-    except ModelFactoryError as exc:
+        redact = getattr(model, "redact", redact_env)
+        if hasattr(model, "to_dict"):
+            result["model_config"] = model.to_dict()
+        stats = run_items(
+            model,
+            items,
+            concurrency=int(runner.concurrency),
+            batch_size=int(runner.batch_size),
+            results_path=results_path,
+            progress=bool(runner.progress) and len(items) > 1,
+            retry_errors=bool(runner.retry_errors),
+            fsync=bool(runner.get("fsync", True)),
+            desc=str(model_name or "items"),
+            stop_sequences=stops,
+            **generation,
+        )
+        job["elapsed_s"] = round(float(job["elapsed_s"]) + stats.elapsed_s, 4)
+        job["last_run"] = stats.to_dict()
+    except Exception as exc:  # config, dataset, build, or a bug: recorded; a sweep goes on
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        result["error"] = {"type": type(exc).__name__, "message": str(exc)}
-        print(f"error: {exc}", file=sys.stderr)
-        log.info("error: %s: %s", type(exc).__name__, exc)  # to the job log; the console got stderr
+        job["error"] = result["error"] = _error(exc, redact)
+        print(f"error: {job['error']['message']}", file=sys.stderr)
+        log.info("error: %s: %s", job["error"]["type"], job["error"]["message"])  # the job log
         code = 2 if isinstance(exc, ConfigError) else 1
-    result_path = out_dir / cfg.output.result_file
-    result_path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    if result["content"] is not None:
-        log.info("reply: %s", result["content"])
-        if cfg.output.print_reply:
-            print(result["content"])
+    _write_json(job_path, job)
+
+    if kind == "prompt":
+        row = read_results(results_path).get(items[0].id) if items and not job["error"] else None
+        if row is not None:
+            result.update(content=row["content"], token_usage=row["usage"], latency_s=row["latency_s"])
+            if row["error"]:
+                result["error"] = row["error"]
+                print(f"error: {row['error']['message']}", file=sys.stderr)
+                log.info("error: %s: %s", row["error"]["type"], row["error"]["message"])
+                code = 2 if row["error"]["type"] == "ConfigError" else 1
+        _write_json(out_dir / cfg.output.result_file, result)
+        if result["content"] is not None:
+            log.info("reply: %s", result["content"])
+            if cfg.output.print_reply:
+                print(result["content"])
+    elif job["error"] is None:
+        rows = read_results(results_path)
+        failed = sum(1 for it in items if (rows.get(it.id) or {}).get("error"))
+        skipped = (job["last_run"] or {}).get("skipped") or 0
+        earlier = f" ({skipped} done in an earlier run)" if skipped else ""
+        summary = f"{len(items)} items: {len(items) - failed} ok, {failed} failed{earlier} -> {results_path}"
+        log.info(summary)
+        print(summary)
+        code = 1 if failed else 0
     return code
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     code = run(cfg)
-    # A failing job in a sweep is recorded in its result.json; only a single run sets the exit code.
+    # A failing job in a sweep is recorded (job.json, results.jsonl); only a single run sets the exit code.
     if code and HydraConfig.get().mode != RunMode.MULTIRUN:
         sys.exit(code)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    args = sys.argv[1:]
+    keys = secret_overrides(args)
+    if keys:
+        print(refusal_message(keys, args), file=sys.stderr)
+        sys.exit(2)
+    if Path(".env").is_file():  # keys for the backends, read from the environment; never copied anywhere
+        from modelfactory.runner import load_dotenv
+
+        load_dotenv()
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -44,6 +44,9 @@ def test_custom_callable_run_writes_result(tmp_path: Path) -> None:
     assert res["error"] is None
     assert res["latency_s"] >= 0
     assert res["model_config"]["_target_"].endswith("CallableModel")
+    (row,) = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert row["content"] == res["content"] and row["error"] is None and row["id"].startswith("prompt-")
+    assert json.loads((tmp_path / "job.json").read_text())["items"] == 1
 
 
 @pytest.mark.server
@@ -143,6 +146,9 @@ def test_multirun_records_each_job_and_survives_a_failing_one(tmp_path: Path) ->
     bad = json.loads((tmp_path / "1" / "result.json").read_text())
     assert ok["content"] and ok["error"] is None
     assert bad["error"]["type"] == "ConfigError"
+    assert json.loads((tmp_path / "1" / "job.json").read_text())["error"]["type"] == "ConfigError"
+    summary = (tmp_path / "summary.csv").read_text().splitlines()
+    assert len(summary) == 3 and summary[1].startswith("0,custom_callable,") and "ConfigError" in summary[2]
 
 
 @pytest.mark.slow
@@ -153,3 +159,38 @@ def test_default_run_uses_offline_tiny_model(tmp_path: Path) -> None:
     assert res["model_name"] == "transformers_tiny"
     assert isinstance(res["content"], str) and res["content"]
     assert res["token_usage"]["output_tokens"] > 0
+
+
+@pytest.mark.server
+def test_dataset_task_records_rows_and_resumes(tmp_path: Path) -> None:
+    data = tmp_path / "items.jsonl"
+    data.write_text("".join(json.dumps({"id": f"q{i}", "prompt": f"question {i}"}) + "\n" for i in range(5)))
+    run_dir = tmp_path / "run"
+    args = ("model=local_server", "task=dataset", f"task.path={data}", "runner.concurrency=1")
+    with RecordingServer(reply="an answer") as server:
+        server.enqueue()
+        server.enqueue(400, {"error": {"message": "this item is bad"}})  # not retryable: fails at once
+        proc = run_app(run_dir, *args, f"model.api_base={server.url}/v1")
+        assert proc.returncode == 1, proc.stderr  # a single run with a failed item exits 1
+        assert "5 items: 4 ok, 1 failed" in proc.stdout
+        assert "errors=1" in proc.stderr  # the progress bar
+        rows = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
+        assert [r["id"] for r in rows] == ["q0", "q1", "q2", "q3", "q4"]
+        assert rows[1]["error"]["status"] == 400 and "this item is bad" in rows[1]["error"]["message"]
+        assert rows[0]["usage"] == {"input_tokens": 5, "output_tokens": 7, "total_tokens": 12}
+        assert server.requests[1].body["messages"] == [{"role": "user", "content": "question 1"}]
+
+        proc = run_app(run_dir, *args, f"model.api_base={server.url}/v1")  # the same job again
+        assert proc.returncode == 0, proc.stderr
+        assert len(server.requests) == 6  # only the failed item ran again
+        assert "5 items: 5 ok, 0 failed (4 done in an earlier run)" in proc.stdout
+    job = json.loads((run_dir / "job.json").read_text())
+    assert job["runs"] == 2 and job["items"] == 5 and job["last_run"]["skipped"] == 4
+
+
+def test_bad_dataset_is_a_config_error(tmp_path: Path) -> None:
+    data = tmp_path / "items.jsonl"
+    data.write_text('{"id": "a", "prompt": "ok"}\n{"id": "b"\n')
+    proc = run_app(tmp_path / "run", "model=custom_callable", "task=dataset", f"task.path={data}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "line 2: invalid JSON" in proc.stderr

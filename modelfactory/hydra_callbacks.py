@@ -1,0 +1,177 @@
+"""Hydra callbacks of the app (``hydra.callbacks`` in ``conf/config.yaml``).
+
+``SummaryCallback``: at the end of a multirun, one row per job (model, overridden parameters, items
+ok/failed, mean and p95 latency, tokens in/out, throughput), printed and saved as ``summary.csv`` and
+``summary.md`` in the sweep directory. It reads what the jobs left on disk (``results.jsonl``,
+``job.json``, ``.hydra/overrides.yaml``), so it works the same with every launcher whose jobs write to a
+file system the launching machine sees (basic, joblib, submitit local/SLURM, Ray on a shared disk).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from .runner import aggregate_rows, read_results
+
+__all__ = ["SummaryCallback", "collect_jobs", "summarize_sweep"]
+
+log = logging.getLogger("modelfactory.summary")
+
+RESULTS_FILE = "results.jsonl"
+JOB_FILE = "job.json"
+FIXED_COLUMNS = ["job", "model"]
+METRIC_COLUMNS = [
+    "ok",
+    "failed",
+    "mean_latency_s",
+    "p95_latency_s",
+    "tokens_in",
+    "tokens_out",
+    "elapsed_s",
+    "items_per_s",
+    "out_tokens_per_s",
+    "error",
+]
+
+
+def _load_yaml(path: Path) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def _job_dirs(sweep_dir: Path) -> list[Path]:
+    """Every job directory under the sweep dir: the ones holding ``.hydra/overrides.yaml``."""
+    found = {p.parent.parent for p in sweep_dir.rglob(".hydra/overrides.yaml")}
+    found.discard(sweep_dir)  # a single run's dir, if someone points us at one
+    return list(found)
+
+
+def _job_number(job_dir: Path, hydra_cfg: Any) -> int | None:
+    try:
+        return int(hydra_cfg["hydra"]["job"]["num"])
+    except (TypeError, KeyError, ValueError):
+        try:
+            return int(job_dir.name)
+        except ValueError:
+            return None
+
+
+def _split_override(text: str) -> tuple[str, str]:
+    key, _, value = text.partition("=")
+    return key.lstrip("+~"), value
+
+
+def _short_error(error: dict[str, Any], limit: int = 240) -> str:
+    lines = [ln.strip().lstrip("- ").strip() for ln in str(error.get("message", "")).splitlines()]
+    text = f"{error.get('type')}: " + "; ".join(ln for ln in lines[:4] if ln)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def collect_jobs(sweep_dir: str | Path) -> list[dict[str, Any]]:
+    """One record per job: number, dir, model, overrides (key -> value), metrics and job-level error."""
+    root = Path(sweep_dir)
+    jobs = []
+    for job_dir in _job_dirs(root):
+        overrides_raw = _load_yaml(job_dir / ".hydra" / "overrides.yaml") or []
+        overrides = dict(_split_override(str(o)) for o in overrides_raw)
+        hydra_cfg = _load_yaml(job_dir / ".hydra" / "hydra.yaml")
+        job_info: dict[str, Any] = {}
+        if (job_dir / JOB_FILE).is_file():
+            try:
+                job_info = json.loads((job_dir / JOB_FILE).read_text(encoding="utf-8"))
+            except ValueError:
+                job_info = {}
+        model = job_info.get("model") or overrides.get("model")
+        if model is None and isinstance(hydra_cfg, dict):
+            model = (hydra_cfg.get("hydra", {}).get("runtime", {}).get("choices") or {}).get("model")
+        metrics = aggregate_rows(read_results(job_dir / RESULTS_FILE).values())
+        elapsed = job_info.get("elapsed_s")
+        done = metrics["ok"] + metrics["failed"]
+        error = job_info.get("error")
+        jobs.append(
+            {
+                "job": _job_number(job_dir, hydra_cfg),
+                "dir": str(job_dir.relative_to(root)),
+                "model": model,
+                "overrides": {k: v for k, v in overrides.items() if k != "model"},
+                **metrics,
+                "elapsed_s": elapsed,
+                "items_per_s": round(done / elapsed, 3) if elapsed else None,
+                "out_tokens_per_s": round(metrics["tokens_out"] / elapsed, 1) if elapsed else None,
+                "error": _short_error(error)
+                if isinstance(error, dict)
+                else (None if (job_dir / JOB_FILE).is_file() else "no job.json: the job did not finish"),
+            }
+        )
+    jobs.sort(key=lambda j: (j["job"] is None, j["job"] if j["job"] is not None else 0, j["dir"]))
+    return jobs
+
+
+def _table(jobs: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    keys: list[str] = []
+    for job in jobs:
+        for key in job["overrides"]:
+            if key not in keys:
+                keys.append(key)
+    header = FIXED_COLUMNS + keys + METRIC_COLUMNS
+    rows = []
+    for job in jobs:
+        row = [job["job"], job["model"]] + [job["overrides"].get(k, "") for k in keys]
+        row += [job[c] for c in METRIC_COLUMNS]
+        rows.append(["" if v is None else str(v) for v in row])
+    return header, rows
+
+
+def _markdown(header: list[str], rows: list[list[str]]) -> str:
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def summarize_sweep(sweep_dir: str | Path) -> str:
+    """Write ``summary.csv`` and ``summary.md`` into ``sweep_dir``; return the markdown table."""
+    root = Path(sweep_dir)
+    header, rows = _table(collect_jobs(root))
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    (root / "summary.csv").write_text(buf.getvalue(), encoding="utf-8")
+    table = _markdown(header, rows)
+    (root / "summary.md").write_text(f"# Sweep summary: {root}\n\n{table}", encoding="utf-8")
+    return table
+
+
+class SummaryCallback(Callback):
+    """Prints and saves the sweep's summary table when a multirun ends. Never fails the sweep."""
+
+    def __init__(self, print_table: bool = True) -> None:
+        self.print_table = print_table
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            sweep_dir = Path(str(config.hydra.sweep.dir))
+            if not sweep_dir.is_dir():
+                log.warning("summary: no sweep dir %s", sweep_dir)
+                return
+            table = summarize_sweep(sweep_dir)
+        except Exception as exc:  # a summary problem must not turn a finished sweep into a failure
+            log.warning("summary: could not build the sweep summary: %s: %s", type(exc).__name__, exc)
+            return
+        if self.print_table:
+            print(f"\nSweep summary ({sweep_dir}/summary.csv, summary.md):\n{table}", flush=True)

@@ -1,0 +1,724 @@
+"""Items in, replies out: a dataset (or one prompt) run through a model, recorded row by row.
+
+- **Datasets**: :func:`load_dataset` reads JSONL (one ``{"id", "messages" | "prompt"}`` object per line),
+  a JSON array or a YAML list, and reports every problem at once as a :class:`ConfigError` naming the
+  file and the line (or item).
+- **Concurrency**: API models are called from a thread pool (``concurrency`` requests in flight; a
+  model's own ``requests_per_minute`` limiter is shared by all the threads). A model with
+  ``generate_batch(conversations, ...)`` (local models) gets ``batch_size`` items per call; a local model
+  without it is called sequentially.
+- **Results**: one JSON row per item appended to ``results.jsonl`` as it finishes, flushed and fsynced,
+  so a crash loses at most the items in flight. Rows carry ``id``, ``content``, ``usage``, ``latency_s``
+  and ``error``; secrets the model knows (and secret-looking environment variables) are masked.
+- **Resume**: running again on the same file skips every id whose latest row has no error. Rows that
+  recorded an error are run again by default (``retry_errors=True``: errors are mostly transient: rate
+  limits, timeouts, a server restart); the newest row of an id wins.
+- **One failing item** records an error row; the run goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, MessageError, Problem
+
+__all__ = [
+    "Item",
+    "RunStats",
+    "aggregate_rows",
+    "load_dataset",
+    "load_dotenv",
+    "prompt_item",
+    "read_results",
+    "run_items",
+]
+
+log = logging.getLogger("modelfactory.runner")
+
+_MAX_PROBLEMS = 20  # a file with thousands of bad lines: report the first ones, then a count
+
+
+@dataclass
+class Item:
+    """One conversation to run: a stable ``id`` (resume keys on it) and the messages to send."""
+
+    id: str
+    messages: list[dict[str, Any]]
+    meta: dict[str, Any] = field(default_factory=dict)  # other fields of the dataset row, kept as-is
+
+
+def prompt_item(prompt: str, system_prompt: str | None = None) -> Item:
+    """The single-prompt task as an item. Its id is derived from the text, so a resumed run with another
+    prompt in the same directory runs the new prompt instead of returning the old reply."""
+    messages = []
+    if system_prompt:
+        messages.append({"role": "system", "content": str(system_prompt)})
+    messages.append({"role": "user", "content": str(prompt)})
+    digest = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()[:12]
+    return Item(id=f"prompt-{digest}", messages=messages)
+
+
+# ---------------------------------------------------------------------------------------------- datasets
+
+
+def load_dataset(path: str | os.PathLike[str]) -> list[Item]:
+    """Read a dataset file into items, or raise one :class:`ConfigError` listing every problem.
+
+    Formats (by extension):
+
+    - ``.jsonl``: one JSON object per line; blank lines are skipped.
+    - ``.json``: a JSON array of objects.
+    - ``.yaml`` / ``.yml``: a YAML list of mappings.
+
+    Each object has ``id`` (a string or integer, unique in the file; results and resume key on it) and
+    either ``messages`` (a list of ``{"role", "content"}``) or ``prompt`` (a string, with an optional
+    ``system`` string). Other fields are kept in :attr:`Item.meta`.
+    """
+    p = Path(path)
+    source = str(path)
+    if not p.exists():
+        raise ConfigError(
+            [Problem("task.path", f"dataset file not found: {p.resolve()}", "check the path", source)],
+            title="cannot load dataset",
+        )
+    if not p.is_file():
+        raise ConfigError(
+            [
+                Problem(
+                    "task.path", f"not a file: {p.resolve()}", "give the path of a .jsonl/.yaml file", source
+                )
+            ],
+            title="cannot load dataset",
+        )
+    suffix = p.suffix.lower()
+    if suffix not in (".jsonl", ".json", ".yaml", ".yml"):
+        raise ConfigError(
+            [
+                Problem(
+                    "task.path",
+                    f"unknown dataset format {suffix or '(no extension)'!r}",
+                    "use a .jsonl, .json, .yaml or .yml file",
+                    source,
+                )
+            ],
+            title="cannot load dataset",
+        )
+    text = _decode(p.read_bytes(), source)
+    if suffix == ".jsonl":
+        records, problems = _parse_jsonl(text, source)
+    elif suffix == ".json":
+        records, problems = _parse_json_array(text, source)
+    else:
+        records, problems = _parse_yaml(text, source)
+    items: list[Item] = []
+    seen: dict[str, str] = {}
+    for where, record in records:
+        item, item_problems = _to_item(record, where, source)
+        problems += item_problems
+        if item is None:
+            continue
+        if item.id in seen:
+            problems.append(
+                Problem(
+                    where,
+                    f"duplicate id {item.id!r} (first at {seen[item.id]})",
+                    "give every item a unique id: results and resume key on it",
+                    source,
+                )
+            )
+            continue
+        seen[item.id] = where
+        items.append(item)
+    if not items and not problems:
+        problems.append(Problem("task.path", "the dataset has no items", "add at least one item", source))
+    if problems:
+        shown = problems[:_MAX_PROBLEMS]
+        if len(problems) > _MAX_PROBLEMS:
+            shown.append(Problem("...", f"and {len(problems) - _MAX_PROBLEMS} more problem(s)", "", source))
+        raise ConfigError(shown, title=f"invalid dataset {source}")
+    return items
+
+
+def _decode(data: bytes, source: str) -> str:
+    if data.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark (some editors write one)
+        data = data[3:]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        bad = data[exc.start : exc.end].hex(" ")
+        raise ConfigError(
+            [
+                Problem(
+                    f"line {line}",
+                    f"invalid UTF-8 at byte offset {exc.start} (line {line}, column {column}: 0x{bad})",
+                    "save the file as UTF-8",
+                    source,
+                )
+            ],
+            title=f"invalid dataset {source}",
+        ) from None
+
+
+def _parse_jsonl(text: str, source: str) -> tuple[list[tuple[str, Any]], list[Problem]]:
+    records: list[tuple[str, Any]] = []
+    problems: list[Problem] = []
+    # split on "\n" only: str.splitlines() would also split inside strings at U+0085, U+2028, ...
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.removesuffix("\r")
+        if not line.strip():
+            continue
+        try:
+            records.append((f"line {number}", json.loads(line)))
+        except json.JSONDecodeError as exc:
+            problems.append(
+                Problem(
+                    f"line {number}",
+                    f"invalid JSON: {exc.msg} (column {exc.colno})",
+                    "one JSON object per line",
+                    source,
+                )
+            )
+    return records, problems
+
+
+def _parse_json_array(text: str, source: str) -> tuple[list[tuple[str, Any]], list[Problem]]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return [], [
+            Problem(f"line {exc.lineno}", f"invalid JSON: {exc.msg} (column {exc.colno})", "", source)
+        ]
+    if not isinstance(data, list):
+        return [], [Problem("file", f"expected a JSON array of items, got {type(data).__name__}", "", source)]
+    return [(f"item {i}", rec) for i, rec in enumerate(data)], []
+
+
+def _parse_yaml(text: str, source: str) -> tuple[list[tuple[str, Any]], list[Problem]]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "file"
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        return [], [Problem(where, f"invalid YAML: {problem}", "", source)]
+    if data is None:
+        return [], []
+    if not isinstance(data, list):
+        return [], [
+            Problem("file", f"expected a YAML list of items, got {type(data).__name__}", "- id: ...", source)
+        ]
+    return [(f"item {i}", rec) for i, rec in enumerate(data)], []
+
+
+def _to_item(record: Any, where: str, source: str) -> tuple[Item | None, list[Problem]]:
+    if not isinstance(record, Mapping):
+        return None, [
+            Problem(
+                where,
+                f"expected an object with id and messages/prompt, got {type(record).__name__}",
+                "",
+                source,
+            )
+        ]
+    problems: list[Problem] = []
+    raw_id = record.get("id")
+    if raw_id is None or isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)) or raw_id == "":
+        problems.append(
+            Problem(
+                where,
+                "missing 'id'"
+                if raw_id is None
+                else f"'id' must be a non-empty string or an integer, got {raw_id!r}",
+                'add "id": "<unique name>" (results and resume key on it)',
+                source,
+            )
+        )
+    has_messages, has_prompt = "messages" in record, "prompt" in record
+    messages: list[dict[str, Any]] = []
+    if has_messages and has_prompt:
+        problems.append(Problem(where, "has both 'messages' and 'prompt'", "keep one of them", source))
+    elif has_messages:
+        value = record["messages"]
+        try:
+            from .messages import normalize_messages
+
+            normalize_messages(value)  # validation only: the model normalises again at call time
+            messages = [dict(m) for m in value]
+        except MessageError as exc:
+            problems.append(Problem(where, f"invalid 'messages': {exc}", "", source))
+        except (TypeError, ValueError) as exc:
+            problems.append(Problem(where, f"invalid 'messages': {exc}", "", source))
+    elif has_prompt:
+        prompt, system = record["prompt"], record.get("system")
+        if not isinstance(prompt, str) or not prompt:
+            problems.append(
+                Problem(where, f"'prompt' must be a non-empty string, got {prompt!r}", "", source)
+            )
+        if system is not None and not isinstance(system, str):
+            problems.append(Problem(where, f"'system' must be a string, got {system!r}", "", source))
+        if not problems:
+            messages = prompt_item(prompt, system).messages
+    else:
+        problems.append(
+            Problem(
+                where,
+                "missing 'messages' (or 'prompt')",
+                'add "messages": [{"role": "user", "content": "..."}] or "prompt": "..."',
+                source,
+            )
+        )
+    if problems:
+        return None, problems
+    meta = {k: v for k, v in record.items() if k not in ("id", "messages", "prompt", "system")}
+    return Item(id=str(raw_id), messages=messages, meta=meta), []
+
+
+def load_dotenv(path: str | os.PathLike[str] | None = None) -> list[str]:
+    """Load ``KEY=value`` lines from ``.env`` (default: in the current directory) into ``os.environ``.
+
+    Variables already set in the environment win. Returns the names loaded (never the values). Keys
+    kept here never reach any output file: configs refer to them by name only.
+    """
+    p = Path(path) if path is not None else Path.cwd() / ".env"
+    if not p.is_file():
+        return []
+    from dotenv import dotenv_values
+
+    loaded = []
+    for name, value in dotenv_values(p).items():
+        if value is not None and name not in os.environ:
+            os.environ[name] = value
+            loaded.append(name)
+    return loaded
+
+
+# ---------------------------------------------------------------------------------------------- results
+
+
+def _repair_tail(path: Path) -> None:
+    """A crash mid-write can leave a torn last line: complete it if it parses, else cut it off."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with path.open("rb+") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - 1))
+        if f.read(1) == b"\n":
+            return
+        # find the start of the last line
+        chunk = 1 << 16
+        pos = size
+        start = 0
+        while pos > 0:
+            read_from = max(0, pos - chunk)
+            f.seek(read_from)
+            block = f.read(pos - read_from)
+            idx = block.rfind(b"\n")
+            if idx >= 0:
+                start = read_from + idx + 1
+                break
+            pos = read_from
+        f.seek(start)
+        tail = f.read()
+        try:
+            json.loads(tail)
+        except ValueError:
+            f.truncate(start)
+            log.warning("results: dropped a torn last row in %s", path)
+        else:
+            f.seek(0, os.SEEK_END)
+            f.write(b"\n")
+
+
+def read_results(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+    """The newest row of every id in a results file (in first-seen order). Unreadable lines are skipped."""
+    p = Path(path)
+    rows: dict[str, dict[str, Any]] = {}
+    if not p.exists():
+        return rows
+    with p.open(encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                log.warning("results: skipping unreadable line %d of %s", number, p)
+                continue
+            if isinstance(row, dict) and "id" in row:
+                rows[str(row["id"])] = row
+    return rows
+
+
+class _Writer:
+    """Appends rows; each one is written whole, flushed and (by default) fsynced before the next."""
+
+    def __init__(self, path: Path | None, fsync: bool) -> None:
+        self.path = path
+        self.fsync = fsync
+        self._file: Any = None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _repair_tail(path)
+            self._file = path.open("a", encoding="utf-8", newline="\n")
+
+    def write(self, row: dict[str, Any]) -> None:
+        if self._file is None:
+            return
+        self._file.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self._file.flush()
+        if self.fsync:
+            os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+# ---------------------------------------------------------------------------------------------- stats
+
+
+def _percentile(values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100); None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def aggregate_rows(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Counts, latency (mean, p95 over successful items) and token totals of result rows."""
+    ok = failed = tokens_in = tokens_out = 0
+    latencies: list[float] = []
+    for row in rows:
+        if row.get("error"):
+            failed += 1
+            continue
+        ok += 1
+        if isinstance(row.get("latency_s"), (int, float)):
+            latencies.append(float(row["latency_s"]))
+        usage = row.get("usage") or {}
+        tokens_in += int(usage.get("input_tokens") or 0)
+        tokens_out += int(usage.get("output_tokens") or 0)
+    return {
+        "ok": ok,
+        "failed": failed,
+        "mean_latency_s": round(sum(latencies) / len(latencies), 4) if latencies else None,
+        "p95_latency_s": _percentile(latencies, 95),
+        "tokens_in": tokens_in,
+        "tokens_out": tokens_out,
+    }
+
+
+@dataclass
+class RunStats:
+    """What one :func:`run_items` call did (items skipped as already done are not counted in ok/failed)."""
+
+    total: int = 0  # items given
+    skipped: int = 0  # already done in the results file (resume)
+    ok: int = 0
+    failed: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    elapsed_s: float = 0.0
+    mode: str = "threads"  # threads | batches | sequential
+    concurrency: int = 1
+    latencies: list[float] = field(default_factory=list, repr=False)  # of successful items
+    rows: list[dict[str, Any]] = field(default_factory=list, repr=False)  # only without a results file
+
+    @property
+    def done(self) -> int:
+        return self.ok + self.failed
+
+    @property
+    def mean_latency_s(self) -> float | None:
+        return sum(self.latencies) / len(self.latencies) if self.latencies else None
+
+    @property
+    def p95_latency_s(self) -> float | None:
+        return _percentile(self.latencies, 95)
+
+    @property
+    def items_per_s(self) -> float:
+        return self.done / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def output_tokens_per_s(self) -> float:
+        return self.output_tokens / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("latencies")
+        data.pop("rows")
+        data.update(
+            mean_latency_s=None if self.mean_latency_s is None else round(self.mean_latency_s, 4),
+            p95_latency_s=self.p95_latency_s,
+            items_per_s=round(self.items_per_s, 3),
+            output_tokens_per_s=round(self.output_tokens_per_s, 3),
+            elapsed_s=round(self.elapsed_s, 4),
+        )
+        return data
+
+
+# ---------------------------------------------------------------------------------------------- running
+
+
+def _as_item(obj: Any) -> Item:
+    if isinstance(obj, Item):
+        return obj
+    if isinstance(obj, Mapping):
+        item, problems = _to_item(obj, f"item {obj.get('id')!r}", "run_items")
+        if item is None:
+            raise ConfigError(problems, title="invalid item")
+        return item
+    raise TypeError(f"run_items takes Item objects or dicts with id and messages, got {type(obj).__name__}")
+
+
+def _is_local(model: Any) -> bool:
+    """A model running in this process (one at a time): never called from several threads at once."""
+    flag = getattr(model, "is_local", None)
+    if isinstance(flag, bool):
+        return flag
+    mod = sys.modules.get("modelfactory.backends.transformers")  # never imported just to check
+    return mod is not None and isinstance(model, mod.TransformersModel)
+
+
+def _usage(reply: Any) -> dict[str, int] | None:
+    usage = getattr(reply, "token_usage", None)
+    if usage is None:
+        return None
+    to_dict = getattr(usage, "to_dict", None)
+    if callable(to_dict):
+        return dict(to_dict())
+    if isinstance(usage, Mapping):
+        return dict(usage)
+    return None
+
+
+def _content(reply: Any) -> Any:
+    if isinstance(reply, str):
+        return reply
+    return getattr(reply, "content", None)
+
+
+def _ok_row(item_id: str, reply: Any, latency: float) -> dict[str, Any]:
+    return {
+        "id": item_id,
+        "content": _content(reply),
+        "usage": _usage(reply),
+        "latency_s": round(latency, 4),
+        "error": None,
+    }
+
+
+def _error_row(item_id: str, exc: BaseException, latency: float) -> dict[str, Any]:
+    error: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc)}
+    status = getattr(exc, "status", None)
+    if isinstance(status, int):
+        error["status"] = status
+    return {"id": item_id, "content": None, "usage": None, "latency_s": round(latency, 4), "error": error}
+
+
+def _redactor(model: Any) -> Callable[[str], str]:
+    from .settings import redact_env
+
+    own = getattr(model, "redact", None)
+    if callable(own):
+        return lambda text: redact_env(own(text))
+    return redact_env
+
+
+def _redact_row(row: dict[str, Any], redact: Callable[[str], str]) -> dict[str, Any]:
+    if isinstance(row.get("content"), str):
+        row["content"] = redact(row["content"])
+    if row.get("error"):
+        row["error"]["message"] = redact(str(row["error"]["message"]))
+    return row
+
+
+def _call_one(model: Any, item: Item, generation: dict[str, Any]) -> dict[str, Any]:
+    start = time.perf_counter()
+    try:
+        reply = model(item.messages, **generation)
+    except Exception as exc:  # one failing item is recorded; the run goes on
+        return _error_row(item.id, exc, time.perf_counter() - start)
+    return _ok_row(item.id, reply, time.perf_counter() - start)
+
+
+def _run_threads(
+    model: Any, todo: Sequence[Item], concurrency: int, generation: dict[str, Any]
+) -> Iterator[dict[str, Any]]:
+    """Rows as they finish; at most ``concurrency`` calls in flight, a few more items queued."""
+    pending: set[Future[dict[str, Any]]] = set()
+    items = iter(todo)
+    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="modelfactory-runner")
+    try:
+
+        def fill() -> None:
+            while len(pending) < 2 * concurrency:
+                item = next(items, None)
+                if item is None:
+                    return
+                pending.add(pool.submit(_call_one, model, item, generation))
+
+        fill()
+        while pending:
+            done, still = wait(pending, return_when=FIRST_COMPLETED)
+            pending.clear()
+            pending.update(still)
+            for fut in done:
+                yield fut.result()
+            fill()
+    finally:  # also on Ctrl-C or a closed generator: drop what has not started, wait for the rest
+        for fut in pending:
+            fut.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _run_batches(
+    model: Any, todo: Sequence[Item], batch_size: int, generation: dict[str, Any]
+) -> Iterator[dict[str, Any]]:
+    generate_batch = model.generate_batch
+    try:
+        accepts = set(inspect.signature(generate_batch).parameters)
+    except (TypeError, ValueError):
+        accepts = set()
+    for start in range(0, len(todo), batch_size):
+        batch = list(todo[start : start + batch_size])
+        extra: dict[str, Any] = {}
+        if "batch_size" in accepts:
+            extra["batch_size"] = len(batch)  # the chunk is the batch
+        if "return_exceptions" in accepts:
+            extra["return_exceptions"] = True  # a bad row gets its exception, the others their replies
+        t0 = time.perf_counter()
+        try:
+            replies = list(generate_batch([it.messages for it in batch], **generation, **extra))
+            if len(replies) != len(batch):
+                raise RuntimeError(f"generate_batch returned {len(replies)} replies for {len(batch)} items")
+        except Exception as exc:
+            # Find the culprit: run this batch's items one by one, so only a bad item records an error.
+            log.warning("batch of %d failed (%s); running its items one by one", len(batch), exc)
+            for item in batch:
+                yield _call_one(model, item, generation)
+            continue
+        latency = time.perf_counter() - t0
+        for item, reply in zip(batch, replies, strict=True):
+            if isinstance(reply, BaseException):
+                yield _error_row(item.id, reply, latency)
+            else:
+                yield _ok_row(item.id, reply, latency)
+
+
+def run_items(
+    model: Any,
+    items: Iterable[Item | Mapping[str, Any]],
+    *,
+    concurrency: int = 8,
+    batch_size: int = 8,
+    results_path: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    retry_errors: bool = True,
+    fsync: bool = True,
+    desc: str | None = None,
+    **generation: Any,
+) -> RunStats:
+    """Run every item through ``model`` and append one row per item to ``results_path`` (if given).
+
+    ``generation``: per-call keyword arguments (``stop_sequences``, ``temperature``, ``max_tokens``, ...).
+    Items already done in ``results_path`` are skipped (errored ones too, when ``retry_errors=False``).
+    Without ``results_path`` the rows are kept in :attr:`RunStats.rows`. Never raises for a failing item.
+    """
+    if concurrency < 1:
+        raise ConfigError([Problem("runner.concurrency", f"must be >= 1, got {concurrency}")])
+    if batch_size < 1:
+        raise ConfigError([Problem("runner.batch_size", f"must be >= 1, got {batch_size}")])
+    all_items = [_as_item(obj) for obj in items]
+    ids = [it.id for it in all_items]
+    if len(set(ids)) != len(ids):
+        dupes = sorted({i for i in ids if ids.count(i) > 1})[:5]
+        raise ConfigError([Problem("items", f"duplicate ids {dupes}", "give every item a unique id")])
+
+    path = Path(results_path) if results_path is not None else None
+    done_ids: set[str] = set()
+    if path is not None:
+        _repair_tail(path)
+        previous = read_results(path)
+        done_ids = {i for i, row in previous.items() if not (retry_errors and row.get("error"))}
+    todo = [it for it in all_items if it.id not in done_ids]
+
+    generation = {k: v for k, v in generation.items() if v is not None}
+    if callable(getattr(model, "generate_batch", None)):
+        mode, workers = "batches", 1
+    elif _is_local(model) or concurrency == 1:
+        mode, workers = "sequential", 1
+    else:
+        mode, workers = "threads", min(concurrency, max(1, len(todo)))
+    stats = RunStats(total=len(all_items), skipped=len(all_items) - len(todo), mode=mode, concurrency=workers)
+    if not todo:
+        return stats
+
+    redact = _redactor(model)
+    writer = _Writer(path, fsync)
+    bar = _progress_bar(len(todo), progress, desc or "items", stats.skipped)
+    start = time.perf_counter()
+    if mode == "threads":
+        rows = _run_threads(model, todo, workers, generation)
+    elif mode == "batches":
+        rows = _run_batches(model, todo, batch_size, generation)
+    else:
+        rows = (_call_one(model, it, generation) for it in todo)
+    try:
+        for row in rows:
+            row = _redact_row(row, redact)
+            writer.write(row)
+            if path is None:
+                stats.rows.append(row)
+            if row["error"]:
+                stats.failed += 1
+            else:
+                stats.ok += 1
+                stats.latencies.append(row["latency_s"])
+                usage = row["usage"] or {}
+                stats.input_tokens += int(usage.get("input_tokens") or 0)
+                stats.output_tokens += int(usage.get("output_tokens") or 0)
+            stats.elapsed_s = time.perf_counter() - start
+            if bar is not None:
+                bar.set_postfix(errors=stats.failed, tok_s=f"{stats.output_tokens_per_s:.1f}", refresh=False)
+                bar.update(1)
+    finally:
+        close = getattr(rows, "close", None)
+        if close is not None:
+            close()
+        stats.elapsed_s = time.perf_counter() - start
+        writer.close()
+        if bar is not None:
+            bar.close()
+    return stats
+
+
+def _progress_bar(total: int, enabled: bool, desc: str, skipped: int) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm  # imported here: tqdm costs start-up time the single-prompt app does not need
+
+    if skipped:
+        desc = f"{desc} ({skipped} done before)"
+    return tqdm(total=total, desc=desc, unit="item", file=sys.stderr, dynamic_ncols=True, mininterval=0.2)

@@ -1,0 +1,368 @@
+"""modelfactory.runner: datasets, concurrency, batches, results.jsonl, resume, redaction, progress."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from modelfactory import ChatMessage, ConfigError, OpenAIServerModel, TokenUsage
+from modelfactory.runner import (
+    Item,
+    aggregate_rows,
+    load_dataset,
+    load_dotenv,
+    prompt_item,
+    read_results,
+    run_items,
+)
+from tests.servers.recording import RecordingServer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def rows_of(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def items(n: int, prefix: str = "i") -> list[Item]:
+    return [Item(id=f"{prefix}{k}", messages=[{"role": "user", "content": f"q{k}"}]) for k in range(n)]
+
+
+class FakeModel:
+    """A thread-safe fake API model: records concurrency, fails the items named in ``fail``."""
+
+    def __init__(self, delay: float = 0.0, fail: set[str] | None = None, secret: str | None = None) -> None:
+        self.delay = delay
+        self.fail = fail or set()
+        self.secret = secret
+        self.calls: list[str] = []
+        self.kwargs: list[dict[str, Any]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, messages: list[dict[str, Any]], **kwargs: Any) -> ChatMessage:
+        text = messages[-1]["content"]
+        with self._lock:
+            self.calls.append(text)
+            self.kwargs.append(kwargs)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.delay:
+                time.sleep(self.delay)
+            if text in self.fail:
+                raise RuntimeError(f"boom on {text} with key {self.secret}")
+            return ChatMessage(
+                content=f"re: {text} {self.secret or ''}".strip(), token_usage=TokenUsage(3, 2)
+            )
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def redact(self, text: str) -> str:
+        return text.replace(self.secret, "***") if self.secret else text
+
+
+# ------------------------------------------------------------------------------------------ datasets
+
+
+def test_example_datasets_load() -> None:
+    jsonl = load_dataset(ROOT / "examples" / "dataset.jsonl")
+    assert len(jsonl) >= 10 and len({i.id for i in jsonl}) == len(jsonl)
+    by_id = {i.id: i for i in jsonl}
+    assert by_id["sea-2"].messages[0] == {"role": "system", "content": "Answer in one line."}
+    assert by_id["multi-turn"].messages[-1]["role"] == "user"
+    yaml_items = load_dataset(ROOT / "examples" / "dataset.yaml")
+    assert [i.id for i in yaml_items] == ["sea-1", "capital-fr", "math-1"]
+    assert yaml_items[2].messages[0]["role"] == "system"
+
+
+def test_dataset_json_array_and_meta(tmp_path: Path) -> None:
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps([{"id": 7, "prompt": "hi", "expected": "hello"}]), encoding="utf-8")
+    (item,) = load_dataset(path)
+    assert item.id == "7" and item.meta == {"expected": "hello"}
+
+
+def _problems(path: Path) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_dataset(path)
+    return str(info.value)
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    msg = _problems(tmp_path / "nope.jsonl")
+    assert "not found" in msg and "nope.jsonl" in msg
+
+
+def test_invalid_utf8_names_line_and_byte(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(b'{"id": "a", "prompt": "ok"}\n{"id": "b", "prompt": "caf\xe9"}\n')
+    msg = _problems(path)
+    assert "line 2" in msg and "invalid UTF-8" in msg and "byte offset 54" in msg and "0xe9" in msg
+
+
+def test_invalid_json_and_missing_fields_all_reported(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_text(
+        "\n".join(
+            [
+                '{"id": "ok", "prompt": "fine"}',
+                '{"id": "broken", "prompt": ',
+                '{"prompt": "no id"}',
+                '{"id": "nothing"}',
+                '{"id": "both", "prompt": "a", "messages": [{"role": "user", "content": "b"}]}',
+                '{"id": "badrole", "messages": [{"role": "wizard", "content": "b"}]}',
+                '{"id": "ok", "prompt": "dup"}',
+                "[1, 2]",
+            ]
+        ),
+        encoding="utf-8",
+    )
+    msg = _problems(path)
+    assert "line 2: invalid JSON" in msg
+    assert "line 3: missing 'id'" in msg
+    assert "line 4: missing 'messages' (or 'prompt')" in msg
+    assert "line 5: has both" in msg
+    assert "line 6: invalid 'messages'" in msg and "wizard" in msg
+    assert "line 7: duplicate id 'ok' (first at line 1)" in msg
+    assert "line 8: expected an object" in msg
+
+
+def test_yaml_errors_and_formats(tmp_path: Path) -> None:
+    bad = tmp_path / "d.yaml"
+    bad.write_text("- id: a\n  prompt: [unclosed\n", encoding="utf-8")
+    assert "invalid YAML" in _problems(bad)
+    mapping = tmp_path / "m.yml"
+    mapping.write_text("id: a\nprompt: b\n", encoding="utf-8")
+    assert "expected a YAML list" in _problems(mapping)
+    empty = tmp_path / "e.jsonl"
+    empty.write_text("\n\n", encoding="utf-8")
+    assert "no items" in _problems(empty)
+    other = tmp_path / "d.csv"
+    other.write_text("id,prompt\n", encoding="utf-8")
+    assert "unknown dataset format" in _problems(other)
+    assert "not a file" in _problems(tmp_path)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.dictionaries(
+        st.text(min_size=1, max_size=12), st.text(min_size=1, max_size=40), min_size=1, max_size=6
+    )
+)
+def test_jsonl_round_trip(tmp_path: Path, data: dict[str, str]) -> None:
+    path = tmp_path / "rt.jsonl"
+    path.write_text(
+        "".join(json.dumps({"id": k, "prompt": v}, ensure_ascii=False) + "\n" for k, v in data.items()),
+        encoding="utf-8",
+    )
+    loaded = load_dataset(path)
+    assert [(i.id, i.messages[-1]["content"]) for i in loaded] == list(data.items())
+
+
+def test_prompt_item_id_follows_the_text() -> None:
+    assert prompt_item("a").id == prompt_item("a").id != prompt_item("b").id
+    assert prompt_item("a", "sys").messages[0]["role"] == "system"
+
+
+def test_load_dotenv_keeps_the_real_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / ".env").write_text("MF_TEST_A_KEY=from-file\nMF_TEST_B_KEY=from-file\n", encoding="utf-8")
+    monkeypatch.setenv("MF_TEST_A_KEY", "from-env")
+    monkeypatch.delenv("MF_TEST_B_KEY", raising=False)
+    monkeypatch.chdir(tmp_path)
+    try:
+        assert load_dotenv() == ["MF_TEST_B_KEY"]
+        import os
+
+        assert os.environ["MF_TEST_A_KEY"] == "from-env" and os.environ["MF_TEST_B_KEY"] == "from-file"
+    finally:
+        monkeypatch.delenv("MF_TEST_B_KEY", raising=False)
+
+
+# ------------------------------------------------------------------------------------------ running
+
+
+def test_threads_run_concurrently_and_write_every_row(tmp_path: Path) -> None:
+    model = FakeModel(delay=0.05)
+    out = tmp_path / "results.jsonl"
+    stats = run_items(model, items(40), concurrency=8, results_path=out, progress=False, temperature=0.3)
+    assert stats.mode == "threads" and stats.ok == 40 and stats.failed == 0
+    assert model.max_in_flight == 8
+    assert stats.elapsed_s < 40 * 0.05 / 3  # sequential would take 2 s
+    rows = rows_of(out)
+    assert sorted(r["id"] for r in rows) == sorted(f"i{k}" for k in range(40))
+    assert all(r["usage"] == {"input_tokens": 3, "output_tokens": 2, "total_tokens": 5} for r in rows)
+    assert all(k == {"temperature": 0.3} for k in model.kwargs)
+    assert stats.output_tokens == 80 and stats.p95_latency_s is not None
+
+
+def test_failing_item_records_an_error_and_the_run_goes_on(tmp_path: Path) -> None:
+    model = FakeModel(fail={"q3"})
+    out = tmp_path / "r.jsonl"
+    stats = run_items(model, items(6), concurrency=3, results_path=out, progress=False)
+    assert stats.ok == 5 and stats.failed == 1
+    bad = read_results(out)["i3"]
+    assert bad["content"] is None and bad["error"]["type"] == "RuntimeError"
+    assert "boom on q3" in bad["error"]["message"]
+
+
+def test_resume_skips_done_items_and_retries_errors(tmp_path: Path) -> None:
+    out = tmp_path / "r.jsonl"
+    first = FakeModel(fail={"q1", "q4"})
+    run_items(first, items(6), concurrency=2, results_path=out, progress=False)
+    keep = FakeModel()
+    stats = run_items(keep, items(6), results_path=out, progress=False, retry_errors=False)
+    assert keep.calls == [] and stats.skipped == 6
+    again = FakeModel()
+    stats = run_items(again, items(6), concurrency=2, results_path=out, progress=False)
+    assert sorted(again.calls) == ["q1", "q4"] and stats.skipped == 4 and stats.ok == 2
+    latest = read_results(out)
+    assert len(latest) == 6 and not any(r["error"] for r in latest.values())
+    assert len(rows_of(out)) == 8  # 6 first rows + 2 retries; the newest row of an id wins
+    assert aggregate_rows(latest.values())["ok"] == 6
+
+
+def test_interrupted_run_resumes_where_it_stopped(tmp_path: Path) -> None:
+    out = tmp_path / "r.jsonl"
+
+    class Interrupting(FakeModel):
+        def __call__(self, messages: list[dict[str, Any]], **kwargs: Any) -> ChatMessage:
+            if messages[-1]["content"] == "q5":
+                raise KeyboardInterrupt
+            # rows are on disk as soon as an item finishes, before the next one starts
+            assert len(rows_of(out) if out.exists() else []) == len(self.calls)
+            return super().__call__(messages, **kwargs)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_items(Interrupting(), items(10), concurrency=1, results_path=out, progress=False)
+    assert [r["id"] for r in rows_of(out)] == [f"i{k}" for k in range(5)]
+    with out.open("a", encoding="utf-8") as f:  # a torn last row, as a crash mid-write leaves it
+        f.write('{"id": "i5", "content": "par')
+    rest = FakeModel()
+    stats = run_items(rest, items(10), concurrency=1, results_path=out, progress=False)
+    assert rest.calls == [f"q{k}" for k in range(5, 10)] and stats.skipped == 5
+    assert [r["id"] for r in rows_of(out)] == [f"i{k}" for k in range(10)]
+
+
+class BatchModel(FakeModel):
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.batches: list[int] = []
+
+    def generate_batch(self, conversations: list[Any], **kwargs: Any) -> list[ChatMessage]:
+        self.batches.append(len(conversations))
+        if any(c[-1]["content"] in self.fail for c in conversations):
+            raise RuntimeError("one bad item spoils the batch")
+        return [
+            ChatMessage(content=f"b: {c[-1]['content']}", token_usage=TokenUsage(1, 1)) for c in conversations
+        ]
+
+
+def test_local_model_batches_and_isolates_a_bad_item(tmp_path: Path) -> None:
+    model = BatchModel(fail={"q5"})
+    out = tmp_path / "r.jsonl"
+    stats = run_items(model, items(10), batch_size=4, concurrency=16, results_path=out, progress=False)
+    assert stats.mode == "batches" and model.batches == [4, 4, 2]
+    assert model.calls == ["q4", "q5", "q6", "q7"]  # the failed batch, item by item
+    rows = read_results(out)
+    assert rows["i5"]["error"]["type"] == "RuntimeError"
+    assert rows["i0"]["content"] == "b: q0" and stats.ok == 9 and stats.failed == 1
+
+
+class RowErrorBatchModel(FakeModel):
+    """Like TransformersModel.generate_batch: return_exceptions gives a bad row its exception."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.seen: list[dict[str, Any]] = []
+
+    def generate_batch(
+        self,
+        conversations: list[Any],
+        *,
+        batch_size: int | None = None,
+        return_exceptions: bool = False,
+        **kw: Any,
+    ) -> list[Any]:
+        self.seen.append({"batch_size": batch_size, "return_exceptions": return_exceptions, **kw})
+        return [
+            ValueError("bad row") if c[-1]["content"] in self.fail else ChatMessage(content="ok")
+            for c in conversations
+        ]
+
+
+def test_batch_rows_with_exceptions_are_recorded_without_a_rerun() -> None:
+    model = RowErrorBatchModel(fail={"q1"})
+    stats = run_items(model, items(3), batch_size=2, progress=False, stop_sequences=["\n"], temperature=0.0)
+    assert model.calls == []  # no item-by-item fallback was needed
+    assert model.seen[0] == {
+        "batch_size": 2,
+        "return_exceptions": True,
+        "stop_sequences": ["\n"],
+        "temperature": 0.0,
+    }
+    assert [r["error"]["type"] if r["error"] else "ok" for r in stats.rows] == ["ok", "ValueError", "ok"]
+
+
+def test_local_model_without_batches_runs_sequentially(tmp_path: Path) -> None:
+    model = FakeModel(delay=0.01)
+    model.is_local = True  # type: ignore[attr-defined]
+    stats = run_items(model, items(6), concurrency=8, progress=False)
+    assert stats.mode == "sequential" and model.max_in_flight == 1 and len(stats.rows) == 6
+
+
+def test_secrets_are_masked_in_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env_secret = "env-secret-value-9876"
+    monkeypatch.setenv("SOME_PROVIDER_API_KEY", env_secret)
+    model = FakeModel(fail={"q1"}, secret="model-secret-1234")
+    out = tmp_path / "r.jsonl"
+    run_items(
+        model,
+        [*items(2), Item(id="echo", messages=[{"role": "user", "content": env_secret}])],
+        results_path=out,
+        progress=False,
+    )
+    text = out.read_text(encoding="utf-8")
+    assert "model-secret-1234" not in text and env_secret not in text and "***" in text
+
+
+def test_progress_bar_shows_errors_and_tokens(capsys: pytest.CaptureFixture[str]) -> None:
+    run_items(FakeModel(fail={"q0"}), items(3), progress=True, desc="bar")
+    err = capsys.readouterr().err
+    assert "bar" in err and "3/3" in err and "errors=1" in err and "tok_s=" in err
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ConfigError):
+        run_items(FakeModel(), items(2), concurrency=0)
+    with pytest.raises(ConfigError, match="duplicate"):
+        run_items(FakeModel(), items(2) + items(1), progress=False)
+    stats = run_items(FakeModel(), [{"id": "d", "prompt": "from a dict"}], progress=False)
+    assert stats.rows[0]["content"] == "re: from a dict"
+
+
+@pytest.mark.server
+def test_openai_model_against_a_slow_server_runs_16_at_once(tmp_path: Path) -> None:
+    n, delay = 32, 0.15
+    with RecordingServer() as server:
+        for _ in range(n):
+            server.enqueue(delay=delay)
+        model = OpenAIServerModel(model_id="m", api_base=f"{server.url}/v1")
+        model([{"role": "user", "content": "warm up"}])  # imports openai (~0.7 s) outside the timing
+        out = tmp_path / "r.jsonl"
+        stats = run_items(model, items(n), concurrency=16, results_path=out, progress=False, max_tokens=5)
+        assert len(server.requests) == n + 1
+    assert stats.ok == n and stats.failed == 0
+    assert stats.elapsed_s < n * delay / 4  # sequential: 4.8 s; 16 at once: about 0.3 s
+    rows = read_results(out)
+    assert len(rows) == n and all(r["content"] == server.reply for r in rows.values())
+    assert stats.input_tokens == 5 * n and stats.output_tokens == 7 * n

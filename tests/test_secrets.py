@@ -1,0 +1,178 @@
+"""No secret on disk or in logs: a distinct key through every channel, then every output file is scanned.
+
+Channels: an environment variable, a ``.env`` file in the working directory, a config value
+(``${oc.env:...}`` in a model config file, and a key written literally in one), a command-line
+interpolation (``model.api_key='${oc.env:VAR}'``), and a key typed on the command line (refused before
+Hydra writes anything). The local server echoes each key back, in a reply and in an error message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.servers.recording import RecordingServer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SECRETS = {
+    "env": "sk-planted-env-var-1111aaaa",
+    "dotenv": "sk-planted-dotenv-2222bbbb",
+    "config": "sk-planted-config-3333cccc",
+    "literal": "sk-planted-literal-4444dddd",
+    "cli_env": "sk-planted-cli-interp-5555eeee",
+    "cli": "sk-planted-cli-6666ffff",
+}
+
+
+def app(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def assert_nowhere(secrets: list[str], root: Path, *texts: str) -> int:
+    """No secret in any file under ``root`` (bytes, so pickles and logs count) nor in ``texts``."""
+    files = [p for p in root.rglob("*") if p.is_file()]
+    assert files
+    for path in files:
+        data = path.read_bytes()
+        for secret in secrets:
+            assert secret.encode() not in data, f"{secret} found in {path}"
+    for text in texts:
+        for secret in secrets:
+            assert secret not in text
+    return len(files)
+
+
+def completion(content: str) -> dict[str, object]:
+    return {
+        "id": "c",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "m",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
+    }
+
+
+def openai_model_file(path: Path, url: str, api_key: str) -> None:
+    path.write_text(
+        f"_target_: modelfactory.OpenAIServerModel\nmodel_id: m\napi_base: {url}/v1\napi_key: {api_key}\n",
+        encoding="utf-8",
+    )
+
+
+@pytest.mark.server
+def test_no_secret_from_any_channel_reaches_a_file_or_the_console(tmp_path: Path) -> None:
+    work, conf, sweep_dir = tmp_path / "work", tmp_path / "conf" / "model", tmp_path / "sweep"
+    work.mkdir()
+    conf.mkdir(parents=True)
+    (work / ".env").write_text(f"DOTENV_SERVER_KEY={SECRETS['dotenv']}\n", encoding="utf-8")
+    (work / "items.jsonl").write_text(
+        '{"id": "echo", "prompt": "say my key"}\n{"id": "deny", "prompt": "fail with my key"}\n',
+        encoding="utf-8",
+    )
+    with RecordingServer() as server:
+        openai_model_file(conf / "via_dotenv.yaml", server.url, "${oc.env:DOTENV_SERVER_KEY}")
+        openai_model_file(conf / "via_config.yaml", server.url, "${oc.env:CONFIG_SERVER_KEY}")
+        openai_model_file(conf / "via_literal.yaml", server.url, SECRETS["literal"])
+        jobs = ["env", "dotenv", "config", "literal"]  # the order the basic launcher runs them in
+        for job in jobs:
+            server.enqueue(200, completion(f"your key is {SECRETS[job]}"))
+            server.enqueue(401, {"error": {"message": f"Incorrect API key provided: {SECRETS[job]}"}})
+        env = {
+            "AZURE_OPENAI_API_KEY": SECRETS["env"],
+            "AZURE_OPENAI_ENDPOINT": server.url,
+            "AZURE_OPENAI_MODEL": "dep",
+            "OPENAI_API_VERSION": "2024-10-21",
+            "CONFIG_SERVER_KEY": SECRETS["config"],
+        }
+        proc = app(
+            work,
+            "-m",
+            f"--config-dir={tmp_path / 'conf'}",
+            f"hydra.sweep.dir={sweep_dir}",
+            "model=azure_openai,via_dotenv,via_config,via_literal",
+            "task=dataset",
+            f"task.path={work / 'items.jsonl'}",
+            "runner.concurrency=1",
+            env=env,
+        )
+        assert proc.returncode == 0, proc.stderr
+        sent = [r.headers.get("api-key") or r.headers.get("authorization", "") for r in server.requests]
+    # every key really reached the server, through its own channel
+    for i, job in enumerate(jobs):
+        assert SECRETS[job] in sent[2 * i] and SECRETS[job] in sent[2 * i + 1]
+    planted = [SECRETS[j] for j in jobs]
+    count = assert_nowhere(planted, sweep_dir, proc.stdout, proc.stderr)
+    assert count >= 4 * 6 + 3  # per job: 3 .hydra files, log, results.jsonl, job.json; multirun/summary
+    for i, _job in enumerate(jobs):
+        rows = {
+            r["id"]: r
+            for r in map(json.loads, (sweep_dir / str(i) / "results.jsonl").read_text().splitlines())
+        }
+        assert rows["echo"]["content"] == "your key is ***"
+        assert rows["deny"]["error"]["status"] == 401 and "***" in rows["deny"]["error"]["message"]
+    assert "**********" in (sweep_dir / "3" / ".hydra" / "config.yaml").read_text()  # the literal, masked
+    assert "literally in a config file" in proc.stderr
+    summary = (sweep_dir / "summary.csv").read_text()
+    assert summary.count(",1,1,") == 4  # each job: 1 ok, 1 failed
+
+
+@pytest.mark.server
+def test_cli_interpolation_names_a_variable_and_is_allowed(tmp_path: Path) -> None:
+    with RecordingServer(reply="hello") as server:
+        proc = app(
+            ROOT,
+            f"hydra.run.dir={tmp_path / 'run'}",
+            "model=local_server",
+            f"model.api_base={server.url}/v1",
+            "++model.api_key=${oc.env:MY_SERVER_KEY}",  # ++: local_server.yaml has no api_key key
+            env={"MY_SERVER_KEY": SECRETS["cli_env"]},
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert server.last.headers["authorization"] == f"Bearer {SECRETS['cli_env']}"
+    assert proc.stdout.strip() == "hello"
+    assert_nowhere([SECRETS["cli_env"]], tmp_path, proc.stdout, proc.stderr)
+    assert "${oc.env:MY_SERVER_KEY}" in (tmp_path / "run" / ".hydra" / "overrides.yaml").read_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "hint"),
+    [
+        (["model=openai_gpt4o", f"model.api_key={SECRETS['cli']}"], "export OPENAI_API_KEY="),
+        (["-m", "model=azure_openai", f"+model.api_key={SECRETS['cli']}"], "export AZURE_OPENAI_API_KEY="),
+        (["model=hf_api", f"+model.token={SECRETS['cli']}"], "export HF_TOKEN="),
+        (["model=litellm_claude", f"model.api_key={SECRETS['cli']}"], "export ANTHROPIC_API_KEY="),
+        (["model=local_server", f"model.api_key={SECRETS['cli']}"], "model.api_key='${oc.env:MY_KEY}'"),
+        ([f"hydra.job.env_set.OPENAI_API_KEY={SECRETS['cli']}"], "export OPENAI_API_KEY="),
+        (["model=local_server", f"model.api_base=http://me:{SECRETS['cli']}@127.0.0.1:9/v1"], "credentials"),
+    ],
+)
+def test_a_key_on_the_command_line_is_refused_before_anything_is_written(
+    tmp_path: Path, args: list[str], hint: str
+) -> None:
+    flags = [a for a in args if a.startswith("-")]
+    rest = [a for a in args if not a.startswith("-")]
+    dirs = [f"hydra.run.dir={tmp_path / 'run'}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    proc = app(ROOT, *flags, *dirs, *rest)
+    assert proc.returncode == 2
+    assert "refusing a secret on the command line" in proc.stderr and hint in proc.stderr
+    assert SECRETS["cli"] not in proc.stdout + proc.stderr
+    assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
+    assert not list(ROOT.glob("outputs/**/*" + SECRETS["cli"]))
