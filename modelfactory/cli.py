@@ -3,6 +3,7 @@
 modelfactory list
 modelfactory check                          # every config in conf/model/
 modelfactory check model=azure_openai model.api_version=2024-10-21
+modelfactory serve model=transformers_tiny server.port=8000   # OpenAI-compatible API (see serve.py)
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def check(config_dir: Path, overrides: list[str]) -> list[Problem]:
         except HydraException as exc:
             problems.append(Problem("config", str(exc).splitlines()[0], "check the override syntax", source))
             continue
-        problems += validate_config(cfg.model, source=source)
+        problems += validate_config(cfg.model, source=source, environment=True)
     return problems
 
 
@@ -65,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("list", help="list the configs in conf/model/")
     p_check = sub.add_parser("check", help="validate configs and env vars without network or weights")
     p_check.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=openai_gpt4o")
+    p_serve = sub.add_parser("serve", help="serve a configured model over an OpenAI-compatible HTTP API")
+    p_serve.add_argument(
+        "overrides", nargs="*", help="Hydra overrides, e.g. model=transformers_smollm server.port=8080"
+    )
     args = parser.parse_args(argv)
     config_dir = args.config_dir or default_config_dir()
     if str(Path.cwd()) not in sys.path:  # configs name the user's own modules (CallableModel's fn)
@@ -76,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         for name in model_names(config_dir):
             print(name)
         return 0
+    if args.command == "serve":
+        from .serve import main as serve_main
+
+        return serve_main(config_dir, args.overrides)
     problems = check(config_dir, args.overrides)
     for p in problems:
         print(f"{p.source}: {p.key}: {p.problem}" + (f"\n    fix: {p.fix}" if p.fix else ""))

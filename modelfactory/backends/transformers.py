@@ -1,30 +1,63 @@
 """``TransformersModel``: a causal LM run in-process with 🤗 transformers (hub id, local dir or built-in).
 
 torch and transformers are imported inside the functions that need them, and the weights are loaded on
-the first call, so building (or validating) a config costs nothing. Stop sequences are enforced *during*
-generation by decoding only the new tokens, which catches stops that span several tokens and never
-matches text of the prompt.
+the first call, so building (or validating) a config costs nothing.
+
+- **Stop sequences** are enforced *during* generation by decoding only the new tokens (of each row of a
+  batch), which catches stops that span several tokens and never matches text of the prompt.
+- **Batches**: :meth:`TransformersModel.generate_batch` left-pads several conversations into one
+  ``generate`` call; each row stops on its own stops / eos.
+- **Weight cache**: models built with the same (source, revision, dtype, device, trust_remote_code,
+  model_kwargs) in one process share one loaded copy of the weights, so a sweep over generation
+  parameters loads them once. :meth:`TransformersModel.free` / :func:`clear_cache` release them.
+- **dtype ``auto``**: bfloat16 on CUDA (float16 where bf16 is not supported); on CPU bfloat16 only where
+  the CPU has bf16 matrix instructions (AVX512-BF16 / AMX on x86, the ``bf16`` feature on Arm) and the
+  model is big enough for memory bandwidth to matter; float32 otherwise. See :func:`cpu_has_fast_bf16`.
+- Works without ``accelerate``: no ``device_map`` is ever passed; weights load on the CPU, then move.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
+import json
 import os
+import platform
 import re
+import socket
 import threading
+import time
+import urllib.request
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlparse
 
 from pydantic import Field, field_validator
 
-from ..errors import BackendError, MessageError, MissingDependencyError, Problem, UnsupportedFeatureError
+from ..errors import (
+    BackendError,
+    MessageError,
+    MissingDependencyError,
+    ModelFactoryError,
+    Problem,
+    UnsupportedFeatureError,
+)
 from ..messages import ChatMessage, ChatMessageStreamDelta, TokenUsage, trim_at_stop
 from ..model import GenerationRequest, Model
 from ..settings import ModelSpec
 
-__all__ = ["BUILTIN_MODELS", "TransformersModel", "TransformersSpec", "builtin_path", "stop_state"]
+__all__ = [
+    "BUILTIN_MODELS",
+    "TransformersModel",
+    "TransformersSpec",
+    "builtin_path",
+    "cached_models",
+    "clear_cache",
+    "cpu_has_fast_bf16",
+    "stop_state",
+]
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 # ``builtin:<name>`` -> directory under modelfactory/assets (built by scripts/build_tiny_model.py).
@@ -34,6 +67,10 @@ _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 # from_pretrained arguments about *where* files come from: the tokenizer needs them as much as the model.
 _HUB_KWARGS = ("cache_dir", "token", "local_files_only", "force_download", "proxies", "subfolder")
 _TRUE = {"1", "true", "yes", "on"}
+# Below this many float32 bytes of weights a CPU decode step is bound by per-op overhead, not by memory
+# bandwidth: bfloat16 would only cost precision (and make the built-in model differ across machines).
+_SMALL_MODEL_BYTES = 64 * 2**20
+_HUB_PROBE_TIMEOUT_S = 3.0
 
 
 def builtin_path(model_id: str) -> Path | None:
@@ -52,6 +89,189 @@ def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
 
 
+_hub_probe: dict[str, tuple[float, str | None]] = {}
+
+
+def _hub_unreachable() -> str | None:
+    """Why the Hub cannot be reached (a TCP connect to it, or to the proxy, in <= 3 s), or ``None``.
+
+    huggingface_hub retries a failed request five times with back-off (~50 s per file when the machine
+    is offline): checking the connection first lets a missing model fail in seconds instead.
+    """
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    url = urlparse(endpoint)
+    host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+    proxies = urllib.request.getproxies()  # *_proxy / *_PROXY, as httpx and requests read them
+    proxy = proxies.get(url.scheme) or proxies.get("all")
+    if proxy and not urllib.request.proxy_bypass(host):
+        purl = urlparse(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = purl.hostname or host, purl.port or 8080
+    target = f"{host}:{port}"
+    cached = _hub_probe.get(target)
+    if cached is not None and time.monotonic() - cached[0] < 30:
+        return cached[1]
+    try:
+        with socket.create_connection((host, port), timeout=_HUB_PROBE_TIMEOUT_S):
+            reason = None
+    except OSError as exc:
+        reason = f"cannot connect to {target}: {exc}"
+    _hub_probe[target] = (time.monotonic(), reason)
+    return reason
+
+
+def _in_hub_cache(repo_id: str, revision: str | None, cache_dir: Any) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(repo_id, "config.json", cache_dir=cache_dir, revision=revision)
+    except Exception:
+        return False
+    return isinstance(found, str)
+
+
+# --------------------------------------------------------------------------- dtype auto
+
+
+_fast_bf16: bool | None = None
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices natively (x86 AVX512-BF16 or AMX; Arm ``bf16``).
+
+    Why a feature check and not "bf16 is faster for one prompt": on an AVX2-only CPU torch still has a
+    fast bf16 *matrix-vector* kernel, so decoding one sequence of a SmolLM-135M-shaped model runs ~1.8x
+    faster in bf16 than in fp32 (memory traffic halves), but its bf16 *matrix-matrix* product has no
+    hardware support: a batch of 8 decodes ~2.7x *slower* than fp32 (measured on this project's AMD EPYC
+    AVX2 machines; ``aten::mm`` is 85% of the time). ``auto`` must not make batches (``generate_batch``,
+    ``modelfactory serve``) slower, so it takes bf16 on the CPU only where both are fast; pin
+    ``dtype: bfloat16`` for one-at-a-time decoding on such a CPU. A timing probe was tried and dropped:
+    on a shared 2-core machine its verdict flipped between runs.
+    """
+    global _fast_bf16
+    if _fast_bf16 is None:
+        _fast_bf16 = _detect_fast_bf16()
+    return _fast_bf16
+
+
+def _detect_fast_bf16() -> bool:
+    machine = platform.machine().lower()
+    if machine in ("x86_64", "amd64", "i386", "i686"):
+        try:
+            import torch
+
+            cpu = torch.cpu
+            return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
+        except Exception:
+            return False
+    if machine in ("aarch64", "arm64"):
+        with contextlib.suppress(OSError):
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.lower().startswith("features") and " bf16" in f" {line.split(':', 1)[-1]} ":
+                    return True
+        return False
+    return False
+
+
+def _approx_params(config: Any) -> int | None:
+    """Parameters of a decoder-only transformer from its config (within a few %), or ``None``."""
+    c = config.get_text_config() if hasattr(config, "get_text_config") else config
+    h, layers, vocab = (getattr(c, k, None) for k in ("hidden_size", "num_hidden_layers", "vocab_size"))
+    if not (isinstance(h, int) and isinstance(layers, int) and isinstance(vocab, int)):
+        return None
+    inter = getattr(c, "intermediate_size", None) or 4 * h
+    heads = getattr(c, "num_attention_heads", None) or 1
+    kv = getattr(c, "num_key_value_heads", None) or heads
+    head_dim = getattr(c, "head_dim", None) or h // heads
+    attn = 2 * h * heads * head_dim + 2 * h * kv * head_dim
+    tied = getattr(config, "tie_word_embeddings", getattr(c, "tie_word_embeddings", True))
+    return int(layers * (attn + 3 * h * inter) + vocab * h * (1 if tied else 2))
+
+
+# --------------------------------------------------------------------------- weight cache
+
+
+@dataclass(eq=False)
+class _Runtime:
+    torch: Any
+    tokenizer: Any
+    model: Any  # None once freed
+    device: Any
+    dtype: Any
+    eos_ids: frozenset[int]
+    pad_id: int | None
+    key: tuple[Any, ...]
+    dtype_reason: str = ""
+    load_s: float = 0.0
+    freed: bool = False
+
+
+_CACHE: dict[tuple[Any, ...], _Runtime] = {}
+_CACHE_LOCK = threading.Lock()
+_KEY_LOCKS: dict[tuple[Any, ...], threading.Lock] = {}
+# One generation at a time in the process: a seeded call reseeds torch's *global* RNG (which ``generate``
+# samples from), and torch already uses every core for one call. Concurrency comes from batching.
+_GENERATE_LOCK = threading.RLock()
+
+
+def _acquire(key: tuple[Any, ...], load: Any) -> _Runtime:
+    with _CACHE_LOCK:
+        rt = _CACHE.get(key)
+        if rt is not None:
+            return rt
+        key_lock = _KEY_LOCKS.setdefault(key, threading.Lock())
+    with key_lock:  # two threads building the same model load it once
+        with _CACHE_LOCK:
+            rt = _CACHE.get(key)
+        if rt is None:
+            rt = load()
+            with _CACHE_LOCK:
+                _CACHE[key] = rt
+        return rt
+
+
+def _release(rts: Sequence[_Runtime]) -> None:
+    """Drop the weights of ``rts`` (under the generation lock: no call is using them)."""
+    cuda = False
+    for rt in rts:
+        cuda = cuda or getattr(rt.device, "type", "") == "cuda"
+        rt.freed = True
+        rt.model = None
+    gc.collect()
+    if cuda:
+        with contextlib.suppress(Exception):
+            import torch
+
+            torch.cuda.empty_cache()
+
+
+def clear_cache() -> int:
+    """Free every cached model's weights; returns how many were freed. Models reload on their next call."""
+    with _GENERATE_LOCK:
+        with _CACHE_LOCK:
+            rts = list(_CACHE.values())
+            _CACHE.clear()
+            _KEY_LOCKS.clear()
+        _release(rts)
+    return len(rts)
+
+
+def cached_models() -> list[dict[str, Any]]:
+    """What the weight cache holds: one dict per loaded model (source, revision, dtype, device)."""
+    with _CACHE_LOCK:
+        return [
+            {
+                "source": k[0],
+                "revision": k[1],
+                "dtype": str(rt.dtype).replace("torch.", ""),
+                "device": str(rt.device),
+            }
+            for k, rt in _CACHE.items()
+        ]
+
+
+# --------------------------------------------------------------------------- spec
+
+
 class TransformersSpec(ModelSpec):
     model_id: str = Field(
         description="a hub id (HuggingFaceTB/SmolLM-135M-Instruct), a local directory, or builtin:tiny-llama"
@@ -59,11 +279,16 @@ class TransformersSpec(ModelSpec):
     revision: str | None = Field(None, description="hub branch, tag or commit")
     device: str = Field("auto", description="auto (cuda if available, else cpu), cpu, cuda, cuda:N or mps")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="weights dtype; auto: float32 on CPU/MPS, bfloat16 on CUDA"
+        "auto",
+        description="weights dtype; auto: bfloat16 on CUDA (float16 without bf16), on CPU bfloat16 only "
+        "with native bf16 instructions and a model over ~16M parameters, else float32",
     )
     max_new_tokens: int = Field(128, gt=0, description="tokens to generate; max_tokens overrides it")
     do_sample: bool | None = Field(
         None, description="sample instead of greedy decoding; unset: sample when temperature > 0"
+    )
+    batch_size: int | None = Field(
+        None, gt=0, description="at most this many rows per generate call in generate_batch (null: all)"
     )
     trust_remote_code: bool = False
     chat_template: str | None = Field(None, description="a Jinja chat template replacing the tokenizer's")
@@ -120,6 +345,15 @@ class TransformersSpec(ModelSpec):
                     "use model.max_new_tokens (or max_tokens) instead",
                 )
             )
+        for key in ("device_map", "dtype", "torch_dtype"):
+            if key in self.model_kwargs:
+                out.append(
+                    Problem(
+                        f"model_kwargs.{key}",
+                        "is set by the adapter",
+                        f"use model.{'device' if key == 'device_map' else 'dtype'} instead",
+                    )
+                )
         return out
 
     def source(self) -> str:
@@ -129,25 +363,29 @@ class TransformersSpec(ModelSpec):
             return str(path)
         return str(Path(self.model_id).expanduser()) if _looks_like_path(self.model_id) else self.model_id
 
+    def cache_key(self) -> tuple[Any, ...]:
+        """What identifies a loaded copy of the weights (generation parameters play no part)."""
+        kwargs = json.dumps(self.model_kwargs, sort_keys=True, default=repr)
+        return (self.source(), self.revision, self.dtype, self.device, self.trust_remote_code, kwargs)
+
 
 @dataclass
-class _Runtime:
-    torch: Any
-    tokenizer: Any
-    model: Any
-    device: Any
-    eos_ids: frozenset[int]
-    pad_id: int | None
+class _Row:
+    req: GenerationRequest
+    prompt: str
+    ids: list[int]
 
 
 @dataclass
 class _Prepared:
-    prompt: str
-    input_ids: Any  # (1, prompt_len) tensor on the model's device
+    prompts: list[str]
+    input_ids: Any  # (rows, width) tensor on the model's device, left-padded
+    prompt_lens: list[int]  # unpadded prompt length of each row
     gen_kwargs: dict[str, Any]
     seed: int | None
-    stop: Any  # the _StopOnText criteria, or None
+    stop: Any  # the per-row stop criteria, or None
     max_new_tokens: int
+    stops: list[list[str]] = field(default_factory=list)
 
 
 class TransformersModel(Model):
@@ -158,21 +396,52 @@ class TransformersModel(Model):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._load_lock = threading.Lock()
-        # One generation at a time per model: a seeded call reseeds torch's global RNG.
-        self._generate_lock = threading.Lock()
         self._runtime: _Runtime | None = None
 
     # ------------------------------------------------------------------ loading
 
     @property
     def runtime(self) -> _Runtime:
-        """Tokenizer and weights, loaded on first use (thread-safe, once)."""
-        if self._runtime is None:
-            with self._load_lock:
-                if self._runtime is None:
-                    self._runtime = self._load()
-        return self._runtime
+        """Tokenizer and weights: loaded on first use, shared through the process-wide weight cache."""
+        rt = self._runtime
+        if rt is None or rt.freed:
+            torch, _ = _import_backend(type(self).__name__)  # a missing torch names the extra, cached or not
+            key = self.cache_key(torch)
+            rt = self._runtime = _acquire(key, lambda: self._load(key))
+        return rt
+
+    def cache_key(self, torch: Any = None) -> tuple[Any, ...]:
+        """The weight-cache key: (source, revision, dtype, device, trust_remote_code, model_kwargs), with
+        device ``auto`` resolved (so ``auto`` and ``cpu`` share weights on a machine without a GPU)."""
+        key = list(self.spec.cache_key())
+        device = key[3]
+        if device == "auto" and torch is not None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        key[3] = "cuda:0" if device == "cuda" else device
+        return tuple(key)
+
+    def load(self) -> TransformersModel:
+        """Load (or fetch from the cache) the tokenizer and weights now instead of on the first call."""
+        _ = self.runtime
+        return self
+
+    @property
+    def is_loaded(self) -> bool:
+        return self._runtime is not None and not self._runtime.freed
+
+    def free(self) -> None:
+        """Release the weights: drop them from the process cache and from every model sharing them.
+
+        Waits for a generation in progress to end. A later call loads them again.
+        """
+        with _GENERATE_LOCK:
+            rt, self._runtime = self._runtime, None
+            if rt is None or rt.freed:
+                return
+            with _CACHE_LOCK:
+                if _CACHE.get(rt.key) is rt:
+                    del _CACHE[rt.key]
+            _release([rt])
 
     @property
     def tokenizer(self) -> Any:
@@ -182,22 +451,39 @@ class TransformersModel(Model):
     def model(self) -> Any:
         return self.runtime.model
 
-    def _load(self) -> _Runtime:
+    @property
+    def dtype(self) -> str:
+        """The dtype the weights were loaded in (``auto`` resolved), e.g. ``"float32"``; loads them."""
+        return str(self.runtime.dtype).replace("torch.", "")
+
+    @property
+    def device(self) -> str:
+        return str(self.runtime.device)
+
+    def _load(self, key: tuple[Any, ...]) -> _Runtime:
+        start = time.perf_counter()
         torch, transformers = _import_backend(type(self).__name__)
         spec = self.spec
         device = self._device(torch)
-        dtype = self._dtype(torch, device)
         source = spec.source()
         local = Path(source).is_dir()
         hub_kwargs: dict[str, Any] = {"revision": spec.revision}
         hub_kwargs.update({k: spec.model_kwargs[k] for k in _HUB_KWARGS if k in spec.model_kwargs})
-        if _hub_offline() and not local:
-            hub_kwargs["local_files_only"] = True
+        if not local and not hub_kwargs.get("local_files_only"):
+            if _hub_offline():
+                hub_kwargs["local_files_only"] = True
+            else:
+                unreachable = _hub_unreachable()
+                if unreachable is not None:
+                    if not _in_hub_cache(source, spec.revision, hub_kwargs.get("cache_dir")):
+                        raise self._unreachable_error(unreachable)
+                    hub_kwargs["local_files_only"] = True  # cached: load it without the Hub
         try:
             with _quiet_loading(transformers, local):
                 tokenizer = transformers.AutoTokenizer.from_pretrained(
                     source, trust_remote_code=spec.trust_remote_code, **hub_kwargs
                 )
+                dtype, reason = self._dtype(torch, transformers, device, source, hub_kwargs)
                 model = transformers.AutoModelForCausalLM.from_pretrained(
                     source,
                     dtype=dtype,
@@ -208,8 +494,6 @@ class TransformersModel(Model):
             raise self._load_error(exc, local) from None
         model.to(device)
         model.eval()
-        if spec.chat_template is not None:
-            tokenizer.chat_template = spec.chat_template
         eos = model.generation_config.eos_token_id
         if eos is None:
             eos = tokenizer.eos_token_id
@@ -219,7 +503,31 @@ class TransformersModel(Model):
             pad_id = model.generation_config.pad_token_id
         if pad_id is None and eos_ids:
             pad_id = min(eos_ids)
-        return _Runtime(torch, tokenizer, model, device, eos_ids, pad_id)
+        return _Runtime(
+            torch,
+            tokenizer,
+            model,
+            device,
+            model.dtype,
+            eos_ids,
+            pad_id,
+            key=key,
+            dtype_reason=reason,
+            load_s=time.perf_counter() - start,
+        )
+
+    def _unreachable_error(self, why: str) -> BackendError:
+        mid = self.model_id
+        return BackendError(
+            self.redact(
+                f"'{mid}' is not in the local Hugging Face cache and the Hub is unreachable ({why}). "
+                f"Fix: connect to the network and retry (it downloads once), e.g. `hf download {mid}`; "
+                f"or set model.model_id to a local directory holding the weights; or use "
+                f"model.model_id=builtin:tiny-llama, which ships with modelfactory."
+            ),
+            model_id=mid,
+            backend=type(self).__name__,
+        )
 
     def _load_error(self, exc: Exception, local: bool) -> BackendError:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -252,6 +560,13 @@ class TransformersModel(Model):
                 model_id=self.model_id,
                 backend=type(self).__name__,
             )
+        elif wanted.startswith("cuda:") and int(wanted[5:]) >= torch.cuda.device_count():
+            raise BackendError(
+                f"device {wanted!r} was asked for but torch sees {torch.cuda.device_count()} GPU(s) "
+                "(numbered from 0)",
+                model_id=self.model_id,
+                backend=type(self).__name__,
+            )
         elif wanted == "mps" and not torch.backends.mps.is_available():
             raise BackendError(
                 "device 'mps' was asked for but is not available (set model.device=cpu or auto)",
@@ -260,39 +575,78 @@ class TransformersModel(Model):
             )
         return torch.device(wanted)
 
-    def _dtype(self, torch: Any, device: Any) -> Any:
+    def _dtype(
+        self, torch: Any, transformers: Any, device: Any, source: str, hub_kwargs: dict[str, Any]
+    ) -> tuple[Any, str]:
+        """The dtype to load the weights in, and why (see :func:`cpu_has_fast_bf16`)."""
         name = self.spec.dtype
-        if name == "auto":
-            if device.type != "cuda":
-                return torch.float32
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return getattr(torch, name)
+        if name != "auto":
+            return getattr(torch, name), "configured"
+        if device.type == "cuda":
+            if torch.cuda.is_bf16_supported():
+                return torch.bfloat16, "auto: CUDA with bf16"
+            return torch.float16, "auto: CUDA without bf16"
+        if device.type != "cpu":
+            return torch.float32, f"auto: {device.type}"
+        if not cpu_has_fast_bf16():
+            return (
+                torch.float32,
+                "auto: this CPU has no bf16 matrix instructions (bf16 batches would be slower)",
+            )
+        config = transformers.AutoConfig.from_pretrained(
+            source, trust_remote_code=self.spec.trust_remote_code, **hub_kwargs
+        )
+        params = _approx_params(config)
+        if params is not None and params * 4 < _SMALL_MODEL_BYTES:
+            return (
+                torch.float32,
+                f"auto: small model (~{params / 1e6:.1f}M parameters): bf16 would not be faster",
+            )
+        return torch.bfloat16, "auto: CPU with bf16 matrix instructions"
 
-    # ------------------------------------------------------------------ generation
+    # ------------------------------------------------------------------ prompts
 
     def chat_prompt(self, messages: Sequence[dict[str, Any]]) -> str:
         """The prompt text the tokenizer's chat template builds from normalised messages."""
         tok = self.tokenizer
-        if not tok.chat_template:
+        template = self.spec.chat_template
+        if not (template or tok.chat_template):
             raise BackendError(
                 "the tokenizer has no chat template; set model.chat_template to a Jinja template",
                 model_id=self.model_id,
                 backend=type(self).__name__,
             )
+        # The override goes to this call only: the tokenizer is shared with other models (weight cache).
+        extra = {"chat_template": template} if template else {}
         text = tok.apply_chat_template(
             [_text_message(m, i) for i, m in enumerate(messages)],
             tokenize=False,
             add_generation_prompt=True,
+            **extra,
         )
         return str(text)
 
-    def _prepare(self, req: GenerationRequest) -> _Prepared:
-        rt = self.runtime
+    def _encode(self, req: GenerationRequest) -> _Row:
         prompt = self.chat_prompt(req.messages)
         # The template already wrote every special token (bos, role markers): add none on top.
-        enc = rt.tokenizer(prompt, add_special_tokens=False, return_tensors="pt")
-        input_ids = enc["input_ids"].to(rt.device)
-        params = dict(req.params)
+        ids = self.runtime.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        return _Row(req, prompt, [int(i) for i in ids])
+
+    # ------------------------------------------------------------------ generation
+
+    def _prepare(self, rows: Sequence[_Row]) -> _Prepared:
+        """One ``generate`` call for ``rows`` (same params; stops may differ), left-padded to one width."""
+        rt = self.runtime
+        torch = rt.torch
+        width = max(len(r.ids) for r in rows)
+        pad = rt.pad_id if rt.pad_id is not None else 0
+        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            if r.ids:
+                input_ids[i, width - len(r.ids) :] = torch.tensor(r.ids, dtype=torch.long)
+                attention[i, width - len(r.ids) :] = 1
+        params = dict(rows[0].req.params)
         max_new = params.pop("max_new_tokens", None)
         max_tokens = params.pop("max_tokens", None)
         max_new = int(max_new or max_tokens or self.spec.max_new_tokens)
@@ -306,7 +660,7 @@ class TransformersModel(Model):
         else:
             do_sample = bool(self.spec.do_sample)
         gen_kwargs: dict[str, Any] = {
-            "attention_mask": enc["attention_mask"].to(rt.device),
+            "attention_mask": attention.to(rt.device),
             "max_new_tokens": max_new,
             "do_sample": do_sample,
             "pad_token_id": rt.pad_id,
@@ -318,56 +672,136 @@ class TransformersModel(Model):
             if top_p is not None:
                 gen_kwargs["top_p"] = float(top_p)
         gen_kwargs.update(params)
+        stops = [list(r.req.provider_stop or []) for r in rows]
         stop = None
-        if req.provider_stop:
-            stop = _stop_criteria(rt.tokenizer, input_ids.shape[1], req.provider_stop)
+        if any(stops):
+            stop = _stop_criteria(rt.tokenizer, width, stops)
             gen_kwargs["stopping_criteria"] = _criteria_list(stop)
-        return _Prepared(prompt, input_ids, gen_kwargs, seed, stop, max_new)
+        return _Prepared(
+            prompts=[r.prompt for r in rows],
+            input_ids=input_ids.to(rt.device),
+            prompt_lens=[len(r.ids) for r in rows],
+            gen_kwargs=gen_kwargs,
+            seed=None if seed is None else int(seed),
+            stop=stop,
+            max_new_tokens=max_new,
+            stops=stops,
+        )
 
     def _run(self, prep: _Prepared, **extra: Any) -> Any:
-        """``model.generate`` under the per-model lock, with torch's RNG reseeded (and restored) if seeded."""
-        rt = self.runtime
-        torch = rt.torch
-        with self._generate_lock, torch.inference_mode():
-            if prep.seed is None:
-                return rt.model.generate(prep.input_ids, **prep.gen_kwargs, **extra)
-            devices = [rt.device.index or 0] if rt.device.type == "cuda" else []
-            with torch.random.fork_rng(devices=devices):
-                torch.manual_seed(int(prep.seed))
-                return rt.model.generate(prep.input_ids, **prep.gen_kwargs, **extra)
+        """``model.generate`` under the generation lock, with torch's RNG reseeded (and restored) if seeded."""
+        with _GENERATE_LOCK:
+            rt = self.runtime  # weights freed meanwhile are loaded again here
+            torch = rt.torch
+            with torch.inference_mode():
+                if prep.seed is None:
+                    return rt.model.generate(prep.input_ids, **prep.gen_kwargs, **extra)
+                devices = [rt.device.index or 0] if rt.device.type == "cuda" else []
+                with torch.random.fork_rng(devices=devices):
+                    torch.manual_seed(prep.seed)
+                    return rt.model.generate(prep.input_ids, **prep.gen_kwargs, **extra)
 
-    def _finish(self, prep: _Prepared, output: Any) -> tuple[list[int], str]:
-        """The generated ids (through the first eos, no padding) and the finish reason."""
+    def _finish(self, prep: _Prepared, output: Any, row: int = 0) -> tuple[list[int], str, str | None]:
+        """A row's generated ids (through its first eos, no padding), finish reason and matched stop."""
         rt = self.runtime
-        new_ids = [int(t) for t in output[0, prep.input_ids.shape[1] :].tolist()]
+        width = prep.input_ids.shape[1]
+        new_ids = [int(t) for t in output[row, width:].tolist()]
+        end, finish = len(new_ids), None
         for i, tok_id in enumerate(new_ids):
             if tok_id in rt.eos_ids:
-                return new_ids[: i + 1], "stop"
-        if prep.stop is not None and prep.stop.matched is not None:
-            return new_ids, "stop"
-        return new_ids, "length" if len(new_ids) >= prep.max_new_tokens else "stop"
+                end, finish = i + 1, "stop"
+                break
+        matched = None
+        if prep.stop is not None and prep.stop.done_at[row] is not None and prep.stop.done_at[row] <= end:
+            end, finish, matched = prep.stop.done_at[row], "stop", prep.stop.matched[row]
+        if finish is None:
+            finish = "length" if end >= prep.max_new_tokens else "stop"
+        return new_ids[:end], finish, matched
 
-    def _generate(self, req: GenerationRequest) -> ChatMessage:
-        prep = self._prepare(req)
-        output = self._run(prep)
-        new_ids, finish = self._finish(prep, output)
+    def _reply(self, prep: _Prepared, output: Any, row: int, req: GenerationRequest) -> ChatMessage:
+        new_ids, finish, matched = self._finish(prep, output, row)
         text = self.runtime.tokenizer.decode(new_ids, skip_special_tokens=True)
         content = trim_at_stop(text, req.stop_sequences) if req.stop_sequences else text
         return ChatMessage(
             role="assistant",
             content=content,
-            token_usage=TokenUsage(input_tokens=int(prep.input_ids.shape[1]), output_tokens=len(new_ids)),
+            token_usage=TokenUsage(input_tokens=prep.prompt_lens[row], output_tokens=len(new_ids)),
             raw={
-                "prompt": prep.prompt,
+                "prompt": prep.prompts[row],
                 "generated_token_ids": new_ids,
                 "generated_text": text,
                 "finish_reason": finish,
-                "stop_sequence": prep.stop.matched if prep.stop is not None else None,
+                "stop_sequence": matched,
             },
         )
 
+    def _generate(self, req: GenerationRequest) -> ChatMessage:
+        prep = self._prepare([self._encode(req)])
+        return self._reply(prep, self._run(prep), 0, req)
+
+    def generate_batch(
+        self,
+        conversations: Sequence[Any],
+        stop_sequences: Sequence[str] | Sequence[Sequence[str] | None] | None = None,
+        response_format: Any = None,
+        tools_to_call_from: list[Any] | None = None,
+        grammar: Any = None,
+        *,
+        batch_size: int | None = None,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[Any]:
+        """Generate a reply to each conversation, ``batch_size`` rows per ``generate`` call (left-padded).
+
+        ``stop_sequences``: one list for every row, or one list (or ``None``) per row; each row stops on
+        its own. ``kwargs`` (temperature, max_tokens, seed, ...) apply to every row. Greedy rows give
+        the same tokens as one-by-one calls up to floating-point noise of padded batches (see the
+        tests); seeded sampled rows are reproducible for the same batch. ``return_exceptions``: a row
+        whose conversation is invalid (or whose batch failed) gets its exception instead of a reply.
+        """
+        conversations = list(conversations)
+        n = len(conversations)
+        if stop_sequences is not None and not isinstance(stop_sequences, str):
+            stop_list = list(stop_sequences)
+            per_row = bool(stop_list) and all(s is None or not isinstance(s, str) for s in stop_list)
+        else:
+            per_row = False
+        if per_row and len(stop_list) != n:
+            raise MessageError(f"stop_sequences has {len(stop_list)} lists for {n} conversations")
+        results: list[Any] = [None] * n
+        rows: list[tuple[int, _Row]] = []
+        for i, conv in enumerate(conversations):
+            stops = stop_list[i] if per_row else stop_sequences
+            try:
+                req = self._request(conv, stops, grammar, response_format, tools_to_call_from, kwargs)
+                rows.append((i, self._encode(req)))
+            except Exception as exc:
+                err = _row_error(self, exc, i)
+                if not return_exceptions:
+                    raise err from (None if err is exc else exc)
+                results[i] = err
+        size = batch_size or self.spec.batch_size or max(1, len(rows))
+        # Similar lengths together (less padding); results go back in the caller's order.
+        rows.sort(key=lambda item: len(item[1].ids), reverse=True)
+        for c, start in enumerate(range(0, len(rows), size)):
+            chunk = rows[start : start + size]
+            try:
+                prep = self._prepare([r for _, r in chunk])
+                if prep.seed is not None:
+                    prep.seed += c  # chunks must not repeat each other's random draws
+                output = self._run(prep)
+                replies: list[Any] = [self._reply(prep, output, k, r.req) for k, (_, r) in enumerate(chunk)]
+            except Exception as exc:
+                err = exc if isinstance(exc, ModelFactoryError) else self._backend_error(exc)
+                if not return_exceptions:
+                    raise err from (None if err is exc else exc)
+                replies = [err] * len(chunk)
+            for (i, _), reply in zip(chunk, replies, strict=True):
+                results[i] = reply
+        return results
+
     def _generate_stream(self, req: GenerationRequest) -> Iterator[ChatMessageStreamDelta]:
-        prep = self._prepare(req)
+        prep = self._prepare([self._encode(req)])
         rt = self.runtime
         streamer = _streamer(rt.tokenizer, req.stop_sequences)
         cancel = threading.Event()
@@ -393,13 +827,25 @@ class TransformersModel(Model):
             thread.join()
         if "error" in result:
             raise result["error"]
-        new_ids, _ = self._finish(prep, result["output"])
+        new_ids, _, _ = self._finish(prep, result["output"])
         yield ChatMessageStreamDelta(
-            token_usage=TokenUsage(input_tokens=int(prep.input_ids.shape[1]), output_tokens=len(new_ids))
+            token_usage=TokenUsage(input_tokens=prep.prompt_lens[0], output_tokens=len(new_ids))
         )
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _row_error(model: Model, exc: Exception, index: int) -> Exception:
+    """The error of one conversation of a batch, naming it."""
+    if isinstance(exc, (MessageError, UnsupportedFeatureError)) and type(exc).__init__ in (
+        MessageError.__init__,
+        UnsupportedFeatureError.__init__,
+    ):
+        return type(exc)(f"conversations[{index}]: {exc}")
+    if isinstance(exc, ModelFactoryError):
+        return exc
+    return model._backend_error(exc)
 
 
 def _import_backend(backend: str) -> tuple[Any, Any]:
@@ -469,22 +915,28 @@ def stop_state(text: str, stops: Sequence[str]) -> tuple[int, bool]:
     return pending, False
 
 
-def _stop_criteria(tokenizer: Any, prompt_len: int, stops: Sequence[str]) -> Any:
-    """A ``StoppingCriteria`` that decodes only the new tokens and stops once the reply is settled."""
+def _stop_criteria(tokenizer: Any, prompt_len: int, stops: Sequence[Sequence[str]]) -> Any:
+    """A ``StoppingCriteria`` that decodes only the new tokens of each row and stops a row once its
+    reply is settled (``stops[i]`` are row ``i``'s stop sequences; a row without any never stops here)."""
     import torch
     from transformers import StoppingCriteria
 
     class StopOnText(StoppingCriteria):  # type: ignore[misc]
         def __init__(self) -> None:
-            self.matched: str | None = None
+            self.matched: list[str | None] = [None] * len(stops)
+            self.done_at: list[int | None] = [None] * len(stops)  # new tokens when the row settled
 
         def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
             done = []
-            for row in input_ids:
+            for i, row in enumerate(input_ids):
+                if self.done_at[i] is not None or not stops[i]:
+                    done.append(self.done_at[i] is not None)
+                    continue
                 text = tokenizer.decode(row[prompt_len:].tolist(), skip_special_tokens=True)
-                n, final = stop_state(text, stops)
-                if final and self.matched is None:
-                    self.matched = next(s for s in stops if text.startswith(s, n))
+                n, final = stop_state(text, stops[i])
+                if final:
+                    self.matched[i] = next(s for s in stops[i] if text.startswith(s, n))
+                    self.done_at[i] = input_ids.shape[1] - prompt_len
                 done.append(final)
             return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 

@@ -15,7 +15,13 @@ from typing import Any
 
 import pytest
 
-from modelfactory.errors import BackendError, ConfigError, MissingDependencyError, UnsupportedFeatureError
+from modelfactory.errors import (
+    BackendError,
+    ConfigError,
+    MessageError,
+    MissingDependencyError,
+    UnsupportedFeatureError,
+)
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -355,3 +361,312 @@ def test_shipped_configs() -> None:
     assert isinstance(model, TransformersModel)
     first = model([{"role": "user", "content": "hi"}]).content
     assert first and first == model([{"role": "user", "content": "hi"}]).content  # seeded
+
+
+# --------------------------------------------------------------------------- batches
+
+QUESTIONS = [
+    "What is the capital of France?",
+    "Tell me a story.",
+    "Hi",
+    "How do I make tea? Please explain every step, one by one, from the kettle to the cup.",
+    "Count to ten.",
+    "What do bees make?",
+]
+CONVERSATIONS = [[{"role": "user", "content": q}] for q in QUESTIONS]
+
+
+@pytest.fixture(scope="module")
+def greedy() -> TransformersModel:
+    return TransformersModel(
+        model_id="builtin:tiny-llama", dtype="float32", max_new_tokens=MAX_NEW, temperature=0
+    )
+
+
+@pytest.fixture(scope="module")
+def one_by_one(greedy: TransformersModel) -> list[Any]:
+    return [greedy(c) for c in CONVERSATIONS]
+
+
+def test_batch_rows_equal_one_by_one_greedy_calls(greedy: TransformersModel, one_by_one: list[Any]) -> None:
+    lengths = {r.token_usage.input_tokens for r in one_by_one}
+    assert len(lengths) > 3  # prompts of different lengths: rows really are left-padded
+    batch = greedy.generate_batch(CONVERSATIONS)
+    for single, row in zip(one_by_one, batch, strict=True):
+        assert row.raw["generated_token_ids"] == single.raw["generated_token_ids"]
+        assert row.content == single.content and row.token_usage == single.token_usage
+        assert (
+            row.raw["prompt"] == single.raw["prompt"]
+            and row.raw["finish_reason"] == single.raw["finish_reason"]
+        )
+
+
+def test_left_padding_changes_logits_only_by_float_noise(greedy: TransformersModel) -> None:
+    """What is guaranteed: a padded row's logits equal the unpadded ones up to float32 rounding (a padded
+    batch multiplies matrices of another shape, so sums run in another order; measured ~5e-6 here). Greedy
+    tokens are then equal unless two logits tie within that noise, which these prompts never do."""
+    import torch
+
+    rows = [greedy._encode(greedy._request(c, None, None, None, None, {})) for c in CONVERSATIONS]
+    prep = greedy._prepare(rows)
+    assert len({len(r.ids) for r in rows}) > 3
+    with torch.inference_mode():
+        model = greedy.model
+        padded = model(prep.input_ids, attention_mask=prep.gen_kwargs["attention_mask"]).logits[:, -1]
+        for i, row in enumerate(rows):
+            alone = model(torch.tensor([row.ids])).logits[0, -1]
+            assert torch.allclose(padded[i], alone, atol=1e-4, rtol=0), (padded[i] - alone).abs().max()
+            assert int(padded[i].argmax()) == int(alone.argmax())
+
+
+def test_batch_stops_per_row(greedy: TransformersModel, one_by_one: list[Any]) -> None:
+    story, count = one_by_one[1].content, one_by_one[4].content
+    stops: list[Any] = [None, [story[10:14]], None, ["zzz-never"], [",", "three"], None]
+    batch = greedy.generate_batch(CONVERSATIONS, stop_sequences=stops)
+    for i, (single, row) in enumerate(zip(one_by_one, batch, strict=True)):
+        if not stops[i]:
+            assert row.content == single.content and row.raw["stop_sequence"] is None
+            continue
+        expected = greedy(CONVERSATIONS[i], stop_sequences=stops[i])
+        assert row.content == expected.content == trim_at_stop(single.content, stops[i])
+        assert row.token_usage == expected.token_usage
+        assert row.raw["stop_sequence"] == expected.raw["stop_sequence"]
+    assert batch[1].raw["stop_sequence"] == story[10:14] and batch[1].raw["finish_reason"] == "stop"
+    assert batch[1].token_usage.output_tokens < one_by_one[1].token_usage.output_tokens  # stopped early
+    assert batch[4].content == count[: count.index(",")]
+    assert batch[3].content == one_by_one[3].content  # a stop that never occurs changes nothing
+
+
+def test_batch_one_stop_list_for_every_row_and_prompt_text_never_stops(
+    greedy: TransformersModel, one_by_one: list[Any]
+) -> None:
+    batch = greedy.generate_batch(CONVERSATIONS, stop_sequences=[" ", "user"])  # "user" is in every prompt
+    for single, row in zip(one_by_one, batch, strict=True):
+        assert row.content == trim_at_stop(single.content, [" ", "user"])
+        assert " " not in row.content
+
+
+def test_batch_size_chunks_and_keeps_the_order(greedy: TransformersModel, one_by_one: list[Any]) -> None:
+    batch = greedy.generate_batch(CONVERSATIONS, batch_size=4)
+    assert [r.content for r in batch] == [r.content for r in one_by_one]
+    assert greedy.generate_batch([]) == []
+
+
+def test_batch_sampling_is_seeded_and_honours_stops(tiny: TransformersModel) -> None:
+    a = tiny.generate_batch(CONVERSATIONS, stop_sequences=["e"], seed=3)
+    b = tiny.generate_batch(CONVERSATIONS, stop_sequences=["e"], seed=3)
+    assert [r.content for r in a] == [r.content for r in b]
+    assert all("e" not in r.content for r in a)
+    (single,) = tiny.generate_batch(CONVERSATIONS[:1], seed=5)
+    assert single.content == tiny(CONVERSATIONS[0], seed=5).content  # a batch of one is a plain call
+
+
+def test_batch_errors_name_the_row(greedy: TransformersModel, one_by_one: list[Any]) -> None:
+    bad = [*CONVERSATIONS[:2], [{"role": "wizard", "content": "x"}]]
+    with pytest.raises(MessageError, match=r"conversations\[2\]: messages\[0\]: unknown role"):
+        greedy.generate_batch(bad)
+    rows = greedy.generate_batch(bad, return_exceptions=True)
+    assert [r.content for r in rows[:2]] == [r.content for r in one_by_one[:2]]
+    assert isinstance(rows[2], MessageError)
+    with pytest.raises(MessageError, match="2 lists for 3 conversations"):
+        greedy.generate_batch(bad, stop_sequences=[["a"], None])
+
+
+def test_batch_with_supports_stop_false_trims_afterwards(one_by_one: list[Any]) -> None:
+    model = TransformersModel(
+        model_id="builtin:tiny-llama",
+        dtype="float32",
+        max_new_tokens=MAX_NEW,
+        temperature=0,
+        supports_stop=False,
+    )
+    (row,) = model.generate_batch(CONVERSATIONS[1:2], stop_sequences=["town"])
+    assert row.content == trim_at_stop(one_by_one[1].content, ["town"])
+    assert row.token_usage == one_by_one[1].token_usage  # generated to the end, then trimmed
+
+
+# --------------------------------------------------------------------------- weight cache
+
+
+def test_same_weights_are_loaded_once(greedy: TransformersModel) -> None:
+    import torch
+
+    from modelfactory.backends.transformers import cached_models
+
+    device = "auto" if torch.cuda.is_available() else "cpu"  # the fixture's auto: the same device
+    other = TransformersModel(
+        model_id="builtin:tiny-llama", dtype="float32", device=device, temperature=0.7, max_new_tokens=3
+    )
+    assert other.model is greedy.model and other.tokenizer is greedy.tokenizer
+    bf16 = TransformersModel(model_id="builtin:tiny-llama", dtype="bfloat16", max_new_tokens=3, temperature=0)
+    assert bf16.model is not greedy.model and bf16.dtype == "bfloat16"
+    assert bf16([{"role": "user", "content": "Hi"}]).content is not None
+    listed = {(m["source"], m["dtype"]) for m in cached_models()}
+    assert {(str(ASSETS / "tiny-llama"), "float32"), (str(ASSETS / "tiny-llama"), "bfloat16")} <= listed
+    bf16.free()
+    assert (str(ASSETS / "tiny-llama"), "bfloat16") not in {
+        (m["source"], m["dtype"]) for m in cached_models()
+    }
+
+
+def test_chat_template_override_does_not_leak_to_models_sharing_the_tokenizer(
+    greedy: TransformersModel,
+) -> None:
+    custom = TransformersModel(
+        model_id="builtin:tiny-llama",
+        dtype="float32",
+        chat_template="{{ messages[0]['content'] }}>>",
+        max_new_tokens=2,
+    )
+    assert custom.tokenizer is greedy.tokenizer
+    assert custom.chat_prompt([{"role": "user", "content": "hi"}]) == "hi>>"
+    assert greedy.chat_prompt([{"role": "user", "content": "hi"}]).startswith("<|im_start|>user")
+
+
+def test_free_and_clear_cache_release_the_weights(one_by_one: list[Any]) -> None:
+    import gc
+    import weakref
+
+    from modelfactory.backends.transformers import cached_models, clear_cache
+
+    a = TransformersModel(
+        model_id="builtin:tiny-llama", dtype="float32", max_new_tokens=MAX_NEW, temperature=0
+    )
+    b = TransformersModel(
+        model_id="builtin:tiny-llama", dtype="float32", max_new_tokens=MAX_NEW, temperature=0
+    )
+    assert a.model is b.model
+    ref = weakref.ref(a.model)
+    a.free()
+    gc.collect()
+    assert ref() is None  # really gone: neither the cache nor b keeps it alive
+    assert not a.is_loaded and not b.is_loaded
+    assert b(CONVERSATIONS[0]).content == one_by_one[0].content  # reloaded on the next call
+    assert a.model is b.model
+    assert clear_cache() >= 1 and cached_models() == []
+    assert not b.is_loaded
+    assert a(CONVERSATIONS[0]).content == one_by_one[0].content
+
+
+# --------------------------------------------------------------------------- dtype and device
+
+
+def test_auto_dtype_is_float32_for_the_builtin_model() -> None:
+    model = TransformersModel(model_id="builtin:tiny-llama", max_new_tokens=2)
+    assert model.dtype == "float32" and model.device == "cpu"
+    assert model.runtime.dtype_reason.startswith("auto:")
+
+
+def test_auto_dtype_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bf16 on the CPU only with bf16 instructions and a model that is not tiny (see cpu_has_fast_bf16)."""
+    import torch
+    import transformers
+
+    from modelfactory.backends import transformers as backend
+
+    smollm = transformers.LlamaConfig(
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        vocab_size=49152,
+        tie_word_embeddings=True,
+    )
+    assert 134e6 < backend._approx_params(smollm) < 135e6  # SmolLM-135M
+    model = TransformersModel(model_id="builtin:tiny-llama")
+    cpu, tiny_dir = torch.device("cpu"), str(ASSETS / "tiny-llama")
+    pinned = TransformersModel(model_id="builtin:tiny-llama", dtype="float16")
+    assert pinned._dtype(torch, transformers, cpu, tiny_dir, {}) == (torch.float16, "configured")
+
+    monkeypatch.setattr(backend, "_fast_bf16", True)
+    dtype, reason = model._dtype(torch, transformers, cpu, tiny_dir, {})
+    assert dtype == torch.float32 and "small model" in reason  # ~0.1M parameters
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", lambda *a, **k: smollm)
+    assert model._dtype(torch, transformers, cpu, "x", {})[0] == torch.bfloat16
+    monkeypatch.setattr(backend, "_fast_bf16", False)
+    dtype, reason = model._dtype(torch, transformers, cpu, "x", {})
+    assert dtype == torch.float32 and "no bf16 matrix instructions" in reason
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
+def test_cuda_without_a_gpu_is_a_clear_error(device: str) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    model = TransformersModel(model_id="builtin:tiny-llama", device=device, dtype="float32")
+    with pytest.raises(BackendError, match="no CUDA GPU"):
+        model([{"role": "user", "content": "hi"}])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"device": "cuda:"}, "device"),
+        ({"device": "CPU"}, "device"),
+        ({"dtype": "half"}, "dtype"),
+        ({"model_kwargs": {"device_map": "auto"}}, "model_kwargs.device_map"),
+        ({"model_kwargs": {"torch_dtype": "float16"}}, "model_kwargs.torch_dtype"),
+        ({"batch_size": 0}, "batch_size"),
+    ],
+)
+def test_bad_dtype_device_config(kwargs: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        TransformersModel(model_id="builtin:tiny-llama", **kwargs)
+    assert key in [p.key for p in info.value.problems]
+
+
+def test_works_without_accelerate() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['accelerate'] = None  # as if not installed\n"
+        "from modelfactory.backends.transformers import TransformersModel\n"
+        "for dtype in ('auto', 'bfloat16'):\n"
+        "    m = TransformersModel(model_id='builtin:tiny-llama', dtype=dtype, device='cpu', max_new_tokens=4)\n"
+        "    print(m.dtype, bool(m([{'role': 'user', 'content': 'hi'}]).content))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["float32", "True", "bfloat16", "True"]
+
+
+# --------------------------------------------------------------------------- the Hub, offline
+
+
+def _unreachable_hub(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
+
+
+def test_unreachable_hub_fails_fast_when_the_model_is_not_cached(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import time
+
+    _unreachable_hub(monkeypatch)
+    model = TransformersModel(
+        model_id="HuggingFaceTB/SmolLM-135M-Instruct", model_kwargs={"cache_dir": str(tmp_path)}
+    )
+    start = time.perf_counter()
+    with pytest.raises(BackendError) as info:
+        model([{"role": "user", "content": "hi"}])
+    assert time.perf_counter() - start < 5  # not huggingface_hub's ~50 s of retries
+    message = str(info.value)
+    assert "not in the local Hugging Face cache" in message and "unreachable" in message
+    assert "builtin:tiny-llama" in message
+
+
+def test_unreachable_hub_loads_a_cached_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import shutil
+
+    snapshot = tmp_path / "models--acme--tiny" / "snapshots" / "0123abcd"
+    shutil.copytree(ASSETS / "tiny-llama", snapshot)
+    (tmp_path / "models--acme--tiny" / "refs").mkdir()
+    (tmp_path / "models--acme--tiny" / "refs" / "main").write_text("0123abcd")
+    _unreachable_hub(monkeypatch)
+    model = TransformersModel(
+        model_id="acme/tiny", model_kwargs={"cache_dir": str(tmp_path)}, max_new_tokens=4
+    )
+    assert model([{"role": "user", "content": "hi"}]).content is not None
+    model.free()

@@ -1,0 +1,139 @@
+"""Stop sequences active: TransformersModel vs smolagents' ``TransformersModel`` on the same model (issue 3).
+
+    pip install 'modelfactory[bench]'     # smolagents + accelerate (its TransformersModel needs accelerate)
+    .venv/bin/python -m bench.transformers_stops [--rounds 3] [--tokens 64] [--dtypes float32,bfloat16]
+
+The SmolLM-135M-shaped random model of bench/_smollm.py, batch 1, one prompt, both libraries loading the
+same directory in the same dtype. Two scenarios, each timed per reply, contenders alternating:
+
+- ``armed``: smolagents CodeAgent's stops (``Observation:``, ``<end_code>``, ``Calling tools:``) are
+  active but never occur; greedy, exactly ``--tokens`` tokens each (``min_new_tokens``). This is the
+  cost of the stop machinery itself.
+- ``fires``: seeded sampling (the same seed and RNG state for both, so the same tokens); the stop is a
+  piece of text that ends inside a token about half-way through the reply. We stop on that token;
+  smolagents checks ``endswith`` after each token, never sees it, and decodes to the token limit before
+  trimming. Both return the same text (checked).
+
+Printed: median seconds per reply and the median of the per-round ratios smolagents / ours (> 1: we
+are faster). Target: >= 1.2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Any
+
+from bench._smollm import PROMPTS, ensure, median_ratio, setup_torch
+
+AGENT_STOPS = ["Observation:", "<end_code>", "Calling tools:"]
+
+
+def import_smolagents() -> Any:
+    try:
+        import accelerate  # noqa: F401  (smolagents' TransformersModel passes device_map, which needs it)
+        import smolagents
+    except ImportError as exc:
+        raise SystemExit(
+            f"{exc.name} is missing: pip install 'modelfactory[bench]' (smolagents, accelerate)"
+        ) from None
+    return smolagents
+
+
+def measure(smolagents: Any, path: str, dtype: str, n: int, rounds: int) -> list[tuple[Any, ...]]:
+    import torch
+
+    from modelfactory.backends.transformers import TransformersModel
+
+    ours_msgs = [{"role": "user", "content": PROMPTS[0]}]
+    smol_msgs = [{"role": "user", "content": [{"type": "text", "text": PROMPTS[0]}]}]
+    ours = TransformersModel(model_id=path, dtype=dtype, device="cpu", max_new_tokens=n)
+    smol = smolagents.TransformersModel(model_id=path, device_map="cpu", torch_dtype=dtype, max_new_tokens=n)
+
+    # ``fires``: a stop ending one character before the end of a token in the second half of the reply
+    full = ours(ours_msgs, temperature=0.8, seed=0, min_new_tokens=n)
+    ids = full.raw["generated_token_ids"]
+    pieces = [ours.tokenizer.decode(ids[: k + 1], skip_special_tokens=True) for k in range(len(ids))]
+    stop = next(
+        p[-5:-1]
+        for k, p in enumerate(pieces)
+        if k >= n // 2 and len(p) - len(pieces[k - 1]) >= 2 and full.content.find(p[-5:-1]) == len(p) - 5
+    )
+    expected = full.content[: full.content.index(stop)]
+
+    def ours_armed() -> float:
+        t = time.perf_counter()
+        reply = ours(ours_msgs, stop_sequences=AGENT_STOPS, temperature=0, min_new_tokens=n)
+        assert reply.token_usage.output_tokens == n
+        return time.perf_counter() - t
+
+    def smol_armed() -> float:
+        t = time.perf_counter()
+        reply = smol(smol_msgs, stop_sequences=AGENT_STOPS, do_sample=False, min_new_tokens=n)
+        assert reply.token_usage.output_tokens == n
+        return time.perf_counter() - t
+
+    def ours_fires() -> float:
+        t = time.perf_counter()
+        reply = ours(ours_msgs, stop_sequences=[stop], temperature=0.8, seed=0, min_new_tokens=n)
+        elapsed = time.perf_counter() - t
+        assert reply.content == expected, (reply.content, expected)
+        return elapsed
+
+    def smol_fires() -> float:
+        t = time.perf_counter()
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            reply = smol(smol_msgs, stop_sequences=[stop], do_sample=True, temperature=0.8, min_new_tokens=n)
+        elapsed = time.perf_counter() - t
+        assert reply.content == expected, (reply.content, expected)
+        return elapsed
+
+    for fn in (ours_armed, smol_armed, ours_fires, smol_fires):  # warm-up, and the checks
+        fn()
+    samples: dict[str, list[float]] = {name: [] for name in ("oa", "sa", "of", "sf")}
+    for r in range(rounds):
+        order = [("oa", ours_armed), ("sa", smol_armed), ("of", ours_fires), ("sf", smol_fires)]
+        for name, fn in order if r % 2 == 0 else order[::-1]:
+            samples[name].append(fn())
+    stopped_at = ours(ours_msgs, stop_sequences=[stop], temperature=0.8, seed=0).token_usage.output_tokens
+    ours.free()
+    return [
+        (dtype, "armed", samples["oa"], samples["sa"], f"{n} / {n}"),
+        (dtype, "fires", samples["of"], samples["sf"], f"{stopped_at} / {n}"),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--dtypes", default="float32,bfloat16")
+    args = parser.parse_args()
+    setup_torch()
+    import torch
+    import transformers
+
+    transformers.logging.set_verbosity_error()  # smolagents passes no attention mask: one warning per call
+    smolagents = import_smolagents()
+    path, n = str(ensure()), args.tokens
+    print(
+        f"model: {path}; torch {torch.__version__}, {torch.get_num_threads()} threads; smolagents "
+        f"{smolagents.__version__}; {n} new tokens, batch 1, {args.rounds} rounds\n"
+    )
+    rows = []
+    for dtype in args.dtypes.split(","):
+        rows += measure(smolagents, path, dtype, n, args.rounds)
+    print(
+        f"{'dtype':>9} {'stops':>6} {'ours s':>8} {'smolagents s':>13} {'tokens ours/smol':>17} {'smol/ours':>10}"
+    )
+    for dtype, scenario, o, s, tokens in rows:
+        print(
+            f"{dtype:>9} {scenario:>6} {statistics.median(o):>8.3f} {statistics.median(s):>13.3f} "
+            f"{tokens:>17} {median_ratio(s, o):>9.3f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,852 @@
+"""``modelfactory serve``: any configured model behind an OpenAI-compatible HTTP API.
+
+    modelfactory serve                                        # conf/config.yaml's model (tiny, offline)
+    modelfactory serve model=transformers_smollm server.port=8080
+    MODELFACTORY_SERVER_API_KEY=... modelfactory serve model=openai_gpt4o   # a keyed proxy
+
+Routes (every error is an OpenAI-style ``{"error": {"message", "type", "param", "code"}}`` body):
+
+- ``POST /v1/chat/completions``: ``messages``, ``stream`` (SSE chunks, a usage chunk with
+  ``stream_options.include_usage``, then ``data: [DONE]``), ``stop``, ``max_tokens`` /
+  ``max_completion_tokens``, ``temperature``, ``top_p``, ``seed``; ``tools`` and ``response_format`` reach
+  models that take them. ``n`` > 1 is refused; other OpenAI parameters are accepted and ignored.
+- ``GET /v1/models``: the one served model.
+- ``POST /openai/deployments/{deployment}/chat/completions?api-version=...``: the Azure OpenAI route.
+- ``GET /health``: liveness, without a key.
+
+With ``server.api_key`` (or ``MODELFACTORY_SERVER_API_KEY``) set, ``/v1`` routes need
+``Authorization: Bearer <key>`` and the Azure route ``api-key: <key>`` (compared in constant time; 401
+otherwise). The key is never logged.
+
+Batching: requests for a model with ``generate_batch`` (local models) that arrive within
+``batch_window_ms`` of each other, or while the model is busy, and share their generation parameters, go
+through one ``generate_batch`` call (up to ``max_batch_size`` rows; each row keeps its own stops).
+Other models get one call per request from a pool of ``max_concurrency`` threads. Streams are never
+batched.
+
+fastapi and uvicorn are imported only here (``pip install 'modelfactory[serve]'``).
+"""
+
+import asyncio
+import contextlib
+import hmac
+import inspect
+import ipaddress
+import json
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from .errors import (
+    BackendError,
+    ConfigError,
+    MessageError,
+    MissingDependencyError,
+    ModelFactoryError,
+    Problem,
+    UnsupportedFeatureError,
+)
+from .messages import ChatMessage, ChatMessageStreamDelta, normalize_messages, normalize_stop_sequences
+from .settings import to_plain
+
+__all__ = ["BackgroundServer", "ServerSettings", "create_app", "main", "run_server", "served_name"]
+
+log = logging.getLogger("modelfactory.serve")
+
+API_KEY_ENV = "MODELFACTORY_SERVER_API_KEY"
+
+
+# --------------------------------------------------------------------------- settings
+
+
+class ServerSettings(BaseModel):
+    """The ``server:`` section of ``conf/config.yaml``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535, description="0: any free port (printed at start-up)")
+    api_key: SecretStr | None = Field(
+        default=None, description=f"required key; null: ${API_KEY_ENV} if set, else none"
+    )
+    model_name: str | None = Field(
+        default=None, description="the name clients send as `model`; default: the model id"
+    )
+    max_body_bytes: int = Field(default=1_048_576, gt=0, description="larger request bodies get 413")
+    batch_window_ms: float = Field(default=10.0, ge=0, description="how long a batch waits for more requests")
+    max_batch_size: int = Field(default=8, gt=0, description="rows per generate_batch call")
+    max_concurrency: int = Field(
+        default=8, gt=0, description="requests in flight at once for API models and streams"
+    )
+    log_level: str = Field(
+        default="info", description="uvicorn's: critical, error, warning, info, debug, trace"
+    )
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        value = value.lower()
+        if value not in ("critical", "error", "warning", "info", "debug", "trace"):
+            raise ValueError("must be one of critical, error, warning, info, debug, trace")
+        return value
+
+    @classmethod
+    def from_config(cls, node: Any = None, **overrides: Any) -> "ServerSettings":
+        """Validate a config node (every problem at once, as a :class:`ConfigError`); env key fallback."""
+        data = dict(to_plain(node) or {})
+        data.update(overrides)
+        if data.get("api_key") in (None, "") and os.environ.get(API_KEY_ENV):
+            data["api_key"] = os.environ[API_KEY_ENV]
+        try:
+            return cls(**data)
+        except ValidationError as exc:
+            problems = []
+            for err in exc.errors():
+                key = ".".join(str(p) for p in err["loc"]) or "server"
+                shown = "" if key == "api_key" else f" (got {err.get('input')!r})"
+                problems.append(Problem(f"server.{key}", f"{err['msg']}{shown}", "", "conf/config.yaml"))
+            raise ConfigError(problems, title="invalid server config") from None
+
+    def key(self) -> str | None:
+        return self.api_key.get_secret_value() if self.api_key and self.api_key.get_secret_value() else None
+
+
+def served_name(model: Any, settings: ServerSettings) -> str:
+    """What clients send as ``model`` (or use as the Azure deployment): ``tiny-llama`` for ``builtin:tiny-llama``."""
+    if settings.model_name:
+        return settings.model_name
+    mid = str(getattr(model, "model_id", None) or type(model).__name__)
+    return mid.split(":", 1)[1] if mid.startswith("builtin:") else mid
+
+
+# --------------------------------------------------------------------------- request parsing
+
+
+class _StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    """The parameters of a chat completion this server reads; others are accepted and ignored."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str | None = None
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    stream: bool = False
+    stream_options: _StreamOptions | None = None
+    stop: str | list[str] | None = None
+    max_tokens: int | None = Field(None, gt=0)
+    max_completion_tokens: int | None = Field(None, gt=0)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    seed: int | None = None
+    n: int | None = Field(None, ge=1)
+    response_format: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+
+    def params(self) -> dict[str, Any]:
+        """Per-call generation kwargs for ``model.generate``."""
+        out = {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_completion_tokens or self.max_tokens,
+            "seed": self.seed,
+        }
+        return {k: v for k, v in out.items() if v is not None}
+
+
+class HTTPError(Exception):
+    """An error answered with ``status`` and an OpenAI-style error body."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def _validation_error(exc: ValidationError) -> HTTPError:
+    parts = []
+    first_param = None
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        first_param = first_param or (str(err["loc"][0]) if err["loc"] else None)
+        parts.append(f"{loc}: {err['msg']}" if loc else err["msg"])
+    return HTTPError(400, "invalid request: " + "; ".join(parts), param=first_param, code="invalid_value")
+
+
+def _error_for(exc: BaseException, is_local: bool) -> HTTPError:
+    """A model's exception as an HTTP error (4xx for the caller's mistakes, 5xx for the model's)."""
+    if isinstance(exc, HTTPError):
+        return exc
+    if isinstance(exc, (MessageError, UnsupportedFeatureError, ConfigError)):
+        return HTTPError(
+            400, str(exc), code="unsupported" if isinstance(exc, UnsupportedFeatureError) else None
+        )
+    if isinstance(exc, BackendError):
+        status = exc.status if isinstance(exc.status, int) and 400 <= exc.status < 600 else None
+        if status is None or status == 401 or status == 403:  # the upstream's auth is ours, not the caller's
+            status = 500 if is_local else 502
+        return HTTPError(status, str(exc), type="server_error" if status >= 500 else "invalid_request_error")
+    if isinstance(exc, ModelFactoryError):
+        return HTTPError(500, str(exc), type="server_error")
+    log.exception("unexpected error", exc_info=exc)
+    return HTTPError(500, f"internal error: {type(exc).__name__}", type="server_error")
+
+
+# --------------------------------------------------------------------------- replies
+
+
+def _finish_reason(reply: ChatMessage, max_tokens: int | None) -> str:
+    if reply.tool_calls:
+        return "tool_calls"
+    raw = reply.raw
+    reason = raw.get("finish_reason") if isinstance(raw, dict) else None
+    if reason is None:
+        with contextlib.suppress(Exception):
+            reason = raw.choices[0].finish_reason  # type: ignore[union-attr]
+    if isinstance(reason, str) and reason:
+        return reason
+    usage = reply.token_usage
+    if usage is not None and max_tokens is not None and usage.output_tokens >= max_tokens:
+        return "length"
+    return "stop"
+
+
+def _usage(usage: Any) -> dict[str, int] | None:
+    if usage is None:
+        return None
+    return {
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+
+
+def _tool_calls(reply: ChatMessage) -> list[dict[str, Any]] | None:
+    if not reply.tool_calls:
+        return None
+    return [
+        {
+            "id": tc.id,
+            "type": "function",
+            "function": {
+                "name": tc.function.name,
+                "arguments": tc.function.arguments
+                if isinstance(tc.function.arguments, str)
+                else json.dumps(tc.function.arguments),
+            },
+        }
+        for tc in reply.tool_calls
+    ]
+
+
+# --------------------------------------------------------------------------- dispatch
+
+
+@dataclass
+class _Job:
+    messages: list[dict[str, Any]]
+    stop: list[str]
+    params: dict[str, Any]
+    future: asyncio.Future[Any]
+    group: str = ""
+
+
+@dataclass
+class _Dispatcher:
+    """Runs the model off the event loop: batched for ``generate_batch`` models, a thread pool otherwise."""
+
+    model: Any
+    settings: ServerSettings
+    queue: asyncio.Queue[_Job] | None = None
+    worker: asyncio.Task[None] | None = None
+    pool: ThreadPoolExecutor = field(init=False)
+    batch_pool: ThreadPoolExecutor = field(init=False)
+    batches: list[int] = field(default_factory=list)  # sizes of the generate_batch calls (for tests, stats)
+
+    def __post_init__(self) -> None:
+        self.pool = ThreadPoolExecutor(self.settings.max_concurrency, thread_name_prefix="modelfactory-serve")
+        self.batch_pool = ThreadPoolExecutor(1, thread_name_prefix="modelfactory-batch")
+        batch = getattr(self.model, "generate_batch", None)
+        self.batching = callable(batch)
+        params: Any = {}
+        if callable(batch):
+            with contextlib.suppress(TypeError, ValueError):
+                params = inspect.signature(batch).parameters
+        self.row_errors = "return_exceptions" in params
+
+    async def start(self) -> None:
+        if self.batching:
+            self.queue = asyncio.Queue()
+            self.worker = asyncio.create_task(self._batch_loop())
+
+    async def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.worker
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.batch_pool.shutdown(wait=False, cancel_futures=True)
+
+    async def complete(
+        self, messages: list[dict[str, Any]], stop: list[str], params: dict[str, Any], **extra: Any
+    ) -> Any:
+        loop = asyncio.get_running_loop()
+        if self.batching and self.queue is not None and not any(v is not None for v in extra.values()):
+            # Same parameters batch together; a seeded request runs alone, so its reply depends on its
+            # seed only, never on which other requests happened to arrive with it.
+            group = uuid.uuid4().hex if "seed" in params else json.dumps(params, sort_keys=True)
+            job = _Job(messages, stop, params, loop.create_future(), group)
+            await self.queue.put(job)
+            return await job.future
+
+        def call() -> Any:
+            return self.model.generate(messages, stop_sequences=stop or None, **extra, **params)
+
+        return await loop.run_in_executor(self.pool, call)
+
+    async def _batch_loop(self) -> None:
+        assert self.queue is not None
+        loop = asyncio.get_running_loop()
+        window = self.settings.batch_window_ms / 1000
+        limit = self.settings.max_batch_size
+        pending: list[_Job] = []
+        while True:
+            if not pending:
+                pending.append(await self.queue.get())
+                deadline = loop.time() + window
+                while len(pending) < limit and (timeout := deadline - loop.time()) > 0:
+                    try:
+                        pending.append(await asyncio.wait_for(self.queue.get(), timeout))
+                    except TimeoutError:
+                        break
+            while not self.queue.empty():  # everything that arrived while the last batch ran
+                pending.append(self.queue.get_nowait())
+            pending = [j for j in pending if not j.future.done()]  # callers that went away
+            if not pending:
+                continue
+            group = pending[0].group
+            batch = [j for j in pending if j.group == group][:limit]
+            pending = [j for j in pending if j not in batch]
+            self.batches.append(len(batch))
+            try:
+                replies = await loop.run_in_executor(self.batch_pool, self._run_batch, batch)
+            except BaseException as exc:  # handed to every caller of the batch
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                replies = [exc] * len(batch)
+            for job, reply in zip(batch, replies, strict=True):
+                if job.future.done():
+                    continue
+                if isinstance(reply, BaseException):
+                    job.future.set_exception(reply)
+                else:
+                    job.future.set_result(reply)
+
+    def _run_batch(self, batch: list[_Job]) -> list[Any]:
+        kwargs: dict[str, Any] = dict(batch[0].params)
+        if self.row_errors:
+            kwargs["return_exceptions"] = True
+        replies = self.model.generate_batch(
+            [j.messages for j in batch], stop_sequences=[j.stop or None for j in batch], **kwargs
+        )
+        return list(replies)
+
+    def stream(
+        self, messages: list[dict[str, Any]], stop: list[str], params: dict[str, Any], **extra: Any
+    ) -> AsyncGenerator[ChatMessageStreamDelta, None]:
+        """The model's stream, produced in a pool thread; closing the iterator stops the generation."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        cancel = threading.Event()
+        done = object()
+
+        def produce() -> None:
+            gen: Iterator[ChatMessageStreamDelta] | None = None
+            try:
+                gen = self.model.generate_stream(messages, stop_sequences=stop or None, **extra, **params)
+                for delta in gen:
+                    if cancel.is_set():
+                        break
+                    loop.call_soon_threadsafe(queue.put_nowait, delta)
+                loop.call_soon_threadsafe(queue.put_nowait, done)
+            except BaseException as exc:  # handed to the consumer
+                with contextlib.suppress(RuntimeError):  # the loop may be closed at shutdown
+                    loop.call_soon_threadsafe(queue.put_nowait, exc)
+            finally:
+                close = getattr(gen, "close", None)
+                if close is not None:
+                    close()  # a stopped stream stops its generation
+
+        future = loop.run_in_executor(self.pool, produce)
+
+        async def consume() -> AsyncGenerator[ChatMessageStreamDelta, None]:
+            try:
+                while True:
+                    item = await queue.get()
+                    if item is done:
+                        return
+                    if isinstance(item, BaseException):
+                        raise item
+                    yield item
+            finally:
+                cancel.set()
+                future.cancel()
+
+        return consume()
+
+
+# --------------------------------------------------------------------------- the app
+
+
+def create_app(model: Any, settings: ServerSettings | None = None) -> Any:
+    """A FastAPI app serving ``model`` (needs ``modelfactory[serve]``)."""
+    _import_deps()
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse, StreamingResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    settings = settings or ServerSettings()
+    name = served_name(model, settings)
+    key = settings.key()
+    is_local = callable(getattr(model, "generate_batch", None)) or hasattr(model, "runtime")
+    default_max = getattr(getattr(model, "spec", None), "max_new_tokens", None) or getattr(
+        getattr(model, "spec", None), "max_tokens", None
+    )
+    dispatcher = _Dispatcher(model, settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        await dispatcher.start()
+        try:
+            yield
+        finally:
+            await dispatcher.stop()
+
+    app = FastAPI(title="modelfactory", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.dispatcher = dispatcher
+    app.state.served_name = name
+
+    def error_response(err: HTTPError) -> Any:
+        headers = {"www-authenticate": "Bearer"} if err.status == 401 else None
+        return JSONResponse(err.body, status_code=err.status, headers=headers)
+
+    @app.exception_handler(HTTPError)
+    async def _http_error(request: Request, exc: HTTPError) -> Any:
+        return error_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _starlette_error(request: Request, exc: StarletteHTTPException) -> Any:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        return error_response(
+            HTTPError(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}", code=code)
+        )
+
+    def check_key(given: str | None) -> None:
+        if key is None:
+            return
+        if not given:
+            raise HTTPError(401, "missing API key", code="invalid_api_key")
+        if not hmac.compare_digest(given.encode("utf-8"), key.encode("utf-8")):
+            raise HTTPError(401, "incorrect API key", code="invalid_api_key")
+
+    def bearer(request: Request) -> None:
+        header = request.headers.get("authorization") or ""
+        scheme, _, token = header.partition(" ")
+        check_key(token.strip() if scheme.lower() == "bearer" else None)
+
+    async def read_body(request: Request) -> ChatCompletionRequest:
+        limit = settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            try:
+                too_big = int(declared) > limit
+            except ValueError:
+                raise HTTPError(400, "invalid Content-Length header") from None
+            if too_big:
+                raise HTTPError(
+                    413, f"request body over {limit} bytes (server.max_body_bytes)", code="body_too_large"
+                )
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise HTTPError(
+                    413, f"request body over {limit} bytes (server.max_body_bytes)", code="body_too_large"
+                )
+        try:
+            data = json.loads(body)
+        except ValueError as exc:
+            raise HTTPError(400, f"the body is not valid JSON: {exc}", code="invalid_json") from None
+        if not isinstance(data, dict):
+            raise HTTPError(
+                400, f"the body must be a JSON object, got {type(data).__name__}", code="invalid_json"
+            )
+        try:
+            return ChatCompletionRequest.model_validate(data)
+        except ValidationError as exc:
+            raise _validation_error(exc) from None
+
+    async def chat(request: Request, deployment: str | None) -> Any:
+        req = await read_body(request)
+        if deployment is None and req.model is not None and req.model != name:
+            raise HTTPError(
+                404,
+                f"the model '{req.model}' does not exist: this server serves '{name}'",
+                param="model",
+                code="model_not_found",
+            )
+        if req.n is not None and req.n > 1:
+            raise HTTPError(400, "n > 1 is not supported: send n requests", param="n", code="unsupported")
+        try:
+            messages = normalize_messages(req.messages)
+            stop = normalize_stop_sequences(req.stop)
+        except MessageError as exc:
+            raise HTTPError(400, str(exc), param="stop" if "stop" in str(exc) else "messages") from None
+        params = req.params()
+        extra = {"response_format": req.response_format, "tools_to_call_from": req.tools}
+        max_tokens = params.get("max_tokens") or default_max
+        cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        created = int(time.time())
+        if req.stream:
+            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            return await stream_response(
+                cid, created, messages, stop, params, extra, include_usage, max_tokens
+            )
+        try:
+            reply: ChatMessage = await dispatcher.complete(messages, stop, params, **extra)
+        except Exception as exc:
+            raise _error_for(exc, is_local) from None
+        message: dict[str, Any] = {"role": "assistant", "content": reply.content}
+        calls = _tool_calls(reply)
+        if calls:
+            message["tool_calls"] = calls
+        return JSONResponse(
+            {
+                "id": cid,
+                "object": "chat.completion",
+                "created": created,
+                "model": name,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": message,
+                        "logprobs": None,
+                        "finish_reason": _finish_reason(reply, max_tokens),
+                    }
+                ],
+                "usage": _usage(reply.token_usage),
+                "system_fingerprint": None,
+            }
+        )
+
+    async def stream_response(
+        cid: str,
+        created: int,
+        messages: list[dict[str, Any]],
+        stop: list[str],
+        params: dict[str, Any],
+        extra: dict[str, Any],
+        include_usage: bool,
+        max_tokens: int | None,
+    ) -> Any:
+        deltas = dispatcher.stream(messages, stop, params, **extra)
+        base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": name}
+
+        def chunk(delta: dict[str, Any], finish: str | None = None, **more: Any) -> bytes:
+            body = {
+                **base,
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            }
+            if include_usage:
+                body["usage"] = None
+            body.update(more)
+            return f"data: {json.dumps(body)}\n\n".encode()
+
+        # The first delta (or the error) before the headers: a model that fails at once gets a real status.
+        try:
+            first: ChatMessageStreamDelta | None = await deltas.__anext__()
+        except StopAsyncIteration:
+            first = None
+        except Exception as exc:
+            await deltas.aclose()
+            raise _error_for(exc, is_local) from None
+
+        async def body() -> AsyncIterator[bytes]:
+            usage = None
+            tool_calls = False
+            try:
+                yield chunk({"role": "assistant", "content": ""})
+                pending = [first] if first is not None else []
+                while True:
+                    if pending:
+                        delta = pending.pop()
+                    else:
+                        try:
+                            delta = await deltas.__anext__()
+                        except StopAsyncIteration:
+                            break
+                    if delta.token_usage is not None:
+                        usage = delta.token_usage
+                    if delta.content:
+                        yield chunk({"content": delta.content})
+                    if delta.tool_calls:
+                        tool_calls = True
+                        yield chunk({"tool_calls": _stream_tool_calls(delta.tool_calls)})
+                if tool_calls:
+                    finish = "tool_calls"
+                elif usage is not None and max_tokens is not None and usage.output_tokens >= max_tokens:
+                    finish = "length"
+                else:
+                    finish = "stop"
+                yield chunk({}, finish)
+                if include_usage:
+                    yield f"data: {json.dumps({**base, 'choices': [], 'usage': _usage(usage)})}\n\n".encode()
+            except Exception as exc:  # after the headers: an error event, as OpenAI sends them
+                err = _error_for(exc, is_local)
+                yield f"data: {json.dumps(err.body)}\n\n".encode()
+            finally:
+                await deltas.aclose()
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(
+            body(),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        )
+
+    @app.get("/health")
+    async def health() -> Any:
+        return {"status": "ok", "model": name}
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> Any:
+        bearer(request)
+        return {
+            "object": "list",
+            "data": [{"id": name, "object": "model", "created": 0, "owned_by": "modelfactory"}],
+        }
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model_info(model_id: str, request: Request) -> Any:
+        bearer(request)
+        if model_id != name:
+            raise HTTPError(
+                404,
+                f"the model '{model_id}' does not exist: this server serves '{name}'",
+                code="model_not_found",
+            )
+        return {"id": name, "object": "model", "created": 0, "owned_by": "modelfactory"}
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Any:
+        bearer(request)
+        return await chat(request, None)
+
+    @app.post("/openai/deployments/{deployment}/chat/completions")
+    async def azure_chat_completions(deployment: str, request: Request) -> Any:
+        check_key(request.headers.get("api-key"))
+        if not request.query_params.get("api-version"):
+            raise HTTPError(
+                400,
+                "missing the api-version query parameter",
+                param="api-version",
+                code="missing_api_version",
+            )
+        if deployment != name:
+            raise HTTPError(
+                404,
+                f"the deployment '{deployment}' does not exist: this server serves '{name}'",
+                code="DeploymentNotFound",
+            )
+        return await chat(request, deployment)
+
+    return app
+
+
+def _stream_tool_calls(calls: list[Any]) -> list[dict[str, Any]]:
+    out = []
+    for i, tc in enumerate(calls):
+        if isinstance(tc, dict):
+            out.append({"index": i, **tc})
+            continue
+        fn = getattr(tc, "function", None)
+        out.append(
+            {
+                "index": getattr(tc, "index", i),
+                "id": getattr(tc, "id", None),
+                "type": "function",
+                "function": {"name": getattr(fn, "name", None), "arguments": getattr(fn, "arguments", None)},
+            }
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- running it
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening socket (``port`` 0: any free one): clients that connect before uvicorn runs just wait."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _import_deps() -> None:
+    for package in ("fastapi", "uvicorn"):
+        try:
+            __import__(package)
+        except ImportError:
+            raise MissingDependencyError(package, "serve", "modelfactory serve") from None
+
+
+def _uvicorn_server(app: Any, settings: ServerSettings) -> Any:
+    _import_deps()
+    import uvicorn
+
+    config = uvicorn.Config(app, log_level=settings.log_level, timeout_graceful_shutdown=5, access_log=True)
+    return uvicorn.Server(config)
+
+
+def _url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def run_server(
+    model: Any, settings: ServerSettings, *, on_ready: Callable[[str], None] | None = None
+) -> None:
+    """Serve ``model`` until interrupted (Ctrl-C / SIGTERM)."""
+    app = create_app(model, settings)
+    sock = _bind(settings.host, settings.port)
+    server = _uvicorn_server(app, settings)
+    url = _url(sock)
+    if on_ready is not None:
+        on_ready(url)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+
+
+class BackgroundServer:
+    """``modelfactory serve`` in a thread of this process (notebooks, tests)::
+
+    with BackgroundServer(model, ServerSettings(port=0)) as url:
+        OpenAIServerModel(model_id="tiny-llama", api_base=f"{url}/v1")(messages)
+    """
+
+    def __init__(self, model: Any, settings: ServerSettings | None = None) -> None:
+        self.settings = settings or ServerSettings(port=0, log_level="warning")
+        self.app = create_app(model, self.settings)
+        self._sock = _bind(self.settings.host, self.settings.port)
+        self.url = _url(self._sock)
+        self._server = _uvicorn_server(self.app, self.settings)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._sock]}, name="modelfactory-serve", daemon=True
+        )
+
+    @property
+    def dispatcher(self) -> _Dispatcher:
+        return self.app.state.dispatcher  # type: ignore[no-any-return]
+
+    def start(self) -> "BackgroundServer":
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+        self._sock.close()
+
+    def __enter__(self) -> str:
+        self.start()
+        return self.url
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def main(config_dir: Path, overrides: list[str]) -> int:
+    """``modelfactory serve [overrides]``: compose like run.py, build the model, load it, serve it."""
+    from hydra.errors import HydraException
+
+    from .cli import compose
+    from .factory import build_model
+
+    try:
+        cfg = compose(config_dir, overrides)
+    except HydraException as exc:
+        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    try:
+        settings = ServerSettings.from_config(cfg.get("server"))
+        model = build_model(cfg.model)
+        load = getattr(model, "load", None)
+        if callable(load):  # weights now, not on the first request
+            load()
+        _import_deps()
+    except ModelFactoryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ConfigError) else 1
+    name = served_name(model, settings)
+    if settings.key() is None and not _is_loopback(settings.host):
+        print(
+            f"warning: serving on {settings.host} without an API key: anyone who can reach it can use the "
+            f"model; set {API_KEY_ENV}",
+            file=sys.stderr,
+        )
+
+    def ready(url: str) -> None:
+        auth = "API key required" if settings.key() else "no API key"
+        print(f"modelfactory serve: '{name}' ({type(model).__name__}) on {url}/v1 ({auth})", flush=True)
+
+    try:
+        run_server(model, settings, on_ready=ready)
+    except OSError as exc:
+        print(f"error: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0
