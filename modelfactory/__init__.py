@@ -36,6 +36,10 @@ _EXPORTS: dict[str, str] = {
     "OpenAIServerModel": "modelfactory.backends.openai",
     "AzureOpenAIServerModel": "modelfactory.backends.azure",
     "CallableModel": "modelfactory.backends.callable",
+    "run_items": "modelfactory.runner",
+    "load_dataset": "modelfactory.runner",
+    "RunStats": "modelfactory.runner",
+    "FallbackModel": "modelfactory.backends.fallback",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -43,6 +47,7 @@ __all__ = sorted(_EXPORTS) + ["__version__"]
 if TYPE_CHECKING:
     from .backends.azure import AzureOpenAIServerModel
     from .backends.callable import CallableModel
+    from .backends.fallback import FallbackModel
     from .backends.hf_inference import HfApiModel, InferenceClientModel
     from .backends.litellm import LiteLLMModel
     from .backends.openai import OpenAIServerModel
@@ -66,6 +71,7 @@ if TYPE_CHECKING:
         ToolCallFunction,
     )
     from .model import GenerationRequest, Model
+    from .runner import RunStats, load_dataset, run_items
 
 
 def __getattr__(name: str) -> Any:

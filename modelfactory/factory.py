@@ -20,6 +20,7 @@ BACKENDS: dict[str, str] = {
     "OpenAIServerModel": "modelfactory.backends.openai.OpenAIServerModel",
     "AzureOpenAIServerModel": "modelfactory.backends.azure.AzureOpenAIServerModel",
     "CallableModel": "modelfactory.backends.callable.CallableModel",
+    "FallbackModel": "modelfactory.backends.fallback.FallbackModel",
 }
 
 
@@ -89,7 +90,7 @@ def locate_target(target: Any, source: str = "") -> tuple[Any, list[Problem]]:
 
 
 def _inspect(
-    cfg: Any, source: str, overrides: dict[str, Any], check_spec: bool
+    cfg: Any, source: str, overrides: dict[str, Any], check_spec: bool, environment: bool = False
 ) -> tuple[Any, dict[str, Any], list[Problem]]:
     """Target, kwargs and problems of a config. ``check_spec``: also validate kwargs against the spec."""
     node = model_node(cfg)
@@ -101,17 +102,27 @@ def _inspect(
     if check_spec and isinstance(target, type) and issubclass(target, Model):
         bad = {p.key for p in problems}  # keys already reported (e.g. an unresolvable ${oc.env:...})
         try:
-            target.Spec.from_kwargs(kwargs, owner=target.__name__)
+            spec = target.Spec.from_kwargs(kwargs, owner=target.__name__)
         except ConfigError as exc:
             problems += [
                 Problem(p.key, p.problem, p.fix, source or p.source) for p in exc.problems if p.key not in bad
             ]
+        else:
+            if environment:
+                problems += [
+                    Problem(p.key, p.problem, p.fix, source or target.__name__)
+                    for p in spec.environment_problems()
+                ]
     return target, kwargs, problems
 
 
-def validate_config(cfg: Any, *, source: str = "") -> list[Problem]:
-    """Every problem in a model config, without building the model (no network, no weights)."""
-    return _inspect(cfg, source, {}, check_spec=True)[2]
+def validate_config(cfg: Any, *, source: str = "", environment: bool = False) -> list[Problem]:
+    """Every problem in a model config, without building the model (no network, no weights).
+
+    ``environment=True`` (what ``modelfactory check`` does) also reports what a call would still lack:
+    a provider key the SDK would read from the environment, an SDK that is not installed.
+    """
+    return _inspect(cfg, source, {}, check_spec=True, environment=environment)[2]
 
 
 def build_model(cfg: Any, **overrides: Any) -> Model:

@@ -28,7 +28,7 @@ def _in_repo(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_list_shows_the_eight_design_configs(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["list"]) == 0
-    assert set(capsys.readouterr().out.split()) == SHIPPED
+    assert set(capsys.readouterr().out.split()) == SHIPPED | {"fallback_example"}
 
 
 def test_check_passes_on_shipped_configs_with_placeholder_env(
@@ -47,7 +47,7 @@ def test_check_passes_on_shipped_configs_with_placeholder_env(
     code = main(["check"])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "0 problem(s) in 8 configs" in out
+    assert "0 problem(s) in 9 configs" in out
 
 
 def test_check_reports_every_problem_with_file_and_fix(capsys: pytest.CaptureFixture[str]) -> None:
