@@ -40,7 +40,8 @@ def main() -> None:
             "model=local_server",
             f"model.api_base={api}",
             "prompt=hi",
-            f"hydra.run.dir={tmp}",
+            # A fresh output dir per run: in one dir the runner would resume and skip the finished item.
+            f"hydra.run.dir={tmp}/${{now:%H%M%S_%f}}",
         ]
         commands = {
             "modelfactory run.py": ours,

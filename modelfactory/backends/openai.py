@@ -137,16 +137,14 @@ class OpenAIServerModel(Model):
 
     def _generate(self, req: GenerationRequest) -> ChatMessage:
         try:
-            response = self.client.chat.completions.create(
-                **wire.chat_kwargs(self.model_id, req, stream=False)
-            )
+            response = wire.post_chat(self.client, wire.chat_kwargs(self.model_id, req, stream=False))
             return wire.parse_completion(response)
         except Exception as exc:
             raise self._translate(exc) from exc
 
     def _generate_stream(self, req: GenerationRequest) -> Iterator[ChatMessageStreamDelta]:
         try:
-            stream = self.client.chat.completions.create(**wire.chat_kwargs(self.model_id, req, stream=True))
+            stream = wire.post_chat(self.client, wire.chat_kwargs(self.model_id, req, stream=True))
             yield from wire.iter_stream(stream)
         except Exception as exc:
             raise self._translate(exc) from exc
