@@ -520,13 +520,17 @@ def _content(reply: Any) -> Any:
 
 
 def _ok_row(item_id: str, reply: Any, latency: float) -> dict[str, Any]:
-    return {
+    row = {
         "id": item_id,
         "content": _content(reply),
         "usage": _usage(reply),
         "latency_s": round(latency, 4),
         "error": None,
     }
+    raw = getattr(reply, "raw", None)
+    if isinstance(raw, dict) and "served_by" in raw:  # a FallbackModel: which member answered
+        row["served_by"] = raw["served_by"]
+    return row
 
 
 def _error_row(item_id: str, exc: BaseException, latency: float) -> dict[str, Any]:

@@ -132,3 +132,16 @@ def test_built_from_the_shipped_config_and_hydra_instantiate() -> None:
         assert type(model.models[1]).__name__ == "TransformersModel"
         assert model.to_dict()["models"][0]["model_id"] == "tiny-llama"
     assert isinstance(FallbackModel(models=[CallableModel(fn=local_reply)]).models[0], CallableModel)
+
+
+def test_runner_rows_record_which_model_served(recording_server: RecordingServer, tmp_path: Any) -> None:
+    import json
+
+    from modelfactory.runner import run_items
+
+    recording_server.enqueue(429, {"error": {"message": "slow down"}})
+    model = FallbackModel(models=[api(recording_server), LOCAL])
+    items = [{"id": "a", "messages": MSGS}, {"id": "b", "messages": MSGS}]
+    run_items(model, items, concurrency=1, results_path=tmp_path / "results.jsonl", progress=False)
+    rows = {r["id"]: r for r in map(json.loads, (tmp_path / "results.jsonl").read_text().splitlines())}
+    assert sorted(r["served_by"]["index"] for r in rows.values()) == [0, 1]
