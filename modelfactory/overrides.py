@@ -1,0 +1,151 @@
+"""Command-line overrides and saved configs: keep secrets out of what Hydra writes to disk.
+
+Hydra writes every override in clear to ``.hydra/overrides.yaml``, ``config.yaml``, ``hydra.yaml``,
+``multirun.yaml`` and launcher logs. So a key typed on the command line is refused *before* Hydra starts
+(with the env var to use instead), and a key written literally in a config file is masked in Hydra's
+saved copy.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from .settings import REDACTED
+
+__all__ = ["refusal_message", "scrub_saved_config", "secret_overrides"]
+
+_SECRET_WORDS = ("key", "token", "secret", "password", "passwd", "authorization", "credential", "cookie")
+_NOT_SECRET = re.compile(r"tokens$|^tokenizer")  # max_tokens, max_new_tokens, tokenizer_id: not keys
+_URL_CREDENTIALS = re.compile(r"://[^/@\s:]+:[^/@\s]+@")
+# Models' key fields and the environment variable their backend reads instead.
+_ENV_FOR = {
+    "OpenAIServerModel": "OPENAI_API_KEY",
+    "AzureOpenAIServerModel": "AZURE_OPENAI_API_KEY",
+    "HfApiModel": "HF_TOKEN",
+    "InferenceClientModel": "HF_TOKEN",
+}
+
+
+def _secret_key(key: str) -> bool:
+    leaf = key.rsplit(".", 1)[-1].lower()
+    return any(w in leaf for w in _SECRET_WORDS) and not _NOT_SECRET.search(leaf)
+
+
+def _literal(value: str) -> bool:
+    """A value typed in clear (not null, not an ``${oc.env:...}``-style interpolation)."""
+    v = value.strip().strip("'\"")
+    return v not in ("", "null", "None", "~") and not (v.startswith("${") and v.endswith("}"))
+
+
+def secret_overrides(args: list[str]) -> list[str]:
+    """The command-line overrides that carry a secret in clear (their keys, never their values)."""
+    found = []
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        raw, value = arg.split("=", 1)
+        key = raw.lstrip("+~")
+        if (_secret_key(key) and _literal(value)) or _URL_CREDENTIALS.search(value):
+            found.append(raw)
+    return found
+
+
+def _model_names(args: list[str]) -> list[str]:
+    names = [a.split("=", 1)[1] for a in args if a.startswith(("model=", "+model=", "++model="))]
+    out = []
+    for value in names or ["transformers_tiny"]:
+        out += [n for n in re.split(r"[\s,()\[\]]+", value) if n and n not in ("choice", "glob")]
+    return out
+
+
+def _env_var_for(model_name: str, key: str, args: list[str], conf_dir: Path) -> str | None:
+    """The environment variable the backend of ``conf/model/<model_name>.yaml`` reads for ``key``."""
+    path = conf_dir / "model" / f"{model_name}.yaml"
+    field = key.rsplit(".", 1)[-1]
+    if not path.is_file() or not key.startswith("model.") or key.count(".") != 1:
+        return None
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError:
+        return None
+    current = data.get(field)
+    if isinstance(current, str):
+        match = re.search(r"\$\{oc\.env:([A-Za-z_][A-Za-z0-9_]*)", current)
+        if match:
+            return match.group(1)
+    backend = str(data.get("_target_", "")).rsplit(".", 1)[-1]
+    if field not in ("api_key", "token"):
+        return None
+    if backend == "OpenAIServerModel":  # OPENAI_API_KEY is only ever sent to api.openai.com
+        other_host = data.get("api_base") or any(a.startswith("model.api_base=") for a in args)
+        return None if other_host else "OPENAI_API_KEY"
+    return _ENV_FOR.get(backend)
+
+
+def refusal_message(keys: list[str], args: list[str], conf_dir: Path) -> str:
+    """What to do instead, per refused override: the env var the chosen model's backend reads."""
+    lines = [
+        "error: refusing a secret on the command line: "
+        + ", ".join(f"{k.lstrip('+~')}=<hidden>" for k in keys)
+        + ". Hydra would write it in clear to .hydra/overrides.yaml, .hydra/config.yaml, .hydra/hydra.yaml,"
+        " multirun.yaml and the launcher's logs."
+    ]
+    for raw in keys:
+        key = raw.lstrip("+~")
+        if key.startswith("hydra.job.env_set."):
+            name = key.rsplit(".", 1)[-1]
+            lines.append(f"  fix: export {name}=... (or put the line {name}=... in ./.env) instead")
+            continue
+        if not _secret_key(key):  # user:password@ in a URL
+            lines.append(
+                f"  fix: take the credentials out of {key}; give the key through the environment, "
+                "e.g. export MY_KEY=... and model.api_key='${oc.env:MY_KEY}'"
+            )
+            continue
+        for name in _model_names(args):
+            var = _env_var_for(name, key, args, conf_dir)
+            if var:
+                lines.append(
+                    f"  fix (model={name}): export {var}=... (or put the line {var}=... in ./.env) "
+                    f"and drop {key}=... from the command line"
+                )
+        lines.append(
+            f"  fix (any model): export MY_KEY=... (or MY_KEY=... in ./.env), then ++{key}='${{oc.env:MY_KEY}}'"
+        )
+    return "\n".join(lines)
+
+
+def _mask_literal_secrets(node: Any) -> bool:
+    """Replace literal values of secret-looking keys in a plain container; True if any was."""
+    changed = False
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if isinstance(v, str) and _secret_key(str(k)) and "${" not in v and _literal(v) and v != REDACTED:
+                node[k] = REDACTED
+                changed = True
+            elif isinstance(v, (dict, list)):
+                changed |= _mask_literal_secrets(v)
+    elif isinstance(node, list):
+        for v in node:
+            changed |= _mask_literal_secrets(v)
+    return changed
+
+
+def scrub_saved_config(path: Path) -> bool:
+    """A key written literally in a config *file* lands in Hydra's saved copy: mask it there."""
+    if not path.is_file():
+        return False
+    from omegaconf import OmegaConf
+
+    data = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    if not _mask_literal_secrets(data):
+        return False
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # parallel jobs may scrub the same file
+    tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(data)), encoding="utf-8")
+    os.replace(tmp, path)
+    return True

@@ -1,0 +1,44 @@
+"""modelfactory.overrides: which command-line overrides carry a secret, and what to do instead."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from modelfactory.overrides import refusal_message, scrub_saved_config, secret_overrides
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+@pytest.mark.parametrize(
+    ("arg", "refused"),
+    [
+        ("model.api_key=sk-live-123", True),
+        ("+model.token=hf_abc", True),
+        ("++model.client_kwargs.default_headers.Authorization=Bearer x", True),
+        ("model.api_base=https://user:pw@example.com/v1", True),
+        ("model.api_key=${oc.env:MY_KEY}", False),
+        ("model.api_key=null", False),
+        ("model.max_tokens=5", False),
+        ("model.max_new_tokens=64", False),
+        ("prompt=what is a token?", False),
+    ],
+)
+def test_secret_overrides(arg: str, refused: bool) -> None:
+    assert bool(secret_overrides([arg])) is refused
+
+
+def test_refusal_names_the_env_var_and_never_the_value() -> None:
+    args = ["model=azure_openai", "model.api_key=azure-secret-value"]
+    text = refusal_message(secret_overrides(args), args, CONF)
+    assert "AZURE_OPENAI_API_KEY" in text and "azure-secret-value" not in text
+
+
+def test_scrub_saved_config_masks_literal_keys_only(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("model:\n  api_key: sk-literal\n  token: ${oc.env:HF_TOKEN}\n  max_tokens: 5\n")
+    assert scrub_saved_config(path) is True
+    text = path.read_text()
+    assert "sk-literal" not in text and "${oc.env:HF_TOKEN}" in text and "max_tokens: 5" in text
+    assert scrub_saved_config(path) is False  # nothing left to mask
