@@ -8,6 +8,7 @@ one class and SDK internals never leak through as bare ``KeyError``/``AttributeE
     ├── MessageError           the messages / stop sequences handed to a call are malformed
     ├── UnsupportedFeatureError  e.g. ``grammar`` asked of a backend that cannot honour it
     ├── MissingDependencyError an optional SDK is not installed; names the pip extra
+    ├── CacheMissError         ``cache.mode: replay`` and the request is not in the cache file
     └── BackendError           the provider / local model failed; names model, status, provider message
 """
 
@@ -20,6 +21,7 @@ from typing import Any
 
 __all__ = [
     "BackendError",
+    "CacheMissError",
     "ConfigError",
     "MessageError",
     "MissingDependencyError",
@@ -80,6 +82,30 @@ class MissingDependencyError(ModelFactoryError, ImportError):
             f"{backend} needs the '{package}' package, which is not installed. "
             f"Install it with: pip install 'modelfactory[{extra}]'"
         )
+
+
+class CacheMissError(ModelFactoryError, LookupError):
+    """``cache.mode: replay`` and this request was never recorded: no request is sent, ever."""
+
+    def __init__(self, *, model_id: str, backend: str, path: str, key: str) -> None:
+        self.model_id = model_id
+        self.backend = backend
+        self.path = path
+        self.key = key
+        super().__init__(
+            f"{backend} model '{model_id}': no cached reply for this request in {path} (cache.mode=replay, "
+            f"key {key[:16]}...). Replay only answers requests recorded before: run once with "
+            "cache.mode=read_write (same model, messages, generation parameters, stop sequences and tools) "
+            "to record it, or check that this run's config matches the recorded one."
+        )
+
+    def __reduce__(self) -> Any:
+        fields = {"model_id": self.model_id, "backend": self.backend, "path": self.path, "key": self.key}
+        return (_rebuild_kw, (type(self), fields))
+
+
+def _rebuild_kw(cls: type[Any], fields: dict[str, Any]) -> Any:
+    return cls(**fields)
 
 
 class BackendError(ModelFactoryError, RuntimeError):

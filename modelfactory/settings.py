@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validat
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from .cache import CacheSpec
 from .errors import ConfigError, Problem, did_you_mean
 from .retry import RetryPolicy
 
@@ -126,6 +127,8 @@ class ModelSpec(BaseSettings):
     model_config = SettingsConfigDict(extra="forbid", validate_default=True, case_sensitive=True)
 
     backend_name: ClassVar[str] = "model"
+    # Fields that do not change a reply, beyond modelfactory.cache.NOT_IDENTITY: left out of cache keys.
+    cache_exclude: ClassVar[frozenset[str]] = frozenset()
 
     model_id: str = Field(description="the provider's model name, or a local path / hub id")
     supports_stop: bool = Field(
@@ -152,6 +155,18 @@ class ModelSpec(BaseSettings):
     requests_per_minute: float | None = Field(
         None, gt=0, description="at most this many requests per minute from this model object (retries count)"
     )
+
+    cache: CacheSpec = Field(
+        default_factory=CacheSpec,
+        description="response cache: {mode: off | read_write | replay, path: .modelfactory/cache.sqlite}",
+    )
+
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _cache_shorthand(cls, value: Any) -> Any:
+        if value is None:
+            return CacheSpec()  # `cache: null` = not set here
+        return {"mode": value} if isinstance(value, str) else value  # `cache: replay`
 
     @field_validator("retry", mode="before")
     @classmethod

@@ -1,0 +1,335 @@
+"""A response cache with strict replay: ``cache: {mode: off | read_write | replay, path: ...}`` on any model.
+
+The key is a sha256 of a canonical JSON of what decides a reply: the backend class, the model's
+identity (its spec without credentials, transport settings or generation defaults, see
+:func:`model_identity`), and the normalised request (messages, generation params, stop sequences,
+tools, response_format, grammar). Keys, tokens and the credential parts of an endpoint URL never enter
+it: the same request with another API key is a hit.
+
+- ``read_write``: a hit returns the stored reply (no request, no rate-limit token); a miss calls the
+  model and stores the reply (content already trimmed at the stop sequences, tool calls, usage).
+- ``replay``: a hit as above; a miss raises :class:`~modelfactory.errors.CacheMissError`, never a
+  request, so an experiment re-runs offline and bit-for-bit.
+- ``off`` (default): the file is never opened.
+
+The store is one SQLite file in WAL mode with a busy timeout; every thread (and every process: runner
+threads, joblib / multiprocessing workers) gets its own connection, and each write is one short
+``INSERT OR REPLACE`` transaction, so concurrent writers are safe. WAL needs a local file system (not NFS).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from .messages import ChatMessage, ChatMessageStreamDelta, TokenUsage
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from .model import GenerationRequest, Model
+
+__all__ = [
+    "DEFAULT_CACHE_PATH",
+    "CacheSpec",
+    "ResponseCache",
+    "StreamRecorder",
+    "get_store",
+    "model_identity",
+    "replay_deltas",
+    "request_key",
+]
+
+DEFAULT_CACHE_PATH = ".modelfactory/cache.sqlite"
+KEY_VERSION = 1  # bump when the key's recipe changes: old rows then simply miss
+
+# Spec fields that do not change what a model answers: transport, retries, where it runs, the cache
+# itself, and the generation defaults / message shaping (their effect is already in the request).
+# A spec class may add its own names with ``cache_exclude`` (a ClassVar of field names).
+NOT_IDENTITY = frozenset(
+    {
+        "cache",
+        "retry",
+        "requests_per_minute",
+        "timeout",
+        "max_retries",
+        "num_retries",
+        "client_kwargs",
+        "device",
+        "batch_size",
+        "bill_to",
+        "temperature",
+        "max_tokens",
+        "top_p",
+        "seed",
+        "generation_kwargs",
+        "custom_role_conversions",
+        "flatten_messages_as_text",
+    }
+)
+_SECRET_WORDS = ("key", "token", "secret", "password", "authorization", "credential", "sig")
+
+
+class CacheSpec(BaseModel):
+    """``cache`` on every model spec. ``path`` is resolved against the working directory when the model
+    is built (so a Hydra job that changes directory still uses the same file)."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    mode: Literal["off", "read_write", "replay"] = Field(
+        default="off",
+        description="off | read_write (hit: stored reply; miss: call and store) | replay (miss: error)",
+    )
+    path: str = Field(
+        default=DEFAULT_CACHE_PATH, description="the SQLite file, relative to the working directory"
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value:
+            raise ValueError("must be a file path")
+        return str(Path(os.path.expanduser(value)).absolute())
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "off"
+
+
+# --------------------------------------------------------------------------- the key
+
+
+def _looks_secret(name: str) -> bool:
+    n = name.lower()
+    return any(w in n for w in _SECRET_WORDS) and not n.endswith(("_tokens", "max_tokens"))
+
+
+def _clean_url(text: str) -> str:
+    """An endpoint without what only identifies a caller: user:password@ and secret query params."""
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        return text
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return text
+    host = parts.hostname.lower()
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    query = urlencode(
+        [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not _looks_secret(k)]
+    )
+    return urlunsplit((parts.scheme.lower(), netloc, parts.path.rstrip("/"), query, ""))
+
+
+def _canon(value: Any, *, spec: bool = False) -> Any:
+    """A JSON-ready, deterministic form of ``value``. ``spec``: drop secret-looking keys (config data)."""
+    from .model import Model
+
+    if isinstance(value, SecretStr):
+        return None
+    if isinstance(value, Enum):
+        return _canon(value.value, spec=spec)
+    if isinstance(value, Model):
+        # a built model inside a spec (a FallbackModel member): its defaults decide its replies too
+        defaults = _canon(value.spec.generation_defaults())
+        return {"backend": type(value).__name__, "model": model_identity(value), "defaults": defaults}
+    if isinstance(value, BaseModel):
+        return _canon(value.model_dump(), spec=spec)
+    if isinstance(value, type) and issubclass(value, BaseModel):  # e.g. a response_format class
+        return {"schema": _canon(value.model_json_schema(), spec=spec)}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _canon(dataclasses.asdict(value), spec=spec)
+    if isinstance(value, Mapping):
+        return {
+            str(k): _canon(v, spec=spec)
+            for k, v in value.items()
+            if not (spec and (_looks_secret(str(k)) or str(k) == "cache"))
+        }
+    if isinstance(value, (list, tuple)):
+        return [_canon(v, spec=spec) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted((_canon(v, spec=spec) for v in value), key=lambda v: json.dumps(v, sort_keys=True))
+    if isinstance(value, str):
+        return _clean_url(value) if spec and value[:8].lower().startswith(("http://", "https://")) else value
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, bytes):
+        return {"sha256": hashlib.sha256(value).hexdigest()}
+    if callable(value):
+        return f"{getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', type(value).__name__)}"
+    return f"<{type(value).__module__}.{type(value).__qualname__}>"  # never an id() or address
+
+
+def model_identity(model: Model) -> dict[str, Any]:
+    """The model's spec as it bears on the reply: no credentials, endpoints without their keys, and none
+    of the fields in :data:`NOT_IDENTITY` or the spec class's ``cache_exclude``."""
+    spec = model.spec
+    skip = NOT_IDENTITY | frozenset(getattr(type(spec), "cache_exclude", ()) or ())
+    names = [
+        name
+        for name in type(spec).model_fields
+        if name not in skip and not _looks_secret(name) and not isinstance(getattr(spec, name), SecretStr)
+    ]
+    data = spec.model_dump(include=set(names))  # field serializers apply (a callable's dotted path)
+    canon = _canon(data, spec=True)
+    assert isinstance(canon, dict)
+    return canon
+
+
+def request_key(model: Model, req: GenerationRequest) -> str:
+    """The cache key of one request to ``model`` (hex sha256)."""
+    payload = {
+        "v": KEY_VERSION,
+        "backend": type(model).__name__,
+        "model": model_identity(model),
+        "messages": _canon(req.messages),
+        "params": _canon(req.params),
+        "stop_sequences": list(req.stop_sequences),
+        "send_stop": bool(req.send_stop),
+        "grammar": _canon(req.grammar),
+        "response_format": _canon(req.response_format),
+        "tools": _canon(req.tools),
+    }
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# --------------------------------------------------------------------------- the store
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS responses (
+    key TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    reply TEXT NOT NULL,
+    created REAL NOT NULL
+)
+"""
+_BUSY_MS = 60_000
+
+
+class ResponseCache:
+    """One SQLite file; a connection per thread and per process (never shared across a fork)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._local = threading.local()
+
+    def __getstate__(self) -> dict[str, Any]:  # picklable: connections stay behind
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.path = state["path"]
+        self._local = threading.local()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "pid", None) == os.getpid():
+            return conn  # type: ignore[no-any-return]
+        import sqlite3  # here, not at import time: a model with the cache off never needs it
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + _BUSY_MS / 1000
+        while True:
+            conn = sqlite3.connect(str(self.path), timeout=_BUSY_MS / 1000, isolation_level=None)
+            try:
+                conn.execute(f"PRAGMA busy_timeout={_BUSY_MS}")
+                # Switching to WAL takes an exclusive lock that the busy handler does not always wait
+                # for when several processes create the file at once: retry that step ourselves.
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute(_SCHEMA)
+                break
+            except sqlite3.OperationalError as exc:
+                conn.close()
+                if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        self._local.conn = conn
+        self._local.pid = os.getpid()
+        return conn
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        row = self._connect().execute("SELECT reply FROM responses WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put(self, key: str, model: str, reply: Mapping[str, Any]) -> None:
+        text = json.dumps(dict(reply), ensure_ascii=False, sort_keys=True)
+        conn = self._connect()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "INSERT OR REPLACE INTO responses (key, model, reply, created) VALUES (?, ?, ?, ?)",
+                (key, model, text, time.time()),
+            )
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def __len__(self) -> int:
+        return int(self._connect().execute("SELECT COUNT(*) FROM responses").fetchone()[0])
+
+    def close(self) -> None:
+        """Close this thread's connection (others close when their thread or process ends)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "pid", None) == os.getpid():
+            conn.close()
+        self._local.conn = None
+
+
+_STORES: dict[str, ResponseCache] = {}
+_STORES_LOCK = threading.Lock()
+
+
+def get_store(path: str | os.PathLike[str]) -> ResponseCache:
+    """The process-wide store of ``path`` (models sharing a file share its per-thread connections)."""
+    key = str(Path(path).absolute())
+    with _STORES_LOCK:
+        store = _STORES.get(key)
+        if store is None:
+            store = _STORES[key] = ResponseCache(key)
+        return store
+
+
+class StreamRecorder:
+    """Collects a stream's (already stop-filtered) deltas; :meth:`finish` hands the whole reply to
+    ``store`` once the stream ended normally. Streamed tool calls come in provider-specific pieces:
+    such a stream is not stored (a later identical request is a miss)."""
+
+    def __init__(self, store: Callable[[ChatMessage], None]) -> None:
+        self._store = store
+        self._parts: list[str] = []
+        self._usage: TokenUsage | None = None
+        self._tool_calls = False
+
+    def add(self, delta: ChatMessageStreamDelta) -> None:
+        if delta.content:
+            self._parts.append(delta.content)
+        if delta.token_usage is not None:
+            self._usage = delta.token_usage
+        if delta.tool_calls:
+            self._tool_calls = True
+
+    def finish(self) -> None:
+        if not self._tool_calls:
+            self._store(ChatMessage(content="".join(self._parts), token_usage=self._usage))
+
+
+def replay_deltas(reply: ChatMessage) -> Iterator[ChatMessageStreamDelta]:
+    """A cached reply as a stream: its content in one delta, then the usage (the last delta)."""
+    if reply.content or reply.tool_calls:
+        yield ChatMessageStreamDelta(content=reply.content or None, tool_calls=reply.tool_calls)
+    if reply.token_usage is not None:
+        yield ChatMessageStreamDelta(token_usage=reply.token_usage)
