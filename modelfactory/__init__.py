@@ -23,6 +23,7 @@ _EXPORTS: dict[str, str] = {
     "ModelFactoryError": "modelfactory.errors",
     "ConfigError": "modelfactory.errors",
     "BackendError": "modelfactory.errors",
+    "CacheMissError": "modelfactory.errors",
     "MessageError": "modelfactory.errors",
     "MissingDependencyError": "modelfactory.errors",
     "UnsupportedFeatureError": "modelfactory.errors",
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
     from .backends.transformers import TransformersModel
     from .errors import (
         BackendError,
+        CacheMissError,
         ConfigError,
         MessageError,
         MissingDependencyError,

@@ -10,14 +10,16 @@ for them the policy is a no-op. A stream is retried only until it yields its fir
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
-from .errors import BackendError, MessageError, ModelFactoryError, UnsupportedFeatureError
+from .cache import StreamRecorder, get_store, replay_deltas, request_key
+from .errors import BackendError, CacheMissError, MessageError, ModelFactoryError, UnsupportedFeatureError
 from .messages import (
     ChatMessage,
     ChatMessageStreamDelta,
@@ -29,7 +31,7 @@ from .messages import (
     trim_at_stop,
 )
 from .ratelimit import RateLimiter
-from .retry import call_with_retry, is_retryable_status
+from .retry import acall_with_retry, call_with_retry, is_retryable_status
 from .settings import ModelSpec, redact_env
 
 T = TypeVar("T")
@@ -166,9 +168,13 @@ class Model:
     ) -> ChatMessage:
         """Run one chat completion. Per-call ``kwargs`` override the configured defaults."""
         req = self._request(messages, stop_sequences, grammar, response_format, tools_to_call_from, kwargs)
+        cached = self._cache_lookup(req)  # before the retry policy and rate limit: a hit costs nothing
+        if cached is not None:
+            return cached
         reply = self._with_policy(lambda: self._generate(req))
         if reply.content is not None and req.stop_sequences:
             reply.content = trim_at_stop(reply.content, req.stop_sequences)
+        self._cache_store(req, reply)
         return reply
 
     def __call__(
@@ -200,6 +206,11 @@ class Model:
     ) -> Iterator[ChatMessageStreamDelta]:
         """Yield content deltas; the last delta carries the usage. Stops are never emitted."""
         req = self._request(messages, stop_sequences, grammar, response_format, tools_to_call_from, kwargs)
+        cached = self._cache_lookup(req)
+        if cached is not None:
+            yield from replay_deltas(cached)
+            return
+        record = self._cache_recorder(req)
         stop = StopFilter(req.stop_sequences)
         # The policy covers the stream's start only: once a delta came, a failure is final.
         stream, first = self._with_policy(lambda: self._open_stream(req))
@@ -220,10 +231,16 @@ class Model:
                     text += stop.flush()
                 delta.content = text or None
                 if delta.content or delta.token_usage is not None or delta.tool_calls:
+                    if record is not None:
+                        record.add(delta)
                     yield delta
             rest = stop.flush()
             if rest:
+                if record is not None:
+                    record.add(ChatMessageStreamDelta(content=rest))
                 yield ChatMessageStreamDelta(content=rest)
+            if record is not None:
+                record.finish()  # only a stream that ended normally is stored
         except ModelFactoryError as exc:
             if isinstance(exc, BackendError) and exc.retryable:
                 exc.set_attempts(exc.attempts, "the stream broke after it had started: not retried")
@@ -265,6 +282,163 @@ class Model:
             attempt, self.spec.retry, before_attempt=limiter.acquire if limiter is not None else None
         )
 
+    # ------------------------------------------------------------------ asyncio
+
+    async def agenerate(
+        self,
+        messages: Any,
+        stop_sequences: list[str] | None = None,
+        response_format: Any = None,
+        tools_to_call_from: list[Any] | None = None,
+        grammar: Any = None,
+        **kwargs: Any,
+    ) -> ChatMessage:
+        """:meth:`generate` for asyncio: same contract, awaiting the backend's async client (or the sync
+        call in a worker thread for backends that have none), retry waits and rate limit included."""
+        req = self._request(messages, stop_sequences, grammar, response_format, tools_to_call_from, kwargs)
+        cached = self._cache_lookup(req)  # the same response cache as generate
+        if cached is not None:
+            return cached
+        reply = await self._awith_policy(lambda: self._agenerate(req))
+        if reply.content is not None and req.stop_sequences:
+            reply.content = trim_at_stop(reply.content, req.stop_sequences)
+        self._cache_store(req, reply)
+        return reply
+
+    async def agenerate_stream(
+        self,
+        messages: Any,
+        stop_sequences: list[str] | None = None,
+        response_format: Any = None,
+        tools_to_call_from: list[Any] | None = None,
+        grammar: Any = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatMessageStreamDelta]:
+        """:meth:`generate_stream` for asyncio (``async for delta in model.agenerate_stream(...)``)."""
+        req = self._request(messages, stop_sequences, grammar, response_format, tools_to_call_from, kwargs)
+        cached = self._cache_lookup(req)
+        if cached is not None:
+            for replayed in replay_deltas(cached):
+                yield replayed
+            return
+        record = self._cache_recorder(req)
+        stop = StopFilter(req.stop_sequences)
+        # The policy covers the stream's start only: once a delta came, a failure is final.
+        stream, first = await self._awith_policy(lambda: self._aopen_stream(req))
+        try:
+            pending = list(first)
+            while True:
+                if pending:
+                    delta = pending.pop()
+                else:
+                    try:
+                        delta = await stream.__anext__()
+                    except StopAsyncIteration:
+                        break
+                text = stop.feed(delta.content) if delta.content else ""
+                if delta.token_usage is not None:
+                    text += stop.flush()  # the usage delta stays the last one
+                delta.content = text or None
+                if delta.content or delta.token_usage is not None or delta.tool_calls:
+                    if record is not None:
+                        record.add(delta)
+                    yield delta
+            rest = stop.flush()
+            if rest:
+                if record is not None:
+                    record.add(ChatMessageStreamDelta(content=rest))
+                yield ChatMessageStreamDelta(content=rest)
+            if record is not None:
+                record.finish()  # only a stream that ended normally is stored
+        except ModelFactoryError as exc:
+            if isinstance(exc, BackendError) and exc.retryable:
+                exc.set_attempts(exc.attempts, "the stream broke after it had started: not retried")
+            raise
+        except Exception as exc:
+            err = self._backend_error(exc)
+            if err.retryable:
+                err.set_attempts(err.attempts, "the stream broke after it had started: not retried")
+            raise err from exc
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()  # a consumer that stops early ends the backend's stream
+
+    async def _aopen_stream(
+        self, req: GenerationRequest
+    ) -> tuple[AsyncIterator[ChatMessageStreamDelta], list[ChatMessageStreamDelta]]:
+        stream = self._agenerate_stream(req).__aiter__()
+        try:
+            return stream, [await stream.__anext__()]
+        except StopAsyncIteration:
+            return stream, []
+
+    async def _awith_policy(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """:meth:`_with_policy` for coroutines: ``asyncio.sleep`` between retries, ``aacquire`` for the
+        rate limit, so the event loop is never blocked."""
+
+        async def attempt() -> T:
+            try:
+                return await fn()
+            except ModelFactoryError:
+                raise
+            except Exception as exc:
+                raise self._backend_error(exc) from exc
+
+        limiter = getattr(self, "_limiter", None)
+
+        async def acquire() -> None:
+            if limiter is not None:
+                await limiter.aacquire()
+
+        return await acall_with_retry(attempt, self.spec.retry, before_attempt=acquire)
+
+    # ------------------------------------------------------------------ response cache
+
+    def _cache_lookup(self, req: GenerationRequest) -> ChatMessage | None:
+        """The stored reply to ``req`` when ``cache.mode`` is read_write or replay, else None; a miss
+        in replay raises :class:`CacheMissError`. Call it before the retry policy and the rate limit."""
+        cache = self.spec.cache
+        if not cache.enabled:
+            return None
+        key = request_key(self, req)
+        try:
+            data = get_store(cache.path).get(key)
+        except Exception as exc:  # sqlite3.Error, a corrupt row: one readable error
+            raise self._cache_error(exc, cache.path) from exc
+        if data is None:
+            if cache.mode == "replay":
+                raise CacheMissError(
+                    model_id=self.model_id, backend=type(self).__name__, path=cache.path, key=key
+                )
+            return None
+        reply = ChatMessage.from_dict(data)
+        reply.raw = {"cache": "hit", "key": key}
+        return reply
+
+    def _cache_store(self, req: GenerationRequest, reply: ChatMessage) -> None:
+        """Store ``reply`` (content already trimmed at the stops) when ``cache.mode`` is read_write."""
+        cache = self.spec.cache
+        if cache.mode != "read_write":
+            return
+        try:
+            get_store(cache.path).put(request_key(self, req), self.model_id, reply.to_dict())
+        except Exception as exc:
+            raise self._cache_error(exc, cache.path) from exc
+
+    def _cache_recorder(self, req: GenerationRequest) -> StreamRecorder | None:
+        """For a stream that missed in read_write mode: collects its deltas, stores the reply at its end."""
+        if self.spec.cache.mode != "read_write":
+            return None
+        return StreamRecorder(lambda reply: self._cache_store(req, reply))
+
+    def _cache_error(self, exc: Exception, path: str) -> BackendError:
+        return BackendError(
+            f"response cache {path}: {type(exc).__name__}: {exc}",
+            model_id=self.model_id,
+            backend=type(self).__name__,
+        )
+
     # ------------------------------------------------------------------ backend hooks
 
     def _generate(self, req: GenerationRequest) -> ChatMessage:
@@ -272,6 +446,25 @@ class Model:
 
     def _generate_stream(self, req: GenerationRequest) -> Iterator[ChatMessageStreamDelta]:
         raise UnsupportedFeatureError(f"{type(self).__name__} does not support streaming")
+
+    async def _agenerate(self, req: GenerationRequest) -> ChatMessage:
+        """Async hook; by default the sync ``_generate`` in a worker thread (local models, callables)."""
+        return await asyncio.to_thread(self._generate, req)
+
+    async def _agenerate_stream(self, req: GenerationRequest) -> AsyncIterator[ChatMessageStreamDelta]:
+        """Async stream hook; by default the sync ``_generate_stream``, pulled one delta per thread hop."""
+        stream = await asyncio.to_thread(lambda: iter(self._generate_stream(req)))
+        done = object()
+        try:
+            while True:
+                delta = await asyncio.to_thread(next, stream, done)
+                if delta is done:
+                    break
+                yield delta  # type: ignore[misc]
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                await asyncio.to_thread(close)
 
     def _backend_error(self, exc: Exception) -> BackendError:
         """Wrap an unexpected exception, scrubbing every secret the spec holds from its text.

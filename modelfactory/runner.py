@@ -3,8 +3,10 @@
 - **Datasets**: :func:`load_dataset` reads JSONL (one ``{"id", "messages" | "prompt"}`` object per line),
   a JSON array or a YAML list, and reports every problem at once as a :class:`ConfigError` naming the
   file and the line (or item).
-- **Concurrency**: API models are called from a thread pool (``concurrency`` requests in flight; a
-  model's own ``requests_per_minute`` limiter is shared by all the threads). A model with
+- **Concurrency**: API models with a native async client (OpenAI, Azure, LiteLLM, HfApiModel) are
+  called with ``agenerate`` from ``concurrency`` tasks on one event loop (mode ``async``); other models
+  from a thread pool (mode ``threads``). Either way ``concurrency`` requests are in flight and a model's
+  own ``requests_per_minute`` limiter is shared by all of them. A model with
   ``generate_batch(conversations, ...)`` (local models) gets ``batch_size`` items per call; a local model
   without it is called sequentially.
 - **Results**: one JSON row per item appended to ``results.jsonl`` as it finishes, flushed and fsynced,
@@ -18,13 +20,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import inspect
 import json
 import logging
 import math
 import os
+import queue
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -439,7 +444,7 @@ class RunStats:
     input_tokens: int = 0
     output_tokens: int = 0
     elapsed_s: float = 0.0
-    mode: str = "threads"  # threads | batches | sequential
+    mode: str = "threads"  # threads | async | batches | sequential
     concurrency: int = 1
     latencies: list[float] = field(default_factory=list, repr=False)  # of successful items
     rows: list[dict[str, Any]] = field(default_factory=list, repr=False)  # only without a results file
@@ -597,6 +602,62 @@ def _run_threads(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _native_async(model: Any) -> bool:
+    """A :class:`Model` whose backend has its own async client (its ``_agenerate`` is not the default
+    worker-thread one): the runner drives it from one event loop instead of a thread pool."""
+    from .model import Model
+
+    return isinstance(model, Model) and type(model)._agenerate is not Model._agenerate
+
+
+async def _acall_one(model: Any, item: Item, generation: dict[str, Any]) -> dict[str, Any]:
+    start = time.perf_counter()
+    try:
+        reply = await model.agenerate(item.messages, **generation)
+    except Exception as exc:  # one failing item is recorded; the run goes on
+        return _error_row(item.id, exc, time.perf_counter() - start)
+    return _ok_row(item.id, reply, time.perf_counter() - start)
+
+
+def _run_async(
+    model: Any, todo: Sequence[Item], concurrency: int, generation: dict[str, Any]
+) -> Iterator[dict[str, Any]]:
+    """Rows as they finish, from ``concurrency`` tasks on one event loop in a helper thread (the same
+    rows as :func:`_run_threads`, from ``agenerate`` instead of ``generate``)."""
+    rows: queue.Queue[Any] = queue.Queue()
+    stop = threading.Event()
+    done = object()
+    items = iter(todo)
+
+    async def worker() -> None:
+        for item in items:  # one shared iterator: each item goes to exactly one task
+            if stop.is_set():
+                return
+            rows.put(await _acall_one(model, item, generation))
+
+    async def main() -> None:
+        try:
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+        except BaseException as exc:  # not expected (_acall_one records errors): hand it to the caller
+            rows.put(exc)
+        finally:
+            rows.put(done)
+
+    thread = threading.Thread(target=asyncio.run, args=(main(),), name="modelfactory-runner-async")
+    thread.start()
+    try:
+        while True:
+            row = rows.get()
+            if row is done:
+                break
+            if isinstance(row, BaseException):
+                raise row
+            yield row
+    finally:  # also on Ctrl-C or a closed generator: start nothing new, wait for the calls in flight
+        stop.set()
+        thread.join()
+
+
 def _run_batches(
     model: Any, todo: Sequence[Item], batch_size: int, generation: dict[str, Any]
 ) -> Iterator[dict[str, Any]]:
@@ -669,10 +730,13 @@ def run_items(
     todo = [it for it in all_items if it.id not in done_ids]
 
     generation = {k: v for k, v in generation.items() if v is not None}
-    if callable(getattr(model, "generate_batch", None)):
-        mode, workers = "batches", 1
+    cache = getattr(getattr(model, "spec", None), "cache", None)
+    if callable(getattr(model, "generate_batch", None)) and not getattr(cache, "enabled", False):
+        mode, workers = "batches", 1  # with a response cache on: one by one, each call looked up
     elif _is_local(model) or concurrency == 1:
         mode, workers = "sequential", 1
+    elif _native_async(model):
+        mode, workers = "async", min(concurrency, max(1, len(todo)))
     else:
         mode, workers = "threads", min(concurrency, max(1, len(todo)))
     stats = RunStats(total=len(all_items), skipped=len(all_items) - len(todo), mode=mode, concurrency=workers)
@@ -685,6 +749,8 @@ def run_items(
     start = time.perf_counter()
     if mode == "threads":
         rows = _run_threads(model, todo, workers, generation)
+    elif mode == "async":
+        rows = _run_async(model, todo, workers, generation)
     elif mode == "batches":
         rows = _run_batches(model, todo, batch_size, generation)
     else:

@@ -299,11 +299,8 @@ def test_wrong_key_is_an_auth_error_for_the_clients(url: str) -> None:
         ({"model": NAME, "messages": ASK, "stop": [""]}, 400, "stop"),
         ({"model": NAME, "messages": ASK, "stream": "yes please"}, 400, "stream"),
         ({"model": NAME, "messages": ASK, "n": 2}, 400, "n"),
-        (
-            {"model": NAME, "messages": ASK, "tools": [{"type": "function", "function": {"name": "f"}}]},
-            400,
-            None,
-        ),
+        # the tiny transformers model takes tools (rendered into its prompt) but not response_format
+        ({"model": NAME, "messages": ASK, "response_format": {"type": "json_object"}}, 400, None),
         ({"model": "gpt-4o", "messages": ASK}, 404, "model"),
         (
             b'{"model": "tiny-llama", "messages": [{"role": "user", "content": "' + b"x" * 5000 + b'"}]}',

@@ -6,7 +6,7 @@ Kept apart from client/auth setup (OpenAI, Azure, HF InferenceClient differ only
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from typing import Any
 
 from ..messages import ChatMessage, ChatMessageStreamDelta, TokenUsage, ToolCall, ToolCallFunction
@@ -76,6 +76,22 @@ def post_chat(client: Any, kwargs: dict[str, Any]) -> Any:
     )
 
 
+async def apost_chat(client: Any, kwargs: dict[str, Any]) -> Any:
+    """:func:`post_chat` on an ``AsyncOpenAI`` / ``AsyncAzureOpenAI`` client."""
+    from openai import AsyncStream
+    from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+    body = dict(kwargs)
+    body.update(body.pop("extra_body", None) or {})
+    return await client.post(
+        "/chat/completions",
+        body=body,
+        cast_to=ChatCompletion,
+        stream=bool(body.get("stream")),
+        stream_cls=AsyncStream[ChatCompletionChunk],
+    )
+
+
 def _parse_arguments(arguments: Any) -> Any:
     if isinstance(arguments, str):
         try:
@@ -126,15 +142,30 @@ def parse_completion(response: Any) -> ChatMessage:
     )
 
 
+def delta_of(chunk: Any) -> ChatMessageStreamDelta | None:
+    """One stream chunk as a delta; None when it carries nothing (a role-only or empty chunk)."""
+    usage = usage_of(getattr(chunk, "usage", None))
+    choices = getattr(chunk, "choices", None) or []
+    content = None
+    tool_calls = None
+    if choices:
+        delta = choices[0].delta
+        content = getattr(delta, "content", None)
+        tool_calls = getattr(delta, "tool_calls", None)
+    if content or tool_calls or usage:
+        return ChatMessageStreamDelta(content=content, tool_calls=tool_calls, token_usage=usage)
+    return None
+
+
 def iter_stream(chunks: Iterable[Any]) -> Iterator[ChatMessageStreamDelta]:
     for chunk in chunks:
-        usage = usage_of(getattr(chunk, "usage", None))
-        choices = getattr(chunk, "choices", None) or []
-        content = None
-        tool_calls = None
-        if choices:
-            delta = choices[0].delta
-            content = getattr(delta, "content", None)
-            tool_calls = getattr(delta, "tool_calls", None)
-        if content or tool_calls or usage:
-            yield ChatMessageStreamDelta(content=content, tool_calls=tool_calls, token_usage=usage)
+        delta = delta_of(chunk)
+        if delta is not None:
+            yield delta
+
+
+async def aiter_stream(chunks: AsyncIterable[Any]) -> AsyncIterator[ChatMessageStreamDelta]:
+    async for chunk in chunks:
+        delta = delta_of(chunk)
+        if delta is not None:
+            yield delta

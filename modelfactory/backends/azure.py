@@ -7,7 +7,6 @@ set works. ``api_version`` is always passed explicitly (litellm, for one, ignore
 
 from __future__ import annotations
 
-import functools
 from typing import Any, ClassVar
 from urllib.parse import urlparse
 
@@ -15,7 +14,7 @@ from pydantic import SecretStr, field_validator
 
 from ..errors import Problem
 from ..settings import env_field
-from .openai import _OWN_CLIENT_ARGS, OpenAIClientSpec, OpenAIServerModel, import_openai
+from .openai import _OWN_CLIENT_ARGS, OpenAIClientSpec, OpenAIServerModel, _async_args, import_openai
 
 __all__ = ["AzureOpenAIServerModel", "AzureOpenAIServerSpec"]
 
@@ -54,11 +53,10 @@ class AzureOpenAIServerModel(OpenAIServerModel):
     Spec = AzureOpenAIServerSpec  # type: ignore[assignment]
     spec: AzureOpenAIServerSpec  # type: ignore[assignment]
 
-    @functools.cached_property
-    def client(self) -> Any:
+    def _make_client(self, *, is_async: bool) -> Any:
         openai = import_openai(type(self).__name__)
         spec = self.spec
-        return openai.AzureOpenAI(
+        args = dict(
             azure_endpoint=spec.azure_endpoint,
             azure_deployment=spec.azure_deployment or spec.model_id,
             api_key=spec.api_key.get_secret_value(),
@@ -67,6 +65,8 @@ class AzureOpenAIServerModel(OpenAIServerModel):
             max_retries=0,  # retries are the model's policy (spec.retry), never stacked on the SDK's
             **spec.client_kwargs,
         )
+        args = _async_args(args) if is_async else {k: v for k, v in args.items() if k != "async_http_client"}
+        return (openai.AsyncAzureOpenAI if is_async else openai.AzureOpenAI)(**args)
 
     def secret_values(self) -> list[str]:
         return self.spec.secret_values()  # the key is a spec field here, never an env-only fallback

@@ -29,7 +29,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 from urllib.parse import urlparse
 
@@ -230,6 +230,11 @@ class HfApiModel(Model):
         """
         return import_hf(type(self).__name__).InferenceClient(**self._client_kwargs)
 
+    def _acall_client(self) -> Any:
+        """A short-lived ``AsyncInferenceClient`` for one request, with the same token policy (same
+        ``_client_kwargs``) as the sync client."""
+        return import_hf(type(self).__name__).AsyncInferenceClient(**self._client_kwargs)
+
     @functools.cached_property
     def _sdk_params(self) -> frozenset[str]:
         """The parameters ``chat_completion`` takes by name in the installed huggingface_hub."""
@@ -284,6 +289,23 @@ class HfApiModel(Model):
             kwargs = self._call_kwargs(req, stream=True)
             with self._call_client() as client:  # closing it ends the HTTP response, even if abandoned
                 yield from wire.iter_stream(client.chat_completion(**kwargs))
+        except Exception as exc:
+            raise self._translate(exc) from exc
+
+    async def _agenerate(self, req: GenerationRequest) -> ChatMessage:
+        try:
+            kwargs = self._call_kwargs(req, stream=False)
+            async with self._acall_client() as client:
+                return wire.parse_completion(await client.chat_completion(**kwargs))
+        except Exception as exc:
+            raise self._translate(exc) from exc
+
+    async def _agenerate_stream(self, req: GenerationRequest) -> AsyncIterator[ChatMessageStreamDelta]:
+        try:
+            kwargs = self._call_kwargs(req, stream=True)
+            async with self._acall_client() as client:  # closing it ends the HTTP response
+                async for delta in wire.aiter_stream(await client.chat_completion(**kwargs)):
+                    yield delta
         except Exception as exc:
             raise self._translate(exc) from exc
 

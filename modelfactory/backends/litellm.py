@@ -29,7 +29,7 @@ import json
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import urlparse
 
@@ -287,6 +287,21 @@ class LiteLLMModel(Model):
         try:
             stream = self.litellm.completion(**self._call_kwargs(req, stream=True))
             yield from wire.iter_stream(stream)
+        except Exception as exc:
+            raise self._translate(exc) from exc
+
+    async def _agenerate(self, req: GenerationRequest) -> ChatMessage:
+        kwargs = self._call_kwargs(req, stream=False)
+        try:
+            return wire.parse_completion(await self.litellm.acompletion(**kwargs))
+        except Exception as exc:
+            raise self._translate(exc) from exc
+
+    async def _agenerate_stream(self, req: GenerationRequest) -> AsyncIterator[ChatMessageStreamDelta]:
+        try:
+            stream = await self.litellm.acompletion(**self._call_kwargs(req, stream=True))
+            async for delta in wire.aiter_stream(stream):
+                yield delta
         except Exception as exc:
             raise self._translate(exc) from exc
 

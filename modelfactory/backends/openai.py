@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, ClassVar
 from urllib.parse import urlparse
 
@@ -117,11 +118,9 @@ class OpenAIServerModel(Model):
     supports_response_format = True
     supports_tools = True
 
-    @functools.cached_property
-    def client(self) -> Any:
-        openai = import_openai(type(self).__name__)
+    def _client_args(self) -> dict[str, Any]:
         spec = self.spec
-        return openai.OpenAI(
+        return dict(
             base_url=spec.api_base or OPENAI_BASE,
             api_key=spec.resolved_api_key(),
             organization=spec.organization,
@@ -130,6 +129,27 @@ class OpenAIServerModel(Model):
             max_retries=0,  # retries are the model's policy (spec.retry), never stacked on the SDK's
             **spec.client_kwargs,
         )
+
+    def _make_client(self, *, is_async: bool) -> Any:
+        openai = import_openai(type(self).__name__)
+        args = self._client_args()
+        args = _async_args(args) if is_async else {k: v for k, v in args.items() if k != "async_http_client"}
+        return (openai.AsyncOpenAI if is_async else openai.OpenAI)(**args)
+
+    @functools.cached_property
+    def client(self) -> Any:
+        return self._make_client(is_async=False)
+
+    @property
+    def aclient(self) -> Any:
+        """The SDK's async client for the running event loop (created on first use in each loop: an
+        httpx connection pool cannot outlive the loop that opened it)."""
+        loop = asyncio.get_running_loop()
+        cached = self.__dict__.get("_aclient")
+        if cached is None or cached[0] is not loop:
+            cached = (loop, self._make_client(is_async=True))
+            self.__dict__["_aclient"] = cached
+        return cached[1]
 
     def secret_values(self) -> list[str]:
         key = self.spec.resolved_api_key()
@@ -146,6 +166,24 @@ class OpenAIServerModel(Model):
         try:
             stream = wire.post_chat(self.client, wire.chat_kwargs(self.model_id, req, stream=True))
             yield from wire.iter_stream(stream)
+        except Exception as exc:
+            raise self._translate(exc) from exc
+
+    async def _agenerate(self, req: GenerationRequest) -> ChatMessage:
+        try:
+            kwargs = wire.chat_kwargs(self.model_id, req, stream=False)
+            return wire.parse_completion(await wire.apost_chat(self.aclient, kwargs))
+        except Exception as exc:
+            raise self._translate(exc) from exc
+
+    async def _agenerate_stream(self, req: GenerationRequest) -> AsyncIterator[ChatMessageStreamDelta]:
+        try:
+            stream = await wire.apost_chat(self.aclient, wire.chat_kwargs(self.model_id, req, stream=True))
+            try:
+                async for delta in wire.aiter_stream(stream):
+                    yield delta
+            finally:
+                await stream.close()  # an abandoned stream releases its connection
         except Exception as exc:
             raise self._translate(exc) from exc
 
@@ -207,6 +245,21 @@ class OpenAIServerModel(Model):
 
     def _endpoint(self) -> str:
         return self.spec.api_base or OPENAI_BASE
+
+
+def _async_args(args: dict[str, Any]) -> dict[str, Any]:
+    """Client args for the async SDK client: a sync ``http_client`` from ``client_kwargs`` is for the sync
+    client only (give ``async_http_client`` for the async one)."""
+    import httpx
+
+    args = dict(args)
+    sync_http = args.pop("http_client", None)
+    async_http = args.pop("async_http_client", None)
+    if async_http is not None:
+        args["http_client"] = async_http
+    elif isinstance(sync_http, httpx.AsyncClient):
+        args["http_client"] = sync_http
+    return args
 
 
 def _provider_message(exc: Any) -> str:

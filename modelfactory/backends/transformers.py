@@ -393,6 +393,7 @@ class TransformersModel(Model):
 
     Spec = TransformersSpec
     spec: TransformersSpec
+    supports_tools = True  # schemas rendered into the prompt; JSON tool calls parsed from the text
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -606,8 +607,14 @@ class TransformersModel(Model):
 
     # ------------------------------------------------------------------ prompts
 
-    def chat_prompt(self, messages: Sequence[dict[str, Any]]) -> str:
-        """The prompt text the tokenizer's chat template builds from normalised messages."""
+    def chat_prompt(
+        self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None
+    ) -> str:
+        """The prompt text the tokenizer's chat template builds from normalised messages.
+
+        ``tools`` (OpenAI function schemas) go to the template as ``tools=``; a template that ignores them
+        (the shipped tiny ChatML one does) gets them as a system message instead: :func:`tools_block`.
+        """
         tok = self.tokenizer
         template = self.spec.chat_template
         if not (template or tok.chat_template):
@@ -618,16 +625,21 @@ class TransformersModel(Model):
             )
         # The override goes to this call only: the tokenizer is shared with other models (weight cache).
         extra = {"chat_template": template} if template else {}
-        text = tok.apply_chat_template(
-            [_text_message(m, i) for i, m in enumerate(messages)],
-            tokenize=False,
-            add_generation_prompt=True,
-            **extra,
-        )
+        rows = [_text_message(m, i) for i, m in enumerate(messages)]
+        text = tok.apply_chat_template(rows, tokenize=False, add_generation_prompt=True, **extra)
+        if tools:
+            with_tools = tok.apply_chat_template(
+                rows, tools=list(tools), tokenize=False, add_generation_prompt=True, **extra
+            )
+            if with_tools != text:
+                return str(with_tools)
+            text = tok.apply_chat_template(
+                _with_tools_block(rows, tools), tokenize=False, add_generation_prompt=True, **extra
+            )
         return str(text)
 
     def _encode(self, req: GenerationRequest) -> _Row:
-        prompt = self.chat_prompt(req.messages)
+        prompt = self.chat_prompt(req.messages, req.tools)
         # The template already wrote every special token (bos, role markers): add none on top.
         ids = self.runtime.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         return _Row(req, prompt, [int(i) for i in ids])
@@ -722,7 +734,7 @@ class TransformersModel(Model):
         new_ids, finish, matched = self._finish(prep, output, row)
         text = self.runtime.tokenizer.decode(new_ids, skip_special_tokens=True)
         content = trim_at_stop(text, req.stop_sequences) if req.stop_sequences else text
-        return ChatMessage(
+        reply = ChatMessage(
             role="assistant",
             content=content,
             token_usage=TokenUsage(input_tokens=prep.prompt_lens[row], output_tokens=len(new_ids)),
@@ -734,6 +746,12 @@ class TransformersModel(Model):
                 "stop_sequence": matched,
             },
         )
+        if req.tools:
+            # A JSON {"name": ..., "arguments": ...} in the text becomes a ToolCall; plain text stays
+            # content (smolagents then reports its own parsing error).
+            with contextlib.suppress(BackendError):
+                self.parse_tool_calls(reply)
+        return reply
 
     def _generate(self, req: GenerationRequest) -> ChatMessage:
         prep = self._prepare([self._encode(req)])
@@ -872,6 +890,25 @@ def _quiet_loading(transformers: Any, local: bool) -> Iterator[None]:
         yield
     finally:
         logging.enable_progress_bar()
+
+
+def tools_block(tools: Sequence[dict[str, Any]]) -> str:
+    """The tools section for a chat template that does not render ``tools=`` itself."""
+    lines = [
+        "You can call these tools. To call one, answer with only a JSON object "
+        '{"name": <tool name>, "arguments": {<argument>: <value>, ...}}.',
+        "Tools:",
+    ]
+    lines += [json.dumps(t.get("function", t), sort_keys=True) for t in tools]
+    return "\n".join(lines)
+
+
+def _with_tools_block(rows: list[dict[str, Any]], tools: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` with the tools block prepended to the system message (or as a new first one)."""
+    block = tools_block(tools)
+    if rows and rows[0]["role"] == "system":
+        return [{"role": "system", "content": f"{rows[0]['content']}\n\n{block}"}, *rows[1:]]
+    return [{"role": "system", "content": block}, *rows]
 
 
 def _text_message(message: dict[str, Any], index: int) -> dict[str, Any]:
