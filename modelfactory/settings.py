@@ -102,6 +102,17 @@ def redact_env(text: str) -> str:
     return text
 
 
+def check_http_url(value: str | None, example: str) -> str | None:
+    """A spec validator's body for endpoint fields: an http(s) URL with a host, or ``None``."""
+    if value is not None:
+        from urllib.parse import urlparse
+
+        parsed = urlparse(value)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError(f"must be an http(s) URL, e.g. {example}")
+    return value
+
+
 def _looks_secret(key: str) -> bool:
     k = key.lower()
     return any(w in k for w in _SECRET_WORDS) and not k.endswith(("_tokens", "max_tokens"))

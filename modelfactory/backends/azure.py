@@ -8,12 +8,11 @@ set works. ``api_version`` is always passed explicitly (litellm, for one, ignore
 from __future__ import annotations
 
 from typing import Any, ClassVar
-from urllib.parse import urlparse
 
 from pydantic import SecretStr, field_validator
 
 from ..errors import Problem
-from ..settings import env_field
+from ..settings import check_http_url, env_field
 from .openai import _OWN_CLIENT_ARGS, OpenAIClientSpec, OpenAIServerModel, _async_args, import_openai
 
 __all__ = ["AzureOpenAIServerModel", "AzureOpenAIServerSpec"]
@@ -42,9 +41,7 @@ class AzureOpenAIServerSpec(OpenAIClientSpec):
     @field_validator("azure_endpoint")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        if urlparse(value).scheme not in ("http", "https"):
-            raise ValueError("must be an http(s) URL like https://<resource>.openai.azure.com")
-        return value
+        return check_http_url(value, "https://<resource>.openai.azure.com") or value
 
 
 class AzureOpenAIServerModel(OpenAIServerModel):

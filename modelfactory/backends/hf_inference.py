@@ -39,7 +39,7 @@ from ..errors import BackendError, MessageError, MissingDependencyError, ModelFa
 from ..messages import ChatMessage, ChatMessageStreamDelta
 from ..model import GenerationRequest, Model
 from ..retry import is_retryable_status, parse_retry_after
-from ..settings import ApiSpec
+from ..settings import ApiSpec, check_http_url
 from . import _openai_wire as wire
 
 __all__ = ["HF_HOSTS", "HfApiModel", "HfApiSpec", "InferenceClientModel", "is_hf_host"]
@@ -104,13 +104,7 @@ class HfApiSpec(ApiSpec):
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and (
-            urlparse(value).scheme not in ("http", "https") or not urlparse(value).netloc
-        ):
-            raise ValueError(
-                "must be an http(s) URL, e.g. http://127.0.0.1:8080 or https://xyz.endpoints.huggingface.cloud"
-            )
-        return value
+        return check_http_url(value, "http://127.0.0.1:8080 or https://xyz.endpoints.huggingface.cloud")
 
     def problems(self) -> list[Problem]:
         out = []

@@ -39,7 +39,7 @@ from ..errors import BackendError, MessageError, MissingDependencyError, ModelFa
 from ..messages import ChatMessage, ChatMessageStreamDelta
 from ..model import GenerationRequest, Model
 from ..retry import is_retryable_status, parse_retry_after
-from ..settings import ApiSpec
+from ..settings import ApiSpec, check_http_url
 from . import _openai_wire as wire
 from .hf_inference import reserved_params
 from .openai import OPENAI_HOSTS
@@ -124,11 +124,7 @@ class LiteLLMSpec(ApiSpec):
     @field_validator("api_base")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and (
-            urlparse(value).scheme not in ("http", "https") or not urlparse(value).netloc
-        ):
-            raise ValueError("must be an http(s) URL, e.g. http://127.0.0.1:4000/v1")
-        return value
+        return check_http_url(value, "http://127.0.0.1:4000/v1")
 
     def problems(self) -> list[Problem]:
         out = []

@@ -15,7 +15,7 @@ from ..errors import BackendError, MissingDependencyError, Problem
 from ..messages import ChatMessage, ChatMessageStreamDelta
 from ..model import GenerationRequest, Model
 from ..retry import is_retryable_status, parse_retry_after
-from ..settings import ApiSpec, env_field
+from ..settings import ApiSpec, check_http_url, env_field
 from . import _openai_wire as wire
 
 __all__ = ["OpenAIServerModel", "OpenAIServerSpec", "import_openai"]
@@ -92,9 +92,7 @@ class OpenAIServerSpec(OpenAIClientSpec):
     @field_validator("api_base")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and urlparse(value).scheme not in ("http", "https"):
-            raise ValueError("must be an http(s) URL, e.g. http://127.0.0.1:8000/v1")
-        return value
+        return check_http_url(value, "http://127.0.0.1:8000/v1")
 
     def is_openai_host(self) -> bool:
         return self.api_base is None or urlparse(self.api_base).hostname in OPENAI_HOSTS
