@@ -474,12 +474,28 @@ class Model:
         """
         status = getattr(exc, "status_code", None)
         status = status if isinstance(status, int) and not isinstance(status, bool) else None
+        return self._provider_error(
+            f"{type(exc).__name__}: {exc}",
+            status=status,
+            retryable=isinstance(exc, (ConnectionError, TimeoutError)) or is_retryable_status(status),
+        )
+
+    def _provider_error(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retryable: bool = False,
+        retry_after: float | None = None,
+    ) -> BackendError:
+        """A ``BackendError`` of this model: its id and backend named, every secret scrubbed from the text."""
         return BackendError(
-            self.redact(f"{type(exc).__name__}: {exc}"),
+            self.redact(message),
             model_id=self.model_id,
             backend=type(self).__name__,
             status=status,
-            retryable=isinstance(exc, (ConnectionError, TimeoutError)) or is_retryable_status(status),
+            retryable=retryable,
+            retry_after=retry_after,
         )
 
     def secret_values(self) -> list[str]:

@@ -353,14 +353,7 @@ class HfApiModel(Model):
             message = f"the server's reply is not valid JSON ({exc})"
         else:
             return exc
-        return BackendError(
-            self.redact(message),
-            model_id=self.model_id,
-            backend=type(self).__name__,
-            status=status,
-            retryable=retryable,
-            retry_after=retry_after,
-        )
+        return self._provider_error(message, status=status, retryable=retryable, retry_after=retry_after)
 
 
 InferenceClientModel = HfApiModel

@@ -35,7 +35,7 @@ from urllib.parse import urlparse
 
 from pydantic import Field, SecretStr, field_validator
 
-from ..errors import BackendError, MessageError, MissingDependencyError, ModelFactoryError, Problem
+from ..errors import MessageError, MissingDependencyError, ModelFactoryError, Problem
 from ..messages import ChatMessage, ChatMessageStreamDelta
 from ..model import GenerationRequest, Model
 from ..retry import is_retryable_status, parse_retry_after
@@ -357,14 +357,7 @@ class LiteLLMModel(Model):
             message, retryable = str(exc), True
         else:
             return exc
-        return BackendError(
-            self.redact(message),
-            model_id=self.model_id,
-            backend=type(self).__name__,
-            status=status,
-            retryable=retryable,
-            retry_after=retry_after,
-        )
+        return self._provider_error(message, status=status, retryable=retryable, retry_after=retry_after)
 
     def _where(self) -> str:
         return self._api_base() or f"the {self.model_id.split('/')[0]} API"

@@ -232,14 +232,7 @@ class OpenAIServerModel(Model):
             message = f"the server's reply is not a valid chat completion ({type(exc).__name__}: {exc})"
         else:
             return exc
-        return BackendError(
-            self.redact(message),
-            model_id=self.model_id,
-            backend=type(self).__name__,
-            status=status,
-            retryable=retryable,
-            retry_after=retry_after,
-        )
+        return self._provider_error(message, status=status, retryable=retryable, retry_after=retry_after)
 
     def _endpoint(self) -> str:
         return self.spec.api_base or OPENAI_BASE
