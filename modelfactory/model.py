@@ -86,6 +86,38 @@ def tool_to_schema(tool: Any) -> dict[str, Any]:
     }
 
 
+class _StreamShaper:
+    """What both stream paths (sync and asyncio) do to each backend delta, written once.
+
+    Stops are filtered (held-back text is released with the usage delta, so usage stays last), empty
+    deltas are dropped, and what is yielded is recorded for the response cache.
+    """
+
+    def __init__(self, stop_sequences: list[str], record: Any) -> None:
+        self.stop = StopFilter(stop_sequences)
+        self.record = record
+
+    def shape(self, delta: ChatMessageStreamDelta) -> ChatMessageStreamDelta | None:
+        text = self.stop.feed(delta.content) if delta.content else ""
+        if delta.token_usage is not None:
+            text += self.stop.flush()
+        delta.content = text or None
+        if not (delta.content or delta.token_usage is not None or delta.tool_calls):
+            return None
+        if self.record is not None:
+            self.record.add(delta)
+        return delta
+
+    def finish(self) -> ChatMessageStreamDelta | None:
+        rest = self.stop.flush()
+        tail = ChatMessageStreamDelta(content=rest) if rest else None
+        if self.record is not None:
+            if tail is not None:
+                self.record.add(tail)
+            self.record.finish()  # only a stream that ended normally is stored
+        return tail
+
+
 class Model:
     """Base of every adapter. Build with keyword args (validated by ``Spec``); call with messages."""
 
@@ -210,8 +242,7 @@ class Model:
         if cached is not None:
             yield from replay_deltas(cached)
             return
-        record = self._cache_recorder(req)
-        stop = StopFilter(req.stop_sequences)
+        shaper = _StreamShaper(req.stop_sequences, self._cache_recorder(req))
         # The policy covers the stream's start only: once a delta came, a failure is final.
         stream, first = self._with_policy(lambda: self._open_stream(req))
         try:
@@ -224,31 +255,16 @@ class Model:
                         delta = next(stream)
                     except StopIteration:
                         break
-                text = stop.feed(delta.content) if delta.content else ""
-                if delta.token_usage is not None:
-                    # Usage comes with the end of the stream: release the held-back tail with it,
-                    # so the usage delta stays the last one.
-                    text += stop.flush()
-                delta.content = text or None
-                if delta.content or delta.token_usage is not None or delta.tool_calls:
-                    if record is not None:
-                        record.add(delta)
-                    yield delta
-            rest = stop.flush()
-            if rest:
-                if record is not None:
-                    record.add(ChatMessageStreamDelta(content=rest))
-                yield ChatMessageStreamDelta(content=rest)
-            if record is not None:
-                record.finish()  # only a stream that ended normally is stored
-        except ModelFactoryError as exc:
-            if isinstance(exc, BackendError) and exc.retryable:
-                exc.set_attempts(exc.attempts, "the stream broke after it had started: not retried")
-            raise
+                shaped = shaper.shape(delta)
+                if shaped is not None:
+                    yield shaped
+            tail = shaper.finish()
+            if tail is not None:
+                yield tail
         except Exception as exc:
-            err = self._backend_error(exc)
-            if err.retryable:
-                err.set_attempts(err.attempts, "the stream broke after it had started: not retried")
+            err = self._broken_stream_error(exc)
+            if err is exc:
+                raise
             raise err from exc
         finally:
             close = getattr(stream, "close", None)
@@ -321,8 +337,7 @@ class Model:
             for replayed in replay_deltas(cached):
                 yield replayed
             return
-        record = self._cache_recorder(req)
-        stop = StopFilter(req.stop_sequences)
+        shaper = _StreamShaper(req.stop_sequences, self._cache_recorder(req))
         # The policy covers the stream's start only: once a delta came, a failure is final.
         stream, first = await self._awith_policy(lambda: self._aopen_stream(req))
         try:
@@ -335,29 +350,16 @@ class Model:
                         delta = await stream.__anext__()
                     except StopAsyncIteration:
                         break
-                text = stop.feed(delta.content) if delta.content else ""
-                if delta.token_usage is not None:
-                    text += stop.flush()  # the usage delta stays the last one
-                delta.content = text or None
-                if delta.content or delta.token_usage is not None or delta.tool_calls:
-                    if record is not None:
-                        record.add(delta)
-                    yield delta
-            rest = stop.flush()
-            if rest:
-                if record is not None:
-                    record.add(ChatMessageStreamDelta(content=rest))
-                yield ChatMessageStreamDelta(content=rest)
-            if record is not None:
-                record.finish()  # only a stream that ended normally is stored
-        except ModelFactoryError as exc:
-            if isinstance(exc, BackendError) and exc.retryable:
-                exc.set_attempts(exc.attempts, "the stream broke after it had started: not retried")
-            raise
+                shaped = shaper.shape(delta)
+                if shaped is not None:
+                    yield shaped
+            tail = shaper.finish()
+            if tail is not None:
+                yield tail
         except Exception as exc:
-            err = self._backend_error(exc)
-            if err.retryable:
-                err.set_attempts(err.attempts, "the stream broke after it had started: not retried")
+            err = self._broken_stream_error(exc)
+            if err is exc:
+                raise
             raise err from exc
         finally:
             aclose = getattr(stream, "aclose", None)
@@ -465,6 +467,13 @@ class Model:
             close = getattr(stream, "close", None)
             if close is not None:
                 await asyncio.to_thread(close)
+
+    def _broken_stream_error(self, exc: Exception) -> Exception:
+        """The error to raise for a stream that failed after it started: never retried from here."""
+        err: Exception = exc if isinstance(exc, ModelFactoryError) else self._backend_error(exc)
+        if isinstance(err, BackendError) and err.retryable:
+            err.set_attempts(err.attempts, "the stream broke after it had started: not retried")
+        return err
 
     def _backend_error(self, exc: Exception) -> BackendError:
         """Wrap an unexpected exception, scrubbing every secret the spec holds from its text.
