@@ -35,21 +35,29 @@ _NAMED = {
 }
 
 
+def request_fields(req: GenerationRequest, *, stream: bool) -> dict[str, Any]:
+    """The chat-completions fields a request sets beyond model, messages and params: stop (only when the
+    provider takes it), response_format, tools, and streaming with usage in the last chunk."""
+    fields: dict[str, Any] = {}
+    if req.provider_stop:
+        fields["stop"] = req.provider_stop
+    if req.response_format is not None:
+        fields["response_format"] = req.response_format
+    if req.tools:
+        fields["tools"] = req.tools
+    if stream:
+        fields["stream"] = True
+        fields["stream_options"] = {"include_usage": True}
+    return fields
+
+
 def chat_kwargs(model_id: str, req: GenerationRequest, *, stream: bool) -> dict[str, Any]:
     """Keyword arguments for ``client.chat.completions.create`` (or :func:`post_chat`)."""
     kwargs: dict[str, Any] = {"model": model_id, "messages": req.messages}
     extra: dict[str, Any] = {}
     for key, value in req.params.items():
         (kwargs if key in _NAMED else extra)[key] = value
-    if req.provider_stop:
-        kwargs["stop"] = req.provider_stop
-    if req.response_format is not None:
-        kwargs["response_format"] = req.response_format
-    if req.tools:
-        kwargs["tools"] = req.tools
-    if stream:
-        kwargs["stream"] = True
-        kwargs["stream_options"] = {"include_usage": True}
+    kwargs.update(request_fields(req, stream=stream))
     if extra:
         kwargs["extra_body"] = extra
     return kwargs

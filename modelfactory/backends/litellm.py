@@ -261,15 +261,7 @@ class LiteLLMModel(Model):
         api_version = spec.api_version or (os.environ.get("OPENAI_API_VERSION") if spec.is_azure else None)
         if api_version:
             kwargs["api_version"] = api_version
-        if req.provider_stop:
-            kwargs["stop"] = req.provider_stop
-        if req.response_format is not None:
-            kwargs["response_format"] = req.response_format
-        if req.tools:
-            kwargs["tools"] = req.tools
-        if stream:
-            kwargs["stream"] = True
-            kwargs["stream_options"] = {"include_usage": True}
+        kwargs.update(wire.request_fields(req, stream=stream))
         return kwargs
 
     def _generate(self, req: GenerationRequest) -> ChatMessage:
