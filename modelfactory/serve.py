@@ -233,14 +233,18 @@ def _finish_reason(reply: ChatMessage, max_tokens: int | None) -> str:
     return "stop"
 
 
-def _usage(usage: Any) -> dict[str, int] | None:
+def _usage(usage: Any, raw: Any = None) -> dict[str, Any] | None:
     if usage is None:
         return None
-    return {
+    out: dict[str, Any] = {
         "prompt_tokens": usage.input_tokens,
         "completion_tokens": usage.output_tokens,
         "total_tokens": usage.total_tokens,
     }
+    cached = raw.get("cached_prompt_tokens") if isinstance(raw, dict) else None
+    if isinstance(cached, int):  # a local model's prompt cache: reported where OpenAI reports its own
+        out["prompt_tokens_details"] = {"cached_tokens": cached}
+    return out
 
 
 def _tool_calls(reply: ChatMessage) -> list[dict[str, Any]] | None:
@@ -556,7 +560,7 @@ def create_app(model: Any, settings: ServerSettings | None = None) -> Any:
                         "finish_reason": _finish_reason(reply, max_tokens),
                     }
                 ],
-                "usage": _usage(reply.token_usage),
+                "usage": _usage(reply.token_usage, reply.raw),
                 "system_fingerprint": None,
             }
         )

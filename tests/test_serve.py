@@ -145,7 +145,13 @@ def test_reply_shape_and_finish_reasons(url: str, tiny: TransformersModel) -> No
         "prompt_tokens": expected.token_usage.input_tokens,
         "completion_tokens": expected.token_usage.output_tokens,
         "total_tokens": expected.token_usage.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": body["usage"]["prompt_tokens_details"]["cached_tokens"]},
     }
+    again = post(url, {"model": NAME, "messages": ASK, "temperature": 0, "max_tokens": MAX}).json()
+    assert (
+        again["choices"] == body["choices"]
+    )  # the prompt cache (as OpenAI reports its own) gives the same reply
+    assert again["usage"]["prompt_tokens_details"] == {"cached_tokens": expected.token_usage.input_tokens - 1}
     cut = post(url, {"model": NAME, "messages": STORY, "temperature": 0, "max_completion_tokens": 3}).json()
     assert cut["choices"][0]["finish_reason"] == "length" and cut["usage"]["completion_tokens"] == 3
 

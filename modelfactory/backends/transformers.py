@@ -10,6 +10,9 @@ the first call, so building (or validating) a config costs nothing.
 - **Weight cache**: models built with the same (source, revision, dtype, device, trust_remote_code,
   model_kwargs) in one process share one loaded copy of the weights, so a sweep over generation
   parameters loads them once. :meth:`TransformersModel.free` / :func:`clear_cache` release them.
+- **Prompt cache**: a call on one conversation reuses the KV cache of the token prefix it shares with the
+  previous such call (prompt and reply), so an agent loop prefills only each step's new turns
+  (``prompt_cache: false`` turns it off; ``raw["cached_prompt_tokens"]`` says how much was reused).
 - **dtype ``auto``**: bfloat16 on CUDA (float16 where bf16 is not supported); on CPU bfloat16 only where
   the CPU has bf16 matrix instructions (AVX512-BF16 / AMX on x86, the ``bf16`` feature on Arm) and the
   model is big enough for memory bandwidth to matter; float32 otherwise. See :func:`cpu_has_fast_bf16`.
@@ -47,6 +50,7 @@ from ..errors import (
 from ..messages import ChatMessage, ChatMessageStreamDelta, TokenUsage, trim_at_stop
 from ..model import GenerationRequest, Model
 from ..settings import ModelSpec
+from ._prompt_cache import PromptCache, cache_kwarg
 
 __all__ = [
     "BUILTIN_MODELS",
@@ -203,6 +207,9 @@ class _Runtime:
     dtype_reason: str = ""
     load_s: float = 0.0
     freed: bool = False
+    # the KV cache of the last single-conversation call, and the name generate() takes it under
+    prompt_cache: PromptCache = field(default_factory=PromptCache)
+    cache_kwarg: str = "past_key_values"
 
 
 _CACHE: dict[tuple[Any, ...], _Runtime] = {}
@@ -236,6 +243,7 @@ def _release(rts: Sequence[_Runtime]) -> None:
         cuda = cuda or getattr(rt.device, "type", "") == "cuda"
         rt.freed = True
         rt.model = None
+        rt.prompt_cache.clear()
     gc.collect()
     if cuda:
         with contextlib.suppress(Exception):
@@ -289,6 +297,12 @@ class TransformersSpec(ModelSpec):
     )
     batch_size: int | None = Field(
         None, gt=0, description="at most this many rows per generate call in generate_batch (null: all)"
+    )
+    prompt_cache: bool = Field(
+        True,
+        description="reuse the KV cache of the previous single-conversation call for the token prefix the "
+        "two share (an agent resends its growing conversation every step); false: prefill every prompt "
+        "in full, so a greedy reply never depends on the call before it, not even by float rounding",
     )
     trust_remote_code: bool = False
     chat_template: str | None = Field(None, description="a Jinja chat template replacing the tokenizer's")
@@ -386,6 +400,7 @@ class _Prepared:
     stop: Any  # the per-row stop criteria, or None
     max_new_tokens: int
     stops: list[list[str]] = field(default_factory=list)
+    cached_tokens: int = 0  # prompt tokens whose KV came from the previous call (batch of one only)
 
 
 class TransformersModel(Model):
@@ -443,6 +458,13 @@ class TransformersModel(Model):
                 if _CACHE.get(rt.key) is rt:
                     del _CACHE[rt.key]
             _release([rt])
+
+    def clear_prompt_cache(self) -> None:
+        """Forget the KV cache kept from the last call (see ``prompt_cache``): its memory is freed and
+        the next call prefills its whole prompt."""
+        with _GENERATE_LOCK:
+            if self._runtime is not None:
+                self._runtime.prompt_cache.clear()
 
     @property
     def tokenizer(self) -> Any:
@@ -504,6 +526,8 @@ class TransformersModel(Model):
             pad_id = model.generation_config.pad_token_id
         if pad_id is None and eos_ids:
             pad_id = min(eos_ids)
+        from transformers.generation import utils as generation_utils
+
         return _Runtime(
             torch,
             tokenizer,
@@ -515,6 +539,7 @@ class TransformersModel(Model):
             key=key,
             dtype_reason=reason,
             load_s=time.perf_counter() - start,
+            cache_kwarg=cache_kwarg(generation_utils),
         )
 
     def _unreachable_error(self, why: str) -> BackendError:
@@ -701,17 +726,36 @@ class TransformersModel(Model):
         )
 
     def _run(self, prep: _Prepared, **extra: Any) -> Any:
-        """``model.generate`` under the generation lock, with torch's RNG reseeded (and restored) if seeded."""
+        """``model.generate`` under the generation lock, with torch's RNG reseeded (and restored) if seeded.
+
+        A batch of one reuses (and then leaves behind) the KV cache of the shared token prefix with the
+        previous such call when ``prompt_cache`` is on; returns the output ids either way.
+        """
         with _GENERATE_LOCK:
             rt = self.runtime  # weights freed meanwhile are loaded again here
             torch = rt.torch
+            kwargs = {**prep.gen_kwargs, **extra}
+            reuse = self.spec.prompt_cache and prep.input_ids.shape[0] == 1
+            if reuse:
+                cache, prep.cached_tokens = rt.prompt_cache.take(prep.input_ids[0].tolist())
+                if cache is not None:
+                    kwargs[rt.cache_kwarg] = cache
+                kwargs["return_dict_in_generate"] = True
             with torch.inference_mode():
                 if prep.seed is None:
-                    return rt.model.generate(prep.input_ids, **prep.gen_kwargs, **extra)
-                devices = [rt.device.index or 0] if rt.device.type == "cuda" else []
-                with torch.random.fork_rng(devices=devices):
-                    torch.manual_seed(prep.seed)
-                    return rt.model.generate(prep.input_ids, **prep.gen_kwargs, **extra)
+                    output = rt.model.generate(prep.input_ids, **kwargs)
+                else:
+                    devices = [rt.device.index or 0] if rt.device.type == "cuda" else []
+                    with torch.random.fork_rng(devices=devices):
+                        torch.manual_seed(prep.seed)
+                        output = rt.model.generate(prep.input_ids, **kwargs)
+            if not reuse:
+                return output
+            cache = getattr(output, "cache", None)
+            if cache is None:  # transformers 4
+                cache = getattr(output, "past_key_values", None)
+            rt.prompt_cache.keep(cache, output.sequences[0].tolist())
+            return output.sequences
 
     def _finish(self, prep: _Prepared, output: Any, row: int = 0) -> tuple[list[int], str, str | None]:
         """A row's generated ids (through its first eos, no padding), finish reason and matched stop."""
@@ -744,6 +788,7 @@ class TransformersModel(Model):
                 "generated_text": text,
                 "finish_reason": finish,
                 "stop_sequence": matched,
+                "cached_prompt_tokens": prep.cached_tokens,
             },
         )
         if req.tools:

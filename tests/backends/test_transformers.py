@@ -548,6 +548,106 @@ def test_free_and_clear_cache_release_the_weights(one_by_one: list[Any]) -> None
     assert a(CONVERSATIONS[0]).content == one_by_one[0].content
 
 
+# --------------------------------------------------------------------------- prompt (KV) cache
+
+AGENT_TURNS = ["What is the capital of France?", "And of Germany?", "Tell me a story about the river."]
+
+
+def _agent_loop(model: TransformersModel, **kwargs: Any) -> list[Any]:
+    """A conversation that grows by the model's own reply and a new user turn, as an agent's does."""
+    model.clear_prompt_cache()
+    conv: list[dict[str, str]] = [{"role": "system", "content": "You are a helpful assistant."}]
+    replies = []
+    for turn in AGENT_TURNS:
+        conv = [*conv, {"role": "user", "content": turn}]
+        reply = model(conv, **kwargs)
+        replies.append(reply)
+        conv = [*conv, {"role": "assistant", "content": reply.content}]
+    return replies
+
+
+@pytest.fixture(scope="module")
+def cold(greedy: TransformersModel) -> list[Any]:
+    uncached = TransformersModel(
+        model_id="builtin:tiny-llama",
+        dtype="float32",
+        max_new_tokens=MAX_NEW,
+        temperature=0,
+        prompt_cache=False,
+    )
+    assert uncached.model is greedy.model  # same weights: only the prompt cache differs
+    return _agent_loop(uncached)
+
+
+def test_agent_loop_reuses_the_shared_prefix_and_replies_as_without_it(
+    greedy: TransformersModel, cold: list[Any]
+) -> None:
+    warm = _agent_loop(greedy)
+    assert [r.content for r in warm] == [r.content for r in cold]
+    assert [r.token_usage for r in warm] == [r.token_usage for r in cold]  # usage counts the whole prompt
+    assert all(r.raw["cached_prompt_tokens"] == 0 for r in cold)
+    cached = [r.raw["cached_prompt_tokens"] for r in warm]
+    assert cached[0] == 0
+    for k in (1, 2):
+        before = warm[k - 1].token_usage
+        # the previous prompt and (most of) the previous reply were not prefilled again
+        assert before.input_tokens < cached[k] <= before.input_tokens + before.output_tokens
+        assert cached[k] < warm[k].token_usage.input_tokens
+
+
+def test_prompt_cache_with_sampling_streams_and_batches(greedy: TransformersModel, cold: list[Any]) -> None:
+    conv = [{"role": "user", "content": AGENT_TURNS[0]}]
+    sampled = [greedy(conv, temperature=0.8, seed=3, max_tokens=16) for _ in range(2)]
+    assert sampled[1].raw["cached_prompt_tokens"] == sampled[1].token_usage.input_tokens - 1
+    assert sampled[1].content == sampled[0].content  # same seed, same text, cached or not
+    streamed = list(greedy.generate_stream(conv))  # a stream reuses and leaves the cache like a call
+    assert "".join(d.content or "" for d in streamed) == cold[0].content
+    assert greedy.runtime.prompt_cache.tokens > 0
+    batch = greedy.generate_batch([conv, conv + [{"role": "assistant", "content": "x"}]])
+    assert all(r.raw["cached_prompt_tokens"] == 0 for r in batch)  # padded batches never reuse it
+    assert greedy(conv).content == cold[0].content
+
+
+def test_a_failed_or_cancelled_generation_leaves_no_stale_cache(
+    greedy: TransformersModel, cold: list[Any]
+) -> None:
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    class FailAtStep3(LogitsProcessor):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def __call__(self, input_ids: Any, scores: Any) -> Any:
+            self.calls += 1
+            if self.calls == 3:  # the cache already holds the prompt and two new tokens
+                raise RuntimeError("failed mid-generation")
+            return scores
+
+    conv = [{"role": "user", "content": AGENT_TURNS[0]}]
+    greedy(conv)
+    with pytest.raises(BackendError, match="failed mid-generation"):
+        greedy(conv, logits_processor=LogitsProcessorList([FailAtStep3()]))
+    assert greedy.runtime.prompt_cache.tokens == 0
+    again = greedy(conv)
+    assert again.raw["cached_prompt_tokens"] == 0 and again.content == cold[0].content
+    stream = greedy.generate_stream(conv, max_tokens=200)
+    assert next(stream).content
+    stream.close()  # cancelled: what it leaves behind is a consistent prefix
+    assert greedy(conv).content == cold[0].content
+
+
+def test_clear_prompt_cache_and_free_drop_the_kept_cache(greedy: TransformersModel) -> None:
+    conv = [{"role": "user", "content": AGENT_TURNS[1]}]
+    greedy(conv)
+    assert greedy.runtime.prompt_cache.tokens > 0
+    greedy.clear_prompt_cache()
+    assert greedy.runtime.prompt_cache.tokens == 0
+    greedy(conv)
+    rt = greedy.runtime
+    greedy.free()
+    assert rt.prompt_cache.tokens == 0
+
+
 # --------------------------------------------------------------------------- dtype and device
 
 
