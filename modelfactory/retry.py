@@ -32,7 +32,10 @@ __all__ = [
     "RetryPolicy",
     "acall_with_retry",
     "call_with_retry",
+    "is_connect_error",
     "is_retryable_status",
+    "is_timeout_error",
+    "is_transport_error",
     "parse_retry_after",
 ]
 
@@ -43,6 +46,27 @@ log = logging.getLogger("modelfactory.retry")
 def is_retryable_status(status: int | None) -> bool:
     """408 (request timeout), 429 (rate limited) and every 5xx are worth another try; nothing else is."""
     return status is not None and (status in (408, 429) or 500 <= status <= 599)
+
+
+# Transport failures are recognised by class *name* along the MRO: httpx, httpcore and their successors
+# httpx2/httpcore2 (which openai >= 3 uses) name their classes alike but share no base class.
+def _class_names(exc: BaseException) -> set[str]:
+    return {cls.__name__ for cls in type(exc).__mro__}
+
+
+def is_timeout_error(exc: BaseException) -> bool:
+    """A connect/read/write/pool timeout of httpx or httpx2, or the socket layer's ``TimeoutError``."""
+    return isinstance(exc, TimeoutError) or "TimeoutException" in _class_names(exc)
+
+
+def is_connect_error(exc: BaseException) -> bool:
+    """The connection could not be opened (refused, DNS): nothing reached the server."""
+    return isinstance(exc, ConnectionRefusedError) or "ConnectError" in _class_names(exc)
+
+
+def is_transport_error(exc: BaseException) -> bool:
+    """Any network-level failure (connect, reset, reply cut short, timeout) of httpx, httpx2 or sockets."""
+    return isinstance(exc, (ConnectionError, TimeoutError)) or "TransportError" in _class_names(exc)
 
 
 def parse_retry_after(headers: Mapping[str, Any] | Any, *, now: float | None = None) -> float | None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -27,7 +29,10 @@ from modelfactory.retry import (
     RetryPolicy,
     acall_with_retry,
     call_with_retry,
+    is_connect_error,
     is_retryable_status,
+    is_timeout_error,
+    is_transport_error,
     parse_retry_after,
 )
 from modelfactory.settings import ModelSpec
@@ -531,3 +536,36 @@ def test_one_limiter_per_model_shared_by_threads() -> None:
         t.join()
     assert len(model.sent) == 6
     assert min(_gaps(model.sent)) >= 0.045
+
+
+# --------------------------------------------------------------------------- transport failures
+
+
+def _transport_modules() -> list[Any]:
+    """httpx and, where installed, httpx2 (openai >= 3 raises the latter's classes)."""
+    mods = [httpx]
+    with contextlib.suppress(ImportError):
+        import httpx2
+
+        mods.append(httpx2)
+    return mods
+
+
+@pytest.mark.parametrize("mod", _transport_modules(), ids=lambda m: m.__name__)
+def test_transport_failures_are_classified_alike_for_httpx_and_httpx2(mod: Any) -> None:
+    refused, timeout = mod.ConnectError("refused"), mod.ReadTimeout("slow")
+    reset = mod.RemoteProtocolError("peer closed connection")
+    assert is_connect_error(refused) and not is_timeout_error(refused) and is_transport_error(refused)
+    assert is_timeout_error(timeout) and not is_connect_error(timeout) and is_transport_error(timeout)
+    assert is_timeout_error(mod.ConnectTimeout("slow connect")) and not is_connect_error(
+        mod.ConnectTimeout("x")
+    )
+    assert is_transport_error(reset) and not (is_connect_error(reset) or is_timeout_error(reset))
+    assert not is_transport_error(mod.HTTPStatusError("500", request=None, response=None))  # type: ignore[arg-type]
+
+
+def test_socket_level_failures_are_transport_failures() -> None:
+    assert is_connect_error(ConnectionRefusedError()) and is_transport_error(ConnectionRefusedError())
+    assert is_timeout_error(TimeoutError()) and is_transport_error(ConnectionResetError())
+    for other in (ValueError("x"), json.JSONDecodeError("x", "", 0), KeyError("ConnectError")):
+        assert not (is_connect_error(other) or is_timeout_error(other) or is_transport_error(other))

@@ -38,7 +38,13 @@ from pydantic import Field, SecretStr, field_validator
 from ..errors import BackendError, MessageError, MissingDependencyError, ModelFactoryError, Problem
 from ..messages import ChatMessage, ChatMessageStreamDelta
 from ..model import GenerationRequest, Model
-from ..retry import is_retryable_status, parse_retry_after
+from ..retry import (
+    is_connect_error,
+    is_retryable_status,
+    is_timeout_error,
+    is_transport_error,
+    parse_retry_after,
+)
 from ..settings import ApiSpec, check_http_url
 from . import _openai_wire as wire
 
@@ -320,7 +326,6 @@ class HfApiModel(Model):
         """huggingface_hub / httpx exceptions -> one BackendError with status, secrets scrubbed."""
         if isinstance(exc, ModelFactoryError):
             return exc
-        import httpx
         from huggingface_hub import errors as hub_errors
 
         status = None
@@ -338,14 +343,14 @@ class HfApiModel(Model):
                 "huggingface_hub is in offline mode (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE was set when it "
                 f"was imported) and refuses every request, even to {self._endpoint()}: unset it for HfApiModel"
             )
-        elif isinstance(exc, (hub_errors.InferenceTimeoutError, httpx.TimeoutException, TimeoutError)):
+        elif isinstance(exc, hub_errors.InferenceTimeoutError) or is_timeout_error(exc):
             message, retryable = f"timed out after {self.spec.timeout}s (model.timeout)", True
         elif isinstance(exc, hub_errors.TextGenerationError):  # an error event inside a stream
             message = f"{type(exc).__name__}: {exc}"
             retryable = isinstance(exc, hub_errors.OverloadedError)
-        elif isinstance(exc, (httpx.ConnectError, ConnectionRefusedError)):
+        elif is_connect_error(exc):
             message, retryable = f"cannot connect to {self._endpoint()}: {exc}", True
-        elif isinstance(exc, (httpx.TransportError, ConnectionError)):  # a reset, a reply cut short
+        elif is_transport_error(exc):  # a reset, a reply cut short
             message, retryable = f"connection to {self._endpoint()} lost mid-reply: {exc}", True
         elif isinstance(exc, wire.EmptyReplyError):
             message, retryable = str(exc), True

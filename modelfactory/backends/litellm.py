@@ -38,7 +38,13 @@ from pydantic import Field, SecretStr, field_validator
 from ..errors import MessageError, MissingDependencyError, ModelFactoryError, Problem
 from ..messages import ChatMessage, ChatMessageStreamDelta
 from ..model import GenerationRequest, Model
-from ..retry import is_retryable_status, parse_retry_after
+from ..retry import (
+    is_connect_error,
+    is_retryable_status,
+    is_timeout_error,
+    is_transport_error,
+    parse_retry_after,
+)
 from ..settings import ApiSpec, check_http_url
 from . import _openai_wire as wire
 from .hf_inference import reserved_params
@@ -309,7 +315,6 @@ class LiteLLMModel(Model):
         """litellm exceptions (subclasses of openai's) -> one BackendError with status, secrets scrubbed."""
         if isinstance(exc, ModelFactoryError):
             return exc
-        import httpx
         import openai
 
         status: int | None = None
@@ -318,11 +323,11 @@ class LiteLLMModel(Model):
         cause = _network_cause(exc)
         code = getattr(exc, "status_code", None)
         code = code if isinstance(code, int) and not isinstance(code, bool) else None
-        if isinstance(cause, (httpx.TimeoutException, TimeoutError)) or (
+        if (cause is not None and is_timeout_error(cause)) or (
             isinstance(exc, openai.APITimeoutError) and cause is None and code is None
         ):
             message, retryable = f"timed out after {self.spec.timeout}s (model.timeout)", True
-        elif isinstance(cause, (httpx.ConnectError, ConnectionRefusedError)):
+        elif cause is not None and is_connect_error(cause):
             # litellm reports a refused connection as an InternalServerError with a made-up status 500
             message, retryable = f"cannot connect to {self._where()}: {cause}", True
         elif cause is not None:  # a reset, a reply or stream cut short
@@ -368,12 +373,10 @@ def _in_chain(exc: BaseException, kind: type[BaseException]) -> bool:
 
 def _network_cause(exc: BaseException) -> BaseException | None:
     """The transport failure behind ``exc`` (connection refused, DNS, timeout), if there is one."""
-    import httpx
-
     seen = 0
     cur: BaseException | None = exc
     while cur is not None and seen < 12:
-        if isinstance(cur, (httpx.TransportError, ConnectionError, TimeoutError)):
+        if is_transport_error(cur):
             return cur
         cur = cur.__cause__ or cur.__context__
         seen += 1

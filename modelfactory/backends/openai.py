@@ -14,7 +14,13 @@ from pydantic import Field, SecretStr, field_validator
 from ..errors import BackendError, MissingDependencyError, Problem
 from ..messages import ChatMessage, ChatMessageStreamDelta
 from ..model import GenerationRequest, Model
-from ..retry import is_retryable_status, parse_retry_after
+from ..retry import (
+    is_connect_error,
+    is_retryable_status,
+    is_timeout_error,
+    is_transport_error,
+    parse_retry_after,
+)
 from ..settings import ApiSpec, check_http_url, env_field
 from . import _openai_wire as wire
 
@@ -202,7 +208,6 @@ class OpenAIServerModel(Model):
         if isinstance(exc, BackendError):
             return exc
         openai = import_openai(type(self).__name__)
-        import httpx
 
         status = None
         retryable = False
@@ -214,17 +219,17 @@ class OpenAIServerModel(Model):
             message = _provider_message(exc)
             if status in (401, 403):
                 message += self._auth_hint()
-        elif isinstance(exc, (openai.APITimeoutError, httpx.TimeoutException)):
+        elif isinstance(exc, openai.APITimeoutError) or is_timeout_error(exc):
             message, retryable = f"timed out after {self.spec.timeout}s (model.timeout)", True
         elif isinstance(exc, openai.APIConnectionError):
             where = self._endpoint()
             cause = exc.__cause__
-            if isinstance(cause, (httpx.ConnectError, ConnectionRefusedError)) or cause is None:
+            if cause is None or is_connect_error(cause):
                 message = f"cannot connect to {where}: {cause or exc}"
             else:
                 message = f"connection to {where} lost before the reply was complete: {cause}"
             retryable = True
-        elif isinstance(exc, httpx.TransportError):  # raised raw while a stream is being read
+        elif is_transport_error(exc):  # raised raw while a stream is being read
             message, retryable = f"connection to {self._endpoint()} lost mid-reply: {exc}", True
         elif isinstance(exc, wire.EmptyReplyError):
             message, retryable = str(exc), True
@@ -248,17 +253,19 @@ def _async_args(args: dict[str, Any]) -> dict[str, Any]:
     async_http = args.pop("async_http_client", None)
     if async_http is not None:
         args["http_client"] = async_http
-    elif isinstance(sync_http, httpx.AsyncClient):
+    elif isinstance(sync_http, httpx.AsyncClient) or type(sync_http).__name__ == "AsyncClient":  # httpx2
         args["http_client"] = sync_http
     return args
 
 
 def _provider_message(exc: Any) -> str:
-    body = getattr(exc, "body", None)
+    body = getattr(exc, "body", None)  # openai >= 3 hands over body["error"] itself, often a bare string
     if isinstance(body, dict):
         err = body.get("error", body)
         if isinstance(err, dict) and err.get("message"):
             return str(err["message"])
         if isinstance(err, str):
             return err
+    elif isinstance(body, str) and body.strip():
+        return body
     return str(getattr(exc, "message", None) or exc)
