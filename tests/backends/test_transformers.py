@@ -376,11 +376,15 @@ QUESTIONS = [
 CONVERSATIONS = [[{"role": "user", "content": q}] for q in QUESTIONS]
 
 
+def _greedy_model(**overrides: Any) -> TransformersModel:
+    """The built-in model decoding greedily in float32 (all such models share one copy of the weights)."""
+    kwargs = {"dtype": "float32", "max_new_tokens": MAX_NEW, "temperature": 0, **overrides}
+    return TransformersModel(model_id="builtin:tiny-llama", **kwargs)
+
+
 @pytest.fixture(scope="module")
 def greedy() -> TransformersModel:
-    return TransformersModel(
-        model_id="builtin:tiny-llama", dtype="float32", max_new_tokens=MAX_NEW, temperature=0
-    )
+    return _greedy_model()
 
 
 @pytest.fixture(scope="module")
@@ -473,13 +477,7 @@ def test_batch_errors_name_the_row(greedy: TransformersModel, one_by_one: list[A
 
 
 def test_batch_with_supports_stop_false_trims_afterwards(one_by_one: list[Any]) -> None:
-    model = TransformersModel(
-        model_id="builtin:tiny-llama",
-        dtype="float32",
-        max_new_tokens=MAX_NEW,
-        temperature=0,
-        supports_stop=False,
-    )
+    model = _greedy_model(supports_stop=False)
     (row,) = model.generate_batch(CONVERSATIONS[1:2], stop_sequences=["town"])
     assert row.content == trim_at_stop(one_by_one[1].content, ["town"])
     assert row.token_usage == one_by_one[1].token_usage  # generated to the end, then trimmed
@@ -529,12 +527,7 @@ def test_free_and_clear_cache_release_the_weights(one_by_one: list[Any]) -> None
 
     from modelfactory.backends.transformers import cached_models, clear_cache
 
-    a = TransformersModel(
-        model_id="builtin:tiny-llama", dtype="float32", max_new_tokens=MAX_NEW, temperature=0
-    )
-    b = TransformersModel(
-        model_id="builtin:tiny-llama", dtype="float32", max_new_tokens=MAX_NEW, temperature=0
-    )
+    a, b = _greedy_model(), _greedy_model()
     assert a.model is b.model
     ref = weakref.ref(a.model)
     a.free()
@@ -568,13 +561,7 @@ def _agent_loop(model: TransformersModel, **kwargs: Any) -> list[Any]:
 
 @pytest.fixture(scope="module")
 def cold(greedy: TransformersModel) -> list[Any]:
-    uncached = TransformersModel(
-        model_id="builtin:tiny-llama",
-        dtype="float32",
-        max_new_tokens=MAX_NEW,
-        temperature=0,
-        prompt_cache=False,
-    )
+    uncached = _greedy_model(prompt_cache=False)
     assert uncached.model is greedy.model  # same weights: only the prompt cache differs
     return _agent_loop(uncached)
 
