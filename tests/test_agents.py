@@ -1,5 +1,6 @@
-"""smolagents agents driven by a model built from our config, over real HTTP: the recording server scripted
-with tool calls / code blocks, and ``modelfactory serve`` running the tiny model."""
+"""smolagents agents driven by a model built from our config, over real HTTP (the recording server scripted
+with tool calls / code blocks, and ``modelfactory serve`` running the tiny model) and in-process (the tiny
+model itself)."""
 
 from __future__ import annotations
 
@@ -150,3 +151,29 @@ def test_code_agent_against_serve(served: str) -> None:
     assert len(action_steps) == 3  # max_steps, then the final-answer step
     usage = agent.monitor.get_total_token_counts()
     assert usage.input_tokens > 0 and usage.output_tokens > 0
+
+
+# --------------------------------------------------------------------------- the local model in-process
+
+
+def test_code_agent_on_the_local_model_prefills_only_each_steps_new_turns() -> None:
+    """Every step resends the whole conversation (~5k tokens here); the prompt cache reuses the KV of
+    the previous step's prompt and reply, so each step after the first prefills only what is new."""
+    pytest.importorskip("torch")
+    from modelfactory.backends.transformers import TransformersModel
+
+    tiny = TransformersModel(model_id="builtin:tiny-llama", dtype="float32", max_new_tokens=16)
+    tiny.clear_prompt_cache()
+    agent = smolagents.CodeAgent(tools=[], model=tiny, max_steps=3, verbosity_level=0)
+    agent.run("What is 6*7?")
+    replies = [
+        s.model_output_message
+        for s in agent.memory.steps
+        if isinstance(s, smolagents.memory.ActionStep) and s.model_output_message is not None
+    ]
+    assert len(replies) == 3
+    assert replies[0].raw["cached_prompt_tokens"] == 0
+    for before, now in zip(replies[:-1], replies[1:], strict=True):
+        seen = before.token_usage.input_tokens + before.token_usage.output_tokens
+        assert before.token_usage.input_tokens < now.raw["cached_prompt_tokens"] < seen
+        assert now.token_usage.input_tokens > seen  # usage still counts the whole prompt
