@@ -7,8 +7,9 @@
   called with ``agenerate`` from ``concurrency`` tasks on one event loop (mode ``async``); other models
   from a thread pool (mode ``threads``). Either way ``concurrency`` requests are in flight and a model's
   own ``requests_per_minute`` limiter is shared by all of them. A model with
-  ``generate_batch(conversations, ...)`` (local models) gets ``batch_size`` items per call; a local model
-  without it is called sequentially.
+  ``generate_batch(conversations, ...)`` (local models) gets ``batch_size`` items per call (with a
+  response cache on, only if it declares ``batch_uses_cache``: otherwise the cache would be bypassed); a
+  local model without it is called sequentially.
 - **Results**: one JSON row per item appended to ``results.jsonl`` as it finishes, flushed and fsynced,
   so a crash loses at most the items in flight. Rows carry ``id``, ``content``, ``usage``, ``latency_s``
   and ``error``; secrets the model knows (and secret-looking environment variables) are masked.
@@ -731,8 +732,10 @@ def run_items(
 
     generation = {k: v for k, v in generation.items() if v is not None}
     cache = getattr(getattr(model, "spec", None), "cache", None)
-    if callable(getattr(model, "generate_batch", None)) and not getattr(cache, "enabled", False):
-        mode, workers = "batches", 1  # with a response cache on: one by one, each call looked up
+    # A generate_batch that does not look each row up in the response cache would bypass it.
+    batch_ok = not getattr(cache, "enabled", False) or getattr(model, "batch_uses_cache", False)
+    if callable(getattr(model, "generate_batch", None)) and batch_ok:
+        mode, workers = "batches", 1
     elif _is_local(model) or concurrency == 1:
         mode, workers = "sequential", 1
     elif _native_async(model):

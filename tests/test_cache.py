@@ -336,6 +336,56 @@ def test_runner_looks_up_each_item_instead_of_batching(tmp_path: Path) -> None:
     assert rows(db) == 4
 
 
+def test_local_generate_batch_looks_up_and_stores_each_row(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from modelfactory.backends.transformers import TransformersModel
+
+    db = tmp_path / "b.sqlite"
+
+    def local(mode: str) -> TransformersModel:
+        return TransformersModel(
+            model_id="builtin:tiny-llama",
+            dtype="float32",
+            max_new_tokens=8,
+            temperature=0,
+            cache={"mode": mode, "path": str(db)},
+        )
+
+    convs = [[{"role": "user", "content": f"Tell me about item {i}"}] for i in range(3)]
+    first = local("read_write").generate_batch(convs[:2], stop_sequences=["zz"])
+    assert rows(db) == 2 and all("cache" not in r.raw for r in first)
+    mixed = local("read_write").generate_batch(convs, stop_sequences=["zz"])  # two hits, one generated
+    assert [r.raw.get("cache") for r in mixed] == ["hit", "hit", None]
+    assert [r.content for r in mixed[:2]] == [r.content for r in first]
+    assert rows(db) == 3
+    other = [[{"role": "user", "content": "never asked"}], convs[1]]
+    replayed = local("replay").generate_batch(other, stop_sequences=["zz"], return_exceptions=True)
+    assert isinstance(replayed[0], CacheMissError) and replayed[1].content == first[1].content
+    with pytest.raises(CacheMissError):
+        local("replay").generate_batch(other, stop_sequences=["zz"])
+
+
+def test_runner_batches_a_local_model_with_its_cache_on(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from modelfactory.backends.transformers import TransformersModel
+    from modelfactory.runner import run_items
+
+    db = tmp_path / "r.sqlite"
+    items = [{"id": str(i), "messages": [{"role": "user", "content": f"item {i}"}]} for i in range(5)]
+    out = {}
+    for mode in ("read_write", "replay"):
+        model = TransformersModel(
+            model_id="builtin:tiny-llama",
+            max_new_tokens=6,
+            temperature=0,
+            cache={"mode": mode, "path": str(db)},
+        )
+        stats = run_items(model, items, batch_size=2, progress=False)
+        assert stats.mode == "batches" and stats.ok == 5 and stats.failed == 0
+        out[mode] = {r["id"]: r["content"] for r in stats.rows}
+    assert out["replay"] == out["read_write"] and rows(db) == 5
+
+
 def test_agenerate_shares_the_cache(recording_server: RecordingServer, tmp_path: Path) -> None:
     import asyncio
 

@@ -409,6 +409,7 @@ class TransformersModel(Model):
     Spec = TransformersSpec
     spec: TransformersSpec
     supports_tools = True  # schemas rendered into the prompt; JSON tool calls parsed from the text
+    batch_uses_cache = True  # generate_batch looks each row up in the response cache (the runner batches)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -821,6 +822,7 @@ class TransformersModel(Model):
         the same tokens as one-by-one calls up to floating-point noise of padded batches (see the
         tests); seeded sampled rows are reproducible for the same batch. ``return_exceptions``: a row
         whose conversation is invalid (or whose batch failed) gets its exception instead of a reply.
+        With the response cache on, each row is looked up (and stored) as a single call would be.
         """
         conversations = list(conversations)
         n = len(conversations)
@@ -837,6 +839,10 @@ class TransformersModel(Model):
             stops = stop_list[i] if per_row else stop_sequences
             try:
                 req = self._request(conv, stops, grammar, response_format, tools_to_call_from, kwargs)
+                cached = self._cache_lookup(req)  # the response cache, row by row: a hit is not generated
+                if cached is not None:
+                    results[i] = cached
+                    continue
                 rows.append((i, self._encode(req)))
             except Exception as exc:
                 err = _row_error(self, exc, i)
@@ -854,6 +860,8 @@ class TransformersModel(Model):
                     prep.seed += c  # chunks must not repeat each other's random draws
                 output = self._run(prep)
                 replies: list[Any] = [self._reply(prep, output, k, r.req) for k, (_, r) in enumerate(chunk)]
+                for (_, r), reply in zip(chunk, replies, strict=True):
+                    self._cache_store(r.req, reply)
             except Exception as exc:
                 err = exc if isinstance(exc, ModelFactoryError) else self._backend_error(exc)
                 if not return_exceptions:
