@@ -736,7 +736,7 @@ class TransformersModel(Model):
             rt = self.runtime  # weights freed meanwhile are loaded again here
             torch = rt.torch
             kwargs = {**prep.gen_kwargs, **extra}
-            reuse = self.spec.prompt_cache and prep.input_ids.shape[0] == 1
+            reuse = self.spec.prompt_cache and prep.input_ids.shape[0] == 1 and _plain_decoding(kwargs)
             if reuse:
                 cache, prep.cached_tokens = rt.prompt_cache.take(prep.input_ids[0].tolist())
                 if cache is not None:
@@ -905,6 +905,16 @@ class TransformersModel(Model):
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _plain_decoding(gen_kwargs: dict[str, Any]) -> bool:
+    """One sequence, cache on: the cases where a kept prefix cache can be handed to ``generate`` as is
+    (beams or several returned sequences expand the batch; ``use_cache=False`` keeps none)."""
+    return (
+        gen_kwargs.get("use_cache", True) is not False
+        and (gen_kwargs.get("num_beams") or 1) == 1
+        and (gen_kwargs.get("num_return_sequences") or 1) == 1
+    )
 
 
 def _row_error(model: Model, exc: Exception, index: int) -> Exception:

@@ -623,6 +623,17 @@ def test_a_failed_or_cancelled_generation_leaves_no_stale_cache(
     assert greedy(conv).content == cold[0].content
 
 
+def test_beams_and_use_cache_false_neither_use_nor_drop_the_kept_cache(greedy: TransformersModel) -> None:
+    conv = [{"role": "user", "content": AGENT_TURNS[0]}]
+    first = greedy(conv)
+    kept = greedy.runtime.prompt_cache.tokens
+    for kwargs in ({"num_beams": 2}, {"use_cache": False}):
+        reply = greedy(conv, **kwargs)
+        assert reply.raw["cached_prompt_tokens"] == 0 and reply.content == first.content
+        assert greedy.runtime.prompt_cache.tokens == kept
+    assert greedy(conv).raw["cached_prompt_tokens"] == first.token_usage.input_tokens - 1
+
+
 def test_clear_prompt_cache_and_free_drop_the_kept_cache(greedy: TransformersModel) -> None:
     conv = [{"role": "user", "content": AGENT_TURNS[1]}]
     greedy(conv)
