@@ -23,7 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from modelfactory.overrides import refusal_message, scrub_saved_config, secret_overrides
+from modelfactory.overrides import refusal_message, scrub_saved_config, secret_overrides, unescape
 
 ROOT = Path(__file__).resolve().parent
 log = logging.getLogger("modelfactory.run")
@@ -94,7 +94,7 @@ def run(cfg: DictConfig) -> int:
     gen_cfg = OmegaConf.to_container(cfg.generation, resolve=True)
     assert isinstance(gen_cfg, dict)
     generation = {str(k): v for k, v in gen_cfg.items() if v is not None}
-    stops = list(cfg.get("stop_sequences") or []) or None
+    stops = [unescape(str(s)) for s in cfg.get("stop_sequences") or []] or None  # "\n" typed on the CLI
     runner = cfg.runner
     results_path = out_dir / cfg.output.results_file
     job_path = out_dir / "job.json"

@@ -1,9 +1,13 @@
-"""Command-line overrides and saved configs: keep secrets out of what Hydra writes to disk.
+r"""Command-line overrides and saved configs: keep secrets out of what Hydra writes to disk.
 
 Hydra writes every override in clear to ``.hydra/overrides.yaml``, ``config.yaml``, ``hydra.yaml``,
 ``multirun.yaml`` and launcher logs. So a key typed on the command line is refused *before* Hydra starts
 (with the env var to use instead), and a key written literally in a config file is masked in Hydra's
 saved copy.
+
+Hydra's command-line grammar passes backslashes through (``'stop_sequences=["\n"]'`` arrives as a
+backslash and an ``n``), so :func:`unescape` turns ``\n``, ``\t``, ``\r`` and ``\\`` in stop sequences into
+the characters they name: a blank-line stop can be typed on the command line.
 """
 
 from __future__ import annotations
@@ -15,7 +19,17 @@ from typing import Any
 
 from .settings import REDACTED
 
-__all__ = ["refusal_message", "scrub_saved_config", "secret_overrides"]
+__all__ = ["refusal_message", "scrub_saved_config", "secret_overrides", "unescape"]
+
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+_ESCAPE = re.compile(r"\\([ntr\\])")
+
+
+def unescape(text: str) -> str:
+    r"""``\n``, ``\t``, ``\r`` and ``\\`` as typed on a command line -> newline, tab, CR, backslash; any
+    other backslash stays as it is."""
+    return _ESCAPE.sub(lambda m: _ESCAPES[m.group(1)], text)
+
 
 _SECRET_WORDS = ("key", "token", "secret", "password", "passwd", "authorization", "credential", "cookie")
 _NOT_SECRET = re.compile(r"tokens$|^tokenizer")  # max_tokens, max_new_tokens, tokenizer_id: not keys

@@ -58,7 +58,7 @@ def test_openai_config_against_local_server(tmp_path: Path) -> None:
             f"model.api_base={server.url}/v1",
             "model.temperature=0.2",
             "generation.max_tokens=7",
-            "stop_sequences=[Second]",
+            'stop_sequences=["\\n\\n",Second]',  # as typed in a shell: a backslash and an n
             "prompt=Hi",
         )
         assert proc.returncode == 0, proc.stderr
@@ -66,9 +66,9 @@ def test_openai_config_against_local_server(tmp_path: Path) -> None:
     assert body["model"] == "gpt-4o"
     assert body["temperature"] == 0.2
     assert body["max_tokens"] == 7
-    assert body["stop"] == ["Second"]
+    assert body["stop"] == ["\n\n", "Second"]  # real newlines on the wire
     res = result(tmp_path)
-    assert res["content"] == "Hi from the server.\n\n"
+    assert res["content"] == "Hi from the server."
     assert res["token_usage"] == {"input_tokens": 5, "output_tokens": 7, "total_tokens": 12}
 
 

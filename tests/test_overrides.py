@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from modelfactory.overrides import refusal_message, scrub_saved_config, secret_overrides
+from modelfactory.overrides import refusal_message, scrub_saved_config, secret_overrides, unescape
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -42,3 +44,17 @@ def test_scrub_saved_config_masks_literal_keys_only(tmp_path: Path) -> None:
     text = path.read_text()
     assert "sk-literal" not in text and "${oc.env:HF_TOKEN}" in text and "max_tokens: 5" in text
     assert scrub_saved_config(path) is False  # nothing left to mask
+
+
+def test_unescape_turns_typed_escapes_into_characters() -> None:
+    assert unescape(r"\n\n") == "\n\n"
+    assert unescape(r"a\tb\r\n") == "a\tb\r\n"
+    assert unescape(r"C:\\new") == r"C:\new"  # an escaped backslash is one backslash, not a newline
+    assert unescape(r"\d+ and \x") == r"\d+ and \x"  # other backslashes stay
+    assert unescape("Observation:") == "Observation:"
+
+
+@given(st.text(alphabet=st.sampled_from(["a", "\n", "\t", "\r", "\\", " ", "n", "t"])))
+def test_unescape_inverts_escaping(text: str) -> None:
+    typed = text.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
+    assert unescape(typed) == text
