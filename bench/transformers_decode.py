@@ -30,7 +30,10 @@ def measure(
 
     from modelfactory.backends.transformers import TransformersModel
 
-    ours = TransformersModel(model_id=path, dtype=dtype, device="cpu", temperature=0, max_new_tokens=n)
+    # prompt_cache off: raw generate prefills the whole prompt on every call, so ours must too
+    ours = TransformersModel(
+        model_id=path, dtype=dtype, device="cpu", temperature=0, max_new_tokens=n, prompt_cache=False
+    )
     raw_model, pad_id = ours.model, ours.runtime.pad_id  # the very same weights: only the call path differs
     inputs: dict[int, Any] = {}
     for b in batches:

@@ -4,7 +4,8 @@
     .venv/bin/python -m bench.transformers_stops [--rounds 3] [--tokens 64] [--dtypes float32,bfloat16]
 
 The SmolLM-135M-shaped random model of bench/_smollm.py, batch 1, one prompt, both libraries loading the
-same directory in the same dtype. Two scenarios, each timed per reply, contenders alternating:
+same directory in the same dtype. ``armed`` and ``fires`` repeat one prompt, so our prompt cache is off
+there (both prefill every prompt in full). Two scenarios, each timed per reply, contenders alternating:
 
 - ``armed``: smolagents CodeAgent's stops (``Observation:``, ``<end_code>``, ``Calling tools:``) are
   active but never occur; greedy, exactly ``--tokens`` tokens each (``min_new_tokens``). This is the
@@ -81,7 +82,9 @@ def measure(smolagents: Any, path: str, dtype: str, n: int, rounds: int, steps: 
 
     ours_msgs = [{"role": "user", "content": PROMPTS[0]}]
     smol_msgs = [{"role": "user", "content": [{"type": "text", "text": PROMPTS[0]}]}]
-    ours = TransformersModel(model_id=path, dtype=dtype, device="cpu", max_new_tokens=n)
+    # armed / fires repeat one prompt: the prompt cache would spare ours its prefill, smolagents not
+    ours = TransformersModel(model_id=path, dtype=dtype, device="cpu", max_new_tokens=n, prompt_cache=False)
+    agent = TransformersModel(model_id=path, dtype=dtype, device="cpu", max_new_tokens=n)  # same weights
     smol = smolagents.TransformersModel(model_id=path, device_map="cpu", torch_dtype=dtype, max_new_tokens=n)
 
     # ``fires``: a stop ending one character before the end of a token in the second half of the reply
@@ -123,7 +126,7 @@ def measure(smolagents: Any, path: str, dtype: str, n: int, rounds: int, steps: 
         assert reply.content == expected, (reply.content, expected)
         return elapsed
 
-    loop = agent_conversations(smolagents, ours, n, steps)
+    loop = agent_conversations(smolagents, agent, n, steps)
     smol_loop = [
         [{"role": m["role"], "content": [{"type": "text", "text": m["content"]}]} for m in conv]
         for conv in loop
@@ -131,11 +134,11 @@ def measure(smolagents: Any, path: str, dtype: str, n: int, rounds: int, steps: 
     cached: list[int] = []
 
     def ours_agent() -> float:
-        ours.clear_prompt_cache()  # each loop starts cold: the system prompt is prefilled once per loop
+        agent.clear_prompt_cache()  # each loop starts cold: the system prompt is prefilled once per loop
         cached.clear()
         t = time.perf_counter()
         for conv in loop:
-            reply = ours(conv, stop_sequences=AGENT_STOPS, temperature=0, min_new_tokens=n)
+            reply = agent(conv, stop_sequences=AGENT_STOPS, temperature=0, min_new_tokens=n)
             assert reply.token_usage.output_tokens == n
             cached.append(reply.raw["cached_prompt_tokens"])
         return time.perf_counter() - t
