@@ -28,6 +28,7 @@ import os
 import platform
 import re
 import socket
+import sys
 import threading
 import time
 import urllib.request
@@ -461,11 +462,16 @@ class TransformersModel(Model):
             _release([rt])
 
     def clear_prompt_cache(self) -> None:
-        """Forget the KV cache kept from the last call (see ``prompt_cache``): its memory is freed and
-        the next call prefills its whole prompt."""
+        """Forget the KV cache kept from the last call on these weights (see ``prompt_cache``), whichever
+        model made it: its memory is freed and the next call prefills its whole prompt. Loads nothing."""
         with _GENERATE_LOCK:
-            if self._runtime is not None:
-                self._runtime.prompt_cache.clear()
+            rt = self._runtime
+            torch = sys.modules.get("torch")
+            if rt is None and torch is not None:  # not loaded by this model, maybe by another: no load here
+                with _CACHE_LOCK:
+                    rt = _CACHE.get(self.cache_key(torch))
+            if rt is not None:
+                rt.prompt_cache.clear()
 
     @property
     def tokenizer(self) -> Any:

@@ -638,8 +638,9 @@ def test_clear_prompt_cache_and_free_drop_the_kept_cache(greedy: TransformersMod
     conv = [{"role": "user", "content": AGENT_TURNS[1]}]
     greedy(conv)
     assert greedy.runtime.prompt_cache.tokens > 0
-    greedy.clear_prompt_cache()
-    assert greedy.runtime.prompt_cache.tokens == 0
+    unloaded = _greedy_model(max_new_tokens=3)  # same weights, not loaded by this model yet
+    unloaded.clear_prompt_cache()
+    assert greedy.runtime.prompt_cache.tokens == 0 and not unloaded.is_loaded
     greedy(conv)
     rt = greedy.runtime
     greedy.free()
