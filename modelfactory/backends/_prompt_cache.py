@@ -36,8 +36,8 @@ def _reusable(cache: Any) -> bool:
 
 
 def cache_kwarg(transformers_generation_utils: Any) -> str:
-    """The name ``generate`` takes a cache under: ``cache`` in transformers 5 (``past_key_values`` is
-    deprecated there), ``past_key_values`` before."""
+    """The name ``generate`` takes a cache under, and returns it under in its output: ``cache`` in
+    transformers 5 (``past_key_values`` is deprecated there), ``past_key_values`` before."""
     output = getattr(transformers_generation_utils, "GenerateDecoderOnlyOutput", None)
     fields = getattr(output, "__dataclass_fields__", {})
     return "cache" if "cache" in fields else "past_key_values"

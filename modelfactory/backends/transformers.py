@@ -758,10 +758,8 @@ class TransformersModel(Model):
                         output = rt.model.generate(prep.input_ids, **kwargs)
             if not reuse:
                 return output
-            cache = getattr(output, "cache", None)
-            if cache is None:  # transformers 4
-                cache = getattr(output, "past_key_values", None)
-            rt.prompt_cache.keep(cache, output.sequences[0].tolist())
+            # generate returns the cache under the name it takes it by (cache / past_key_values)
+            rt.prompt_cache.keep(getattr(output, rt.cache_kwarg, None), output.sequences[0].tolist())
             return output.sequences
 
     def _finish(self, prep: _Prepared, output: Any, row: int = 0) -> tuple[list[int], str, str | None]:
