@@ -742,7 +742,11 @@ class TransformersModel(Model):
             rt = self.runtime  # weights freed meanwhile are loaded again here
             torch = rt.torch
             kwargs = {**prep.gen_kwargs, **extra}
-            reuse = self.spec.prompt_cache and prep.input_ids.shape[0] == 1 and _plain_decoding(kwargs)
+            reuse = (
+                self.spec.prompt_cache
+                and prep.input_ids.shape[0] == 1
+                and _plain_decoding(kwargs, rt.model.generation_config)
+            )
             if reuse:
                 cache, prep.cached_tokens = rt.prompt_cache.take(prep.input_ids[0].tolist())
                 if cache is not None:
@@ -911,13 +915,18 @@ class TransformersModel(Model):
 # --------------------------------------------------------------------------- helpers
 
 
-def _plain_decoding(gen_kwargs: dict[str, Any]) -> bool:
+def _plain_decoding(gen_kwargs: dict[str, Any], defaults: Any) -> bool:
     """One sequence, cache on: the cases where a kept prefix cache can be handed to ``generate`` as is
-    (beams or several returned sequences expand the batch; ``use_cache=False`` keeps none)."""
+    (beams or several returned sequences expand the batch; ``use_cache=False`` keeps none). A setting
+    not passed comes from the model's own ``generation_config`` (``defaults``), as in ``generate``."""
+
+    def setting(name: str) -> Any:
+        return gen_kwargs[name] if name in gen_kwargs else getattr(defaults, name, None)
+
     return (
-        gen_kwargs.get("use_cache", True) is not False
-        and (gen_kwargs.get("num_beams") or 1) == 1
-        and (gen_kwargs.get("num_return_sequences") or 1) == 1
+        setting("use_cache") is not False
+        and (setting("num_beams") or 1) == 1
+        and (setting("num_return_sequences") or 1) == 1
     )
 
 

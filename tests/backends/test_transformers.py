@@ -634,6 +634,21 @@ def test_beams_and_use_cache_false_neither_use_nor_drop_the_kept_cache(greedy: T
     assert greedy(conv).raw["cached_prompt_tokens"] == first.token_usage.input_tokens - 1
 
 
+def test_beams_set_in_the_models_generation_config_do_not_use_the_kept_cache(
+    greedy: TransformersModel,
+) -> None:
+    conv = [{"role": "user", "content": AGENT_TURNS[0]}]
+    first = greedy(conv)
+    config = greedy.model.generation_config
+    config.num_beams = 2  # as a checkpoint's generation_config.json may set it
+    try:
+        reply = greedy(conv)
+    finally:
+        config.num_beams = 1
+    assert reply.raw["cached_prompt_tokens"] == 0 and reply.content == first.content
+    assert greedy(conv).raw["cached_prompt_tokens"] == first.token_usage.input_tokens - 1
+
+
 def test_clear_prompt_cache_and_free_drop_the_kept_cache(greedy: TransformersModel) -> None:
     conv = [{"role": "user", "content": AGENT_TURNS[1]}]
     greedy(conv)
