@@ -5,7 +5,7 @@
 
 The SmolLM-135M-shaped random model of bench/_smollm.py, batch 1, one prompt, both libraries loading the
 same directory in the same dtype. ``armed`` and ``fires`` repeat one prompt, so our prompt cache is off
-there (both prefill every prompt in full). Two scenarios, each timed per reply, contenders alternating:
+there (both prefill every prompt in full). Three scenarios, contenders alternating:
 
 - ``armed``: smolagents CodeAgent's stops (``Observation:``, ``<end_code>``, ``Calling tools:``) are
   active but never occur; greedy, exactly ``--tokens`` tokens each (``min_new_tokens``). This is the
@@ -75,7 +75,10 @@ def agent_conversations(smolagents: Any, ours: Any, n: int, steps: int) -> list[
     return out
 
 
-def measure(smolagents: Any, path: str, dtype: str, n: int, rounds: int, steps: int) -> list[tuple[Any, ...]]:
+def measure(
+    smolagents: Any, path: str, dtype: str, n: int, rounds: int, steps: int
+) -> tuple[list[tuple[Any, ...]], tuple[list[int], list[int]]]:
+    """Rows (dtype, scenario, ours s, smolagents s, tokens), and the agent loop's prompt / reused tokens."""
     import torch
 
     from modelfactory.backends.transformers import TransformersModel
