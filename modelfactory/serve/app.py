@@ -1,31 +1,4 @@
-"""``modelfactory serve``: any configured model behind an OpenAI-compatible HTTP API.
-
-    modelfactory serve                                        # conf/config.yaml's model (tiny, offline)
-    modelfactory serve model=transformers_smollm server.port=8080
-    MODELFACTORY_SERVER_API_KEY=... modelfactory serve model=openai_gpt4o   # a keyed proxy
-
-Routes (every error is an OpenAI-style ``{"error": {"message", "type", "param", "code"}}`` body):
-
-- ``POST /v1/chat/completions``: ``messages``, ``stream`` (SSE chunks, a usage chunk with
-  ``stream_options.include_usage``, then ``data: [DONE]``), ``stop``, ``max_tokens`` /
-  ``max_completion_tokens``, ``temperature``, ``top_p``, ``seed``; ``tools`` and ``response_format`` reach
-  models that take them. ``n`` > 1 is refused; other OpenAI parameters are accepted and ignored.
-- ``GET /v1/models``: the one served model.
-- ``POST /openai/deployments/{deployment}/chat/completions?api-version=...``: the Azure OpenAI route.
-- ``GET /health``: liveness, without a key.
-
-With ``server.api_key`` (or ``MODELFACTORY_SERVER_API_KEY``) set, ``/v1`` routes need
-``Authorization: Bearer <key>`` and the Azure route ``api-key: <key>`` (compared in constant time; 401
-otherwise). The key is never logged.
-
-Batching: requests for a model with ``generate_batch`` (local models) that arrive within
-``batch_window_ms`` of each other, or while the model is busy, and share their generation parameters, go
-through one ``generate_batch`` call (up to ``max_batch_size`` rows; each row keeps its own stops).
-Other models get one call per request from a pool of ``max_concurrency`` threads. Streams are never
-batched.
-
-fastapi and uvicorn are imported only here (``pip install 'modelfactory[serve]'``).
-"""
+"""The FastAPI app serving one model (the package docstring, ``modelfactory.serve``, describes the routes)."""
 
 import asyncio
 import contextlib
@@ -48,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from .errors import (
+from ..errors import (
     BackendError,
     ConfigError,
     MessageError,
@@ -57,8 +30,8 @@ from .errors import (
     Problem,
     UnsupportedFeatureError,
 )
-from .messages import ChatMessage, ChatMessageStreamDelta, normalize_messages, normalize_stop_sequences
-from .settings import to_plain
+from ..messages import ChatMessage, ChatMessageStreamDelta, normalize_messages, normalize_stop_sequences
+from ..settings import to_plain
 
 __all__ = ["BackgroundServer", "ServerSettings", "create_app", "main", "run_server", "served_name"]
 
@@ -818,8 +791,8 @@ def main(config_dir: Path, overrides: list[str]) -> int:
     """``modelfactory serve [overrides]``: compose like run.py, build the model, load it, serve it."""
     from hydra.errors import HydraException
 
-    from .cli import compose
-    from .factory import build_model
+    from ..cli import compose
+    from ..factory import build_model
 
     try:
         cfg = compose(config_dir, overrides)
