@@ -27,7 +27,8 @@ batched.
 fastapi and uvicorn are imported only when an app is built (``pip install 'modelfactory[serve]'``).
 """
 
-from .app import API_KEY_ENV, BackgroundServer, ServerSettings, create_app, main, run_server, served_name
+from .app import BackgroundServer, create_app, main, run_server
+from .settings import API_KEY_ENV, ServerSettings, served_name
 
 __all__ = [
     "API_KEY_ENV",

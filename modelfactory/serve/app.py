@@ -7,7 +7,6 @@ import inspect
 import ipaddress
 import json
 import logging
-import os
 import socket
 import sys
 import threading
@@ -19,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import (
     BackendError,
@@ -27,80 +26,14 @@ from ..errors import (
     MessageError,
     MissingDependencyError,
     ModelFactoryError,
-    Problem,
     UnsupportedFeatureError,
 )
 from ..messages import ChatMessage, ChatMessageStreamDelta, normalize_messages, normalize_stop_sequences
-from ..settings import to_plain
+from .settings import API_KEY_ENV, ServerSettings, served_name
 
-__all__ = ["BackgroundServer", "ServerSettings", "create_app", "main", "run_server", "served_name"]
+__all__ = ["BackgroundServer", "create_app", "main", "run_server"]
 
 log = logging.getLogger("modelfactory.serve")
-
-API_KEY_ENV = "MODELFACTORY_SERVER_API_KEY"
-
-
-# --------------------------------------------------------------------------- settings
-
-
-class ServerSettings(BaseModel):
-    """The ``server:`` section of ``conf/config.yaml``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=0, le=65535, description="0: any free port (printed at start-up)")
-    api_key: SecretStr | None = Field(
-        default=None, description=f"required key; null: ${API_KEY_ENV} if set, else none"
-    )
-    model_name: str | None = Field(
-        default=None, description="the name clients send as `model`; default: the model id"
-    )
-    max_body_bytes: int = Field(default=1_048_576, gt=0, description="larger request bodies get 413")
-    batch_window_ms: float = Field(default=10.0, ge=0, description="how long a batch waits for more requests")
-    max_batch_size: int = Field(default=8, gt=0, description="rows per generate_batch call")
-    max_concurrency: int = Field(
-        default=8, gt=0, description="requests in flight at once for API models and streams"
-    )
-    log_level: str = Field(
-        default="info", description="uvicorn's: critical, error, warning, info, debug, trace"
-    )
-
-    @field_validator("log_level")
-    @classmethod
-    def _level(cls, value: str) -> str:
-        value = value.lower()
-        if value not in ("critical", "error", "warning", "info", "debug", "trace"):
-            raise ValueError("must be one of critical, error, warning, info, debug, trace")
-        return value
-
-    @classmethod
-    def from_config(cls, node: Any = None, **overrides: Any) -> "ServerSettings":
-        """Validate a config node (every problem at once, as a :class:`ConfigError`); env key fallback."""
-        data = dict(to_plain(node) or {})
-        data.update(overrides)
-        if data.get("api_key") in (None, "") and os.environ.get(API_KEY_ENV):
-            data["api_key"] = os.environ[API_KEY_ENV]
-        try:
-            return cls(**data)
-        except ValidationError as exc:
-            problems = []
-            for err in exc.errors():
-                key = ".".join(str(p) for p in err["loc"]) or "server"
-                shown = "" if key == "api_key" else f" (got {err.get('input')!r})"
-                problems.append(Problem(f"server.{key}", f"{err['msg']}{shown}", "", "conf/config.yaml"))
-            raise ConfigError(problems, title="invalid server config") from None
-
-    def key(self) -> str | None:
-        return self.api_key.get_secret_value() if self.api_key and self.api_key.get_secret_value() else None
-
-
-def served_name(model: Any, settings: ServerSettings) -> str:
-    """What clients send as ``model`` (or use as the Azure deployment): ``tiny-llama`` for ``builtin:tiny-llama``."""
-    if settings.model_name:
-        return settings.model_name
-    mid = str(getattr(model, "model_id", None) or type(model).__name__)
-    return mid.split(":", 1)[1] if mid.startswith("builtin:") else mid
 
 
 # --------------------------------------------------------------------------- request parsing
