@@ -18,157 +18,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
 from ..errors import (
-    BackendError,
     ConfigError,
     MessageError,
     MissingDependencyError,
     ModelFactoryError,
-    UnsupportedFeatureError,
 )
 from ..messages import ChatMessage, ChatMessageStreamDelta, normalize_messages, normalize_stop_sequences
+from .protocol import (
+    DONE,
+    ChatCompletionRequest,
+    HTTPError,
+    StreamChunks,
+    body_too_large,
+    completion_body,
+    error_for,
+    parse_request,
+    stream_finish_reason,
+    stream_tool_calls,
+)
 from .settings import API_KEY_ENV, ServerSettings, served_name
 
 __all__ = ["BackgroundServer", "create_app", "main", "run_server"]
 
 log = logging.getLogger("modelfactory.serve")
-
-
-# --------------------------------------------------------------------------- request parsing
-
-
-class _StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    include_usage: bool = False
-
-
-class ChatCompletionRequest(BaseModel):
-    """The parameters of a chat completion this server reads; others are accepted and ignored."""
-
-    model_config = ConfigDict(extra="allow")
-
-    model: str | None = None
-    messages: list[dict[str, Any]] = Field(min_length=1)
-    stream: bool = False
-    stream_options: _StreamOptions | None = None
-    stop: str | list[str] | None = None
-    max_tokens: int | None = Field(None, gt=0)
-    max_completion_tokens: int | None = Field(None, gt=0)
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
-    seed: int | None = None
-    n: int | None = Field(None, ge=1)
-    response_format: dict[str, Any] | None = None
-    tools: list[dict[str, Any]] | None = None
-
-    def params(self) -> dict[str, Any]:
-        """Per-call generation kwargs for ``model.generate``."""
-        out = {
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "max_tokens": self.max_completion_tokens or self.max_tokens,
-            "seed": self.seed,
-        }
-        return {k: v for k, v in out.items() if v is not None}
-
-
-class HTTPError(Exception):
-    """An error answered with ``status`` and an OpenAI-style error body."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        type: str = "invalid_request_error",
-        param: str | None = None,
-        code: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.body = {"error": {"message": message, "type": type, "param": param, "code": code}}
-
-
-def _validation_error(exc: ValidationError) -> HTTPError:
-    parts = []
-    first_param = None
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        first_param = first_param or (str(err["loc"][0]) if err["loc"] else None)
-        parts.append(f"{loc}: {err['msg']}" if loc else err["msg"])
-    return HTTPError(400, "invalid request: " + "; ".join(parts), param=first_param, code="invalid_value")
-
-
-def _error_for(exc: BaseException, is_local: bool) -> HTTPError:
-    """A model's exception as an HTTP error (4xx for the caller's mistakes, 5xx for the model's)."""
-    if isinstance(exc, HTTPError):
-        return exc
-    if isinstance(exc, (MessageError, UnsupportedFeatureError, ConfigError)):
-        return HTTPError(
-            400, str(exc), code="unsupported" if isinstance(exc, UnsupportedFeatureError) else None
-        )
-    if isinstance(exc, BackendError):
-        status = exc.status if isinstance(exc.status, int) and 400 <= exc.status < 600 else None
-        if status is None or status == 401 or status == 403:  # the upstream's auth is ours, not the caller's
-            status = 500 if is_local else 502
-        return HTTPError(status, str(exc), type="server_error" if status >= 500 else "invalid_request_error")
-    if isinstance(exc, ModelFactoryError):
-        return HTTPError(500, str(exc), type="server_error")
-    log.exception("unexpected error", exc_info=exc)
-    return HTTPError(500, f"internal error: {type(exc).__name__}", type="server_error")
-
-
-# --------------------------------------------------------------------------- replies
-
-
-def _finish_reason(reply: ChatMessage, max_tokens: int | None) -> str:
-    if reply.tool_calls:
-        return "tool_calls"
-    raw = reply.raw
-    reason = raw.get("finish_reason") if isinstance(raw, dict) else None
-    if reason is None:
-        with contextlib.suppress(Exception):
-            reason = raw.choices[0].finish_reason  # type: ignore[union-attr]
-    if isinstance(reason, str) and reason:
-        return reason
-    usage = reply.token_usage
-    if usage is not None and max_tokens is not None and usage.output_tokens >= max_tokens:
-        return "length"
-    return "stop"
-
-
-def _usage(usage: Any, raw: Any = None) -> dict[str, Any] | None:
-    if usage is None:
-        return None
-    out: dict[str, Any] = {
-        "prompt_tokens": usage.input_tokens,
-        "completion_tokens": usage.output_tokens,
-        "total_tokens": usage.total_tokens,
-    }
-    cached = raw.get("cached_prompt_tokens") if isinstance(raw, dict) else None
-    if isinstance(cached, int):  # a local model's prompt cache: reported where OpenAI reports its own
-        out["prompt_tokens_details"] = {"cached_tokens": cached}
-    return out
-
-
-def _tool_calls(reply: ChatMessage) -> list[dict[str, Any]] | None:
-    if not reply.tool_calls:
-        return None
-    return [
-        {
-            "id": tc.id,
-            "type": "function",
-            "function": {
-                "name": tc.function.name,
-                "arguments": tc.function.arguments
-                if isinstance(tc.function.arguments, str)
-                else json.dumps(tc.function.arguments),
-            },
-        }
-        for tc in reply.tool_calls
-    ]
 
 
 # --------------------------------------------------------------------------- dispatch
@@ -395,28 +268,13 @@ def create_app(model: Any, settings: ServerSettings | None = None) -> Any:
             except ValueError:
                 raise HTTPError(400, "invalid Content-Length header") from None
             if too_big:
-                raise HTTPError(
-                    413, f"request body over {limit} bytes (server.max_body_bytes)", code="body_too_large"
-                )
+                raise body_too_large(limit)
         body = bytearray()
         async for chunk in request.stream():
             body += chunk
             if len(body) > limit:
-                raise HTTPError(
-                    413, f"request body over {limit} bytes (server.max_body_bytes)", code="body_too_large"
-                )
-        try:
-            data = json.loads(body)
-        except ValueError as exc:
-            raise HTTPError(400, f"the body is not valid JSON: {exc}", code="invalid_json") from None
-        if not isinstance(data, dict):
-            raise HTTPError(
-                400, f"the body must be a JSON object, got {type(data).__name__}", code="invalid_json"
-            )
-        try:
-            return ChatCompletionRequest.model_validate(data)
-        except ValidationError as exc:
-            raise _validation_error(exc) from None
+                raise body_too_large(limit)
+        return parse_request(body)
 
     async def chat(request: Request, deployment: str | None) -> Any:
         req = await read_body(request)
@@ -447,29 +305,8 @@ def create_app(model: Any, settings: ServerSettings | None = None) -> Any:
         try:
             reply: ChatMessage = await dispatcher.complete(messages, stop, params, **extra)
         except Exception as exc:
-            raise _error_for(exc, is_local) from None
-        message: dict[str, Any] = {"role": "assistant", "content": reply.content}
-        calls = _tool_calls(reply)
-        if calls:
-            message["tool_calls"] = calls
-        return JSONResponse(
-            {
-                "id": cid,
-                "object": "chat.completion",
-                "created": created,
-                "model": name,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": message,
-                        "logprobs": None,
-                        "finish_reason": _finish_reason(reply, max_tokens),
-                    }
-                ],
-                "usage": _usage(reply.token_usage, reply.raw),
-                "system_fingerprint": None,
-            }
-        )
+            raise error_for(exc, is_local) from None
+        return JSONResponse(completion_body(cid, created, name, reply, max_tokens))
 
     async def stream_response(
         cid: str,
@@ -482,17 +319,7 @@ def create_app(model: Any, settings: ServerSettings | None = None) -> Any:
         max_tokens: int | None,
     ) -> Any:
         deltas = dispatcher.stream(messages, stop, params, **extra)
-        base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": name}
-
-        def chunk(delta: dict[str, Any], finish: str | None = None, **more: Any) -> bytes:
-            body = {
-                **base,
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-            }
-            if include_usage:
-                body["usage"] = None
-            body.update(more)
-            return f"data: {json.dumps(body)}\n\n".encode()
+        chunks = StreamChunks(cid, created, name, include_usage)
 
         # The first delta (or the error) before the headers: a model that fails at once gets a real status.
         try:
@@ -501,13 +328,13 @@ def create_app(model: Any, settings: ServerSettings | None = None) -> Any:
             first = None
         except Exception as exc:
             await deltas.aclose()
-            raise _error_for(exc, is_local) from None
+            raise error_for(exc, is_local) from None
 
         async def body() -> AsyncIterator[bytes]:
             usage = None
             tool_calls = False
             try:
-                yield chunk({"role": "assistant", "content": ""})
+                yield chunks.chunk({"role": "assistant", "content": ""})
                 pending = [first] if first is not None else []
                 while True:
                     if pending:
@@ -520,25 +347,18 @@ def create_app(model: Any, settings: ServerSettings | None = None) -> Any:
                     if delta.token_usage is not None:
                         usage = delta.token_usage
                     if delta.content:
-                        yield chunk({"content": delta.content})
+                        yield chunks.chunk({"content": delta.content})
                     if delta.tool_calls:
                         tool_calls = True
-                        yield chunk({"tool_calls": _stream_tool_calls(delta.tool_calls)})
-                if tool_calls:
-                    finish = "tool_calls"
-                elif usage is not None and max_tokens is not None and usage.output_tokens >= max_tokens:
-                    finish = "length"
-                else:
-                    finish = "stop"
-                yield chunk({}, finish)
+                        yield chunks.chunk({"tool_calls": stream_tool_calls(delta.tool_calls)})
+                yield chunks.chunk({}, stream_finish_reason(tool_calls, usage, max_tokens))
                 if include_usage:
-                    yield f"data: {json.dumps({**base, 'choices': [], 'usage': _usage(usage)})}\n\n".encode()
+                    yield chunks.usage(usage)
             except Exception as exc:  # after the headers: an error event, as OpenAI sends them
-                err = _error_for(exc, is_local)
-                yield f"data: {json.dumps(err.body)}\n\n".encode()
+                yield chunks.error(error_for(exc, is_local))
             finally:
                 await deltas.aclose()
-            yield b"data: [DONE]\n\n"
+            yield DONE
 
         return StreamingResponse(
             body(),
@@ -593,24 +413,6 @@ def create_app(model: Any, settings: ServerSettings | None = None) -> Any:
         return await chat(request, deployment)
 
     return app
-
-
-def _stream_tool_calls(calls: list[Any]) -> list[dict[str, Any]]:
-    out = []
-    for i, tc in enumerate(calls):
-        if isinstance(tc, dict):
-            out.append({"index": i, **tc})
-            continue
-        fn = getattr(tc, "function", None)
-        out.append(
-            {
-                "index": getattr(tc, "index", i),
-                "id": getattr(tc, "id", None),
-                "type": "function",
-                "function": {"name": getattr(fn, "name", None), "arguments": getattr(fn, "arguments", None)},
-            }
-        )
-    return out
 
 
 # --------------------------------------------------------------------------- running it
