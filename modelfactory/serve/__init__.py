@@ -27,7 +27,8 @@ batched.
 fastapi and uvicorn are imported only when an app is built (``pip install 'modelfactory[serve]'``).
 """
 
-from .app import BackgroundServer, create_app, main, run_server
+from .app import create_app
+from .server import BackgroundServer, main, run_server
 from .settings import API_KEY_ENV, ServerSettings, served_name
 
 __all__ = [
