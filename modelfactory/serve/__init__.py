@@ -27,8 +27,10 @@ batched.
 fastapi and uvicorn are imported only when an app is built (``pip install 'modelfactory[serve]'``).
 """
 
+from typing import Any
+
 from .app import create_app
-from .server import BackgroundServer, main, run_server
+from .server import BackgroundServer, run_server, serve_forever
 from .settings import API_KEY_ENV, ServerSettings, served_name
 
 __all__ = [
@@ -36,15 +38,24 @@ __all__ = [
     "BackgroundServer",
     "ServerSettings",
     "create_app",
-    "main",
+    "main",  # an alias of modelfactory.cli.serve, resolved on first use
     "run_server",
+    "serve_forever",
     "served_name",
 ]
 
 # httpx's convention: the public names live in private modules but show as ``modelfactory.serve.X``, so
 # the modules behind them can move without users noticing.
 for _name in __all__:
-    _value = globals()[_name]
+    _value = globals().get(_name)
     if callable(_value):
         _value.__module__ = __name__
 del _name, _value
+
+
+def __getattr__(name: str) -> Any:
+    if name == "main":  # the `modelfactory serve` entry moved to the CLI; the old name keeps working
+        from ..cli import serve
+
+        return serve
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

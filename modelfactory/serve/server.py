@@ -7,15 +7,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, ModelFactoryError
 from .app import create_app, import_deps
 from .dispatch import Dispatcher
 from .settings import API_KEY_ENV, ServerSettings, served_name
 
-__all__ = ["BackgroundServer", "main", "run_server"]
+__all__ = ["BackgroundServer", "run_server", "serve_forever"]
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -114,28 +112,9 @@ class BackgroundServer:
         self.stop()
 
 
-def main(config_dir: Path, overrides: list[str]) -> int:
-    """``modelfactory serve [overrides]``: compose like run.py, build the model, load it, serve it."""
-    from hydra.errors import HydraException
-
-    from ..cli import compose
-    from ..factory import build_model
-
-    try:
-        cfg = compose(config_dir, overrides)
-    except HydraException as exc:
-        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 2
-    try:
-        settings = ServerSettings.from_config(cfg.get("server"))
-        model = build_model(cfg.model)
-        load = getattr(model, "load", None)
-        if callable(load):  # weights now, not on the first request
-            load()
-        import_deps()
-    except ModelFactoryError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, ConfigError) else 1
+def serve_forever(model: Any, settings: ServerSettings) -> int:
+    """What ``modelfactory serve`` does with a built model: warn when open to all, announce, serve until
+    interrupted; the exit status (1: the address cannot be bound)."""
     name = served_name(model, settings)
     if settings.key() is None and not _is_loopback(settings.host):
         print(
