@@ -25,6 +25,12 @@ Other models get one call per request from a pool of ``max_concurrency`` threads
 batched.
 
 fastapi and uvicorn are imported only when an app is built (``pip install 'modelfactory[serve]'``).
+
+Layout, each module importing only those above it: ``settings`` (the ``server:`` config, the served name),
+``protocol`` (the OpenAI wire, server side: request parsing, error bodies, reply and chunk shapes; no
+HTTP framework), ``dispatch`` (batching into ``generate_batch``, the thread pools), ``app`` (``ServeState``
+and ``create_app``) with ``routes`` (one small handler per route), ``server`` (socket, uvicorn,
+``BackgroundServer``). The ``modelfactory serve`` command itself is :func:`modelfactory.cli.serve`.
 """
 
 from typing import Any
