@@ -30,12 +30,14 @@ def model_names(config_dir: Path) -> list[str]:
     return sorted(p.stem for p in (config_dir / "model").glob("*.yaml"))
 
 
-def compose(config_dir: Path, overrides: list[str]) -> Any:
+def compose(config_dir: Path, overrides: list[str], *, return_hydra_config: bool = False) -> Any:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
     with initialize_config_dir(version_base="1.3", config_dir=str(config_dir.resolve())):
-        return hydra_compose(config_name="config", overrides=overrides)
+        return hydra_compose(
+            config_name="config", overrides=overrides, return_hydra_config=return_hydra_config
+        )
 
 
 def check(config_dir: Path, overrides: list[str]) -> list[Problem]:
@@ -60,7 +62,8 @@ def check(config_dir: Path, overrides: list[str]) -> list[Problem]:
 
 
 def serve(config_dir: Path, overrides: list[str]) -> int:
-    """``modelfactory serve [overrides]``: compose like run.py, build the model, load it, serve it."""
+    """``modelfactory serve [overrides]``: compose like run.py, build the model, load it, serve it under
+    its id and under the config name it was chosen by (``model=transformers_tiny``)."""
     from hydra.errors import HydraException
 
     from .errors import ConfigError, ModelFactoryError
@@ -69,12 +72,15 @@ def serve(config_dir: Path, overrides: list[str]) -> int:
     from .serve.app import import_deps
 
     try:
-        cfg = compose(config_dir, overrides)
+        cfg = compose(config_dir, overrides, return_hydra_config=True)
     except HydraException as exc:
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
     try:
         settings = ServerSettings.from_config(cfg.get("server"))
+        chosen = cfg.hydra.runtime.choices.get("model")  # the config group option, e.g. transformers_tiny
+        if chosen:
+            settings.aliases.append(str(chosen))
         model = build_model(cfg.model)
         load = getattr(model, "load", None)
         if callable(load):  # weights now, not on the first request

@@ -10,8 +10,9 @@ Routes (every error is an OpenAI-style ``{"error": {"message", "type", "param", 
   ``stream_options.include_usage``, then ``data: [DONE]``), ``stop``, ``max_tokens`` /
   ``max_completion_tokens``, ``temperature``, ``top_p``, ``seed``; ``tools`` and ``response_format`` reach
   models that take them. ``n`` > 1 is refused; other OpenAI parameters are accepted and ignored.
-- ``GET /v1/models``: the one served model.
-- ``POST /openai/deployments/{deployment}/chat/completions?api-version=...``: the Azure OpenAI route.
+- ``GET /v1/models``: the one served model, under each of its names (``served_names``).
+- ``POST /openai/deployments/{deployment}/chat/completions?api-version=...``: the Azure OpenAI route
+  (the deployment: any of the model's names).
 - ``GET /health``: liveness, without a key.
 
 With ``server.api_key`` (or ``MODELFACTORY_SERVER_API_KEY``) set, ``/v1`` routes need
@@ -37,7 +38,7 @@ from typing import Any
 
 from .app import create_app
 from .server import BackgroundServer, run_server, serve_forever
-from .settings import API_KEY_ENV, ServerSettings, served_name
+from .settings import API_KEY_ENV, ServerSettings, served_name, served_names
 
 __all__ = [
     "API_KEY_ENV",
@@ -48,6 +49,7 @@ __all__ = [
     "run_server",
     "serve_forever",
     "served_name",
+    "served_names",
 ]
 
 # httpx's convention: the public names live in private modules but show as ``modelfactory.serve.X``, so

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import MissingDependencyError
 from .dispatch import Dispatcher
-from .settings import ServerSettings, served_name
+from .settings import ServerSettings, served_name, served_names
 
 __all__ = ["ServeState", "create_app", "import_deps"]
 
@@ -19,11 +19,20 @@ class ServeState:
 
     model: Any
     settings: ServerSettings
-    name: str  # what clients send as `model` / use as the Azure deployment
+    name: str  # what clients send as `model` / use as the Azure deployment; replies carry it
+    names: tuple[str, ...]  # every name it answers to: `name` first, then server.aliases
     key: str | None  # the API key requests must carry; None: no key
     is_local: bool  # its failures are ours (500), not an upstream's (502)
     default_max: int | None  # the model's own max tokens: a reply that long finished for "length"
     dispatcher: Dispatcher
+
+    def serves(self, name: str) -> bool:
+        return name in self.names
+
+    def described(self) -> str:
+        """``'tiny-llama'``, or ``'tiny-llama' (also 'transformers_tiny')``: for messages."""
+        also = ", ".join(f"'{n}'" for n in self.names[1:])
+        return f"'{self.name}'" + (f" (also {also})" if also else "")
 
     @classmethod
     def for_model(cls, model: Any, settings: ServerSettings) -> "ServeState":
@@ -32,6 +41,7 @@ class ServeState:
             model=model,
             settings=settings,
             name=served_name(model, settings),
+            names=served_names(model, settings),
             key=settings.key(),
             is_local=callable(getattr(model, "generate_batch", None)) or hasattr(model, "runtime"),
             default_max=getattr(spec, "max_new_tokens", None) or getattr(spec, "max_tokens", None),

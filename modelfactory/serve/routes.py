@@ -54,18 +54,18 @@ async def health(request: Request) -> Any:
 
 async def list_models(request: Request) -> Any:
     state = _authorized(request)
-    return {"object": "list", "data": [_model_card(state.name)]}
+    return {"object": "list", "data": [_model_card(name) for name in state.names]}
 
 
 async def model_info(model_id: str, request: Request) -> Any:
     state = _authorized(request)
-    if model_id != state.name:
+    if not state.serves(model_id):
         raise HTTPError(
             404,
-            f"the model '{model_id}' does not exist: this server serves '{state.name}'",
+            f"the model '{model_id}' does not exist: this server serves {state.described()}",
             code="model_not_found",
         )
-    return _model_card(state.name)
+    return _model_card(model_id)
 
 
 async def chat_completions(request: Request) -> Any:
@@ -83,10 +83,10 @@ async def azure_chat_completions(deployment: str, request: Request) -> Any:
             param="api-version",
             code="missing_api_version",
         )
-    if deployment != state.name:
+    if not state.serves(deployment):
         raise HTTPError(
             404,
-            f"the deployment '{deployment}' does not exist: this server serves '{state.name}'",
+            f"the deployment '{deployment}' does not exist: this server serves {state.described()}",
             code="DeploymentNotFound",
         )
     return await _chat(state, request, deployment)
@@ -168,10 +168,10 @@ async def _read_body(state: ServeState, request: Request) -> ChatCompletionReque
 
 async def _chat(state: ServeState, request: Request, deployment: str | None) -> Any:
     req = await _read_body(state, request)
-    if deployment is None and req.model is not None and req.model != state.name:
+    if deployment is None and req.model is not None and not state.serves(req.model):
         raise HTTPError(
             404,
-            f"the model '{req.model}' does not exist: this server serves '{state.name}'",
+            f"the model '{req.model}' does not exist: this server serves {state.described()}",
             param="model",
             code="model_not_found",
         )

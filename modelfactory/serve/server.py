@@ -11,7 +11,7 @@ from typing import Any
 
 from .app import create_app, import_deps
 from .dispatch import Dispatcher
-from .settings import API_KEY_ENV, ServerSettings, served_name
+from .settings import API_KEY_ENV, ServerSettings, served_names
 
 __all__ = ["BackgroundServer", "run_server", "serve_forever"]
 
@@ -115,7 +115,7 @@ class BackgroundServer:
 def serve_forever(model: Any, settings: ServerSettings) -> int:
     """What ``modelfactory serve`` does with a built model: warn when open to all, announce, serve until
     interrupted; the exit status (1: the address cannot be bound)."""
-    name = served_name(model, settings)
+    name, *aliases = served_names(model, settings)
     if settings.key() is None and not _is_loopback(settings.host):
         print(
             f"warning: serving on {settings.host} without an API key: anyone who can reach it can use the "
@@ -125,6 +125,8 @@ def serve_forever(model: Any, settings: ServerSettings) -> int:
 
     def ready(url: str) -> None:
         auth = "API key required" if settings.key() else "no API key"
+        if aliases:
+            auth += "; also answers to " + ", ".join(f"'{a}'" for a in aliases)
         print(f"modelfactory serve: '{name}' ({type(model).__name__}) on {url}/v1 ({auth})", flush=True)
 
     try:

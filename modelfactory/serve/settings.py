@@ -1,14 +1,22 @@
-"""The ``server:`` section of ``conf/config.yaml``, validated, and the name the model is served under."""
+"""The ``server:`` section of ``conf/config.yaml``, validated, and the names the model is served under."""
 
 import os
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 
 from ..errors import ConfigError, Problem
 from ..settings import to_plain
 
-__all__ = ["API_KEY_ENV", "ServerSettings", "served_name"]
+__all__ = ["API_KEY_ENV", "ServerSettings", "served_name", "served_names"]
 
 API_KEY_ENV = "MODELFACTORY_SERVER_API_KEY"
 
@@ -25,6 +33,10 @@ class ServerSettings(BaseModel):
     )
     model_name: str | None = Field(
         default=None, description="the name clients send as `model`; default: the model id"
+    )
+    aliases: list[Annotated[str, StringConstraints(min_length=1)]] = Field(
+        default_factory=list,
+        description="more names clients may send as `model`; `modelfactory serve model=X` adds X",
     )
     max_body_bytes: int = Field(default=1_048_576, gt=0, description="larger request bodies get 413")
     batch_window_ms: float = Field(default=10.0, ge=0, description="how long a batch waits for more requests")
@@ -71,3 +83,8 @@ def served_name(model: Any, settings: ServerSettings) -> str:
         return settings.model_name
     mid = str(getattr(model, "model_id", None) or type(model).__name__)
     return mid.split(":", 1)[1] if mid.startswith("builtin:") else mid
+
+
+def served_names(model: Any, settings: ServerSettings) -> tuple[str, ...]:
+    """Every name the model answers to: :func:`served_name` first (the one replies carry), then the aliases."""
+    return tuple(dict.fromkeys([served_name(model, settings), *settings.aliases]))
