@@ -3,7 +3,7 @@
 modelfactory list
 modelfactory check                          # every config in conf/model/
 modelfactory check model=azure_openai model.api_version=2024-10-21
-modelfactory serve model=transformers_tiny server.port=8000   # OpenAI-compatible API (see serve.py)
+modelfactory serve model=transformers_tiny server.port=8000   # OpenAI-compatible API (modelfactory.serve)
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from .errors import Problem
 
-__all__ = ["main"]
+__all__ = ["main", "serve"]
 
 
 def default_config_dir() -> Path:
@@ -30,12 +30,14 @@ def model_names(config_dir: Path) -> list[str]:
     return sorted(p.stem for p in (config_dir / "model").glob("*.yaml"))
 
 
-def compose(config_dir: Path, overrides: list[str]) -> Any:
+def compose(config_dir: Path, overrides: list[str], *, return_hydra_config: bool = False) -> Any:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
     with initialize_config_dir(version_base="1.3", config_dir=str(config_dir.resolve())):
-        return hydra_compose(config_name="config", overrides=overrides)
+        return hydra_compose(
+            config_name="config", overrides=overrides, return_hydra_config=return_hydra_config
+        )
 
 
 def check(config_dir: Path, overrides: list[str]) -> list[Problem]:
@@ -57,6 +59,37 @@ def check(config_dir: Path, overrides: list[str]) -> list[Problem]:
             continue
         problems += validate_config(cfg.model, source=source, environment=True)
     return problems
+
+
+def serve(config_dir: Path, overrides: list[str]) -> int:
+    """``modelfactory serve [overrides]``: compose like run.py, build the model, load it, serve it under
+    its id and under the config name it was chosen by (``model=transformers_tiny``)."""
+    from hydra.errors import HydraException
+
+    from .errors import ConfigError, ModelFactoryError
+    from .factory import build_model
+    from .serve import ServerSettings, serve_forever
+    from .serve.app import import_deps
+
+    try:
+        cfg = compose(config_dir, overrides, return_hydra_config=True)
+    except HydraException as exc:
+        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    try:
+        settings = ServerSettings.from_config(cfg.get("server"))
+        chosen = cfg.hydra.runtime.choices.get("model")  # the config group option, e.g. transformers_tiny
+        if chosen:
+            settings.aliases.append(str(chosen))
+        model = build_model(cfg.model)
+        load = getattr(model, "load", None)
+        if callable(load):  # weights now, not on the first request
+            load()
+        import_deps()
+    except ModelFactoryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ConfigError) else 1
+    return serve_forever(model, settings)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,9 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             print(name)
         return 0
     if args.command == "serve":
-        from .serve import main as serve_main
-
-        return serve_main(config_dir, args.overrides)
+        return serve(config_dir, args.overrides)
     problems = check(config_dir, args.overrides)
     for p in problems:
         print(f"{p.source}: {p.key}: {p.problem}" + (f"\n    fix: {p.fix}" if p.fix else ""))

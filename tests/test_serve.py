@@ -394,6 +394,65 @@ def test_modelfactory_serve_cli_subprocess(tiny: TransformersModel) -> None:
     assert KEY not in out + err + line
 
 
+def test_serve_cli_answers_to_the_config_name_too(tiny: TransformersModel) -> None:
+    """`modelfactory serve model=transformers_tiny`: clients may send `transformers_tiny` (the name they
+    chose it by) as well as the model id, in /v1/models, chat completions and as the Azure deployment."""
+    openai = pytest.importorskip("openai")
+    env = {**os.environ, "MODELFACTORY_SERVER_API_KEY": KEY, "HF_HUB_OFFLINE": "1"}
+    cmd = [
+        *_console_script(),
+        "serve",
+        "model=transformers_tiny",
+        "server.port=0",
+        "server.log_level=warning",
+        "model.dtype=float32",
+    ]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert f"modelfactory serve: '{NAME}' (TransformersModel) on http://127.0.0.1:" in line, (
+            line + proc.stderr.read() if proc.poll() is not None else line
+        )
+        assert "also answers to 'transformers_tiny'" in line
+        api_base = line.split(" on ", 1)[1].split()[0]
+        client = openai.OpenAI(base_url=api_base, api_key=KEY, max_retries=0)
+        assert [m.id for m in client.models.list()] == [NAME, "transformers_tiny"]
+        assert client.models.retrieve("transformers_tiny").id == "transformers_tiny"
+        expected = local(tiny, ASK).content
+        for name in (NAME, "transformers_tiny"):
+            reply = client.chat.completions.create(model=name, messages=ASK, temperature=0, max_tokens=MAX)
+            assert reply.choices[0].message.content == expected
+        azure = openai.AzureOpenAI(
+            azure_endpoint=api_base.removesuffix("/v1"),
+            azure_deployment="transformers_tiny",
+            api_key=KEY,
+            api_version=API_VERSION,
+            max_retries=0,
+        )
+        reply = azure.chat.completions.create(
+            model="transformers_tiny", messages=ASK, temperature=0, max_tokens=MAX
+        )
+        assert reply.choices[0].message.content == expected
+        with pytest.raises(openai.NotFoundError, match="transformers_tiny"):  # the 404 lists every name
+            client.chat.completions.create(model="transformers_smollm", messages=ASK, max_tokens=1)
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)
+
+
+def test_server_aliases_are_names_the_model_answers_to_too() -> None:
+    model = CallableModel(fn=lambda messages, **kwargs: "hello", model_id="echo")
+    settings = ServerSettings(port=0, log_level="warning", aliases=["house-model", "echo"])
+    with BackgroundServer(model, settings) as url:
+        assert [m["id"] for m in httpx.get(f"{url}/v1/models").json()["data"]] == ["echo", "house-model"]
+        client = OpenAIServerModel(model_id="house-model", api_base=f"{url}/v1", max_retries=0)
+        assert client(ASK).content == "hello"
+        resp = post(url, {"model": "other", "messages": ASK}, key=None)
+        assert resp.status_code == 404
+        assert "serves 'echo' (also 'house-model')" in resp.json()["error"]["message"]
+
+
 def test_serve_cli_reports_bad_server_config(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,0 +1,267 @@
+"""The OpenAI chat-completions wire, server side: the request this server reads, its errors, and the
+JSON bodies and SSE chunks it answers with. No HTTP framework here: the routes hand it bytes and models."""
+
+import contextlib
+import json
+import logging
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..errors import BackendError, ConfigError, MessageError, ModelFactoryError, UnsupportedFeatureError
+from ..messages import ChatMessage
+
+__all__ = [
+    "DONE",
+    "ChatCompletionRequest",
+    "HTTPError",
+    "StreamChunks",
+    "body_too_large",
+    "completion_body",
+    "error_for",
+    "finish_reason",
+    "parse_request",
+    "stream_finish_reason",
+    "stream_tool_calls",
+    "tool_calls_body",
+    "usage_body",
+    "validation_error",
+]
+
+log = logging.getLogger("modelfactory.serve")
+
+DONE = b"data: [DONE]\n\n"
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    """The parameters of a chat completion this server reads; others are accepted and ignored."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str | None = None
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    stop: str | list[str] | None = None
+    max_tokens: int | None = Field(None, gt=0)
+    max_completion_tokens: int | None = Field(None, gt=0)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    seed: int | None = None
+    n: int | None = Field(None, ge=1)
+    response_format: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+
+    def params(self) -> dict[str, Any]:
+        """Per-call generation kwargs for ``model.generate``."""
+        out = {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_completion_tokens or self.max_tokens,
+            "seed": self.seed,
+        }
+        return {k: v for k, v in out.items() if v is not None}
+
+
+class HTTPError(Exception):
+    """An error answered with ``status`` and an OpenAI-style error body."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def validation_error(exc: ValidationError) -> HTTPError:
+    parts = []
+    first_param = None
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        first_param = first_param or (str(err["loc"][0]) if err["loc"] else None)
+        parts.append(f"{loc}: {err['msg']}" if loc else err["msg"])
+    return HTTPError(400, "invalid request: " + "; ".join(parts), param=first_param, code="invalid_value")
+
+
+def error_for(exc: BaseException, is_local: bool) -> HTTPError:
+    """A model's exception as an HTTP error (4xx for the caller's mistakes, 5xx for the model's)."""
+    if isinstance(exc, HTTPError):
+        return exc
+    if isinstance(exc, (MessageError, UnsupportedFeatureError, ConfigError)):
+        return HTTPError(
+            400, str(exc), code="unsupported" if isinstance(exc, UnsupportedFeatureError) else None
+        )
+    if isinstance(exc, BackendError):
+        status = exc.status if isinstance(exc.status, int) and 400 <= exc.status < 600 else None
+        if status is None or status == 401 or status == 403:  # the upstream's auth is ours, not the caller's
+            status = 500 if is_local else 502
+        return HTTPError(status, str(exc), type="server_error" if status >= 500 else "invalid_request_error")
+    if isinstance(exc, ModelFactoryError):
+        return HTTPError(500, str(exc), type="server_error")
+    log.exception("unexpected error", exc_info=exc)
+    return HTTPError(500, f"internal error: {type(exc).__name__}", type="server_error")
+
+
+# --------------------------------------------------------------------------- replies and stream chunks
+
+
+def finish_reason(reply: ChatMessage, max_tokens: int | None) -> str:
+    if reply.tool_calls:
+        return "tool_calls"
+    raw = reply.raw
+    reason = raw.get("finish_reason") if isinstance(raw, dict) else None
+    if reason is None:
+        with contextlib.suppress(Exception):
+            reason = raw.choices[0].finish_reason  # type: ignore[union-attr]
+    if isinstance(reason, str) and reason:
+        return reason
+    usage = reply.token_usage
+    if usage is not None and max_tokens is not None and usage.output_tokens >= max_tokens:
+        return "length"
+    return "stop"
+
+
+def usage_body(usage: Any, raw: Any = None) -> dict[str, Any] | None:
+    if usage is None:
+        return None
+    out: dict[str, Any] = {
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+    cached = raw.get("cached_prompt_tokens") if isinstance(raw, dict) else None
+    if isinstance(cached, int):  # a local model's prompt cache: reported where OpenAI reports its own
+        out["prompt_tokens_details"] = {"cached_tokens": cached}
+    return out
+
+
+def tool_calls_body(reply: ChatMessage) -> list[dict[str, Any]] | None:
+    if not reply.tool_calls:
+        return None
+    return [
+        {
+            "id": tc.id,
+            "type": "function",
+            "function": {
+                "name": tc.function.name,
+                "arguments": tc.function.arguments
+                if isinstance(tc.function.arguments, str)
+                else json.dumps(tc.function.arguments),
+            },
+        }
+        for tc in reply.tool_calls
+    ]
+
+
+def stream_tool_calls(calls: list[Any]) -> list[dict[str, Any]]:
+    out = []
+    for i, tc in enumerate(calls):
+        if isinstance(tc, dict):
+            out.append({"index": i, **tc})
+            continue
+        fn = getattr(tc, "function", None)
+        out.append(
+            {
+                "index": getattr(tc, "index", i),
+                "id": getattr(tc, "id", None),
+                "type": "function",
+                "function": {"name": getattr(fn, "name", None), "arguments": getattr(fn, "arguments", None)},
+            }
+        )
+    return out
+
+
+def body_too_large(limit: int) -> HTTPError:
+    return HTTPError(413, f"request body over {limit} bytes (server.max_body_bytes)", code="body_too_large")
+
+
+def parse_request(body: bytes | bytearray) -> ChatCompletionRequest:
+    """The request body as a :class:`ChatCompletionRequest`, or the 400 that says what is wrong with it."""
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise HTTPError(400, f"the body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise HTTPError(
+            400, f"the body must be a JSON object, got {type(data).__name__}", code="invalid_json"
+        )
+    try:
+        return ChatCompletionRequest.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+def completion_body(
+    cid: str, created: int, name: str, reply: ChatMessage, max_tokens: int | None
+) -> dict[str, Any]:
+    """A whole ``chat.completion`` object for ``reply``."""
+    message: dict[str, Any] = {"role": "assistant", "content": reply.content}
+    calls = tool_calls_body(reply)
+    if calls:
+        message["tool_calls"] = calls
+    return {
+        "id": cid,
+        "object": "chat.completion",
+        "created": created,
+        "model": name,
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": finish_reason(reply, max_tokens),
+            }
+        ],
+        "usage": usage_body(reply.token_usage, reply.raw),
+        "system_fingerprint": None,
+    }
+
+
+class StreamChunks:
+    """The SSE events of one streamed completion: ``chat.completion.chunk`` objects sharing one id."""
+
+    def __init__(self, cid: str, created: int, name: str, include_usage: bool) -> None:
+        self.base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": name}
+        self.include_usage = include_usage
+
+    def chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        body: dict[str, Any] = {
+            **self.base,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+        if self.include_usage:  # OpenAI sends usage: null on every chunk but the last when asked for usage
+            body["usage"] = None
+        return _event(body)
+
+    def usage(self, usage: Any) -> bytes:
+        """The last chunk when ``stream_options.include_usage``: no choices, the usage of the whole reply."""
+        return _event({**self.base, "choices": [], "usage": usage_body(usage)})
+
+    @staticmethod
+    def error(err: HTTPError) -> bytes:
+        """An error after the headers went out: an event, as OpenAI sends them."""
+        return _event(err.body)
+
+
+def stream_finish_reason(tool_calls: bool, usage: Any, max_tokens: int | None) -> str:
+    if tool_calls:
+        return "tool_calls"
+    if usage is not None and max_tokens is not None and usage.output_tokens >= max_tokens:
+        return "length"
+    return "stop"
+
+
+def _event(body: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(body)}\n\n".encode()

@@ -1,0 +1,251 @@
+"""The routes, one small handler each, reading the served model from ``request.app.state.serve``.
+
+Imported only by :func:`.app.create_app`, once fastapi is known to be installed (this module imports it).
+"""
+
+import hmac
+import time
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any, cast
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import MessageError
+from ..messages import ChatMessage, ChatMessageStreamDelta, normalize_messages, normalize_stop_sequences
+from .app import ServeState
+from .protocol import (
+    DONE,
+    ChatCompletionRequest,
+    HTTPError,
+    StreamChunks,
+    body_too_large,
+    completion_body,
+    error_for,
+    parse_request,
+    stream_finish_reason,
+    stream_tool_calls,
+)
+
+__all__ = ["install"]
+
+
+def install(app: FastAPI) -> None:
+    """Put the routes and the OpenAI-style error handlers on ``app``."""
+    app.add_exception_handler(HTTPError, _http_error)
+    app.add_exception_handler(StarletteHTTPException, _starlette_error)
+    app.add_api_route("/health", health, methods=["GET"])
+    app.add_api_route("/v1/models", list_models, methods=["GET"])
+    app.add_api_route("/v1/models/{model_id:path}", model_info, methods=["GET"])
+    app.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"])
+    app.add_api_route(
+        "/openai/deployments/{deployment}/chat/completions", azure_chat_completions, methods=["POST"]
+    )
+
+
+# --------------------------------------------------------------------------- routes
+
+
+async def health(request: Request) -> Any:
+    return {"status": "ok", "model": _state(request).name}
+
+
+async def list_models(request: Request) -> Any:
+    state = _authorized(request)
+    return {"object": "list", "data": [_model_card(name) for name in state.names]}
+
+
+async def model_info(model_id: str, request: Request) -> Any:
+    state = _authorized(request)
+    if not state.serves(model_id):
+        raise HTTPError(
+            404,
+            f"the model '{model_id}' does not exist: this server serves {state.described()}",
+            code="model_not_found",
+        )
+    return _model_card(model_id)
+
+
+async def chat_completions(request: Request) -> Any:
+    return await _chat(_authorized(request), request, None)
+
+
+async def azure_chat_completions(deployment: str, request: Request) -> Any:
+    """Azure OpenAI's route: the key in ``api-key``, the model as the deployment, ``api-version`` required."""
+    state = _state(request)
+    _check_key(state, request.headers.get("api-key"))
+    if not request.query_params.get("api-version"):
+        raise HTTPError(
+            400,
+            "missing the api-version query parameter",
+            param="api-version",
+            code="missing_api_version",
+        )
+    if not state.serves(deployment):
+        raise HTTPError(
+            404,
+            f"the deployment '{deployment}' does not exist: this server serves {state.described()}",
+            code="DeploymentNotFound",
+        )
+    return await _chat(state, request, deployment)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _error_response(err: HTTPError) -> Any:
+    headers = {"www-authenticate": "Bearer"} if err.status == 401 else None
+    return JSONResponse(err.body, status_code=err.status, headers=headers)
+
+
+# Starlette types every handler as taking Exception; each is registered for the one class it casts to.
+async def _http_error(request: Request, exc: Exception) -> Any:
+    return _error_response(cast(HTTPError, exc))
+
+
+async def _starlette_error(request: Request, exc: Exception) -> Any:
+    """Unknown paths and wrong methods answer in the same OpenAI error shape as everything else."""
+    exc = cast(StarletteHTTPException, exc)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+    return _error_response(
+        HTTPError(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}", code=code)
+    )
+
+
+# --------------------------------------------------------------------------- auth
+
+
+def _state(request: Request) -> ServeState:
+    state: ServeState = request.app.state.serve
+    return state
+
+
+def _authorized(request: Request) -> ServeState:
+    """The state of a ``/v1`` request carrying ``Authorization: Bearer <key>`` (when a key is set)."""
+    state = _state(request)
+    header = request.headers.get("authorization") or ""
+    scheme, _, token = header.partition(" ")
+    _check_key(state, token.strip() if scheme.lower() == "bearer" else None)
+    return state
+
+
+def _check_key(state: ServeState, given: str | None) -> None:
+    if state.key is None:
+        return
+    if not given:
+        raise HTTPError(401, "missing API key", code="invalid_api_key")
+    if not hmac.compare_digest(given.encode("utf-8"), state.key.encode("utf-8")):
+        raise HTTPError(401, "incorrect API key", code="invalid_api_key")
+
+
+# --------------------------------------------------------------------------- chat completions
+
+
+def _model_card(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "modelfactory"}
+
+
+async def _read_body(state: ServeState, request: Request) -> ChatCompletionRequest:
+    """The body, refused with 413 past ``server.max_body_bytes`` before it is all read."""
+    limit = state.settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            too_big = int(declared) > limit
+        except ValueError:
+            raise HTTPError(400, "invalid Content-Length header") from None
+        if too_big:
+            raise body_too_large(limit)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise body_too_large(limit)
+    return parse_request(body)
+
+
+async def _chat(state: ServeState, request: Request, deployment: str | None) -> Any:
+    req = await _read_body(state, request)
+    if deployment is None and req.model is not None and not state.serves(req.model):
+        raise HTTPError(
+            404,
+            f"the model '{req.model}' does not exist: this server serves {state.described()}",
+            param="model",
+            code="model_not_found",
+        )
+    if req.n is not None and req.n > 1:
+        raise HTTPError(400, "n > 1 is not supported: send n requests", param="n", code="unsupported")
+    try:
+        messages = normalize_messages(req.messages)
+        stop = normalize_stop_sequences(req.stop)
+    except MessageError as exc:
+        raise HTTPError(400, str(exc), param="stop" if "stop" in str(exc) else "messages") from None
+    params = req.params()
+    extra = {"response_format": req.response_format, "tools_to_call_from": req.tools}
+    max_tokens = params.get("max_tokens") or state.default_max
+    cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+    created = int(time.time())
+    if req.stream:
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        deltas = state.dispatcher.stream(messages, stop, params, **extra)
+        chunks = StreamChunks(cid, created, state.name, include_usage)
+        return await _stream(state, deltas, chunks, max_tokens)
+    try:
+        reply: ChatMessage = await state.dispatcher.complete(messages, stop, params, **extra)
+    except Exception as exc:
+        raise error_for(exc, state.is_local) from None
+    return JSONResponse(completion_body(cid, created, state.name, reply, max_tokens))
+
+
+async def _stream(
+    state: ServeState,
+    deltas: AsyncGenerator[ChatMessageStreamDelta, None],
+    chunks: StreamChunks,
+    max_tokens: int | None,
+) -> Any:
+    # The first delta (or the error) before the headers: a model that fails at once gets a real status.
+    try:
+        first: ChatMessageStreamDelta | None = await deltas.__anext__()
+    except StopAsyncIteration:
+        first = None
+    except Exception as exc:
+        await deltas.aclose()
+        raise error_for(exc, state.is_local) from None
+
+    async def body() -> AsyncIterator[bytes]:
+        usage = None
+        tool_calls = False
+        try:
+            yield chunks.chunk({"role": "assistant", "content": ""})
+            pending = [first] if first is not None else []
+            while True:
+                if pending:
+                    delta = pending.pop()
+                else:
+                    try:
+                        delta = await deltas.__anext__()
+                    except StopAsyncIteration:
+                        break
+                if delta.token_usage is not None:
+                    usage = delta.token_usage
+                if delta.content:
+                    yield chunks.chunk({"content": delta.content})
+                if delta.tool_calls:
+                    tool_calls = True
+                    yield chunks.chunk({"tool_calls": stream_tool_calls(delta.tool_calls)})
+            yield chunks.chunk({}, stream_finish_reason(tool_calls, usage, max_tokens))
+            if chunks.include_usage:
+                yield chunks.usage(usage)
+        except Exception as exc:  # after the headers: an error event, as OpenAI sends them
+            yield chunks.error(error_for(exc, state.is_local))
+        finally:
+            await deltas.aclose()
+        yield DONE
+
+    return StreamingResponse(
+        body(),
+        media_type="text/event-stream",
+        headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+    )

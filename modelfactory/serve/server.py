@@ -1,0 +1,137 @@
+"""The socket and uvicorn layer: bind (port 0: any free one), run until stopped, in this thread or in a
+background one (:class:`BackgroundServer`, for notebooks and tests)."""
+
+import ipaddress
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .app import create_app, import_deps
+from .dispatch import Dispatcher
+from .settings import API_KEY_ENV, ServerSettings, served_names
+
+__all__ = ["BackgroundServer", "run_server", "serve_forever"]
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening socket (``port`` 0: any free one): clients that connect before uvicorn runs just wait."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _uvicorn_server(app: Any, settings: ServerSettings) -> Any:
+    import_deps()
+    import uvicorn
+
+    config = uvicorn.Config(app, log_level=settings.log_level, timeout_graceful_shutdown=5, access_log=True)
+    return uvicorn.Server(config)
+
+
+def _url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def run_server(
+    model: Any, settings: ServerSettings, *, on_ready: Callable[[str], None] | None = None
+) -> None:
+    """Serve ``model`` until interrupted (Ctrl-C / SIGTERM)."""
+    app = create_app(model, settings)
+    sock = _bind(settings.host, settings.port)
+    server = _uvicorn_server(app, settings)
+    url = _url(sock)
+    if on_ready is not None:
+        on_ready(url)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+
+
+class BackgroundServer:
+    """``modelfactory serve`` in a thread of this process (notebooks, tests)::
+
+    with BackgroundServer(model, ServerSettings(port=0)) as url:
+        OpenAIServerModel(model_id="tiny-llama", api_base=f"{url}/v1")(messages)
+    """
+
+    def __init__(self, model: Any, settings: ServerSettings | None = None) -> None:
+        self.settings = settings or ServerSettings(port=0, log_level="warning")
+        self.app = create_app(model, self.settings)
+        self._sock = _bind(self.settings.host, self.settings.port)
+        self.url = _url(self._sock)
+        self._server = _uvicorn_server(self.app, self.settings)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._sock]}, name="modelfactory-serve", daemon=True
+        )
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        return self.app.state.dispatcher  # type: ignore[no-any-return]
+
+    def start(self) -> "BackgroundServer":
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+        self._sock.close()
+
+    def __enter__(self) -> str:
+        self.start()
+        return self.url
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def serve_forever(model: Any, settings: ServerSettings) -> int:
+    """What ``modelfactory serve`` does with a built model: warn when open to all, announce, serve until
+    interrupted; the exit status (1: the address cannot be bound)."""
+    name, *aliases = served_names(model, settings)
+    if settings.key() is None and not _is_loopback(settings.host):
+        print(
+            f"warning: serving on {settings.host} without an API key: anyone who can reach it can use the "
+            f"model; set {API_KEY_ENV}",
+            file=sys.stderr,
+        )
+
+    def ready(url: str) -> None:
+        auth = "API key required" if settings.key() else "no API key"
+        if aliases:
+            auth += "; also answers to " + ", ".join(f"'{a}'" for a in aliases)
+        print(f"modelfactory serve: '{name}' ({type(model).__name__}) on {url}/v1 ({auth})", flush=True)
+
+    try:
+        run_server(model, settings, on_ready=ready)
+    except OSError as exc:
+        print(f"error: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,90 @@
+"""The ``server:`` section of ``conf/config.yaml``, validated, and the names the model is served under."""
+
+import os
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
+
+from ..errors import ConfigError, Problem
+from ..settings import to_plain
+
+__all__ = ["API_KEY_ENV", "ServerSettings", "served_name", "served_names"]
+
+API_KEY_ENV = "MODELFACTORY_SERVER_API_KEY"
+
+
+class ServerSettings(BaseModel):
+    """The ``server:`` section of ``conf/config.yaml``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535, description="0: any free port (printed at start-up)")
+    api_key: SecretStr | None = Field(
+        default=None, description=f"required key; null: ${API_KEY_ENV} if set, else none"
+    )
+    model_name: str | None = Field(
+        default=None, description="the name clients send as `model`; default: the model id"
+    )
+    aliases: list[Annotated[str, StringConstraints(min_length=1)]] = Field(
+        default_factory=list,
+        description="more names clients may send as `model`; `modelfactory serve model=X` adds X",
+    )
+    max_body_bytes: int = Field(default=1_048_576, gt=0, description="larger request bodies get 413")
+    batch_window_ms: float = Field(default=10.0, ge=0, description="how long a batch waits for more requests")
+    max_batch_size: int = Field(default=8, gt=0, description="rows per generate_batch call")
+    max_concurrency: int = Field(
+        default=8, gt=0, description="requests in flight at once for API models and streams"
+    )
+    log_level: str = Field(
+        default="info", description="uvicorn's: critical, error, warning, info, debug, trace"
+    )
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        value = value.lower()
+        if value not in ("critical", "error", "warning", "info", "debug", "trace"):
+            raise ValueError("must be one of critical, error, warning, info, debug, trace")
+        return value
+
+    @classmethod
+    def from_config(cls, node: Any = None, **overrides: Any) -> "ServerSettings":
+        """Validate a config node (every problem at once, as a :class:`ConfigError`); env key fallback."""
+        data = dict(to_plain(node) or {})
+        data.update(overrides)
+        if data.get("api_key") in (None, "") and os.environ.get(API_KEY_ENV):
+            data["api_key"] = os.environ[API_KEY_ENV]
+        try:
+            return cls(**data)
+        except ValidationError as exc:
+            problems = []
+            for err in exc.errors():
+                key = ".".join(str(p) for p in err["loc"]) or "server"
+                shown = "" if key == "api_key" else f" (got {err.get('input')!r})"
+                problems.append(Problem(f"server.{key}", f"{err['msg']}{shown}", "", "conf/config.yaml"))
+            raise ConfigError(problems, title="invalid server config") from None
+
+    def key(self) -> str | None:
+        return self.api_key.get_secret_value() if self.api_key and self.api_key.get_secret_value() else None
+
+
+def served_name(model: Any, settings: ServerSettings) -> str:
+    """What clients send as ``model`` (or use as the Azure deployment): ``tiny-llama`` for ``builtin:tiny-llama``."""
+    if settings.model_name:
+        return settings.model_name
+    mid = str(getattr(model, "model_id", None) or type(model).__name__)
+    return mid.split(":", 1)[1] if mid.startswith("builtin:") else mid
+
+
+def served_names(model: Any, settings: ServerSettings) -> tuple[str, ...]:
+    """Every name the model answers to: :func:`served_name` first (the one replies carry), then the aliases."""
+    return tuple(dict.fromkeys([served_name(model, settings), *settings.aliases]))
