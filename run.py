@@ -11,7 +11,6 @@ refused before Hydra starts. Put them in the environment or in ./.env (loaded he
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -64,14 +63,11 @@ def _error(exc: BaseException, redact: Any) -> dict[str, str]:
     return {"type": type(exc).__name__, "message": redact(str(exc))}
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
 def run(cfg: DictConfig) -> int:
     """One job. Returns the exit code; never raises for a config, dataset or backend problem."""
     from modelfactory import ConfigError, build_model
-    from modelfactory.runner import read_results, run_items
+    from modelfactory.results import read_job, read_results, write_job, write_json
+    from modelfactory.runner import run_items
     from modelfactory.settings import redact_env
 
     hc = HydraConfig.get()
@@ -97,11 +93,7 @@ def run(cfg: DictConfig) -> int:
     stops = [unescape(str(s)) for s in cfg.get("stop_sequences") or []] or None  # "\n" typed on the CLI
     runner = cfg.runner
     results_path = out_dir / cfg.output.results_file
-    job_path = out_dir / "job.json"
-    try:  # a resumed job adds to its earlier runs
-        previous = json.loads(job_path.read_text(encoding="utf-8")) if job_path.is_file() else {}
-    except ValueError:
-        previous = {}
+    previous = read_job(out_dir) or {}  # a resumed job adds to its earlier runs
     job: dict[str, Any] = {
         "model": model_name,
         "task": kind,
@@ -156,7 +148,7 @@ def run(cfg: DictConfig) -> int:
         print(f"error: {job['error']['message']}", file=sys.stderr)
         log.info("error: %s: %s", job["error"]["type"], job["error"]["message"])  # the job log
         code = 2 if isinstance(exc, ConfigError) else 1
-    _write_json(job_path, job)
+    write_job(out_dir, job)
 
     if kind == "prompt":
         row = read_results(results_path).get(items[0].id) if items and not job["error"] else None
@@ -167,7 +159,7 @@ def run(cfg: DictConfig) -> int:
                 print(f"error: {row['error']['message']}", file=sys.stderr)
                 log.info("error: %s: %s", row["error"]["type"], row["error"]["message"])
                 code = 2 if row["error"]["type"] == "ConfigError" else 1
-        _write_json(out_dir / cfg.output.result_file, result)
+        write_json(out_dir / cfg.output.result_file, result)
         if result["content"] is not None:
             log.info("reply: %s", result["content"])
             if cfg.output.print_reply:

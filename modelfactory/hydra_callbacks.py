@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -19,14 +18,12 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from .runner import aggregate_rows, read_results
+from .results import JOB_FILE, RESULTS_FILE, aggregate_rows, read_job, read_results
 
 __all__ = ["SummaryCallback", "collect_jobs", "summarize_sweep"]
 
 log = logging.getLogger("modelfactory.summary")
 
-RESULTS_FILE = "results.jsonl"
-JOB_FILE = "job.json"
 FIXED_COLUMNS = ["job", "model"]
 METRIC_COLUMNS = [
     "ok",
@@ -87,12 +84,8 @@ def collect_jobs(sweep_dir: str | Path) -> list[dict[str, Any]]:
         overrides_raw = _load_yaml(job_dir / ".hydra" / "overrides.yaml") or []
         overrides = dict(_split_override(str(o)) for o in overrides_raw)
         hydra_cfg = _load_yaml(job_dir / ".hydra" / "hydra.yaml")
-        job_info: dict[str, Any] = {}
-        if (job_dir / JOB_FILE).is_file():
-            try:
-                job_info = json.loads((job_dir / JOB_FILE).read_text(encoding="utf-8"))
-            except ValueError:
-                job_info = {}
+        job_record = read_job(job_dir)
+        job_info: dict[str, Any] = job_record or {}
         model = job_info.get("model") or overrides.get("model")
         if model is None and isinstance(hydra_cfg, dict):
             model = (hydra_cfg.get("hydra", {}).get("runtime", {}).get("choices") or {}).get("model")
@@ -112,7 +105,7 @@ def collect_jobs(sweep_dir: str | Path) -> list[dict[str, Any]]:
                 "out_tokens_per_s": round(metrics["tokens_out"] / elapsed, 1) if elapsed else None,
                 "error": _short_error(error)
                 if isinstance(error, dict)
-                else (None if (job_dir / JOB_FILE).is_file() else "no job.json: the job did not finish"),
+                else (None if job_record is not None else f"no {JOB_FILE}: the job did not finish"),
             }
         )
     jobs.sort(key=lambda j: (j["job"] is None, j["job"] if j["job"] is not None else 0, j["dir"]))

@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import logging
-import math
 import os
 import queue
 import sys
@@ -40,6 +38,18 @@ from typing import Any
 from .datasets import Item, as_item, load_dataset, load_dotenv, prompt_item
 from .errors import ConfigError, Problem
 
+# aggregate_rows, read_results: re-exported (this module was their home before results.py).
+from .results import (
+    ResultsWriter,
+    aggregate_rows,
+    error_row,
+    ok_row,
+    percentile,
+    read_results,
+    redact_row,
+    repair_tail,
+)
+
 __all__ = [
     "Item",
     "RunStats",
@@ -52,126 +62,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("modelfactory.runner")
-
-
-# ---------------------------------------------------------------------------------------------- results
-
-
-def _repair_tail(path: Path) -> None:
-    """A crash mid-write can leave a torn last line: complete it if it parses, else cut it off."""
-    if not path.exists() or path.stat().st_size == 0:
-        return
-    with path.open("rb+") as f:
-        f.seek(0, os.SEEK_END)
-        size = f.tell()
-        f.seek(max(0, size - 1))
-        if f.read(1) == b"\n":
-            return
-        # find the start of the last line
-        chunk = 1 << 16
-        pos = size
-        start = 0
-        while pos > 0:
-            read_from = max(0, pos - chunk)
-            f.seek(read_from)
-            block = f.read(pos - read_from)
-            idx = block.rfind(b"\n")
-            if idx >= 0:
-                start = read_from + idx + 1
-                break
-            pos = read_from
-        f.seek(start)
-        tail = f.read()
-        try:
-            json.loads(tail)
-        except ValueError:
-            f.truncate(start)
-            log.warning("results: dropped a torn last row in %s", path)
-        else:
-            f.seek(0, os.SEEK_END)
-            f.write(b"\n")
-
-
-def read_results(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
-    """The newest row of every id in a results file (in first-seen order). Unreadable lines are skipped."""
-    p = Path(path)
-    rows: dict[str, dict[str, Any]] = {}
-    if not p.exists():
-        return rows
-    with p.open(encoding="utf-8", errors="replace") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError:
-                log.warning("results: skipping unreadable line %d of %s", number, p)
-                continue
-            if isinstance(row, dict) and "id" in row:
-                rows[str(row["id"])] = row
-    return rows
-
-
-class _Writer:
-    """Appends rows; each one is written whole, flushed and (by default) fsynced before the next."""
-
-    def __init__(self, path: Path | None, fsync: bool) -> None:
-        self.path = path
-        self.fsync = fsync
-        self._file: Any = None
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            _repair_tail(path)
-            self._file = path.open("a", encoding="utf-8", newline="\n")
-
-    def write(self, row: dict[str, Any]) -> None:
-        if self._file is None:
-            return
-        self._file.write(json.dumps(row, ensure_ascii=False) + "\n")
-        self._file.flush()
-        if self.fsync:
-            os.fsync(self._file.fileno())
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-
-# ---------------------------------------------------------------------------------------------- stats
-
-
-def _percentile(values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile (q in 0..100); None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1]
-
-
-def aggregate_rows(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """Counts, latency (mean, p95 over successful items) and token totals of result rows."""
-    ok = failed = tokens_in = tokens_out = 0
-    latencies: list[float] = []
-    for row in rows:
-        if row.get("error"):
-            failed += 1
-            continue
-        ok += 1
-        if isinstance(row.get("latency_s"), (int, float)):
-            latencies.append(float(row["latency_s"]))
-        usage = row.get("usage") or {}
-        tokens_in += int(usage.get("input_tokens") or 0)
-        tokens_out += int(usage.get("output_tokens") or 0)
-    return {
-        "ok": ok,
-        "failed": failed,
-        "mean_latency_s": round(sum(latencies) / len(latencies), 4) if latencies else None,
-        "p95_latency_s": _percentile(latencies, 95),
-        "tokens_in": tokens_in,
-        "tokens_out": tokens_out,
-    }
 
 
 @dataclass
@@ -200,7 +90,7 @@ class RunStats:
 
     @property
     def p95_latency_s(self) -> float | None:
-        return _percentile(self.latencies, 95)
+        return percentile(self.latencies, 95)
 
     @property
     def items_per_s(self) -> float:
@@ -236,46 +126,6 @@ def _is_local(model: Any) -> bool:
     return mod is not None and isinstance(model, mod.TransformersModel)
 
 
-def _usage(reply: Any) -> dict[str, int] | None:
-    usage = getattr(reply, "token_usage", None)
-    if usage is None:
-        return None
-    to_dict = getattr(usage, "to_dict", None)
-    if callable(to_dict):
-        return dict(to_dict())
-    if isinstance(usage, Mapping):
-        return dict(usage)
-    return None
-
-
-def _content(reply: Any) -> Any:
-    if isinstance(reply, str):
-        return reply
-    return getattr(reply, "content", None)
-
-
-def _ok_row(item_id: str, reply: Any, latency: float) -> dict[str, Any]:
-    row = {
-        "id": item_id,
-        "content": _content(reply),
-        "usage": _usage(reply),
-        "latency_s": round(latency, 4),
-        "error": None,
-    }
-    raw = getattr(reply, "raw", None)
-    if isinstance(raw, dict) and "served_by" in raw:  # a FallbackModel: which member answered
-        row["served_by"] = raw["served_by"]
-    return row
-
-
-def _error_row(item_id: str, exc: BaseException, latency: float) -> dict[str, Any]:
-    error: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc)}
-    status = getattr(exc, "status", None)
-    if isinstance(status, int):
-        error["status"] = status
-    return {"id": item_id, "content": None, "usage": None, "latency_s": round(latency, 4), "error": error}
-
-
 def _redactor(model: Any) -> Callable[[str], str]:
     from .settings import redact_env
 
@@ -285,21 +135,13 @@ def _redactor(model: Any) -> Callable[[str], str]:
     return redact_env
 
 
-def _redact_row(row: dict[str, Any], redact: Callable[[str], str]) -> dict[str, Any]:
-    if isinstance(row.get("content"), str):
-        row["content"] = redact(row["content"])
-    if row.get("error"):
-        row["error"]["message"] = redact(str(row["error"]["message"]))
-    return row
-
-
 def _call_one(model: Any, item: Item, generation: dict[str, Any]) -> dict[str, Any]:
     start = time.perf_counter()
     try:
         reply = model(item.messages, **generation)
     except Exception as exc:  # one failing item is recorded; the run goes on
-        return _error_row(item.id, exc, time.perf_counter() - start)
-    return _ok_row(item.id, reply, time.perf_counter() - start)
+        return error_row(item.id, exc, time.perf_counter() - start)
+    return ok_row(item.id, reply, time.perf_counter() - start)
 
 
 def _run_threads(
@@ -345,8 +187,8 @@ async def _acall_one(model: Any, item: Item, generation: dict[str, Any]) -> dict
     try:
         reply = await model.agenerate(item.messages, **generation)
     except Exception as exc:  # one failing item is recorded; the run goes on
-        return _error_row(item.id, exc, time.perf_counter() - start)
-    return _ok_row(item.id, reply, time.perf_counter() - start)
+        return error_row(item.id, exc, time.perf_counter() - start)
+    return ok_row(item.id, reply, time.perf_counter() - start)
 
 
 def _run_async(
@@ -417,9 +259,9 @@ def _run_batches(
         latency = time.perf_counter() - t0
         for item, reply in zip(batch, replies, strict=True):
             if isinstance(reply, BaseException):
-                yield _error_row(item.id, reply, latency)
+                yield error_row(item.id, reply, latency)
             else:
-                yield _ok_row(item.id, reply, latency)
+                yield ok_row(item.id, reply, latency)
 
 
 def run_items(
@@ -454,7 +296,7 @@ def run_items(
     path = Path(results_path) if results_path is not None else None
     done_ids: set[str] = set()
     if path is not None:
-        _repair_tail(path)
+        repair_tail(path)
         previous = read_results(path)
         done_ids = {i for i, row in previous.items() if not (retry_errors and row.get("error"))}
     todo = [it for it in all_items if it.id not in done_ids]
@@ -476,7 +318,7 @@ def run_items(
         return stats
 
     redact = _redactor(model)
-    writer = _Writer(path, fsync)
+    writer = ResultsWriter(path, fsync)
     bar = _progress_bar(len(todo), progress, desc or "items", stats.skipped)
     start = time.perf_counter()
     if mode == "threads":
@@ -489,7 +331,7 @@ def run_items(
         rows = (_call_one(model, it, generation) for it in todo)
     try:
         for row in rows:
-            row = _redact_row(row, redact)
+            row = redact_row(row, redact)
             writer.write(row)
             if path is None:
                 stats.rows.append(row)
