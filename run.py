@@ -97,6 +97,7 @@ def run(cfg: DictConfig) -> int:
     job: dict[str, Any] = {
         "model": model_name,
         "task": kind,
+        "results_file": str(cfg.output.results_file),  # readers (the sweep summary) find the rows by it
         "items": None,
         "error": None,
         "elapsed_s": previous.get("elapsed_s") or 0.0,

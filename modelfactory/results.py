@@ -3,7 +3,8 @@
 - ``results.jsonl`` (:data:`RESULTS_FILE`, the default of ``output.results_file``): one JSON row per item,
   ``{"id", "content", "usage", "latency_s", "error"}`` (plus ``served_by`` from a fallback model), appended
   as items finish. The newest row of an id wins; a torn last line left by a crash is repaired or dropped.
-- ``job.json`` (:data:`JOB_FILE`): the job's record (model, task, items, error, elapsed time, runs).
+- ``job.json`` (:data:`JOB_FILE`): the job's record (model, task, results file, items, error, elapsed
+  time, runs). It names the results file, so a reader finds the rows whatever the config called them.
 
 The runner writes these files, the app records the job, and the sweep summary reads them back, all
 through this module, so a name or a format changes here and nowhere else.
@@ -31,6 +32,7 @@ __all__ = [
     "read_results",
     "redact_row",
     "repair_tail",
+    "results_path",
     "write_job",
     "write_json",
 ]
@@ -237,3 +239,12 @@ def read_job(job_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
 def write_job(job_dir: str | os.PathLike[str], job: Mapping[str, Any]) -> None:
     """Write the job record (replacing an earlier run's: a resumed job carries its totals over)."""
     write_json(Path(job_dir) / JOB_FILE, job)
+
+
+def results_path(
+    job_dir: str | os.PathLike[str], job: Mapping[str, Any] | None = None, configured: str | None = None
+) -> Path:
+    """Where a job's rows are: the file its record names, else ``configured`` (the job's
+    ``output.results_file``, for a job that died before writing its record), else :data:`RESULTS_FILE`."""
+    name = (job or {}).get("results_file") or configured or RESULTS_FILE
+    return Path(job_dir) / str(name)
