@@ -1,4 +1,4 @@
-"""The modelfactory app: compose a config, build the model, run the task's items, record the results.
+"""The modelfactory app's entry point: Hydra composes the config, ``modelfactory.app.run_job`` runs the job.
 
 python run.py                                   # offline tiny model, one prompt
 python run.py model=openai_gpt4o prompt="Hi"    # any config in conf/model/
@@ -11,7 +11,6 @@ refused before Hydra starts. Put them in the environment or in ./.env (loaded he
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -21,167 +20,42 @@ from typing import Any
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from modelfactory.overrides import refusal_message, scrub_saved_config, secret_overrides, unescape
+from modelfactory.overrides import refusal_message, scrub_saved_config, secret_overrides
 
 ROOT = Path(__file__).resolve().parent
 log = logging.getLogger("modelfactory.run")
 
-# ------------------------------------------------------------------------------------ one job
 
-
-def _dataset_path(value: str) -> Path:
-    p = Path(os.path.expanduser(value))
-    if p.is_absolute():
-        return p
-    here = Path.cwd() / p
-    if not here.exists() and (ROOT / p).exists():
-        return ROOT / p
-    return here
-
-
-def task_items(cfg: DictConfig) -> list[Any]:
-    from modelfactory.errors import ConfigError, Problem
-    from modelfactory.runner import load_dataset, prompt_item
-
-    task = cfg.task
-    kind = task.get("type", "prompt")
-    if kind == "prompt":
-        return [prompt_item(str(task.prompt), task.get("system_prompt"))]
-    if kind == "dataset":
-        if not task.get("path"):
-            raise ConfigError([Problem("task.path", "not set", "task.path=path/to/items.jsonl")])
-        items = load_dataset(_dataset_path(str(task.path)))
-        limit = task.get("limit")
-        return items[: int(limit)] if limit else items
-    raise ConfigError(
-        [Problem("task.type", f"unknown task type {kind!r}", "use task=prompt or task=dataset")]
-    )
-
-
-def _error(exc: BaseException, redact: Any) -> dict[str, str]:
-    return {"type": type(exc).__name__, "message": redact(str(exc))}
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def run(cfg: DictConfig) -> int:
-    """One job. Returns the exit code; never raises for a config, dataset or backend problem."""
-    from modelfactory import ConfigError, build_model
-    from modelfactory.runner import read_results, run_items
-    from modelfactory.settings import redact_env
-
-    hc = HydraConfig.get()
-    out_dir = Path(hc.runtime.output_dir)
-    multirun = hc.mode == RunMode.MULTIRUN
+def _scrub_saved_configs(hc: Any) -> None:
+    """Mask keys written literally in config files out of what Hydra saved for this run (and the sweep)."""
     try:
-        if scrub_saved_config(out_dir / ".hydra" / "config.yaml"):
+        if scrub_saved_config(Path(hc.runtime.output_dir) / ".hydra" / "config.yaml"):
             print(
                 "warning: a key is written literally in a config file; it was masked in this run's "
                 ".hydra/config.yaml. Prefer ${oc.env:VAR} in config files.",
                 file=sys.stderr,
             )
-        if multirun:
+        if hc.mode == RunMode.MULTIRUN:
             scrub_saved_config(Path(hc.sweep.dir) / "multirun.yaml")
     except Exception as exc:  # never let the scrubbing itself fail a job
         log.warning("could not check the saved config for literal keys: %s", exc)
 
-    model_name = hc.runtime.choices.get("model")
-    kind = cfg.task.get("type", "prompt")
-    gen_cfg = OmegaConf.to_container(cfg.generation, resolve=True)
-    assert isinstance(gen_cfg, dict)
-    generation = {str(k): v for k, v in gen_cfg.items() if v is not None}
-    stops = [unescape(str(s)) for s in cfg.get("stop_sequences") or []] or None  # "\n" typed on the CLI
-    runner = cfg.runner
-    results_path = out_dir / cfg.output.results_file
-    job_path = out_dir / "job.json"
-    try:  # a resumed job adds to its earlier runs
-        previous = json.loads(job_path.read_text(encoding="utf-8")) if job_path.is_file() else {}
-    except ValueError:
-        previous = {}
-    job: dict[str, Any] = {
-        "model": model_name,
-        "task": kind,
-        "items": None,
-        "error": None,
-        "elapsed_s": previous.get("elapsed_s") or 0.0,
-        "runs": int(previous.get("runs") or 0) + 1,
-        "last_run": None,
-    }
-    result: dict[str, Any] = {
-        "model_name": model_name,
-        "model_config": None,
-        "messages": None,
-        "stop_sequences": stops,
-        "generation": generation,
-        "content": None,
-        "token_usage": None,
-        "latency_s": None,
-        "error": None,
-    }
-    redact = redact_env
-    code = 0
-    items: list[Any] = []
-    try:
-        items = task_items(cfg)
-        job["items"] = len(items)
-        if kind == "prompt":
-            result["messages"] = items[0].messages
-        model = build_model(cfg.model)
-        redact = getattr(model, "redact", redact_env)
-        if hasattr(model, "to_dict"):
-            result["model_config"] = model.to_dict()
-        stats = run_items(
-            model,
-            items,
-            concurrency=int(runner.concurrency),
-            batch_size=int(runner.batch_size),
-            results_path=results_path,
-            progress=bool(runner.progress) and len(items) > 1,
-            retry_errors=bool(runner.retry_errors),
-            fsync=bool(runner.get("fsync", True)),
-            desc=str(model_name or "items"),
-            stop_sequences=stops,
-            **generation,
-        )
-        job["elapsed_s"] = round(float(job["elapsed_s"]) + stats.elapsed_s, 4)
-        job["last_run"] = stats.to_dict()
-    except Exception as exc:  # config, dataset, build, or a bug: recorded; a sweep goes on
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        job["error"] = result["error"] = _error(exc, redact)
-        print(f"error: {job['error']['message']}", file=sys.stderr)
-        log.info("error: %s: %s", job["error"]["type"], job["error"]["message"])  # the job log
-        code = 2 if isinstance(exc, ConfigError) else 1
-    _write_json(job_path, job)
 
-    if kind == "prompt":
-        row = read_results(results_path).get(items[0].id) if items and not job["error"] else None
-        if row is not None:
-            result.update(content=row["content"], token_usage=row["usage"], latency_s=row["latency_s"])
-            if row["error"]:
-                result["error"] = row["error"]
-                print(f"error: {row['error']['message']}", file=sys.stderr)
-                log.info("error: %s: %s", row["error"]["type"], row["error"]["message"])
-                code = 2 if row["error"]["type"] == "ConfigError" else 1
-        _write_json(out_dir / cfg.output.result_file, result)
-        if result["content"] is not None:
-            log.info("reply: %s", result["content"])
-            if cfg.output.print_reply:
-                print(result["content"])
-    elif job["error"] is None:
-        rows = read_results(results_path)
-        failed = sum(1 for it in items if (rows.get(it.id) or {}).get("error"))
-        skipped = (job["last_run"] or {}).get("skipped") or 0
-        earlier = f" ({skipped} done in an earlier run)" if skipped else ""
-        summary = f"{len(items)} items: {len(items) - failed} ok, {failed} failed{earlier} -> {results_path}"
-        log.info(summary)
-        print(summary)
-        code = 1 if failed else 0
-    return code
+def run(cfg: DictConfig) -> int:
+    """One job under Hydra: scrub what Hydra saved, then :func:`modelfactory.app.run_job`."""
+    from modelfactory.app import run_job
+
+    hc = HydraConfig.get()
+    _scrub_saved_configs(hc)
+    return run_job(
+        cfg,
+        hc.runtime.output_dir,
+        model_name=hc.runtime.choices.get("model"),
+        root=ROOT,
+        raise_errors=os.environ.get("HYDRA_FULL_ERROR") == "1",
+    )
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -222,7 +96,7 @@ def cli() -> None:
         print(refusal_message(keys, args, ROOT / "conf"), file=sys.stderr)
         sys.exit(2)
     if Path(".env").is_file():  # keys for the backends, read from the environment; never copied anywhere
-        from modelfactory.runner import load_dotenv
+        from modelfactory.datasets import load_dotenv
 
         load_dotenv()
     skip_mode_probe(args)

@@ -38,7 +38,7 @@ _EXPORTS: dict[str, str] = {
     "AzureOpenAIServerModel": "modelfactory.backends.azure",
     "CallableModel": "modelfactory.backends.callable",
     "run_items": "modelfactory.runner",
-    "load_dataset": "modelfactory.runner",
+    "load_dataset": "modelfactory.datasets",
     "RunStats": "modelfactory.runner",
     "FallbackModel": "modelfactory.backends.fallback",
 }

@@ -2,16 +2,16 @@
 
 ``SummaryCallback``: at the end of a multirun, one row per job (model, overridden parameters, items
 ok/failed, mean and p95 latency, tokens in/out, throughput), printed and saved as ``summary.csv`` and
-``summary.md`` in the sweep directory. It reads what the jobs left on disk (``results.jsonl``,
-``job.json``, ``.hydra/overrides.yaml``), so it works the same with every launcher whose jobs write to a
-file system the launching machine sees (basic, joblib, submitit local/SLURM, Ray on a shared disk).
+``summary.md`` in the sweep directory. It reads what the jobs left on disk (``job.json`` and the results
+file it names, through :mod:`modelfactory.results`; ``.hydra/overrides.yaml``), so it works the same
+with every launcher whose jobs write to a file system the launching machine sees (basic, joblib,
+submitit local/SLURM, Ray on a shared disk).
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -19,14 +19,13 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from .runner import aggregate_rows, read_results
+from .results import JOB_FILE, aggregate_rows, read_job, read_results, results_path
+from .results import RESULTS_FILE as RESULTS_FILE  # the old name here, kept for imports of it
 
 __all__ = ["SummaryCallback", "collect_jobs", "summarize_sweep"]
 
 log = logging.getLogger("modelfactory.summary")
 
-RESULTS_FILE = "results.jsonl"
-JOB_FILE = "job.json"
 FIXED_COLUMNS = ["job", "model"]
 METRIC_COLUMNS = [
     "ok",
@@ -68,6 +67,14 @@ def _job_number(job_dir: Path, hydra_cfg: Any) -> int | None:
             return None
 
 
+def _configured_results_file(job_dir: Path) -> str | None:
+    """``output.results_file`` as the job's saved config has it (a plain name; not an interpolation)."""
+    saved = _load_yaml(job_dir / ".hydra" / "config.yaml")
+    output = saved.get("output") if isinstance(saved, dict) else None
+    name = output.get("results_file") if isinstance(output, dict) else None
+    return name if isinstance(name, str) and name and "${" not in name else None
+
+
 def _split_override(text: str) -> tuple[str, str]:
     key, _, value = text.partition("=")
     return key.lstrip("+~"), value
@@ -87,16 +94,13 @@ def collect_jobs(sweep_dir: str | Path) -> list[dict[str, Any]]:
         overrides_raw = _load_yaml(job_dir / ".hydra" / "overrides.yaml") or []
         overrides = dict(_split_override(str(o)) for o in overrides_raw)
         hydra_cfg = _load_yaml(job_dir / ".hydra" / "hydra.yaml")
-        job_info: dict[str, Any] = {}
-        if (job_dir / JOB_FILE).is_file():
-            try:
-                job_info = json.loads((job_dir / JOB_FILE).read_text(encoding="utf-8"))
-            except ValueError:
-                job_info = {}
+        job_record = read_job(job_dir)
+        job_info: dict[str, Any] = job_record or {}
         model = job_info.get("model") or overrides.get("model")
         if model is None and isinstance(hydra_cfg, dict):
             model = (hydra_cfg.get("hydra", {}).get("runtime", {}).get("choices") or {}).get("model")
-        metrics = aggregate_rows(read_results(job_dir / RESULTS_FILE).values())
+        rows_path = results_path(job_dir, job_info, _configured_results_file(job_dir))
+        metrics = aggregate_rows(read_results(rows_path).values())
         elapsed = job_info.get("elapsed_s")
         done = metrics["ok"] + metrics["failed"]
         error = job_info.get("error")
@@ -112,7 +116,7 @@ def collect_jobs(sweep_dir: str | Path) -> list[dict[str, Any]]:
                 "out_tokens_per_s": round(metrics["tokens_out"] / elapsed, 1) if elapsed else None,
                 "error": _short_error(error)
                 if isinstance(error, dict)
-                else (None if (job_dir / JOB_FILE).is_file() else "no job.json: the job did not finish"),
+                else (None if job_record is not None else f"no {JOB_FILE}: the job did not finish"),
             }
         )
     jobs.sort(key=lambda j: (j["job"] is None, j["job"] if j["job"] is not None else 0, j["dir"]))

@@ -1,8 +1,7 @@
 """Items in, replies out: a dataset (or one prompt) run through a model, recorded row by row.
 
-- **Datasets**: :func:`load_dataset` reads JSONL (one ``{"id", "messages" | "prompt"}`` object per line),
-  a JSON array or a YAML list, and reports every problem at once as a :class:`ConfigError` naming the
-  file and the line (or item).
+Items come from :mod:`modelfactory.datasets` (their names are re-exported here, where they used to live).
+
 - **Concurrency**: API models with a native async client (OpenAI, Azure, LiteLLM, HfApiModel) are
   called with ``agenerate`` from ``concurrency`` tasks on one event loop (mode ``async``); other models
   from a thread pool (mode ``threads``). Either way ``concurrency`` requests are in flight and a model's
@@ -22,11 +21,8 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import inspect
-import json
 import logging
-import math
 import os
 import queue
 import sys
@@ -38,7 +34,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, MessageError, Problem
+# load_dataset, load_dotenv, prompt_item: re-exported (this module was their home before datasets.py).
+from .datasets import Item, as_item, load_dataset, load_dotenv, prompt_item
+from .errors import ConfigError, Problem
+
+# aggregate_rows, read_results: re-exported (this module was their home before results.py).
+from .results import (
+    ResultsWriter,
+    aggregate_rows,
+    error_row,
+    ok_row,
+    percentile,
+    read_results,
+    redact_row,
+    repair_tail,
+)
 
 __all__ = [
     "Item",
@@ -52,386 +62,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("modelfactory.runner")
-
-_MAX_PROBLEMS = 20  # a file with thousands of bad lines: report the first ones, then a count
-
-
-@dataclass
-class Item:
-    """One conversation to run: a stable ``id`` (resume keys on it) and the messages to send."""
-
-    id: str
-    messages: list[dict[str, Any]]
-    meta: dict[str, Any] = field(default_factory=dict)  # other fields of the dataset row, kept as-is
-
-
-def prompt_item(prompt: str, system_prompt: str | None = None) -> Item:
-    """The single-prompt task as an item. Its id is derived from the text, so a resumed run with another
-    prompt in the same directory runs the new prompt instead of returning the old reply."""
-    messages = []
-    if system_prompt:
-        messages.append({"role": "system", "content": str(system_prompt)})
-    messages.append({"role": "user", "content": str(prompt)})
-    digest = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()[:12]
-    return Item(id=f"prompt-{digest}", messages=messages)
-
-
-# ---------------------------------------------------------------------------------------------- datasets
-
-
-def load_dataset(path: str | os.PathLike[str]) -> list[Item]:
-    """Read a dataset file into items, or raise one :class:`ConfigError` listing every problem.
-
-    Formats (by extension):
-
-    - ``.jsonl``: one JSON object per line; blank lines are skipped.
-    - ``.json``: a JSON array of objects.
-    - ``.yaml`` / ``.yml``: a YAML list of mappings.
-
-    Each object has ``id`` (a string or integer, unique in the file; results and resume key on it) and
-    either ``messages`` (a list of ``{"role", "content"}``) or ``prompt`` (a string, with an optional
-    ``system`` string). Other fields are kept in :attr:`Item.meta`.
-    """
-    p = Path(path)
-    source = str(path)
-    if not p.exists():
-        raise ConfigError(
-            [Problem("task.path", f"dataset file not found: {p.resolve()}", "check the path", source)],
-            title="cannot load dataset",
-        )
-    if not p.is_file():
-        raise ConfigError(
-            [
-                Problem(
-                    "task.path", f"not a file: {p.resolve()}", "give the path of a .jsonl/.yaml file", source
-                )
-            ],
-            title="cannot load dataset",
-        )
-    suffix = p.suffix.lower()
-    if suffix not in (".jsonl", ".json", ".yaml", ".yml"):
-        raise ConfigError(
-            [
-                Problem(
-                    "task.path",
-                    f"unknown dataset format {suffix or '(no extension)'!r}",
-                    "use a .jsonl, .json, .yaml or .yml file",
-                    source,
-                )
-            ],
-            title="cannot load dataset",
-        )
-    text = _decode(p.read_bytes(), source)
-    if suffix == ".jsonl":
-        records, problems = _parse_jsonl(text, source)
-    elif suffix == ".json":
-        records, problems = _parse_json_array(text, source)
-    else:
-        records, problems = _parse_yaml(text, source)
-    items: list[Item] = []
-    seen: dict[str, str] = {}
-    for where, record in records:
-        item, item_problems = _to_item(record, where, source)
-        problems += item_problems
-        if item is None:
-            continue
-        if item.id in seen:
-            problems.append(
-                Problem(
-                    where,
-                    f"duplicate id {item.id!r} (first at {seen[item.id]})",
-                    "give every item a unique id: results and resume key on it",
-                    source,
-                )
-            )
-            continue
-        seen[item.id] = where
-        items.append(item)
-    if not items and not problems:
-        problems.append(Problem("task.path", "the dataset has no items", "add at least one item", source))
-    if problems:
-        shown = problems[:_MAX_PROBLEMS]
-        if len(problems) > _MAX_PROBLEMS:
-            shown.append(Problem("...", f"and {len(problems) - _MAX_PROBLEMS} more problem(s)", "", source))
-        raise ConfigError(shown, title=f"invalid dataset {source}")
-    return items
-
-
-def _decode(data: bytes, source: str) -> str:
-    if data.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark (some editors write one)
-        data = data[3:]
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
-        bad = data[exc.start : exc.end].hex(" ")
-        raise ConfigError(
-            [
-                Problem(
-                    f"line {line}",
-                    f"invalid UTF-8 at byte offset {exc.start} (line {line}, column {column}: 0x{bad})",
-                    "save the file as UTF-8",
-                    source,
-                )
-            ],
-            title=f"invalid dataset {source}",
-        ) from None
-
-
-def _parse_jsonl(text: str, source: str) -> tuple[list[tuple[str, Any]], list[Problem]]:
-    records: list[tuple[str, Any]] = []
-    problems: list[Problem] = []
-    # split on "\n" only: str.splitlines() would also split inside strings at U+0085, U+2028, ...
-    for number, line in enumerate(text.split("\n"), start=1):
-        line = line.removesuffix("\r")
-        if not line.strip():
-            continue
-        try:
-            records.append((f"line {number}", json.loads(line)))
-        except json.JSONDecodeError as exc:
-            problems.append(
-                Problem(
-                    f"line {number}",
-                    f"invalid JSON: {exc.msg} (column {exc.colno})",
-                    "one JSON object per line",
-                    source,
-                )
-            )
-    return records, problems
-
-
-def _parse_json_array(text: str, source: str) -> tuple[list[tuple[str, Any]], list[Problem]]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return [], [
-            Problem(f"line {exc.lineno}", f"invalid JSON: {exc.msg} (column {exc.colno})", "", source)
-        ]
-    if not isinstance(data, list):
-        return [], [Problem("file", f"expected a JSON array of items, got {type(data).__name__}", "", source)]
-    return [(f"item {i}", rec) for i, rec in enumerate(data)], []
-
-
-def _parse_yaml(text: str, source: str) -> tuple[list[tuple[str, Any]], list[Problem]]:
-    import yaml
-
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else "file"
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        return [], [Problem(where, f"invalid YAML: {problem}", "", source)]
-    if data is None:
-        return [], []
-    if not isinstance(data, list):
-        return [], [
-            Problem("file", f"expected a YAML list of items, got {type(data).__name__}", "- id: ...", source)
-        ]
-    return [(f"item {i}", rec) for i, rec in enumerate(data)], []
-
-
-def _to_item(record: Any, where: str, source: str) -> tuple[Item | None, list[Problem]]:
-    if not isinstance(record, Mapping):
-        return None, [
-            Problem(
-                where,
-                f"expected an object with id and messages/prompt, got {type(record).__name__}",
-                "",
-                source,
-            )
-        ]
-    problems: list[Problem] = []
-    raw_id = record.get("id")
-    if raw_id is None or isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)) or raw_id == "":
-        problems.append(
-            Problem(
-                where,
-                "missing 'id'"
-                if raw_id is None
-                else f"'id' must be a non-empty string or an integer, got {raw_id!r}",
-                'add "id": "<unique name>" (results and resume key on it)',
-                source,
-            )
-        )
-    has_messages, has_prompt = "messages" in record, "prompt" in record
-    messages: list[dict[str, Any]] = []
-    if has_messages and has_prompt:
-        problems.append(Problem(where, "has both 'messages' and 'prompt'", "keep one of them", source))
-    elif has_messages:
-        value = record["messages"]
-        try:
-            from .messages import normalize_messages
-
-            normalize_messages(value)  # validation only: the model normalises again at call time
-            messages = [dict(m) for m in value]
-        except MessageError as exc:
-            problems.append(Problem(where, f"invalid 'messages': {exc}", "", source))
-        except (TypeError, ValueError) as exc:
-            problems.append(Problem(where, f"invalid 'messages': {exc}", "", source))
-    elif has_prompt:
-        prompt, system = record["prompt"], record.get("system")
-        if not isinstance(prompt, str) or not prompt:
-            problems.append(
-                Problem(where, f"'prompt' must be a non-empty string, got {prompt!r}", "", source)
-            )
-        if system is not None and not isinstance(system, str):
-            problems.append(Problem(where, f"'system' must be a string, got {system!r}", "", source))
-        if not problems:
-            messages = prompt_item(prompt, system).messages
-    else:
-        problems.append(
-            Problem(
-                where,
-                "missing 'messages' (or 'prompt')",
-                'add "messages": [{"role": "user", "content": "..."}] or "prompt": "..."',
-                source,
-            )
-        )
-    if problems:
-        return None, problems
-    meta = {k: v for k, v in record.items() if k not in ("id", "messages", "prompt", "system")}
-    return Item(id=str(raw_id), messages=messages, meta=meta), []
-
-
-def load_dotenv(path: str | os.PathLike[str] | None = None) -> list[str]:
-    """Load ``KEY=value`` lines from ``.env`` (default: in the current directory) into ``os.environ``.
-
-    Variables already set in the environment win. Returns the names loaded (never the values). Keys
-    kept here never reach any output file: configs refer to them by name only.
-    """
-    p = Path(path) if path is not None else Path.cwd() / ".env"
-    if not p.is_file():
-        return []
-    from dotenv import dotenv_values
-
-    loaded = []
-    for name, value in dotenv_values(p).items():
-        if value is not None and name not in os.environ:
-            os.environ[name] = value
-            loaded.append(name)
-    return loaded
-
-
-# ---------------------------------------------------------------------------------------------- results
-
-
-def _repair_tail(path: Path) -> None:
-    """A crash mid-write can leave a torn last line: complete it if it parses, else cut it off."""
-    if not path.exists() or path.stat().st_size == 0:
-        return
-    with path.open("rb+") as f:
-        f.seek(0, os.SEEK_END)
-        size = f.tell()
-        f.seek(max(0, size - 1))
-        if f.read(1) == b"\n":
-            return
-        # find the start of the last line
-        chunk = 1 << 16
-        pos = size
-        start = 0
-        while pos > 0:
-            read_from = max(0, pos - chunk)
-            f.seek(read_from)
-            block = f.read(pos - read_from)
-            idx = block.rfind(b"\n")
-            if idx >= 0:
-                start = read_from + idx + 1
-                break
-            pos = read_from
-        f.seek(start)
-        tail = f.read()
-        try:
-            json.loads(tail)
-        except ValueError:
-            f.truncate(start)
-            log.warning("results: dropped a torn last row in %s", path)
-        else:
-            f.seek(0, os.SEEK_END)
-            f.write(b"\n")
-
-
-def read_results(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
-    """The newest row of every id in a results file (in first-seen order). Unreadable lines are skipped."""
-    p = Path(path)
-    rows: dict[str, dict[str, Any]] = {}
-    if not p.exists():
-        return rows
-    with p.open(encoding="utf-8", errors="replace") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError:
-                log.warning("results: skipping unreadable line %d of %s", number, p)
-                continue
-            if isinstance(row, dict) and "id" in row:
-                rows[str(row["id"])] = row
-    return rows
-
-
-class _Writer:
-    """Appends rows; each one is written whole, flushed and (by default) fsynced before the next."""
-
-    def __init__(self, path: Path | None, fsync: bool) -> None:
-        self.path = path
-        self.fsync = fsync
-        self._file: Any = None
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            _repair_tail(path)
-            self._file = path.open("a", encoding="utf-8", newline="\n")
-
-    def write(self, row: dict[str, Any]) -> None:
-        if self._file is None:
-            return
-        self._file.write(json.dumps(row, ensure_ascii=False) + "\n")
-        self._file.flush()
-        if self.fsync:
-            os.fsync(self._file.fileno())
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-
-# ---------------------------------------------------------------------------------------------- stats
-
-
-def _percentile(values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile (q in 0..100); None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1]
-
-
-def aggregate_rows(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """Counts, latency (mean, p95 over successful items) and token totals of result rows."""
-    ok = failed = tokens_in = tokens_out = 0
-    latencies: list[float] = []
-    for row in rows:
-        if row.get("error"):
-            failed += 1
-            continue
-        ok += 1
-        if isinstance(row.get("latency_s"), (int, float)):
-            latencies.append(float(row["latency_s"]))
-        usage = row.get("usage") or {}
-        tokens_in += int(usage.get("input_tokens") or 0)
-        tokens_out += int(usage.get("output_tokens") or 0)
-    return {
-        "ok": ok,
-        "failed": failed,
-        "mean_latency_s": round(sum(latencies) / len(latencies), 4) if latencies else None,
-        "p95_latency_s": _percentile(latencies, 95),
-        "tokens_in": tokens_in,
-        "tokens_out": tokens_out,
-    }
 
 
 @dataclass
@@ -460,7 +90,7 @@ class RunStats:
 
     @property
     def p95_latency_s(self) -> float | None:
-        return _percentile(self.latencies, 95)
+        return percentile(self.latencies, 95)
 
     @property
     def items_per_s(self) -> float:
@@ -487,17 +117,6 @@ class RunStats:
 # ---------------------------------------------------------------------------------------------- running
 
 
-def _as_item(obj: Any) -> Item:
-    if isinstance(obj, Item):
-        return obj
-    if isinstance(obj, Mapping):
-        item, problems = _to_item(obj, f"item {obj.get('id')!r}", "run_items")
-        if item is None:
-            raise ConfigError(problems, title="invalid item")
-        return item
-    raise TypeError(f"run_items takes Item objects or dicts with id and messages, got {type(obj).__name__}")
-
-
 def _is_local(model: Any) -> bool:
     """A model running in this process (one at a time): never called from several threads at once."""
     flag = getattr(model, "is_local", None)
@@ -505,46 +124,6 @@ def _is_local(model: Any) -> bool:
         return flag
     mod = sys.modules.get("modelfactory.backends.transformers")  # never imported just to check
     return mod is not None and isinstance(model, mod.TransformersModel)
-
-
-def _usage(reply: Any) -> dict[str, int] | None:
-    usage = getattr(reply, "token_usage", None)
-    if usage is None:
-        return None
-    to_dict = getattr(usage, "to_dict", None)
-    if callable(to_dict):
-        return dict(to_dict())
-    if isinstance(usage, Mapping):
-        return dict(usage)
-    return None
-
-
-def _content(reply: Any) -> Any:
-    if isinstance(reply, str):
-        return reply
-    return getattr(reply, "content", None)
-
-
-def _ok_row(item_id: str, reply: Any, latency: float) -> dict[str, Any]:
-    row = {
-        "id": item_id,
-        "content": _content(reply),
-        "usage": _usage(reply),
-        "latency_s": round(latency, 4),
-        "error": None,
-    }
-    raw = getattr(reply, "raw", None)
-    if isinstance(raw, dict) and "served_by" in raw:  # a FallbackModel: which member answered
-        row["served_by"] = raw["served_by"]
-    return row
-
-
-def _error_row(item_id: str, exc: BaseException, latency: float) -> dict[str, Any]:
-    error: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc)}
-    status = getattr(exc, "status", None)
-    if isinstance(status, int):
-        error["status"] = status
-    return {"id": item_id, "content": None, "usage": None, "latency_s": round(latency, 4), "error": error}
 
 
 def _redactor(model: Any) -> Callable[[str], str]:
@@ -556,21 +135,13 @@ def _redactor(model: Any) -> Callable[[str], str]:
     return redact_env
 
 
-def _redact_row(row: dict[str, Any], redact: Callable[[str], str]) -> dict[str, Any]:
-    if isinstance(row.get("content"), str):
-        row["content"] = redact(row["content"])
-    if row.get("error"):
-        row["error"]["message"] = redact(str(row["error"]["message"]))
-    return row
-
-
 def _call_one(model: Any, item: Item, generation: dict[str, Any]) -> dict[str, Any]:
     start = time.perf_counter()
     try:
         reply = model(item.messages, **generation)
     except Exception as exc:  # one failing item is recorded; the run goes on
-        return _error_row(item.id, exc, time.perf_counter() - start)
-    return _ok_row(item.id, reply, time.perf_counter() - start)
+        return error_row(item.id, exc, time.perf_counter() - start)
+    return ok_row(item.id, reply, time.perf_counter() - start)
 
 
 def _run_threads(
@@ -616,8 +187,8 @@ async def _acall_one(model: Any, item: Item, generation: dict[str, Any]) -> dict
     try:
         reply = await model.agenerate(item.messages, **generation)
     except Exception as exc:  # one failing item is recorded; the run goes on
-        return _error_row(item.id, exc, time.perf_counter() - start)
-    return _ok_row(item.id, reply, time.perf_counter() - start)
+        return error_row(item.id, exc, time.perf_counter() - start)
+    return ok_row(item.id, reply, time.perf_counter() - start)
 
 
 def _run_async(
@@ -688,9 +259,9 @@ def _run_batches(
         latency = time.perf_counter() - t0
         for item, reply in zip(batch, replies, strict=True):
             if isinstance(reply, BaseException):
-                yield _error_row(item.id, reply, latency)
+                yield error_row(item.id, reply, latency)
             else:
-                yield _ok_row(item.id, reply, latency)
+                yield ok_row(item.id, reply, latency)
 
 
 def run_items(
@@ -716,7 +287,7 @@ def run_items(
         raise ConfigError([Problem("runner.concurrency", f"must be >= 1, got {concurrency}")])
     if batch_size < 1:
         raise ConfigError([Problem("runner.batch_size", f"must be >= 1, got {batch_size}")])
-    all_items = [_as_item(obj) for obj in items]
+    all_items = [as_item(obj) for obj in items]
     ids = [it.id for it in all_items]
     if len(set(ids)) != len(ids):
         dupes = sorted({i for i in ids if ids.count(i) > 1})[:5]
@@ -725,7 +296,7 @@ def run_items(
     path = Path(results_path) if results_path is not None else None
     done_ids: set[str] = set()
     if path is not None:
-        _repair_tail(path)
+        repair_tail(path)
         previous = read_results(path)
         done_ids = {i for i, row in previous.items() if not (retry_errors and row.get("error"))}
     todo = [it for it in all_items if it.id not in done_ids]
@@ -747,7 +318,7 @@ def run_items(
         return stats
 
     redact = _redactor(model)
-    writer = _Writer(path, fsync)
+    writer = ResultsWriter(path, fsync)
     bar = _progress_bar(len(todo), progress, desc or "items", stats.skipped)
     start = time.perf_counter()
     if mode == "threads":
@@ -760,7 +331,7 @@ def run_items(
         rows = (_call_one(model, it, generation) for it in todo)
     try:
         for row in rows:
-            row = _redact_row(row, redact)
+            row = redact_row(row, redact)
             writer.write(row)
             if path is None:
                 stats.rows.append(row)

@@ -1,4 +1,5 @@
-"""run.py end to end, as a user runs it: a real subprocess, real Hydra, real local servers."""
+"""run.py end to end, as a user runs it: a real subprocess, real Hydra, real local servers; then the job
+itself (``modelfactory.app.run_job``) in-process."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
 
+from modelfactory import app
+from modelfactory.errors import ConfigError
 from tests.servers.recording import RecordingServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -194,3 +199,145 @@ def test_bad_dataset_is_a_config_error(tmp_path: Path) -> None:
     proc = run_app(tmp_path / "run", "model=custom_callable", "task=dataset", f"task.path={data}")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "line 2: invalid JSON" in proc.stderr
+
+
+# --------------------------------------------------------------------------- app.run_job, in-process
+# The job itself, without Hydra's runtime: the config composed from conf/, the output dir a tmp dir.
+
+
+def app_config(*overrides: str) -> DictConfig:
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def read_rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def echo_or_fail(
+    messages: list[dict], stop_sequences: list[str] | None = None, grammar: object = None
+) -> str:
+    """A user's model function that fails on one input (``CallableModel``'s ``fn``)."""
+    text = str(messages[-1]["content"])
+    if "boom" in text:
+        raise RuntimeError(f"cannot answer {text!r}")
+    return f"ok: {text}"
+
+
+def write_items(path: Path, prompts: list[str]) -> Path:
+    path.write_text("".join(json.dumps({"id": f"q{i}", "prompt": p}) + "\n" for i, p in enumerate(prompts)))
+    return path
+
+
+def test_run_job_prompt_records_result_rows_and_job(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = app_config("model=custom_callable", "prompt=hello there", 'stop_sequences=["\\nObservation"]')
+    assert app.run_job(cfg, tmp_path, model_name="custom_callable") == 0
+    res = read_json(tmp_path / "result.json")
+    assert res["content"] == "Echo: hello there"  # typed "\n" unescaped, the reply cut before the stop
+    assert res["stop_sequences"] == ["\nObservation"] and res["error"] is None
+    assert res["model_name"] == "custom_callable" and res["model_config"]["_target_"].endswith(
+        "CallableModel"
+    )
+    assert res["messages"] == [{"role": "user", "content": "hello there"}]
+    assert capsys.readouterr().out == "Echo: hello there\n"
+    (row,) = read_rows(tmp_path / "results.jsonl")
+    assert row["id"].startswith("prompt-") and row["content"] == res["content"] and row["error"] is None
+    job = read_json(tmp_path / "job.json")
+    assert job["model"] == "custom_callable" and job["task"] == "prompt" and job["items"] == 1
+    assert job["runs"] == 1 and job["error"] is None and job["results_file"] == "results.jsonl"
+    assert job["last_run"]["ok"] == 1 and job["elapsed_s"] >= 0
+
+
+def test_run_job_takes_a_plain_mapping_and_resumes_a_dataset(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = write_items(tmp_path / "items.jsonl", ["one", "two", "three"])
+    composed = app_config(
+        "model=custom_callable", "task=dataset", f"task.path={data}", "output.results_file=rows.jsonl"
+    )
+    cfg = OmegaConf.to_container(composed, resolve=True)
+    assert isinstance(cfg, dict)
+    out = tmp_path / "out"
+    assert app.run_job(cfg, out, model_name="custom_callable") == 0
+    assert f"3 items: 3 ok, 0 failed -> {out / 'rows.jsonl'}" in capsys.readouterr().out
+    assert sorted(r["id"] for r in read_rows(out / "rows.jsonl")) == ["q0", "q1", "q2"]  # as they finish
+    assert not (out / "results.jsonl").exists() and not (out / "result.json").exists()
+
+    assert app.run_job(cfg, out, model_name="custom_callable") == 0  # the same job again: nothing to do
+    assert "3 items: 3 ok, 0 failed (3 done in an earlier run)" in capsys.readouterr().out
+    assert len(read_rows(out / "rows.jsonl")) == 3
+    job = read_json(out / "job.json")
+    assert job["runs"] == 2 and job["items"] == 3 and job["results_file"] == "rows.jsonl"
+    assert job["last_run"]["skipped"] == 3 and job["task"] == "dataset"
+
+
+def test_run_job_a_failing_item_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = write_items(tmp_path / "items.jsonl", ["fine", "boom here"])
+    fn = "model.fn=tests.test_app.echo_or_fail"
+    cfg = app_config(
+        "model=custom_callable", fn, "task=dataset", f"task.path={data}", "runner.progress=false"
+    )
+    assert app.run_job(cfg, tmp_path / "ds") == 1
+    assert "2 items: 1 ok, 1 failed" in capsys.readouterr().out
+    ok, bad = read_rows(tmp_path / "ds" / "results.jsonl")
+    assert ok["content"] == "ok: fine" and "cannot answer 'boom here'" in bad["error"]["message"]
+    assert read_json(tmp_path / "ds" / "job.json")["error"] is None  # the job ran; one item failed
+
+    cfg = app_config("model=custom_callable", fn, "prompt=boom")
+    assert app.run_job(cfg, tmp_path / "one") == 1
+    res = read_json(tmp_path / "one" / "result.json")
+    assert res["content"] is None and "cannot answer 'boom'" in res["error"]["message"]
+    assert "cannot answer 'boom'" in capsys.readouterr().err
+
+
+def test_run_job_config_error_exits_2_or_raises_when_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = app_config("model=openai_gpt4o", "model.max_tokens=-5", "model.api_base=ftp://nowhere")
+    assert app.run_job(cfg, tmp_path / "a", model_name="openai_gpt4o") == 2
+    err = capsys.readouterr().err
+    assert "max_tokens" in err and "api_base" in err
+    assert read_json(tmp_path / "a" / "result.json")["error"]["type"] == "ConfigError"
+    job = read_json(tmp_path / "a" / "job.json")
+    assert job["error"]["type"] == "ConfigError" and job["items"] == 1 and job["last_run"] is None
+    with pytest.raises(ConfigError, match="max_tokens"):
+        app.run_job(cfg, tmp_path / "b", raise_errors=True)
+
+
+def test_run_job_dataset_paths_and_a_bad_dataset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)  # examples/dataset.jsonl is not here, only under the project root
+    cfg = app_config("model=custom_callable", "task=dataset", "task.limit=2", "runner.progress=false")
+    assert app.run_job(cfg, tmp_path / "a", root=ROOT) == 0
+    assert len(read_rows(tmp_path / "a" / "results.jsonl")) == 2
+    assert app.run_job(cfg, tmp_path / "b") == 2  # no root to fall back on
+    assert "dataset file not found" in capsys.readouterr().err
+
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"id": "a", "prompt": "ok"}\n{"id": "b"\n')
+    cfg = app_config("model=custom_callable", "task=dataset", f"task.path={data}")
+    assert app.run_job(cfg, tmp_path / "c") == 2
+    assert "line 2: invalid JSON" in capsys.readouterr().err
+    assert read_json(tmp_path / "c" / "job.json")["error"]["type"] == "ConfigError"
+    assert not (tmp_path / "c" / "results.jsonl").exists()
+
+
+@pytest.mark.slow
+def test_run_job_with_the_offline_tiny_model(tmp_path: Path) -> None:
+    cfg = app_config("model=transformers_tiny", "generation.max_tokens=8", "output.print_reply=false")
+    assert app.run_job(cfg, tmp_path, model_name="transformers_tiny") == 0
+    res = read_json(tmp_path / "result.json")
+    assert isinstance(res["content"], str) and res["content"] and res["error"] is None
+    assert 0 < res["token_usage"]["output_tokens"] <= 8
+    assert res["generation"] == {"max_tokens": 8}
+    (row,) = read_rows(tmp_path / "results.jsonl")
+    assert row["usage"] == res["token_usage"] and row["content"] == res["content"]
+    job = read_json(tmp_path / "job.json")
+    assert job["model"] == "transformers_tiny" and job["items"] == 1 and job["last_run"]["ok"] == 1

@@ -123,6 +123,50 @@ def test_summary_of_a_partly_written_sweep(tmp_path: Path) -> None:
     assert "did not finish" in row["error"] and "openai_gpt4o" in table
 
 
+def test_summary_follows_a_renamed_results_file(tmp_path: Path) -> None:
+    """``output.results_file`` renamed in the config: the summary reads the jobs' rows from that file."""
+    proc = sweep(
+        tmp_path,
+        "-m",
+        "model=custom_callable",
+        "task=dataset",
+        "task.limit=2",
+        "output.results_file=other.jsonl",
+        "generation.temperature=0,0.7",
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = summary_rows(tmp_path)
+    assert [(r["job"], r["ok"], r["failed"], r["error"]) for r in rows] == [
+        ("0", "2", "0", ""),
+        ("1", "2", "0", ""),
+    ]
+    assert all(float(r["items_per_s"]) > 0 and r["p95_latency_s"] for r in rows)
+    for job in ("0", "1"):
+        assert len((tmp_path / job / "other.jsonl").read_text().splitlines()) == 2
+        assert not (tmp_path / job / "results.jsonl").exists()
+
+
+def test_summary_of_a_killed_job_with_a_renamed_results_file(tmp_path: Path) -> None:
+    """No job.json (the job died), results in a renamed file: the job's saved config names the file."""
+    job = tmp_path / "0"
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text("- model=openai_gpt4o\n- output.results_file=mine.jsonl\n")
+    (job / ".hydra" / "config.yaml").write_text(
+        "output:\n  result_file: result.json\n  results_file: mine.jsonl\n"
+    )
+    row = {
+        "id": "a",
+        "content": "x",
+        "usage": {"input_tokens": 2, "output_tokens": 4},
+        "latency_s": 0.2,
+        "error": None,
+    }
+    (job / "mine.jsonl").write_text(json.dumps(row) + "\n")
+    summarize_sweep(tmp_path)
+    (summary,) = summary_rows(tmp_path)
+    assert summary["ok"] == "1" and summary["tokens_out"] == "4" and "did not finish" in summary["error"]
+
+
 def _compose(*overrides: str, hydra_cfg: bool = False):  # type: ignore[no-untyped-def]
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         return compose(config_name="config", overrides=list(overrides), return_hydra_config=hydra_cfg)

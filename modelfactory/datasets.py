@@ -1,0 +1,290 @@
+"""Items in: a dataset file (or one prompt) read and validated into :class:`Item` objects.
+
+:func:`load_dataset` reads JSONL (one ``{"id", "messages" | "prompt"}`` object per line), a JSON array or
+a YAML list, and reports every problem at once as a :class:`ConfigError` naming the file and the line (or
+item), so a user fixes a bad file in one pass instead of one error per run. :func:`load_dotenv` reads the
+other input a job takes from a file: the ``.env`` keys the backends find in the environment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, MessageError, Problem
+
+__all__ = ["Item", "as_item", "load_dataset", "load_dotenv", "prompt_item"]
+
+_MAX_PROBLEMS = 20  # a file with thousands of bad lines: report the first ones, then a count
+
+
+@dataclass
+class Item:
+    """One conversation to run: a stable ``id`` (resume keys on it) and the messages to send."""
+
+    id: str
+    messages: list[dict[str, Any]]
+    meta: dict[str, Any] = field(default_factory=dict)  # other fields of the dataset row, kept as-is
+
+
+def prompt_item(prompt: str, system_prompt: str | None = None) -> Item:
+    """The single-prompt task as an item. Its id is derived from the text, so a resumed run with another
+    prompt in the same directory runs the new prompt instead of returning the old reply."""
+    messages = []
+    if system_prompt:
+        messages.append({"role": "system", "content": str(system_prompt)})
+    messages.append({"role": "user", "content": str(prompt)})
+    digest = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()[:12]
+    return Item(id=f"prompt-{digest}", messages=messages)
+
+
+def load_dataset(path: str | os.PathLike[str]) -> list[Item]:
+    """Read a dataset file into items, or raise one :class:`ConfigError` listing every problem.
+
+    Formats (by extension):
+
+    - ``.jsonl``: one JSON object per line; blank lines are skipped.
+    - ``.json``: a JSON array of objects.
+    - ``.yaml`` / ``.yml``: a YAML list of mappings.
+
+    Each object has ``id`` (a string or integer, unique in the file; results and resume key on it) and
+    either ``messages`` (a list of ``{"role", "content"}``) or ``prompt`` (a string, with an optional
+    ``system`` string). Other fields are kept in :attr:`Item.meta`.
+    """
+    p = Path(path)
+    source = str(path)
+    if not p.exists():
+        raise ConfigError(
+            [Problem("task.path", f"dataset file not found: {p.resolve()}", "check the path", source)],
+            title="cannot load dataset",
+        )
+    if not p.is_file():
+        raise ConfigError(
+            [
+                Problem(
+                    "task.path", f"not a file: {p.resolve()}", "give the path of a .jsonl/.yaml file", source
+                )
+            ],
+            title="cannot load dataset",
+        )
+    suffix = p.suffix.lower()
+    if suffix not in (".jsonl", ".json", ".yaml", ".yml"):
+        raise ConfigError(
+            [
+                Problem(
+                    "task.path",
+                    f"unknown dataset format {suffix or '(no extension)'!r}",
+                    "use a .jsonl, .json, .yaml or .yml file",
+                    source,
+                )
+            ],
+            title="cannot load dataset",
+        )
+    text = _decode(p.read_bytes(), source)
+    if suffix == ".jsonl":
+        records, problems = _parse_jsonl(text, source)
+    elif suffix == ".json":
+        records, problems = _parse_json_array(text, source)
+    else:
+        records, problems = _parse_yaml(text, source)
+    items: list[Item] = []
+    seen: dict[str, str] = {}
+    for where, record in records:
+        item, item_problems = _to_item(record, where, source)
+        problems += item_problems
+        if item is None:
+            continue
+        if item.id in seen:
+            problems.append(
+                Problem(
+                    where,
+                    f"duplicate id {item.id!r} (first at {seen[item.id]})",
+                    "give every item a unique id: results and resume key on it",
+                    source,
+                )
+            )
+            continue
+        seen[item.id] = where
+        items.append(item)
+    if not items and not problems:
+        problems.append(Problem("task.path", "the dataset has no items", "add at least one item", source))
+    if problems:
+        shown = problems[:_MAX_PROBLEMS]
+        if len(problems) > _MAX_PROBLEMS:
+            shown.append(Problem("...", f"and {len(problems) - _MAX_PROBLEMS} more problem(s)", "", source))
+        raise ConfigError(shown, title=f"invalid dataset {source}")
+    return items
+
+
+def _decode(data: bytes, source: str) -> str:
+    if data.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark (some editors write one)
+        data = data[3:]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        bad = data[exc.start : exc.end].hex(" ")
+        raise ConfigError(
+            [
+                Problem(
+                    f"line {line}",
+                    f"invalid UTF-8 at byte offset {exc.start} (line {line}, column {column}: 0x{bad})",
+                    "save the file as UTF-8",
+                    source,
+                )
+            ],
+            title=f"invalid dataset {source}",
+        ) from None
+
+
+def _parse_jsonl(text: str, source: str) -> tuple[list[tuple[str, Any]], list[Problem]]:
+    records: list[tuple[str, Any]] = []
+    problems: list[Problem] = []
+    # split on "\n" only: str.splitlines() would also split inside strings at U+0085, U+2028, ...
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.removesuffix("\r")
+        if not line.strip():
+            continue
+        try:
+            records.append((f"line {number}", json.loads(line)))
+        except json.JSONDecodeError as exc:
+            problems.append(
+                Problem(
+                    f"line {number}",
+                    f"invalid JSON: {exc.msg} (column {exc.colno})",
+                    "one JSON object per line",
+                    source,
+                )
+            )
+    return records, problems
+
+
+def _parse_json_array(text: str, source: str) -> tuple[list[tuple[str, Any]], list[Problem]]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return [], [
+            Problem(f"line {exc.lineno}", f"invalid JSON: {exc.msg} (column {exc.colno})", "", source)
+        ]
+    if not isinstance(data, list):
+        return [], [Problem("file", f"expected a JSON array of items, got {type(data).__name__}", "", source)]
+    return [(f"item {i}", rec) for i, rec in enumerate(data)], []
+
+
+def _parse_yaml(text: str, source: str) -> tuple[list[tuple[str, Any]], list[Problem]]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "file"
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        return [], [Problem(where, f"invalid YAML: {problem}", "", source)]
+    if data is None:
+        return [], []
+    if not isinstance(data, list):
+        return [], [
+            Problem("file", f"expected a YAML list of items, got {type(data).__name__}", "- id: ...", source)
+        ]
+    return [(f"item {i}", rec) for i, rec in enumerate(data)], []
+
+
+def _to_item(record: Any, where: str, source: str) -> tuple[Item | None, list[Problem]]:
+    if not isinstance(record, Mapping):
+        return None, [
+            Problem(
+                where,
+                f"expected an object with id and messages/prompt, got {type(record).__name__}",
+                "",
+                source,
+            )
+        ]
+    problems: list[Problem] = []
+    raw_id = record.get("id")
+    if raw_id is None or isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)) or raw_id == "":
+        problems.append(
+            Problem(
+                where,
+                "missing 'id'"
+                if raw_id is None
+                else f"'id' must be a non-empty string or an integer, got {raw_id!r}",
+                'add "id": "<unique name>" (results and resume key on it)',
+                source,
+            )
+        )
+    has_messages, has_prompt = "messages" in record, "prompt" in record
+    messages: list[dict[str, Any]] = []
+    if has_messages and has_prompt:
+        problems.append(Problem(where, "has both 'messages' and 'prompt'", "keep one of them", source))
+    elif has_messages:
+        value = record["messages"]
+        try:
+            from .messages import normalize_messages
+
+            normalize_messages(value)  # validation only: the model normalises again at call time
+            messages = [dict(m) for m in value]
+        except MessageError as exc:
+            problems.append(Problem(where, f"invalid 'messages': {exc}", "", source))
+        except (TypeError, ValueError) as exc:
+            problems.append(Problem(where, f"invalid 'messages': {exc}", "", source))
+    elif has_prompt:
+        prompt, system = record["prompt"], record.get("system")
+        if not isinstance(prompt, str) or not prompt:
+            problems.append(
+                Problem(where, f"'prompt' must be a non-empty string, got {prompt!r}", "", source)
+            )
+        if system is not None and not isinstance(system, str):
+            problems.append(Problem(where, f"'system' must be a string, got {system!r}", "", source))
+        if not problems:
+            messages = prompt_item(prompt, system).messages
+    else:
+        problems.append(
+            Problem(
+                where,
+                "missing 'messages' (or 'prompt')",
+                'add "messages": [{"role": "user", "content": "..."}] or "prompt": "..."',
+                source,
+            )
+        )
+    if problems:
+        return None, problems
+    meta = {k: v for k, v in record.items() if k not in ("id", "messages", "prompt", "system")}
+    return Item(id=str(raw_id), messages=messages, meta=meta), []
+
+
+def as_item(obj: Any) -> Item:
+    """An :class:`Item` as given, or one built and validated from a ``{"id", "messages" | "prompt"}`` dict."""
+    if isinstance(obj, Item):
+        return obj
+    if isinstance(obj, Mapping):
+        item, problems = _to_item(obj, f"item {obj.get('id')!r}", "run_items")
+        if item is None:
+            raise ConfigError(problems, title="invalid item")
+        return item
+    raise TypeError(f"run_items takes Item objects or dicts with id and messages, got {type(obj).__name__}")
+
+
+def load_dotenv(path: str | os.PathLike[str] | None = None) -> list[str]:
+    """Load ``KEY=value`` lines from ``.env`` (default: in the current directory) into ``os.environ``.
+
+    Variables already set in the environment win. Returns the names loaded (never the values). Keys
+    kept here never reach any output file: configs refer to them by name only.
+    """
+    p = Path(path) if path is not None else Path.cwd() / ".env"
+    if not p.is_file():
+        return []
+    from dotenv import dotenv_values
+
+    loaded = []
+    for name, value in dotenv_values(p).items():
+        if value is not None and name not in os.environ:
+            os.environ[name] = value
+            loaded.append(name)
+    return loaded

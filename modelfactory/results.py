@@ -1,0 +1,250 @@
+"""Results out: the files a job leaves behind, their names and formats, in one place.
+
+- ``results.jsonl`` (:data:`RESULTS_FILE`, the default of ``output.results_file``): one JSON row per item,
+  ``{"id", "content", "usage", "latency_s", "error"}`` (plus ``served_by`` from a fallback model), appended
+  as items finish. The newest row of an id wins; a torn last line left by a crash is repaired or dropped.
+- ``job.json`` (:data:`JOB_FILE`): the job's record (model, task, results file, items, error, elapsed
+  time, runs). It names the results file, so a reader finds the rows whatever the config called them.
+
+The runner writes these files, the app records the job, and the sweep summary reads them back, all
+through this module, so a name or a format changes here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "JOB_FILE",
+    "RESULTS_FILE",
+    "ResultsWriter",
+    "aggregate_rows",
+    "error_row",
+    "ok_row",
+    "percentile",
+    "read_job",
+    "read_results",
+    "redact_row",
+    "repair_tail",
+    "results_path",
+    "write_job",
+    "write_json",
+]
+
+log = logging.getLogger("modelfactory.runner")  # the runner's logger: the messages are the same as before
+
+RESULTS_FILE = "results.jsonl"
+JOB_FILE = "job.json"
+
+# ---------------------------------------------------------------------------------------------- rows
+
+
+def usage_of(reply: Any) -> dict[str, int] | None:
+    usage = getattr(reply, "token_usage", None)
+    if usage is None:
+        return None
+    to_dict = getattr(usage, "to_dict", None)
+    if callable(to_dict):
+        return dict(to_dict())
+    if isinstance(usage, Mapping):
+        return dict(usage)
+    return None
+
+
+def content_of(reply: Any) -> Any:
+    if isinstance(reply, str):
+        return reply
+    return getattr(reply, "content", None)
+
+
+def ok_row(item_id: str, reply: Any, latency: float) -> dict[str, Any]:
+    """The row of an item that got a reply (a ChatMessage-like object, or a plain string)."""
+    row = {
+        "id": item_id,
+        "content": content_of(reply),
+        "usage": usage_of(reply),
+        "latency_s": round(latency, 4),
+        "error": None,
+    }
+    raw = getattr(reply, "raw", None)
+    if isinstance(raw, dict) and "served_by" in raw:  # a FallbackModel: which member answered
+        row["served_by"] = raw["served_by"]
+    return row
+
+
+def error_row(item_id: str, exc: BaseException, latency: float) -> dict[str, Any]:
+    """The row of an item whose call raised: resume runs it again (``retry_errors``)."""
+    error: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc)}
+    status = getattr(exc, "status", None)
+    if isinstance(status, int):
+        error["status"] = status
+    return {"id": item_id, "content": None, "usage": None, "latency_s": round(latency, 4), "error": error}
+
+
+def redact_row(row: dict[str, Any], redact: Callable[[str], str]) -> dict[str, Any]:
+    """Mask secrets in a row's free text (a reply or an error may echo a key) before it is written."""
+    if isinstance(row.get("content"), str):
+        row["content"] = redact(row["content"])
+    if row.get("error"):
+        row["error"]["message"] = redact(str(row["error"]["message"]))
+    return row
+
+
+# ---------------------------------------------------------------------------------------------- results.jsonl
+
+
+def repair_tail(path: Path) -> None:
+    """A crash mid-write can leave a torn last line: complete it if it parses, else cut it off."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with path.open("rb+") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - 1))
+        if f.read(1) == b"\n":
+            return
+        # find the start of the last line
+        chunk = 1 << 16
+        pos = size
+        start = 0
+        while pos > 0:
+            read_from = max(0, pos - chunk)
+            f.seek(read_from)
+            block = f.read(pos - read_from)
+            idx = block.rfind(b"\n")
+            if idx >= 0:
+                start = read_from + idx + 1
+                break
+            pos = read_from
+        f.seek(start)
+        tail = f.read()
+        try:
+            json.loads(tail)
+        except ValueError:
+            f.truncate(start)
+            log.warning("results: dropped a torn last row in %s", path)
+        else:
+            f.seek(0, os.SEEK_END)
+            f.write(b"\n")
+
+
+def read_results(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+    """The newest row of every id in a results file (in first-seen order). Unreadable lines are skipped."""
+    p = Path(path)
+    rows: dict[str, dict[str, Any]] = {}
+    if not p.exists():
+        return rows
+    with p.open(encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                log.warning("results: skipping unreadable line %d of %s", number, p)
+                continue
+            if isinstance(row, dict) and "id" in row:
+                rows[str(row["id"])] = row
+    return rows
+
+
+class ResultsWriter:
+    """Appends rows; each one is written whole, flushed and (by default) fsynced before the next."""
+
+    def __init__(self, path: Path | None, fsync: bool) -> None:
+        self.path = path
+        self.fsync = fsync
+        self._file: Any = None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            repair_tail(path)
+            self._file = path.open("a", encoding="utf-8", newline="\n")
+
+    def write(self, row: dict[str, Any]) -> None:
+        if self._file is None:
+            return
+        self._file.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self._file.flush()
+        if self.fsync:
+            os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+# ---------------------------------------------------------------------------------------------- stats
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100); None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def aggregate_rows(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Counts, latency (mean, p95 over successful items) and token totals of result rows."""
+    ok = failed = tokens_in = tokens_out = 0
+    latencies: list[float] = []
+    for row in rows:
+        if row.get("error"):
+            failed += 1
+            continue
+        ok += 1
+        if isinstance(row.get("latency_s"), (int, float)):
+            latencies.append(float(row["latency_s"]))
+        usage = row.get("usage") or {}
+        tokens_in += int(usage.get("input_tokens") or 0)
+        tokens_out += int(usage.get("output_tokens") or 0)
+    return {
+        "ok": ok,
+        "failed": failed,
+        "mean_latency_s": round(sum(latencies) / len(latencies), 4) if latencies else None,
+        "p95_latency_s": percentile(latencies, 95),
+        "tokens_in": tokens_in,
+        "tokens_out": tokens_out,
+    }
+
+
+# ---------------------------------------------------------------------------------------------- job.json
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> None:
+    """Indented UTF-8 JSON with a final newline (``job.json``, ``result.json``)."""
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def read_job(job_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The job record in ``job_dir``: None if there is none (the job did not finish), ``{}`` if unreadable."""
+    path = Path(job_dir) / JOB_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_job(job_dir: str | os.PathLike[str], job: Mapping[str, Any]) -> None:
+    """Write the job record (replacing an earlier run's: a resumed job carries its totals over)."""
+    write_json(Path(job_dir) / JOB_FILE, job)
+
+
+def results_path(
+    job_dir: str | os.PathLike[str], job: Mapping[str, Any] | None = None, configured: str | None = None
+) -> Path:
+    """Where a job's rows are: the file its record names, else ``configured`` (the job's
+    ``output.results_file``, for a job that died before writing its record), else :data:`RESULTS_FILE`."""
+    name = (job or {}).get("results_file") or configured or RESULTS_FILE
+    return Path(job_dir) / str(name)
