@@ -109,7 +109,7 @@ def _fmt(value: Any) -> str:
         if abs(value) >= 100:
             return f"{value:.0f}"
         if abs(value) >= 1:
-            return f"{value:.2f}"
+            return f"{value:.2f}".rstrip("0").rstrip(".")
         return f"{value:.3g}"
     return str(value)
 
@@ -159,7 +159,7 @@ def bar_chart(
 ) -> str:
     """Grouped bars as an inline ``<svg>``; a missing value (None) is marked ``n/a``, not drawn as 0."""
     width, height = 560, 300
-    left, right, top, bottom = 64, 16, 40, 86
+    left, right, top, bottom = 64, 16, 40, 72
     pw, ph = width - left - right, height - top - bottom
     values = [float(v) for _, vals in series for v in vals if v is not None]
     out = [
