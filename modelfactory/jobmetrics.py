@@ -1,43 +1,20 @@
 """The numbers of one finished job, read back from its directory, for trackers and ``report.html``.
 
 ``summary.*`` carries mean/p95 latency and totals; a tracker and the report also want the median, the
-error rate and the cost, per job. Everything comes from what the job left on disk (``results.jsonl``
-through the runner's own reader, ``job.json``), so it is the same whichever launcher ran the job and
-whichever process reads it.
+error rate and the cost, per job. Everything comes from what the job left on disk, through
+:mod:`modelfactory.results` (``job.json`` and the results file it names), so it is the same whichever
+launcher ran the job and whichever process reads it.
 """
 
 from __future__ import annotations
 
-import json
-import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .runner import aggregate_rows, read_results
+from .results import aggregate_rows, percentile, read_job, read_results, results_path
 
-__all__ = ["job_info", "job_metrics", "percentile"]
-
-RESULTS_FILE = "results.jsonl"
-JOB_FILE = "job.json"
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile (``q`` in 0..100), as the summary's p95; None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(1, math.ceil(q / 100 * len(ordered))) - 1]
-
-
-def job_info(job_dir: str | Path) -> dict[str, Any]:
-    """``job.json`` of a job (model, items, elapsed_s, runs, error), or ``{}`` if it is missing or torn."""
-    path = Path(job_dir) / JOB_FILE
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+__all__ = ["job_metrics"]
 
 
 def _cost(rows: Iterable[Mapping[str, Any]], info: Mapping[str, Any]) -> float | None:
@@ -49,12 +26,13 @@ def _cost(rows: Iterable[Mapping[str, Any]], info: Mapping[str, Any]) -> float |
     return round(sum(costs), 6) if costs else None
 
 
-def job_metrics(job_dir: str | Path, results_file: str = RESULTS_FILE) -> dict[str, float | int | None]:
+def job_metrics(job_dir: str | Path, results_file: str | None = None) -> dict[str, float | int | None]:
     """ok/failed counts, error rate, latency mean/p50/p95, tokens in/out, wall time, items/s, output
-    tokens/s and cost of one job. Resumed jobs count the newest row of each item once, over all runs."""
+    tokens/s and cost of one job. Resumed jobs count the newest row of each item once, over all runs.
+    ``results_file``: the job's ``output.results_file``, for a job that died before its ``job.json``."""
     root = Path(job_dir)
-    rows = list(read_results(root / results_file).values())
-    info = job_info(root)
+    info = read_job(root) or {}
+    rows = list(read_results(results_path(root, info, results_file)).values())
     agg = aggregate_rows(rows)
     latencies = [
         float(r["latency_s"])

@@ -37,7 +37,6 @@ log = logging.getLogger("modelfactory.tracking")
 
 BACKENDS = ("mlflow", "wandb")
 STATE_DIR = ".tracking"
-RESULT_FILES = ("results.jsonl", "job.json", "result.json")
 SWEEP_FILES = ("summary.csv", "summary.md", "report.html")
 _URL_CREDENTIALS = re.compile(r"(://)[^/@\s:]+:[^/@\s]+@")
 
@@ -343,16 +342,17 @@ class TrackingCallback(Callback):
         def end() -> None:
             from hydra.core.utils import JobStatus
 
-            from ..jobmetrics import job_info, job_metrics
+            from ..jobmetrics import job_metrics
+            from ..results import JOB_FILE, read_job, results_path
 
             job_dir = Path(str(config.hydra.runtime.output_dir))
-            results_file = str(OmegaConf.select(config, "output.results_file", default="results.jsonl"))
+            configured = OmegaConf.select(config, "output.results_file", default=None)
             result_file = str(OmegaConf.select(config, "output.result_file", default="result.json"))
-            metrics = {k: float(v) for k, v in job_metrics(job_dir, results_file).items() if v is not None}
-            info = job_info(job_dir)
+            metrics = {k: float(v) for k, v in job_metrics(job_dir, configured).items() if v is not None}
+            info = read_job(job_dir) or {}
             failed = bool(info.get("error")) or getattr(job_return, "status", None) == JobStatus.FAILED
-            names = (results_file, "job.json", result_file)
-            files = [job_dir / n for n in names if (job_dir / n).is_file()]
+            paths = (results_path(job_dir, info, configured), job_dir / JOB_FILE, job_dir / result_file)
+            files = [p for p in paths if p.is_file()]
             step = int(info.get("runs") or 1)
             tracker.end_job(state, metrics, step, files if settings.get("artifacts", True) else [], failed)
 
