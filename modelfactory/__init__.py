@@ -41,6 +41,8 @@ _EXPORTS: dict[str, str] = {
     "load_dataset": "modelfactory.datasets",
     "RunStats": "modelfactory.runner",
     "FallbackModel": "modelfactory.backends.fallback",
+    "write_report": "modelfactory.report",
+    "compare_sweeps": "modelfactory.report",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -73,6 +75,7 @@ if TYPE_CHECKING:
         ToolCallFunction,
     )
     from .model import GenerationRequest, Model
+    from .report import compare_sweeps, write_report
     from .runner import RunStats, load_dataset, run_items
 
 

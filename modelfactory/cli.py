@@ -4,6 +4,7 @@ modelfactory list
 modelfactory check                          # every config in conf/model/
 modelfactory check model=azure_openai model.api_version=2024-10-21
 modelfactory serve model=transformers_tiny server.port=8000   # OpenAI-compatible API (modelfactory.serve)
+modelfactory compare multirun/2026-12-01/10-00-00 multirun/2026-12-02/09-30-00 -o report.html
 """
 
 from __future__ import annotations
@@ -103,7 +104,18 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument(
         "overrides", nargs="*", help="Hydra overrides, e.g. model=transformers_smollm server.port=8080"
     )
+    p_compare = sub.add_parser("compare", help="one table and report.html across several sweep dirs")
+    p_compare.add_argument(
+        "sweep_dirs", nargs="+", type=Path, help="multirun sweep dirs, e.g. multirun/<d>/<t>"
+    )
+    p_compare.add_argument(
+        "-o", "--out", type=Path, default=Path("report.html"), help="default: ./report.html"
+    )
     args = parser.parse_args(argv)
+    if args.command == "compare":  # reads sweep dirs only: no config needed
+        from .report import compare_cli
+
+        return compare_cli(args.sweep_dirs, args.out)
     config_dir = args.config_dir or default_config_dir()
     if str(Path.cwd()) not in sys.path:  # configs name the user's own modules (CallableModel's fn)
         sys.path.insert(0, str(Path.cwd()))

@@ -2,7 +2,8 @@
 
 ``SummaryCallback``: at the end of a multirun, one row per job (model, overridden parameters, items
 ok/failed, mean and p95 latency, tokens in/out, throughput), printed and saved as ``summary.csv`` and
-``summary.md`` in the sweep directory. It reads what the jobs left on disk (``job.json`` and the results
+``summary.md`` in the sweep directory, with ``report.html`` beside them (charts; see
+:mod:`modelfactory.report`). It reads what the jobs left on disk (``job.json`` and the results
 file it names, through :mod:`modelfactory.results`; ``.hydra/overrides.yaml``), so it works the same
 with every launcher whose jobs write to a file system the launching machine sees (basic, joblib,
 submitit local/SLURM, Ray on a shared disk).
@@ -177,5 +178,11 @@ class SummaryCallback(Callback):
         except Exception as exc:  # a summary problem must not turn a finished sweep into a failure
             log.warning("summary: could not build the sweep summary: %s: %s", type(exc).__name__, exc)
             return
+        try:  # the same jobs as a page with charts (modelfactory/report.py)
+            from .report import write_report
+
+            write_report(sweep_dir)
+        except Exception as exc:
+            log.warning("summary: could not write report.html: %s: %s", type(exc).__name__, exc)
         if self.print_table:
-            print(f"\nSweep summary ({sweep_dir}/summary.csv, summary.md):\n{table}", flush=True)
+            print(f"\nSweep summary ({sweep_dir}/summary.csv, summary.md, report.html):\n{table}", flush=True)

@@ -1,0 +1,11 @@
+"""Experiment trackers (MLflow, Weights & Biases) driven from config by a Hydra callback.
+
+``tracking=mlflow`` or ``tracking=wandb`` on the command line (``conf/tracking/``); ``tracking=none`` (the
+default) costs nothing. The SDKs are imported only when chosen. See :mod:`modelfactory.tracking.base`.
+"""
+
+from __future__ import annotations
+
+from .base import Tracker, TrackingCallback, job_params, make_tracker, read_state, tracking_settings
+
+__all__ = ["Tracker", "TrackingCallback", "job_params", "make_tracker", "read_state", "tracking_settings"]
