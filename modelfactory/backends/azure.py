@@ -15,7 +15,7 @@ from ..errors import Problem
 from ..settings import check_http_url, env_field
 from .openai import _OWN_CLIENT_ARGS, OpenAIClientSpec, OpenAIServerModel, _async_args, import_openai
 
-__all__ = ["AzureOpenAIServerModel", "AzureOpenAIServerSpec"]
+__all__ = ["AzureOpenAIModel", "AzureOpenAIServerModel", "AzureOpenAIServerSpec"]
 
 
 class AzureOpenAIServerSpec(OpenAIClientSpec):
@@ -73,3 +73,6 @@ class AzureOpenAIServerModel(OpenAIServerModel):
 
     def _endpoint(self) -> str:
         return self.spec.azure_endpoint
+
+
+AzureOpenAIModel = AzureOpenAIServerModel  # smolagents' newer name for the same class

@@ -33,7 +33,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import urlparse
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from ..errors import MessageError, MissingDependencyError, ModelFactoryError, Problem
 from ..messages import ChatMessage, ChatMessageStreamDelta
@@ -75,6 +75,8 @@ _RESERVED = frozenset(
 )
 # Providers' own hosts: a base URL env var naming one of these is not "somewhere else".
 _OFFICIAL_HOSTS = (*OPENAI_HOSTS, "api.anthropic.com")
+# Providers whose chat APIs take only string content (smolagents flattens messages for these).
+_TEXT_ONLY_PREFIXES = ("ollama", "groq", "cerebras")
 _configured = threading.Lock()
 _LITELLM_PREFIX = re.compile(r"^(litellm\.\w+:\s*)+")
 
@@ -131,6 +133,17 @@ class LiteLLMSpec(ApiSpec):
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         return check_http_url(value, "http://127.0.0.1:4000/v1")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flatten_default(cls, data: Any) -> Any:
+        """Providers that take only string content get flattened messages unless told otherwise (what
+        smolagents' LiteLLMModel does for these prefixes)."""
+        if isinstance(data, dict) and data.get("flatten_messages_as_text") is None:
+            model_id = data.get("model_id")
+            if isinstance(model_id, str) and model_id.startswith(_TEXT_ONLY_PREFIXES):
+                data = {**data, "flatten_messages_as_text": True}
+        return data
 
     def problems(self) -> list[Problem]:
         out = []

@@ -24,7 +24,7 @@ from ..retry import (
 from ..settings import ApiSpec, check_http_url, env_field
 from . import _openai_wire as wire
 
-__all__ = ["OpenAIServerModel", "OpenAIServerSpec", "import_openai"]
+__all__ = ["OpenAIModel", "OpenAIServerModel", "OpenAIServerSpec", "import_openai"]
 
 OPENAI_HOSTS = ("api.openai.com",)
 OPENAI_BASE = "https://api.openai.com/v1"
@@ -241,6 +241,9 @@ class OpenAIServerModel(Model):
 
     def _endpoint(self) -> str:
         return self.spec.api_base or OPENAI_BASE
+
+
+OpenAIModel = OpenAIServerModel  # smolagents' newer name for the same class
 
 
 def _async_args(args: dict[str, Any]) -> dict[str, Any]:
