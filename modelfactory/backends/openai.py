@@ -78,7 +78,8 @@ class OpenAIServerSpec(OpenAIClientSpec):
     )
     api_key: SecretStr | None = Field(
         None,
-        description="API key; falls back to OPENAI_API_KEY only when api_base is OpenAI's own host",
+        description="API key; falls back to OPENAI_API_KEY only for OpenAI's own host or the base URL "
+        "OPENAI_BASE_URL names (the environment's own pairing)",
     )
     organization: str | None = None
     project: str | None = None
@@ -103,14 +104,25 @@ class OpenAIServerSpec(OpenAIClientSpec):
     def is_openai_host(self) -> bool:
         return self.api_base is None or urlparse(self.api_base).hostname in OPENAI_HOSTS
 
+    def base_from_env(self) -> bool:
+        """True when ``api_base`` is the URL ``OPENAI_BASE_URL`` names: set together with ``OPENAI_API_KEY``,
+        the two are the user's own pairing (the openai SDK's convention for every compatible gateway)."""
+        import os
+
+        env = (os.environ.get("OPENAI_BASE_URL") or "").rstrip("/")
+        return bool(env) and (self.api_base or "").rstrip("/") == env
+
     def resolved_api_key(self) -> str | None:
-        """The key to send. ``OPENAI_API_KEY`` is never sent to a third-party ``api_base``."""
+        """The key to send. ``OPENAI_API_KEY`` goes to OpenAI's host and to the base URL the environment
+        itself names; never to a third-party ``api_base`` given in a config (a placeholder goes there)."""
         import os
 
         if self.api_key is not None and self.api_key.get_secret_value():
             return self.api_key.get_secret_value()
         if self.is_openai_host():
             return os.environ.get("OPENAI_API_KEY") or None
+        if self.base_from_env():
+            return os.environ.get("OPENAI_API_KEY") or NO_KEY
         return NO_KEY
 
 
@@ -192,10 +204,10 @@ class OpenAIServerModel(Model):
             raise self._translate(exc) from exc
 
     def _auth_hint(self) -> str:
-        if self.spec.api_key is None and not self.spec.is_openai_host():
+        if self.spec.api_key is None and not self.spec.is_openai_host() and not self.spec.base_from_env():
             return (
-                " (OPENAI_API_KEY is only sent to api.openai.com; for this server set "
-                "model.api_key=${oc.env:YOUR_KEY_VAR})"
+                " (OPENAI_API_KEY is only sent to api.openai.com and to the OPENAI_BASE_URL set with it; "
+                "for this server set model.api_key=${oc.env:YOUR_KEY_VAR})"
             )
         return " (check the API key: model.api_key or OPENAI_API_KEY)"
 

@@ -209,13 +209,34 @@ def test_openai_env_key_is_sent_to_api_openai_com(monkeypatch: pytest.MonkeyPatc
     assert seen[0].headers["authorization"] == f"Bearer {ENV_KEY}"
 
 
-def test_openai_env_key_does_not_follow_openai_base_url(
+def test_openai_base_url_and_key_from_the_environment_go_together(
+    recording_server: RecordingServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The openai SDK's pairing, used for every OpenAI-compatible gateway: both set in the environment,
+    the env key goes to the env base URL (a config-given api_base still gets a placeholder)."""
+    monkeypatch.setenv("OPENAI_API_KEY", ENV_KEY)
+    monkeypatch.setenv("OPENAI_BASE_URL", f"{recording_server.url}/v1/")
+    assert OpenAIServerModel(model_id="gpt-4o", max_retries=0).generate(MSGS).content
+    assert recording_server.last.path == "/v1/chat/completions"
+    assert recording_server.last.headers["authorization"] == f"Bearer {ENV_KEY}"
+    with RecordingServer() as other:  # a config names another server: the env key stays home
+        OpenAIServerModel(model_id="gpt-4o", api_base=f"{other.url}/v1", max_retries=0).generate(MSGS)
+        assert other.last.headers["authorization"] == "Bearer EMPTY"
+    monkeypatch.delenv("OPENAI_API_KEY")  # a keyless local server named by the environment
+    OpenAIServerModel(model_id="gpt-4o", max_retries=0).generate(MSGS)
+    assert recording_server.last.headers["authorization"] == "Bearer EMPTY"
+
+
+def test_401_from_the_env_base_url_points_at_the_env_key(
     recording_server: RecordingServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", ENV_KEY)
     monkeypatch.setenv("OPENAI_BASE_URL", f"{recording_server.url}/v1")
-    client = OpenAIServerModel(model_id="gpt-4o", max_retries=0).client  # inspected only: no request is sent
-    assert client.base_url.host == "api.openai.com" or client.api_key != ENV_KEY
+    recording_server.enqueue(401, {"error": {"message": "invalid key"}})
+    with pytest.raises(
+        BackendError, match=r"invalid key \(check the API key: model.api_key or OPENAI_API_KEY\)"
+    ):
+        OpenAIServerModel(model_id="gpt-4o", max_retries=0).generate(MSGS)
 
 
 def test_no_key_for_api_openai_com_is_a_config_error() -> None:
