@@ -17,6 +17,7 @@ from pydantic_core import PydanticCustomError
 
 from ..errors import Problem
 from ..settings import check_http_url, env_field
+from . import _openai_http as http
 from .openai import _OWN_CLIENT_ARGS, OpenAIClientSpec, OpenAIServerModel, _async_args, import_openai
 
 __all__ = ["AzureOpenAIModel", "AzureOpenAIServerModel", "AzureOpenAIServerSpec"]
@@ -103,6 +104,25 @@ class AzureOpenAIServerModel(OpenAIServerModel):
         )
         args = _async_args(args) if is_async else {k: v for k, v in args.items() if k != "async_http_client"}
         return (openai.AsyncAzureOpenAI if is_async else openai.AzureOpenAI)(**args)
+
+    def _route(self) -> http.Route:
+        """Azure's deployment route and auth, as ``openai.AzureOpenAI`` sends them."""
+        spec = self.spec
+        kwargs = spec.client_kwargs
+        deployment = spec.azure_deployment or spec.model_id
+        url = f"{spec.azure_endpoint.rstrip('/')}/openai/deployments/{deployment}/chat/completions"
+        headers: dict[str, str] = {}
+        for key, header in (("organization", "OpenAI-Organization"), ("project", "OpenAI-Project")):
+            if kwargs.get(key):
+                headers[header] = str(kwargs[key])
+        provider = kwargs.get("azure_ad_token_provider")
+        if provider is None and spec.uses_token() and spec.azure_ad_token is not None:
+            headers["Authorization"] = f"Bearer {spec.azure_ad_token.get_secret_value()}"
+        elif provider is None and spec.api_key is not None:
+            headers["api-key"] = spec.api_key.get_secret_value()
+        route = self._finish_route(url, headers, {"api-version": spec.api_version})
+        route.token_provider = provider
+        return route
 
     def secret_values(self) -> list[str]:
         return self.spec.secret_values()  # the key is a spec field here, never an env-only fallback

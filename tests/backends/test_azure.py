@@ -160,3 +160,20 @@ def test_entra_id_token_from_the_env_as_the_sdk_reads_it(
     with pytest.raises(BackendError) as info:
         model.generate(MSGS)
     assert AD_TOKEN not in str(info.value) and "check AZURE_OPENAI_AD_TOKEN" in str(info.value)
+
+
+def test_token_provider_gives_a_fresh_token_per_request(
+    azure_env: RecordingServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AZURE_OPENAI_API_KEY")
+    issued: list[str] = []
+
+    def provider() -> str:
+        issued.append(f"tok-{len(issued) + 1}")
+        return issued[-1]
+
+    m = AzureOpenAIServerModel(max_retries=0, client_kwargs={"azure_ad_token_provider": provider})
+    m.generate(MSGS)
+    m.generate(MSGS)
+    assert [r.headers["authorization"] for r in azure_env.requests] == ["Bearer tok-1", "Bearer tok-2"]
+    assert "api-key" not in azure_env.last.headers

@@ -423,13 +423,75 @@ def test_organization_and_project_headers(recording_server: RecordingServer) -> 
 
 def test_client_is_created_lazily(recording_server: RecordingServer) -> None:
     m = make(recording_server)
-    assert "client" not in m.__dict__
+    assert "_http" not in m.__dict__ and "client" not in m.__dict__
     assert recording_server.requests == []
     m.generate(MSGS)
-    client = m.__dict__["client"]
+    http_client = m.__dict__["_http"]
     m.generate(MSGS)
-    assert m.client is client
+    assert m._http is http_client  # one connection pool for every call
     assert len(recording_server.requests) == 2
+    assert "client" not in m.__dict__  # the SDK's client is built only when asked for (m.client)
+
+
+def test_a_call_never_imports_the_openai_sdk(recording_server: RecordingServer) -> None:
+    """``import openai`` is ~1 s of a cold start: a plain call (and a stream) goes over HTTP without it."""
+    code = (
+        "import sys\n"
+        "from modelfactory import OpenAIServerModel, AzureOpenAIServerModel\n"
+        f"m = OpenAIServerModel('m', api_base='{recording_server.url}/v1', api_key='k')\n"
+        "print(m([{'role': 'user', 'content': 'hi'}]).content)\n"
+        "print(''.join(d.content or '' for d in m.generate_stream([{'role': 'user', 'content': 'hi'}])))\n"
+        f"a = AzureOpenAIServerModel('d', azure_endpoint='{recording_server.url}', api_key='k', api_version='v')\n"
+        "print(a([{'role': 'user', 'content': 'hi'}]).content)\n"
+        "print(sorted(m for m in sys.modules if m == 'openai' or m.startswith('openai.')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["Hello from the recording server"] * 3 + ["[]"]
+
+
+SDK_ONLY = {"webhook_secret": "whsec_test"}  # a setting only the SDK's client has: calls go through it
+
+
+@pytest.mark.parametrize("client_kwargs", [{}, SDK_ONLY], ids=["http", "sdk"])
+def test_http_and_sdk_paths_send_and_read_the_same(
+    recording_server: RecordingServer, client_kwargs: dict[str, Any]
+) -> None:
+    m = make(
+        recording_server, api_key=KEY, organization="org-1", temperature=0.5, client_kwargs=client_kwargs
+    )
+    out = m.generate(MSGS, stop_sequences=["END"], top_k=4)
+    rec = recording_server.last
+    assert ("client" in m.__dict__) is bool(client_kwargs)
+    assert (rec.path, rec.headers["authorization"], rec.headers["openai-organization"]) == (
+        "/v1/chat/completions",
+        f"Bearer {KEY}",
+        "org-1",
+    )
+    assert rec.body == {
+        "model": "test-model",
+        "messages": MSGS,
+        "temperature": 0.5,
+        "top_k": 4,
+        "stop": ["END"],
+    }
+    assert (out.content, out.token_usage) == ("Hello from the recording server", TokenUsage(5, 7))
+    assert out.raw.choices[0].finish_reason == "stop"  # the reply reads like the SDK's objects either way
+    recording_server.reply = "one two<END>three"
+    deltas = list(m.generate_stream(MSGS, stop_sequences=["<END>"]))
+    assert "".join(d.content or "" for d in deltas) == "one two"
+    assert deltas[-1].token_usage == TokenUsage(5, 7)
+    recording_server.enqueue(429, {"error": {"message": "slow down"}}, headers={"Retry-After": "7"})
+    with pytest.raises(BackendError) as info:
+        m.generate(MSGS)
+    err = info.value
+    assert (err.status, err.retryable, err.retry_after) == (429, True, 7.0)
+    assert "slow down" in str(err)
+    recording_server.enqueue(401, {"error": {"message": f"bad key {KEY}"}})
+    with pytest.raises(BackendError) as info:
+        m.generate(MSGS)
+    assert info.value.status == 401 and not info.value.retryable
+    assert KEY not in str(info.value) and "check the API key" in str(info.value)
 
 
 def test_construction_does_not_import_the_sdk() -> None:
