@@ -27,6 +27,7 @@ from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import MissingDependencyError
 from ..retry import (
     is_connect_error,
     is_retryable_status,
@@ -115,14 +116,16 @@ class Route:
 
 
 def http_library() -> Any:
-    """httpx2 where installed (openai >= 3 depends on it), else httpx."""
+    """httpx2 where installed (openai >= 3 depends on it), else httpx (older openai releases)."""
     try:
         import httpx2
 
         return httpx2
     except ImportError:
-        import httpx
-
+        try:
+            import httpx
+        except ImportError:
+            raise MissingDependencyError("openai", "openai", "OpenAIServerModel") from None
         return httpx
 
 

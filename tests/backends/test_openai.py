@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from modelfactory.backends.openai import OpenAIServerModel
-from modelfactory.errors import BackendError, ConfigError
+from modelfactory.errors import BackendError, ConfigError, MissingDependencyError
 from modelfactory.messages import TokenUsage
 from tests.servers.recording import RecordingServer
 
@@ -504,3 +504,10 @@ def test_construction_does_not_import_the_sdk() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_missing_http_library_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "httpx2", None)
+    monkeypatch.setitem(sys.modules, "httpx", None)
+    with pytest.raises(MissingDependencyError, match=r"modelfactory\[openai\]"):
+        OpenAIServerModel(model_id="m", api_base="http://127.0.0.1:1/v1", max_retries=0)(MSGS)
