@@ -35,7 +35,9 @@ _EXPORTS: dict[str, str] = {
     "InferenceClientModel": "modelfactory.backends.hf_inference",
     "LiteLLMModel": "modelfactory.backends.litellm",
     "OpenAIServerModel": "modelfactory.backends.openai",
+    "OpenAIModel": "modelfactory.backends.openai",
     "AzureOpenAIServerModel": "modelfactory.backends.azure",
+    "AzureOpenAIModel": "modelfactory.backends.azure",
     "CallableModel": "modelfactory.backends.callable",
     "run_items": "modelfactory.runner",
     "load_dataset": "modelfactory.datasets",
@@ -48,12 +50,12 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 if TYPE_CHECKING:
-    from .backends.azure import AzureOpenAIServerModel
+    from .backends.azure import AzureOpenAIModel, AzureOpenAIServerModel
     from .backends.callable import CallableModel
     from .backends.fallback import FallbackModel
     from .backends.hf_inference import HfApiModel, InferenceClientModel
     from .backends.litellm import LiteLLMModel
-    from .backends.openai import OpenAIServerModel
+    from .backends.openai import OpenAIModel, OpenAIServerModel
     from .backends.transformers import TransformersModel
     from .errors import (
         BackendError,

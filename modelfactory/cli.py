@@ -41,10 +41,12 @@ def compose(config_dir: Path, overrides: list[str], *, return_hydra_config: bool
         )
 
 
-def check(config_dir: Path, overrides: list[str]) -> list[Problem]:
-    """Compose and validate the chosen config (or every one): all problems, no network, no weights."""
+def check(config_dir: Path, overrides: list[str], warnings: list[Problem] | None = None) -> list[Problem]:
+    """Compose and validate the chosen config (or every one): all problems, no network, no weights.
+    ``warnings`` (when given) receives what works but should change: smolagents' names in a config."""
     from hydra.errors import HydraException
 
+    from .aliases import config_warnings
     from .factory import validate_config
 
     chosen = [o.split("=", 1)[1] for o in overrides if o.startswith("model=")]
@@ -59,6 +61,8 @@ def check(config_dir: Path, overrides: list[str]) -> list[Problem]:
             problems.append(Problem("config", str(exc).splitlines()[0], "check the override syntax", source))
             continue
         problems += validate_config(cfg.model, source=source, environment=True)
+        if warnings is not None:
+            warnings += config_warnings(cfg.model, source=source)
     return problems
 
 
@@ -128,7 +132,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "serve":
         return serve(config_dir, args.overrides)
-    problems = check(config_dir, args.overrides)
+    warnings: list[Problem] = []
+    problems = check(config_dir, args.overrides, warnings)
+    for w in warnings:
+        print(f"warning: {w.source}: {w.key}: {w.problem}" + (f"\n    fix: {w.fix}" if w.fix else ""))
     for p in problems:
         print(f"{p.source}: {p.key}: {p.problem}" + (f"\n    fix: {p.fix}" if p.fix else ""))
     checked = args.overrides and any(o.startswith("model=") for o in args.overrides)

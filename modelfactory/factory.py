@@ -18,7 +18,9 @@ BACKENDS: dict[str, str] = {
     "InferenceClientModel": "modelfactory.backends.hf_inference.HfApiModel",
     "LiteLLMModel": "modelfactory.backends.litellm.LiteLLMModel",
     "OpenAIServerModel": "modelfactory.backends.openai.OpenAIServerModel",
+    "OpenAIModel": "modelfactory.backends.openai.OpenAIModel",
     "AzureOpenAIServerModel": "modelfactory.backends.azure.AzureOpenAIServerModel",
+    "AzureOpenAIModel": "modelfactory.backends.azure.AzureOpenAIModel",
     "CallableModel": "modelfactory.backends.callable.CallableModel",
     "FallbackModel": "modelfactory.backends.fallback.FallbackModel",
 }

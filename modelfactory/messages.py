@@ -100,8 +100,21 @@ class ChatMessage:
     role: str = MessageRole.ASSISTANT.value
     content: str | None = None
     tool_calls: list[ToolCall] | None = None
-    raw: Any = None
+    raw: Any = field(default=None, repr=False)  # a whole provider response: too long for a repr
     token_usage: TokenUsage | None = None
+
+    def __str__(self) -> str:
+        """The reply itself, so ``print(model(messages))`` shows what the model said (as smolagents' docs
+        show); a reply that is only tool calls reads as a summary of them."""
+        if self.content or not self.tool_calls:
+            return self.content or ""
+        calls = []
+        for call in self.tool_calls:  # ours, or a provider's objects passed through by a CallableModel
+            function = getattr(call, "function", None)
+            args = getattr(function, "arguments", "")
+            shown = json.dumps(args, ensure_ascii=False) if isinstance(args, (dict, list)) else str(args)
+            calls.append(f"{getattr(function, 'name', '?')}({shown})")
+        return "tool calls: " + "; ".join(calls)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form without ``raw`` (which may hold provider objects)."""

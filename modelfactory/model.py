@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
+from ._signature import SpecSignature, bind_arguments, document
 from .cache import StreamRecorder, get_store, replay_deltas, request_key
 from .errors import BackendError, CacheMissError, MessageError, ModelFactoryError, UnsupportedFeatureError
 from .messages import (
@@ -119,14 +120,22 @@ class _StreamShaper:
 
 
 class Model:
-    """Base of every adapter. Build with keyword args (validated by ``Spec``); call with messages."""
+    """Base of every adapter. Build with the main argument (``model_id``) and keyword args, validated by
+    ``Spec``; call with messages."""
 
     Spec: ClassVar[type[ModelSpec]] = ModelSpec
     supports_grammar: ClassVar[bool] = False
     supports_response_format: ClassVar[bool] = False
     supports_tools: ClassVar[bool] = False
+    # The constructor's real signature, derived from Spec (inspect.signature, help(), notebooks).
+    __signature__ = SpecSignature()
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        document(cls)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs = bind_arguments(type(self), args, kwargs)
         self.spec = self.Spec.from_kwargs(kwargs, owner=type(self).__name__)
         rpm = self.spec.requests_per_minute
         # One limiter per model object, shared by every thread (and task) that calls it.

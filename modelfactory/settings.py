@@ -200,17 +200,19 @@ class ModelSpec(BaseSettings):
     @classmethod
     def from_kwargs(cls, kwargs: Mapping[str, Any], *, owner: str | None = None) -> ModelSpec:
         """Validate ``kwargs``; raise one :class:`ConfigError` listing every problem."""
+        from .aliases import resolve
+
         data = {k: to_plain(v) for k, v in kwargs.items() if k not in ("_target_", "_convert_", "_partial_")}
-        for name, info in cls.model_fields.items():
-            # `api_key: null` in a config means "not given here": let the env fallback apply.
-            if data.get(name, 0) is None and _field_envs(info):
-                data.pop(name)
+        # smolagents' names -> ours; `api_key: null` (or any None where None is not the default) means
+        # "not given here", so the default or the env fallback applies.
+        data, named = resolve(cls, data)
         owner = owner or cls.__name__
+        named = [Problem(p.key, p.problem, p.fix, owner) for p in named]
         try:
             spec = cls(**data)
         except ValidationError as exc:
-            raise ConfigError(cls._problems(exc, owner), title=f"invalid {owner} config") from None
-        problems = spec.base_problems() + spec.problems()
+            raise ConfigError(named + cls._problems(exc, owner), title=f"invalid {owner} config") from None
+        problems = named + spec.base_problems() + spec.problems()
         if problems:
             raise ConfigError(
                 [Problem(p.key, p.problem, p.fix, p.source or owner) for p in problems],

@@ -372,3 +372,27 @@ def test_stop_filter_ignores_empty_pieces() -> None:
     f = StopFilter(["x"])
     assert f.feed("") == ""
     assert f.feed("ab") == "ab"
+
+
+def test_str_is_the_reply_and_repr_leaves_out_the_raw_response() -> None:
+    raw = {"id": "chatcmpl-1", "choices": ["a whole provider response"]}
+    reply = ChatMessage(content="What a", raw=raw, token_usage=TokenUsage(3, 2))
+    assert str(reply) == "What a"  # print(model(messages)) shows what the model said
+    text = repr(reply)
+    assert text.startswith("ChatMessage(role='assistant', content='What a'") and "token_usage=" in text
+    assert "chatcmpl-1" not in text and "raw" not in text
+    assert reply.raw is raw  # still there for whoever needs it
+
+
+def test_str_of_a_tool_call_reply_summarises_the_calls() -> None:
+    calls = [
+        ToolCall(id="1", function=ToolCallFunction(name="add", arguments={"a": 2, "b": 3})),
+        ToolCall(id="2", function=ToolCallFunction(name="final_answer", arguments="5")),
+    ]
+    assert (
+        str(ChatMessage(content=None, tool_calls=calls))
+        == 'tool calls: add({"a": 2, "b": 3}); final_answer(5)'
+    )
+    assert str(ChatMessage(content="", tool_calls=calls)).startswith("tool calls: add(")  # "" as some send
+    assert str(ChatMessage(content="Adding.", tool_calls=calls)) == "Adding."
+    assert str(ChatMessage()) == ""

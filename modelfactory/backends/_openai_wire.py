@@ -63,6 +63,13 @@ def chat_kwargs(model_id: str, req: GenerationRequest, *, stream: bool) -> dict[
     return kwargs
 
 
+def request_body(model_id: str, req: GenerationRequest, *, stream: bool) -> dict[str, Any]:
+    """The JSON body of a chat-completions request (``extra_body`` merged in, as the SDK sends it)."""
+    body = chat_kwargs(model_id, req, stream=stream)
+    body.update(body.pop("extra_body", None) or {})
+    return body
+
+
 def post_chat(client: Any, kwargs: dict[str, Any]) -> Any:
     """POST ``/chat/completions`` through the SDK's documented low-level ``client.post``.
 

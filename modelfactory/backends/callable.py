@@ -6,7 +6,7 @@ import functools
 import importlib
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field, field_serializer, field_validator
 
@@ -44,6 +44,7 @@ def resolve_dotted(path: str) -> Any:
 
 
 class CallableSpec(ModelSpec):
+    main_argument: ClassVar[str] = "fn"  # the one positional argument
     fn: Any = Field(
         description="dotted path to the function, e.g. examples.custom_model.custom_model (or the function)"
     )

@@ -7,7 +7,7 @@ of an experiment, not in try/except blocks around every call.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
@@ -44,6 +44,7 @@ def failure_kind(exc: BaseException) -> str | None:
 
 
 class FallbackSpec(ModelSpec):
+    main_argument: ClassVar[str] = "models"  # the one positional argument
     model_id: str = "fallback"
     models: list[Any] = Field(
         min_length=1, description="ordered model configs (each a mapping with _target_) or built models"
@@ -87,8 +88,8 @@ class FallbackModel(Model):
     supports_response_format = True
     supports_tools = True
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         from ..factory import build_model
 
         self.models: list[Model] = [m if isinstance(m, Model) else build_model(m) for m in self.spec.models]

@@ -6,7 +6,8 @@ OpenAI-compatible server (``base_url=...``).
 Token policy (a security requirement): the ambient Hugging Face token (``HF_TOKEN``, or the one saved by
 ``hf auth login``) is only sent to Hugging Face hosts over https: no ``base_url`` (the HF router), or a
 ``base_url`` whose host is ``huggingface.co``, ``hf.co``, ``hf.space``, ``huggingface.cloud`` or a
-subdomain of one. For any other server no token is sent unless the config names ``token`` explicitly.
+subdomain of one, and to the origin ``HF_ENDPOINT`` names (a private Hub, trusted with the token by
+huggingface_hub itself). For any other server no token is sent unless the config names ``token`` explicitly.
 ``InferenceClient`` itself would send ``HF_TOKEN`` anywhere (``token=None`` and ``token=""`` both fall
 back to it, ``token=False`` is refused), so for other hosts the client gets a placeholder token and a
 ``None`` authorization header, which the SDK drops: the request carries no ``Authorization`` at all.
@@ -29,6 +30,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import os
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 from urllib.parse import urlparse
@@ -71,12 +73,26 @@ def import_hf(backend: str) -> Any:
 
 
 def is_hf_host(url: str | None) -> bool:
-    """True for no URL (the HF router) or an https URL on a Hugging Face domain (label-exact match)."""
+    """True for no URL (the HF router), an https URL on a Hugging Face domain (label-exact match), or the
+    origin ``HF_ENDPOINT`` names (a private Hub: huggingface_hub sends the token there too)."""
     if url is None:
         return True
     parsed = urlparse(url)
     host = (parsed.hostname or "").lower().rstrip(".")
-    return parsed.scheme == "https" and any(host == d or host.endswith("." + d) for d in HF_HOSTS)
+    if parsed.scheme == "https" and any(host == d or host.endswith("." + d) for d in HF_HOSTS):
+        return True
+    return _origin(url) == _origin(os.environ.get("HF_ENDPOINT") or "")
+
+
+def _origin(url: str) -> tuple[str, str, int] | None:
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        return None
+    try:
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    except ValueError:
+        return None
+    return parsed.scheme, parsed.hostname.lower().rstrip("."), port
 
 
 def reserved_params(params: Mapping[str, Any], reserved: frozenset[str]) -> list[str]:

@@ -5,11 +5,12 @@ litellm is imported on the first call, not when the model is built: its import t
 
 Keys: ``api_key`` when configured; otherwise litellm reads the provider's own variable
 (``ANTHROPIC_API_KEY``, ``OPENAI_API_KEY``, ``AZURE_API_KEY``/``AZURE_OPENAI_API_KEY``, ...). When the
-request goes somewhere else than the provider's own service (``api_base`` in the config, or a base URL
-litellm would read from ``OPENAI_BASE_URL``, ``ANTHROPIC_BASE_URL``, ``<PROVIDER>_API_BASE``...), no key
-from the environment is sent (litellm would send e.g. ``OPENAI_API_KEY`` to any base URL): a placeholder
-goes instead, and the config must name the key, ``api_key: ${oc.env:MY_KEY}``. ``azure/`` models are the
-exception: their base URL is always the user's own resource.
+request goes somewhere else than the provider's own service because the config says so (``api_base``),
+no key from the environment is sent (litellm would send e.g. ``OPENAI_API_KEY`` to any base URL): a
+placeholder goes instead, and the config must name the key, ``api_key: ${oc.env:MY_KEY}``. A base URL
+litellm reads from the environment (``OPENAI_BASE_URL``, ``ANTHROPIC_BASE_URL``, ``<PROVIDER>_API_BASE``)
+goes with the provider's env key when both are set: the user's own pairing, as the SDKs treat it (a
+placeholder when no key is set). ``azure/`` models: their base URL is always the user's own resource.
 
 Azure: ``api_version`` is passed explicitly, from the config or ``OPENAI_API_VERSION`` (litellm ignores
 that variable and would send its own default), and ``api_base`` falls back to ``AZURE_OPENAI_ENDPOINT``
@@ -33,7 +34,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import urlparse
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from ..errors import MessageError, MissingDependencyError, ModelFactoryError, Problem
 from ..messages import ChatMessage, ChatMessageStreamDelta
@@ -75,6 +76,8 @@ _RESERVED = frozenset(
 )
 # Providers' own hosts: a base URL env var naming one of these is not "somewhere else".
 _OFFICIAL_HOSTS = (*OPENAI_HOSTS, "api.anthropic.com")
+# Providers whose chat APIs take only string content (smolagents flattens messages for these).
+_TEXT_ONLY_PREFIXES = ("ollama", "groq", "cerebras")
 _configured = threading.Lock()
 _LITELLM_PREFIX = re.compile(r"^(litellm\.\w+:\s*)+")
 
@@ -131,6 +134,17 @@ class LiteLLMSpec(ApiSpec):
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         return check_http_url(value, "http://127.0.0.1:4000/v1")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flatten_default(cls, data: Any) -> Any:
+        """Providers that take only string content get flattened messages unless told otherwise (what
+        smolagents' LiteLLMModel does for these prefixes)."""
+        if isinstance(data, dict) and data.get("flatten_messages_as_text") is None:
+            model_id = data.get("model_id")
+            if isinstance(model_id, str) and model_id.startswith(_TEXT_ONLY_PREFIXES):
+                data = {**data, "flatten_messages_as_text": True}
+        return data
 
     def problems(self) -> list[Problem]:
         out = []
@@ -238,16 +252,25 @@ class LiteLLMModel(Model):
         return None
 
     def _api_key(self) -> str | None:
-        """The key to send. litellm's env lookup (``OPENAI_API_KEY``, ...) is kept only for the provider's
-        own service: with a custom api_base, from the config or the environment, a placeholder goes."""
+        """The key to send. litellm's env lookup (``OPENAI_API_KEY``, ...) is kept for the provider's own
+        service and for the base URL the environment itself names (``OPENAI_BASE_URL`` with
+        ``OPENAI_API_KEY``: the user's own pairing); a custom api_base from the config gets a placeholder,
+        and so does an env base URL without an env key (a keyless local server)."""
         spec = self.spec
         if spec.api_key is not None and spec.api_key.get_secret_value():
             return spec.api_key.get_secret_value()
         if spec.is_azure:
             return None  # an Azure api_base is always the user's own resource
-        if spec.api_base is not None or self._env_api_base() is not None:
+        if spec.api_base is not None:
+            return NO_KEY
+        if self._env_api_base() is not None and not self._env_key_set():
             return NO_KEY
         return None
+
+    def _env_key_set(self) -> bool:
+        provider = self.spec.provider() or ""
+        envs = _PROVIDER_KEYS.get(provider, (f"{provider.upper().replace('-', '_')}_API_KEY",))
+        return any(os.environ.get(e) for e in envs)
 
     def _call_kwargs(self, req: GenerationRequest, *, stream: bool) -> dict[str, Any]:
         bad = reserved_params(req.params, _RESERVED)
@@ -304,8 +327,8 @@ class LiteLLMModel(Model):
     def _auth_hint(self) -> str:
         if self._api_key() == NO_KEY:
             return (
-                " (with a custom api_base no key is read from the environment: set "
-                "model.api_key=${oc.env:YOUR_KEY_VAR})"
+                " (with a custom api_base no key is read from the environment, except the provider's key "
+                "set together with its base URL variable: set model.api_key=${oc.env:YOUR_KEY_VAR})"
             )
         provider = self.model_id.split("/", 1)[0] if "/" in self.model_id else "openai"
         var = "AZURE_API_KEY" if self.spec.is_azure else f"{provider.upper().replace('-', '_')}_API_KEY"

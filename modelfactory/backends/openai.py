@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, ClassVar
 from urllib.parse import urlparse
@@ -22,9 +23,10 @@ from ..retry import (
     parse_retry_after,
 )
 from ..settings import ApiSpec, check_http_url, env_field
+from . import _openai_http as http
 from . import _openai_wire as wire
 
-__all__ = ["OpenAIServerModel", "OpenAIServerSpec", "import_openai"]
+__all__ = ["OpenAIModel", "OpenAIServerModel", "OpenAIServerSpec", "import_openai"]
 
 OPENAI_HOSTS = ("api.openai.com",)
 OPENAI_BASE = "https://api.openai.com/v1"
@@ -78,7 +80,8 @@ class OpenAIServerSpec(OpenAIClientSpec):
     )
     api_key: SecretStr | None = Field(
         None,
-        description="API key; falls back to OPENAI_API_KEY only when api_base is OpenAI's own host",
+        description="API key; falls back to OPENAI_API_KEY only for OpenAI's own host or the base URL "
+        "OPENAI_BASE_URL names (the environment's own pairing)",
     )
     organization: str | None = None
     project: str | None = None
@@ -103,19 +106,31 @@ class OpenAIServerSpec(OpenAIClientSpec):
     def is_openai_host(self) -> bool:
         return self.api_base is None or urlparse(self.api_base).hostname in OPENAI_HOSTS
 
+    def base_from_env(self) -> bool:
+        """True when ``api_base`` is the URL ``OPENAI_BASE_URL`` names: set together with ``OPENAI_API_KEY``,
+        the two are the user's own pairing (the openai SDK's convention for every compatible gateway)."""
+        import os
+
+        env = (os.environ.get("OPENAI_BASE_URL") or "").rstrip("/")
+        return bool(env) and (self.api_base or "").rstrip("/") == env
+
     def resolved_api_key(self) -> str | None:
-        """The key to send. ``OPENAI_API_KEY`` is never sent to a third-party ``api_base``."""
+        """The key to send. ``OPENAI_API_KEY`` goes to OpenAI's host and to the base URL the environment
+        itself names; never to a third-party ``api_base`` given in a config (a placeholder goes there)."""
         import os
 
         if self.api_key is not None and self.api_key.get_secret_value():
             return self.api_key.get_secret_value()
         if self.is_openai_host():
             return os.environ.get("OPENAI_API_KEY") or None
+        if self.base_from_env():
+            return os.environ.get("OPENAI_API_KEY") or NO_KEY
         return NO_KEY
 
 
 class OpenAIServerModel(Model):
-    """Chat completions over the openai SDK. The client is created on first use, not at build time."""
+    """Chat completions on any OpenAI-compatible server, over plain HTTP (or the openai SDK's client when
+    ``client_kwargs`` need it). Clients are created on first use, not at build time."""
 
     Spec = OpenAIServerSpec
     spec: OpenAIServerSpec
@@ -159,7 +174,88 @@ class OpenAIServerModel(Model):
         key = self.spec.resolved_api_key()
         return super().secret_values() + ([key] if key and key != NO_KEY else [])
 
+    # ------------------------------------------------------------------ plain HTTP: no SDK import
+
+    @functools.cached_property
+    def _uses_sdk(self) -> bool:
+        """Calls go over plain HTTP (see _openai_http: ~1 s less cold start) unless ``client_kwargs`` hold a
+        setting only the SDK's client knows; then through the SDK's client."""
+        return bool(set(self.spec.client_kwargs) - http.HTTP_CLIENT_ARGS)
+
+    def _route(self) -> http.Route:
+        """Where a chat completion goes and with which headers, as ``openai.OpenAI`` would send it."""
+        spec = self.spec
+        kwargs = spec.client_kwargs
+        headers: dict[str, str] = {}
+        key = spec.resolved_api_key()
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        # The SDK reads OPENAI_ORG_ID / OPENAI_PROJECT_ID when none is given.
+        org = spec.organization or kwargs.get("organization") or os.environ.get("OPENAI_ORG_ID")
+        project = spec.project or kwargs.get("project") or os.environ.get("OPENAI_PROJECT_ID")
+        if org:
+            headers["OpenAI-Organization"] = str(org)
+        if project:
+            headers["OpenAI-Project"] = str(project)
+        return self._finish_route(f"{(spec.api_base or OPENAI_BASE).rstrip('/')}/chat/completions", headers)
+
+    def _finish_route(
+        self, url: str, headers: dict[str, str], params: dict[str, str] | None = None
+    ) -> http.Route:
+        kwargs = self.spec.client_kwargs
+        return http.Route(
+            url=url,
+            where=self._endpoint(),
+            timeout=self.spec.timeout,
+            headers={**headers, **{str(k): str(v) for k, v in (kwargs.get("default_headers") or {}).items()}},
+            params={
+                **(params or {}),
+                **{str(k): str(v) for k, v in (kwargs.get("default_query") or {}).items()},
+            },
+            auth_hint=self._auth_hint(),
+        )
+
+    @functools.cached_property
+    def _http(self) -> Any:
+        given = self.spec.client_kwargs.get("http_client")
+        return (
+            given
+            if given is not None and type(given).__name__ != "AsyncClient"
+            else http.new_client(is_async=False)
+        )
+
+    @property
+    def _ahttp(self) -> Any:
+        """The async HTTP client of the running event loop (a pool cannot outlive the loop that opened it)."""
+        kwargs = self.spec.client_kwargs
+        given = kwargs.get("async_http_client")
+        if given is None and type(kwargs.get("http_client")).__name__ == "AsyncClient":
+            given = kwargs["http_client"]
+        if given is not None:
+            return given
+        loop = asyncio.get_running_loop()
+        cached = self.__dict__.get("_ahttp_client")
+        if cached is None or cached[0] is not loop:
+            cached = (loop, http.new_client(is_async=True))
+            self.__dict__["_ahttp_client"] = cached
+        return cached[1]
+
+    def _http_error(self, exc: Exception) -> Exception:
+        if isinstance(exc, http.Failure):
+            return self._provider_error(
+                exc.message, status=exc.status, retryable=exc.retryable, retry_after=exc.retry_after
+            )
+        return self._provider_error(str(exc), retryable=True)  # an empty reply (no choices)
+
+    # ------------------------------------------------------------------ calls
+
     def _generate(self, req: GenerationRequest) -> ChatMessage:
+        if not self._uses_sdk:
+            body = wire.request_body(self.model_id, req, stream=False)
+            try:
+                return wire.parse_completion(http.post(self._http, self._route(), body))
+            except (http.Failure, wire.EmptyReplyError) as exc:
+                raise self._http_error(exc) from exc
         try:
             response = wire.post_chat(self.client, wire.chat_kwargs(self.model_id, req, stream=False))
             return wire.parse_completion(response)
@@ -167,6 +263,13 @@ class OpenAIServerModel(Model):
             raise self._translate(exc) from exc
 
     def _generate_stream(self, req: GenerationRequest) -> Iterator[ChatMessageStreamDelta]:
+        if not self._uses_sdk:
+            body = wire.request_body(self.model_id, req, stream=True)
+            try:
+                yield from wire.iter_stream(http.stream(self._http, self._route(), body))
+            except http.Failure as exc:
+                raise self._http_error(exc) from exc
+            return
         try:
             stream = wire.post_chat(self.client, wire.chat_kwargs(self.model_id, req, stream=True))
             yield from wire.iter_stream(stream)
@@ -174,6 +277,12 @@ class OpenAIServerModel(Model):
             raise self._translate(exc) from exc
 
     async def _agenerate(self, req: GenerationRequest) -> ChatMessage:
+        if not self._uses_sdk:
+            body = wire.request_body(self.model_id, req, stream=False)
+            try:
+                return wire.parse_completion(await http.apost(self._ahttp, self._route(), body))
+            except (http.Failure, wire.EmptyReplyError) as exc:
+                raise self._http_error(exc) from exc
         try:
             kwargs = wire.chat_kwargs(self.model_id, req, stream=False)
             return wire.parse_completion(await wire.apost_chat(self.aclient, kwargs))
@@ -181,6 +290,17 @@ class OpenAIServerModel(Model):
             raise self._translate(exc) from exc
 
     async def _agenerate_stream(self, req: GenerationRequest) -> AsyncIterator[ChatMessageStreamDelta]:
+        if not self._uses_sdk:
+            body = wire.request_body(self.model_id, req, stream=True)
+            chunks = http.astream(self._ahttp, self._route(), body)
+            try:
+                async for delta in wire.aiter_stream(chunks):
+                    yield delta
+            except http.Failure as exc:
+                raise self._http_error(exc) from exc
+            finally:
+                await chunks.aclose()  # an abandoned stream releases its connection
+            return
         try:
             stream = await wire.apost_chat(self.aclient, wire.chat_kwargs(self.model_id, req, stream=True))
             try:
@@ -192,10 +312,10 @@ class OpenAIServerModel(Model):
             raise self._translate(exc) from exc
 
     def _auth_hint(self) -> str:
-        if self.spec.api_key is None and not self.spec.is_openai_host():
+        if self.spec.api_key is None and not self.spec.is_openai_host() and not self.spec.base_from_env():
             return (
-                " (OPENAI_API_KEY is only sent to api.openai.com; for this server set "
-                "model.api_key=${oc.env:YOUR_KEY_VAR})"
+                " (OPENAI_API_KEY is only sent to api.openai.com and to the OPENAI_BASE_URL set with it; "
+                "for this server set model.api_key=${oc.env:YOUR_KEY_VAR})"
             )
         return " (check the API key: model.api_key or OPENAI_API_KEY)"
 
@@ -243,18 +363,19 @@ class OpenAIServerModel(Model):
         return self.spec.api_base or OPENAI_BASE
 
 
+OpenAIModel = OpenAIServerModel  # smolagents' newer name for the same class
+
+
 def _async_args(args: dict[str, Any]) -> dict[str, Any]:
     """Client args for the async SDK client: a sync ``http_client`` from ``client_kwargs`` is for the sync
     client only (give ``async_http_client`` for the async one)."""
-    import httpx
-
     args = dict(args)
     sync_http = args.pop("http_client", None)
     async_http = args.pop("async_http_client", None)
     if async_http is not None:
         args["http_client"] = async_http
-    elif isinstance(sync_http, httpx.AsyncClient) or type(sync_http).__name__ == "AsyncClient":  # httpx2
-        args["http_client"] = sync_http
+    elif type(sync_http).__name__ == "AsyncClient":  # httpx's or httpx2's, judged without importing
+        args["http_client"] = sync_http  # httpx: ~0.2 s of a cold start, with the rich/click it pulls in
     return args
 
 

@@ -307,6 +307,10 @@ class TransformersSpec(ModelSpec):
     )
     trust_remote_code: bool = False
     chat_template: str | None = Field(None, description="a Jinja chat template replacing the tokenizer's")
+    apply_chat_template_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="extra variables for the chat template, e.g. {enable_thinking: false}",
+    )
     model_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="extra keyword arguments for AutoModelForCausalLM.from_pretrained"
     )
@@ -360,6 +364,10 @@ class TransformersSpec(ModelSpec):
                     "use model.max_new_tokens (or max_tokens) instead",
                 )
             )
+        for key in sorted(
+            set(self.apply_chat_template_kwargs) & {"tokenize", "add_generation_prompt", "tools"}
+        ):
+            out.append(Problem(f"apply_chat_template_kwargs.{key}", "is set by the adapter", "remove it"))
         for key in ("device_map", "dtype", "torch_dtype"):
             if key in self.model_kwargs:
                 out.append(
@@ -412,8 +420,8 @@ class TransformersModel(Model):
     supports_tools = True  # schemas rendered into the prompt; JSON tool calls parsed from the text
     batch_uses_cache = True  # generate_batch looks each row up in the response cache (the runner batches)
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._runtime: _Runtime | None = None
 
     # ------------------------------------------------------------------ loading
@@ -656,7 +664,7 @@ class TransformersModel(Model):
                 backend=type(self).__name__,
             )
         # The override goes to this call only: the tokenizer is shared with other models (weight cache).
-        extra = {"chat_template": template} if template else {}
+        extra = {**self.spec.apply_chat_template_kwargs, **({"chat_template": template} if template else {})}
         rows = [_text_message(m, i) for i, m in enumerate(messages)]
         text = tok.apply_chat_template(rows, tokenize=False, add_generation_prompt=True, **extra)
         if tools:

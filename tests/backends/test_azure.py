@@ -136,3 +136,44 @@ def test_azure_client_is_lazy(azure_env: RecordingServer) -> None:
     m = AzureOpenAIServerModel()
     assert "client" not in m.__dict__
     assert azure_env.requests == []
+
+
+AD_TOKEN = "eyJ-entra-TOKEN-0000cccc"
+
+
+def test_entra_id_token_from_the_env_as_the_sdk_reads_it(
+    azure_env: RecordingServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AZURE_OPENAI_AD_TOKEN is a credential of its own, and the openai SDK prefers it over the env key."""
+    monkeypatch.setenv("AZURE_OPENAI_AD_TOKEN", AD_TOKEN)
+    AzureOpenAIServerModel(max_retries=0).generate(MSGS)  # both in the env: the token, as the SDK does
+    assert azure_env.last.headers["authorization"] == f"Bearer {AD_TOKEN}"
+    assert "api-key" not in azure_env.last.headers
+    AzureOpenAIServerModel(api_key="explicit-az-key", max_retries=0).generate(MSGS)  # a named key wins
+    assert azure_env.last.headers["api-key"] == "explicit-az-key"
+    monkeypatch.delenv("AZURE_OPENAI_API_KEY")  # the token alone is enough
+    model = AzureOpenAIServerModel(max_retries=0)
+    model.generate(MSGS)
+    assert azure_env.last.headers["authorization"] == f"Bearer {AD_TOKEN}"
+    assert AD_TOKEN not in repr(model.to_dict())
+    azure_env.enqueue(401, {"error": {"message": f"token {AD_TOKEN} expired"}})
+    with pytest.raises(BackendError) as info:
+        model.generate(MSGS)
+    assert AD_TOKEN not in str(info.value) and "check AZURE_OPENAI_AD_TOKEN" in str(info.value)
+
+
+def test_token_provider_gives_a_fresh_token_per_request(
+    azure_env: RecordingServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AZURE_OPENAI_API_KEY")
+    issued: list[str] = []
+
+    def provider() -> str:
+        issued.append(f"tok-{len(issued) + 1}")
+        return issued[-1]
+
+    m = AzureOpenAIServerModel(max_retries=0, client_kwargs={"azure_ad_token_provider": provider})
+    m.generate(MSGS)
+    m.generate(MSGS)
+    assert [r.headers["authorization"] for r in azure_env.requests] == ["Bearer tok-1", "Bearer tok-2"]
+    assert "api-key" not in azure_env.last.headers

@@ -181,6 +181,26 @@ def test_is_hf_host(url: str | None, expected: bool) -> None:
     assert is_hf_host(url) is expected
 
 
+@server
+def test_hf_endpoint_origin_gets_the_env_token_as_huggingface_hub_sends_it(
+    recording_server: RecordingServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HF_ENDPOINT names a private Hub that huggingface_hub trusts with HF_TOKEN; its origin (scheme, host,
+    port) gets the token here too, and nothing else does."""
+    monkeypatch.setenv("HF_TOKEN", ENV_TOKEN)
+    monkeypatch.setenv("HF_ENDPOINT", recording_server.url)
+    assert is_hf_host(f"{recording_server.url}/v1") and is_hf_host(
+        recording_server.url.replace("127.0.0.1", "127.0.0.1.")
+    )
+    assert not is_hf_host(f"http://127.0.0.1:{recording_server.port + 1}")
+    assert not is_hf_host(recording_server.url.replace("http://", "https://"))
+    make(recording_server)(MSGS)
+    assert recording_server.last.headers["authorization"] == f"Bearer {ENV_TOKEN}"
+    monkeypatch.delenv("HF_ENDPOINT")
+    make(recording_server)(MSGS)
+    assert "authorization" not in recording_server.last.headers
+
+
 def test_env_token_is_used_for_hf_hosts(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_TOKEN", ENV_TOKEN)
     hf = HfApiModel(base_url="https://abc.endpoints.huggingface.cloud")

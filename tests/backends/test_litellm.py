@@ -110,22 +110,24 @@ def test_env_key_is_not_sent_to_a_custom_api_base(
 
 
 @server
-def test_env_key_does_not_follow_an_env_base_url(
+def test_env_base_url_and_env_key_go_together(
     recording_server: RecordingServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """litellm takes the base URL from OPENAI_BASE_URL when api_base is unset, and would send OPENAI_API_KEY
-    there; the adapter sends a placeholder unless the config names the key."""
+    """litellm takes the base URL from OPENAI_BASE_URL when api_base is unset: set with OPENAI_API_KEY, the
+    two are the user's own pairing (as the openai SDK treats them), so the env key goes there."""
     monkeypatch.setenv("OPENAI_BASE_URL", f"{recording_server.url}/v1")
     monkeypatch.setenv("OPENAI_API_KEY", ENV_KEY)
     LiteLLMModel(model_id="openai/test-model")(MSGS)
-    assert recording_server.last.headers["authorization"] == "Bearer EMPTY"
+    assert recording_server.last.headers["authorization"] == f"Bearer {ENV_KEY}"
     LiteLLMModel(model_id="openai/test-model", api_key=KEY)(MSGS)
     assert recording_server.last.headers["authorization"] == f"Bearer {KEY}"
-    assert ENV_KEY not in str(header_values(recording_server))
+    monkeypatch.delenv("OPENAI_API_KEY")  # a keyless local server named by the environment
+    LiteLLMModel(model_id="openai/test-model")(MSGS)
+    assert recording_server.last.headers["authorization"] == "Bearer EMPTY"
 
 
 @server
-def test_anthropic_env_key_does_not_follow_anthropic_base_url(
+def test_anthropic_env_key_follows_anthropic_base_url_from_the_env(
     recording_server: RecordingServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ANTHROPIC_BASE_URL", recording_server.url)
@@ -133,8 +135,11 @@ def test_anthropic_env_key_does_not_follow_anthropic_base_url(
     recording_server.enqueue(200, anthropic_reply("hi"))
     assert LiteLLMModel(model_id="anthropic/claude-3-5-sonnet-latest", max_tokens=5)(MSGS).content == "hi"
     assert recording_server.last.path == "/v1/messages"
-    assert recording_server.last.headers["x-api-key"] == "EMPTY"
-    assert ENV_KEY not in str(header_values(recording_server))
+    assert recording_server.last.headers["x-api-key"] == ENV_KEY
+    with RecordingServer() as other:  # but not to an api_base a config names
+        other.enqueue(200, anthropic_reply("hi"))
+        LiteLLMModel(model_id="anthropic/claude-3-5-sonnet-latest", api_base=other.url, max_tokens=5)(MSGS)
+        assert other.last.headers["x-api-key"] == "EMPTY"
 
 
 @server

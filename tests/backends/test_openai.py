@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from modelfactory.backends.openai import OpenAIServerModel
-from modelfactory.errors import BackendError, ConfigError
+from modelfactory.errors import BackendError, ConfigError, MissingDependencyError
 from modelfactory.messages import TokenUsage
 from tests.servers.recording import RecordingServer
 
@@ -209,13 +209,34 @@ def test_openai_env_key_is_sent_to_api_openai_com(monkeypatch: pytest.MonkeyPatc
     assert seen[0].headers["authorization"] == f"Bearer {ENV_KEY}"
 
 
-def test_openai_env_key_does_not_follow_openai_base_url(
+def test_openai_base_url_and_key_from_the_environment_go_together(
+    recording_server: RecordingServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The openai SDK's pairing, used for every OpenAI-compatible gateway: both set in the environment,
+    the env key goes to the env base URL (a config-given api_base still gets a placeholder)."""
+    monkeypatch.setenv("OPENAI_API_KEY", ENV_KEY)
+    monkeypatch.setenv("OPENAI_BASE_URL", f"{recording_server.url}/v1/")
+    assert OpenAIServerModel(model_id="gpt-4o", max_retries=0).generate(MSGS).content
+    assert recording_server.last.path == "/v1/chat/completions"
+    assert recording_server.last.headers["authorization"] == f"Bearer {ENV_KEY}"
+    with RecordingServer() as other:  # a config names another server: the env key stays home
+        OpenAIServerModel(model_id="gpt-4o", api_base=f"{other.url}/v1", max_retries=0).generate(MSGS)
+        assert other.last.headers["authorization"] == "Bearer EMPTY"
+    monkeypatch.delenv("OPENAI_API_KEY")  # a keyless local server named by the environment
+    OpenAIServerModel(model_id="gpt-4o", max_retries=0).generate(MSGS)
+    assert recording_server.last.headers["authorization"] == "Bearer EMPTY"
+
+
+def test_401_from_the_env_base_url_points_at_the_env_key(
     recording_server: RecordingServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", ENV_KEY)
     monkeypatch.setenv("OPENAI_BASE_URL", f"{recording_server.url}/v1")
-    client = OpenAIServerModel(model_id="gpt-4o", max_retries=0).client  # inspected only: no request is sent
-    assert client.base_url.host == "api.openai.com" or client.api_key != ENV_KEY
+    recording_server.enqueue(401, {"error": {"message": "invalid key"}})
+    with pytest.raises(
+        BackendError, match=r"invalid key \(check the API key: model.api_key or OPENAI_API_KEY\)"
+    ):
+        OpenAIServerModel(model_id="gpt-4o", max_retries=0).generate(MSGS)
 
 
 def test_no_key_for_api_openai_com_is_a_config_error() -> None:
@@ -402,13 +423,75 @@ def test_organization_and_project_headers(recording_server: RecordingServer) -> 
 
 def test_client_is_created_lazily(recording_server: RecordingServer) -> None:
     m = make(recording_server)
-    assert "client" not in m.__dict__
+    assert "_http" not in m.__dict__ and "client" not in m.__dict__
     assert recording_server.requests == []
     m.generate(MSGS)
-    client = m.__dict__["client"]
+    http_client = m.__dict__["_http"]
     m.generate(MSGS)
-    assert m.client is client
+    assert m._http is http_client  # one connection pool for every call
     assert len(recording_server.requests) == 2
+    assert "client" not in m.__dict__  # the SDK's client is built only when asked for (m.client)
+
+
+def test_a_call_never_imports_the_openai_sdk(recording_server: RecordingServer) -> None:
+    """``import openai`` is ~1 s of a cold start: a plain call (and a stream) goes over HTTP without it."""
+    code = (
+        "import sys\n"
+        "from modelfactory import OpenAIServerModel, AzureOpenAIServerModel\n"
+        f"m = OpenAIServerModel('m', api_base='{recording_server.url}/v1', api_key='k')\n"
+        "print(m([{'role': 'user', 'content': 'hi'}]).content)\n"
+        "print(''.join(d.content or '' for d in m.generate_stream([{'role': 'user', 'content': 'hi'}])))\n"
+        f"a = AzureOpenAIServerModel('d', azure_endpoint='{recording_server.url}', api_key='k', api_version='v')\n"
+        "print(a([{'role': 'user', 'content': 'hi'}]).content)\n"
+        "print(sorted(m for m in sys.modules if m == 'openai' or m.startswith('openai.')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["Hello from the recording server"] * 3 + ["[]"]
+
+
+SDK_ONLY = {"webhook_secret": "whsec_test"}  # a setting only the SDK's client has: calls go through it
+
+
+@pytest.mark.parametrize("client_kwargs", [{}, SDK_ONLY], ids=["http", "sdk"])
+def test_http_and_sdk_paths_send_and_read_the_same(
+    recording_server: RecordingServer, client_kwargs: dict[str, Any]
+) -> None:
+    m = make(
+        recording_server, api_key=KEY, organization="org-1", temperature=0.5, client_kwargs=client_kwargs
+    )
+    out = m.generate(MSGS, stop_sequences=["END"], top_k=4)
+    rec = recording_server.last
+    assert ("client" in m.__dict__) is bool(client_kwargs)
+    assert (rec.path, rec.headers["authorization"], rec.headers["openai-organization"]) == (
+        "/v1/chat/completions",
+        f"Bearer {KEY}",
+        "org-1",
+    )
+    assert rec.body == {
+        "model": "test-model",
+        "messages": MSGS,
+        "temperature": 0.5,
+        "top_k": 4,
+        "stop": ["END"],
+    }
+    assert (out.content, out.token_usage) == ("Hello from the recording server", TokenUsage(5, 7))
+    assert out.raw.choices[0].finish_reason == "stop"  # the reply reads like the SDK's objects either way
+    recording_server.reply = "one two<END>three"
+    deltas = list(m.generate_stream(MSGS, stop_sequences=["<END>"]))
+    assert "".join(d.content or "" for d in deltas) == "one two"
+    assert deltas[-1].token_usage == TokenUsage(5, 7)
+    recording_server.enqueue(429, {"error": {"message": "slow down"}}, headers={"Retry-After": "7"})
+    with pytest.raises(BackendError) as info:
+        m.generate(MSGS)
+    err = info.value
+    assert (err.status, err.retryable, err.retry_after) == (429, True, 7.0)
+    assert "slow down" in str(err)
+    recording_server.enqueue(401, {"error": {"message": f"bad key {KEY}"}})
+    with pytest.raises(BackendError) as info:
+        m.generate(MSGS)
+    assert info.value.status == 401 and not info.value.retryable
+    assert KEY not in str(info.value) and "check the API key" in str(info.value)
 
 
 def test_construction_does_not_import_the_sdk() -> None:
@@ -421,3 +504,10 @@ def test_construction_does_not_import_the_sdk() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_missing_http_library_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "httpx2", None)
+    monkeypatch.setitem(sys.modules, "httpx", None)
+    with pytest.raises(MissingDependencyError, match=r"modelfactory\[openai\]"):
+        OpenAIServerModel(model_id="m", api_base="http://127.0.0.1:1/v1", max_retries=0)(MSGS)
