@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from .cache import CacheSpec
 from .errors import ConfigError, Problem, did_you_mean
+from .pricing import Price
 from .retry import RetryPolicy
 
 __all__ = [
@@ -146,6 +147,11 @@ class ModelSpec(BaseSettings):
         True,
         description="send stop sequences to the provider; false: generate, then trim afterwards "
         "(for models that reject `stop`, e.g. some reasoning models)",
+    )
+    price: Price | None = Field(
+        None,
+        description="USD per million tokens {input, output, cached_input, batch_discount}; "
+        "default: LiteLLM's price map for API models, none (cost unknown) for local ones",
     )
     custom_role_conversions: dict[str, str] | None = Field(
         None, description="merged over the defaults tool-call→assistant, tool-response→user"
