@@ -15,6 +15,8 @@ import functools
 import json
 import os
 import sys
+import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +25,16 @@ from pydantic import BaseModel, ConfigDict, Field
 if TYPE_CHECKING:
     from .messages import TokenUsage
 
-__all__ = ["DEFAULT_BATCH_DISCOUNT", "Price", "cost_usd", "litellm_entry", "price_for"]
+__all__ = [
+    "DEFAULT_BATCH_DISCOUNT",
+    "Budget",
+    "Price",
+    "cost_usd",
+    "estimate_cost",
+    "litellm_entry",
+    "price_for",
+    "token_counter",
+]
 
 # OpenAI, Azure OpenAI and Anthropic batch endpoints all bill 50% of the online price.
 DEFAULT_BATCH_DISCOUNT = 0.5
@@ -54,17 +65,27 @@ class Price(BaseModel):
         )
 
 
-def cost_usd(usage: TokenUsage | None, price: Price | None, *, batch: bool = False) -> float | None:
+def cost_usd(
+    usage: TokenUsage | Mapping[str, Any] | None, price: Price | None, *, batch: bool = False
+) -> float | None:
     """The cost of one call in USD; ``None`` when either the usage or the price is unknown.
 
     ``usage.input_tokens`` counts every prompt token (the OpenAI convention); a usage object with a
-    ``cached_input_tokens`` attribute has those billed at the cached rate.
+    ``cached_input_tokens`` attribute (or key: a result row's ``usage``) has those billed at the cached rate.
     """
     if usage is None or price is None:
         return None
+    if isinstance(usage, Mapping):  # a result row's "usage"
+        get = usage.get
+    else:
+
+        def get(key: str, default: Any = None) -> Any:
+            return getattr(usage, key, default)
+
+    n_in, n_out = int(get("input_tokens", 0) or 0), int(get("output_tokens", 0) or 0)
+    cached = min(int(get("cached_input_tokens", 0) or 0), n_in)
     inp, cached_rate, out = price.rates(batch=batch)
-    cached = min(int(getattr(usage, "cached_input_tokens", 0) or 0), usage.input_tokens)
-    return (usage.input_tokens - cached) * inp + cached * cached_rate + usage.output_tokens * out
+    return (n_in - cached) * inp + cached * cached_rate + n_out * out
 
 
 def estimate_cost(
@@ -175,3 +196,98 @@ def price_for(model: Any) -> Price | None:
         return None  # local weights, a user callable, a fallback chain: no per-token price
     entry = litellm_entry(spec.model_id, _provider_of(spec))
     return _price_from_entry(entry) if entry else None
+
+
+# ---------------------------------------------------------------------------- tokens before a call
+
+CHARS_PER_TOKEN = 4  # the heuristic when no tokenizer is at hand: ~4 characters per token in English
+
+
+def _message_text(messages: Any) -> str:
+    parts: list[str] = []
+    for message in messages or []:
+        content = message.get("content") if isinstance(message, dict) else getattr(message, "content", None)
+        if isinstance(content, str):
+            parts.append(content)
+        elif isinstance(content, list):
+            parts += [str(p.get("text", "")) for p in content if isinstance(p, dict)]
+    return "\n".join(parts)
+
+
+def token_counter(model: Any) -> tuple[Callable[[Any], int], str]:
+    """A function counting a conversation's prompt tokens for ``model``, and how it counts:
+    the model's own tokenizer (local transformers models), tiktoken's encoding for OpenAI model ids,
+    else ``chars/4`` (a rough heuristic, said so in every estimate)."""
+    from .settings import ApiSpec
+
+    spec = getattr(model, "spec", None)
+    if spec is not None and not isinstance(spec, ApiSpec) and hasattr(type(model), "tokenizer"):
+        try:
+            tok = model.tokenizer
+        except Exception:  # noqa: BLE001 - no tokenizer (offline, missing weights): fall back below
+            tok = None
+        if tok is not None:
+            return (lambda messages: len(tok(_message_text(messages))["input_ids"])), "model tokenizer"
+    model_id = getattr(model, "model_id", None)
+    if isinstance(model_id, str):
+        try:
+            import tiktoken
+
+            enc = tiktoken.encoding_for_model(model_id.rsplit("/", 1)[-1])
+        except Exception:  # noqa: BLE001 - not installed, or an id tiktoken does not know
+            enc = None
+        if enc is not None:
+            return (lambda messages: len(enc.encode(_message_text(messages)))), f"tiktoken {enc.name}"
+    return (lambda messages: -(-len(_message_text(messages)) // CHARS_PER_TOKEN)), "chars/4 heuristic"
+
+
+# ---------------------------------------------------------------------------- budgets
+
+
+class Budget:
+    """``runner.max_cost_usd``: admits a call only while spent + in-flight estimates + its own estimate
+    stay within the limit; once one is refused, nothing more is admitted (the job stops submitting).
+
+    Thread-safe: the runner admits from its worker threads or event loop and settles from its main loop.
+    """
+
+    def __init__(self, limit_usd: float, price: Price, *, batch: bool = False) -> None:
+        self.limit_usd = limit_usd
+        self.price = price
+        self.batch = batch
+        self.spent_usd = 0.0
+        self.in_flight_usd = 0.0
+        self.reason: str | None = None
+        self._estimates: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def admit(self, item_id: str, input_tokens: int, output_tokens: int) -> bool:
+        estimate = estimate_cost(input_tokens, output_tokens, self.price, batch=self.batch) or 0.0
+        with self._lock:
+            if self.reason is not None:
+                return False
+            if self.spent_usd + self.in_flight_usd + estimate > self.limit_usd:
+                self.reason = (
+                    f"runner.max_cost_usd={self.limit_usd:g} reached: spent ${self.spent_usd:.6f}, "
+                    f"${self.in_flight_usd:.6f} in flight, next item {item_id!r} estimated "
+                    f"${estimate:.6f}; raise the budget and run again to resume"
+                )
+                return False
+            self.in_flight_usd += estimate
+            self._estimates[item_id] = estimate
+            return True
+
+    def settle(self, item_id: str, actual_usd: float | None) -> None:
+        """A call finished: its estimate leaves the in-flight sum, its real cost (or estimate) is spent."""
+        with self._lock:
+            estimate = self._estimates.pop(item_id, 0.0)
+            self.in_flight_usd = max(0.0, self.in_flight_usd - estimate)
+            self.spent_usd += estimate if actual_usd is None else actual_usd
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "max_cost_usd": self.limit_usd,
+            "spent_usd": round(self.spent_usd, 6),
+            "stopped": self.reason is not None,
+            "reason": self.reason,
+        }
