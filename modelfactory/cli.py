@@ -66,6 +66,26 @@ def check(config_dir: Path, overrides: list[str], warnings: list[Problem] | None
     return problems
 
 
+def capability_notes(config_dir: Path, overrides: list[str]) -> list[str]:
+    """What changes the requests of the chosen models (``stop`` / ``temperature`` not sent), for ``check``."""
+    from .capabilities import request_capabilities
+
+    chosen = [o.split("=", 1)[1] for o in overrides if o.startswith("model=")]
+    rest = [o for o in overrides if not o.startswith("model=")]
+    notes = []
+    for name in chosen or model_names(config_dir):
+        try:
+            model = compose(config_dir, [f"model={name}", *rest]).model
+            model_id = str(model.get("model_id") or "")
+            stop, temperature = model.get("supports_stop"), model.get("supports_temperature")
+        except Exception:  # noqa: BLE001 - an unreadable config is already one of check's problems
+            continue
+        if model_id and "${" not in model_id:
+            caps = request_capabilities(model_id, stop, temperature, provider_map=True)
+            notes += [f"conf/model/{name}.yaml: model {model_id!r}: {n}" for n in caps.notes()]
+    return notes
+
+
 def serve(config_dir: Path, overrides: list[str]) -> int:
     """``modelfactory serve [overrides]``: compose like run.py, build the model, load it, serve it under
     its id and under the config name it was chosen by (``model=transformers_tiny``)."""
@@ -136,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     problems = check(config_dir, args.overrides, warnings)
     for w in warnings:
         print(f"warning: {w.source}: {w.key}: {w.problem}" + (f"\n    fix: {w.fix}" if w.fix else ""))
+    for note in capability_notes(config_dir, args.overrides):
+        print(f"note: {note}")
     for p in problems:
         print(f"{p.source}: {p.key}: {p.problem}" + (f"\n    fix: {p.fix}" if p.fix else ""))
     checked = args.overrides and any(o.startswith("model=") for o in args.overrides)

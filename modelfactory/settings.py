@@ -143,10 +143,16 @@ class ModelSpec(BaseSettings):
     cache_exclude: ClassVar[frozenset[str]] = frozenset()
 
     model_id: str = Field(description="the provider's model name, or a local path / hub id")
-    supports_stop: bool = Field(
-        True,
+    supports_stop: bool | None = Field(
+        None,
         description="send stop sequences to the provider; false: generate, then trim afterwards "
-        "(for models that reject `stop`, e.g. some reasoning models)",
+        "(for models that reject `stop`, e.g. some reasoning models); unset: from the capability map "
+        "(modelfactory.capabilities)",
+    )
+    supports_temperature: bool | None = Field(
+        None,
+        description="send `temperature`; false: leave it out (models that reject it, e.g. o3, gpt-5); "
+        "unset: from the capability map (modelfactory.capabilities)",
     )
     price: Price | None = Field(
         None,
