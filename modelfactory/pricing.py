@@ -291,3 +291,33 @@ class Budget:
             "stopped": self.reason is not None,
             "reason": self.reason,
         }
+
+
+# ---------------------------------------------------------------------------- modelfactory estimate
+
+
+def estimate_job(model: Any, items: list[Any], max_tokens: int | None) -> dict[str, Any]:
+    """A dry-run estimate of a job: items, prompt tokens (and how they were counted), output tokens
+    assumed (``max_tokens``, else 256 per item), and cost online vs batch. Sends no request."""
+    count, method = token_counter(model)
+    tokens_in = sum(count(getattr(it, "messages", it)) for it in items)
+    configured = getattr(getattr(model, "spec", None), "max_tokens", None)
+    per_item_out, why = (
+        (max_tokens, "max_tokens")
+        if max_tokens
+        else (configured, "model.max_tokens")
+        if configured
+        else (256, "default")
+    )
+    tokens_out = per_item_out * len(items)
+    price = price_for(model)
+    return {
+        "items": len(items),
+        "input_tokens": tokens_in,
+        "token_count": method,
+        "output_tokens": tokens_out,
+        "output_assumed": f"{per_item_out} per item ({why})",
+        "price": None if price is None else price.model_dump(),
+        "cost_online_usd": estimate_cost(tokens_in, tokens_out, price),
+        "cost_batch_usd": estimate_cost(tokens_in, tokens_out, price, batch=True),
+    }
