@@ -45,6 +45,9 @@ _EXPORTS: dict[str, str] = {
     "FallbackModel": "modelfactory.backends.fallback",
     "write_report": "modelfactory.report",
     "compare_sweeps": "modelfactory.report",
+    "Price": "modelfactory.pricing",
+    "price_for": "modelfactory.pricing",
+    "cost_usd": "modelfactory.pricing",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
@@ -77,6 +80,7 @@ if TYPE_CHECKING:
         ToolCallFunction,
     )
     from .model import GenerationRequest, Model
+    from .pricing import Price, cost_usd, price_for
     from .report import compare_sweeps, write_report
     from .runner import RunStats, load_dataset, run_items
 

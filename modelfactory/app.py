@@ -5,7 +5,8 @@ launcher can call it with any config shaped like ``conf/config.yaml`` (a ``DictC
 mapping). What Hydra alone knows is passed in: the output directory and the name the model config was
 chosen by. Everything a job leaves on disk is written through :mod:`modelfactory.results`.
 
-Exit codes: 0 all good, 1 a backend or item failed, 2 a config or dataset problem. A job never raises
+Exit codes: 0 all good, 1 a backend or item failed, 2 a config or dataset problem, 3 the job stopped at
+its budget (``runner.max_cost_usd``; the reason is in ``job.json``'s ``budget``). A job never raises
 for those (a sweep goes on); it records the error in ``job.json`` (and ``result.json`` for one prompt)
 and prints it on stderr.
 """
@@ -88,7 +89,8 @@ def run_job(
     """
     from .errors import ConfigError
     from .factory import build_model
-    from .results import read_job, read_results, write_job, write_json
+    from .pricing import price_for
+    from .results import aggregate_rows, read_job, read_results, write_job, write_json
     from .runner import run_items
     from .settings import redact_env
 
@@ -127,6 +129,7 @@ def run_job(
     }
     redact = redact_env
     code = 0
+    budget_stop: str | None = None
     items: list[Any] = []
     try:
         items = task_items(cfg, root)
@@ -147,11 +150,20 @@ def run_job(
             retry_errors=bool(runner.retry_errors),
             fsync=bool(runner.get("fsync", True)),
             desc=str(model_name or "items"),
+            max_cost_usd=None if runner.get("max_cost_usd") is None else float(runner.max_cost_usd),
             stop_sequences=stops,
             **generation,
         )
         job["elapsed_s"] = round(float(job["elapsed_s"]) + stats.elapsed_s, 4)
         job["last_run"] = stats.to_dict()
+        price = price_for(model)
+        job["price"] = None if price is None else price.model_dump()
+        # over every run's rows (a resumed job included); None: unknown (no price), never a made-up 0
+        job["cost_usd"] = aggregate_rows(read_results(results_path).values())["cost_usd"]
+        if stats.budget is not None:
+            job["budget"] = stats.budget.to_dict()
+            if stats.budget.reason is not None:
+                budget_stop = stats.budget.reason
     except Exception as exc:  # config, dataset, build, or a bug: recorded; a sweep goes on
         if raise_errors:
             raise
@@ -159,6 +171,8 @@ def run_job(
         print(f"error: {job['error']['message']}", file=sys.stderr)
         log.info("error: %s: %s", job["error"]["type"], job["error"]["message"])  # the job log
         code = 2 if isinstance(exc, ConfigError) else 1
+    if budget_stop is not None and job["error"] is None:  # the summary's error column says why it stopped
+        job["error"] = {"type": "BudgetExceeded", "message": budget_stop}
     write_job(out_dir, job)
 
     if kind == "prompt":
@@ -175,7 +189,7 @@ def run_job(
             log.info("reply: %s", result["content"])
             if cfg.output.print_reply:
                 print(result["content"])
-    elif job["error"] is None:
+    elif job["error"] is None or budget_stop is not None:
         rows = read_results(results_path)
         failed = sum(1 for it in items if (rows.get(it.id) or {}).get("error"))
         skipped = (job["last_run"] or {}).get("skipped") or 0
@@ -184,4 +198,8 @@ def run_job(
         log.info(summary)
         print(summary)
         code = 1 if failed else 0
+    if budget_stop is not None:  # items were left unsubmitted: the job did not finish
+        print(f"error: {budget_stop}", file=sys.stderr)
+        log.info("stopped: %s", budget_stop)
+        code = code or 3
     return code

@@ -60,6 +60,7 @@ KEY_VERSION = 1  # bump when the key's recipe changes: old rows then simply miss
 NOT_IDENTITY = frozenset(
     {
         "cache",
+        "price",
         "retry",
         "requests_per_minute",
         "timeout",

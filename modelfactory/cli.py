@@ -4,6 +4,7 @@ modelfactory list
 modelfactory check                          # every config in conf/model/
 modelfactory check model=azure_openai model.api_version=2024-10-21
 modelfactory serve model=transformers_tiny server.port=8000   # OpenAI-compatible API (modelfactory.serve)
+modelfactory estimate model=openai_gpt4o task=dataset task.path=items.jsonl   # tokens, $ online vs batch
 modelfactory compare multirun/2026-12-01/10-00-00 multirun/2026-12-02/09-30-00 -o report.html
 """
 
@@ -66,6 +67,59 @@ def check(config_dir: Path, overrides: list[str], warnings: list[Problem] | None
     return problems
 
 
+def capability_notes(config_dir: Path, overrides: list[str]) -> list[str]:
+    """What changes the requests of the chosen models (``stop`` / ``temperature`` not sent), for ``check``."""
+    from .capabilities import request_capabilities
+
+    chosen = [o.split("=", 1)[1] for o in overrides if o.startswith("model=")]
+    rest = [o for o in overrides if not o.startswith("model=")]
+    notes = []
+    for name in chosen or model_names(config_dir):
+        try:
+            model = compose(config_dir, [f"model={name}", *rest]).model
+            model_id = str(model.get("model_id") or "")
+            stop, temperature = model.get("supports_stop"), model.get("supports_temperature")
+        except Exception:  # noqa: BLE001 - an unreadable config is already one of check's problems
+            continue
+        if model_id and "${" not in model_id:
+            caps = request_capabilities(model_id, stop, temperature, provider_map=True)
+            notes += [f"conf/model/{name}.yaml: model {model_id!r}: {n}" for n in caps.notes()]
+    return notes
+
+
+def estimate(config_dir: Path, overrides: list[str]) -> int:
+    """``modelfactory estimate [overrides]``: items, tokens and cost (online vs batch) of the job the
+    overrides describe, without sending a request (local models: the tokenizer is loaded, not run)."""
+    from hydra.errors import HydraException
+
+    from .app import task_items
+    from .errors import ModelFactoryError
+    from .factory import build_model
+    from .pricing import estimate_job
+
+    try:
+        cfg = compose(config_dir, overrides)
+    except HydraException as exc:
+        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    try:
+        items = task_items(cfg, config_dir.parent)
+        model = build_model(cfg.model)
+        max_tokens = (cfg.get("generation") or {}).get("max_tokens")
+        est = estimate_job(model, items, int(max_tokens) if max_tokens else None)
+    except ModelFactoryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    usd = lambda v: "unknown (no price: set model.price)" if v is None else f"${v:.4f}"  # noqa: E731
+    print(f"model:          {model.model_id}")
+    print(f"items:          {est['items']}")
+    print(f"input tokens:   {est['input_tokens']} (counted with {est['token_count']})")
+    print(f"output tokens:  {est['output_tokens']} (assumed: {est['output_assumed']})")
+    print(f"cost online:    {usd(est['cost_online_usd'])}")
+    print(f"cost batch:     {usd(est['cost_batch_usd'])}")
+    return 0
+
+
 def serve(config_dir: Path, overrides: list[str]) -> int:
     """``modelfactory serve [overrides]``: compose like run.py, build the model, load it, serve it under
     its id and under the config name it was chosen by (``model=transformers_tiny``)."""
@@ -108,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument(
         "overrides", nargs="*", help="Hydra overrides, e.g. model=transformers_smollm server.port=8080"
     )
+    p_est = sub.add_parser("estimate", help="items, tokens and cost (online vs batch) of a job; no request")
+    p_est.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=openai_gpt4o task=dataset")
     p_compare = sub.add_parser("compare", help="one table and report.html across several sweep dirs")
     p_compare.add_argument(
         "sweep_dirs", nargs="+", type=Path, help="multirun sweep dirs, e.g. multirun/<d>/<t>"
@@ -132,10 +188,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "serve":
         return serve(config_dir, args.overrides)
+    if args.command == "estimate":
+        return estimate(config_dir, args.overrides)
     warnings: list[Problem] = []
     problems = check(config_dir, args.overrides, warnings)
     for w in warnings:
         print(f"warning: {w.source}: {w.key}: {w.problem}" + (f"\n    fix: {w.fix}" if w.fix else ""))
+    for note in capability_notes(config_dir, args.overrides):
+        print(f"note: {note}")
     for p in problems:
         print(f"{p.source}: {p.key}: {p.problem}" + (f"\n    fix: {p.fix}" if p.fix else ""))
     checked = args.overrides and any(o.startswith("model=") for o in args.overrides)

@@ -1,7 +1,7 @@
 """Hydra callbacks of the app (``hydra.callbacks`` in ``conf/config.yaml``).
 
 ``SummaryCallback``: at the end of a multirun, one row per job (model, overridden parameters, items
-ok/failed, mean and p95 latency, tokens in/out, throughput), printed and saved as ``summary.csv`` and
+ok/failed, mean and p95 latency, tokens in/out, throughput, cost in USD or "unknown"), printed and saved as ``summary.csv`` and
 ``summary.md`` in the sweep directory, with ``report.html`` beside them (charts; see
 :mod:`modelfactory.report`). It reads what the jobs left on disk (``job.json`` and the results
 file it names, through :mod:`modelfactory.results`; ``.hydra/overrides.yaml``), so it works the same
@@ -38,8 +38,10 @@ METRIC_COLUMNS = [
     "elapsed_s",
     "items_per_s",
     "out_tokens_per_s",
+    "cost_usd",
     "error",
 ]
+UNKNOWN = "unknown"  # a cost nobody could price (a local model, no price map): never shown as 0
 
 
 def _load_yaml(path: Path) -> Any:
@@ -134,7 +136,7 @@ def _table(jobs: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     rows = []
     for job in jobs:
         row = [job["job"], job["model"]] + [job["overrides"].get(k, "") for k in keys]
-        row += [job[c] for c in METRIC_COLUMNS]
+        row += [UNKNOWN if c == "cost_usd" and job[c] is None else job[c] for c in METRIC_COLUMNS]
         rows.append(["" if v is None else str(v) for v in row])
     return header, rows
 

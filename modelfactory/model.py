@@ -20,6 +20,7 @@ from typing import Any, ClassVar, TypeVar
 
 from ._signature import SpecSignature, bind_arguments, document
 from .cache import StreamRecorder, get_store, replay_deltas, request_key
+from .capabilities import spec_capabilities
 from .errors import BackendError, CacheMissError, MessageError, ModelFactoryError, UnsupportedFeatureError
 from .messages import (
     ChatMessage,
@@ -184,6 +185,9 @@ class Model:
             tools = [tool_to_schema(t) for t in tools_to_call_from]
         params = spec.generation_defaults()
         params.update({k: v for k, v in kwargs.items() if v is not None})
+        caps = spec_capabilities(spec)  # what the provider accepts (modelfactory.capabilities)
+        if not caps.temperature:
+            params.pop("temperature", None)
         return GenerationRequest(
             messages=normalize_messages(
                 messages,
@@ -191,7 +195,7 @@ class Model:
                 flatten_messages_as_text=spec.flatten_messages_as_text,
             ),
             stop_sequences=normalize_stop_sequences(stop_sequences),
-            send_stop=spec.supports_stop,
+            send_stop=caps.stop,
             params=params,
             grammar=grammar,
             response_format=response_format,

@@ -1,10 +1,11 @@
 """Results out: the files a job leaves behind, their names and formats, in one place.
 
 - ``results.jsonl`` (:data:`RESULTS_FILE`, the default of ``output.results_file``): one JSON row per item,
-  ``{"id", "content", "usage", "latency_s", "error"}`` (plus ``served_by`` from a fallback model), appended
+  ``{"id", "content", "usage", "latency_s", "error", "cost_usd"}`` (plus ``served_by`` from a fallback
+  model, ``batch`` for items run through a provider's batch API, priced at its rate), appended
   as items finish. The newest row of an id wins; a torn last line left by a crash is repaired or dropped.
 - ``job.json`` (:data:`JOB_FILE`): the job's record (model, task, results file, items, error, elapsed
-  time, runs). It names the results file, so a reader finds the rows whatever the config called them.
+  time, runs, ``price``, ``cost_usd``, ``budget``). It names the results file, so a reader finds the rows whatever the config called them.
 
 The runner writes these files, the app records the job, and the sweep summary reads them back, all
 through this module, so a name or a format changes here and nowhere else.
@@ -193,10 +194,13 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 
 
 def aggregate_rows(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """Counts, latency (mean, p95 over successful items) and token totals of result rows."""
+    """Counts, latency (mean, p95 over successful items), token totals and cost of result rows."""
     ok = failed = tokens_in = tokens_out = 0
     latencies: list[float] = []
+    costs: list[float] = []
     for row in rows:
+        if isinstance(row.get("cost_usd"), (int, float)):
+            costs.append(float(row["cost_usd"]))
         if row.get("error"):
             failed += 1
             continue
@@ -213,6 +217,8 @@ def aggregate_rows(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         "p95_latency_s": percentile(latencies, 95),
         "tokens_in": tokens_in,
         "tokens_out": tokens_out,
+        # None when no row was priced (a local model, an unknown price): unknown, not free
+        "cost_usd": round(sum(costs), 6) if costs else None,
     }
 
 

@@ -22,21 +22,23 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 import logging
 import os
 import queue
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 # load_dataset, load_dotenv, prompt_item: re-exported (this module was their home before datasets.py).
 from .datasets import Item, as_item, load_dataset, load_dotenv, prompt_item
 from .errors import ConfigError, Problem
+from .pricing import Budget, Price, cost_usd, price_for, token_counter
 
 # aggregate_rows, read_results: re-exported (this module was their home before results.py).
 from .results import (
@@ -77,6 +79,8 @@ class RunStats:
     elapsed_s: float = 0.0
     mode: str = "threads"  # threads | async | batches | sequential
     concurrency: int = 1
+    cost_usd: float | None = None  # of this run's rows; None: the model has no price (unknown, not 0)
+    budget: Budget | None = field(default=None, repr=False)  # runner.max_cost_usd, when set
     latencies: list[float] = field(default_factory=list, repr=False)  # of successful items
     rows: list[dict[str, Any]] = field(default_factory=list, repr=False)  # only without a results file
 
@@ -101,9 +105,10 @@ class RunStats:
         return self.output_tokens / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("latencies")
-        data.pop("rows")
+        skip = ("latencies", "rows", "budget")
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+        data["budget"] = None if self.budget is None else self.budget.to_dict()
+        data["cost_usd"] = None if self.cost_usd is None else round(self.cost_usd, 6)
         data.update(
             mean_latency_s=None if self.mean_latency_s is None else round(self.mean_latency_s, 4),
             p95_latency_s=self.p95_latency_s,
@@ -145,7 +150,7 @@ def _call_one(model: Any, item: Item, generation: dict[str, Any]) -> dict[str, A
 
 
 def _run_threads(
-    model: Any, todo: Sequence[Item], concurrency: int, generation: dict[str, Any]
+    model: Any, todo: Iterable[Item], concurrency: int, generation: dict[str, Any]
 ) -> Iterator[dict[str, Any]]:
     """Rows as they finish; at most ``concurrency`` calls in flight, a few more items queued."""
     pending: set[Future[dict[str, Any]]] = set()
@@ -192,7 +197,7 @@ async def _acall_one(model: Any, item: Item, generation: dict[str, Any]) -> dict
 
 
 def _run_async(
-    model: Any, todo: Sequence[Item], concurrency: int, generation: dict[str, Any]
+    model: Any, todo: Iterable[Item], concurrency: int, generation: dict[str, Any]
 ) -> Iterator[dict[str, Any]]:
     """Rows as they finish, from ``concurrency`` tasks on one event loop in a helper thread (the same
     rows as :func:`_run_threads`, from ``agenerate`` instead of ``generate``)."""
@@ -231,15 +236,15 @@ def _run_async(
 
 
 def _run_batches(
-    model: Any, todo: Sequence[Item], batch_size: int, generation: dict[str, Any]
+    model: Any, todo: Iterable[Item], batch_size: int, generation: dict[str, Any]
 ) -> Iterator[dict[str, Any]]:
     generate_batch = model.generate_batch
     try:
         accepts = set(inspect.signature(generate_batch).parameters)
     except (TypeError, ValueError):
         accepts = set()
-    for start in range(0, len(todo), batch_size):
-        batch = list(todo[start : start + batch_size])
+    items = iter(todo)
+    while batch := list(itertools.islice(items, batch_size)):
         extra: dict[str, Any] = {}
         if "batch_size" in accepts:
             extra["batch_size"] = len(batch)  # the chunk is the batch
@@ -275,6 +280,7 @@ def run_items(
     retry_errors: bool = True,
     fsync: bool = True,
     desc: str | None = None,
+    max_cost_usd: float | None = None,
     **generation: Any,
 ) -> RunStats:
     """Run every item through ``model`` and append one row per item to ``results_path`` (if given).
@@ -282,6 +288,9 @@ def run_items(
     ``generation``: per-call keyword arguments (``stop_sequences``, ``temperature``, ``max_tokens``, ...).
     Items already done in ``results_path`` are skipped (errored ones too, when ``retry_errors=False``).
     Without ``results_path`` the rows are kept in :attr:`RunStats.rows`. Never raises for a failing item.
+    Every row gets ``cost_usd`` (None when the model has no price, see :mod:`modelfactory.pricing`).
+    ``max_cost_usd``: stop submitting once spent + in-flight estimates would pass it
+    (:attr:`RunStats.budget` says why); the items not submitted have no row, so a resume runs them.
     """
     if concurrency < 1:
         raise ConfigError([Problem("runner.concurrency", f"must be >= 1, got {concurrency}")])
@@ -314,24 +323,36 @@ def run_items(
     else:
         mode, workers = "threads", min(concurrency, max(1, len(todo)))
     stats = RunStats(total=len(all_items), skipped=len(all_items) - len(todo), mode=mode, concurrency=workers)
+    price = price_for(model)
+    budget = _budget(model, price, max_cost_usd, generation)
+    stats.budget = budget
+    stats.cost_usd = None if price is None else 0.0
     if not todo:
         return stats
+    submitted: Iterable[Item] = todo if budget is None else _within(budget, model, todo, generation)
 
     redact = _redactor(model)
     writer = ResultsWriter(path, fsync)
     bar = _progress_bar(len(todo), progress, desc or "items", stats.skipped)
     start = time.perf_counter()
     if mode == "threads":
-        rows = _run_threads(model, todo, workers, generation)
+        rows = _run_threads(model, submitted, workers, generation)
     elif mode == "async":
-        rows = _run_async(model, todo, workers, generation)
+        rows = _run_async(model, submitted, workers, generation)
     elif mode == "batches":
-        rows = _run_batches(model, todo, batch_size, generation)
+        rows = _run_batches(model, submitted, batch_size, generation)
     else:
-        rows = (_call_one(model, it, generation) for it in todo)
+        rows = (_call_one(model, it, generation) for it in submitted)
     try:
         for row in rows:
             row = redact_row(row, redact)
+            row["cost_usd"] = (
+                None if row["error"] else cost_usd(row["usage"], price, batch=bool(row.get("batch")))
+            )
+            if budget is not None:
+                budget.settle(row["id"], 0.0 if row["error"] else row["cost_usd"])
+            if row["cost_usd"] is not None:
+                stats.cost_usd = (stats.cost_usd or 0.0) + row["cost_usd"]
             writer.write(row)
             if path is None:
                 stats.rows.append(row)
@@ -356,6 +377,43 @@ def run_items(
         if bar is not None:
             bar.close()
     return stats
+
+
+# Output tokens assumed for a call whose max_tokens is not set, when a budget needs an estimate.
+DEFAULT_OUTPUT_ESTIMATE = 256
+
+
+def _budget(
+    model: Any, price: Price | None, limit: float | None, generation: dict[str, Any]
+) -> Budget | None:
+    if limit is None:
+        return None
+    if limit < 0:
+        raise ConfigError([Problem("runner.max_cost_usd", f"must be >= 0, got {limit}")])
+    if price is None:
+        raise ConfigError(
+            [
+                Problem(
+                    "runner.max_cost_usd",
+                    f"a budget needs a price, and {getattr(model, 'model_id', model)!r} has none",
+                    "give the model a price (model.price={input: 2.5, output: 10}, USD per million tokens) "
+                    "or drop runner.max_cost_usd",
+                )
+            ]
+        )
+    return Budget(limit, price)
+
+
+def _within(budget: Budget, model: Any, todo: Iterable[Item], generation: dict[str, Any]) -> Iterator[Item]:
+    """The items the budget admits, in order, estimated as they are taken; stops at the first refusal."""
+    count, _ = token_counter(model)
+    spec = getattr(model, "spec", None)
+    out = generation.get("max_tokens") or getattr(spec, "max_tokens", None) or DEFAULT_OUTPUT_ESTIMATE
+    for item in todo:
+        if not budget.admit(item.id, count(item.messages), int(out)):
+            log.warning("%s", budget.reason)
+            return
+        yield item
 
 
 def _progress_bar(total: int, enabled: bool, desc: str, skipped: int) -> Any:

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from .cache import CacheSpec
 from .errors import ConfigError, Problem, did_you_mean
+from .pricing import Price
 from .retry import RetryPolicy
 
 __all__ = [
@@ -142,10 +143,21 @@ class ModelSpec(BaseSettings):
     cache_exclude: ClassVar[frozenset[str]] = frozenset()
 
     model_id: str = Field(description="the provider's model name, or a local path / hub id")
-    supports_stop: bool = Field(
-        True,
+    supports_stop: bool | None = Field(
+        None,
         description="send stop sequences to the provider; false: generate, then trim afterwards "
-        "(for models that reject `stop`, e.g. some reasoning models)",
+        "(for models that reject `stop`, e.g. some reasoning models); unset: from the capability map "
+        "(modelfactory.capabilities)",
+    )
+    supports_temperature: bool | None = Field(
+        None,
+        description="send `temperature`; false: leave it out (models that reject it, e.g. o3, gpt-5); "
+        "unset: from the capability map (modelfactory.capabilities)",
+    )
+    price: Price | None = Field(
+        None,
+        description="USD per million tokens {input, output, cached_input, batch_discount}; "
+        "default: LiteLLM's price map for API models, none (cost unknown) for local ones",
     )
     custom_role_conversions: dict[str, str] | None = Field(
         None, description="merged over the defaults tool-call→assistant, tool-response→user"

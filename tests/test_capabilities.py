@@ -1,0 +1,98 @@
+"""Models that reject `stop` / `temperature`: recognised from model_id by the capability map, the
+parameters left off the wire (checked on a real server on 127.0.0.1), the stop contract kept client-side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from modelfactory import build_model
+from modelfactory.capabilities import request_capabilities
+from modelfactory.cli import main
+from tests.servers.recording import RecordingServer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    ("model_id", "stop", "temperature"),
+    [
+        ("gpt-5", False, False),
+        ("gpt-5-mini-2025-08-07", False, False),
+        ("gpt-5.1", False, False),
+        ("openai/o3-mini", False, False),
+        ("azure/o1", False, False),
+        ("o4-mini", False, False),
+        ("gpt-5-chat-latest", True, True),  # the exception goes before its family
+        ("gpt-4o", True, True),
+        ("gpt-50", True, True),  # a family matches ids that continue it with - or ., not any prefix
+        ("o10-local", True, True),
+    ],
+)
+def test_map(model_id: str, stop: bool, temperature: bool) -> None:
+    caps = request_capabilities(model_id, provider_map=False)
+    assert (caps.stop, caps.temperature) == (stop, temperature)
+
+
+def test_config_overrides_the_map() -> None:
+    caps = request_capabilities("o3", supports_stop=True, provider_map=False)
+    assert caps.stop is True and caps.temperature is False and caps.source.startswith("config over")
+    assert request_capabilities("gpt-4o", supports_temperature=False, provider_map=False).temperature is False
+
+
+def test_litellm_map_sampling_params() -> None:
+    pytest.importorskip("litellm")
+    # LiteLLM's bundled map marks these Anthropic models supports_sampling_params: false
+    caps = request_capabilities("claude-opus-4-7")
+    assert caps.temperature is False and caps.stop is True and "LiteLLM" in caps.source
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("model_id", ["gpt-5", "o3"])
+def test_reasoning_model_sends_no_stop_or_temperature(model_id: str) -> None:
+    with RecordingServer(reply="Hello from the recording server") as server:
+        model = build_model(
+            {
+                "_target_": "modelfactory.OpenAIServerModel",
+                "model_id": model_id,
+                "api_base": f"{server.url}/v1",
+                "api_key": "sk-test",
+                "temperature": 0.3,
+            }
+        )
+        reply = model(
+            [{"role": "user", "content": "hi"}], stop_sequences=["recording"], temperature=0.7, max_tokens=9
+        )
+        body = server.last.body
+    assert reply.content == "Hello from the "  # trimmed client-side
+    assert "stop" not in body and "temperature" not in body
+    assert body["model"] == model_id
+
+
+@pytest.mark.server
+def test_override_sends_them_again(recording_server: RecordingServer) -> None:
+    model = build_model(
+        {
+            "_target_": "modelfactory.OpenAIServerModel",
+            "model_id": "o3",
+            "api_base": f"{recording_server.url}/v1",
+            "api_key": "sk-test",
+            "supports_stop": True,
+            "supports_temperature": True,
+        }
+    )
+    model([{"role": "user", "content": "hi"}], stop_sequences=["recording"], temperature=0.7)
+    body = recording_server.last.body
+    assert body["stop"] == ["recording"] and body["temperature"] == 0.7
+
+
+def test_check_says_so(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    code = main(["--config-dir", str(ROOT / "conf"), "check", "model=openai_gpt4o", "model.model_id=o3"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "note: conf/model/openai_gpt4o.yaml: model 'o3': `stop` is not sent" in out
+    assert "`temperature` is not sent" in out
+    main(["--config-dir", str(ROOT / "conf"), "check", "model=openai_gpt4o"])
+    assert "note:" not in capsys.readouterr().out  # gpt-4o takes both
