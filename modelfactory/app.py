@@ -147,6 +147,8 @@ def run_job(
             retry_errors=bool(runner.retry_errors),
             fsync=bool(runner.get("fsync", True)),
             desc=str(model_name or "items"),
+            mode=str(runner.get("mode", "online")),
+            batch=_batch_options(runner),
             stop_sequences=stops,
             **generation,
         )
@@ -185,3 +187,20 @@ def run_job(
         print(summary)
         code = 1 if failed else 0
     return code
+
+
+def _batch_options(runner: Any) -> Any:
+    """``runner.batch.*`` as :class:`~modelfactory.batch.BatchOptions` (None in online mode)."""
+    if str(runner.get("mode", "online")) != "batch":
+        return None
+    from .batch import BatchOptions
+
+    b = runner.get("batch") or {}
+    max_wait = b.get("max_wait")
+    max_requests = b.get("max_requests")
+    return BatchOptions(
+        poll_s=float(b.get("poll_s", 30)),
+        max_wait=None if max_wait is None else float(max_wait),
+        on_missing=str(b.get("on_missing", "online")),
+        max_requests=None if max_requests is None else int(max_requests),
+    )

@@ -75,7 +75,7 @@ class RunStats:
     input_tokens: int = 0
     output_tokens: int = 0
     elapsed_s: float = 0.0
-    mode: str = "threads"  # threads | async | batches | sequential
+    mode: str = "threads"  # threads | async | batches | sequential | provider_batch
     concurrency: int = 1
     latencies: list[float] = field(default_factory=list, repr=False)  # of successful items
     rows: list[dict[str, Any]] = field(default_factory=list, repr=False)  # only without a results file
@@ -275,6 +275,8 @@ def run_items(
     retry_errors: bool = True,
     fsync: bool = True,
     desc: str | None = None,
+    mode: str = "online",
+    batch: Any = None,
     **generation: Any,
 ) -> RunStats:
     """Run every item through ``model`` and append one row per item to ``results_path`` (if given).
@@ -282,7 +284,13 @@ def run_items(
     ``generation``: per-call keyword arguments (``stop_sequences``, ``temperature``, ``max_tokens``, ...).
     Items already done in ``results_path`` are skipped (errored ones too, when ``retry_errors=False``).
     Without ``results_path`` the rows are kept in :attr:`RunStats.rows`. Never raises for a failing item.
+
+    ``mode="batch"``: the pending items go through the provider's batch endpoint
+    (:mod:`modelfactory.batch`; ``batch`` a :class:`~modelfactory.batch.BatchOptions`), their ids kept in
+    ``batches.json`` next to ``results_path`` so a re-run collects them instead of submitting again.
     """
+    if mode not in ("online", "batch"):
+        raise ConfigError([Problem("runner.mode", f"unknown mode {mode!r}", "use online or batch")])
     if concurrency < 1:
         raise ConfigError([Problem("runner.concurrency", f"must be >= 1, got {concurrency}")])
     if batch_size < 1:
@@ -305,7 +313,9 @@ def run_items(
     cache = getattr(getattr(model, "spec", None), "cache", None)
     # A generate_batch that does not look each row up in the response cache would bypass it.
     batch_ok = not getattr(cache, "enabled", False) or getattr(model, "batch_uses_cache", False)
-    if callable(getattr(model, "generate_batch", None)) and batch_ok:
+    if mode == "batch":
+        mode, workers = "provider_batch", min(concurrency, max(1, len(todo)))
+    elif callable(getattr(model, "generate_batch", None)) and batch_ok:
         mode, workers = "batches", 1
     elif _is_local(model) or concurrency == 1:
         mode, workers = "sequential", 1
@@ -319,9 +329,31 @@ def run_items(
 
     redact = _redactor(model)
     writer = ResultsWriter(path, fsync)
-    bar = _progress_bar(len(todo), progress, desc or "items", stats.skipped)
+    bar = (
+        None
+        if mode == "provider_batch"
+        else _progress_bar(len(todo), progress, desc or "items", stats.skipped)
+    )
     start = time.perf_counter()
-    if mode == "threads":
+    if mode == "provider_batch":
+        from .batch import BatchOptions, run_batches
+
+        def online(items: Sequence[Item]) -> Iterator[dict[str, Any]]:
+            if _native_async(model):
+                return _run_async(model, items, workers, generation)
+            return _run_threads(model, items, workers, generation)
+
+        rows = run_batches(
+            model,
+            todo,
+            generation,
+            batch or BatchOptions(),
+            path,
+            online,
+            progress=progress,
+            desc=desc or "items",
+        )
+    elif mode == "threads":
         rows = _run_threads(model, todo, workers, generation)
     elif mode == "async":
         rows = _run_async(model, todo, workers, generation)
