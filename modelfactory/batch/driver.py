@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..datasets import Item
-from ..errors import BackendError, CacheMissError, ConfigError, ModelFactoryError, Problem
+from ..errors import CacheMissError, ConfigError, ModelFactoryError, Problem
 from ..messages import trim_at_stop
 from ..model import GenerationRequest
 from ..results import error_row, ok_row
@@ -150,7 +150,8 @@ def run_batches(
 
     errors = [(i, why) for i, why in missing if options.on_missing == "error" or not _online_ok(why)]
     for item_id, why in errors:
-        yield error_row(item_id, why or BackendError("the batch ended without a result for this item"), 0.0)
+        gone = "the batch ended without a result for this item (expired or cancelled)"
+        yield error_row(item_id, why or model._provider_error(gone), 0.0)
     rest = [by_id[i] for i, why in missing if options.on_missing == "online" and _online_ok(why)]
     if rest:
         log.info("%d item(s) the batches did not answer: running them online", len(rest))
@@ -259,7 +260,7 @@ def _wait(
                         if item_id in reqs:
                             yield error_row(
                                 item_id,
-                                BackendError(
+                                model._provider_error(
                                     f"batch {rec.id} still running after runner.batch.max_wait="
                                     f"{options.max_wait}s: re-run into the same dir to collect it, or "
                                     f"`modelfactory batches cancel {_dir(state)}`"
@@ -303,7 +304,7 @@ def _collect(
             continue  # done since, or not part of this job
         reply = got.get(custom_id)
         if reply is None:
-            why = BackendError(f"batch {rec.id}: {p.message}") if p.message else None
+            why = model._provider_error(f"batch {rec.id}: {p.message}") if p.message else None
             missing.append((item_id, why))
         elif isinstance(reply, Exception):
             if getattr(reply, "retryable", False):
