@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from modelfactory import CallableModel, LiteLLMModel, OpenAIServerModel
+from modelfactory import CallableModel, LiteLLMModel, OpenAIServerModel, cli
 from modelfactory.batch import BatchOptions, BatchState
 from modelfactory.errors import ConfigError
 from modelfactory.messages import ChatMessage, TokenUsage
@@ -302,6 +302,42 @@ def test_max_wait_leaves_the_batch_running_and_a_rerun_collects_it(tmp_path: Pat
         assert BatchState.load(tmp_path / "batches.json").running() == []
 
 
+def test_batches_cancel_stops_a_running_batch_and_a_rerun_submits_anew(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with AnthropicBatchServer() as server:
+        server.hold.clear()
+        (tmp_path / ".hydra").mkdir()
+        (tmp_path / ".hydra" / "config.yaml").write_text(
+            "model:\n  _target_: modelfactory.LiteLLMModel\n  model_id: anthropic/claude-test\n"
+            f"  api_base: {server.url}\n  api_key: {server.api_key}\n"
+        )
+        run_items(
+            claude(server),
+            ITEMS[:2],
+            results_path=tmp_path / "results.jsonl",
+            mode="batch",
+            batch=BatchOptions(poll_s=0.05, max_wait=0.1),
+            progress=False,
+        )
+        assert cli.main(["batches", "list", str(tmp_path)]) == 0
+        assert "in_progress: 0 done, 0 failed, 0 expired of 2" in capsys.readouterr().out
+        assert cli.main(["batches", "cancel", str(tmp_path)]) == 0
+        assert all(b.canceled for b in server.batches.values())
+        assert cli.main(["batches", "list", str(tmp_path)]) == 0
+        assert "collected" in capsys.readouterr().out
+        server.hold.set()
+        stats = run_items(
+            claude(server),
+            ITEMS[:2],
+            results_path=tmp_path / "results.jsonl",
+            mode="batch",
+            batch=FAST,
+            progress=False,
+        )
+        assert stats.ok == 2 and server.submissions == 2
+
+
 # --------------------------------------------------------------------------- a crash, then a re-run
 
 
@@ -321,7 +357,9 @@ def _run_py(out: Path, url: str, *extra: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_run_killed_after_submitting_resumes_without_a_second_submission(tmp_path: Path) -> None:
+def test_run_killed_after_submitting_resumes_without_a_second_submission(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     gate = threading.Event()
 
     def gated(messages: list[dict[str, Any]], **kw: Any) -> ChatMessage:
@@ -347,6 +385,8 @@ def test_run_killed_after_submitting_resumes_without_a_second_submission(tmp_pat
         proc.send_signal(signal.SIGKILL)  # a crash: no clean-up of any kind
         proc.wait(10)
         assert srv.app.state.serve.batches.created == 1
+        assert cli.main(["batches", "list", str(out)]) == 0
+        assert "in_progress: 0 done" in capsys.readouterr().out
         gate.set()
         done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
