@@ -357,8 +357,9 @@ def _run_py(out: Path, url: str, *extra: str) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["crash", "ctrl-c"])
 def test_run_killed_after_submitting_resumes_without_a_second_submission(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], sig: signal.Signals
 ) -> None:
     gate = threading.Event()
 
@@ -382,8 +383,10 @@ def test_run_killed_after_submitting_resumes_without_a_second_submission(
         while not (state.exists() and BatchState.load(state).running()):
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)  # a crash: no clean-up of any kind
-        proc.wait(10)
+        proc.send_signal(sig)  # SIGKILL: a crash, no clean-up of any kind; SIGINT: Ctrl-C
+        _, stderr = proc.communicate(timeout=30)
+        if sig == signal.SIGINT:
+            assert "keep running" in stderr and f"modelfactory batches cancel {out}" in stderr, stderr
         assert srv.app.state.serve.batches.created == 1
         assert cli.main(["batches", "list", str(out)]) == 0
         assert "in_progress: 0 done" in capsys.readouterr().out
