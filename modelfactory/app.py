@@ -151,6 +151,8 @@ def run_job(
             fsync=bool(runner.get("fsync", True)),
             desc=str(model_name or "items"),
             max_cost_usd=None if runner.get("max_cost_usd") is None else float(runner.max_cost_usd),
+            mode=str(runner.get("mode", "online")),
+            batch=_batch_options(runner),
             stop_sequences=stops,
             **generation,
         )
@@ -203,3 +205,20 @@ def run_job(
         log.info("stopped: %s", budget_stop)
         code = code or 3
     return code
+
+
+def _batch_options(runner: Any) -> Any:
+    """``runner.batch.*`` as :class:`~modelfactory.batch.BatchOptions` (None in online mode)."""
+    if str(runner.get("mode", "online")) != "batch":
+        return None
+    from .batch import BatchOptions
+
+    b = runner.get("batch") or {}
+    max_wait = b.get("max_wait")
+    max_requests = b.get("max_requests")
+    return BatchOptions(
+        poll_s=float(b.get("poll_s", 30)),
+        max_wait=None if max_wait is None else float(max_wait),
+        on_missing=str(b.get("on_missing", "online")),
+        max_requests=None if max_requests is None else int(max_requests),
+    )

@@ -6,6 +6,8 @@ modelfactory check model=azure_openai model.api_version=2024-10-21
 modelfactory serve model=transformers_tiny server.port=8000   # OpenAI-compatible API (modelfactory.serve)
 modelfactory estimate model=openai_gpt4o task=dataset task.path=items.jsonl   # tokens, $ online vs batch
 modelfactory compare multirun/2026-12-01/10-00-00 multirun/2026-12-02/09-30-00 -o report.html
+modelfactory batches list outputs/2026-12-01/10-00-00        # a runner.mode=batch run's provider batches
+modelfactory batches cancel outputs/2026-12-01/10-00-00
 """
 
 from __future__ import annotations
@@ -151,6 +153,20 @@ def serve(config_dir: Path, overrides: list[str]) -> int:
     return serve_forever(model, settings)
 
 
+def batches(action: str, run_dir: Path) -> int:
+    from .batch.manage import cancel_batches, list_batches
+    from .errors import ConfigError, ModelFactoryError
+
+    try:
+        lines = list_batches(run_dir) if action == "list" else cancel_batches(run_dir)
+    except ModelFactoryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ConfigError) else 1
+    for line in lines:
+        print(line)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="modelfactory", description=__doc__.splitlines()[0])
     parser.add_argument("--config-dir", type=Path, default=None, help="folder holding config.yaml and model/")
@@ -171,11 +187,18 @@ def main(argv: list[str] | None = None) -> int:
     p_compare.add_argument(
         "-o", "--out", type=Path, default=Path("report.html"), help="default: ./report.html"
     )
+    p_batches = sub.add_parser(
+        "batches", help="list or cancel the provider batches of a runner.mode=batch run"
+    )
+    p_batches.add_argument("action", choices=["list", "cancel"])
+    p_batches.add_argument("run_dir", type=Path, help="the run's output dir (holds batches.json)")
     args = parser.parse_args(argv)
     if args.command == "compare":  # reads sweep dirs only: no config needed
         from .report import compare_cli
 
         return compare_cli(args.sweep_dirs, args.out)
+    if args.command == "batches":
+        return batches(args.action, args.run_dir)
     config_dir = args.config_dir or default_config_dir()
     if str(Path.cwd()) not in sys.path:  # configs name the user's own modules (CallableModel's fn)
         sys.path.insert(0, str(Path.cwd()))

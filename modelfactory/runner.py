@@ -29,7 +29,7 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -77,7 +77,7 @@ class RunStats:
     input_tokens: int = 0
     output_tokens: int = 0
     elapsed_s: float = 0.0
-    mode: str = "threads"  # threads | async | batches | sequential
+    mode: str = "threads"  # threads | async | batches | sequential | provider_batch
     concurrency: int = 1
     cost_usd: float | None = None  # of this run's rows; None: the model has no price (unknown, not 0)
     budget: Budget | None = field(default=None, repr=False)  # runner.max_cost_usd, when set
@@ -281,6 +281,8 @@ def run_items(
     fsync: bool = True,
     desc: str | None = None,
     max_cost_usd: float | None = None,
+    mode: str = "online",
+    batch: Any = None,
     **generation: Any,
 ) -> RunStats:
     """Run every item through ``model`` and append one row per item to ``results_path`` (if given).
@@ -291,7 +293,13 @@ def run_items(
     Every row gets ``cost_usd`` (None when the model has no price, see :mod:`modelfactory.pricing`).
     ``max_cost_usd``: stop submitting once spent + in-flight estimates would pass it
     (:attr:`RunStats.budget` says why); the items not submitted have no row, so a resume runs them.
+
+    ``mode="batch"``: the pending items go through the provider's batch endpoint
+    (:mod:`modelfactory.batch`; ``batch`` a :class:`~modelfactory.batch.BatchOptions`), their ids kept in
+    ``batches.json`` next to ``results_path`` so a re-run collects them instead of submitting again.
     """
+    if mode not in ("online", "batch"):
+        raise ConfigError([Problem("runner.mode", f"unknown mode {mode!r}", "use online or batch")])
     if concurrency < 1:
         raise ConfigError([Problem("runner.concurrency", f"must be >= 1, got {concurrency}")])
     if batch_size < 1:
@@ -314,7 +322,9 @@ def run_items(
     cache = getattr(getattr(model, "spec", None), "cache", None)
     # A generate_batch that does not look each row up in the response cache would bypass it.
     batch_ok = not getattr(cache, "enabled", False) or getattr(model, "batch_uses_cache", False)
-    if callable(getattr(model, "generate_batch", None)) and batch_ok:
+    if mode == "batch":
+        mode, workers = "provider_batch", min(concurrency, max(1, len(todo)))
+    elif callable(getattr(model, "generate_batch", None)) and batch_ok:
         mode, workers = "batches", 1
     elif _is_local(model) or concurrency == 1:
         mode, workers = "sequential", 1
@@ -324,7 +334,7 @@ def run_items(
         mode, workers = "threads", min(concurrency, max(1, len(todo)))
     stats = RunStats(total=len(all_items), skipped=len(all_items) - len(todo), mode=mode, concurrency=workers)
     price = price_for(model)
-    budget = _budget(model, price, max_cost_usd, generation)
+    budget = _budget(model, price, max_cost_usd, generation, batch=mode == "provider_batch")
     stats.budget = budget
     stats.cost_usd = None if price is None else 0.0
     if not todo:
@@ -333,9 +343,31 @@ def run_items(
 
     redact = _redactor(model)
     writer = ResultsWriter(path, fsync)
-    bar = _progress_bar(len(todo), progress, desc or "items", stats.skipped)
+    bar = (
+        None
+        if mode == "provider_batch"
+        else _progress_bar(len(todo), progress, desc or "items", stats.skipped)
+    )
     start = time.perf_counter()
-    if mode == "threads":
+    if mode == "provider_batch":
+        from .batch import BatchOptions, run_batches
+
+        def online(items: Sequence[Item]) -> Iterator[dict[str, Any]]:
+            if _native_async(model):
+                return _run_async(model, items, workers, generation)
+            return _run_threads(model, items, workers, generation)
+
+        rows = run_batches(
+            model,
+            list(submitted),  # a batch submits every admitted item at once
+            generation,
+            batch or BatchOptions(),
+            path,
+            online,
+            progress=progress,
+            desc=desc or "items",
+        )
+    elif mode == "threads":
         rows = _run_threads(model, submitted, workers, generation)
     elif mode == "async":
         rows = _run_async(model, submitted, workers, generation)
@@ -384,7 +416,7 @@ DEFAULT_OUTPUT_ESTIMATE = 256
 
 
 def _budget(
-    model: Any, price: Price | None, limit: float | None, generation: dict[str, Any]
+    model: Any, price: Price | None, limit: float | None, generation: dict[str, Any], *, batch: bool = False
 ) -> Budget | None:
     if limit is None:
         return None
@@ -401,7 +433,7 @@ def _budget(
                 )
             ]
         )
-    return Budget(limit, price)
+    return Budget(limit, price, batch=batch)  # batch items are estimated at the batch rate
 
 
 def _within(budget: Budget, model: Any, todo: Iterable[Item], generation: dict[str, Any]) -> Iterator[Item]:

@@ -3,10 +3,11 @@
 
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import MissingDependencyError
+from .batches import BatchStore
 from .dispatch import Dispatcher
 from .settings import ServerSettings, served_name, served_names
 
@@ -25,6 +26,7 @@ class ServeState:
     is_local: bool  # its failures are ours (500), not an upstream's (502)
     default_max: int | None  # the model's own max tokens: a reply that long finished for "length"
     dispatcher: Dispatcher
+    batches: BatchStore = field(default_factory=BatchStore)  # the Files + Batches API's files and batches
 
     def serves(self, name: str) -> bool:
         return name in self.names

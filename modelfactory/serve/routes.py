@@ -43,6 +43,9 @@ def install(app: FastAPI) -> None:
     app.add_api_route(
         "/openai/deployments/{deployment}/chat/completions", azure_chat_completions, methods=["POST"]
     )
+    from . import batch_routes  # the Files + Batches API
+
+    batch_routes.install(app)
 
 
 # --------------------------------------------------------------------------- routes
@@ -168,6 +171,33 @@ async def _read_body(state: ServeState, request: Request) -> ChatCompletionReque
 
 async def _chat(state: ServeState, request: Request, deployment: str | None) -> Any:
     req = await _read_body(state, request)
+    if req.stream:
+        messages, stop, params, extra, max_tokens = _prepare(state, req, deployment)
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        deltas = state.dispatcher.stream(messages, stop, params, **extra)
+        chunks = StreamChunks(
+            f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time()), state.name, include_usage
+        )
+        return await _stream(state, deltas, chunks, max_tokens)
+    return JSONResponse(await complete(state, req, deployment))
+
+
+async def complete(
+    state: ServeState, req: ChatCompletionRequest, deployment: str | None = None
+) -> dict[str, Any]:
+    """The ``chat.completion`` body answering ``req`` (not streamed), or the :class:`HTTPError` to send.
+    Shared by ``/v1/chat/completions`` and every line of a batch."""
+    messages, stop, params, extra, max_tokens = _prepare(state, req, deployment)
+    try:
+        reply: ChatMessage = await state.dispatcher.complete(messages, stop, params, **extra)
+    except Exception as exc:
+        raise error_for(exc, state.is_local) from None
+    return completion_body(
+        f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time()), state.name, reply, max_tokens
+    )
+
+
+def _prepare(state: ServeState, req: ChatCompletionRequest, deployment: str | None) -> Any:
     if deployment is None and req.model is not None and not state.serves(req.model):
         raise HTTPError(
             404,
@@ -185,18 +215,7 @@ async def _chat(state: ServeState, request: Request, deployment: str | None) -> 
     params = req.params()
     extra = {"response_format": req.response_format, "tools_to_call_from": req.tools}
     max_tokens = params.get("max_tokens") or state.default_max
-    cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
-    created = int(time.time())
-    if req.stream:
-        include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        deltas = state.dispatcher.stream(messages, stop, params, **extra)
-        chunks = StreamChunks(cid, created, state.name, include_usage)
-        return await _stream(state, deltas, chunks, max_tokens)
-    try:
-        reply: ChatMessage = await state.dispatcher.complete(messages, stop, params, **extra)
-    except Exception as exc:
-        raise error_for(exc, state.is_local) from None
-    return JSONResponse(completion_body(cid, created, state.name, reply, max_tokens))
+    return messages, stop, params, extra, max_tokens
 
 
 async def _stream(

@@ -39,6 +39,9 @@ class ServerSettings(BaseModel):
         description="more names clients may send as `model`; `modelfactory serve model=X` adds X",
     )
     max_body_bytes: int = Field(default=1_048_576, gt=0, description="larger request bodies get 413")
+    max_batch_file_bytes: int = Field(
+        default=200 * 1024 * 1024, gt=0, description="larger batch input files (POST /v1/files) get 413"
+    )
     batch_window_ms: float = Field(default=10.0, ge=0, description="how long a batch waits for more requests")
     max_batch_size: int = Field(default=8, gt=0, description="rows per generate_batch call")
     max_concurrency: int = Field(

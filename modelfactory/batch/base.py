@@ -1,0 +1,114 @@
+"""What every provider batch adapter does, and the run dir's record of submitted batches.
+
+An adapter turns one prepared request into one line of a provider batch, submits lines as one batch,
+reports a batch's progress, reads its results back as replies or errors, and cancels it. The record
+(``batches.json`` next to ``results.jsonl``) is written as soon as a file or batch id exists, so a run
+that crashed or was interrupted, re-run into the same dir, polls the batches it already paid for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..messages import ChatMessage
+from ..model import GenerationRequest
+
+__all__ = ["BATCHES_FILE", "BatchAdapter", "BatchProgress", "BatchRecord", "BatchState", "custom_id_for"]
+
+BATCHES_FILE = "batches.json"
+
+_CUSTOM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what every provider accepts (Anthropic's rule)
+
+
+def custom_id_for(item_id: str) -> str:
+    """The item id itself when every provider takes it as a ``custom_id``, else a stable digest of it."""
+    if _CUSTOM_ID.match(item_id):
+        return item_id
+    import hashlib
+
+    return "h-" + hashlib.sha256(item_id.encode("utf-8")).hexdigest()[:40]
+
+
+@dataclass
+class BatchProgress:
+    """A batch's state at the provider, in the same terms for every provider."""
+
+    ended: bool  # no request of it will change any more (completed, failed, expired, cancelled)
+    status: str  # the provider's own word
+    total: int
+    done: int  # succeeded
+    failed: int  # errored (expired and cancelled ones count in `expired`)
+    expired: int = 0
+    message: str | None = None  # why a whole batch failed (validation), if it did
+
+
+class BatchAdapter(Protocol):
+    provider: str
+    max_requests: int  # per batch
+    max_bytes: int  # per batch (the uploaded file or the request body)
+
+    def line(self, custom_id: str, req: GenerationRequest) -> dict[str, Any]:
+        """One request of a batch, as the provider documents it."""
+        ...
+
+    def submit(self, lines: list[dict[str, Any]], on_file: Any) -> str:
+        """Submit one batch; call ``on_file(file_id)`` as soon as an input file exists. Returns its id."""
+        ...
+
+    def progress(self, batch_id: str) -> BatchProgress: ...
+
+    def results(self, batch_id: str) -> Iterator[tuple[str, ChatMessage | Exception]]:
+        """``(custom_id, reply or error)`` for every request of an ended batch that has a result."""
+        ...
+
+    def cancel(self, batch_id: str) -> str:
+        """Ask the provider to cancel; the status it answers."""
+        ...
+
+
+@dataclass
+class BatchRecord:
+    provider: str
+    model_id: str
+    items: dict[str, str]  # custom_id -> item id
+    id: str | None = None  # None: the input file was uploaded but the batch was never created
+    input_file_id: str | None = None
+    submitted_at: float = field(default_factory=time.time)
+    collected: bool = False  # every result of it written to results.jsonl
+
+
+@dataclass
+class BatchState:
+    """The run dir's ``batches.json`` (or an in-memory one when there is no run dir)."""
+
+    path: Path | None
+    batches: list[BatchRecord] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: Path | None) -> BatchState:
+        if path is None or not path.is_file():
+            return cls(path)
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return cls(path, [BatchRecord(**b) for b in data.get("batches", [])])
+
+    def save(self) -> None:
+        """Written whole to a temporary file, then renamed over the old one: a crash never leaves half."""
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        data = {"version": 1, "batches": [asdict(b) for b in self.batches]}
+        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        with tmp.open("rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    def running(self) -> list[BatchRecord]:
+        return [b for b in self.batches if b.id is not None and not b.collected]

@@ -1,0 +1,332 @@
+"""``runner.mode=batch``: a job's pending items through a provider's batch endpoint.
+
+Pending items (after resume) that hit the response cache are answered from it; the rest become one or
+more provider batches (split at the provider's request and size limits), each request's ``custom_id``
+the item id. Ids land in ``batches.json`` in the run dir as soon as they exist, so a re-run into the
+same dir polls the batches already submitted instead of paying for them again. Polling backs off from
+``poll_s``; when a batch ends its replies are trimmed at the stops, stored in the response cache and
+yielded as the same rows online calls give (plus ``"batch": true`` and ``batch_id``, so a price can be
+put on them at the batch rate). Items a batch did not answer (expired, cancelled, a retryable error)
+go online (``on_missing: online``) or stay error rows (``on_missing: error``).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..datasets import Item
+from ..errors import CacheMissError, ConfigError, ModelFactoryError, Problem
+from ..messages import trim_at_stop
+from ..model import GenerationRequest
+from ..results import error_row, ok_row
+from .base import BATCHES_FILE, BatchAdapter, BatchProgress, BatchRecord, BatchState, custom_id_for
+
+__all__ = ["BatchOptions", "adapter_for", "run_batches"]
+
+log = logging.getLogger("modelfactory.runner")
+
+Rows = Iterator[dict[str, Any]]
+
+
+@dataclass
+class BatchOptions:
+    """``runner.batch.*``."""
+
+    poll_s: float = 30.0  # first wait between polls; it grows x1.5 up to 8x this
+    max_wait: float | None = None  # seconds; past it the job stops waiting (batches keep running)
+    on_missing: str = "online"  # online | error: items a batch did not answer
+    max_requests: int | None = None  # per batch, below the provider's own limit
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.poll_s <= 0:
+            problems.append(Problem("runner.batch.poll_s", f"must be > 0, got {self.poll_s}", "e.g. 30"))
+        if self.on_missing not in ("online", "error"):
+            problems.append(
+                Problem(
+                    "runner.batch.on_missing", f"unknown value {self.on_missing!r}", "use online or error"
+                )
+            )
+        if self.max_requests is not None and self.max_requests < 1:
+            problems.append(
+                Problem("runner.batch.max_requests", f"must be >= 1, got {self.max_requests}", "")
+            )
+        if problems:
+            raise ConfigError(problems, title="invalid runner.batch settings")
+
+
+def adapter_for(model: Any) -> BatchAdapter:
+    """The batch endpoint of ``model``'s provider, or a :class:`ConfigError` saying there is none."""
+    own = getattr(model, "batch_adapter", None)
+    if callable(own):
+        adapter: BatchAdapter = own()
+        return adapter
+    from ..backends.openai import OpenAIServerModel
+
+    if isinstance(model, OpenAIServerModel):  # OpenAI, Azure OpenAI, `modelfactory serve`
+        from .openai import OpenAIBatches
+
+        return OpenAIBatches(model)
+    mod = sys.modules.get("modelfactory.backends.litellm")
+    if mod is not None and isinstance(model, mod.LiteLLMModel) and model.model_id.startswith("anthropic/"):
+        from .anthropic import AnthropicBatches
+
+        return AnthropicBatches(model)
+    raise ConfigError(
+        [
+            Problem(
+                "runner.mode",
+                f"batch: {type(model).__name__} ({getattr(model, 'model_id', '?')}) has no batch endpoint "
+                "(batch mode covers OpenAI, Azure OpenAI, `modelfactory serve` and litellm anthropic/ models)",
+                "use runner.mode=online for this model",
+            )
+        ],
+        title="runner.mode=batch",
+    )
+
+
+def state_path(results_path: Path | None) -> Path | None:
+    return None if results_path is None else results_path.parent / BATCHES_FILE
+
+
+def prepare(model: Any, item: Item, generation: dict[str, Any]) -> GenerationRequest:
+    """The request an online call of ``item`` would send (same defaults, stops, normalisation)."""
+    gen = dict(generation)
+    stop = gen.pop("stop_sequences", None)
+    response_format = gen.pop("response_format", None)
+    tools = gen.pop("tools_to_call_from", None)
+    grammar = gen.pop("grammar", None)
+    req: GenerationRequest = model._request(item.messages, stop, grammar, response_format, tools, gen)
+    return req
+
+
+def run_batches(
+    model: Any,
+    todo: Sequence[Item],
+    generation: dict[str, Any],
+    options: BatchOptions,
+    results_path: Path | None,
+    online: Callable[[Sequence[Item]], Rows],
+    *,
+    progress: bool = True,
+    desc: str = "batch",
+) -> Rows:
+    """Rows for ``todo``: cache hits first, then each batch's rows as it ends, then the missing items."""
+    adapter = adapter_for(model)
+    state = BatchState.load(state_path(results_path))
+    by_id = {it.id: it for it in todo}
+    reqs: dict[str, GenerationRequest] = {}
+    for item in todo:
+        try:
+            req = prepare(model, item, generation)
+            cached = model._cache_lookup(req)
+        except (ModelFactoryError, CacheMissError) as exc:
+            yield error_row(item.id, exc, 0.0)
+            continue
+        if cached is not None:
+            yield ok_row(item.id, cached, 0.0)
+            continue
+        reqs[item.id] = req
+
+    in_flight = {i for rec in state.running() for i in rec.items.values()}
+    for rec in state.running():  # batches of items done since (or of another dataset): nothing to wait for
+        if not any(i in reqs for i in rec.items.values()):
+            rec.collected = True
+    state.save()
+    missing: list[tuple[str, BaseException | None]] = []
+    new = [i for i in reqs if i not in in_flight]
+    for chunk in _chunks(adapter, options, new, reqs):
+        missing += _submit(adapter, model, state, chunk, reqs)
+    if in_flight & set(reqs):
+        print(f"{desc}: resuming {len(state.running())} batch(es) recorded in {state.path}", file=sys.stderr)
+
+    yield from _wait(adapter, model, state, reqs, options, missing, progress, desc)
+
+    errors = [(i, why) for i, why in missing if options.on_missing == "error" or not _online_ok(why)]
+    for item_id, why in errors:
+        gone = "the batch ended without a result for this item (expired or cancelled)"
+        yield error_row(item_id, why or model._provider_error(gone), 0.0)
+    rest = [by_id[i] for i, why in missing if options.on_missing == "online" and _online_ok(why)]
+    if rest:
+        log.info("%d item(s) the batches did not answer: running them online", len(rest))
+        yield from online(rest)
+
+
+def _online_ok(exc: BaseException | None) -> bool:
+    """Expired/cancelled (no result) and retryable errors go online; a request the provider refused
+    (400) would be refused online too: its error row stands."""
+    return exc is None or bool(getattr(exc, "retryable", False))
+
+
+def _chunks(
+    adapter: BatchAdapter, options: BatchOptions, ids: list[str], reqs: dict[str, GenerationRequest]
+) -> Iterator[list[tuple[str, dict[str, Any]]]]:
+    import json
+
+    limit = min(adapter.max_requests, options.max_requests or adapter.max_requests)
+    chunk: list[tuple[str, dict[str, Any]]] = []
+    size = 0
+    for item_id in ids:
+        line = adapter.line(custom_id_for(item_id), reqs[item_id])
+        n = len(json.dumps(line, ensure_ascii=False).encode("utf-8")) + 1
+        if chunk and (len(chunk) >= limit or size + n > adapter.max_bytes):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append((item_id, line))
+        size += n
+    if chunk:
+        yield chunk
+
+
+def _submit(
+    adapter: BatchAdapter,
+    model: Any,
+    state: BatchState,
+    chunk: list[tuple[str, dict[str, Any]]],
+    reqs: dict[str, GenerationRequest],
+) -> list[tuple[str, BaseException | None]]:
+    """Submit one batch, its ids saved as soon as the provider gives them; its items as missing if the
+    submission failed."""
+    rec = BatchRecord(adapter.provider, model.model_id, {line["custom_id"]: i for i, line in chunk})
+    state.batches.append(rec)
+
+    def on_file(file_id: str) -> None:
+        rec.input_file_id = file_id
+        state.save()
+
+    try:
+        rec.id = adapter.submit([line for _, line in chunk], on_file)
+    except Exception as exc:
+        state.batches.remove(rec)
+        state.save()
+        log.warning("submitting a batch of %d failed: %s", len(chunk), exc)
+        return [(i, exc) for i, _ in chunk]
+    rec.submitted_at = time.time()
+    state.save()
+    log.info("submitted %s batch %s (%d requests)", adapter.provider, rec.id, len(chunk))
+    return []
+
+
+def _wait(
+    adapter: BatchAdapter,
+    model: Any,
+    state: BatchState,
+    reqs: dict[str, GenerationRequest],
+    options: BatchOptions,
+    missing: list[tuple[str, BaseException | None]],
+    progress: bool,
+    desc: str,
+) -> Rows:
+    active = [rec for rec in state.running()]
+    if not active:
+        return
+    total = sum(sum(1 for i in rec.items.values() if i in reqs) for rec in active)
+    bar = _bar(total, progress, desc)
+    start = time.monotonic()
+    delay = options.poll_s
+    seen: dict[str, BatchProgress] = {}
+    try:
+        while active:
+            for rec in list(active):
+                assert rec.id is not None
+                p = adapter.progress(rec.id)
+                seen[rec.id] = p
+                if p.ended:
+                    yield from _collect(adapter, model, rec, reqs, missing, p)
+                    rec.collected = True
+                    state.save()
+                    active.remove(rec)
+            if bar is not None:
+                done = sum(p.done + p.failed + p.expired for p in seen.values())
+                bar.n = min(done, total)
+                bar.set_postfix(
+                    batches=len(active),
+                    failed=sum(p.failed for p in seen.values()),
+                    expiring=sum(p.expired for p in seen.values()),
+                    refresh=False,
+                )
+                bar.refresh()
+            if not active:
+                break
+            if options.max_wait is not None and time.monotonic() - start > options.max_wait:
+                for rec in active:
+                    for item_id in rec.items.values():
+                        if item_id in reqs:
+                            yield error_row(
+                                item_id,
+                                model._provider_error(
+                                    f"batch {rec.id} still running after runner.batch.max_wait="
+                                    f"{options.max_wait}s: re-run into the same dir to collect it, or "
+                                    f"`modelfactory batches cancel {_dir(state)}`"
+                                ),
+                                time.time() - rec.submitted_at,
+                            )
+                return
+            time.sleep(delay)
+            delay = min(delay * 1.5, options.poll_s * 8)
+    except KeyboardInterrupt:
+        ids = ", ".join(str(rec.id) for rec in active)
+        print(
+            f"\ninterrupted: batch(es) {ids} keep running at {adapter.provider} (already paid for). "
+            f"Re-run the same command into the same dir ({_dir(state)}) to collect them, or "
+            f"`modelfactory batches cancel {_dir(state)}` to cancel them.",
+            file=sys.stderr,
+        )
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _dir(state: BatchState) -> str:
+    return str(state.path.parent) if state.path is not None else "<run dir>"
+
+
+def _collect(
+    adapter: BatchAdapter,
+    model: Any,
+    rec: BatchRecord,
+    reqs: dict[str, GenerationRequest],
+    missing: list[tuple[str, BaseException | None]],
+    p: BatchProgress,
+) -> Rows:
+    latency = time.time() - rec.submitted_at
+    got = dict(adapter.results(str(rec.id))) if p.total or p.done or p.failed else {}
+    for custom_id, item_id in rec.items.items():
+        req = reqs.get(item_id)
+        if req is None:
+            continue  # done since, or not part of this job
+        reply = got.get(custom_id)
+        if reply is None:
+            why = model._provider_error(f"batch {rec.id}: {p.message}") if p.message else None
+            missing.append((item_id, why))
+        elif isinstance(reply, Exception):
+            if getattr(reply, "retryable", False):
+                missing.append((item_id, reply))
+            else:
+                yield _tag(error_row(item_id, reply, latency), rec)
+        else:
+            if reply.content is not None and req.stop_sequences:
+                reply.content = trim_at_stop(reply.content, req.stop_sequences)
+            model._cache_store(req, reply)
+            yield _tag(ok_row(item_id, reply, latency), rec)
+
+
+def _tag(row: dict[str, Any], rec: BatchRecord) -> dict[str, Any]:
+    row["batch"] = True  # priced at the batch rate
+    row["batch_id"] = rec.id
+    return row
+
+
+def _bar(total: int, enabled: bool, desc: str) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=f"{desc} (batch)", unit="item", file=sys.stderr, dynamic_ncols=True)

@@ -1,0 +1,115 @@
+"""OpenAI Batch API (and Azure OpenAI's, which takes the same calls) through the openai SDK's
+``client.files`` and ``client.batches``: a JSONL file of ``/v1/chat/completions`` requests is uploaded,
+a batch created from it, and its output and error files read back when it ends."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from ..messages import ChatMessage
+from ..model import GenerationRequest
+from ..retry import is_retryable_status
+from .base import BatchProgress
+
+__all__ = ["OpenAIBatches"]
+
+_ENDED = ("completed", "failed", "expired", "cancelled")
+
+
+class OpenAIBatches:
+    provider = "openai"
+    max_requests = 50_000  # OpenAI's documented limits per batch: 50,000 requests, a 200 MB input file
+    max_bytes = 190 * 1024 * 1024
+
+    def __init__(self, model: Any) -> None:
+        from ..backends.azure import AzureOpenAIServerModel
+
+        self.model = model
+        self.azure = isinstance(model, AzureOpenAIServerModel)
+        if self.azure:
+            self.provider = "azure"
+        # Azure documents the request url and the batch endpoint without the /v1 prefix.
+        self.url = "/chat/completions" if self.azure else "/v1/chat/completions"
+        # The model's client has the SDK's retries off (the model owns its retry policy per call); these
+        # few control calls get the SDK's own retries instead.
+        self.client = model.client.with_options(max_retries=3)
+
+    def line(self, custom_id: str, req: GenerationRequest) -> dict[str, Any]:
+        from ..backends import _openai_wire as wire
+
+        body = wire.chat_kwargs(self.model.model_id, req, stream=False)
+        body.update(body.pop("extra_body", None) or {})
+        return {"custom_id": custom_id, "method": "POST", "url": self.url, "body": body}
+
+    def submit(self, lines: list[dict[str, Any]], on_file: Any) -> str:
+        data = "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines).encode("utf-8")
+        try:
+            uploaded = self.client.files.create(file=("modelfactory-batch.jsonl", data), purpose="batch")
+            on_file(uploaded.id)
+            batch = self.client.batches.create(
+                input_file_id=uploaded.id,
+                endpoint=self.url,
+                completion_window="24h",
+                metadata={"created_by": "modelfactory"},
+            )
+        except Exception as exc:
+            raise self.model._translate(exc) from exc
+        return str(batch.id)
+
+    def progress(self, batch_id: str) -> BatchProgress:
+        try:
+            b = self.client.batches.retrieve(batch_id)
+        except Exception as exc:
+            raise self.model._translate(exc) from exc
+        counts = b.request_counts
+        total = int(getattr(counts, "total", 0) or 0)
+        done = int(getattr(counts, "completed", 0) or 0)
+        failed = int(getattr(counts, "failed", 0) or 0)
+        expired = max(0, total - done - failed) if b.status in ("expired", "cancelled") else 0
+        message = None
+        errors = getattr(getattr(b, "errors", None), "data", None)
+        if b.status == "failed" and errors:
+            message = "; ".join(str(getattr(e, "message", e)) for e in errors)
+        return BatchProgress(b.status in _ENDED, str(b.status), total, done, failed, expired, message)
+
+    def results(self, batch_id: str) -> Iterator[tuple[str, ChatMessage | Exception]]:
+        try:
+            b = self.client.batches.retrieve(batch_id)
+            texts = [self.client.files.content(f).text for f in (b.output_file_id, b.error_file_id) if f]
+        except Exception as exc:
+            raise self.model._translate(exc) from exc
+        for text in texts:
+            for line in text.splitlines():
+                if line.strip():
+                    row = json.loads(line)
+                    yield str(row["custom_id"]), self._reply(row)
+
+    def _reply(self, row: dict[str, Any]) -> ChatMessage | Exception:
+        from openai.types.chat import ChatCompletion
+
+        from ..backends import _openai_wire as wire
+
+        response = row.get("response") or {}
+        error = row.get("error")
+        status = response.get("status_code")
+        if status == 200 and not error:
+            try:
+                return wire.parse_completion(ChatCompletion.model_validate(response.get("body")))
+            except Exception as exc:
+                return self.model._translate(exc)
+        body = response.get("body") or {}
+        err = body.get("error", body) if isinstance(body, dict) else body
+        if isinstance(error, dict):
+            err = error
+        message = str(err.get("message") if isinstance(err, dict) else err or "the batch request failed")
+        return self.model._provider_error(
+            message, status=status, retryable=isinstance(status, int) and is_retryable_status(status)
+        )
+
+    def cancel(self, batch_id: str) -> str:
+        try:
+            return str(self.client.batches.cancel(batch_id).status)
+        except Exception as exc:
+            raise self.model._translate(exc) from exc

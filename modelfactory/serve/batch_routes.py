@@ -1,0 +1,193 @@
+"""Route handlers of the Files + Batches API (the store and the shapes are in :mod:`.batches`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from .app import ServeState
+from .batches import ENDPOINT, StoredBatch, parse_lines
+from .protocol import HTTPError, parse_request
+
+__all__ = ["install"]
+
+_TERMINAL = ("completed", "failed", "expired", "cancelled")
+
+
+def install(app: FastAPI) -> None:
+    app.add_api_route("/v1/files", upload_file, methods=["POST"])
+    app.add_api_route("/v1/files/{file_id}", file_info, methods=["GET"])
+    app.add_api_route("/v1/files/{file_id}/content", file_content, methods=["GET"])
+    app.add_api_route("/v1/batches", create_batch, methods=["POST"])
+    app.add_api_route("/v1/batches", list_batches, methods=["GET"])
+    app.add_api_route("/v1/batches/{batch_id}", batch_info, methods=["GET"])
+    app.add_api_route("/v1/batches/{batch_id}/cancel", cancel_batch, methods=["POST"])
+
+
+def _state(request: Request) -> ServeState:
+    from .routes import _authorized
+
+    return _authorized(request)
+
+
+async def upload_file(request: Request) -> Any:
+    state = _state(request)
+    form = await request.form()
+    upload = form.get("file")
+    purpose = str(form.get("purpose") or "")
+    if upload is None or isinstance(upload, str):
+        raise HTTPError(400, "missing the multipart field 'file'", param="file")
+    if purpose != "batch":
+        raise HTTPError(400, f"purpose {purpose!r} is not served: use 'batch'", param="purpose")
+    data = await upload.read()
+    if len(data) > state.settings.max_batch_file_bytes:
+        raise HTTPError(
+            413, f"file over {state.settings.max_batch_file_bytes} bytes (server.max_batch_file_bytes)"
+        )
+    stored = state.batches.add_file(upload.filename or "batch.jsonl", purpose, data)
+    return stored.body()
+
+
+def _file(state: ServeState, file_id: str) -> Any:
+    stored = state.batches.files.get(file_id)
+    if stored is None:
+        raise HTTPError(404, f"no file with id '{file_id}'", param="file_id", code="not_found")
+    return stored
+
+
+async def file_info(file_id: str, request: Request) -> Any:
+    return _file(_state(request), file_id).body()
+
+
+async def file_content(file_id: str, request: Request) -> Any:
+    return Response(_file(_state(request), file_id).data, media_type="application/jsonl")
+
+
+async def create_batch(request: Request) -> Any:
+    state = _state(request)
+    try:
+        body = json.loads(await request.body())
+    except ValueError:
+        raise HTTPError(400, "the body is not valid JSON", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise HTTPError(400, "the body must be a JSON object", code="invalid_json")
+    if body.get("endpoint") != ENDPOINT:
+        raise HTTPError(
+            400, f"endpoint {body.get('endpoint')!r} is not served: use {ENDPOINT}", param="endpoint"
+        )
+    if body.get("completion_window") != "24h":
+        raise HTTPError(400, "completion_window must be '24h'", param="completion_window")
+    stored = _file(state, str(body.get("input_file_id")))
+    try:
+        lines = parse_lines(stored.data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise HTTPError(400, f"input file {stored.id}: {exc}", param="input_file_id") from None
+    batch = state.batches.add_batch(stored.id, "24h", body.get("metadata"), len(lines))
+    batch.task = asyncio.get_running_loop().create_task(_run(state, batch, lines))
+    return batch.body()
+
+
+async def list_batches(request: Request) -> Any:
+    state = _state(request)
+    data = [b.body() for b in reversed(state.batches.batches.values())]
+    first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
+    return {"object": "list", "data": data, "first_id": first, "last_id": last, "has_more": False}
+
+
+def _batch(state: ServeState, batch_id: str) -> StoredBatch:
+    batch = state.batches.batches.get(batch_id)
+    if batch is None:
+        raise HTTPError(404, f"no batch with id '{batch_id}'", param="batch_id", code="not_found")
+    return batch
+
+
+async def batch_info(batch_id: str, request: Request) -> Any:
+    return _batch(_state(request), batch_id).body()
+
+
+async def cancel_batch(batch_id: str, request: Request) -> Any:
+    batch = _batch(_state(request), batch_id)
+    if batch.status in _TERMINAL:
+        return JSONResponse(
+            {
+                "error": {
+                    "message": f"batch {batch_id} is already {batch.status}",
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": None,
+                }
+            },
+            status_code=409,
+        )
+    batch.status = "cancelling"
+    batch.times["cancelling_at"] = int(time.time())
+    if batch.task is not None:
+        batch.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await batch.task
+    return batch.body()
+
+
+async def _run(state: ServeState, batch: StoredBatch, lines: list[dict[str, Any]]) -> None:
+    """Every line through :func:`.routes.complete`; the output and error files written at the end (also
+    after a cancel, with what had finished)."""
+    from .routes import complete
+
+    batch.status = "in_progress"
+    batch.times["in_progress_at"] = int(time.time())
+    out: list[str] = []
+    err: list[str] = []
+    room = asyncio.Semaphore(max(state.settings.max_concurrency, state.settings.max_batch_size))
+
+    async def one(line: dict[str, Any]) -> None:
+        async with room:
+            request_id = f"req_{uuid.uuid4().hex[:24]}"
+            try:
+                req = parse_request(json.dumps(line["body"]).encode())
+                body, status = await complete(state, req), 200
+            except HTTPError as exc:
+                body, status = exc.body, exc.status
+            row = {
+                "id": f"batch_req_{uuid.uuid4().hex[:24]}",
+                "custom_id": line["custom_id"],
+                "response": {"status_code": status, "request_id": request_id, "body": body},
+                "error": None,
+            }
+            if status == 200:
+                batch.completed += 1
+                out.append(json.dumps(row))
+            else:
+                batch.failed += 1
+                err.append(json.dumps(row))
+
+    cancelled = False
+    try:
+        await asyncio.gather(*(one(line) for line in lines))
+    except asyncio.CancelledError:
+        cancelled = True
+    batch.status = "finalizing"
+    batch.times["finalizing_at"] = int(time.time())
+    if out:
+        batch.output_file_id = state.batches.add_file(
+            f"{batch.id}_output.jsonl", "batch_output", _jsonl(out)
+        ).id
+    if err:
+        batch.error_file_id = state.batches.add_file(
+            f"{batch.id}_error.jsonl", "batch_output", _jsonl(err)
+        ).id
+    now = int(time.time())
+    if cancelled:
+        batch.status, batch.times["cancelled_at"] = "cancelled", now
+    else:
+        batch.status, batch.times["completed_at"] = "completed", now
+
+
+def _jsonl(lines: list[str]) -> bytes:
+    return ("\n".join(lines) + "\n").encode("utf-8")
