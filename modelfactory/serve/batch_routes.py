@@ -12,9 +12,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from .app import ServeState
 from .batches import ENDPOINT, StoredBatch, parse_lines
 from .protocol import HTTPError, parse_request
+from .state import ServeState
 
 __all__ = ["install"]
 

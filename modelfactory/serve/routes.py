@@ -15,7 +15,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import MessageError
 from ..messages import ChatMessage, ChatMessageStreamDelta, normalize_messages, normalize_stop_sequences
-from .app import ServeState
 from .protocol import (
     DONE,
     ChatCompletionRequest,
@@ -28,6 +27,7 @@ from .protocol import (
     stream_finish_reason,
     stream_tool_calls,
 )
+from .state import ServeState
 
 __all__ = ["install"]
 
