@@ -18,7 +18,7 @@ def create_app(model: Any, settings: ServerSettings | None = None) -> Any:
     import_deps()
     from fastapi import FastAPI
 
-    from . import routes  # imports fastapi itself: only once the dependency check has passed
+    from . import batch_routes, routes  # they import fastapi: only once the dependency check has passed
 
     state = ServeState.for_model(model, settings or ServerSettings())
     app = FastAPI(title="modelfactory", lifespan=_lifespan, docs_url=None, redoc_url=None, openapi_url=None)
@@ -26,6 +26,7 @@ def create_app(model: Any, settings: ServerSettings | None = None) -> Any:
     app.state.dispatcher = state.dispatcher  # the names read before ServeState existed
     app.state.served_name = state.name
     routes.install(app)
+    batch_routes.install(app)  # the Files + Batches API
     return app
 
 

@@ -43,9 +43,6 @@ def install(app: FastAPI) -> None:
     app.add_api_route(
         "/openai/deployments/{deployment}/chat/completions", azure_chat_completions, methods=["POST"]
     )
-    from . import batch_routes  # the Files + Batches API
-
-    batch_routes.install(app)
 
 
 # --------------------------------------------------------------------------- routes
