@@ -34,6 +34,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from .messages import ChatMessage, ChatMessageStreamDelta, TokenUsage
+from .secrets import is_secret_key
 
 if TYPE_CHECKING:
     import sqlite3
@@ -79,7 +80,6 @@ NOT_IDENTITY = frozenset(
         "flatten_messages_as_text",
     }
 )
-_SECRET_WORDS = ("key", "token", "secret", "password", "authorization", "credential", "sig")
 
 
 class CacheSpec(BaseModel):
@@ -111,11 +111,6 @@ class CacheSpec(BaseModel):
 # --------------------------------------------------------------------------- the key
 
 
-def _looks_secret(name: str) -> bool:
-    n = name.lower()
-    return any(w in n for w in _SECRET_WORDS) and not n.endswith(("_tokens", "max_tokens"))
-
-
 def _clean_url(text: str) -> str:
     """An endpoint without what only identifies a caller: user:password@ and secret query params."""
     try:
@@ -129,7 +124,7 @@ def _clean_url(text: str) -> str:
     if parts.port is not None:
         netloc += f":{parts.port}"
     query = urlencode(
-        [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not _looks_secret(k)]
+        [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not is_secret_key(k)]
     )
     return urlunsplit((parts.scheme.lower(), netloc, parts.path.rstrip("/"), query, ""))
 
@@ -156,7 +151,7 @@ def _canon(value: Any, *, spec: bool = False) -> Any:
         return {
             str(k): _canon(v, spec=spec)
             for k, v in value.items()
-            if not (spec and (_looks_secret(str(k)) or str(k) == "cache"))
+            if not (spec and (is_secret_key(str(k)) or str(k) == "cache"))
         }
     if isinstance(value, (list, tuple)):
         return [_canon(v, spec=spec) for v in value]
@@ -181,7 +176,7 @@ def model_identity(model: Model) -> dict[str, Any]:
     names = [
         name
         for name in type(spec).model_fields
-        if name not in skip and not _looks_secret(name) and not isinstance(getattr(spec, name), SecretStr)
+        if name not in skip and not is_secret_key(name) and not isinstance(getattr(spec, name), SecretStr)
     ]
     data = spec.model_dump(include=set(names))  # field serializers apply (a callable's dotted path)
     canon = _canon(data, spec=True)

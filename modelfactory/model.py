@@ -34,7 +34,8 @@ from .messages import (
 )
 from .ratelimit import RateLimiter
 from .retry import acall_with_retry, call_with_retry, is_retryable_status
-from .settings import ModelSpec, redact_env
+from .secrets import redact_env, scrub
+from .settings import ModelSpec
 
 T = TypeVar("T")
 
@@ -525,12 +526,9 @@ class Model:
         return self.spec.secret_values()
 
     def redact(self, text: str) -> str:
-        # Longest first, so a key that contains another is scrubbed whole. A "secret" of 1-3 characters
-        # (a test placeholder) is left alone: scrubbing it would garble every word that holds it.
-        for secret in sorted(self.secret_values(), key=len, reverse=True):
-            if len(secret) >= 4:
-                text = text.replace(secret, "***")
-        return redact_env(text)
+        """``text`` without this model's secrets nor secret-named environment values
+        (:mod:`modelfactory.secrets`)."""
+        return redact_env(scrub(text, self.secret_values()))
 
     # ------------------------------------------------------------------ smolagents compatibility
 

@@ -15,9 +15,8 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
 
-from .settings import REDACTED
+from .secrets import has_url_secret, is_literal, is_secret_key, mask_config_secrets
 
 __all__ = ["refusal_message", "scrub_saved_config", "secret_overrides", "unescape"]
 
@@ -31,9 +30,6 @@ def unescape(text: str) -> str:
     return _ESCAPE.sub(lambda m: _ESCAPES[m.group(1)], text)
 
 
-_SECRET_WORDS = ("key", "token", "secret", "password", "passwd", "authorization", "credential", "cookie")
-_NOT_SECRET = re.compile(r"tokens$|^tokenizer")  # max_tokens, max_new_tokens, tokenizer_id: not keys
-_URL_CREDENTIALS = re.compile(r"://[^/@\s:]+:[^/@\s]+@")
 # Models' key fields and the environment variable their backend reads instead.
 _ENV_FOR = {
     "OpenAIServerModel": "OPENAI_API_KEY",
@@ -41,17 +37,6 @@ _ENV_FOR = {
     "HfApiModel": "HF_TOKEN",
     "InferenceClientModel": "HF_TOKEN",
 }
-
-
-def _secret_key(key: str) -> bool:
-    leaf = key.rsplit(".", 1)[-1].lower()
-    return any(w in leaf for w in _SECRET_WORDS) and not _NOT_SECRET.search(leaf)
-
-
-def _literal(value: str) -> bool:
-    """A value typed in clear (not null, not an ``${oc.env:...}``-style interpolation)."""
-    v = value.strip().strip("'\"")
-    return v not in ("", "null", "None", "~") and not (v.startswith("${") and v.endswith("}"))
 
 
 def secret_overrides(args: list[str]) -> list[str]:
@@ -62,7 +47,7 @@ def secret_overrides(args: list[str]) -> list[str]:
             continue
         raw, value = arg.split("=", 1)
         key = raw.lstrip("+~")
-        if (_secret_key(key) and _literal(value)) or _URL_CREDENTIALS.search(value):
+        if (is_secret_key(key) and is_literal(value)) or has_url_secret(value):
             found.append(raw)
     return found
 
@@ -115,7 +100,7 @@ def refusal_message(keys: list[str], args: list[str], conf_dir: Path) -> str:
             name = key.rsplit(".", 1)[-1]
             lines.append(f"  fix: export {name}=... (or put the line {name}=... in ./.env) instead")
             continue
-        if not _secret_key(key):  # user:password@ in a URL
+        if not is_secret_key(key):  # a credential inside a URL (user:password@, ?sig=...)
             lines.append(
                 f"  fix: take the credentials out of {key}; give the key through the environment, "
                 "e.g. export MY_KEY=... and model.api_key='${oc.env:MY_KEY}'"
@@ -134,22 +119,6 @@ def refusal_message(keys: list[str], args: list[str], conf_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def _mask_literal_secrets(node: Any) -> bool:
-    """Replace literal values of secret-looking keys in a plain container; True if any was."""
-    changed = False
-    if isinstance(node, dict):
-        for k, v in node.items():
-            if isinstance(v, str) and _secret_key(str(k)) and "${" not in v and _literal(v) and v != REDACTED:
-                node[k] = REDACTED
-                changed = True
-            elif isinstance(v, (dict, list)):
-                changed |= _mask_literal_secrets(v)
-    elif isinstance(node, list):
-        for v in node:
-            changed |= _mask_literal_secrets(v)
-    return changed
-
-
 def scrub_saved_config(path: Path) -> bool:
     """A key written literally in a config *file* lands in Hydra's saved copy: mask it there."""
     if not path.is_file():
@@ -157,7 +126,7 @@ def scrub_saved_config(path: Path) -> bool:
     from omegaconf import OmegaConf
 
     data = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-    if not _mask_literal_secrets(data):
+    if not mask_config_secrets(data):
         return False
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # parallel jobs may scrub the same file
     tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(data)), encoding="utf-8")

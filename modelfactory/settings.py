@@ -19,6 +19,7 @@ from .cache import CacheSpec
 from .errors import ConfigError, Problem, did_you_mean
 from .pricing import Price
 from .retry import RetryPolicy
+from .secrets import REDACTED, is_secret_key, redact_env, redact_mapping
 
 __all__ = [
     "REDACTED",
@@ -31,9 +32,6 @@ __all__ = [
     "redact_mapping",
     "to_plain",
 ]
-
-REDACTED = "**********"
-_SECRET_WORDS = ("key", "token", "secret", "password", "authorization", "credential")
 
 
 def env_field(default: Any = ..., *, env: str | tuple[str, ...], **kwargs: Any) -> Any:
@@ -89,20 +87,6 @@ def to_plain(value: Any) -> Any:
 plain = to_plain
 
 
-_SECRET_ENV_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
-
-
-def redact_env(text: str) -> str:
-    """Scrub the values of secret-looking environment variables (``*_API_KEY``, ``HF_TOKEN``, ...).
-
-    SDKs read keys from the environment behind our back; their errors may echo them.
-    """
-    for name, value in os.environ.items():
-        if len(value) >= 8 and any(w in name.upper() for w in _SECRET_ENV_WORDS) and value in text:
-            text = text.replace(value, "***")
-    return text
-
-
 def check_http_url(value: str | None, example: str) -> str | None:
     """A spec validator's body for endpoint fields: an http(s) URL with a host, or ``None``."""
     if value is not None:
@@ -112,25 +96,6 @@ def check_http_url(value: str | None, example: str) -> str | None:
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise ValueError(f"must be an http(s) URL, e.g. {example}")
     return value
-
-
-def _looks_secret(key: str) -> bool:
-    k = key.lower()
-    return any(w in k for w in _SECRET_WORDS) and not k.endswith(("_tokens", "max_tokens"))
-
-
-def redact_mapping(data: Any) -> Any:
-    """Recursively replace values of secret-looking keys (api_key, Authorization, ...) and SecretStr."""
-    if isinstance(data, SecretStr):
-        return REDACTED if data.get_secret_value() else ""
-    if isinstance(data, Mapping):
-        return {
-            k: (REDACTED if _looks_secret(str(k)) and v not in (None, "") else redact_mapping(v))
-            for k, v in data.items()
-        }
-    if isinstance(data, (list, tuple)):
-        return [redact_mapping(v) for v in data]
-    return data
 
 
 class ModelSpec(BaseSettings):
@@ -272,7 +237,7 @@ class ModelSpec(BaseSettings):
                 )
             elif err["type"] == "missing":
                 envs = _field_envs(info) if info else []
-                if envs and _looks_secret(top):  # never invite a key onto the command line
+                if envs and is_secret_key(top):  # never invite a key onto the command line
                     fix = f"export {envs[0]}=... (keys belong in the environment, not in configs)"
                 else:
                     fix = f"set model.{loc}=..." + (f" or the env var {' / '.join(envs)}" if envs else "")
@@ -281,7 +246,7 @@ class ModelSpec(BaseSettings):
                     problem += f" (env var {' / '.join(envs)} is not set either)"
                 problems.append(Problem(key=loc, problem=problem, fix=fix, source=owner))
             else:
-                secret = info is not None and (_looks_secret(top) or "SecretStr" in str(info.annotation))
+                secret = info is not None and (is_secret_key(top) or "SecretStr" in str(info.annotation))
                 shown = "" if secret else f" (got {_short(err.get('input'))})"
                 desc = f"; {info.description}" if info is not None and info.description else ""
                 problems.append(
