@@ -15,7 +15,6 @@ import json
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 from ._signature import SpecSignature, bind_arguments, document
@@ -25,6 +24,7 @@ from .errors import BackendError, CacheMissError, MessageError, ModelFactoryErro
 from .messages import (
     ChatMessage,
     ChatMessageStreamDelta,
+    GenerationRequest,
     StopFilter,
     ToolCall,
     ToolCallFunction,
@@ -40,23 +40,6 @@ from .settings import ModelSpec
 T = TypeVar("T")
 
 __all__ = ["GenerationRequest", "Model", "tool_to_schema"]
-
-
-@dataclass
-class GenerationRequest:
-    """What a backend receives: already normalised and merged, ready for the wire."""
-
-    messages: list[dict[str, Any]]
-    stop_sequences: list[str] = field(default_factory=list)  # every stop; trimmed afterwards anyway
-    send_stop: bool = True  # False: the provider must not receive `stop` (supports_stop=False)
-    params: dict[str, Any] = field(default_factory=dict)  # temperature, max_tokens, ... merged
-    grammar: Any = None
-    response_format: Any = None
-    tools: list[dict[str, Any]] | None = None
-
-    @property
-    def provider_stop(self) -> list[str] | None:
-        return self.stop_sequences if (self.send_stop and self.stop_sequences) else None
 
 
 def tool_to_schema(tool: Any) -> dict[str, Any]:
