@@ -132,6 +132,14 @@ class Model:
     def model_id(self) -> str:
         return self.spec.model_id
 
+    def cache_identity(self) -> dict[str, Any]:
+        """What decides this model's replies, for the response-cache key (with the request itself).
+
+        By default the spec's :meth:`~modelfactory.settings.ModelSpec.cache_identity`; a backend whose
+        replies depend on something outside its spec adds it here. Credentials never belong in it: the
+        same request with another key must hit (the cache drops secret-named keys anyway)."""
+        return self.spec.cache_identity()
+
     def to_dict(self) -> dict[str, Any]:
         """The model's config with secrets redacted: safe for results, logs and ``repr``."""
         cls = type(self)

@@ -104,8 +104,24 @@ class ModelSpec(BaseSettings):
     model_config = SettingsConfigDict(extra="forbid", validate_default=True, case_sensitive=True)
 
     backend_name: ClassVar[str] = "model"
-    # Fields that do not change a reply, beyond modelfactory.cache.NOT_IDENTITY: left out of cache keys.
-    cache_exclude: ClassVar[frozenset[str]] = frozenset()
+    # Fields that do not change what a model answers, left out of its response-cache identity: here the
+    # cache, price and retry settings, and the generation defaults and message shaping (their effect is already
+    # in the request). Each spec class adds its own (transport, where it runs); see cache_exclusions().
+    cache_exclude: ClassVar[frozenset[str]] = frozenset(
+        {
+            "cache",
+            "price",
+            "retry",
+            "requests_per_minute",
+            "temperature",
+            "max_tokens",
+            "top_p",
+            "seed",
+            "generation_kwargs",
+            "custom_role_conversions",
+            "flatten_messages_as_text",
+        }
+    )
 
     model_id: str = Field(description="the provider's model name, or a local path / hub id")
     supports_stop: bool | None = Field(
@@ -267,6 +283,25 @@ class ModelSpec(BaseSettings):
                 out.append(value.get_secret_value())
         return out
 
+    @classmethod
+    def cache_exclusions(cls) -> frozenset[str]:
+        """Every ``cache_exclude`` along the class's bases: a subclass adds names, never drops one."""
+        out: frozenset[str] = frozenset()
+        for klass in cls.__mro__:
+            out |= frozenset(vars(klass).get("cache_exclude", ()))
+        return out
+
+    def cache_identity(self) -> dict[str, Any]:
+        """The fields that decide a reply, for the response-cache key: no secret-named or ``SecretStr``
+        field, none of :meth:`cache_exclusions`. Field serializers apply (a callable's dotted path)."""
+        skip = self.cache_exclusions()
+        names = {
+            name
+            for name in type(self).model_fields
+            if name not in skip and not is_secret_key(name) and not isinstance(getattr(self, name), SecretStr)
+        }
+        return self.model_dump(include=names)
+
     def redacted(self) -> dict[str, Any]:
         """The spec as a dict that is safe to write to disk or logs."""
         return redact_mapping(self.model_dump())
@@ -289,6 +324,8 @@ class ApiSpec(ModelSpec):
     retry_alias: ClassVar[str | None] = None
     # The SDK the backend needs, and the pip extra that installs it.
     sdk: ClassVar[tuple[str, str] | None] = None
+
+    cache_exclude = frozenset({"timeout"})
 
     timeout: float = Field(
         120.0, gt=0, description="seconds before one request (one attempt) is abandoned; retried like a 5xx"

@@ -101,6 +101,7 @@ def reserved_params(params: Mapping[str, Any], reserved: frozenset[str]) -> list
 
 class HfApiSpec(ApiSpec):
     sdk = ("huggingface_hub", "hf")
+    cache_exclude = frozenset({"client_kwargs", "bill_to"})
 
     model_id: str = Field(
         "meta-llama/Llama-3.3-70B-Instruct",

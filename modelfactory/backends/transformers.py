@@ -282,6 +282,7 @@ def cached_models() -> list[dict[str, Any]]:
 
 
 class TransformersSpec(ModelSpec):
+    cache_exclude = frozenset({"device", "batch_size"})  # where it runs, how rows are grouped: same reply
     model_id: str = Field(
         description="a hub id (HuggingFaceTB/SmolLM-135M-Instruct), a local directory, or builtin:tiny-llama"
     )
