@@ -39,7 +39,7 @@ from .settings import ModelSpec
 
 T = TypeVar("T")
 
-__all__ = ["GenerationRequest", "Model", "tool_to_schema"]
+__all__ = ["GenerationRequest", "Model", "runs_locally", "tool_to_schema"]
 
 
 def tool_to_schema(tool: Any) -> dict[str, Any]:
@@ -70,6 +70,13 @@ def tool_to_schema(tool: Any) -> dict[str, Any]:
             "parameters": {"type": "object", "properties": properties, "required": required},
         },
     }
+
+
+def runs_locally(model: Any) -> bool:
+    """``model.is_local`` for anything a caller may hold: a :class:`Model`, or a plain callable or
+    third-party object (not local unless it says so with a boolean ``is_local``)."""
+    flag = getattr(model, "is_local", False)
+    return flag if isinstance(flag, bool) else False
 
 
 class _StreamShaper:
@@ -114,6 +121,10 @@ class Model:
     supports_tools: ClassVar[bool] = False
     # The constructor's real signature, derived from Spec (inspect.signature, help(), notebooks).
     __signature__ = SpecSignature()
+    # The model runs in this process (weights loaded here, not a remote API): callers never call it from
+    # several threads at once (the runner goes one item, or one batch, at a time), and its failures are
+    # our own (``modelfactory serve`` answers 500, not 502 Bad Gateway). Read it with :func:`runs_locally`.
+    is_local: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

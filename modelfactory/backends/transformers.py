@@ -419,6 +419,7 @@ class TransformersModel(Model):
     Spec = TransformersSpec
     spec: TransformersSpec
     supports_tools = True  # schemas rendered into the prompt; JSON tool calls parsed from the text
+    is_local = True  # weights in this process: one call at a time, failures are ours
     batch_uses_cache = True  # generate_batch looks each row up in the response cache (the runner batches)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
