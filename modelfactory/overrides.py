@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 from .secrets import has_url_secret, is_literal, is_secret_key, mask_config_secrets
 
@@ -28,15 +29,6 @@ def unescape(text: str) -> str:
     r"""``\n``, ``\t``, ``\r`` and ``\\`` as typed on a command line -> newline, tab, CR, backslash; any
     other backslash stays as it is."""
     return _ESCAPE.sub(lambda m: _ESCAPES[m.group(1)], text)
-
-
-# Models' key fields and the environment variable their backend reads instead.
-_ENV_FOR = {
-    "OpenAIServerModel": "OPENAI_API_KEY",
-    "AzureOpenAIServerModel": "AZURE_OPENAI_API_KEY",
-    "HfApiModel": "HF_TOKEN",
-    "InferenceClientModel": "HF_TOKEN",
-}
 
 
 def secret_overrides(args: list[str]) -> list[str]:
@@ -77,13 +69,35 @@ def _env_var_for(model_name: str, key: str, args: list[str], conf_dir: Path) -> 
         match = re.search(r"\$\{oc\.env:([A-Za-z_][A-Za-z0-9_]*)", current)
         if match:
             return match.group(1)
-    backend = str(data.get("_target_", "")).rsplit(".", 1)[-1]
-    if field not in ("api_key", "token"):
+    spec = _registered_spec(str(data.get("_target_", "")))
+    if spec is None:
         return None
-    if backend == "OpenAIServerModel":  # OPENAI_API_KEY is only ever sent to api.openai.com
-        other_host = data.get("api_base") or any(a.startswith("model.api_base=") for a in args)
-        return None if other_host else "OPENAI_API_KEY"
-    return _ENV_FOR.get(backend)
+    config = {**data, **_model_overrides(args)}
+    var: str | None = spec.env_var_for(field, config)
+    return var
+
+
+def _registered_spec(target: str) -> Any:
+    """The spec class of a registered backend (never a user's class: nothing else is imported here)."""
+    from .backends.registry import backend_path
+
+    path = backend_path(target)
+    if path is None:
+        return None
+    from .factory import locate_target
+
+    cls, problems = locate_target(path)
+    return None if problems else getattr(cls, "Spec", None)
+
+
+def _model_overrides(args: list[str]) -> dict[str, str]:
+    """``model.<field>=<value>`` overrides as typed (values unparsed)."""
+    out = {}
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if sep and key.startswith("model.") and key.count(".") == 1:
+            out[key.removeprefix("model.")] = value
+    return out
 
 
 def refusal_message(keys: list[str], args: list[str], conf_dir: Path) -> str:

@@ -123,6 +123,14 @@ class ModelSpec(BaseSettings):
         }
     )
 
+    # Environment variables a field falls back to outside the spec (the backend or its SDK reads them when
+    # the config leaves the field unset; an env_field is read by the spec itself): {field: variable}.
+    # Named as the fix when a secret is refused on the command line.
+    env_fallbacks: ClassVar[Mapping[str, str]] = {}
+    # Endpoint fields: when a config sets one, env_fallbacks are not sent there (a provider's key never
+    # goes to another host), so they are no fix to suggest.
+    env_fallbacks_unless: ClassVar[frozenset[str]] = frozenset()
+
     model_id: str = Field(description="the provider's model name, or a local path / hub id")
     supports_stop: bool | None = Field(
         None,
@@ -212,6 +220,18 @@ class ModelSpec(BaseSettings):
                 title=f"invalid {owner} config",
             )
         return spec
+
+    @classmethod
+    def env_var_for(cls, field: str, config: Mapping[str, Any]) -> str | None:
+        """The environment variable that feeds ``field`` when a config like ``config`` (unvalidated) leaves
+        it unset: the field's own ``env_field``, else its ``env_fallbacks`` entry; None when none does."""
+        info = cls.model_fields.get(field)
+        envs = _field_envs(info) if info is not None else []
+        if envs:
+            return envs[0]
+        if any(config.get(name) for name in cls.env_fallbacks_unless):
+            return None
+        return cls.env_fallbacks.get(field)
 
     def problems(self) -> list[Problem]:
         """Cross-field checks a backend adds; run once every field is individually valid."""

@@ -102,6 +102,7 @@ def reserved_params(params: Mapping[str, Any], reserved: frozenset[str]) -> list
 class HfApiSpec(ApiSpec):
     sdk = ("huggingface_hub", "hf")
     cache_exclude = frozenset({"client_kwargs", "bill_to"})
+    env_fallbacks = {"token": "HF_TOKEN"}  # the ambient token, for Hugging Face hosts only
 
     model_id: str = Field(
         "meta-llama/Llama-3.3-70B-Instruct",

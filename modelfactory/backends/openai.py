@@ -76,6 +76,8 @@ class OpenAIClientSpec(ApiSpec):
 
 
 class OpenAIServerSpec(OpenAIClientSpec):
+    env_fallbacks = {"api_key": "OPENAI_API_KEY"}  # sent to api.openai.com only, see resolved_api_key
+    env_fallbacks_unless = frozenset({"api_base"})
     api_base: str | None = env_field(
         None, env="OPENAI_BASE_URL", description="base URL of the server, e.g. http://127.0.0.1:8000/v1"
     )
