@@ -113,7 +113,22 @@ class _StreamShaper:
 
 class Model:
     """Base of every adapter. Build with the main argument (``model_id``) and keyword args, validated by
-    ``Spec``; call with messages."""
+    ``Spec``; call with messages.
+
+    What a backend may declare or override, all of it here (the "backend hooks" section below):
+
+    - declarations: ``Spec``, ``supports_grammar`` / ``supports_response_format`` / ``supports_tools``,
+      ``is_local``, ``batch_uses_cache``;
+    - generation: ``_generate`` (required), ``_generate_stream``, ``_agenerate``, ``_agenerate_stream``;
+    - lifecycle: ``load``;
+    - errors: ``_translate`` (its SDK's exceptions -> ``BackendError``, built with
+      :mod:`modelfactory.backends._api` by the API backends), ``_endpoint``, ``_auth_hint``;
+    - secrets and identity: ``secret_values``, ``cache_identity``, ``to_dict``.
+
+    One capability is a method only the backends that have it define, since callers test for its
+    presence: ``generate_batch(conversations, **kwargs) -> list[ChatMessage]`` (several conversations
+    in one forward pass; the runner and ``modelfactory serve`` use it when it is there).
+    """
 
     Spec: ClassVar[type[ModelSpec]] = ModelSpec
     supports_grammar: ClassVar[bool] = False
@@ -125,6 +140,9 @@ class Model:
     # several threads at once (the runner goes one item, or one batch, at a time), and its failures are
     # our own (``modelfactory serve`` answers 500, not 502 Bad Gateway). Read it with :func:`runs_locally`.
     is_local: ClassVar[bool] = False
+    # generate_batch looks each row up in the response cache itself, so a caller may batch a model whose
+    # cache is on (otherwise it must call one item at a time for the cache to see each request).
+    batch_uses_cache: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -459,10 +477,18 @@ class Model:
 
     # ------------------------------------------------------------------ backend hooks
 
+    def load(self) -> Model:
+        """Bring the model up now (weights, a client) instead of on the first call; returns ``self``.
+        ``modelfactory serve`` calls it before it listens. Default: nothing to load."""
+        return self
+
     def _generate(self, req: GenerationRequest) -> ChatMessage:
+        """The one required hook: answer one normalised request. Errors may be the SDK's own (see
+        :meth:`_translate`); the base class trims the stops, retries and caches around it."""
         raise NotImplementedError
 
     def _generate_stream(self, req: GenerationRequest) -> Iterator[ChatMessageStreamDelta]:
+        """Yield the reply in deltas, the usage on the last one; stops are filtered by the base class."""
         raise UnsupportedFeatureError(f"{type(self).__name__} does not support streaming")
 
     async def _agenerate(self, req: GenerationRequest) -> ChatMessage:
@@ -483,6 +509,20 @@ class Model:
             close = getattr(stream, "close", None)
             if close is not None:
                 await asyncio.to_thread(close)
+
+    def _translate(self, exc: Exception) -> Exception:
+        """Turn an exception of the backend's SDK into a :class:`BackendError` that says what failed
+        (status, retryable, ``retry_after``, secrets scrubbed); return anything unknown unchanged (the
+        base class then wraps it with :meth:`_backend_error`). Default: every exception is unknown."""
+        return exc
+
+    def _endpoint(self) -> str:
+        """Where requests go, for error messages ("cannot connect to <endpoint>")."""
+        return f"{type(self).__name__} {self.model_id!r}"
+
+    def _auth_hint(self) -> str:
+        """Appended to a 401/403 message: where this backend's key comes from. Default: nothing."""
+        return ""
 
     def _broken_stream_error(self, exc: Exception) -> Exception:
         """The error to raise for a stream that failed after it started: never retried from here."""

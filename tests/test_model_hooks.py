@@ -47,3 +47,12 @@ def test_runs_locally_reads_the_flag_of_anything() -> None:
 
     assert runs_locally(Says(True)) is True
     assert runs_locally(Says("yes")) is False  # only a real boolean counts
+
+
+def test_hook_defaults() -> None:
+    m = CallableModel(fn=f"{__name__}.echo")
+    exc = RuntimeError("x")
+    assert m._translate(exc) is exc  # unknown: the base class wraps it
+    assert m._auth_hint() == ""
+    assert m.load() is m
+    assert "CallableModel" in m._endpoint()
