@@ -227,3 +227,29 @@ def test_no_backend_knowledge_outside_backends() -> None:
         if b.startswith(inside) and b != "modelfactory.backends.registry" and not a.startswith(inside)
     ]
     assert bad == []
+
+
+def _backend(module: str) -> str:
+    """The backend a module belongs to: ``openai`` for backends/openai.py, ``transformers`` for every
+    module of a backends/transformers/ package."""
+    return module.split(".")[2] if module.count(".") >= 2 else ""
+
+
+def test_no_backend_imports_another_backends_private_names() -> None:
+    """Shared plumbing lives in a private module (``_api``, ``_openai_wire``), not inside one backend."""
+    bad = []
+    for name in MODULES:
+        if not name.startswith("modelfactory.backends."):
+            continue
+        for node in ast.walk(ast.parse(_source(name).read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            for target in _targets(name, node):
+                shared = _backend(target).startswith("_") or target == "modelfactory.backends.registry"
+                if (
+                    target.startswith("modelfactory.backends.")
+                    and not shared
+                    and _backend(target) != _backend(name)
+                ):
+                    bad += [f"{name}: {a.name} from {target}" for a in node.names if a.name.startswith("_")]
+    assert bad == []
