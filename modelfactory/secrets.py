@@ -22,7 +22,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote_plus, urlsplit
 
 __all__ = [
     "REDACTED",
@@ -31,6 +31,8 @@ __all__ = [
     "is_literal",
     "is_secret_key",
     "mask_config_secrets",
+    "mask_url",
+    "mask_urls",
     "redact_env",
     "redact_mapping",
     "scrub",
@@ -50,6 +52,8 @@ MIN_ENV_SECRET_LEN = 8
 # A known secret this short (a test placeholder) is not scrubbed either.
 MIN_SECRET_LEN = 4
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
+_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/?#@\s:]*):[^/?#@\s]*@")
+_PARAM = re.compile(r"([?&;])([^=&;#]*)=([^&;#]*)")
 
 
 def is_secret_key(name: str) -> bool:
@@ -85,6 +89,28 @@ def has_url_secret(text: str) -> bool:
     return any(url_has_secret(m.group(0)) for m in _URL.finditer(text))
 
 
+def mask_url(url: str) -> str:
+    """``url`` with the password of ``user:password@`` and the values of secret-named query parameters
+    replaced by :data:`REDACTED`; the rest is kept as written (so the endpoint stays readable)."""
+    if not url_has_secret(url):
+        return url
+    url = _PASSWORD.sub(lambda m: f"{m.group(1)}:{REDACTED}@", url, count=1)
+    head, sep, query = url.partition("?")
+    if not sep:
+        return url
+
+    def param(m: re.Match[str]) -> str:
+        secret = m.group(3) and is_secret_key(unquote_plus(m.group(2)))
+        return f"{m.group(1)}{m.group(2)}={REDACTED}" if secret else m.group(0)
+
+    return head + _PARAM.sub(param, sep + query)
+
+
+def mask_urls(text: str) -> str:
+    """Every URL inside ``text`` through :func:`mask_url`."""
+    return _URL.sub(lambda m: mask_url(m.group(0)), text) if "://" in text else text
+
+
 # --------------------------------------------------------------------------- texts
 
 
@@ -113,7 +139,10 @@ def redact_env(text: str) -> str:
 
 def redact_mapping(data: Any) -> Any:
     """A copy of ``data`` with the values of secret-named keys replaced by :data:`REDACTED` (empty ones
-    kept, so "not set" stays visible) and every ``SecretStr`` shown as :data:`REDACTED` (or ``""``)."""
+    kept, so "not set" stays visible), every ``SecretStr`` shown as :data:`REDACTED` (or ``""``), and
+    credentials inside URLs masked (:func:`mask_urls`)."""
+    if isinstance(data, str):
+        return mask_urls(data)
     if callable(getattr(data, "get_secret_value", None)):  # pydantic's SecretStr, without importing it
         return REDACTED if data.get_secret_value() else ""
     if isinstance(data, Mapping):
@@ -127,24 +156,25 @@ def redact_mapping(data: Any) -> Any:
 
 
 def mask_config_secrets(node: Any) -> bool:
-    """Mask, in place, the literal values of secret-named keys in a plain (dict/list) config; an
-    interpolation (``${oc.env:KEY}``) is kept, since it names the secret without holding it. True if
-    anything was masked."""
+    """Mask, in place, the literal values of secret-named keys in a plain (dict/list) config, and
+    credentials inside literal URLs; an interpolation (``${oc.env:KEY}``) is kept, since it names the
+    secret without holding it. True if anything was masked."""
     changed = False
     if isinstance(node, dict):
-        for k, v in node.items():
-            if (
-                isinstance(v, str)
-                and is_secret_key(str(k))
-                and "${" not in v
-                and is_literal(v)
-                and v != REDACTED
-            ):
-                node[k] = REDACTED
-                changed = True
-            elif isinstance(v, (dict, list)):
-                changed |= mask_config_secrets(v)
+        items = list(node.items())
     elif isinstance(node, list):
-        for v in node:
+        items = list(enumerate(node))
+    else:
+        return False
+    for k, v in items:
+        if isinstance(v, (dict, list)):
             changed |= mask_config_secrets(v)
+            continue
+        if not isinstance(v, str) or "${" in v or not is_literal(v):
+            continue
+        named = isinstance(node, dict) and is_secret_key(str(k))
+        masked = REDACTED if named else mask_urls(v)
+        if masked != v:
+            node[k] = masked
+            changed = True
     return changed

@@ -20,6 +20,8 @@ from modelfactory.secrets import (
     has_url_secret,
     is_secret_key,
     mask_config_secrets,
+    mask_url,
+    mask_urls,
     redact_env,
     redact_mapping,
     scrub,
@@ -152,3 +154,33 @@ def test_redact_env_uses_the_rule(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MY_SHORT_TOKEN", "abc")
     text = "hunter2-long-value some/tokenizer-repo abc"
     assert redact_env(text) == "*** some/tokenizer-repo abc"
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("https://user:pw@example.com/v1", f"https://user:{REDACTED}@example.com/v1"),
+        ("https://h/c?sv=2024&sig=abc%3D&x=1", f"https://h/c?sv=2024&sig={REDACTED}&x=1"),
+        ("https://h/v1?api-version=2024-10-21", "https://h/v1?api-version=2024-10-21"),
+        ("http://127.0.0.1:8000/v1", "http://127.0.0.1:8000/v1"),
+    ],
+)
+def test_mask_url_keeps_the_endpoint_readable(url: str, masked: str) -> None:
+    assert mask_url(url) == masked
+    assert mask_urls(f"calling {url} now") == f"calling {masked} now"
+
+
+def test_credentials_inside_urls_are_masked_in_dicts_and_saved_configs() -> None:
+    data = {"api_base": "https://u:pw@h/v1", "models": [{"base_url": "https://h/?key=k"}]}
+    assert redact_mapping(data) == {
+        "api_base": f"https://u:{REDACTED}@h/v1",
+        "models": [{"base_url": f"https://h/?key={REDACTED}"}],
+    }
+    node = {"api_base": "https://u:pw@h/v1", "other": "${oc.env:URL}", "list": ["https://h/?sig=s"]}
+    assert mask_config_secrets(node) is True
+    assert node == {
+        "api_base": f"https://u:{REDACTED}@h/v1",
+        "other": "${oc.env:URL}",
+        "list": [f"https://h/?sig={REDACTED}"],
+    }
+    assert mask_config_secrets(node) is False
