@@ -132,7 +132,7 @@ def _is_local(model: Any) -> bool:
 
 
 def _redactor(model: Any) -> Callable[[str], str]:
-    from .settings import redact_env
+    from .secrets import redact_env
 
     own = getattr(model, "redact", None)
     if callable(own):
