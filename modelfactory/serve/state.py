@@ -7,6 +7,7 @@ Its own module so that :mod:`.app` (which imports :mod:`.routes` once fastapi is
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..model import runs_locally
 from .batches import BatchStore
 from .dispatch import Dispatcher
 from .settings import ServerSettings, served_name, served_names
@@ -45,7 +46,7 @@ class ServeState:
             name=served_name(model, settings),
             names=served_names(model, settings),
             key=settings.key(),
-            is_local=callable(getattr(model, "generate_batch", None)) or hasattr(model, "runtime"),
+            is_local=runs_locally(model),
             default_max=getattr(spec, "max_new_tokens", None) or getattr(spec, "max_tokens", None),
             dispatcher=Dispatcher(model, settings),
         )
