@@ -18,10 +18,8 @@ PY = sys.executable
 
 @contextmanager
 def local_server() -> Iterator[str]:
-    """The recording test server in a separate process (so it does not share our GIL); yields its URL."""
-    proc = subprocess.Popen(
-        [PY, "-m", "tests.servers.recording"], cwd=ROOT, stdout=subprocess.PIPE, text=True
-    )
+    """modelfactory.testing's fake OpenAI server in its own process (not sharing our GIL); yields its URL."""
+    proc = subprocess.Popen([PY, "-m", "modelfactory.testing"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         url = proc.stdout.readline().strip()

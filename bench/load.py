@@ -38,9 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @contextmanager
 def failing_server(fail_rate: float) -> Iterator[str]:
-    """The recording server in another process (so it does not share our GIL or our RSS)."""
+    """modelfactory.testing's fake OpenAI server in another process (not sharing our GIL or our RSS)."""
     env = {**os.environ, "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
-    cmd = [sys.executable, "-m", "tests.servers.recording", "--fail-rate", str(fail_rate), "--echo"]
+    cmd = [sys.executable, "-m", "modelfactory.testing", "--fail-rate", str(fail_rate), "--echo"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True, env=env)
     try:
         assert proc.stdout is not None

@@ -1,13 +1,16 @@
 """modelfactory: declarative configs in, validated ready-to-call chat models out.
 
 Names are loaded on first access, so ``import modelfactory`` stays cheap and an API-only program never
-imports torch, transformers or litellm.
+imports torch, transformers or litellm. Backend classes are exported from the one backend registry
+(:mod:`modelfactory.backends.registry`); everything else from ``_EXPORTS``.
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING, Any
+
+from .backends.registry import BACKENDS as _BACKENDS
 
 __version__ = "0.1.0"
 
@@ -30,19 +33,9 @@ _EXPORTS: dict[str, str] = {
     "Problem": "modelfactory.errors",
     "build_model": "modelfactory.factory",
     "validate_config": "modelfactory.factory",
-    "TransformersModel": "modelfactory.backends.transformers",
-    "HfApiModel": "modelfactory.backends.hf_inference",
-    "InferenceClientModel": "modelfactory.backends.hf_inference",
-    "LiteLLMModel": "modelfactory.backends.litellm",
-    "OpenAIServerModel": "modelfactory.backends.openai",
-    "OpenAIModel": "modelfactory.backends.openai",
-    "AzureOpenAIServerModel": "modelfactory.backends.azure",
-    "AzureOpenAIModel": "modelfactory.backends.azure",
-    "CallableModel": "modelfactory.backends.callable",
     "run_items": "modelfactory.runner",
     "load_dataset": "modelfactory.datasets",
     "RunStats": "modelfactory.runner",
-    "FallbackModel": "modelfactory.backends.fallback",
     "write_report": "modelfactory.report",
     "compare_sweeps": "modelfactory.report",
     "Price": "modelfactory.pricing",
@@ -50,7 +43,7 @@ _EXPORTS: dict[str, str] = {
     "cost_usd": "modelfactory.pricing",
 }
 
-__all__ = sorted(_EXPORTS) + ["__version__"]
+__all__ = sorted({*_EXPORTS, *_BACKENDS}) + ["__version__"]
 
 if TYPE_CHECKING:
     from .backends.azure import AzureOpenAIModel, AzureOpenAIServerModel
@@ -86,10 +79,13 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
+    if name in _BACKENDS:
+        module, _, attr = _BACKENDS[name].rpartition(".")
+    elif name in _EXPORTS:
+        module, attr = _EXPORTS[name], name
+    else:
         raise AttributeError(f"module 'modelfactory' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    value = getattr(importlib.import_module(module), attr)
     globals()[name] = value
     return value
 

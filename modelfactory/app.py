@@ -92,7 +92,7 @@ def run_job(
     from .pricing import price_for
     from .results import aggregate_rows, read_job, read_results, write_job, write_json
     from .runner import run_items
-    from .settings import redact_env
+    from .secrets import redact_env
 
     if not isinstance(cfg, DictConfig):
         cfg = OmegaConf.create(dict(cfg))

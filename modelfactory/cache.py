@@ -1,8 +1,8 @@
 """A response cache with strict replay: ``cache: {mode: off | read_write | replay, path: ...}`` on any model.
 
-The key is a sha256 of a canonical JSON of what decides a reply: the backend class, the model's
-identity (its spec without credentials, transport settings or generation defaults, see
-:func:`model_identity`), and the normalised request (messages, generation params, stop sequences,
+The key is a sha256 of a canonical JSON of what decides a reply: the backend class, the identity the
+model supplies (``Model.cache_identity()``: by default its spec without credentials and without the
+fields each spec class lists in ``cache_exclude``, see :func:`model_identity`), and the normalised request (messages, generation params, stop sequences,
 tools, response_format, grammar). Keys, tokens and the credential parts of an endpoint URL never enter
 it: the same request with another API key is a hit.
 
@@ -28,21 +28,23 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from .messages import ChatMessage, ChatMessageStreamDelta, TokenUsage
+from .secrets import is_secret_key
 
 if TYPE_CHECKING:
     import sqlite3
 
-    from .model import GenerationRequest, Model
+    from .messages import GenerationRequest
 
 __all__ = [
     "DEFAULT_CACHE_PATH",
     "CacheSpec",
+    "Identified",
     "ResponseCache",
     "StreamRecorder",
     "get_store",
@@ -53,33 +55,6 @@ __all__ = [
 
 DEFAULT_CACHE_PATH = ".modelfactory/cache.sqlite"
 KEY_VERSION = 1  # bump when the key's recipe changes: old rows then simply miss
-
-# Spec fields that do not change what a model answers: transport, retries, where it runs, the cache
-# itself, and the generation defaults / message shaping (their effect is already in the request).
-# A spec class may add its own names with ``cache_exclude`` (a ClassVar of field names).
-NOT_IDENTITY = frozenset(
-    {
-        "cache",
-        "price",
-        "retry",
-        "requests_per_minute",
-        "timeout",
-        "max_retries",
-        "num_retries",
-        "client_kwargs",
-        "device",
-        "batch_size",
-        "bill_to",
-        "temperature",
-        "max_tokens",
-        "top_p",
-        "seed",
-        "generation_kwargs",
-        "custom_role_conversions",
-        "flatten_messages_as_text",
-    }
-)
-_SECRET_WORDS = ("key", "token", "secret", "password", "authorization", "credential", "sig")
 
 
 class CacheSpec(BaseModel):
@@ -111,9 +86,15 @@ class CacheSpec(BaseModel):
 # --------------------------------------------------------------------------- the key
 
 
-def _looks_secret(name: str) -> bool:
-    n = name.lower()
-    return any(w in n for w in _SECRET_WORDS) and not n.endswith(("_tokens", "max_tokens"))
+@runtime_checkable
+class Identified(Protocol):
+    """What the key needs of a model (every :class:`~modelfactory.model.Model` is one): the fields that
+    decide its replies, and its spec for the generation defaults of a model nested in another's spec.
+    A protocol, so this module never imports the model layer above it."""
+
+    spec: Any
+
+    def cache_identity(self) -> Mapping[str, Any]: ...
 
 
 def _clean_url(text: str) -> str:
@@ -129,20 +110,18 @@ def _clean_url(text: str) -> str:
     if parts.port is not None:
         netloc += f":{parts.port}"
     query = urlencode(
-        [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not _looks_secret(k)]
+        [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not is_secret_key(k)]
     )
     return urlunsplit((parts.scheme.lower(), netloc, parts.path.rstrip("/"), query, ""))
 
 
 def _canon(value: Any, *, spec: bool = False) -> Any:
     """A JSON-ready, deterministic form of ``value``. ``spec``: drop secret-looking keys (config data)."""
-    from .model import Model
-
     if isinstance(value, SecretStr):
         return None
     if isinstance(value, Enum):
         return _canon(value.value, spec=spec)
-    if isinstance(value, Model):
+    if isinstance(value, Identified) and not isinstance(value, type):
         # a built model inside a spec (a FallbackModel member): its defaults decide its replies too
         defaults = _canon(value.spec.generation_defaults())
         return {"backend": type(value).__name__, "model": model_identity(value), "defaults": defaults}
@@ -156,7 +135,7 @@ def _canon(value: Any, *, spec: bool = False) -> Any:
         return {
             str(k): _canon(v, spec=spec)
             for k, v in value.items()
-            if not (spec and (_looks_secret(str(k)) or str(k) == "cache"))
+            if not (spec and (is_secret_key(str(k)) or str(k) == "cache"))
         }
     if isinstance(value, (list, tuple)):
         return [_canon(v, spec=spec) for v in value]
@@ -173,23 +152,15 @@ def _canon(value: Any, *, spec: bool = False) -> Any:
     return f"<{type(value).__module__}.{type(value).__qualname__}>"  # never an id() or address
 
 
-def model_identity(model: Model) -> dict[str, Any]:
-    """The model's spec as it bears on the reply: no credentials, endpoints without their keys, and none
-    of the fields in :data:`NOT_IDENTITY` or the spec class's ``cache_exclude``."""
-    spec = model.spec
-    skip = NOT_IDENTITY | frozenset(getattr(type(spec), "cache_exclude", ()) or ())
-    names = [
-        name
-        for name in type(spec).model_fields
-        if name not in skip and not _looks_secret(name) and not isinstance(getattr(spec, name), SecretStr)
-    ]
-    data = spec.model_dump(include=set(names))  # field serializers apply (a callable's dotted path)
-    canon = _canon(data, spec=True)
+def model_identity(model: Identified) -> dict[str, Any]:
+    """The identity ``model`` supplies, canonical: secret-named keys dropped at every depth, endpoint URLs
+    without their credentials (``user:password@``, secret query parameters)."""
+    canon = _canon(dict(model.cache_identity()), spec=True)
     assert isinstance(canon, dict)
     return canon
 
 
-def request_key(model: Model, req: GenerationRequest) -> str:
+def request_key(model: Identified, req: GenerationRequest) -> str:
     """The cache key of one request to ``model`` (hex sha256)."""
     payload = {
         "v": KEY_VERSION,

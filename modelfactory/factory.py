@@ -6,24 +6,13 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
+from .backends.registry import BACKENDS
 from .errors import ConfigError, Problem, did_you_mean
 from .model import Model
 
+# BACKENDS (the registry's short names: what ``_target_`` may say, and the did-you-mean candidates for
+# a wrong one) is re-exported from modelfactory.backends.registry, where backends are listed.
 __all__ = ["BACKENDS", "build_model", "locate_target", "model_node", "validate_config"]
-
-# Short names users may write as ``_target_`` and the did-you-mean candidates for a wrong one.
-BACKENDS: dict[str, str] = {
-    "TransformersModel": "modelfactory.backends.transformers.TransformersModel",
-    "HfApiModel": "modelfactory.backends.hf_inference.HfApiModel",
-    "InferenceClientModel": "modelfactory.backends.hf_inference.HfApiModel",
-    "LiteLLMModel": "modelfactory.backends.litellm.LiteLLMModel",
-    "OpenAIServerModel": "modelfactory.backends.openai.OpenAIServerModel",
-    "OpenAIModel": "modelfactory.backends.openai.OpenAIModel",
-    "AzureOpenAIServerModel": "modelfactory.backends.azure.AzureOpenAIServerModel",
-    "AzureOpenAIModel": "modelfactory.backends.azure.AzureOpenAIModel",
-    "CallableModel": "modelfactory.backends.callable.CallableModel",
-    "FallbackModel": "modelfactory.backends.fallback.FallbackModel",
-}
 
 
 def model_node(cfg: Any) -> Any:

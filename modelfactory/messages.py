@@ -18,6 +18,7 @@ __all__ = [
     "DEFAULT_ROLE_CONVERSIONS",
     "ChatMessage",
     "ChatMessageStreamDelta",
+    "GenerationRequest",
     "MessageRole",
     "StopFilter",
     "TokenUsage",
@@ -161,6 +162,26 @@ class ChatMessageStreamDelta:
     content: str | None = None
     tool_calls: list[Any] | None = None
     token_usage: TokenUsage | None = None
+
+
+@dataclass
+class GenerationRequest:
+    """What a backend receives: already normalised and merged, ready for the wire.
+
+    Defined here, below ``model`` and ``cache``, so the response cache can key a request without importing
+    the model layer; ``modelfactory.model.GenerationRequest`` is the same class."""
+
+    messages: list[dict[str, Any]]
+    stop_sequences: list[str] = field(default_factory=list)  # every stop; trimmed afterwards anyway
+    send_stop: bool = True  # False: the provider must not receive `stop` (supports_stop=False)
+    params: dict[str, Any] = field(default_factory=dict)  # temperature, max_tokens, ... merged
+    grammar: Any = None
+    response_format: Any = None
+    tools: list[dict[str, Any]] | None = None
+
+    @property
+    def provider_stop(self) -> list[str] | None:
+        return self.stop_sequences if (self.send_stop and self.stop_sequences) else None
 
 
 # --------------------------------------------------------------------------- normalisation

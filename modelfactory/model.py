@@ -15,7 +15,6 @@ import json
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 from ._signature import SpecSignature, bind_arguments, document
@@ -25,6 +24,7 @@ from .errors import BackendError, CacheMissError, MessageError, ModelFactoryErro
 from .messages import (
     ChatMessage,
     ChatMessageStreamDelta,
+    GenerationRequest,
     StopFilter,
     ToolCall,
     ToolCallFunction,
@@ -34,28 +34,12 @@ from .messages import (
 )
 from .ratelimit import RateLimiter
 from .retry import acall_with_retry, call_with_retry, is_retryable_status
-from .settings import ModelSpec, redact_env
+from .secrets import redact_env, scrub
+from .settings import ModelSpec
 
 T = TypeVar("T")
 
-__all__ = ["GenerationRequest", "Model", "tool_to_schema"]
-
-
-@dataclass
-class GenerationRequest:
-    """What a backend receives: already normalised and merged, ready for the wire."""
-
-    messages: list[dict[str, Any]]
-    stop_sequences: list[str] = field(default_factory=list)  # every stop; trimmed afterwards anyway
-    send_stop: bool = True  # False: the provider must not receive `stop` (supports_stop=False)
-    params: dict[str, Any] = field(default_factory=dict)  # temperature, max_tokens, ... merged
-    grammar: Any = None
-    response_format: Any = None
-    tools: list[dict[str, Any]] | None = None
-
-    @property
-    def provider_stop(self) -> list[str] | None:
-        return self.stop_sequences if (self.send_stop and self.stop_sequences) else None
+__all__ = ["GenerationRequest", "Model", "runs_locally", "tool_to_schema"]
 
 
 def tool_to_schema(tool: Any) -> dict[str, Any]:
@@ -86,6 +70,13 @@ def tool_to_schema(tool: Any) -> dict[str, Any]:
             "parameters": {"type": "object", "properties": properties, "required": required},
         },
     }
+
+
+def runs_locally(model: Any) -> bool:
+    """``model.is_local`` for anything a caller may hold: a :class:`Model`, or a plain callable or
+    third-party object (not local unless it says so with a boolean ``is_local``)."""
+    flag = getattr(model, "is_local", False)
+    return flag if isinstance(flag, bool) else False
 
 
 class _StreamShaper:
@@ -122,7 +113,22 @@ class _StreamShaper:
 
 class Model:
     """Base of every adapter. Build with the main argument (``model_id``) and keyword args, validated by
-    ``Spec``; call with messages."""
+    ``Spec``; call with messages.
+
+    What a backend may declare or override, all of it here (the "backend hooks" section below):
+
+    - declarations: ``Spec``, ``supports_grammar`` / ``supports_response_format`` / ``supports_tools``,
+      ``is_local``, ``batch_uses_cache``;
+    - generation: ``_generate`` (required), ``_generate_stream``, ``_agenerate``, ``_agenerate_stream``;
+    - lifecycle: ``load``;
+    - errors: ``_translate`` (its SDK's exceptions -> ``BackendError``, built with
+      :mod:`modelfactory.backends._api` by the API backends), ``_endpoint``, ``_auth_hint``;
+    - secrets and identity: ``secret_values``, ``cache_identity``, ``to_dict``.
+
+    One capability is a method only the backends that have it define, since callers test for its
+    presence: ``generate_batch(conversations, **kwargs) -> list[ChatMessage]`` (several conversations
+    in one forward pass; the runner and ``modelfactory serve`` use it when it is there).
+    """
 
     Spec: ClassVar[type[ModelSpec]] = ModelSpec
     supports_grammar: ClassVar[bool] = False
@@ -130,6 +136,13 @@ class Model:
     supports_tools: ClassVar[bool] = False
     # The constructor's real signature, derived from Spec (inspect.signature, help(), notebooks).
     __signature__ = SpecSignature()
+    # The model runs in this process (weights loaded here, not a remote API): callers never call it from
+    # several threads at once (the runner goes one item, or one batch, at a time), and its failures are
+    # our own (``modelfactory serve`` answers 500, not 502 Bad Gateway). Read it with :func:`runs_locally`.
+    is_local: ClassVar[bool] = False
+    # generate_batch looks each row up in the response cache itself, so a caller may batch a model whose
+    # cache is on (otherwise it must call one item at a time for the cache to see each request).
+    batch_uses_cache: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -147,6 +160,14 @@ class Model:
     @property
     def model_id(self) -> str:
         return self.spec.model_id
+
+    def cache_identity(self) -> dict[str, Any]:
+        """What decides this model's replies, for the response-cache key (with the request itself).
+
+        By default the spec's :meth:`~modelfactory.settings.ModelSpec.cache_identity`; a backend whose
+        replies depend on something outside its spec adds it here. Credentials never belong in it: the
+        same request with another key must hit (the cache drops secret-named keys anyway)."""
+        return self.spec.cache_identity()
 
     def to_dict(self) -> dict[str, Any]:
         """The model's config with secrets redacted: safe for results, logs and ``repr``."""
@@ -456,10 +477,18 @@ class Model:
 
     # ------------------------------------------------------------------ backend hooks
 
+    def load(self) -> Model:
+        """Bring the model up now (weights, a client) instead of on the first call; returns ``self``.
+        ``modelfactory serve`` calls it before it listens. Default: nothing to load."""
+        return self
+
     def _generate(self, req: GenerationRequest) -> ChatMessage:
+        """The one required hook: answer one normalised request. Errors may be the SDK's own (see
+        :meth:`_translate`); the base class trims the stops, retries and caches around it."""
         raise NotImplementedError
 
     def _generate_stream(self, req: GenerationRequest) -> Iterator[ChatMessageStreamDelta]:
+        """Yield the reply in deltas, the usage on the last one; stops are filtered by the base class."""
         raise UnsupportedFeatureError(f"{type(self).__name__} does not support streaming")
 
     async def _agenerate(self, req: GenerationRequest) -> ChatMessage:
@@ -480,6 +509,20 @@ class Model:
             close = getattr(stream, "close", None)
             if close is not None:
                 await asyncio.to_thread(close)
+
+    def _translate(self, exc: Exception) -> Exception:
+        """Turn an exception of the backend's SDK into a :class:`BackendError` that says what failed
+        (status, retryable, ``retry_after``, secrets scrubbed); return anything unknown unchanged (the
+        base class then wraps it with :meth:`_backend_error`). Default: every exception is unknown."""
+        return exc
+
+    def _endpoint(self) -> str:
+        """Where requests go, for error messages ("cannot connect to <endpoint>")."""
+        return f"{type(self).__name__} {self.model_id!r}"
+
+    def _auth_hint(self) -> str:
+        """Appended to a 401/403 message: where this backend's key comes from. Default: nothing."""
+        return ""
 
     def _broken_stream_error(self, exc: Exception) -> Exception:
         """The error to raise for a stream that failed after it started: never retried from here."""
@@ -525,12 +568,9 @@ class Model:
         return self.spec.secret_values()
 
     def redact(self, text: str) -> str:
-        # Longest first, so a key that contains another is scrubbed whole. A "secret" of 1-3 characters
-        # (a test placeholder) is left alone: scrubbing it would garble every word that holds it.
-        for secret in sorted(self.secret_values(), key=len, reverse=True):
-            if len(secret) >= 4:
-                text = text.replace(secret, "***")
-        return redact_env(text)
+        """``text`` without this model's secrets nor secret-named environment values
+        (:mod:`modelfactory.secrets`)."""
+        return redact_env(scrub(text, self.secret_values()))
 
     # ------------------------------------------------------------------ smolagents compatibility
 

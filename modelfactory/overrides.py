@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .settings import REDACTED
+from .secrets import has_url_secret, is_literal, is_secret_key, mask_config_secrets
 
 __all__ = ["refusal_message", "scrub_saved_config", "secret_overrides", "unescape"]
 
@@ -31,29 +31,6 @@ def unescape(text: str) -> str:
     return _ESCAPE.sub(lambda m: _ESCAPES[m.group(1)], text)
 
 
-_SECRET_WORDS = ("key", "token", "secret", "password", "passwd", "authorization", "credential", "cookie")
-_NOT_SECRET = re.compile(r"tokens$|^tokenizer")  # max_tokens, max_new_tokens, tokenizer_id: not keys
-_URL_CREDENTIALS = re.compile(r"://[^/@\s:]+:[^/@\s]+@")
-# Models' key fields and the environment variable their backend reads instead.
-_ENV_FOR = {
-    "OpenAIServerModel": "OPENAI_API_KEY",
-    "AzureOpenAIServerModel": "AZURE_OPENAI_API_KEY",
-    "HfApiModel": "HF_TOKEN",
-    "InferenceClientModel": "HF_TOKEN",
-}
-
-
-def _secret_key(key: str) -> bool:
-    leaf = key.rsplit(".", 1)[-1].lower()
-    return any(w in leaf for w in _SECRET_WORDS) and not _NOT_SECRET.search(leaf)
-
-
-def _literal(value: str) -> bool:
-    """A value typed in clear (not null, not an ``${oc.env:...}``-style interpolation)."""
-    v = value.strip().strip("'\"")
-    return v not in ("", "null", "None", "~") and not (v.startswith("${") and v.endswith("}"))
-
-
 def secret_overrides(args: list[str]) -> list[str]:
     """The command-line overrides that carry a secret in clear (their keys, never their values)."""
     found = []
@@ -62,7 +39,7 @@ def secret_overrides(args: list[str]) -> list[str]:
             continue
         raw, value = arg.split("=", 1)
         key = raw.lstrip("+~")
-        if (_secret_key(key) and _literal(value)) or _URL_CREDENTIALS.search(value):
+        if (is_secret_key(key) and is_literal(value)) or has_url_secret(value):
             found.append(raw)
     return found
 
@@ -92,13 +69,35 @@ def _env_var_for(model_name: str, key: str, args: list[str], conf_dir: Path) -> 
         match = re.search(r"\$\{oc\.env:([A-Za-z_][A-Za-z0-9_]*)", current)
         if match:
             return match.group(1)
-    backend = str(data.get("_target_", "")).rsplit(".", 1)[-1]
-    if field not in ("api_key", "token"):
+    spec = _registered_spec(str(data.get("_target_", "")))
+    if spec is None:
         return None
-    if backend == "OpenAIServerModel":  # OPENAI_API_KEY is only ever sent to api.openai.com
-        other_host = data.get("api_base") or any(a.startswith("model.api_base=") for a in args)
-        return None if other_host else "OPENAI_API_KEY"
-    return _ENV_FOR.get(backend)
+    config = {**data, **_model_overrides(args)}
+    var: str | None = spec.env_var_for(field, config)
+    return var
+
+
+def _registered_spec(target: str) -> Any:
+    """The spec class of a registered backend (never a user's class: nothing else is imported here)."""
+    from .backends.registry import backend_path
+
+    path = backend_path(target)
+    if path is None:
+        return None
+    from .factory import locate_target
+
+    cls, problems = locate_target(path)
+    return None if problems else getattr(cls, "Spec", None)
+
+
+def _model_overrides(args: list[str]) -> dict[str, str]:
+    """``model.<field>=<value>`` overrides as typed (values unparsed)."""
+    out = {}
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if sep and key.startswith("model.") and key.count(".") == 1:
+            out[key.removeprefix("model.")] = value
+    return out
 
 
 def refusal_message(keys: list[str], args: list[str], conf_dir: Path) -> str:
@@ -115,7 +114,7 @@ def refusal_message(keys: list[str], args: list[str], conf_dir: Path) -> str:
             name = key.rsplit(".", 1)[-1]
             lines.append(f"  fix: export {name}=... (or put the line {name}=... in ./.env) instead")
             continue
-        if not _secret_key(key):  # user:password@ in a URL
+        if not is_secret_key(key):  # a credential inside a URL (user:password@, ?sig=...)
             lines.append(
                 f"  fix: take the credentials out of {key}; give the key through the environment, "
                 "e.g. export MY_KEY=... and model.api_key='${oc.env:MY_KEY}'"
@@ -134,22 +133,6 @@ def refusal_message(keys: list[str], args: list[str], conf_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def _mask_literal_secrets(node: Any) -> bool:
-    """Replace literal values of secret-looking keys in a plain container; True if any was."""
-    changed = False
-    if isinstance(node, dict):
-        for k, v in node.items():
-            if isinstance(v, str) and _secret_key(str(k)) and "${" not in v and _literal(v) and v != REDACTED:
-                node[k] = REDACTED
-                changed = True
-            elif isinstance(v, (dict, list)):
-                changed |= _mask_literal_secrets(v)
-    elif isinstance(node, list):
-        for v in node:
-            changed |= _mask_literal_secrets(v)
-    return changed
-
-
 def scrub_saved_config(path: Path) -> bool:
     """A key written literally in a config *file* lands in Hydra's saved copy: mask it there."""
     if not path.is_file():
@@ -157,7 +140,7 @@ def scrub_saved_config(path: Path) -> bool:
     from omegaconf import OmegaConf
 
     data = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-    if not _mask_literal_secrets(data):
+    if not mask_config_secrets(data):
         return False
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # parallel jobs may scrub the same file
     tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(data)), encoding="utf-8")

@@ -122,17 +122,8 @@ class RunStats:
 # ---------------------------------------------------------------------------------------------- running
 
 
-def _is_local(model: Any) -> bool:
-    """A model running in this process (one at a time): never called from several threads at once."""
-    flag = getattr(model, "is_local", None)
-    if isinstance(flag, bool):
-        return flag
-    mod = sys.modules.get("modelfactory.backends.transformers")  # never imported just to check
-    return mod is not None and isinstance(model, mod.TransformersModel)
-
-
 def _redactor(model: Any) -> Callable[[str], str]:
-    from .settings import redact_env
+    from .secrets import redact_env
 
     own = getattr(model, "redact", None)
     if callable(own):
@@ -318,6 +309,8 @@ def run_items(
         done_ids = {i for i, row in previous.items() if not (retry_errors and row.get("error"))}
     todo = [it for it in all_items if it.id not in done_ids]
 
+    from .model import runs_locally  # here: the runner imports no model layer until it runs one
+
     generation = {k: v for k, v in generation.items() if v is not None}
     cache = getattr(getattr(model, "spec", None), "cache", None)
     # A generate_batch that does not look each row up in the response cache would bypass it.
@@ -326,7 +319,7 @@ def run_items(
         mode, workers = "provider_batch", min(concurrency, max(1, len(todo)))
     elif callable(getattr(model, "generate_batch", None)) and batch_ok:
         mode, workers = "batches", 1
-    elif _is_local(model) or concurrency == 1:
+    elif runs_locally(model) or concurrency == 1:  # in this process: never from several threads
         mode, workers = "sequential", 1
     elif _native_async(model):
         mode, workers = "async", min(concurrency, max(1, len(todo)))

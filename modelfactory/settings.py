@@ -19,6 +19,7 @@ from .cache import CacheSpec
 from .errors import ConfigError, Problem, did_you_mean
 from .pricing import Price
 from .retry import RetryPolicy
+from .secrets import REDACTED, is_secret_key, redact_env, redact_mapping
 
 __all__ = [
     "REDACTED",
@@ -31,9 +32,6 @@ __all__ = [
     "redact_mapping",
     "to_plain",
 ]
-
-REDACTED = "**********"
-_SECRET_WORDS = ("key", "token", "secret", "password", "authorization", "credential")
 
 
 def env_field(default: Any = ..., *, env: str | tuple[str, ...], **kwargs: Any) -> Any:
@@ -89,20 +87,6 @@ def to_plain(value: Any) -> Any:
 plain = to_plain
 
 
-_SECRET_ENV_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
-
-
-def redact_env(text: str) -> str:
-    """Scrub the values of secret-looking environment variables (``*_API_KEY``, ``HF_TOKEN``, ...).
-
-    SDKs read keys from the environment behind our back; their errors may echo them.
-    """
-    for name, value in os.environ.items():
-        if len(value) >= 8 and any(w in name.upper() for w in _SECRET_ENV_WORDS) and value in text:
-            text = text.replace(value, "***")
-    return text
-
-
 def check_http_url(value: str | None, example: str) -> str | None:
     """A spec validator's body for endpoint fields: an http(s) URL with a host, or ``None``."""
     if value is not None:
@@ -114,33 +98,38 @@ def check_http_url(value: str | None, example: str) -> str | None:
     return value
 
 
-def _looks_secret(key: str) -> bool:
-    k = key.lower()
-    return any(w in k for w in _SECRET_WORDS) and not k.endswith(("_tokens", "max_tokens"))
-
-
-def redact_mapping(data: Any) -> Any:
-    """Recursively replace values of secret-looking keys (api_key, Authorization, ...) and SecretStr."""
-    if isinstance(data, SecretStr):
-        return REDACTED if data.get_secret_value() else ""
-    if isinstance(data, Mapping):
-        return {
-            k: (REDACTED if _looks_secret(str(k)) and v not in (None, "") else redact_mapping(v))
-            for k, v in data.items()
-        }
-    if isinstance(data, (list, tuple)):
-        return [redact_mapping(v) for v in data]
-    return data
-
-
 class ModelSpec(BaseSettings):
     """Fields shared by every backend. Subclasses add theirs; unknown keys are errors."""
 
     model_config = SettingsConfigDict(extra="forbid", validate_default=True, case_sensitive=True)
 
     backend_name: ClassVar[str] = "model"
-    # Fields that do not change a reply, beyond modelfactory.cache.NOT_IDENTITY: left out of cache keys.
-    cache_exclude: ClassVar[frozenset[str]] = frozenset()
+    # Fields that do not change what a model answers, left out of its response-cache identity: here the
+    # cache, price and retry settings, and the generation defaults and message shaping (their effect is already
+    # in the request). Each spec class adds its own (transport, where it runs); see cache_exclusions().
+    cache_exclude: ClassVar[frozenset[str]] = frozenset(
+        {
+            "cache",
+            "price",
+            "retry",
+            "requests_per_minute",
+            "temperature",
+            "max_tokens",
+            "top_p",
+            "seed",
+            "generation_kwargs",
+            "custom_role_conversions",
+            "flatten_messages_as_text",
+        }
+    )
+
+    # Environment variables a field falls back to outside the spec (the backend or its SDK reads them when
+    # the config leaves the field unset; an env_field is read by the spec itself): {field: variable}.
+    # Named as the fix when a secret is refused on the command line.
+    env_fallbacks: ClassVar[Mapping[str, str]] = {}
+    # Endpoint fields: when a config sets one, env_fallbacks are not sent there (a provider's key never
+    # goes to another host), so they are no fix to suggest.
+    env_fallbacks_unless: ClassVar[frozenset[str]] = frozenset()
 
     model_id: str = Field(description="the provider's model name, or a local path / hub id")
     supports_stop: bool | None = Field(
@@ -232,6 +221,18 @@ class ModelSpec(BaseSettings):
             )
         return spec
 
+    @classmethod
+    def env_var_for(cls, field: str, config: Mapping[str, Any]) -> str | None:
+        """The environment variable that feeds ``field`` when a config like ``config`` (unvalidated) leaves
+        it unset: the field's own ``env_field``, else its ``env_fallbacks`` entry; None when none does."""
+        info = cls.model_fields.get(field)
+        envs = _field_envs(info) if info is not None else []
+        if envs:
+            return envs[0]
+        if any(config.get(name) for name in cls.env_fallbacks_unless):
+            return None
+        return cls.env_fallbacks.get(field)
+
     def problems(self) -> list[Problem]:
         """Cross-field checks a backend adds; run once every field is individually valid."""
         return []
@@ -272,7 +273,7 @@ class ModelSpec(BaseSettings):
                 )
             elif err["type"] == "missing":
                 envs = _field_envs(info) if info else []
-                if envs and _looks_secret(top):  # never invite a key onto the command line
+                if envs and is_secret_key(top):  # never invite a key onto the command line
                     fix = f"export {envs[0]}=... (keys belong in the environment, not in configs)"
                 else:
                     fix = f"set model.{loc}=..." + (f" or the env var {' / '.join(envs)}" if envs else "")
@@ -281,7 +282,7 @@ class ModelSpec(BaseSettings):
                     problem += f" (env var {' / '.join(envs)} is not set either)"
                 problems.append(Problem(key=loc, problem=problem, fix=fix, source=owner))
             else:
-                secret = info is not None and (_looks_secret(top) or "SecretStr" in str(info.annotation))
+                secret = info is not None and (is_secret_key(top) or "SecretStr" in str(info.annotation))
                 shown = "" if secret else f" (got {_short(err.get('input'))})"
                 desc = f"; {info.description}" if info is not None and info.description else ""
                 problems.append(
@@ -301,6 +302,25 @@ class ModelSpec(BaseSettings):
             if isinstance(value, SecretStr) and value.get_secret_value():
                 out.append(value.get_secret_value())
         return out
+
+    @classmethod
+    def cache_exclusions(cls) -> frozenset[str]:
+        """Every ``cache_exclude`` along the class's bases: a subclass adds names, never drops one."""
+        out: frozenset[str] = frozenset()
+        for klass in cls.__mro__:
+            out |= frozenset(vars(klass).get("cache_exclude", ()))
+        return out
+
+    def cache_identity(self) -> dict[str, Any]:
+        """The fields that decide a reply, for the response-cache key: no secret-named or ``SecretStr``
+        field, none of :meth:`cache_exclusions`. Field serializers apply (a callable's dotted path)."""
+        skip = self.cache_exclusions()
+        names = {
+            name
+            for name in type(self).model_fields
+            if name not in skip and not is_secret_key(name) and not isinstance(getattr(self, name), SecretStr)
+        }
+        return self.model_dump(include=names)
 
     def redacted(self) -> dict[str, Any]:
         """The spec as a dict that is safe to write to disk or logs."""
@@ -324,6 +344,8 @@ class ApiSpec(ModelSpec):
     retry_alias: ClassVar[str | None] = None
     # The SDK the backend needs, and the pip extra that installs it.
     sdk: ClassVar[tuple[str, str] | None] = None
+
+    cache_exclude = frozenset({"timeout"})
 
     timeout: float = Field(
         120.0, gt=0, description="seconds before one request (one attempt) is abandoned; retried like a 5xx"

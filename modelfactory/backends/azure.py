@@ -17,8 +17,9 @@ from pydantic_core import PydanticCustomError
 
 from ..errors import Problem
 from ..settings import check_http_url, env_field
+from . import _api as api
 from . import _openai_http as http
-from .openai import _OWN_CLIENT_ARGS, OpenAIClientSpec, OpenAIServerModel, _async_args, import_openai
+from .openai import OpenAIClientSpec, OpenAIServerModel, import_openai
 
 __all__ = ["AzureOpenAIModel", "AzureOpenAIServerModel", "AzureOpenAIServerSpec"]
 
@@ -38,7 +39,7 @@ class AzureOpenAIServerSpec(OpenAIClientSpec):
     azure_deployment: str | None = None
 
     own_client_args: ClassVar[dict[str, str]] = {
-        **_OWN_CLIENT_ARGS,
+        **OpenAIClientSpec.own_client_args,
         "base_url": "model.azure_endpoint",
         "azure_endpoint": "model.azure_endpoint",
         "azure_deployment": "model.azure_deployment",
@@ -102,7 +103,11 @@ class AzureOpenAIServerModel(OpenAIServerModel):
             max_retries=0,  # retries are the model's policy (spec.retry), never stacked on the SDK's
             **spec.client_kwargs,
         )
-        args = _async_args(args) if is_async else {k: v for k, v in args.items() if k != "async_http_client"}
+        args = (
+            api.async_client_args(args)
+            if is_async
+            else {k: v for k, v in args.items() if k != "async_http_client"}
+        )
         return (openai.AsyncAzureOpenAI if is_async else openai.AzureOpenAI)(**args)
 
     def _route(self) -> http.Route:

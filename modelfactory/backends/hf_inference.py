@@ -40,15 +40,10 @@ from pydantic import Field, SecretStr, field_validator
 from ..errors import BackendError, MessageError, MissingDependencyError, ModelFactoryError, Problem
 from ..messages import ChatMessage, ChatMessageStreamDelta
 from ..model import GenerationRequest, Model
-from ..retry import (
-    is_connect_error,
-    is_retryable_status,
-    is_timeout_error,
-    is_transport_error,
-    parse_retry_after,
-)
 from ..settings import ApiSpec, check_http_url
+from . import _api as api
 from . import _openai_wire as wire
+from ._api import reserved_params
 
 __all__ = ["HF_HOSTS", "HfApiModel", "HfApiSpec", "InferenceClientModel", "is_hf_host"]
 
@@ -95,12 +90,10 @@ def _origin(url: str) -> tuple[str, str, int] | None:
     return parsed.scheme, parsed.hostname.lower().rstrip("."), port
 
 
-def reserved_params(params: Mapping[str, Any], reserved: frozenset[str]) -> list[str]:
-    return sorted(k for k in params if k in reserved)
-
-
 class HfApiSpec(ApiSpec):
     sdk = ("huggingface_hub", "hf")
+    cache_exclude = frozenset({"client_kwargs", "bill_to"})
+    env_fallbacks = {"token": "HF_TOKEN"}  # the ambient token, for Hugging Face hosts only
 
     model_id: str = Field(
         "meta-llama/Llama-3.3-70B-Instruct",
@@ -344,37 +337,25 @@ class HfApiModel(Model):
             return exc
         from huggingface_hub import errors as hub_errors
 
-        status = None
-        retryable = False
-        retry_after = None
         if isinstance(exc, hub_errors.HfHubHTTPError):
-            status = exc.response.status_code
-            retryable = is_retryable_status(status)
-            retry_after = parse_retry_after(getattr(exc.response, "headers", None))
-            message = _server_message(exc)
-            if status in (401, 403):
-                message += self._auth_hint()
-        elif isinstance(exc, hub_errors.OfflineModeIsEnabled):
-            message = (
+            headers = getattr(exc.response, "headers", None)
+            return api.status_error(self, exc.response.status_code, _server_message(exc), headers)
+        if isinstance(exc, hub_errors.OfflineModeIsEnabled):  # a ConnectionError: before transport errors
+            return self._provider_error(
                 "huggingface_hub is in offline mode (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE was set when it "
                 f"was imported) and refuses every request, even to {self._endpoint()}: unset it for HfApiModel"
             )
-        elif isinstance(exc, hub_errors.InferenceTimeoutError) or is_timeout_error(exc):
-            message, retryable = f"timed out after {self.spec.timeout}s (model.timeout)", True
-        elif isinstance(exc, hub_errors.TextGenerationError):  # an error event inside a stream
-            message = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, hub_errors.InferenceTimeoutError):
+            return api.timeout_error(self)
+        if isinstance(exc, hub_errors.TextGenerationError):  # an error event inside a stream
             retryable = isinstance(exc, hub_errors.OverloadedError)
-        elif is_connect_error(exc):
-            message, retryable = f"cannot connect to {self._endpoint()}: {exc}", True
-        elif is_transport_error(exc):  # a reset, a reply cut short
-            message, retryable = f"connection to {self._endpoint()} lost mid-reply: {exc}", True
-        elif isinstance(exc, wire.EmptyReplyError):
-            message, retryable = str(exc), True
-        elif isinstance(exc, json.JSONDecodeError):  # complete, but not JSON: retrying will not fix it
-            message = f"the server's reply is not valid JSON ({exc})"
-        else:
-            return exc
-        return self._provider_error(message, status=status, retryable=retryable, retry_after=retry_after)
+            return self._provider_error(f"{type(exc).__name__}: {exc}", retryable=retryable)
+        translated = api.transport_error(self, exc, self._endpoint())
+        if translated is not None:
+            return translated
+        if isinstance(exc, json.JSONDecodeError):  # complete, but not JSON: retrying will not fix it
+            return self._provider_error(f"the server's reply is not valid JSON ({exc})")
+        return exc
 
 
 InferenceClientModel = HfApiModel

@@ -39,16 +39,11 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from ..errors import MessageError, MissingDependencyError, ModelFactoryError, Problem
 from ..messages import ChatMessage, ChatMessageStreamDelta
 from ..model import GenerationRequest, Model
-from ..retry import (
-    is_connect_error,
-    is_retryable_status,
-    is_timeout_error,
-    is_transport_error,
-    parse_retry_after,
-)
+from ..retry import is_transport_error
 from ..settings import ApiSpec, check_http_url
+from . import _api as api
 from . import _openai_wire as wire
-from .hf_inference import reserved_params
+from ._api import reserved_params
 from .openai import OPENAI_HOSTS
 
 __all__ = ["LiteLLMModel", "LiteLLMSpec", "import_litellm"]
@@ -114,6 +109,7 @@ _PROVIDER_KEYS: dict[str, tuple[str, ...]] = {
 
 class LiteLLMSpec(ApiSpec):
     sdk = ("litellm", "litellm")
+    cache_exclude = frozenset({"num_retries"})
     model_id: str = Field(description="a litellm model string, e.g. anthropic/claude-3-5-sonnet-latest")
     api_base: str | None = Field(None, description="the provider's base URL, e.g. http://127.0.0.1:4000/v1")
     api_key: SecretStr | None = Field(
@@ -340,46 +336,31 @@ class LiteLLMModel(Model):
             return exc
         import openai
 
-        status: int | None = None
-        retryable = False
-        retry_after = None
         cause = _network_cause(exc)
         code = getattr(exc, "status_code", None)
         code = code if isinstance(code, int) and not isinstance(code, bool) else None
-        if (cause is not None and is_timeout_error(cause)) or (
-            isinstance(exc, openai.APITimeoutError) and cause is None and code is None
-        ):
-            message, retryable = f"timed out after {self.spec.timeout}s (model.timeout)", True
-        elif cause is not None and is_connect_error(cause):
-            # litellm reports a refused connection as an InternalServerError with a made-up status 500
-            message, retryable = f"cannot connect to {self._where()}: {cause}", True
-        elif cause is not None:  # a reset, a reply or stream cut short
-            message, retryable = f"connection to {self._where()} lost mid-reply: {cause}", True
-        elif _in_chain(exc, json.JSONDecodeError):  # litellm says "500" for a reply that is not JSON
-            message = f"the server's reply is not valid JSON ({_provider_message(exc)})"
-        elif code is not None and (
+        if cause is not None:  # a timeout, a refused connection (litellm says 500), a reply cut short
+            translated = api.transport_error(self, cause, self._endpoint())
+            if translated is not None:
+                return translated
+        if isinstance(exc, openai.APITimeoutError) and code is None:
+            return api.timeout_error(self)
+        if _in_chain(exc, json.JSONDecodeError):  # litellm says "500" for a reply that is not JSON
+            return self._provider_error(f"the server's reply is not valid JSON ({_provider_message(exc)})")
+        if code is not None and (
             # the server's own status: litellm also raises its plain APIError (403, 409) and its Timeout
             # (a 408 / 504 answer), but its catch-all APIConnectionError carries a made-up 500
             isinstance(exc, openai.APITimeoutError) or not isinstance(exc, openai.APIConnectionError)
         ):
-            status = code
-            retryable = is_retryable_status(status)
-            retry_after = parse_retry_after(
-                getattr(exc, "litellm_response_headers", None)
-                or getattr(getattr(exc, "response", None), "headers", None)
+            headers = getattr(exc, "litellm_response_headers", None) or getattr(
+                getattr(exc, "response", None), "headers", None
             )
-            message = _provider_message(exc)
-            if status in (401, 403):
-                message += self._auth_hint()
-        elif isinstance(exc, openai.OpenAIError):  # e.g. litellm's catch-all APIConnectionError (fake 500)
-            message = _provider_message(exc)
-        elif isinstance(exc, wire.EmptyReplyError):
-            message, retryable = str(exc), True
-        else:
-            return exc
-        return self._provider_error(message, status=status, retryable=retryable, retry_after=retry_after)
+            return api.status_error(self, code, _provider_message(exc), headers)
+        if isinstance(exc, openai.OpenAIError):  # e.g. litellm's catch-all APIConnectionError (fake 500)
+            return self._provider_error(_provider_message(exc))
+        return api.transport_error(self, exc, self._endpoint()) or exc  # a 200 with no choice
 
-    def _where(self) -> str:
+    def _endpoint(self) -> str:
         return self._api_base() or f"the {self.model_id.split('/')[0]} API"
 
 

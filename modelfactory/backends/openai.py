@@ -15,14 +15,9 @@ from pydantic import Field, SecretStr, field_validator
 from ..errors import BackendError, MissingDependencyError, Problem
 from ..messages import ChatMessage, ChatMessageStreamDelta
 from ..model import GenerationRequest, Model
-from ..retry import (
-    is_connect_error,
-    is_retryable_status,
-    is_timeout_error,
-    is_transport_error,
-    parse_retry_after,
-)
+from ..retry import is_connect_error
 from ..settings import ApiSpec, check_http_url, env_field
+from . import _api as api
 from . import _openai_http as http
 from . import _openai_wire as wire
 
@@ -56,6 +51,7 @@ class OpenAIClientSpec(ApiSpec):
 
     retry_alias = "max_retries"
     sdk = ("openai", "openai")
+    cache_exclude = frozenset({"max_retries", "client_kwargs"})
     own_client_args: ClassVar[dict[str, str]] = _OWN_CLIENT_ARGS
     max_retries: int | None = Field(
         None,
@@ -75,6 +71,8 @@ class OpenAIClientSpec(ApiSpec):
 
 
 class OpenAIServerSpec(OpenAIClientSpec):
+    env_fallbacks = {"api_key": "OPENAI_API_KEY"}  # sent to api.openai.com only, see resolved_api_key
+    env_fallbacks_unless = frozenset({"api_base"})
     api_base: str | None = env_field(
         None, env="OPENAI_BASE_URL", description="base URL of the server, e.g. http://127.0.0.1:8000/v1"
     )
@@ -152,7 +150,11 @@ class OpenAIServerModel(Model):
     def _make_client(self, *, is_async: bool) -> Any:
         openai = import_openai(type(self).__name__)
         args = self._client_args()
-        args = _async_args(args) if is_async else {k: v for k, v in args.items() if k != "async_http_client"}
+        args = (
+            api.async_client_args(args)
+            if is_async
+            else {k: v for k, v in args.items() if k != "async_http_client"}
+        )
         return (openai.AsyncOpenAI if is_async else openai.OpenAI)(**args)
 
     @functools.cached_property
@@ -329,54 +331,33 @@ class OpenAIServerModel(Model):
             return exc
         openai = import_openai(type(self).__name__)
 
-        status = None
-        retryable = False
-        retry_after = None
         if isinstance(exc, openai.APIStatusError):
-            status = exc.status_code
-            retryable = is_retryable_status(status)
-            retry_after = parse_retry_after(getattr(exc.response, "headers", None))
-            message = _provider_message(exc)
-            if status in (401, 403):
-                message += self._auth_hint()
-        elif isinstance(exc, openai.APITimeoutError) or is_timeout_error(exc):
-            message, retryable = f"timed out after {self.spec.timeout}s (model.timeout)", True
-        elif isinstance(exc, openai.APIConnectionError):
+            headers = getattr(exc.response, "headers", None)
+            return api.status_error(self, exc.status_code, _provider_message(exc), headers)
+        if isinstance(exc, openai.APITimeoutError):
+            return api.timeout_error(self)
+        if isinstance(exc, openai.APIConnectionError):  # the SDK wraps the transport failure
             where = self._endpoint()
             cause = exc.__cause__
             if cause is None or is_connect_error(cause):
                 message = f"cannot connect to {where}: {cause or exc}"
             else:
                 message = f"connection to {where} lost before the reply was complete: {cause}"
-            retryable = True
-        elif is_transport_error(exc):  # raised raw while a stream is being read
-            message, retryable = f"connection to {self._endpoint()} lost mid-reply: {exc}", True
-        elif isinstance(exc, wire.EmptyReplyError):
-            message, retryable = str(exc), True
-        elif isinstance(exc, (json.JSONDecodeError, openai.APIResponseValidationError)):
-            message = f"the server's reply is not a valid chat completion ({type(exc).__name__}: {exc})"
-        else:
-            return exc
-        return self._provider_error(message, status=status, retryable=retryable, retry_after=retry_after)
+            return self._provider_error(message, retryable=True)
+        translated = api.transport_error(self, exc, self._endpoint())  # raw while a stream is read
+        if translated is not None:
+            return translated
+        if isinstance(exc, (json.JSONDecodeError, openai.APIResponseValidationError)):
+            return self._provider_error(
+                f"the server's reply is not a valid chat completion ({type(exc).__name__}: {exc})"
+            )
+        return exc
 
     def _endpoint(self) -> str:
         return self.spec.api_base or OPENAI_BASE
 
 
 OpenAIModel = OpenAIServerModel  # smolagents' newer name for the same class
-
-
-def _async_args(args: dict[str, Any]) -> dict[str, Any]:
-    """Client args for the async SDK client: a sync ``http_client`` from ``client_kwargs`` is for the sync
-    client only (give ``async_http_client`` for the async one)."""
-    args = dict(args)
-    sync_http = args.pop("http_client", None)
-    async_http = args.pop("async_http_client", None)
-    if async_http is not None:
-        args["http_client"] = async_http
-    elif type(sync_http).__name__ == "AsyncClient":  # httpx's or httpx2's, judged without importing
-        args["http_client"] = sync_http  # httpx: ~0.2 s of a cold start, with the rich/click it pulls in
-    return args
 
 
 def _provider_message(exc: Any) -> str:

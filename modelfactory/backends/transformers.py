@@ -282,6 +282,7 @@ def cached_models() -> list[dict[str, Any]]:
 
 
 class TransformersSpec(ModelSpec):
+    cache_exclude = frozenset({"device", "batch_size"})  # where it runs, how rows are grouped: same reply
     model_id: str = Field(
         description="a hub id (HuggingFaceTB/SmolLM-135M-Instruct), a local directory, or builtin:tiny-llama"
     )
@@ -418,6 +419,7 @@ class TransformersModel(Model):
     Spec = TransformersSpec
     spec: TransformersSpec
     supports_tools = True  # schemas rendered into the prompt; JSON tool calls parsed from the text
+    is_local = True  # weights in this process: one call at a time, failures are ours
     batch_uses_cache = True  # generate_batch looks each row up in the response cache (the runner batches)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -27,11 +27,13 @@ batched.
 
 fastapi and uvicorn are imported only when an app is built (``pip install 'modelfactory[serve]'``).
 
-Layout, each module importing only those above it: ``settings`` (the ``server:`` config, the served name),
-``protocol`` (the OpenAI wire, server side: request parsing, error bodies, reply and chunk shapes; no
-HTTP framework), ``dispatch`` (batching into ``generate_batch``, the thread pools), ``app`` (``ServeState``
-and ``create_app``) with ``routes`` (one small handler per route), ``server`` (socket, uvicorn,
-``BackgroundServer``). The ``modelfactory serve`` command itself is :func:`modelfactory.cli.serve`.
+Layout, each module importing only those above it: ``settings`` (the ``server:`` config, the served
+name), ``protocol`` (the OpenAI wire, server side: request parsing, error bodies, reply and chunk shapes;
+no HTTP framework), ``dispatch`` (batching into ``generate_batch``, the thread pools), ``state``
+(``ServeState``: what the routes read about the model), ``routes`` (one small handler per route) and
+``app`` (``create_app``, which imports ``routes`` once fastapi is known to be installed), ``server``
+(socket, uvicorn, ``BackgroundServer``). The ``modelfactory serve`` command itself is
+:func:`modelfactory.cli.serve`.
 """
 
 from typing import Any

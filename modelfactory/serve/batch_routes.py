@@ -12,9 +12,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from .app import ServeState
 from .batches import ENDPOINT, StoredBatch, parse_lines
 from .protocol import HTTPError, parse_request
+from .routes import _authorized, complete
+from .state import ServeState
 
 __all__ = ["install"]
 
@@ -32,8 +33,6 @@ def install(app: FastAPI) -> None:
 
 
 def _state(request: Request) -> ServeState:
-    from .routes import _authorized
-
     return _authorized(request)
 
 
@@ -138,8 +137,6 @@ async def cancel_batch(batch_id: str, request: Request) -> Any:
 async def _run(state: ServeState, batch: StoredBatch, lines: list[dict[str, Any]]) -> None:
     """Every line through :func:`.routes.complete`; the output and error files written at the end (also
     after a cancel, with what had finished)."""
-    from .routes import complete
-
     batch.status = "in_progress"
     batch.times["in_progress_at"] = int(time.time())
     out: list[str] = []

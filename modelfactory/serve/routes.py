@@ -15,7 +15,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import MessageError
 from ..messages import ChatMessage, ChatMessageStreamDelta, normalize_messages, normalize_stop_sequences
-from .app import ServeState
 from .protocol import (
     DONE,
     ChatCompletionRequest,
@@ -28,6 +27,7 @@ from .protocol import (
     stream_finish_reason,
     stream_tool_calls,
 )
+from .state import ServeState
 
 __all__ = ["install"]
 
@@ -43,9 +43,6 @@ def install(app: FastAPI) -> None:
     app.add_api_route(
         "/openai/deployments/{deployment}/chat/completions", azure_chat_completions, methods=["POST"]
     )
-    from . import batch_routes  # the Files + Batches API
-
-    batch_routes.install(app)
 
 
 # --------------------------------------------------------------------------- routes

@@ -142,7 +142,7 @@ def _write_state(directory: Path, backend: str, state: dict[str, Any]) -> None:
 
 def _clean(value: Any) -> str:
     """A param value as text: secret-looking environment values and URL credentials masked."""
-    from ..settings import REDACTED, redact_env
+    from ..secrets import REDACTED, redact_env
 
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
     return _URL_CREDENTIALS.sub(rf"\1{REDACTED}@", redact_env(text))
@@ -163,7 +163,7 @@ def _override_params(config: DictConfig) -> dict[str, str]:
     own settings are not params of a job."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from ..settings import redact_mapping
+    from ..secrets import redact_mapping
 
     raw = OmegaConf.select(config, "hydra.overrides.task", default=None) or []
     parser = OverridesParser.create()
@@ -189,7 +189,7 @@ def job_params(config: DictConfig) -> dict[str, str]:
     ``${oc.env:VAR}`` unresolved, so a key read from the environment is never read here), flattened as
     ``model.<field>``, secret-looking fields masked by the project's redaction, then the job's overrides
     (``model=...``, ``generation.temperature=...``), masked the same way."""
-    from ..settings import redact_mapping
+    from ..secrets import redact_mapping
 
     params: dict[str, str] = {}
     model = config.get("model") if isinstance(config, DictConfig) else None
@@ -251,7 +251,7 @@ class TrackingCallback(Callback):
 
     @staticmethod
     def _guard(settings: Mapping[str, Any], what: str, fn: Callable[[], None]) -> None:
-        from ..settings import redact_env
+        from ..secrets import redact_env
 
         try:
             fn()

@@ -1,0 +1,52 @@
+"""What a request needs to know about the served model (:class:`ServeState`, kept on ``app.state.serve``).
+
+Its own module so that :mod:`.app` (which imports :mod:`.routes` once fastapi is known to be there) and
+:mod:`.routes` both import it without importing each other.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..model import runs_locally
+from .batches import BatchStore
+from .dispatch import Dispatcher
+from .settings import ServerSettings, served_name, served_names
+
+__all__ = ["ServeState"]
+
+
+@dataclass
+class ServeState:
+    """The served model and what the routes read about it, computed once per app."""
+
+    model: Any
+    settings: ServerSettings
+    name: str  # what clients send as `model` / use as the Azure deployment; replies carry it
+    names: tuple[str, ...]  # every name it answers to: `name` first, then server.aliases
+    key: str | None  # the API key requests must carry; None: no key
+    is_local: bool  # its failures are ours (500), not an upstream's (502)
+    default_max: int | None  # the model's own max tokens: a reply that long finished for "length"
+    dispatcher: Dispatcher
+    batches: BatchStore = field(default_factory=BatchStore)  # the Files + Batches API's files and batches
+
+    def serves(self, name: str) -> bool:
+        return name in self.names
+
+    def described(self) -> str:
+        """``'tiny-llama'``, or ``'tiny-llama' (also 'transformers_tiny')``: for messages."""
+        also = ", ".join(f"'{n}'" for n in self.names[1:])
+        return f"'{self.name}'" + (f" (also {also})" if also else "")
+
+    @classmethod
+    def for_model(cls, model: Any, settings: ServerSettings) -> "ServeState":
+        spec = getattr(model, "spec", None)
+        return cls(
+            model=model,
+            settings=settings,
+            name=served_name(model, settings),
+            names=served_names(model, settings),
+            key=settings.key(),
+            is_local=runs_locally(model),
+            default_max=getattr(spec, "max_new_tokens", None) or getattr(spec, "max_tokens", None),
+            dispatcher=Dispatcher(model, settings),
+        )

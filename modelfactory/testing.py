@@ -1,0 +1,361 @@
+"""A fake OpenAI-compatible server for your own tests: real HTTP on 127.0.0.1, every request recorded.
+
+Point any OpenAI-compatible client (our ``OpenAIServerModel``, ``HfApiModel(base_url=...)``,
+``LiteLLMModel(model_id="openai/...", api_base=...)``, the ``openai`` SDK, smolagents) at it and assert
+exactly what went over the wire, with no network and no API key::
+
+    from modelfactory import OpenAIServerModel
+    from modelfactory.testing import RecordingServer
+
+    def test_my_agent_sends_the_question() -> None:
+        with RecordingServer(reply="Paris") as server:  # started on a free port, stopped on exit
+            model = OpenAIServerModel(model_id="any", api_base=f"{server.url}/v1", api_key="test")
+            assert model([{"role": "user", "content": "Capital of France?"}]).content == "Paris"
+        assert server.last.body["messages"][-1]["content"] == "Capital of France?"
+        assert server.last.headers["authorization"] == "Bearer test"
+
+What it answers (``POST`` to any path):
+
+- by default a chat completion whose content is ``reply`` (or, with ``echo=True``, the last user
+  message), with ``usage``; SSE chunks ending with a usage chunk when the body has ``"stream": true``;
+  an Anthropic Messages reply on ``.../v1/messages``;
+- a scripted answer first, when one is queued: :meth:`RecordingServer.enqueue` takes a status, a JSON
+  body, headers and a ``delay`` (a slow server, for timeouts), or a fault: ``kind="reset"`` closes the
+  connection without answering, ``kind="truncate"`` sends the headers and half the body, then closes;
+- ``fail_rate``: that share of unscripted requests fails with ``fail_status`` (seeded, for load tests).
+
+Every request lands in :attr:`RecordingServer.requests` as a :class:`Recorded` (method, path, query,
+lower-cased headers, parsed JSON body); :attr:`RecordingServer.last` is the latest. ``GET`` answers a
+one-model list (``/v1/models``); ``GET /_stats`` reports counts for a server run in another process with
+``python -m modelfactory.testing [port] [--fail-rate R] [--echo]`` (it prints its URL, then serves).
+
+Standard library only: importing it costs nothing and needs no extra.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import socket
+import struct
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+__all__ = ["Recorded", "RecordingServer", "Scripted", "main"]
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256  # the default backlog of 5 resets connections under a 64-thread load
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            return  # a client that gave up (a timeout test): not worth a traceback
+        super().handle_error(request, client_address)
+
+
+@dataclass
+class Recorded:
+    """One request as the server received it."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]  # lower-cased names
+    body: Any  # parsed JSON, or the raw text when it was not JSON
+    raw: bytes = b""
+
+
+@dataclass
+class Scripted:
+    """One queued answer (see :meth:`RecordingServer.enqueue`)."""
+
+    status: int = 200
+    body: Any = None  # dict -> JSON; str/bytes sent as-is; None -> the default completion
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    kind: str = "reply"  # "reply" | "reset" (close without answering) | "truncate" (half a reply, then close)
+
+
+class RecordingServer:
+    """An OpenAI-compatible HTTP server on ``host`` (127.0.0.1) that records requests and answers them
+    with ``reply`` or with what was queued by :meth:`enqueue`. Use it as a context manager, or call
+    :meth:`start` and :meth:`stop`. Thread-safe: the server answers each request in its own thread."""
+
+    def __init__(
+        self,
+        reply: str = "Hello from the recording server",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        fail_rate: float = 0.0,
+        fail_status: int = 500,
+        seed: int = 0,
+        echo: bool = False,
+    ) -> None:
+        self.reply = reply
+        self.fail_rate = fail_rate
+        self.fail_status = fail_status
+        self.echo = echo
+        self.injected_failures = 0
+        self._rng = random.Random(seed)
+        self.usage = {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}
+        self.requests: list[Recorded] = []
+        self._script: deque[Scripted] = deque()
+        self._lock = threading.Lock()
+        self._httpd = _Server((host, port), self._handler())
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    # -------------------------------------------------------------- lifecycle
+    @property
+    def port(self) -> int:
+        return int(self._httpd.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> RecordingServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def __enter__(self) -> RecordingServer:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # -------------------------------------------------------------- scripting
+    def enqueue(
+        self,
+        status: int = 200,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        delay: float = 0.0,
+        kind: str = "reply",
+    ) -> None:
+        """Queue the answer to the next unscripted request: ``status`` with ``body`` (a dict is sent as
+        JSON, str/bytes as-is; None with 200 is the default completion), after ``delay`` seconds; or a
+        fault, ``kind="reset"`` / ``"truncate"``. Answers are used in the order they were queued."""
+        if kind not in ("reply", "reset", "truncate"):
+            raise ValueError(f"unknown kind {kind!r}")
+        self._script.append(Scripted(status, body, headers or {}, delay, kind))
+
+    def reply_for(self, body: Any) -> str:
+        if self.echo and isinstance(body, dict) and isinstance(body.get("messages"), list):
+            for msg in reversed(body["messages"]):
+                if (
+                    isinstance(msg, dict)
+                    and msg.get("role") == "user"
+                    and isinstance(msg.get("content"), str)
+                ):
+                    return str(msg["content"])
+        return self.reply
+
+    @property
+    def last(self) -> Recorded:
+        assert self.requests, "the server received no request"
+        return self.requests[-1]
+
+    def completion(self, body: Any) -> dict[str, Any]:
+        model = body.get("model", "unknown") if isinstance(body, dict) else "unknown"
+        return {
+            "id": "chatcmpl-rec",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": self.reply_for(body)},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": dict(self.usage),
+        }
+
+    def anthropic_message(self, body: Any) -> dict[str, Any]:
+        model = body.get("model", "unknown") if isinstance(body, dict) else "unknown"
+        return {
+            "id": "msg_rec",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [{"type": "text", "text": self.reply_for(body)}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": self.usage["prompt_tokens"],
+                "output_tokens": self.usage["completion_tokens"],
+            },
+        }
+
+    def chunks(self, body: Any) -> list[dict[str, Any]]:
+        model = body.get("model", "unknown") if isinstance(body, dict) else "unknown"
+        base = {"id": "chatcmpl-rec", "object": "chat.completion.chunk", "created": 0, "model": model}
+        reply = self.reply_for(body)
+        pieces = [reply[i : i + 3] for i in range(0, len(reply), 3)]
+        out = [
+            {
+                **base,
+                "choices": [
+                    {"index": 0, "delta": {"role": "assistant", "content": p}, "finish_reason": None}
+                ],
+            }
+            for p in pieces
+        ]
+        out.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        out.append({**base, "choices": [], "usage": dict(self.usage)})
+        return out
+
+    # -------------------------------------------------------------- HTTP
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out in separate writes
+
+            def log_message(self, *args: Any) -> None:  # keep test output clean
+                pass
+
+            def _record(self) -> Recorded:
+                length = int(self.headers.get("content-length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                try:
+                    body: Any = json.loads(raw) if raw else None
+                except ValueError:
+                    body = raw.decode("utf-8", "replace")
+                parsed = urlparse(self.path)
+                rec = Recorded(
+                    method=self.command,
+                    path=parsed.path,
+                    query={k: v[0] for k, v in parse_qs(parsed.query).items()},
+                    headers={k.lower(): v for k, v in self.headers.items()},
+                    body=body,
+                    raw=raw,
+                )
+                with server._lock:
+                    server.requests.append(rec)
+                return rec
+
+            def _send(
+                self, status: int, payload: bytes, ctype: str, headers: dict[str, str], truncate: bool = False
+            ) -> None:
+                self.send_response(status)
+                self.send_header("content-type", ctype)
+                self.send_header("content-length", str(len(payload)))
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                if truncate:  # promise the whole body, send half of it, hang up
+                    self.wfile.write(payload[: len(payload) // 2])
+                    self.wfile.flush()
+                    self._hang_up()
+                    return
+                self.wfile.write(payload)
+
+            def _hang_up(self, reset: bool = False) -> None:
+                self.close_connection = True
+                with contextlib.suppress(OSError):
+                    if reset:  # SO_LINGER 0: close() sends a TCP RST instead of a FIN
+                        linger = struct.pack("ii", 1, 0)
+                        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+                    else:
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                    self.connection.close()
+
+            def do_GET(self) -> None:
+                if self.path == "/_stats":  # for a load test driving a server in another process
+                    with server._lock:
+                        stats = {
+                            "requests": len(server.requests),
+                            "injected_failures": server.injected_failures,
+                        }
+                    self._send(200, json.dumps(stats).encode(), "application/json", {})
+                    return
+                self._record()
+                body = {"object": "list", "data": [{"id": "recorded-model", "object": "model"}]}
+                self._send(200, json.dumps(body).encode(), "application/json", {})
+
+            def do_POST(self) -> None:
+                rec = self._record()
+                with server._lock:
+                    if server._script:
+                        scripted = server._script.popleft()
+                    elif server.fail_rate and server._rng.random() < server.fail_rate:
+                        server.injected_failures += 1
+                        scripted = Scripted(server.fail_status, {"error": {"message": "injected failure"}})
+                    else:
+                        scripted = Scripted()
+                if scripted.delay:
+                    time.sleep(scripted.delay)
+                if scripted.kind == "reset":
+                    self._hang_up(reset=True)
+                    return
+                cut = scripted.kind == "truncate"
+                if scripted.body is not None or scripted.status != 200:
+                    body = scripted.body if scripted.body is not None else {"error": {"message": "scripted"}}
+                    payload = (
+                        body
+                        if isinstance(body, bytes)
+                        else (body.encode() if isinstance(body, str) else json.dumps(body).encode())
+                    )
+                    self._send(scripted.status, payload, "application/json", scripted.headers, cut)
+                    return
+                if rec.path.endswith("/v1/messages"):  # Anthropic's Messages API (litellm anthropic/...)
+                    self._send(
+                        200,
+                        json.dumps(server.anthropic_message(rec.body)).encode(),
+                        "application/json",
+                        scripted.headers,
+                        cut,
+                    )
+                    return
+                if isinstance(rec.body, dict) and rec.body.get("stream"):
+                    data = b"".join(f"data: {json.dumps(c)}\n\n".encode() for c in server.chunks(rec.body))
+                    data += b"data: [DONE]\n\n"
+                    self._send(200, data, "text/event-stream", scripted.headers, cut)
+                    return
+                self._send(
+                    200,
+                    json.dumps(server.completion(rec.body)).encode(),
+                    "application/json",
+                    scripted.headers,
+                    cut,
+                )
+
+        return Handler
+
+
+def main() -> None:
+    """``python -m modelfactory.testing [port] [--fail-rate R] [--echo]``: serve until killed (the
+    benchmarks use it; ``GET /_stats`` reports the requests seen and the failures injected)."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("port", nargs="?", type=int, default=0)
+    parser.add_argument("--fail-rate", type=float, default=0.0)
+    parser.add_argument("--echo", action="store_true")
+    args = parser.parse_args()
+    server = RecordingServer(port=args.port, fail_rate=args.fail_rate, echo=args.echo)
+    print(server.url, flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        server._httpd.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

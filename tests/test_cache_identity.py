@@ -1,0 +1,66 @@
+"""The response-cache key is built from the identity each model supplies; the cache knows no backend."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelfactory.backends.callable import CallableModel, CallableSpec
+from modelfactory.backends.fallback import FallbackModel
+from modelfactory.backends.hf_inference import HfApiSpec
+from modelfactory.backends.litellm import LiteLLMSpec
+from modelfactory.backends.openai import OpenAIServerModel, OpenAIServerSpec
+from modelfactory.cache import Identified, model_identity, request_key
+from modelfactory.messages import GenerationRequest
+from modelfactory.settings import ApiSpec, ModelSpec
+
+REQ = GenerationRequest(messages=[{"role": "user", "content": "hi"}])
+
+
+def echo(messages: Any, **kwargs: Any) -> str:
+    return "ok"
+
+
+FN = f"{__name__}.echo"
+
+
+class Versioned(CallableModel):
+    """A backend whose replies depend on something outside its spec: it says so in its identity."""
+
+    version = "v1"
+
+    def cache_identity(self) -> dict[str, Any]:
+        return {**super().cache_identity(), "version": self.version}
+
+
+def test_the_model_supplies_its_identity() -> None:
+    a, b = Versioned(fn=FN), Versioned(fn=FN)
+    assert isinstance(a, Identified)
+    assert request_key(a, REQ) == request_key(b, REQ)
+    b.version = "v2"
+    assert request_key(a, REQ) != request_key(b, REQ)
+    assert model_identity(b)["version"] == "v2"
+
+
+def test_exclusions_add_up_along_the_spec_classes() -> None:
+    base = ModelSpec.cache_exclusions()
+    assert {"cache", "retry", "temperature", "generation_kwargs"} <= base
+    assert ApiSpec.cache_exclusions() == base | {"timeout"}
+    assert OpenAIServerSpec.cache_exclusions() == base | {"timeout", "max_retries", "client_kwargs"}
+    assert HfApiSpec.cache_exclusions() == base | {"timeout", "client_kwargs", "bill_to"}
+    assert LiteLLMSpec.cache_exclusions() == base | {"timeout", "num_retries"}
+    assert CallableSpec.cache_exclusions() == base
+
+
+def test_excluded_and_secret_fields_stay_out_of_the_identity() -> None:
+    m = OpenAIServerModel(model_id="m", api_base="http://h:1/v1", api_key="sk-1", timeout=5, temperature=0.5)
+    identity = m.cache_identity()
+    assert identity["model_id"] == "m" and identity["api_base"] == "http://h:1/v1"
+    assert not {"api_key", "timeout", "temperature", "cache", "retry"} & set(identity)
+
+
+def test_a_member_model_enters_its_chains_key_with_its_defaults() -> None:
+    def chain(temperature: float) -> FallbackModel:
+        return FallbackModel(models=[CallableModel(fn=FN, temperature=temperature)])
+
+    assert request_key(chain(0.1), REQ) == request_key(chain(0.1), REQ)
+    assert request_key(chain(0.1), REQ) != request_key(chain(0.9), REQ)

@@ -1,0 +1,255 @@
+"""The import graph of modelfactory: every module imports, no circle, no module importing a higher layer,
+and no backend knowledge outside ``backends/`` (the registry's names aside).
+
+Edges are read from the source (``ast``), so an import that only runs inside a function counts too;
+``if TYPE_CHECKING:`` blocks do not (annotations only).
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "modelfactory"
+
+# Bottom to top: a module may import its own layer or lower ones. A name matches a module or, with a
+# trailing ".", every module below that package. The first match wins (most specific listed first).
+LAYERS: list[tuple[str, ...]] = [
+    # leaves: the error tree, the secret policy, the registry's names, the fake server for users' tests
+    ("modelfactory.errors", "modelfactory.secrets", "modelfactory.backends.registry", "modelfactory.testing"),
+    ("modelfactory.messages", "modelfactory.retry", "modelfactory.ratelimit"),
+    # what a spec is made of: the cache settings, prices, smolagents' names for its fields
+    ("modelfactory.cache", "modelfactory.pricing", "modelfactory.aliases"),
+    ("modelfactory.settings",),
+    ("modelfactory.model", "modelfactory._signature", "modelfactory.capabilities"),
+    ("modelfactory.factory",),
+    ("modelfactory.backends", "modelfactory.backends."),
+    (
+        "modelfactory.overrides",
+        "modelfactory.datasets",
+        "modelfactory.results",
+        "modelfactory.jobmetrics",
+        "modelfactory.runner",
+        "modelfactory.batch",
+        "modelfactory.batch.",
+    ),
+    (
+        "modelfactory.app",
+        "modelfactory.hydra_callbacks",
+        "modelfactory.report",
+        "modelfactory.tracking",
+        "modelfactory.tracking.",
+        "modelfactory.serve",
+        "modelfactory.serve.",
+        "modelfactory.cli",
+    ),
+    ("modelfactory",),  # the public namespace, above everything it exports
+]
+
+# Known exceptions, each with why it is there and what removes it. The tests fail on any new one.
+# Function-level imports of a higher layer (each also closes a circle through the spec layer):
+KNOWN_UPWARD = {
+    # pricing.price_for / token_counter and aliases.aliases_for ask isinstance(spec, ApiSpec) to tell a
+    # remote API from a local model: a ClassVar on the spec (or Model.is_local) would say it.
+    ("modelfactory.pricing", "modelfactory.settings"),
+    ("modelfactory.aliases", "modelfactory.settings"),
+    # aliases.config_warnings locates a config's _target_: it belongs next to factory.validate_config.
+    ("modelfactory.aliases", "modelfactory.factory"),
+    ("modelfactory.aliases", "modelfactory.model"),
+}
+# Function-level edges within a layer that close a circle:
+KNOWN_CIRCLES = {
+    # modelfactory.serve.main, the old name of the `modelfactory serve` entry, is an alias of cli.serve
+    # resolved on attribute access (module __getattr__): goes when the alias is dropped.
+    ("modelfactory.serve", "modelfactory.cli"),
+    # report reads the sweep's jobs with hydra_callbacks.collect_jobs while hydra_callbacks writes the
+    # report: collect_jobs belongs in results.py, the reader of job files.
+    ("modelfactory.report", "modelfactory.hydra_callbacks"),
+    # tracking.base.make_tracker imports the trackers that subclass base.Tracker: the choice of tracker
+    # (and the callback that makes it) belongs in a module above them.
+    ("modelfactory.tracking.base", "modelfactory.tracking.mlflow"),
+    ("modelfactory.tracking.base", "modelfactory.tracking.wandb"),
+}
+# Backends imported from outside backends/: the batch providers use the OpenAI/Azure backends' routes
+# and wire format; they belong in backends/ (or each backend supplies its batch route).
+KNOWN_BACKEND_IMPORTS = {
+    ("modelfactory.batch.driver", "modelfactory.backends.openai"),
+    ("modelfactory.batch.openai", "modelfactory.backends._openai_wire"),
+    ("modelfactory.batch.openai", "modelfactory.backends.azure"),
+}
+
+
+def module_names() -> list[str]:
+    names = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        names.append(".".join(parts))
+    return names
+
+
+MODULES = module_names()
+
+
+def _source(name: str) -> Path:
+    base = PACKAGE.parent.joinpath(*name.split("."))
+    return base / "__init__.py" if base.is_dir() else base.with_suffix(".py")
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _targets(name: str, node: ast.Import | ast.ImportFrom) -> set[str]:
+    """The modelfactory modules an import statement in module ``name`` loads."""
+    if isinstance(node, ast.Import):
+        return {a.name for a in node.names if a.name in MODULES}
+    if node.level:
+        package = name if _source(name).name == "__init__.py" else name.rpartition(".")[0]
+        for _ in range(node.level - 1):
+            package = package.rpartition(".")[0]
+        base = f"{package}.{node.module}" if node.module else package
+    else:
+        base = node.module or ""
+    out = set()
+    for alias in node.names:
+        sub = f"{base}.{alias.name}"
+        if sub in MODULES:  # `from . import _openai_wire`
+            out.add(sub)
+        elif base in MODULES:
+            out.add(base)
+    return out
+
+
+def edges(*, function_level: bool) -> set[tuple[str, str]]:
+    """(importer, imported) pairs; module level only, or also imports inside functions."""
+    found: set[tuple[str, str]] = set()
+    for name in MODULES:
+        tree = ast.parse(_source(name).read_text(encoding="utf-8"))
+
+        def visit(node: ast.AST, in_function: bool, name: str = name) -> None:
+            for child in ast.iter_child_nodes(node):
+                if isinstance(child, ast.If) and _is_type_checking(child):
+                    for other in child.orelse:
+                        visit(other, in_function)
+                    continue
+                inner = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+                if isinstance(child, (ast.Import, ast.ImportFrom)) and (function_level or not in_function):
+                    found.update((name, t) for t in _targets(name, child) if t != name)
+                visit(child, inner)
+
+        visit(tree, False)
+    return found
+
+
+def cycle(graph: set[tuple[str, str]]) -> list[str] | None:
+    """One circle in the graph, as the modules along it, or None."""
+    succ: dict[str, list[str]] = {}
+    for a, b in sorted(graph):
+        succ.setdefault(a, []).append(b)
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def walk(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in succ.get(node, []):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt) :] + [nxt]
+            if nxt not in state and (found := walk(nxt)):
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for start in sorted(succ):
+        if start not in state and (found := walk(start)):
+            return found
+    return None
+
+
+def layer(module: str) -> int:
+    for i, names in enumerate(LAYERS):
+        for n in names:
+            if module == n or (n.endswith(".") and module.startswith(n)):
+                return i
+    raise AssertionError(f"{module} is in no layer: add it to LAYERS in {__file__}")
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_every_module_imports(name: str) -> None:
+    importlib.import_module(name)
+
+
+def test_the_graph_sees_known_edges() -> None:
+    graph = edges(function_level=True)
+    assert ("modelfactory.model", "modelfactory.cache") in graph
+    assert ("modelfactory.backends.azure", "modelfactory.backends.openai") in graph
+    assert ("modelfactory.backends.openai", "modelfactory.backends._openai_wire") in graph  # from . import
+    assert ("modelfactory.backends.fallback", "modelfactory.factory") in graph  # inside a function
+    assert ("modelfactory.backends.fallback", "modelfactory.factory") not in edges(function_level=False)
+    assert cycle({("a", "b"), ("b", "c"), ("c", "a")}) == ["a", "b", "c", "a"]
+    assert cycle({("a", "b"), ("a", "c"), ("b", "c")}) is None
+
+
+def test_no_circle_at_module_level() -> None:
+    assert cycle(edges(function_level=False)) is None
+
+
+def test_every_known_exception_still_exists() -> None:
+    """An exception whose import is gone must leave its list, so the lists only ever shrink."""
+    graph = edges(function_level=True)
+    assert (KNOWN_UPWARD | KNOWN_CIRCLES | KNOWN_BACKEND_IMPORTS) - graph == set()
+
+
+def test_no_circle_through_function_level_imports() -> None:
+    assert cycle(edges(function_level=True) - KNOWN_CIRCLES - KNOWN_UPWARD) is None
+
+
+def test_no_module_imports_a_higher_layer() -> None:
+    bad = [(a, b) for a, b in sorted(edges(function_level=True) - KNOWN_UPWARD) if layer(b) > layer(a)]
+    assert bad == [], "imports from a higher layer: " + ", ".join(f"{a} -> {b}" for a, b in bad)
+
+
+def test_no_backend_knowledge_outside_backends() -> None:
+    """Only backends import backends; everyone else knows them by the registry's names."""
+    inside = "modelfactory.backends."
+    bad = [
+        (a, b)
+        for a, b in sorted(edges(function_level=True) - KNOWN_BACKEND_IMPORTS)
+        if b.startswith(inside) and b != "modelfactory.backends.registry" and not a.startswith(inside)
+    ]
+    assert bad == []
+
+
+def _backend(module: str) -> str:
+    """The backend a module belongs to: ``openai`` for backends/openai.py, ``transformers`` for every
+    module of a backends/transformers/ package."""
+    return module.split(".")[2] if module.count(".") >= 2 else ""
+
+
+def test_no_backend_imports_another_backends_private_names() -> None:
+    """Shared plumbing lives in a private module (``_api``, ``_openai_wire``), not inside one backend."""
+    bad = []
+    for name in MODULES:
+        if not name.startswith("modelfactory.backends."):
+            continue
+        for node in ast.walk(ast.parse(_source(name).read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            for target in _targets(name, node):
+                shared = _backend(target).startswith("_") or target == "modelfactory.backends.registry"
+                if (
+                    target.startswith("modelfactory.backends.")
+                    and not shared
+                    and _backend(target) != _backend(name)
+                ):
+                    bad += [f"{name}: {a.name} from {target}" for a in node.names if a.name.startswith("_")]
+    assert bad == []
