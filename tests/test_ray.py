@@ -2,7 +2,7 @@
 
 The cluster is the one ``scripts/ci_ray.sh`` started (``MODELFACTORY_RAY_ADDRESS``, with the planted key
 in ``MODELFACTORY_RAY_TEST_KEY`` and Ray's files in ``MODELFACTORY_RAY_TEMP_DIR``), else one this module
-starts and stops itself (``ray start --head --block``, stopped by its PID). Keys reach the jobs only
+starts and stops itself (:class:`tests.servers.ray_cluster.LocalRayCluster`). Keys reach the jobs only
 through the environment the cluster was started in: the driver never has the key, so a job that used it
 got it from its worker, and nothing on disk (the sweep, Ray's session files) may hold it.
 """
@@ -13,11 +13,8 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +23,7 @@ import pytest
 
 from modelfactory.cli import main as cli_main
 from modelfactory.datasets import load_dataset, shard_items, shard_of
+from tests.servers.ray_cluster import LOOPBACK_ENV, LocalRayCluster
 from tests.servers.recording import RecordingServer
 from tests.test_secrets import assert_nowhere, completion
 from tests.test_sweeps import ROOT, summary_rows
@@ -36,7 +34,6 @@ pytest.importorskip("hydra_plugins.hydra_ray_launcher")
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 
 KEY_VAR = "MF_RAY_TEST_KEY"  # what the model config reads (${oc.env:MF_RAY_TEST_KEY}) on the workers
-LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # Ray keeps 127.0.0.1 instead of the node's IP
 
 
 @dataclass
@@ -44,12 +41,6 @@ class Cluster:
     address: str
     key: str  # in the environment of the cluster's workers only
     temp_dir: Path  # Ray's session files, scanned for the key
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -60,48 +51,9 @@ def ray_cluster() -> Iterator[Cluster]:
             address, os.environ["MODELFACTORY_RAY_TEST_KEY"], Path(os.environ["MODELFACTORY_RAY_TEMP_DIR"])
         )
         return
-    temp_dir = Path(tempfile.mkdtemp(prefix="mfray-", dir="/tmp"))  # short: Ray's socket paths must fit
     key = f"sk-planted-ray-{secrets.token_hex(8)}"
-    port = _free_port()
-    env = {**os.environ, **LOOPBACK_ENV, KEY_VAR: key, "PYTHONPATH": str(ROOT)}
-    log = (temp_dir / "ray-start.log").open("w")
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "ray"),
-            "start",
-            "--head",
-            "--block",
-            "--node-ip-address=127.0.0.1",
-            f"--port={port}",
-            "--num-cpus=2",
-            "--object-store-memory=100000000",
-            "--include-dashboard=false",
-            "--disable-usage-stats",
-            f"--ray-client-server-port={_free_port()}",
-            f"--dashboard-agent-listen-port={_free_port()}",
-            f"--temp-dir={temp_dir}",
-        ],
-        cwd=temp_dir,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 180
-        while "Ray runtime started" not in (temp_dir / "ray-start.log").read_text(errors="replace"):
-            assert proc.poll() is None, (temp_dir / "ray-start.log").read_text(errors="replace")
-            assert time.monotonic() < deadline, "Ray did not start in 180 s"
-            time.sleep(0.5)
-        yield Cluster(f"127.0.0.1:{port}", key, temp_dir)
-    finally:
-        proc.terminate()  # `ray start --block` stops the cluster's processes when it is stopped
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        shutil.rmtree(temp_dir, ignore_errors=True)
+    with LocalRayCluster(num_cpus=2, env={KEY_VAR: key, "PYTHONPATH": str(ROOT)}) as cluster:
+        yield Cluster(cluster.address, key, cluster.temp_dir)
 
 
 def ray_sweep(
