@@ -21,7 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .results import RESULTS_FILE, aggregate_rows, read_job, read_results, results_path, write_json
+from .jobmetrics import job_metrics
+from .results import (
+    RESULTS_FILE,
+    aggregate_rows,
+    percentile,
+    read_job,
+    read_results,
+    results_path,
+    write_json,
+)
 
 __all__ = ["MergedSet", "merge_jobs", "merge_sweep", "shard_label"]
 
@@ -77,6 +86,10 @@ def _as_int(value: Any) -> int | None:
         return int(value)
     except (TypeError, ValueError):
         return None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def job_shard(job_dir: Path) -> tuple[int, int] | None:
@@ -152,7 +165,10 @@ def _record(merged: MergedSet, root: Path) -> dict[str, Any]:
     """The summary record of a set: the per-job record's keys, its metrics over all the shards' rows."""
     members = [merged.jobs[i] for i in sorted(merged.jobs)]
     numbers = sorted(j["job"] for j in members if j["job"] is not None)
-    metrics = aggregate_rows(_merged_rows(merged, root).values())
+    rows = list(_merged_rows(merged, root).values())
+    metrics = aggregate_rows(rows)
+    latencies = [float(r["latency_s"]) for r in rows if not r.get("error") and _is_number(r.get("latency_s"))]
+    costs = [job_metrics(root / j["dir"])["cost_usd"] for j in members]  # priced per job, or None
     elapsed = round(sum(float(j.get("elapsed_s") or 0.0) for j in members), 4) or None
     done = metrics["ok"] + metrics["failed"]
     return {
@@ -165,6 +181,10 @@ def _record(merged: MergedSet, root: Path) -> dict[str, Any]:
         "items_per_s": round(done / elapsed, 3) if elapsed else None,
         "out_tokens_per_s": round(metrics["tokens_out"] / elapsed, 1) if elapsed else None,
         "error": "; ".join(merged.problems) or None,
+        "p50_latency_s": percentile(latencies, 50),
+        "cost_usd": round(sum(float(c) for c in costs if c is not None), 6)
+        if any(c is not None for c in costs)
+        else None,
     }
 
 
@@ -214,8 +234,10 @@ def merge_sweep(sweep_dir: str | Path, out_dir: str | Path | None = None) -> lis
                 "complete": merged.complete,
                 "problems": merged.problems,
                 "items": len(rows),
-                **{k: record[k] for k in ("ok", "failed", "mean_latency_s", "p95_latency_s")},
-                **{k: record[k] for k in ("tokens_in", "tokens_out", "elapsed_s")},
+                **{
+                    k: record[k] for k in ("ok", "failed", "mean_latency_s", "p50_latency_s", "p95_latency_s")
+                },
+                **{k: record[k] for k in ("tokens_in", "tokens_out", "cost_usd", "elapsed_s")},
             },
         )
     return sets

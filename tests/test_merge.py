@@ -14,6 +14,7 @@ from modelfactory.cli import main as cli_main
 from modelfactory.datasets import Item, load_dataset, shard_items, shard_of
 from modelfactory.errors import ConfigError
 from modelfactory.hydra_callbacks import summarize_sweep
+from modelfactory.merge import merge_sweep
 from tests.test_sweeps import ROOT, summary_rows, sweep
 
 DATASET = ROOT / "examples" / "dataset.jsonl"
@@ -83,6 +84,7 @@ def test_a_sharded_sweep_is_one_row_and_merges_into_one_results_file(tmp_path: P
         assert sorted(json.loads(line)["id"] for line in lines) == dataset_ids
         record = json.loads((folder / "merged.json").read_text(encoding="utf-8"))
         assert record["complete"] is False and record["items"] == 12 and record["ok"] == 12
+        assert record["p50_latency_s"] <= record["p95_latency_s"] and record["cost_usd"] is None  # unpriced
 
     for job in ("6", "7"):  # drop the bad shard's jobs: the sets are whole again
         shutil.rmtree(tmp_path / job)
@@ -95,3 +97,37 @@ def test_a_sharded_sweep_is_one_row_and_merges_into_one_results_file(tmp_path: P
     first, second = summary_rows(tmp_path)
     assert first["error"] == "missing shard(s) 1 of 3" and first["task.shard"] == "2/3"
     assert int(first["ok"]) < 12 and second["error"] == "" and second["ok"] == "12"
+
+
+def _shard_job(root: Path, num: int, shard: int, rows: list[dict[str, object]], cost: float | None) -> None:
+    job = root / str(num)
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(f"- model=m\n- task.shards=2\n- task.shard={shard}\n")
+    record = {"model": "m", "results_file": "results.jsonl", "elapsed_s": 2.0, "error": None}
+    record["shard"] = {"index": shard, "count": 2}
+    if cost is not None:
+        record["cost_usd"] = cost
+    (job / "job.json").write_text(json.dumps(record))
+    (job / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_merged_metrics_are_recomputed_over_all_shards_rows(tmp_path: Path) -> None:
+    """Percentiles over the union of rows (not an average of the shards'), tokens and cost summed."""
+    usage = {"input_tokens": 3, "output_tokens": 5}
+    fast = [
+        {"id": f"a{i}", "content": "x", "usage": usage, "latency_s": 0.1, "error": None} for i in range(9)
+    ]
+    slow = [{"id": "b0", "content": "x", "usage": usage, "latency_s": 5.0, "error": None}]
+    failed = [
+        {"id": "b1", "content": None, "usage": None, "latency_s": 1.0, "error": {"type": "E", "message": "m"}}
+    ]
+    _shard_job(tmp_path, 0, 0, fast, 0.25)
+    _shard_job(tmp_path, 1, 1, slow + failed, 0.5)
+    summarize_sweep(tmp_path)
+    (row,) = summary_rows(tmp_path)
+    assert (row["job"], row["task.shard"], row["ok"], row["failed"]) == ("0,1", "2/2", "10", "1")
+    assert row["p95_latency_s"] == "5.0" and row["tokens_out"] == "50" and row["elapsed_s"] == "4.0"
+    (merged,) = merge_sweep(tmp_path)
+    assert merged.complete and merged.path is not None
+    record = json.loads((merged.path / "merged.json").read_text())
+    assert record["p50_latency_s"] == 0.1 and record["cost_usd"] == 0.75 and record["items"] == 11
