@@ -46,7 +46,9 @@ def _scrub_saved_configs(hc: Any) -> None:
 def run(cfg: DictConfig) -> int:
     """One job under Hydra: scrub what Hydra saved, then :func:`modelfactory.app.run_job`."""
     from modelfactory.app import run_job
+    from modelfactory.datasets import load_dotenv
 
+    load_dotenv()  # a job in a process of its own (a Ray worker): ./.env where it runs; set vars win
     hc = HydraConfig.get()
     _scrub_saved_configs(hc)
     return run_job(

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 if TYPE_CHECKING:
     from .datasets import Item
 
-__all__ = ["run_job", "task_items"]
+__all__ = ["run_job", "task_items", "task_shard"]
 
 log = logging.getLogger("modelfactory.run")  # the job log's name, as when this code lived in run.py
 
@@ -43,7 +43,7 @@ def _dataset_path(value: str, root: Path | None) -> Path:
 
 def task_items(cfg: Any, root: str | os.PathLike[str] | None = None) -> list[Item]:
     """The items of ``cfg.task``: one prompt, or a dataset file (relative paths also tried under ``root``)."""
-    from .datasets import load_dataset, prompt_item
+    from .datasets import load_dataset, prompt_item, shard_items
     from .errors import ConfigError, Problem
 
     task = cfg.task
@@ -55,10 +55,19 @@ def task_items(cfg: Any, root: str | os.PathLike[str] | None = None) -> list[Ite
             raise ConfigError([Problem("task.path", "not set", "task.path=path/to/items.jsonl")])
         items = load_dataset(_dataset_path(str(task.path), Path(root) if root is not None else None))
         limit = task.get("limit")
-        return items[: int(limit)] if limit else items
+        items = items[: int(limit)] if limit else items  # before sharding: the shards split these N
+        shards, shard = task_shard(cfg)
+        return shard_items(items, shards, shard)
     raise ConfigError(
         [Problem("task.type", f"unknown task type {kind!r}", "use task=prompt or task=dataset")]
     )
+
+
+def task_shard(cfg: Any) -> tuple[Any, Any]:
+    """``(task.shards, task.shard)``: which 1/N of the dataset this job runs (``(1, 0)``: all of it)."""
+    task = cfg.task
+    shards = task.get("shards", 1)
+    return (1 if shards is None else shards), (task.get("shard") or 0)
 
 
 def _error(exc: BaseException, redact: Any) -> dict[str, str]:
@@ -116,6 +125,9 @@ def run_job(
         "runs": int(previous.get("runs") or 0) + 1,
         "last_run": None,
     }
+    shards, shard = task_shard(cfg)
+    if kind == "dataset" and shards != 1:  # the sweep summary and `modelfactory merge` group shards by it
+        job["shard"] = {"index": shard, "count": shards}
     result: dict[str, Any] = {
         "model_name": model_name,
         "model_config": None,

@@ -8,6 +8,7 @@ modelfactory estimate model=openai_gpt4o task=dataset task.path=items.jsonl   # 
 modelfactory compare multirun/2026-12-01/10-00-00 multirun/2026-12-02/09-30-00 -o report.html
 modelfactory batches list outputs/2026-12-01/10-00-00        # a runner.mode=batch run's provider batches
 modelfactory batches cancel outputs/2026-12-01/10-00-00
+modelfactory merge multirun/2026-12-01/10-00-00   # a sharded sweep's results.jsonl, one per model/params
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 from .errors import Problem
 
-__all__ = ["main", "serve"]
+__all__ = ["main", "merge", "serve"]
 
 
 def default_config_dir() -> Path:
@@ -167,6 +168,29 @@ def batches(action: str, run_dir: Path) -> int:
     return 0
 
 
+def merge(sweep_dir: Path, out_dir: Path | None) -> int:
+    """``modelfactory merge <sweep dir>``: one results.jsonl per model/parameter set of a (sharded)
+    sweep; exit code 1 when a shard is missing or failed (what there is is still written)."""
+    from .merge import merge_sweep
+
+    if not sweep_dir.is_dir():
+        print(f"error: no sweep directory {sweep_dir}", file=sys.stderr)
+        return 2
+    sets = merge_sweep(sweep_dir, out_dir)
+    if not sets:
+        print(f"error: no job directories (with .hydra/overrides.yaml) under {sweep_dir}", file=sys.stderr)
+        return 2
+    for merged in sets:
+        where = merged.path / "results.jsonl" if merged.path else "?"
+        shards = f", {len(merged.jobs)}/{merged.shards} shards" if merged.shards > 1 else ""
+        print(f"{merged.model}{shards} -> {where}")
+        for problem in merged.problems:
+            print(f"    {problem}")
+    incomplete = sum(1 for m in sets if not m.complete)
+    print(f"{len(sets)} set(s) merged" + (f", {incomplete} incomplete" if incomplete else ""))
+    return 1 if incomplete else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="modelfactory", description=__doc__.splitlines()[0])
     parser.add_argument("--config-dir", type=Path, default=None, help="folder holding config.yaml and model/")
@@ -192,7 +216,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     p_batches.add_argument("action", choices=["list", "cancel"])
     p_batches.add_argument("run_dir", type=Path, help="the run's output dir (holds batches.json)")
+    p_merge = sub.add_parser("merge", help="merge a sharded sweep into one results.jsonl per model/params")
+    p_merge.add_argument("sweep_dir", type=Path, help="the multirun directory (hydra.sweep.dir)")
+    p_merge.add_argument(
+        "--out", type=Path, default=None, help="where to write (default: <sweep_dir>/merged)"
+    )
     args = parser.parse_args(argv)
+    if args.command == "merge":  # reads a sweep dir only: no config needed
+        return merge(args.sweep_dir, args.out)
     if args.command == "compare":  # reads sweep dirs only: no config needed
         from .report import compare_cli
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from .errors import ConfigError, MessageError, Problem
 
-__all__ = ["Item", "as_item", "load_dataset", "load_dotenv", "prompt_item"]
+__all__ = ["Item", "as_item", "load_dataset", "load_dotenv", "prompt_item", "shard_items", "shard_of"]
 
 _MAX_PROBLEMS = 20  # a file with thousands of bad lines: report the first ones, then a count
 
@@ -41,6 +41,36 @@ def prompt_item(prompt: str, system_prompt: str | None = None) -> Item:
     messages.append({"role": "user", "content": str(prompt)})
     digest = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()[:12]
     return Item(id=f"prompt-{digest}", messages=messages)
+
+
+def shard_of(item_id: str, shards: int) -> int:
+    """The shard (0..shards-1) an item id belongs to: a hash of the id alone, so adding or removing
+    items never moves the others to another shard (a resumed sharded sweep keeps its done items)."""
+    digest = hashlib.sha256(str(item_id).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % shards
+
+
+def shard_items(items: list[Item], shards: int, shard: int) -> list[Item]:
+    """The items of shard ``shard`` of ``shards`` (``task.shards`` / ``task.shard``), in dataset order."""
+    if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
+        raise ConfigError(
+            [Problem("task.shards", f"must be an integer >= 1, got {shards!r}", "task.shards=8")]
+        )
+    if isinstance(shard, bool) or not isinstance(shard, int) or not 0 <= shard < shards:
+        raise ConfigError(
+            [
+                Problem(
+                    "task.shard",
+                    f"must be an integer in 0..{shards - 1} (task.shards={shards}), got {shard!r}",
+                    f"task.shards=N -m 'task.shard=range(0,N)' (here range(0,{shards}))"
+                    if shards > 1
+                    else "set task.shards=N as well, e.g. task.shards=8 -m 'task.shard=range(0,8)'",
+                )
+            ]
+        )
+    if shards == 1:
+        return list(items)
+    return [it for it in items if shard_of(it.id, shards) == shard]
 
 
 def load_dataset(path: str | os.PathLike[str]) -> list[Item]:

@@ -153,7 +153,9 @@ def _markdown(header: list[str], rows: list[list[str]]) -> str:
 def summarize_sweep(sweep_dir: str | Path) -> str:
     """Write ``summary.csv`` and ``summary.md`` into ``sweep_dir``; return the markdown table."""
     root = Path(sweep_dir)
-    header, rows = _table(collect_jobs(root))
+    from .merge import merge_jobs  # a sharded set of jobs: one row (and a word on missing shards)
+
+    header, rows = _table(merge_jobs(collect_jobs(root), root))
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)

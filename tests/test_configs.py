@@ -39,6 +39,7 @@ def test_every_design_config_is_shipped() -> None:
         "azure_openai",
         "custom_callable",
         "local_server",
+        "gpu_server",  # the per-job vLLM / llama.cpp server of the SLURM GPU recipes
     }
 
 
