@@ -1,23 +1,4 @@
-"""``TransformersModel``: a causal LM run in-process with 🤗 transformers (hub id, local dir or built-in).
-
-torch and transformers are imported inside the functions that need them, and the weights are loaded on
-the first call, so building (or validating) a config costs nothing.
-
-- **Stop sequences** are enforced *during* generation by decoding only the new tokens (of each row of a
-  batch), which catches stops that span several tokens and never matches text of the prompt.
-- **Batches**: :meth:`TransformersModel.generate_batch` left-pads several conversations into one
-  ``generate`` call; each row stops on its own stops / eos.
-- **Weight cache**: models built with the same (source, revision, dtype, device, trust_remote_code,
-  model_kwargs) in one process share one loaded copy of the weights, so a sweep over generation
-  parameters loads them once. :meth:`TransformersModel.free` / :func:`clear_cache` release them.
-- **Prompt cache**: a call on one conversation reuses the KV cache of the token prefix it shares with the
-  previous such call (prompt and reply), so an agent loop prefills only each step's new turns
-  (``prompt_cache: false`` turns it off; ``raw["cached_prompt_tokens"]`` says how much was reused).
-- **dtype ``auto``**: bfloat16 on CUDA (float16 where bf16 is not supported); on CPU bfloat16 only where
-  the CPU has bf16 matrix instructions (AVX512-BF16 / AMX on x86, the ``bf16`` feature on Arm) and the
-  model is big enough for memory bandwidth to matter; float32 otherwise. See :func:`cpu_has_fast_bf16`.
-- Works without ``accelerate``: no ``device_map`` is ever passed; weights load on the CPU, then move.
-"""
+"""The ``TransformersModel`` class and its spec (see the package docstring for what it does)."""
 
 from __future__ import annotations
 
@@ -40,7 +21,7 @@ from urllib.parse import urlparse
 
 from pydantic import Field, field_validator
 
-from ..errors import (
+from ...errors import (
     BackendError,
     MessageError,
     MissingDependencyError,
@@ -48,10 +29,10 @@ from ..errors import (
     Problem,
     UnsupportedFeatureError,
 )
-from ..messages import ChatMessage, ChatMessageStreamDelta, TokenUsage, trim_at_stop
-from ..model import GenerationRequest, Model
-from ..settings import ModelSpec
-from ._prompt_cache import PromptCache, cache_kwarg
+from ...messages import ChatMessage, ChatMessageStreamDelta, TokenUsage, trim_at_stop
+from ...model import GenerationRequest, Model
+from ...settings import ModelSpec
+from .._prompt_cache import PromptCache, cache_kwarg
 
 __all__ = [
     "BUILTIN_MODELS",
@@ -64,7 +45,7 @@ __all__ = [
     "stop_state",
 ]
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
 # ``builtin:<name>`` -> directory under modelfactory/assets (built by scripts/build_tiny_model.py).
 BUILTIN_MODELS: dict[str, str] = {"tiny-llama": "tiny-llama"}
 BUILTIN_PREFIX = "builtin:"
@@ -137,9 +118,6 @@ def _in_hub_cache(repo_id: str, revision: str | None, cache_dir: Any) -> bool:
 # --------------------------------------------------------------------------- dtype auto
 
 
-_fast_bf16: bool | None = None
-
-
 def cpu_has_fast_bf16() -> bool:
     """Whether this CPU multiplies bfloat16 matrices natively (x86 AVX512-BF16 or AMX; Arm ``bf16``).
 
@@ -152,10 +130,12 @@ def cpu_has_fast_bf16() -> bool:
     ``dtype: bfloat16`` for one-at-a-time decoding on such a CPU. A timing probe was tried and dropped:
     on a shared 2-core machine its verdict flipped between runs.
     """
-    global _fast_bf16
-    if _fast_bf16 is None:
-        _fast_bf16 = _detect_fast_bf16()
-    return _fast_bf16
+    # The verdict is kept on the package (``modelfactory.backends.transformers._fast_bf16``), where it can
+    # be pinned; looked up in sys.modules, not imported, so this module does not import its own package.
+    state = vars(sys.modules[__package__ or ""])
+    if state.get("_fast_bf16") is None:
+        state["_fast_bf16"] = _detect_fast_bf16()
+    return bool(state["_fast_bf16"])
 
 
 def _detect_fast_bf16() -> bool:
