@@ -30,12 +30,12 @@ from ._model import (
     cached_models,
     clear_cache,
     cpu_has_fast_bf16,
-    stop_state,
     tools_block,
 )
 from ._model import (
     _approx_params as _approx_params,  # the dtype policy's size estimate (tests check it)
 )
+from ._stopping import stop_state
 
 __all__ = [
     "ASSETS",

@@ -33,6 +33,7 @@ from ...messages import ChatMessage, ChatMessageStreamDelta, TokenUsage, trim_at
 from ...model import GenerationRequest, Model
 from ...settings import ModelSpec
 from .._prompt_cache import PromptCache, cache_kwarg
+from ._stopping import cancel_criteria, criteria_list, settled_streamer, stop_criteria
 
 __all__ = [
     "BUILTIN_MODELS",
@@ -42,7 +43,6 @@ __all__ = [
     "cached_models",
     "clear_cache",
     "cpu_has_fast_bf16",
-    "stop_state",
 ]
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
@@ -709,8 +709,8 @@ class TransformersModel(Model):
         stops = [list(r.req.provider_stop or []) for r in rows]
         stop = None
         if any(stops):
-            stop = _stop_criteria(rt.tokenizer, width, stops)
-            gen_kwargs["stopping_criteria"] = _criteria_list(stop)
+            stop = stop_criteria(rt.tokenizer, width, stops)
+            gen_kwargs["stopping_criteria"] = criteria_list(stop)
         return _Prepared(
             prompts=[r.prompt for r in rows],
             input_ids=input_ids.to(rt.device),
@@ -872,10 +872,10 @@ class TransformersModel(Model):
     def _generate_stream(self, req: GenerationRequest) -> Iterator[ChatMessageStreamDelta]:
         prep = self._prepare([self._encode(req)])
         rt = self.runtime
-        streamer = _streamer(rt.tokenizer, req.stop_sequences)
+        streamer = settled_streamer(rt.tokenizer, req.stop_sequences)
         cancel = threading.Event()
-        criteria = prep.gen_kwargs.pop("stopping_criteria", None) or _criteria_list()
-        criteria.append(_cancel_criteria(cancel))
+        criteria = prep.gen_kwargs.pop("stopping_criteria", None) or criteria_list()
+        criteria.append(cancel_criteria(cancel))
         result: dict[str, Any] = {}
 
         def work() -> None:
@@ -994,114 +994,3 @@ def _text_message(message: dict[str, Any], index: int) -> dict[str, Any]:
     if not isinstance(role, str):
         raise MessageError(f"messages[{index}]: role must be a string")
     return {"role": role, "content": content}
-
-
-def stop_state(text: str, stops: Sequence[str]) -> tuple[int, bool]:
-    """How much of ``text`` is settled under the stop contract, whatever text follows it.
-
-    Returns ``(n, final)``. ``final``: the reply is ``text[:n]`` however generation goes on (a stop
-    occurs at ``n`` and no other stop can still begin before it). Otherwise ``text[:n]`` is a prefix of
-    the reply: text from ``n`` on may yet turn out to start a stop. Stopping only when final makes the
-    reply equal ``trim_at_stop(unstopped_text)`` even for overlapping stops (``["t", " town "]`` on
-    "... town sat": cut before " town ", though "t" completes first).
-    """
-    cut = len(trim_at_stop(text, stops))
-    found = cut < len(text)
-    pending = cut
-    for s in stops:
-        for q in range(max(0, len(text) - len(s) + 1), pending):
-            if s.startswith(text[q:]):
-                pending = q
-                break
-    if found and pending == cut:
-        return cut, True
-    return pending, False
-
-
-def _stop_criteria(tokenizer: Any, prompt_len: int, stops: Sequence[Sequence[str]]) -> Any:
-    """A ``StoppingCriteria`` that decodes only the new tokens of each row and stops a row once its
-    reply is settled (``stops[i]`` are row ``i``'s stop sequences; a row without any never stops here)."""
-    import torch
-    from transformers import StoppingCriteria
-
-    class StopOnText(StoppingCriteria):  # type: ignore[misc]
-        def __init__(self) -> None:
-            self.matched: list[str | None] = [None] * len(stops)
-            self.done_at: list[int | None] = [None] * len(stops)  # new tokens when the row settled
-
-        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-            done = []
-            for i, row in enumerate(input_ids):
-                if self.done_at[i] is not None or not stops[i]:
-                    done.append(self.done_at[i] is not None)
-                    continue
-                text = tokenizer.decode(row[prompt_len:].tolist(), skip_special_tokens=True)
-                n, final = stop_state(text, stops[i])
-                if final:
-                    self.matched[i] = next(s for s in stops[i] if text.startswith(s, n))
-                    self.done_at[i] = input_ids.shape[1] - prompt_len
-                done.append(final)
-            return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
-
-    return StopOnText()
-
-
-def _cancel_criteria(event: threading.Event) -> Any:
-    import torch
-    from transformers import StoppingCriteria
-
-    class Cancelled(StoppingCriteria):  # type: ignore[misc]
-        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-            return torch.full(
-                (input_ids.shape[0],), event.is_set(), dtype=torch.bool, device=input_ids.device
-            )
-
-    return Cancelled()
-
-
-def _criteria_list(*criteria: Any) -> Any:
-    from transformers import StoppingCriteriaList
-
-    return StoppingCriteriaList(list(criteria))
-
-
-def _streamer(tokenizer: Any, stops: Sequence[str]) -> Any:
-    """A ``TextIteratorStreamer`` whose pieces add up to exactly the non-streamed reply.
-
-    The stock one flushes its cache at each newline and re-decodes from there, which drops the leading
-    space of SentencePiece tokens. This one always decodes all new tokens, emits only text that
-    :func:`stop_state` has settled (never a stop, nor text a stop may still claim), and holds back an
-    incomplete UTF-8 character (decoded as U+FFFD) until its next byte arrives.
-    """
-    from transformers import TextIteratorStreamer
-
-    class Streamer(TextIteratorStreamer):  # type: ignore[misc]
-        def __init__(self) -> None:
-            super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
-            self.text = ""
-            self.finished = False
-
-        def _emit_upto(self, n: int) -> None:
-            if n > self.print_len:
-                piece, self.print_len = self.text[self.print_len : n], n
-                self.on_finalized_text(piece)
-
-        def put(self, value: Any) -> None:
-            if len(value.shape) > 1:
-                value = value[0]
-            if self.skip_prompt and self.next_tokens_are_prompt:
-                self.next_tokens_are_prompt = False
-                return
-            if self.finished:
-                return
-            self.token_cache.extend(value.tolist())
-            self.text = str(self.tokenizer.decode(self.token_cache, **self.decode_kwargs))
-            n, self.finished = stop_state(self.text, stops)
-            self._emit_upto(n if self.finished else min(n, len(self.text.rstrip("\ufffd"))))
-
-        def end(self) -> None:
-            self.text = str(self.tokenizer.decode(self.token_cache, **self.decode_kwargs))
-            self._emit_upto(len(trim_at_stop(self.text, stops)))
-            self.on_finalized_text("", stream_end=True)
-
-    return Streamer()
