@@ -21,6 +21,8 @@ the first call, so building (or validating) a config costs nothing.
 
 from __future__ import annotations
 
+from . import _dtype
+from ._dtype import cpu_has_fast_bf16
 from ._model import (
     ASSETS,
     BUILTIN_MODELS,
@@ -29,11 +31,7 @@ from ._model import (
     builtin_path,
     cached_models,
     clear_cache,
-    cpu_has_fast_bf16,
     tools_block,
-)
-from ._model import (
-    _approx_params as _approx_params,  # the dtype policy's size estimate (tests check it)
 )
 from ._stopping import stop_state
 
@@ -49,6 +47,8 @@ __all__ = [
     "stop_state",
     "tools_block",
 ]
+
+_approx_params = _dtype.approx_params  # its name before the split (tests check the estimate through it)
 
 # cpu_has_fast_bf16's verdict, detected once per process (None: not yet). It lives here, on the package,
 # so that it can be pinned from outside (``modelfactory.backends.transformers._fast_bf16 = False``).
