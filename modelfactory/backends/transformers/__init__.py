@@ -24,15 +24,13 @@ from __future__ import annotations
 from . import _dtype
 from ._dtype import cpu_has_fast_bf16
 from ._model import (
-    ASSETS,
-    BUILTIN_MODELS,
     TransformersModel,
     TransformersSpec,
-    builtin_path,
     cached_models,
     clear_cache,
     tools_block,
 )
+from ._sources import ASSETS, BUILTIN_MODELS, builtin_path
 from ._stopping import stop_state
 
 __all__ = [

@@ -5,18 +5,14 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
-import os
 import re
-import socket
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlparse
 
 from pydantic import Field, field_validator
 
@@ -33,82 +29,21 @@ from ...model import GenerationRequest, Model
 from ...settings import ModelSpec
 from .._prompt_cache import PromptCache, cache_kwarg
 from ._dtype import choose_dtype
+from ._sources import (
+    BUILTIN_MODELS,
+    BUILTIN_PREFIX,
+    HUB_KWARGS,
+    builtin_path,
+    hub_offline,
+    hub_unreachable,
+    in_hub_cache,
+    looks_like_path,
+)
 from ._stopping import cancel_criteria, criteria_list, settled_streamer, stop_criteria
 
-__all__ = [
-    "BUILTIN_MODELS",
-    "TransformersModel",
-    "TransformersSpec",
-    "builtin_path",
-    "cached_models",
-    "clear_cache",
-]
+__all__ = ["TransformersModel", "TransformersSpec", "cached_models", "clear_cache"]
 
-ASSETS = Path(__file__).resolve().parents[2] / "assets"
-# ``builtin:<name>`` -> directory under modelfactory/assets (built by scripts/build_tiny_model.py).
-BUILTIN_MODELS: dict[str, str] = {"tiny-llama": "tiny-llama"}
-BUILTIN_PREFIX = "builtin:"
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-# from_pretrained arguments about *where* files come from: the tokenizer needs them as much as the model.
-_HUB_KWARGS = ("cache_dir", "token", "local_files_only", "force_download", "proxies", "subfolder")
-_TRUE = {"1", "true", "yes", "on"}
-_HUB_PROBE_TIMEOUT_S = 3.0
-
-
-def builtin_path(model_id: str) -> Path | None:
-    """The asset directory of a ``builtin:<name>`` id, or ``None`` for any other id."""
-    if not model_id.startswith(BUILTIN_PREFIX):
-        return None
-    return ASSETS / BUILTIN_MODELS[model_id[len(BUILTIN_PREFIX) :]]
-
-
-def _looks_like_path(model_id: str) -> bool:
-    return model_id.startswith(("/", "./", "../", "~")) or os.path.isabs(model_id)
-
-
-def _hub_offline() -> bool:
-    """Read at call time: huggingface_hub reads HF_HUB_OFFLINE only once, when it is first imported."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
-
-
-_hub_probe: dict[str, tuple[float, str | None]] = {}
-
-
-def _hub_unreachable() -> str | None:
-    """Why the Hub cannot be reached (a TCP connect to it, or to the proxy, in <= 3 s), or ``None``.
-
-    huggingface_hub retries a failed request five times with back-off (~50 s per file when the machine
-    is offline): checking the connection first lets a missing model fail in seconds instead.
-    """
-    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
-    url = urlparse(endpoint)
-    host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
-    proxies = urllib.request.getproxies()  # *_proxy / *_PROXY, as httpx and requests read them
-    proxy = proxies.get(url.scheme) or proxies.get("all")
-    if proxy and not urllib.request.proxy_bypass(host):
-        purl = urlparse(proxy if "://" in proxy else f"http://{proxy}")
-        host, port = purl.hostname or host, purl.port or 8080
-    target = f"{host}:{port}"
-    cached = _hub_probe.get(target)
-    if cached is not None and time.monotonic() - cached[0] < 30:
-        return cached[1]
-    try:
-        with socket.create_connection((host, port), timeout=_HUB_PROBE_TIMEOUT_S):
-            reason = None
-    except OSError as exc:
-        reason = f"cannot connect to {target}: {exc}"
-    _hub_probe[target] = (time.monotonic(), reason)
-    return reason
-
-
-def _in_hub_cache(repo_id: str, revision: str | None, cache_dir: Any) -> bool:
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        found = try_to_load_from_cache(repo_id, "config.json", cache_dir=cache_dir, revision=revision)
-    except Exception:
-        return False
-    return isinstance(found, str)
 
 
 # --------------------------------------------------------------------------- weight cache
@@ -247,7 +182,7 @@ class TransformersSpec(ModelSpec):
                 hint = f"did you mean '{BUILTIN_PREFIX}{close[0]}'? " if close else ""
                 known = ", ".join(BUILTIN_PREFIX + n for n in BUILTIN_MODELS)
                 raise ValueError(f"unknown built-in model {name!r}; {hint}built-ins: {known}")
-        elif _looks_like_path(value) and not Path(value).expanduser().is_dir():
+        elif looks_like_path(value) and not Path(value).expanduser().is_dir():
             raise ValueError(f"no such directory: {value!r} (give a local model directory or a hub id)")
         return value
 
@@ -304,7 +239,7 @@ class TransformersSpec(ModelSpec):
         path = builtin_path(self.model_id)
         if path is not None:
             return str(path)
-        return str(Path(self.model_id).expanduser()) if _looks_like_path(self.model_id) else self.model_id
+        return str(Path(self.model_id).expanduser()) if looks_like_path(self.model_id) else self.model_id
 
     def cache_key(self) -> tuple[Any, ...]:
         """What identifies a loaded copy of the weights (generation parameters play no part)."""
@@ -427,14 +362,14 @@ class TransformersModel(Model):
         source = spec.source()
         local = Path(source).is_dir()
         hub_kwargs: dict[str, Any] = {"revision": spec.revision}
-        hub_kwargs.update({k: spec.model_kwargs[k] for k in _HUB_KWARGS if k in spec.model_kwargs})
+        hub_kwargs.update({k: spec.model_kwargs[k] for k in HUB_KWARGS if k in spec.model_kwargs})
         if not local and not hub_kwargs.get("local_files_only"):
-            if _hub_offline():
+            if hub_offline():
                 hub_kwargs["local_files_only"] = True
             else:
-                unreachable = _hub_unreachable()
+                unreachable = hub_unreachable()
                 if unreachable is not None:
-                    if not _in_hub_cache(source, spec.revision, hub_kwargs.get("cache_dir")):
+                    if not in_hub_cache(source, spec.revision, hub_kwargs.get("cache_dir")):
                         raise self._unreachable_error(unreachable)
                     hub_kwargs["local_files_only"] = True  # cached: load it without the Hub
         try:
@@ -496,7 +431,7 @@ class TransformersModel(Model):
         mid = self.model_id
         if local:
             message = f"cannot load the model directory {self.spec.source()!r}: {first}"
-        elif _hub_offline():
+        elif hub_offline():
             message = (
                 f"'{mid}' is not in the local Hugging Face cache and HF_HUB_OFFLINE=1 forbids downloading it. "
                 f"Fix: run once online (unset HF_HUB_OFFLINE) to download it, e.g. "
