@@ -23,15 +23,10 @@ from __future__ import annotations
 
 from . import _dtype
 from ._dtype import cpu_has_fast_bf16
-from ._model import (
-    TransformersModel,
-    TransformersSpec,
-    cached_models,
-    clear_cache,
-    tools_block,
-)
+from ._model import TransformersModel, TransformersSpec, tools_block
 from ._sources import ASSETS, BUILTIN_MODELS, builtin_path
 from ._stopping import stop_state
+from ._weights import cached_models, clear_cache
 
 __all__ = [
     "ASSETS",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import re
 import sys
@@ -27,7 +26,7 @@ from ...errors import (
 from ...messages import ChatMessage, ChatMessageStreamDelta, TokenUsage, trim_at_stop
 from ...model import GenerationRequest, Model
 from ...settings import ModelSpec
-from .._prompt_cache import PromptCache, cache_kwarg
+from .._prompt_cache import cache_kwarg
 from ._dtype import choose_dtype
 from ._sources import (
     BUILTIN_MODELS,
@@ -40,96 +39,11 @@ from ._sources import (
     looks_like_path,
 )
 from ._stopping import cancel_criteria, criteria_list, settled_streamer, stop_criteria
+from ._weights import GENERATE_LOCK, Runtime, acquire, cached, discard
 
-__all__ = ["TransformersModel", "TransformersSpec", "cached_models", "clear_cache"]
+__all__ = ["TransformersModel", "TransformersSpec"]
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-
-
-# --------------------------------------------------------------------------- weight cache
-
-
-@dataclass(eq=False)
-class _Runtime:
-    torch: Any
-    tokenizer: Any
-    model: Any  # None once freed
-    device: Any
-    dtype: Any
-    eos_ids: frozenset[int]
-    pad_id: int | None
-    key: tuple[Any, ...]
-    dtype_reason: str = ""
-    load_s: float = 0.0
-    freed: bool = False
-    # the KV cache of the last single-conversation call, and the name generate() takes it under
-    prompt_cache: PromptCache = field(default_factory=PromptCache)
-    cache_kwarg: str = "past_key_values"
-
-
-_CACHE: dict[tuple[Any, ...], _Runtime] = {}
-_CACHE_LOCK = threading.Lock()
-_KEY_LOCKS: dict[tuple[Any, ...], threading.Lock] = {}
-# One generation at a time in the process: a seeded call reseeds torch's *global* RNG (which ``generate``
-# samples from), and torch already uses every core for one call. Concurrency comes from batching.
-_GENERATE_LOCK = threading.RLock()
-
-
-def _acquire(key: tuple[Any, ...], load: Any) -> _Runtime:
-    with _CACHE_LOCK:
-        rt = _CACHE.get(key)
-        if rt is not None:
-            return rt
-        key_lock = _KEY_LOCKS.setdefault(key, threading.Lock())
-    with key_lock:  # two threads building the same model load it once
-        with _CACHE_LOCK:
-            rt = _CACHE.get(key)
-        if rt is None:
-            rt = load()
-            with _CACHE_LOCK:
-                _CACHE[key] = rt
-        return rt
-
-
-def _release(rts: Sequence[_Runtime]) -> None:
-    """Drop the weights of ``rts`` (under the generation lock: no call is using them)."""
-    cuda = False
-    for rt in rts:
-        cuda = cuda or getattr(rt.device, "type", "") == "cuda"
-        rt.freed = True
-        rt.model = None
-        rt.prompt_cache.clear()
-    gc.collect()
-    if cuda:
-        with contextlib.suppress(Exception):
-            import torch
-
-            torch.cuda.empty_cache()
-
-
-def clear_cache() -> int:
-    """Free every cached model's weights; returns how many were freed. Models reload on their next call."""
-    with _GENERATE_LOCK:
-        with _CACHE_LOCK:
-            rts = list(_CACHE.values())
-            _CACHE.clear()
-            _KEY_LOCKS.clear()
-        _release(rts)
-    return len(rts)
-
-
-def cached_models() -> list[dict[str, Any]]:
-    """What the weight cache holds: one dict per loaded model (source, revision, dtype, device)."""
-    with _CACHE_LOCK:
-        return [
-            {
-                "source": k[0],
-                "revision": k[1],
-                "dtype": str(rt.dtype).replace("torch.", ""),
-                "device": str(rt.device),
-            }
-            for k, rt in _CACHE.items()
-        ]
 
 
 # --------------------------------------------------------------------------- spec
@@ -278,18 +192,18 @@ class TransformersModel(Model):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._runtime: _Runtime | None = None
+        self._runtime: Runtime | None = None
 
     # ------------------------------------------------------------------ loading
 
     @property
-    def runtime(self) -> _Runtime:
+    def runtime(self) -> Runtime:
         """Tokenizer and weights: loaded on first use, shared through the process-wide weight cache."""
         rt = self._runtime
         if rt is None or rt.freed:
             torch, _ = _import_backend(type(self).__name__)  # a missing torch names the extra, cached or not
             key = self.cache_key(torch)
-            rt = self._runtime = _acquire(key, lambda: self._load(key))
+            rt = self._runtime = acquire(key, lambda: self._load(key))
         return rt
 
     def cache_key(self, torch: Any = None) -> tuple[Any, ...]:
@@ -316,24 +230,20 @@ class TransformersModel(Model):
 
         Waits for a generation in progress to end. A later call loads them again.
         """
-        with _GENERATE_LOCK:
+        with GENERATE_LOCK:
             rt, self._runtime = self._runtime, None
             if rt is None or rt.freed:
                 return
-            with _CACHE_LOCK:
-                if _CACHE.get(rt.key) is rt:
-                    del _CACHE[rt.key]
-            _release([rt])
+            discard(rt)
 
     def clear_prompt_cache(self) -> None:
         """Forget the KV cache kept from the last call on these weights (see ``prompt_cache``), whichever
         model made it: its memory is freed and the next call prefills its whole prompt. Loads nothing."""
-        with _GENERATE_LOCK:
+        with GENERATE_LOCK:
             rt = self._runtime
             torch = sys.modules.get("torch")
             if rt is None and torch is not None:  # not loaded by this model, maybe by another: no load here
-                with _CACHE_LOCK:
-                    rt = _CACHE.get(self.cache_key(torch))
+                rt = cached(self.cache_key(torch))
             if rt is not None:
                 rt.prompt_cache.clear()
 
@@ -354,7 +264,7 @@ class TransformersModel(Model):
     def device(self) -> str:
         return str(self.runtime.device)
 
-    def _load(self, key: tuple[Any, ...]) -> _Runtime:
+    def _load(self, key: tuple[Any, ...]) -> Runtime:
         start = time.perf_counter()
         torch, transformers = _import_backend(type(self).__name__)
         spec = self.spec
@@ -399,7 +309,7 @@ class TransformersModel(Model):
             pad_id = min(eos_ids)
         from transformers.generation import utils as generation_utils
 
-        return _Runtime(
+        return Runtime(
             torch,
             tokenizer,
             model,
@@ -580,7 +490,7 @@ class TransformersModel(Model):
         A batch of one reuses (and then leaves behind) the KV cache of the shared token prefix with the
         previous such call when ``prompt_cache`` is on; returns the output ids either way.
         """
-        with _GENERATE_LOCK:
+        with GENERATE_LOCK:
             rt = self.runtime  # weights freed meanwhile are loaded again here
             torch = rt.torch
             kwargs = {**prep.gen_kwargs, **extra}
