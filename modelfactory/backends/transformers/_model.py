@@ -7,7 +7,6 @@ import json
 import re
 import sys
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,6 @@ from pydantic import Field, field_validator
 from ...errors import (
     BackendError,
     MessageError,
-    MissingDependencyError,
     ModelFactoryError,
     Problem,
     UnsupportedFeatureError,
@@ -26,16 +24,12 @@ from ...errors import (
 from ...messages import ChatMessage, ChatMessageStreamDelta, TokenUsage, trim_at_stop
 from ...model import GenerationRequest, Model
 from ...settings import ModelSpec
-from .._prompt_cache import cache_kwarg
 from ._dtype import choose_dtype
+from ._loading import import_backend, load_runtime
 from ._sources import (
     BUILTIN_MODELS,
     BUILTIN_PREFIX,
-    HUB_KWARGS,
     builtin_path,
-    hub_offline,
-    hub_unreachable,
-    in_hub_cache,
     looks_like_path,
 )
 from ._stopping import cancel_criteria, criteria_list, settled_streamer, stop_criteria
@@ -201,9 +195,9 @@ class TransformersModel(Model):
         """Tokenizer and weights: loaded on first use, shared through the process-wide weight cache."""
         rt = self._runtime
         if rt is None or rt.freed:
-            torch, _ = _import_backend(type(self).__name__)  # a missing torch names the extra, cached or not
+            torch, _ = import_backend(type(self).__name__)  # a missing torch names the extra, cached or not
             key = self.cache_key(torch)
-            rt = self._runtime = acquire(key, lambda: self._load(key))
+            rt = self._runtime = acquire(key, lambda: load_runtime(self, key))
         return rt
 
     def cache_key(self, torch: Any = None) -> tuple[Any, ...]:
@@ -263,124 +257,6 @@ class TransformersModel(Model):
     @property
     def device(self) -> str:
         return str(self.runtime.device)
-
-    def _load(self, key: tuple[Any, ...]) -> Runtime:
-        start = time.perf_counter()
-        torch, transformers = _import_backend(type(self).__name__)
-        spec = self.spec
-        device = self._device(torch)
-        source = spec.source()
-        local = Path(source).is_dir()
-        hub_kwargs: dict[str, Any] = {"revision": spec.revision}
-        hub_kwargs.update({k: spec.model_kwargs[k] for k in HUB_KWARGS if k in spec.model_kwargs})
-        if not local and not hub_kwargs.get("local_files_only"):
-            if hub_offline():
-                hub_kwargs["local_files_only"] = True
-            else:
-                unreachable = hub_unreachable()
-                if unreachable is not None:
-                    if not in_hub_cache(source, spec.revision, hub_kwargs.get("cache_dir")):
-                        raise self._unreachable_error(unreachable)
-                    hub_kwargs["local_files_only"] = True  # cached: load it without the Hub
-        try:
-            with _quiet_loading(transformers, local):
-                tokenizer = transformers.AutoTokenizer.from_pretrained(
-                    source, trust_remote_code=spec.trust_remote_code, **hub_kwargs
-                )
-                dtype, reason = self._dtype(torch, transformers, device, source, hub_kwargs)
-                model = transformers.AutoModelForCausalLM.from_pretrained(
-                    source,
-                    dtype=dtype,
-                    trust_remote_code=spec.trust_remote_code,
-                    **{**spec.model_kwargs, **hub_kwargs},
-                )
-        except (OSError, ValueError) as exc:
-            raise self._load_error(exc, local) from None
-        model.to(device)
-        model.eval()
-        eos = model.generation_config.eos_token_id
-        if eos is None:
-            eos = tokenizer.eos_token_id
-        eos_ids = frozenset([eos] if isinstance(eos, int) else (eos or []))
-        pad_id = tokenizer.pad_token_id
-        if pad_id is None:
-            pad_id = model.generation_config.pad_token_id
-        if pad_id is None and eos_ids:
-            pad_id = min(eos_ids)
-        from transformers.generation import utils as generation_utils
-
-        return Runtime(
-            torch,
-            tokenizer,
-            model,
-            device,
-            model.dtype,
-            eos_ids,
-            pad_id,
-            key=key,
-            dtype_reason=reason,
-            load_s=time.perf_counter() - start,
-            cache_kwarg=cache_kwarg(generation_utils),
-        )
-
-    def _unreachable_error(self, why: str) -> BackendError:
-        mid = self.model_id
-        return BackendError(
-            self.redact(
-                f"'{mid}' is not in the local Hugging Face cache and the Hub is unreachable ({why}). "
-                f"Fix: connect to the network and retry (it downloads once), e.g. `hf download {mid}`; "
-                f"or set model.model_id to a local directory holding the weights; or use "
-                f"model.model_id=builtin:tiny-llama, which ships with modelfactory."
-            ),
-            model_id=mid,
-            backend=type(self).__name__,
-        )
-
-    def _load_error(self, exc: Exception, local: bool) -> BackendError:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        mid = self.model_id
-        if local:
-            message = f"cannot load the model directory {self.spec.source()!r}: {first}"
-        elif hub_offline():
-            message = (
-                f"'{mid}' is not in the local Hugging Face cache and HF_HUB_OFFLINE=1 forbids downloading it. "
-                f"Fix: run once online (unset HF_HUB_OFFLINE) to download it, e.g. "
-                f"`hf download {mid}`; or set model.model_id to a local directory holding the weights; "
-                f"or use model.model_id=builtin:tiny-llama, which ships with modelfactory. "
-                f"(transformers said: {first})"
-            )
-        else:
-            message = (
-                f"cannot load '{mid}' from the Hugging Face Hub or the local cache ({first}). "
-                f"Fix: check the id and the network (gated models need HF_TOKEN); offline, download it "
-                f"first and set HF_HUB_OFFLINE=1, or set model.model_id to a local directory."
-            )
-        return BackendError(self.redact(message), model_id=mid, backend=type(self).__name__)
-
-    def _device(self, torch: Any) -> Any:
-        wanted = self.spec.device
-        if wanted == "auto":
-            wanted = "cuda" if torch.cuda.is_available() else "cpu"
-        elif wanted.startswith("cuda") and not torch.cuda.is_available():
-            raise BackendError(
-                f"device {wanted!r} was asked for but torch sees no CUDA GPU (set model.device=cpu or auto)",
-                model_id=self.model_id,
-                backend=type(self).__name__,
-            )
-        elif wanted.startswith("cuda:") and int(wanted[5:]) >= torch.cuda.device_count():
-            raise BackendError(
-                f"device {wanted!r} was asked for but torch sees {torch.cuda.device_count()} GPU(s) "
-                "(numbered from 0)",
-                model_id=self.model_id,
-                backend=type(self).__name__,
-            )
-        elif wanted == "mps" and not torch.backends.mps.is_available():
-            raise BackendError(
-                "device 'mps' was asked for but is not available (set model.device=cpu or auto)",
-                model_id=self.model_id,
-                backend=type(self).__name__,
-            )
-        return torch.device(wanted)
 
     def _dtype(
         self, torch: Any, transformers: Any, device: Any, source: str, hub_kwargs: dict[str, Any]
@@ -692,32 +568,6 @@ def _row_error(model: Model, exc: Exception, index: int) -> Exception:
     if isinstance(exc, ModelFactoryError):
         return exc
     return model._backend_error(exc)
-
-
-def _import_backend(backend: str) -> tuple[Any, Any]:
-    try:
-        import torch
-    except ImportError:
-        raise MissingDependencyError("torch", "transformers", backend) from None
-    try:
-        import transformers
-    except ImportError:
-        raise MissingDependencyError("transformers", "transformers", backend) from None
-    return torch, transformers
-
-
-@contextlib.contextmanager
-def _quiet_loading(transformers: Any, local: bool) -> Iterator[None]:
-    """Hide the "Loading weights" bar for local files; keep it (and download bars) for hub ids."""
-    logging = transformers.utils.logging
-    if not local or not logging.is_progress_bar_enabled():
-        yield
-        return
-    logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        logging.enable_progress_bar()
 
 
 def tools_block(tools: Sequence[dict[str, Any]]) -> str:
