@@ -23,8 +23,9 @@ from __future__ import annotations
 
 from . import _dtype
 from ._dtype import cpu_has_fast_bf16
-from ._model import TransformersModel, TransformersSpec, tools_block
+from ._model import TransformersModel, tools_block
 from ._sources import ASSETS, BUILTIN_MODELS, builtin_path
+from ._spec import TransformersSpec
 from ._stopping import stop_state
 from ._weights import cached_models, clear_cache
 

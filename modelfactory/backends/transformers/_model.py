@@ -1,158 +1,30 @@
-"""The ``TransformersModel`` class and its spec (see the package docstring for what it does)."""
+"""The ``TransformersModel`` class: the call contract on a loaded runtime (see the package docstring)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import re
 import sys
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
-
-from pydantic import Field, field_validator
+from typing import Any
 
 from ...errors import (
     BackendError,
     MessageError,
     ModelFactoryError,
-    Problem,
     UnsupportedFeatureError,
 )
 from ...messages import ChatMessage, ChatMessageStreamDelta, TokenUsage, trim_at_stop
 from ...model import GenerationRequest, Model
-from ...settings import ModelSpec
 from ._dtype import choose_dtype
 from ._loading import import_backend, load_runtime
-from ._sources import (
-    BUILTIN_MODELS,
-    BUILTIN_PREFIX,
-    builtin_path,
-    looks_like_path,
-)
+from ._spec import TransformersSpec
 from ._stopping import cancel_criteria, criteria_list, settled_streamer, stop_criteria
 from ._weights import GENERATE_LOCK, Runtime, acquire, cached, discard
 
-__all__ = ["TransformersModel", "TransformersSpec"]
-
-_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-
-
-# --------------------------------------------------------------------------- spec
-
-
-class TransformersSpec(ModelSpec):
-    cache_exclude = frozenset({"device", "batch_size"})  # where it runs, how rows are grouped: same reply
-    model_id: str = Field(
-        description="a hub id (HuggingFaceTB/SmolLM-135M-Instruct), a local directory, or builtin:tiny-llama"
-    )
-    revision: str | None = Field(None, description="hub branch, tag or commit")
-    device: str = Field("auto", description="auto (cuda if available, else cpu), cpu, cuda, cuda:N or mps")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto",
-        description="weights dtype; auto: bfloat16 on CUDA (float16 without bf16), on CPU bfloat16 only "
-        "with native bf16 instructions and a model over ~16M parameters, else float32",
-    )
-    max_new_tokens: int = Field(128, gt=0, description="tokens to generate; max_tokens overrides it")
-    do_sample: bool | None = Field(
-        None, description="sample instead of greedy decoding; unset: sample when temperature > 0"
-    )
-    batch_size: int | None = Field(
-        None, gt=0, description="at most this many rows per generate call in generate_batch (null: all)"
-    )
-    prompt_cache: bool = Field(
-        True,
-        description="reuse the KV cache of the previous single-conversation call for the token prefix the "
-        "two share (an agent resends its growing conversation every step); false: prefill every prompt "
-        "in full, so a greedy reply never depends on the call before it, not even by float rounding",
-    )
-    trust_remote_code: bool = False
-    chat_template: str | None = Field(None, description="a Jinja chat template replacing the tokenizer's")
-    apply_chat_template_kwargs: dict[str, Any] = Field(
-        default_factory=dict,
-        description="extra variables for the chat template, e.g. {enable_thinking: false}",
-    )
-    model_kwargs: dict[str, Any] = Field(
-        default_factory=dict, description="extra keyword arguments for AutoModelForCausalLM.from_pretrained"
-    )
-
-    @field_validator("model_id")
-    @classmethod
-    def _known_source(cls, value: str) -> str:
-        if value.startswith(BUILTIN_PREFIX):
-            name = value[len(BUILTIN_PREFIX) :]
-            if name not in BUILTIN_MODELS:
-                import difflib
-
-                close = difflib.get_close_matches(name, list(BUILTIN_MODELS), n=1, cutoff=0.4)
-                hint = f"did you mean '{BUILTIN_PREFIX}{close[0]}'? " if close else ""
-                known = ", ".join(BUILTIN_PREFIX + n for n in BUILTIN_MODELS)
-                raise ValueError(f"unknown built-in model {name!r}; {hint}built-ins: {known}")
-        elif looks_like_path(value) and not Path(value).expanduser().is_dir():
-            raise ValueError(f"no such directory: {value!r} (give a local model directory or a hub id)")
-        return value
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, value: str) -> str:
-        if not _DEVICE_RE.match(value):
-            raise ValueError("must be one of auto, cpu, cuda, cuda:N, mps")
-        return value
-
-    def problems(self) -> list[Problem]:
-        out = []
-        if self.do_sample is False and self.temperature:
-            out.append(
-                Problem(
-                    "do_sample",
-                    f"do_sample is false but temperature is {self.temperature}",
-                    "drop one of them: temperature > 0 samples, do_sample=false decodes greedily",
-                )
-            )
-        if self.do_sample and self.temperature == 0:
-            out.append(
-                Problem(
-                    "temperature",
-                    "temperature 0 with do_sample=true",
-                    "temperature 0 means greedy: unset do_sample, or give temperature > 0",
-                )
-            )
-        if "max_new_tokens" in self.generation_kwargs:
-            out.append(
-                Problem(
-                    "generation_kwargs.max_new_tokens",
-                    "set twice",
-                    "use model.max_new_tokens (or max_tokens) instead",
-                )
-            )
-        for key in sorted(
-            set(self.apply_chat_template_kwargs) & {"tokenize", "add_generation_prompt", "tools"}
-        ):
-            out.append(Problem(f"apply_chat_template_kwargs.{key}", "is set by the adapter", "remove it"))
-        for key in ("device_map", "dtype", "torch_dtype"):
-            if key in self.model_kwargs:
-                out.append(
-                    Problem(
-                        f"model_kwargs.{key}",
-                        "is set by the adapter",
-                        f"use model.{'device' if key == 'device_map' else 'dtype'} instead",
-                    )
-                )
-        return out
-
-    def source(self) -> str:
-        """What from_pretrained loads: the asset dir of a built-in, the expanded local dir, or the hub id."""
-        path = builtin_path(self.model_id)
-        if path is not None:
-            return str(path)
-        return str(Path(self.model_id).expanduser()) if looks_like_path(self.model_id) else self.model_id
-
-    def cache_key(self) -> tuple[Any, ...]:
-        """What identifies a loaded copy of the weights (generation parameters play no part)."""
-        kwargs = json.dumps(self.model_kwargs, sort_keys=True, default=repr)
-        return (self.source(), self.revision, self.dtype, self.device, self.trust_remote_code, kwargs)
+__all__ = ["TransformersModel"]
 
 
 @dataclass
