@@ -22,8 +22,9 @@ the first call, so building (or validating) a config costs nothing.
 from __future__ import annotations
 
 from . import _dtype
+from ._chat import tools_block
 from ._dtype import cpu_has_fast_bf16
-from ._model import TransformersModel, tools_block
+from ._model import TransformersModel
 from ._sources import ASSETS, BUILTIN_MODELS, builtin_path
 from ._spec import TransformersSpec
 from ._stopping import stop_state

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 import threading
 from collections.abc import Iterator, Sequence
@@ -18,6 +17,7 @@ from ...errors import (
 )
 from ...messages import ChatMessage, ChatMessageStreamDelta, TokenUsage, trim_at_stop
 from ...model import GenerationRequest, Model
+from ._chat import render_prompt
 from ._dtype import choose_dtype
 from ._loading import import_backend, load_runtime
 from ._spec import TransformersSpec
@@ -144,8 +144,9 @@ class TransformersModel(Model):
     ) -> str:
         """The prompt text the tokenizer's chat template builds from normalised messages.
 
-        ``tools`` (OpenAI function schemas) go to the template as ``tools=``; a template that ignores them
-        (the shipped tiny ChatML one does) gets them as a system message instead: :func:`tools_block`.
+        ``tools`` (OpenAI function schemas) go to the template as ``tools=``, or where it ignores them
+        into a system message (:func:`._chat.render_prompt`); ``model.chat_template`` replaces the
+        tokenizer's template, ``model.apply_chat_template_kwargs`` are extra template variables.
         """
         tok = self.tokenizer
         template = self.spec.chat_template
@@ -155,20 +156,7 @@ class TransformersModel(Model):
                 model_id=self.model_id,
                 backend=type(self).__name__,
             )
-        # The override goes to this call only: the tokenizer is shared with other models (weight cache).
-        extra = {**self.spec.apply_chat_template_kwargs, **({"chat_template": template} if template else {})}
-        rows = [_text_message(m, i) for i, m in enumerate(messages)]
-        text = tok.apply_chat_template(rows, tokenize=False, add_generation_prompt=True, **extra)
-        if tools:
-            with_tools = tok.apply_chat_template(
-                rows, tools=list(tools), tokenize=False, add_generation_prompt=True, **extra
-            )
-            if with_tools != text:
-                return str(with_tools)
-            text = tok.apply_chat_template(
-                _with_tools_block(rows, tools), tokenize=False, add_generation_prompt=True, **extra
-            )
-        return str(text)
+        return render_prompt(tok, messages, tools, template, self.spec.apply_chat_template_kwargs)
 
     def _encode(self, req: GenerationRequest) -> _Row:
         prompt = self.chat_prompt(req.messages, req.tools)
@@ -440,41 +428,3 @@ def _row_error(model: Model, exc: Exception, index: int) -> Exception:
     if isinstance(exc, ModelFactoryError):
         return exc
     return model._backend_error(exc)
-
-
-def tools_block(tools: Sequence[dict[str, Any]]) -> str:
-    """The tools section for a chat template that does not render ``tools=`` itself."""
-    lines = [
-        "You can call these tools. To call one, answer with only a JSON object "
-        '{"name": <tool name>, "arguments": {<argument>: <value>, ...}}.',
-        "Tools:",
-    ]
-    lines += [json.dumps(t.get("function", t), sort_keys=True) for t in tools]
-    return "\n".join(lines)
-
-
-def _with_tools_block(rows: list[dict[str, Any]], tools: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``rows`` with the tools block prepended to the system message (or as a new first one)."""
-    block = tools_block(tools)
-    if rows and rows[0]["role"] == "system":
-        return [{"role": "system", "content": f"{rows[0]['content']}\n\n{block}"}, *rows[1:]]
-    return [{"role": "system", "content": block}, *rows]
-
-
-def _text_message(message: dict[str, Any], index: int) -> dict[str, Any]:
-    """Role + plain-text content: what every chat template accepts. Images are refused clearly."""
-    content = message.get("content")
-    if content is None:
-        content = ""
-    elif not isinstance(content, str):
-        kinds = sorted({str(p.get("type")) for p in content if p.get("type") != "text"})
-        if kinds:
-            raise UnsupportedFeatureError(
-                f"messages[{index}]: TransformersModel takes text only, got {', '.join(kinds)} parts "
-                "(use an API backend with a vision model for images)"
-            )
-        content = "\n".join(str(p.get("text", "")) for p in content)
-    role = message.get("role")
-    if not isinstance(role, str):
-        raise MessageError(f"messages[{index}]: role must be a string")
-    return {"role": role, "content": content}
