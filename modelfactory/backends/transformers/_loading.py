@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...errors import BackendError, MissingDependencyError
-from .._prompt_cache import cache_kwarg
+from ._prompt_cache import cache_kwarg
 from ._sources import HUB_KWARGS, hub_offline, hub_unreachable, in_hub_cache
 from ._weights import Runtime
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._prompt_cache import PromptCache
+from ._prompt_cache import PromptCache
 
 __all__ = [
     "GENERATE_LOCK",
