@@ -1,7 +1,8 @@
 """Stop sequences during generation, and streaming: what ends a row of ``generate`` and what a stream emits.
 
 Both decode only the new tokens (of each row), so a stop spanning several tokens is caught and text of the
-prompt is never matched; both emit or stop only on text :func:`stop_state` has settled.
+prompt is never matched; both emit or stop only on text the stop contract has settled: the one rule every
+backend's stream follows, :func:`modelfactory.messages.settled_prefix`.
 """
 
 from __future__ import annotations
@@ -10,31 +11,13 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from ...messages import trim_at_stop
+from ...messages import settled_prefix, trim_at_stop
 
 __all__ = ["cancel_criteria", "criteria_list", "settled_streamer", "stop_criteria", "stop_state"]
 
 
-def stop_state(text: str, stops: Sequence[str]) -> tuple[int, bool]:
-    """How much of ``text`` is settled under the stop contract, whatever text follows it.
-
-    Returns ``(n, final)``. ``final``: the reply is ``text[:n]`` however generation goes on (a stop
-    occurs at ``n`` and no other stop can still begin before it). Otherwise ``text[:n]`` is a prefix of
-    the reply: text from ``n`` on may yet turn out to start a stop. Stopping only when final makes the
-    reply equal ``trim_at_stop(unstopped_text)`` even for overlapping stops (``["t", " town "]`` on
-    "... town sat": cut before " town ", though "t" completes first).
-    """
-    cut = len(trim_at_stop(text, stops))
-    found = cut < len(text)
-    pending = cut
-    for s in stops:
-        for q in range(max(0, len(text) - len(s) + 1), pending):
-            if s.startswith(text[q:]):
-                pending = q
-                break
-    if found and pending == cut:
-        return cut, True
-    return pending, False
+# Its name here before the stop contract had one implementation (tests and users import it from here).
+stop_state = settled_prefix
 
 
 def stop_criteria(tokenizer: Any, prompt_len: int, stops: Sequence[Sequence[str]]) -> Any:
@@ -55,7 +38,7 @@ def stop_criteria(tokenizer: Any, prompt_len: int, stops: Sequence[Sequence[str]
                     done.append(self.done_at[i] is not None)
                     continue
                 text = tokenizer.decode(row[prompt_len:].tolist(), skip_special_tokens=True)
-                n, final = stop_state(text, stops[i])
+                n, final = settled_prefix(text, stops[i])
                 if final:
                     self.matched[i] = next(s for s in stops[i] if text.startswith(s, n))
                     self.done_at[i] = input_ids.shape[1] - prompt_len
@@ -89,8 +72,8 @@ def settled_streamer(tokenizer: Any, stops: Sequence[str]) -> Any:
 
     The stock one flushes its cache at each newline and re-decodes from there, which drops the leading
     space of SentencePiece tokens. This one always decodes all new tokens, emits only text that
-    :func:`stop_state` has settled (never a stop, nor text a stop may still claim), and holds back an
-    incomplete UTF-8 character (decoded as U+FFFD) until its next byte arrives.
+    :func:`~modelfactory.messages.settled_prefix` has settled (never a stop, nor text a stop may still
+    claim), and holds back an incomplete UTF-8 character (decoded as U+FFFD) until its next byte arrives.
     """
     from transformers import TextIteratorStreamer
 
@@ -115,7 +98,7 @@ def settled_streamer(tokenizer: Any, stops: Sequence[str]) -> Any:
                 return
             self.token_cache.extend(value.tolist())
             self.text = str(self.tokenizer.decode(self.token_cache, **self.decode_kwargs))
-            n, self.finished = stop_state(self.text, stops)
+            n, self.finished = settled_prefix(self.text, stops)
             self._emit_upto(n if self.finished else min(n, len(self.text.rstrip("\ufffd"))))
 
         def end(self) -> None:
