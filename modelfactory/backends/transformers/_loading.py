@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...errors import BackendError, MissingDependencyError
+from ._gguf import converted_dir
 from ._prompt_cache import cache_kwarg
 from ._sources import HUB_KWARGS, hub_offline, hub_unreachable, in_hub_cache
 from ._weights import Runtime
@@ -39,6 +40,18 @@ def load_runtime(model: TransformersModel, key: tuple[Any, ...]) -> Runtime:
                 if not in_hub_cache(source, spec.revision, hub_kwargs.get("cache_dir")):
                     raise _unreachable_error(model, unreachable)
                 hub_kwargs["local_files_only"] = True  # cached: load it without the Hub
+    model_kwargs = spec.model_kwargs
+    gguf = spec.gguf()
+    converted = None
+    if gguf is not None:  # read (or first write) the dequantized copy: a plain local model directory
+        converted = converted_dir(
+            transformers,
+            _gguf_path(source, gguf, local, hub_kwargs, transformers, model),
+            backend=type(model).__name__,
+            model_id=model.model_id,
+        )
+        source, local, hub_kwargs = converted.directory, True, {}
+        model_kwargs = {k: v for k, v in model_kwargs.items() if k not in HUB_KWARGS}
     try:
         with quiet_loading(transformers, local):
             tokenizer = transformers.AutoTokenizer.from_pretrained(
@@ -49,7 +62,7 @@ def load_runtime(model: TransformersModel, key: tuple[Any, ...]) -> Runtime:
                 source,
                 dtype=dtype,
                 trust_remote_code=spec.trust_remote_code,
-                **{**spec.model_kwargs, **hub_kwargs},
+                **{**model_kwargs, **hub_kwargs},
             )
     except (OSError, ValueError) as exc:
         raise _load_error(model, exc, local) from None
@@ -78,7 +91,26 @@ def load_runtime(model: TransformersModel, key: tuple[Any, ...]) -> Runtime:
         dtype_reason=reason,
         load_s=time.perf_counter() - start,
         cache_kwarg=cache_kwarg(generation_utils),
+        gguf=converted,
     )
+
+
+def _gguf_path(
+    source: str,
+    gguf: str,
+    local: bool,
+    hub_kwargs: dict[str, Any],
+    transformers: Any,
+    model: TransformersModel,
+) -> Path:
+    """The GGUF file on this machine: in the local directory, or fetched from (or found in the cache of)
+    the hub repo ``source``."""
+    if local:
+        return Path(source) / gguf
+    try:
+        return Path(transformers.utils.cached_file(source, gguf, **hub_kwargs))
+    except (OSError, ValueError) as exc:
+        raise _load_error(model, exc, local) from None
 
 
 def _unreachable_error(model: TransformersModel, why: str) -> BackendError:

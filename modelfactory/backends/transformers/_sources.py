@@ -1,5 +1,6 @@
-"""Where the files of a ``model_id`` come from: a built-in asset directory, a local directory, or the Hub
-(and whether the Hub can be reached at all, so an offline machine fails in seconds, not minutes)."""
+"""Where the files of a ``model_id`` come from: a built-in asset directory, a local directory, a GGUF file
+(by path, or ``pkg:<package>/<file>`` inside an installed Python package), or the Hub (and whether the
+Hub can be reached at all, so an offline machine fails in seconds, not minutes)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from .._package_file import is_package_ref, resolve_package_file
+
 __all__ = [
     "ASSETS",
     "BUILTIN_MODELS",
     "BUILTIN_PREFIX",
     "HUB_KWARGS",
     "builtin_path",
+    "gguf_ref",
     "hub_offline",
     "hub_unreachable",
     "in_hub_cache",
@@ -42,6 +46,17 @@ def builtin_path(model_id: str) -> Path | None:
 
 def looks_like_path(model_id: str) -> bool:
     return model_id.startswith(("/", "./", "../", "~")) or os.path.isabs(model_id)
+
+
+def gguf_ref(model_id: str) -> Path | None:
+    """The GGUF file ``model_id`` itself names (``pkg:<package>/<file>`` resolved, or a ``.gguf`` path),
+    or ``None`` when it names a directory, a built-in or a hub repo. Raises the resolver's
+    :class:`~modelfactory.errors.ConfigError` (key ``model_id``) for a missing package or file."""
+    if is_package_ref(model_id):
+        return resolve_package_file(model_id, key="model_id")
+    if looks_like_path(model_id) and model_id.lower().endswith(".gguf"):
+        return Path(model_id).expanduser()
+    return None
 
 
 def hub_offline() -> bool:

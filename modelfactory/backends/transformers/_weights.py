@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._gguf import GgufWeights
 from ._prompt_cache import PromptCache
 
 __all__ = [
@@ -44,6 +45,7 @@ class Runtime:
     # the KV cache of the last single-conversation call, and the name generate() takes it under
     prompt_cache: PromptCache = field(default_factory=PromptCache)
     cache_kwarg: str = "past_key_values"
+    gguf: GgufWeights | None = None  # for a GGUF model: the file, and whether this load converted it
 
 
 _CACHE: dict[tuple[Any, ...], Runtime] = {}
@@ -113,7 +115,7 @@ def clear_cache() -> int:
 
 
 def cached_models() -> list[dict[str, Any]]:
-    """What the weight cache holds: one dict per loaded model (source, revision, dtype, device)."""
+    """What the weight cache holds: one dict per loaded model (source, revision, dtype, device, gguf_file)."""
     with _CACHE_LOCK:
         return [
             {
@@ -121,6 +123,7 @@ def cached_models() -> list[dict[str, Any]]:
                 "revision": k[1],
                 "dtype": str(rt.dtype).replace("torch.", ""),
                 "device": str(rt.device),
+                "gguf_file": k[6],
             }
             for k, rt in _CACHE.items()
         ]
