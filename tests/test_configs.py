@@ -33,6 +33,7 @@ def test_every_design_config_is_shipped() -> None:
     assert {p.stem for p in (CONF / "model").glob("*.yaml")} - {"fallback_example"} == {
         "transformers_tiny",
         "transformers_smollm",
+        "transformers_smollm2",
         "hf_api",
         "litellm_claude",
         "openai_gpt4o",
