@@ -58,6 +58,17 @@ def test_transformers_tiny(server: RecordingServer) -> None:
     assert reply.token_usage.output_tokens > 0
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # a machine's first load dequantizes the GGUF
+def test_transformers_smollm2_the_offline_default() -> None:
+    pytest.importorskip("torch")
+    model = instantiate("transformers_smollm2")
+    question = [{"role": "user", "content": "Name the capital city of France."}]
+    reply = model(question, stop_sequences=["Paris"])
+    assert reply.content == "The capital city of France is "
+    assert reply.raw["stop_sequence"] == "Paris"
+
+
 def test_transformers_smollm_fails_clearly_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     model = instantiate("transformers_smollm", f"+model.model_kwargs={{cache_dir: {tmp_path}}}")
