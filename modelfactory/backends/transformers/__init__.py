@@ -16,7 +16,17 @@ the first call, so building (or validating) a config costs nothing.
 - **dtype ``auto``**: bfloat16 on CUDA (float16 where bf16 is not supported); on CPU bfloat16 only where
   the CPU has bf16 matrix instructions (AVX512-BF16 / AMX on x86, the ``bf16`` feature on Arm) and the
   model is big enough for memory bandwidth to matter; float32 otherwise. See :func:`cpu_has_fast_bf16`.
-- Works without ``accelerate``: no ``device_map`` is ever passed; weights load on the CPU, then move.
+- **GGUF files** (``pkg:<package>/<file>``, a ``.gguf`` path, or ``gguf_file``): dequantized on the first
+  load and kept as safetensors under the user cache dir; later loads read those.
+- Works without ``accelerate``: no ``device_map`` is ever passed; weights load on the CPU, then move
+  (only converting a GGUF file needs it, and ``gguf``: the ``gguf`` extra).
+
+Modules, in the order a call meets them: ``_spec`` (validated settings, weight-cache key) ->
+``_sources`` (built-in, local dir, GGUF/package file, Hub) -> ``_loading`` (imports, device, tokenizer and
+weights; ``_dtype`` the ``auto`` policy, ``_gguf`` the dequantize-once disk cache) -> ``_weights`` (the
+process-wide weight cache and generation lock) -> ``_model`` (``TransformersModel``: prompts via ``_chat``,
+``generate``, batches, streams) with ``_stopping`` (stops and streaming on the shared
+``messages.settled_prefix``) and ``_prompt_cache`` (KV reuse across calls).
 """
 
 from __future__ import annotations
