@@ -99,6 +99,25 @@ def test_converting_without_gguf_or_accelerate_names_the_extra(tmp_path: Path, m
     assert not list((tmp_path / "modelfactory" / "gguf").glob("*/*"))  # nothing half-written
 
 
+@needs_smollm2
+def test_check_reports_the_gguf_extra_only_while_the_file_is_not_converted(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from modelfactory import validate_config
+    from modelfactory.backends.transformers._gguf import MANIFEST, converted_path
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setitem(sys.modules, "gguf", None)  # as if not installed
+    cfg = {"_target_": "modelfactory.TransformersModel", "model_id": SMOLLM2}
+    (problem,) = validate_config(cfg, environment=True)
+    assert "'gguf'" in problem.problem and problem.fix == "pip install 'modelfactory[gguf]'"
+    spec = TransformersModel(model_id=SMOLLM2).spec
+    done = converted_path(Path(spec.source(), spec.gguf() or ""), None)
+    done.mkdir(parents=True)
+    (done / MANIFEST).write_text("{}")
+    assert validate_config(cfg, environment=True) == []  # later loads need neither gguf nor accelerate
+
+
 def test_the_converted_weights_live_under_xdg_cache_home(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 
 from ...errors import BackendError, MissingDependencyError
 
-__all__ = ["MANIFEST", "GgufWeights", "cache_root", "converted_dir", "file_sha256"]
+__all__ = ["MANIFEST", "GgufWeights", "cache_root", "converted_dir", "converted_path", "file_sha256"]
 
 log = logging.getLogger("modelfactory.transformers")
 
@@ -65,9 +65,22 @@ def file_sha256(path: Path) -> str:
     return digest
 
 
+def converted_path(gguf_path: Path, transformers_version: str | None) -> Path:
+    """Where ``gguf_path`` dequantized by this transformers version is (or will be) kept. ``None``: the
+    installed version, read without importing transformers."""
+    if transformers_version is None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            transformers_version = version("transformers")
+        except PackageNotFoundError:
+            transformers_version = "none"
+    return cache_root() / f"{file_sha256(gguf_path)}-transformers-{transformers_version}"
+
+
 def converted_dir(transformers: Any, gguf_path: Path, *, backend: str, model_id: str) -> GgufWeights:
     """The safetensors directory holding ``gguf_path`` dequantized, converting it first if need be."""
-    final = cache_root() / f"{file_sha256(gguf_path)}-transformers-{transformers.__version__}"
+    final = converted_path(gguf_path, transformers.__version__)
     if (final / MANIFEST).is_file():
         return GgufWeights(str(gguf_path), str(final), converted=False)
     for package in ("gguf", "accelerate"):  # transformers needs both to read a GGUF file

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -154,6 +155,25 @@ class TransformersSpec(ModelSpec):
             )
         return out
 
+    def environment_problems(self) -> list[Problem]:
+        """torch/transformers missing; for a GGUF file not converted yet, gguf/accelerate missing too."""
+        missing = [("torch", "transformers"), ("transformers", "transformers")]
+        gguf = self.gguf()
+        if gguf is not None and not _converted_already(self.source(), gguf):
+            missing += [("gguf", "gguf"), ("accelerate", "gguf")]
+        out = []
+        for package, extra in missing:
+            if not _installed(package):
+                why = " (to dequantize the GGUF file on its first load)" if extra == "gguf" else ""
+                out.append(
+                    Problem(
+                        "_target_",
+                        f"needs the '{package}' package{why}, which is not installed",
+                        f"pip install 'modelfactory[{extra}]'",
+                    )
+                )
+        return out
+
     def source(self) -> str:
         """What from_pretrained loads: the asset dir of a built-in, the expanded local dir, the directory
         holding the GGUF file ``model_id`` names, or the hub id."""
@@ -182,3 +202,18 @@ class TransformersSpec(ModelSpec):
             kwargs,
             self.gguf(),
         )
+
+
+def _converted_already(source: str, gguf: str) -> bool:
+    """Whether a local GGUF file's dequantized copy is already in the user cache (a hub file: unknown)."""
+    from ._gguf import MANIFEST, converted_path
+
+    path = Path(source) / gguf
+    return path.is_file() and (converted_path(path, None) / MANIFEST).is_file()
+
+
+def _installed(package: str) -> bool:
+    try:
+        return importlib.util.find_spec(package) is not None
+    except ValueError:  # sys.modules[package] is None: blocked on purpose
+        return False
