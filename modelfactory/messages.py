@@ -26,6 +26,7 @@ __all__ = [
     "ToolCallFunction",
     "normalize_messages",
     "normalize_stop_sequences",
+    "settled_prefix",
     "trim_at_stop",
 ]
 
@@ -314,11 +315,40 @@ def trim_at_stop(text: str, stop_sequences: Sequence[str]) -> str:
     return text[:cut]
 
 
+def settled_prefix(text: str, stop_sequences: Sequence[str]) -> tuple[int, bool]:
+    """How much of ``text`` is settled under the stop contract, whatever text follows it.
+
+    Returns ``(n, final)``. ``final``: the reply is ``text[:n]`` however generation goes on (a stop
+    occurs at ``n`` and no other stop can still begin before it). Otherwise ``text[:n]`` is a prefix of
+    the reply: text from ``n`` on may yet turn out to start a stop. Stopping only when final makes the
+    reply equal ``trim_at_stop(unstopped_text)`` even for overlapping stops (``["t", " town "]`` on
+    "... town sat": cut before " town ", though "t" completes first).
+
+    The one implementation of the contract on growing text: :class:`StopFilter` runs it on the text a
+    stream has not emitted yet, local backends on a row's whole decoded reply after every token (so it
+    is kept cheap: only positions holding a stop's first character are tried).
+    """
+    cut = len(trim_at_stop(text, stop_sequences))
+    pending = cut  # the earliest position where an incomplete stop starts (text[q:] a proper prefix)
+    for s in stop_sequences:
+        head = s[0]
+        q = text.find(head, max(0, len(text) - len(s) + 1), pending)
+        while q != -1:
+            if s.startswith(text[q:]):
+                pending = q
+                break
+            q = text.find(head, q + 1, pending)
+    if cut < len(text) and pending == cut:
+        return cut, True
+    return pending, False
+
+
 class StopFilter:
     """Applies the stop contract to a stream of text pieces.
 
     It holds back the longest tail that could still start a stop sequence, so a stop split across
-    pieces (or tokens) is never emitted, and nothing after the first stop is emitted either.
+    pieces (or tokens) is never emitted, and nothing after the first stop is emitted either
+    (:func:`settled_prefix` decides what is settled).
     """
 
     def __init__(self, stop_sequences: Sequence[str]) -> None:
@@ -326,32 +356,16 @@ class StopFilter:
         self._buf = ""
         self.stopped = False
 
-    def _holdback(self, text: str) -> int:
-        best = 0
-        for s in self.stops:
-            for k in range(min(len(s) - 1, len(text)), best, -1):
-                if text.endswith(s[:k]):
-                    best = k
-                    break
-        return best
-
     def feed(self, piece: str) -> str:
         if self.stopped or not piece:
             return ""
         if not self.stops:
             return piece
         self._buf += piece
-        buf = self._buf
-        cut = len(trim_at_stop(buf, self.stops))
-        # Text from `pending` on could still begin a stop that is not complete yet; a complete stop
-        # is final only if no partial one starts before it.
-        pending = len(buf) - self._holdback(buf)
-        if cut < len(buf) and cut <= pending:
-            self.stopped = True
-            self._buf = ""
-            return buf[:cut]
-        n = min(cut, pending)
-        out, self._buf = buf[:n], buf[n:]
+        n, final = settled_prefix(self._buf, self.stops)
+        out = self._buf[:n]
+        self._buf = "" if final else self._buf[n:]
+        self.stopped = final
         return out
 
     def flush(self) -> str:

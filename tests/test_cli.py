@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = {
     "transformers_tiny",
     "transformers_smollm",
+    "transformers_smollm2",
     "hf_api",
     "litellm_claude",
     "openai_gpt4o",

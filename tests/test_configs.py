@@ -33,6 +33,7 @@ def test_every_design_config_is_shipped() -> None:
     assert {p.stem for p in (CONF / "model").glob("*.yaml")} - {"fallback_example"} == {
         "transformers_tiny",
         "transformers_smollm",
+        "transformers_smollm2",
         "hf_api",
         "litellm_claude",
         "openai_gpt4o",
@@ -55,6 +56,17 @@ def test_transformers_tiny(server: RecordingServer) -> None:
     reply = model(MESSAGES, stop_sequences=["Paris"])
     assert reply.content == "The capital of France is "
     assert reply.token_usage.output_tokens > 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # a machine's first load dequantizes the GGUF
+def test_transformers_smollm2_the_offline_default() -> None:
+    pytest.importorskip("torch")
+    model = instantiate("transformers_smollm2")
+    question = [{"role": "user", "content": "Name the capital city of France."}]
+    reply = model(question, stop_sequences=["Paris"])
+    assert reply.content == "The capital city of France is "
+    assert reply.raw["stop_sequence"] == "Paris"
 
 
 def test_transformers_smollm_fails_clearly_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -368,6 +368,7 @@ def test_modelfactory_serve_cli_subprocess(tiny: TransformersModel) -> None:
     cmd = [
         *_console_script(),
         "serve",
+        "model=transformers_tiny",
         "server.port=0",
         "server.log_level=warning",
         "model.dtype=float32",

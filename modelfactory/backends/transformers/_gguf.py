@@ -1,0 +1,157 @@
+"""GGUF files for transformers: dequantized once, then kept on disk as a plain safetensors model directory.
+
+transformers reads a GGUF file by dequantizing every tensor (and rebuilding the tokenizer from the GGUF's
+vocabulary): ~40 s for SmolLM2-135M on a busy 2-core machine, on every load. The result is an ordinary
+float32 model, so it is saved once (``model.safetensors``, config, tokenizer, chat template) under
+``$XDG_CACHE_HOME/modelfactory/gguf/<sha256 of the file>-transformers-<version>/`` and later loads read
+that directory in about a second, without ``gguf`` or ``accelerate``. The directory is written under a
+temporary name and renamed into place, so a crash or a concurrent load never leaves a half-written copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import hashlib
+import importlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ...errors import BackendError, MissingDependencyError
+
+__all__ = ["MANIFEST", "GgufWeights", "cache_root", "converted_dir", "converted_path", "file_sha256"]
+
+log = logging.getLogger("modelfactory.transformers")
+
+MANIFEST = "modelfactory-gguf.json"  # written last inside the directory: what it was converted from
+_EXTRA = "gguf"
+_digests: dict[tuple[str, int, int], str] = {}
+
+
+@dataclass(frozen=True)
+class GgufWeights:
+    """Where a GGUF model's weights were read from on this load."""
+
+    gguf_file: str  # the GGUF file
+    directory: str  # the converted safetensors directory the weights were loaded from
+    converted: bool  # True: this load dequantized the file (and wrote ``directory``); False: read it
+    convert_s: float = 0.0
+
+
+def cache_root() -> Path:
+    """``$XDG_CACHE_HOME/modelfactory/gguf`` (``~/.cache/modelfactory/gguf`` when unset)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "modelfactory" / "gguf"
+
+
+def file_sha256(path: Path) -> str:
+    """The file's sha256, remembered per (path, size, mtime) for the life of the process."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    digest = _digests.get(key)
+    if digest is None:
+        h = hashlib.sha256()
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        digest = _digests[key] = h.hexdigest()
+    return digest
+
+
+def converted_path(gguf_path: Path, transformers_version: str | None) -> Path:
+    """Where ``gguf_path`` dequantized by this transformers version is (or will be) kept. ``None``: the
+    installed version, read without importing transformers."""
+    if transformers_version is None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            transformers_version = version("transformers")
+        except PackageNotFoundError:
+            transformers_version = "none"
+    return cache_root() / f"{file_sha256(gguf_path)}-transformers-{transformers_version}"
+
+
+def converted_dir(transformers: Any, gguf_path: Path, *, backend: str, model_id: str) -> GgufWeights:
+    """The safetensors directory holding ``gguf_path`` dequantized, converting it first if need be."""
+    final = converted_path(gguf_path, transformers.__version__)
+    if (final / MANIFEST).is_file():
+        return GgufWeights(str(gguf_path), str(final), converted=False)
+    for package in ("gguf", "accelerate"):  # transformers needs both to read a GGUF file
+        try:
+            importlib.import_module(package)
+        except ImportError:
+            raise MissingDependencyError(package, _EXTRA, backend) from None
+    start = time.perf_counter()
+    log.warning(
+        "dequantizing %s once (tens of seconds on a CPU); later loads read the safetensors in %s",
+        gguf_path.name,
+        final,
+    )
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    except OSError as exc:
+        raise _cache_error(exc, final, backend, model_id) from None
+    try:
+        _convert(transformers, gguf_path, tmp, backend=backend, model_id=model_id)
+        manifest = {
+            "gguf_file": str(gguf_path),
+            "sha256": final.name.split("-", 1)[0],
+            "transformers": transformers.__version__,
+            "dtype": "float32",
+            "convert_s": round(time.perf_counter() - start, 1),
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        try:
+            os.rename(tmp, final)  # atomic; fails if another process renamed its copy first
+        except OSError:
+            if not (final / MANIFEST).is_file():
+                raise
+    except OSError as exc:
+        raise _cache_error(exc, final, backend, model_id) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return GgufWeights(str(gguf_path), str(final), converted=True, convert_s=time.perf_counter() - start)
+
+
+def _convert(transformers: Any, gguf_path: Path, out: Path, *, backend: str, model_id: str) -> None:
+    """Dequantize ``gguf_path`` (tokenizer and model) to float32 and save both into ``out``."""
+    import torch
+
+    source, name = str(gguf_path.parent), gguf_path.name
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(source, gguf_file=name)
+        model = transformers.AutoModelForCausalLM.from_pretrained(source, gguf_file=name, dtype=torch.float32)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BackendError(
+            f"cannot read the GGUF file {str(gguf_path)!r} with transformers {transformers.__version__}: "
+            f"{first}. Fix: check that it is a GGUF model of an architecture transformers supports; or "
+            "run it with the llama.cpp backend.",
+            model_id=model_id,
+            backend=backend,
+        ) from None
+    # Dequantized, the model is plain float32 tensors: drop the GGUF quantizer that blocks saving it.
+    model.hf_quantizer = None
+    with contextlib.suppress(AttributeError):
+        del model.config.quantization_config
+    tokenizer.save_pretrained(out)
+    model.save_pretrained(out)
+    del model
+    gc.collect()
+
+
+def _cache_error(exc: OSError, final: Path, backend: str, model_id: str) -> BackendError:
+    return BackendError(
+        f"cannot write the dequantized GGUF weights to {str(final)!r}: {exc}. Fix: free disk space (about "
+        "4 bytes per parameter), or point XDG_CACHE_HOME at a writable directory.",
+        model_id=model_id,
+        backend=backend,
+    )

@@ -1,0 +1,430 @@
+"""The ``TransformersModel`` class: the call contract on a loaded runtime (see the package docstring)."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ...errors import (
+    BackendError,
+    MessageError,
+    ModelFactoryError,
+    UnsupportedFeatureError,
+)
+from ...messages import ChatMessage, ChatMessageStreamDelta, TokenUsage, trim_at_stop
+from ...model import GenerationRequest, Model
+from ._chat import render_prompt
+from ._dtype import choose_dtype
+from ._loading import import_backend, load_runtime
+from ._spec import TransformersSpec
+from ._stopping import cancel_criteria, criteria_list, settled_streamer, stop_criteria
+from ._weights import GENERATE_LOCK, Runtime, acquire, cached, discard
+
+__all__ = ["TransformersModel"]
+
+
+@dataclass
+class _Row:
+    req: GenerationRequest
+    prompt: str
+    ids: list[int]
+
+
+@dataclass
+class _Prepared:
+    prompts: list[str]
+    input_ids: Any  # (rows, width) tensor on the model's device, left-padded
+    prompt_lens: list[int]  # unpadded prompt length of each row
+    gen_kwargs: dict[str, Any]
+    seed: int | None
+    stop: Any  # the per-row stop criteria, or None
+    max_new_tokens: int
+    stops: list[list[str]] = field(default_factory=list)
+    cached_tokens: int = 0  # prompt tokens whose KV came from the previous call (batch of one only)
+
+
+class TransformersModel(Model):
+    """Chat with a local causal LM. ``builtin:tiny-llama`` ships with the package and runs offline."""
+
+    Spec = TransformersSpec
+    spec: TransformersSpec
+    supports_tools = True  # schemas rendered into the prompt; JSON tool calls parsed from the text
+    is_local = True  # weights in this process: one call at a time, failures are ours
+    batch_uses_cache = True  # generate_batch looks each row up in the response cache (the runner batches)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._runtime: Runtime | None = None
+
+    # ------------------------------------------------------------------ loading
+
+    @property
+    def runtime(self) -> Runtime:
+        """Tokenizer and weights: loaded on first use, shared through the process-wide weight cache."""
+        rt = self._runtime
+        if rt is None or rt.freed:
+            torch, _ = import_backend(type(self).__name__)  # a missing torch names the extra, cached or not
+            key = self.cache_key(torch)
+            rt = self._runtime = acquire(key, lambda: load_runtime(self, key))
+        return rt
+
+    def cache_key(self, torch: Any = None) -> tuple[Any, ...]:
+        """The weight-cache key: (source, revision, dtype, device, trust_remote_code, model_kwargs), with
+        device ``auto`` resolved (so ``auto`` and ``cpu`` share weights on a machine without a GPU)."""
+        key = list(self.spec.cache_key())
+        device = key[3]
+        if device == "auto" and torch is not None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        key[3] = "cuda:0" if device == "cuda" else device
+        return tuple(key)
+
+    def load(self) -> TransformersModel:
+        """Load (or fetch from the cache) the tokenizer and weights now instead of on the first call."""
+        _ = self.runtime
+        return self
+
+    @property
+    def is_loaded(self) -> bool:
+        return self._runtime is not None and not self._runtime.freed
+
+    def free(self) -> None:
+        """Release the weights: drop them from the process cache and from every model sharing them.
+
+        Waits for a generation in progress to end. A later call loads them again.
+        """
+        with GENERATE_LOCK:
+            rt, self._runtime = self._runtime, None
+            if rt is None or rt.freed:
+                return
+            discard(rt)
+
+    def clear_prompt_cache(self) -> None:
+        """Forget the KV cache kept from the last call on these weights (see ``prompt_cache``), whichever
+        model made it: its memory is freed and the next call prefills its whole prompt. Loads nothing."""
+        with GENERATE_LOCK:
+            rt = self._runtime
+            torch = sys.modules.get("torch")
+            if rt is None and torch is not None:  # not loaded by this model, maybe by another: no load here
+                rt = cached(self.cache_key(torch))
+            if rt is not None:
+                rt.prompt_cache.clear()
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.runtime.tokenizer
+
+    @property
+    def model(self) -> Any:
+        return self.runtime.model
+
+    @property
+    def dtype(self) -> str:
+        """The dtype the weights were loaded in (``auto`` resolved), e.g. ``"float32"``; loads them."""
+        return str(self.runtime.dtype).replace("torch.", "")
+
+    @property
+    def device(self) -> str:
+        return str(self.runtime.device)
+
+    def _dtype(
+        self, torch: Any, transformers: Any, device: Any, source: str, hub_kwargs: dict[str, Any]
+    ) -> tuple[Any, str]:
+        """The dtype to load the weights in, and why (the policy: :func:`._dtype.choose_dtype`)."""
+        config_kwargs = {"trust_remote_code": self.spec.trust_remote_code, **hub_kwargs}
+        return choose_dtype(self.spec.dtype, torch, transformers, device, source, config_kwargs)
+
+    # ------------------------------------------------------------------ prompts
+
+    def chat_prompt(
+        self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None
+    ) -> str:
+        """The prompt text the tokenizer's chat template builds from normalised messages.
+
+        ``tools`` (OpenAI function schemas) go to the template as ``tools=``, or where it ignores them
+        into a system message (:func:`._chat.render_prompt`); ``model.chat_template`` replaces the
+        tokenizer's template, ``model.apply_chat_template_kwargs`` are extra template variables.
+        """
+        tok = self.tokenizer
+        template = self.spec.chat_template
+        if not (template or tok.chat_template):
+            raise BackendError(
+                "the tokenizer has no chat template; set model.chat_template to a Jinja template",
+                model_id=self.model_id,
+                backend=type(self).__name__,
+            )
+        return render_prompt(tok, messages, tools, template, self.spec.apply_chat_template_kwargs)
+
+    def _encode(self, req: GenerationRequest) -> _Row:
+        prompt = self.chat_prompt(req.messages, req.tools)
+        # The template already wrote every special token (bos, role markers): add none on top.
+        ids = self.runtime.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        return _Row(req, prompt, [int(i) for i in ids])
+
+    # ------------------------------------------------------------------ generation
+
+    def _prepare(self, rows: Sequence[_Row]) -> _Prepared:
+        """One ``generate`` call for ``rows`` (same params; stops may differ), left-padded to one width."""
+        rt = self.runtime
+        torch = rt.torch
+        width = max(len(r.ids) for r in rows)
+        pad = rt.pad_id if rt.pad_id is not None else 0
+        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            if r.ids:
+                input_ids[i, width - len(r.ids) :] = torch.tensor(r.ids, dtype=torch.long)
+                attention[i, width - len(r.ids) :] = 1
+        params = dict(rows[0].req.params)
+        max_new = params.pop("max_new_tokens", None)
+        max_tokens = params.pop("max_tokens", None)
+        max_new = int(max_new or max_tokens or self.spec.max_new_tokens)
+        temperature = params.pop("temperature", None)
+        top_p = params.pop("top_p", None)
+        seed = params.pop("seed", None)
+        if "do_sample" in params:
+            do_sample = bool(params.pop("do_sample"))
+        elif temperature is not None:
+            do_sample = temperature > 0
+        else:
+            do_sample = bool(self.spec.do_sample)
+        gen_kwargs: dict[str, Any] = {
+            "attention_mask": attention.to(rt.device),
+            "max_new_tokens": max_new,
+            "do_sample": do_sample,
+            "pad_token_id": rt.pad_id,
+        }
+        # Sampling knobs only when sampling: transformers warns about them on greedy decoding.
+        if do_sample:
+            if temperature:
+                gen_kwargs["temperature"] = float(temperature)
+            if top_p is not None:
+                gen_kwargs["top_p"] = float(top_p)
+        gen_kwargs.update(params)
+        stops = [list(r.req.provider_stop or []) for r in rows]
+        stop = None
+        if any(stops):
+            stop = stop_criteria(rt.tokenizer, width, stops)
+            gen_kwargs["stopping_criteria"] = criteria_list(stop)
+        return _Prepared(
+            prompts=[r.prompt for r in rows],
+            input_ids=input_ids.to(rt.device),
+            prompt_lens=[len(r.ids) for r in rows],
+            gen_kwargs=gen_kwargs,
+            seed=None if seed is None else int(seed),
+            stop=stop,
+            max_new_tokens=max_new,
+            stops=stops,
+        )
+
+    def _run(self, prep: _Prepared, **extra: Any) -> Any:
+        """``model.generate`` under the generation lock, with torch's RNG reseeded (and restored) if seeded.
+
+        A batch of one reuses (and then leaves behind) the KV cache of the shared token prefix with the
+        previous such call when ``prompt_cache`` is on; returns the output ids either way.
+        """
+        with GENERATE_LOCK:
+            rt = self.runtime  # weights freed meanwhile are loaded again here
+            torch = rt.torch
+            kwargs = {**prep.gen_kwargs, **extra}
+            reuse = (
+                self.spec.prompt_cache
+                and prep.input_ids.shape[0] == 1
+                and _plain_decoding(kwargs, rt.model.generation_config)
+            )
+            if reuse:
+                cache, prep.cached_tokens = rt.prompt_cache.take(prep.input_ids[0].tolist())
+                if cache is not None:
+                    kwargs[rt.cache_kwarg] = cache
+                kwargs["return_dict_in_generate"] = True
+            with torch.inference_mode():
+                if prep.seed is None:
+                    output = rt.model.generate(prep.input_ids, **kwargs)
+                else:
+                    devices = [rt.device.index or 0] if rt.device.type == "cuda" else []
+                    with torch.random.fork_rng(devices=devices):
+                        torch.manual_seed(prep.seed)
+                        output = rt.model.generate(prep.input_ids, **kwargs)
+            if not reuse:
+                return output
+            # generate returns the cache under the name it takes it by (cache / past_key_values)
+            rt.prompt_cache.keep(getattr(output, rt.cache_kwarg, None), output.sequences[0].tolist())
+            return output.sequences
+
+    def _finish(self, prep: _Prepared, output: Any, row: int = 0) -> tuple[list[int], str, str | None]:
+        """A row's generated ids (through its first eos, no padding), finish reason and matched stop."""
+        rt = self.runtime
+        width = prep.input_ids.shape[1]
+        new_ids = [int(t) for t in output[row, width:].tolist()]
+        end, finish = len(new_ids), None
+        for i, tok_id in enumerate(new_ids):
+            if tok_id in rt.eos_ids:
+                end, finish = i + 1, "stop"
+                break
+        matched = None
+        if prep.stop is not None and prep.stop.done_at[row] is not None and prep.stop.done_at[row] <= end:
+            end, finish, matched = prep.stop.done_at[row], "stop", prep.stop.matched[row]
+        if finish is None:
+            finish = "length" if end >= prep.max_new_tokens else "stop"
+        return new_ids[:end], finish, matched
+
+    def _reply(self, prep: _Prepared, output: Any, row: int, req: GenerationRequest) -> ChatMessage:
+        new_ids, finish, matched = self._finish(prep, output, row)
+        text = self.runtime.tokenizer.decode(new_ids, skip_special_tokens=True)
+        content = trim_at_stop(text, req.stop_sequences) if req.stop_sequences else text
+        reply = ChatMessage(
+            role="assistant",
+            content=content,
+            token_usage=TokenUsage(input_tokens=prep.prompt_lens[row], output_tokens=len(new_ids)),
+            raw={
+                "prompt": prep.prompts[row],
+                "generated_token_ids": new_ids,
+                "generated_text": text,
+                "finish_reason": finish,
+                "stop_sequence": matched,
+                "cached_prompt_tokens": prep.cached_tokens,
+            },
+        )
+        if req.tools:
+            # A JSON {"name": ..., "arguments": ...} in the text becomes a ToolCall; plain text stays
+            # content (smolagents then reports its own parsing error).
+            with contextlib.suppress(BackendError):
+                self.parse_tool_calls(reply)
+        return reply
+
+    def _generate(self, req: GenerationRequest) -> ChatMessage:
+        prep = self._prepare([self._encode(req)])
+        return self._reply(prep, self._run(prep), 0, req)
+
+    def generate_batch(
+        self,
+        conversations: Sequence[Any],
+        stop_sequences: Sequence[str] | Sequence[Sequence[str] | None] | None = None,
+        response_format: Any = None,
+        tools_to_call_from: list[Any] | None = None,
+        grammar: Any = None,
+        *,
+        batch_size: int | None = None,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[Any]:
+        """Generate a reply to each conversation, ``batch_size`` rows per ``generate`` call (left-padded).
+
+        ``stop_sequences``: one list for every row, or one list (or ``None``) per row; each row stops on
+        its own. ``kwargs`` (temperature, max_tokens, seed, ...) apply to every row. Greedy rows give
+        the same tokens as one-by-one calls up to floating-point noise of padded batches (see the
+        tests); seeded sampled rows are reproducible for the same batch. ``return_exceptions``: a row
+        whose conversation is invalid (or whose batch failed) gets its exception instead of a reply.
+        With the response cache on, each row is looked up (and stored) as a single call would be.
+        """
+        conversations = list(conversations)
+        n = len(conversations)
+        if stop_sequences is not None and not isinstance(stop_sequences, str):
+            stop_list = list(stop_sequences)
+            per_row = bool(stop_list) and all(s is None or not isinstance(s, str) for s in stop_list)
+        else:
+            per_row = False
+        if per_row and len(stop_list) != n:
+            raise MessageError(f"stop_sequences has {len(stop_list)} lists for {n} conversations")
+        results: list[Any] = [None] * n
+        rows: list[tuple[int, _Row]] = []
+        for i, conv in enumerate(conversations):
+            stops = stop_list[i] if per_row else stop_sequences
+            try:
+                req = self._request(conv, stops, grammar, response_format, tools_to_call_from, kwargs)
+                cached = self._cache_lookup(req)  # the response cache, row by row: a hit is not generated
+                if cached is not None:
+                    results[i] = cached
+                    continue
+                rows.append((i, self._encode(req)))
+            except Exception as exc:
+                err = _row_error(self, exc, i)
+                if not return_exceptions:
+                    raise err from (None if err is exc else exc)
+                results[i] = err
+        size = batch_size or self.spec.batch_size or max(1, len(rows))
+        # Similar lengths together (less padding); results go back in the caller's order.
+        rows.sort(key=lambda item: len(item[1].ids), reverse=True)
+        for c, start in enumerate(range(0, len(rows), size)):
+            chunk = rows[start : start + size]
+            try:
+                prep = self._prepare([r for _, r in chunk])
+                if prep.seed is not None:
+                    prep.seed += c  # chunks must not repeat each other's random draws
+                output = self._run(prep)
+                replies: list[Any] = [self._reply(prep, output, k, r.req) for k, (_, r) in enumerate(chunk)]
+                for (_, r), reply in zip(chunk, replies, strict=True):
+                    self._cache_store(r.req, reply)
+            except Exception as exc:
+                err = exc if isinstance(exc, ModelFactoryError) else self._backend_error(exc)
+                if not return_exceptions:
+                    raise err from (None if err is exc else exc)
+                replies = [err] * len(chunk)
+            for (i, _), reply in zip(chunk, replies, strict=True):
+                results[i] = reply
+        return results
+
+    def _generate_stream(self, req: GenerationRequest) -> Iterator[ChatMessageStreamDelta]:
+        prep = self._prepare([self._encode(req)])
+        rt = self.runtime
+        streamer = settled_streamer(rt.tokenizer, req.stop_sequences)
+        cancel = threading.Event()
+        criteria = prep.gen_kwargs.pop("stopping_criteria", None) or criteria_list()
+        criteria.append(cancel_criteria(cancel))
+        result: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                result["output"] = self._run(prep, streamer=streamer, stopping_criteria=criteria)
+            except BaseException as exc:  # handed to the consumer below
+                result["error"] = exc
+                streamer.end()  # unblock the consumer
+
+        thread = threading.Thread(target=work, name="modelfactory-generate", daemon=True)
+        thread.start()
+        try:
+            for piece in streamer:
+                if piece:
+                    yield ChatMessageStreamDelta(content=piece)
+        finally:
+            cancel.set()  # a consumer that stops early also stops the generation
+            thread.join()
+        if "error" in result:
+            raise result["error"]
+        new_ids, _, _ = self._finish(prep, result["output"])
+        yield ChatMessageStreamDelta(
+            token_usage=TokenUsage(input_tokens=prep.prompt_lens[0], output_tokens=len(new_ids))
+        )
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _plain_decoding(gen_kwargs: dict[str, Any], defaults: Any) -> bool:
+    """One sequence, cache on: the cases where a kept prefix cache can be handed to ``generate`` as is
+    (beams or several returned sequences expand the batch; ``use_cache=False`` keeps none). A setting
+    not passed comes from the model's own ``generation_config`` (``defaults``), as in ``generate``."""
+
+    def setting(name: str) -> Any:
+        return gen_kwargs[name] if name in gen_kwargs else getattr(defaults, name, None)
+
+    return (
+        setting("use_cache") is not False
+        and (setting("num_beams") or 1) == 1
+        and (setting("num_return_sequences") or 1) == 1
+    )
+
+
+def _row_error(model: Model, exc: Exception, index: int) -> Exception:
+    """The error of one conversation of a batch, naming it."""
+    if isinstance(exc, (MessageError, UnsupportedFeatureError)) and type(exc).__init__ in (
+        MessageError.__init__,
+        UnsupportedFeatureError.__init__,
+    ):
+        return type(exc)(f"conversations[{index}]: {exc}")
+    if isinstance(exc, ModelFactoryError):
+        return exc
+    return model._backend_error(exc)

