@@ -32,6 +32,7 @@ its quantized kernels decode a small model several times faster than transformer
 
 from __future__ import annotations
 
+import atexit
 import codecs
 import contextlib
 import importlib.util
@@ -250,6 +251,7 @@ class _Runtime:
 _CACHE: dict[tuple[Any, ...], _Runtime] = {}
 _CACHE_LOCK = threading.Lock()
 _KEY_LOCKS: dict[tuple[Any, ...], threading.Lock] = {}
+_atexit_registered = False
 
 
 def _acquire(key: tuple[Any, ...], load: Any) -> _Runtime:
@@ -268,13 +270,18 @@ def _acquire(key: tuple[Any, ...], load: Any) -> _Runtime:
         return rt
 
 
-def _release(rt: _Runtime) -> None:
-    with rt.lock:  # waits for a call in progress
+def _release(rt: _Runtime, timeout: float = -1) -> None:
+    """Close ``rt``'s Llama once no call holds it (``timeout`` s at most, -1: wait as long as it takes)."""
+    if not rt.lock.acquire(timeout=timeout):
+        return
+    try:
         rt.freed = True
         llama, rt.llama = rt.llama, None
         if llama is not None:
             with contextlib.suppress(Exception):
                 llama.close()
+    finally:
+        rt.lock.release()
 
 
 def clear_cache() -> int:
@@ -286,6 +293,15 @@ def clear_cache() -> int:
     for rt in rts:
         _release(rt)
     return len(rts)
+
+
+def _close_at_exit() -> None:
+    """Close the loaded models at interpreter exit, skipping one still held by a call (never block exit)."""
+    with _CACHE_LOCK:
+        rts = list(_CACHE.values())
+        _CACHE.clear()
+    for rt in rts:
+        _release(rt, timeout=1.0)
 
 
 def cached_llamas() -> list[dict[str, Any]]:
@@ -502,6 +518,12 @@ class LlamaCppModel(Model):
                 eos_token=llama._model.token_get_text(eos) if eos != -1 else "",
                 bos_token=llama._model.token_get_text(bos) if bos != -1 else "",
             )
+        global _atexit_registered
+        if not _atexit_registered:
+            # Close every Llama while the interpreter is whole: Llama.__del__ at shutdown calls into
+            # already-torn-down modules and prints a TypeError traceback.
+            atexit.register(_close_at_exit)
+            _atexit_registered = True
         return _Runtime(llama, llama_cpp, formatter, key=key, load_s=time.perf_counter() - start)
 
     # ------------------------------------------------------------------ prompts

@@ -110,6 +110,29 @@ def test_import_modelfactory_and_building_import_no_llama_cpp() -> None:
     )
 
 
+def test_loaded_models_are_closed_at_exit_unless_a_call_holds_one() -> None:
+    """llama-cpp-python's Llama.__del__ during interpreter shutdown can print a TypeError traceback (seen
+    at the end of a full pytest run), so an atexit hook closes every loaded model first; one still held
+    by a call (an abandoned stream) is skipped after 1 s rather than blocking exit."""
+    import time
+
+    from modelfactory.backends import llamacpp
+
+    idle = LlamaCppModel(model_id=SMOL, n_ctx=256).load()
+    busy = LlamaCppModel(model_id=SMOL, n_ctx=320).load()
+    busy_rt = busy.runtime
+    assert busy_rt.lock.acquire()
+    try:
+        start = time.monotonic()
+        llamacpp._close_at_exit()
+        assert time.monotonic() - start < 10
+    finally:
+        busy_rt.lock.release()
+    assert llamacpp.cached_llamas() == []
+    assert not idle.is_loaded and busy_rt.llama is not None  # the held one was left alone
+    assert idle(FRANCE, max_tokens=2).token_usage.output_tokens == 2  # a later call loads it again
+
+
 def test_default_threads_leave_cores_free() -> None:
     usable = len(os.sched_getaffinity(0))
     n = default_threads()
