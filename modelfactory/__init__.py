@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from .backends.fallback import FallbackModel
     from .backends.hf_inference import HfApiModel, InferenceClientModel
     from .backends.litellm import LiteLLMModel
+    from .backends.llamacpp import LlamaCppModel
     from .backends.openai import OpenAIModel, OpenAIServerModel
     from .backends.transformers import TransformersModel
     from .errors import (

