@@ -7,7 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from modelfactory.clock import use_clock
 from tests.servers.recording import RecordingServer
+from tests.timing import VirtualClock
 
 # Secrets and endpoints of the developer's shell must never leak into tests (or out of them).
 _ENV_TO_CLEAR = (
@@ -39,6 +41,13 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def recording_server() -> Iterator[RecordingServer]:
     with RecordingServer() as server:
         yield server
+
+
+@pytest.fixture
+def virtual_clock() -> Iterator[VirtualClock]:
+    """Every retry wait and rate-limit wait of the test goes to this clock: recorded, never slept."""
+    with use_clock(VirtualClock()) as clock:
+        yield clock
 
 
 os.environ.setdefault("HYDRA_FULL_ERROR", "0")
