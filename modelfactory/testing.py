@@ -24,6 +24,11 @@ What it answers (``POST`` to any path):
   connection without answering, ``kind="truncate"`` sends the headers and half the body, then closes;
 - ``fail_rate``: that share of unscripted requests fails with ``fail_status`` (seeded, for load tests).
 
+Concurrency without a stopwatch: :attr:`RecordingServer.max_in_flight` is the most ``POST`` requests
+being answered at once; set :attr:`RecordingServer.gate` to a ``threading.Barrier(n, timeout=...)`` and
+each ``POST`` waits until ``n`` are in, so ``n`` calls that really overlap pass together, while calls
+made one at a time break the barrier and leave ``max_in_flight`` below ``n``.
+
 Every request lands in :attr:`RecordingServer.requests` as a :class:`Recorded` (method, path, query,
 lower-cased headers, parsed JSON body); :attr:`RecordingServer.last` is the latest. ``GET`` answers a
 one-model list (``/v1/models``); ``GET /_stats`` reports counts for a server run in another process with
@@ -104,6 +109,9 @@ class RecordingServer:
         self.fail_status = fail_status
         self.echo = echo
         self.injected_failures = 0
+        self.in_flight = 0
+        self.max_in_flight = 0  # the high-water mark of POSTs being answered at once
+        self.gate: threading.Barrier | None = None  # when set, each POST waits there until N are in
         self._rng = random.Random(seed)
         self.usage = {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}
         self.requests: list[Recorded] = []
@@ -292,6 +300,19 @@ class RecordingServer:
                 self._send(200, json.dumps(body).encode(), "application/json", {})
 
             def do_POST(self) -> None:
+                with server._lock:
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    if server.gate is not None:
+                        with contextlib.suppress(threading.BrokenBarrierError):
+                            server.gate.wait()  # broken (timed out): answer; max_in_flight tells
+                    self._answer_post()
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
+
+            def _answer_post(self) -> None:
                 rec = self._record()
                 with server._lock:
                     if server._script:
