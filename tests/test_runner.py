@@ -155,7 +155,11 @@ def test_yaml_errors_and_formats(tmp_path: Path) -> None:
     assert "not a file" in _problems(tmp_path)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(
     st.dictionaries(
         st.text(min_size=1, max_size=12), st.text(min_size=1, max_size=40), min_size=1, max_size=6

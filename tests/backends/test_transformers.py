@@ -207,7 +207,11 @@ def test_stop_state_never_settles_text_that_a_later_token_changes(text: str, sto
         assert reply == text[:n] if final else reply.startswith(text[:n])
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(data=st.data())
 def test_stop_contract_property(tiny: TransformersModel, unstopped: Any, data: st.DataObject) -> None:
     text = unstopped.content
