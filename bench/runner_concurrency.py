@@ -26,6 +26,20 @@ from typing import Any
 from bench._common import PY, ROOT
 
 
+def completion(content: str) -> dict[str, Any]:
+    """The server's reply (tests/test_fakes_match_providers.py checks it against the openai SDK's types)."""
+    return {
+        "id": "c",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "m",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 8, "completion_tokens": 4, "total_tokens": 12},
+    }
+
+
 def serve(delay: float) -> None:
     """Run the delayed server until killed; print its URL first."""
     count = {"n": 0}
@@ -54,24 +68,7 @@ def serve(delay: float) -> None:
                 count["n"] += 1
             time.sleep(delay)
             last = json.loads(raw)["messages"][-1]["content"]
-            self._send(
-                json.dumps(
-                    {
-                        "id": "c",
-                        "object": "chat.completion",
-                        "created": 0,
-                        "model": "m",
-                        "choices": [
-                            {
-                                "index": 0,
-                                "message": {"role": "assistant", "content": f"re: {last}"},
-                                "finish_reason": "stop",
-                            }
-                        ],
-                        "usage": {"prompt_tokens": 8, "completion_tokens": 4, "total_tokens": 12},
-                    }
-                ).encode()
-            )
+            self._send(json.dumps(completion(f"re: {last}")).encode())
 
     class Server(ThreadingHTTPServer):
         request_queue_size = 128

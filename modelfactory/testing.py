@@ -185,6 +185,7 @@ class RecordingServer:
             "object": "chat.completion",
             "created": int(time.time()),
             "model": model,
+            "system_fingerprint": "fp_recording",  # TGI (huggingface_hub's types) requires it
             "choices": [
                 {
                     "index": 0,
@@ -213,7 +214,13 @@ class RecordingServer:
 
     def chunks(self, body: Any) -> list[dict[str, Any]]:
         model = body.get("model", "unknown") if isinstance(body, dict) else "unknown"
-        base = {"id": "chatcmpl-rec", "object": "chat.completion.chunk", "created": 0, "model": model}
+        base = {
+            "id": "chatcmpl-rec",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": model,
+            "system_fingerprint": "fp_recording",
+        }
         reply = self.reply_for(body)
         pieces = [reply[i : i + 3] for i in range(0, len(reply), 3)]
         out = [
@@ -225,7 +232,10 @@ class RecordingServer:
             }
             for p in pieces
         ]
-        out.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        # every delta names its role: huggingface_hub's (TGI's) chunk type requires it, OpenAI allows it
+        out.append(
+            {**base, "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": "stop"}]}
+        )
         out.append({**base, "choices": [], "usage": dict(self.usage)})
         return out
 
@@ -296,7 +306,10 @@ class RecordingServer:
                     self._send(200, json.dumps(stats).encode(), "application/json", {})
                     return
                 self._record()
-                body = {"object": "list", "data": [{"id": "recorded-model", "object": "model"}]}
+                body = {
+                    "object": "list",
+                    "data": [{"id": "recorded-model", "object": "model", "created": 0, "owned_by": "tests"}],
+                }
                 self._send(200, json.dumps(body).encode(), "application/json", {})
 
             def do_POST(self) -> None:
@@ -319,7 +332,8 @@ class RecordingServer:
                         scripted = server._script.popleft()
                     elif server.fail_rate and server._rng.random() < server.fail_rate:
                         server.injected_failures += 1
-                        scripted = Scripted(server.fail_status, {"error": {"message": "injected failure"}})
+                        failure = {"message": "injected failure", "type": "server_error"}
+                        scripted = Scripted(server.fail_status, {"error": failure})
                     else:
                         scripted = Scripted()
                 if scripted.delay:
@@ -329,7 +343,9 @@ class RecordingServer:
                     return
                 cut = scripted.kind == "truncate"
                 if scripted.body is not None or scripted.status != 200:
-                    body = scripted.body if scripted.body is not None else {"error": {"message": "scripted"}}
+                    body = scripted.body
+                    if body is None:
+                        body = {"error": {"message": "scripted", "type": "server_error"}}
                     payload = (
                         body
                         if isinstance(body, bytes)

@@ -86,6 +86,7 @@ def tool_call_completion(name: str = "get_weather", arguments: Any = None, call_
         "object": "chat.completion",
         "created": 0,
         "model": "m",
+        "system_fingerprint": "fp_tools",  # the HF backend reads it too: TGI's type requires it
         "choices": [
             {
                 "index": 0,
