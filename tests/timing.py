@@ -47,10 +47,6 @@ class VirtualClock:
         self._wait(seconds, self.asleeps)
         await asyncio.sleep(0)  # a wait is a point where other tasks run
 
-    @property
-    def elapsed(self) -> float:
-        return self.now - self.start
-
 
 def together(n: int, timeout: float = 30.0) -> threading.Barrier:
     """A barrier of ``n`` parties; see :func:`meet`."""
