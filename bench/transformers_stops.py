@@ -4,18 +4,21 @@
     .venv/bin/python -m bench.transformers_stops [--rounds 3] [--tokens 64] [--dtypes float32,bfloat16]
 
 The SmolLM-135M-shaped random model of bench/_smollm.py, batch 1, one prompt, both libraries loading the
-same directory in the same dtype. ``armed`` and ``fires`` repeat one prompt, so our prompt cache is off
-there (both prefill every prompt in full). Three scenarios, contenders alternating:
+same directory in the same dtype. ``armed``, ``boundary`` and ``inside`` repeat one prompt, so our prompt
+cache is off there (both prefill every prompt in full). Four scenarios, contenders alternating; the first
+two favour no one, the last two show where we differ (and say so):
 
-- ``armed``: smolagents CodeAgent's stops (``Observation:``, ``<end_code>``, ``Calling tools:``) are
-  active but never occur; greedy, exactly ``--tokens`` tokens each (``min_new_tokens``). This is the
-  cost of the stop machinery itself.
-- ``fires``: seeded sampling (the same seed and RNG state for both, so the same tokens); the stop is a
-  piece of text that ends inside a token about half-way through the reply. We stop on that token;
+- ``armed`` (neutral): smolagents CodeAgent's stops (``Observation:``, ``<end_code>``, ``Calling
+  tools:``) are active but never occur; greedy, exactly ``--tokens`` tokens each (``min_new_tokens``).
+  This is the cost of the stop machinery itself.
+- ``boundary`` (neutral): seeded sampling (the same seed and RNG state for both, so the same tokens); the
+  stop is a piece of text that ends exactly at a token boundary about half-way through the reply. Both
+  libraries stop on that token (checked: same text, same token count).
+- ``inside`` (our best case): the same, but the stop ends inside a token. We stop on that token;
   smolagents checks ``endswith`` after each token, never sees it, and decodes to the token limit before
-  trimming. Both return the same text (checked).
-
-- ``agent``: a CodeAgent-shaped loop of ``--steps`` calls with the agent stops armed (never firing,
+  trimming. Both return the same text (checked). How often a stop ends mid-token depends on the
+  tokenizer and the stop: this is the case where we gain most, not a typical one.
+- ``agent`` (with our prompt cache): a CodeAgent-shaped loop of ``--steps`` calls with the agent stops armed (never firing,
   ``--tokens`` tokens each, greedy): smolagents' real CodeAgent system prompt (~8.5k characters) and a
   task, then after each step the reply and an ``Observation:`` message appended, the same conversation
   sent to both libraries. Here our ``prompt_cache`` reuses the KV of the prefix a step shares with the
@@ -23,7 +26,8 @@ there (both prefill every prompt in full). Three scenarios, contenders alternati
   smolagents prefills the whole conversation on every step. Timed per loop.
 
 Printed: median seconds per reply (per loop for ``agent``) and the median of the per-round ratios
-smolagents / ours (> 1: we are faster). Target: >= 1.2.
+smolagents / ours (> 1: we are faster), neutral scenarios first. Target (issue 3): >= 1.2 where a stop
+fires mid-token or an agent loop repeats its prefix; ~1.0 where nothing favours either side.
 """
 
 from __future__ import annotations
@@ -85,21 +89,63 @@ def measure(
 
     ours_msgs = [{"role": "user", "content": PROMPTS[0]}]
     smol_msgs = [{"role": "user", "content": [{"type": "text", "text": PROMPTS[0]}]}]
-    # armed / fires repeat one prompt: the prompt cache would spare ours its prefill, smolagents not
+    # armed / boundary / inside repeat one prompt: the prompt cache would spare ours its prefill, not theirs
     ours = TransformersModel(model_id=path, dtype=dtype, device="cpu", max_new_tokens=n, prompt_cache=False)
     agent = TransformersModel(model_id=path, dtype=dtype, device="cpu", max_new_tokens=n)  # same weights
     smol = smolagents.TransformersModel(model_id=path, device_map="cpu", torch_dtype=dtype, max_new_tokens=n)
 
-    # ``fires``: a stop ending one character before the end of a token in the second half of the reply
+    # a seeded sampled reply of n tokens; stops are cut from it so that both libraries generate the same
     full = ours(ours_msgs, temperature=0.8, seed=0, min_new_tokens=n)
     ids = full.raw["generated_token_ids"]
     pieces = [ours.tokenizer.decode(ids[: k + 1], skip_special_tokens=True) for k in range(len(ids))]
-    stop = next(
+    # smolagents decodes token by token and checks endswith on the concatenation
+    stream = [""]
+    for token in ids:
+        stream.append(stream[-1] + ours.tokenizer.decode([token], skip_special_tokens=True))
+    stream = stream[1:]
+
+    def first_seen(stop: str) -> int:
+        return next(k for k, s in enumerate(stream) if s.endswith(stop))
+
+    # ``inside``: a stop ending one character before the end of a token in the second half of the reply
+    inside = next(
         p[-5:-1]
         for k, p in enumerate(pieces)
         if k >= n // 2 and len(p) - len(pieces[k - 1]) >= 2 and full.content.find(p[-5:-1]) == len(p) - 5
     )
-    expected = full.content[: full.content.index(stop)]
+    # ``boundary``: a stop ending exactly where a token ends, seen there first by both ways of decoding
+    boundary = next(
+        p[-4:]
+        for k, p in enumerate(pieces)
+        if k >= n // 2
+        and p[-4:].strip()
+        and full.content.find(p[-4:]) == len(p) - 4
+        and stream[k] == p
+        and first_seen(p[-4:]) == k
+    )
+    stops = {"inside": inside, "boundary": boundary}
+    expected = {name: full.content[: full.content.index(stop)] for name, stop in stops.items()}
+    stopped_at: dict[str, int] = {}
+
+    def ours_stopping(name: str) -> float:
+        t = time.perf_counter()
+        reply = ours(ours_msgs, stop_sequences=[stops[name]], temperature=0.8, seed=0, min_new_tokens=n)
+        elapsed = time.perf_counter() - t
+        assert reply.content == expected[name], (name, reply.content, expected[name])
+        stopped_at[f"o{name}"] = reply.token_usage.output_tokens
+        return elapsed
+
+    def smol_stopping(name: str) -> float:
+        t = time.perf_counter()
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            reply = smol(
+                smol_msgs, stop_sequences=[stops[name]], do_sample=True, temperature=0.8, min_new_tokens=n
+            )
+        elapsed = time.perf_counter() - t
+        assert reply.content == expected[name], (name, reply.content, expected[name])
+        stopped_at[f"s{name}"] = reply.token_usage.output_tokens
+        return elapsed
 
     def ours_armed() -> float:
         t = time.perf_counter()
@@ -112,22 +158,6 @@ def measure(
         reply = smol(smol_msgs, stop_sequences=AGENT_STOPS, do_sample=False, min_new_tokens=n)
         assert reply.token_usage.output_tokens == n
         return time.perf_counter() - t
-
-    def ours_fires() -> float:
-        t = time.perf_counter()
-        reply = ours(ours_msgs, stop_sequences=[stop], temperature=0.8, seed=0, min_new_tokens=n)
-        elapsed = time.perf_counter() - t
-        assert reply.content == expected, (reply.content, expected)
-        return elapsed
-
-    def smol_fires() -> float:
-        t = time.perf_counter()
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            reply = smol(smol_msgs, stop_sequences=[stop], do_sample=True, temperature=0.8, min_new_tokens=n)
-        elapsed = time.perf_counter() - t
-        assert reply.content == expected, (reply.content, expected)
-        return elapsed
 
     loop = agent_conversations(smolagents, agent, n, steps)
     smol_loop = [
@@ -156,24 +186,29 @@ def measure(
     contenders = [
         ("oa", ours_armed),
         ("sa", smol_armed),
-        ("of", ours_fires),
-        ("sf", smol_fires),
+        ("oboundary", lambda: ours_stopping("boundary")),
+        ("sboundary", lambda: smol_stopping("boundary")),
+        ("oinside", lambda: ours_stopping("inside")),
+        ("sinside", lambda: smol_stopping("inside")),
         ("og", ours_agent),
         ("sg", smol_agent),
     ]
     for _, fn in contenders:  # warm-up, and the checks
         fn()
+    # a stop at a token boundary is caught by both on the same token: the neutral case really is neutral
+    assert stopped_at["oboundary"] == stopped_at["sboundary"], stopped_at
     samples: dict[str, list[float]] = {name: [] for name, _ in contenders}
     for r in range(rounds):
         for name, fn in contenders if r % 2 == 0 else contenders[::-1]:
             samples[name].append(fn())
     prompt_tokens = [len(ours._encode(ours._request(c, None, None, None, None, {})).ids) for c in loop]
-    stopped_at = ours(ours_msgs, stop_sequences=[stop], temperature=0.8, seed=0).token_usage.output_tokens
     ours.free()
+    tokens = {name: f"{stopped_at['o' + name]} / {stopped_at['s' + name]}" for name in stops}
     return [
-        (dtype, "armed", samples["oa"], samples["sa"], f"{n} / {n}"),
-        (dtype, "fires", samples["of"], samples["sf"], f"{stopped_at} / {n}"),
-        (dtype, "agent", samples["og"], samples["sg"], f"{steps} x {n} / {steps} x {n}"),
+        (dtype, "armed (neutral)", samples["oa"], samples["sa"], f"{n} / {n}"),
+        (dtype, "boundary (neutral)", samples["oboundary"], samples["sboundary"], tokens["boundary"]),
+        (dtype, "inside (best case)", samples["oinside"], samples["sinside"], tokens["inside"]),
+        (dtype, "agent (prompt cache)", samples["og"], samples["sg"], f"{steps} x {n} / {steps} x {n}"),
     ], (prompt_tokens, list(cached))
 
 
@@ -201,11 +236,12 @@ def main() -> None:
         rows += more
     print(f"agent loop: prompt tokens per step {prompt_tokens}; ours reused the KV of {cached}\n")
     print(
-        f"{'dtype':>9} {'stops':>6} {'ours s':>8} {'smolagents s':>13} {'tokens ours/smol':>17} {'smol/ours':>10}"
+        f"{'dtype':>9} {'scenario':>21} {'ours s':>8} {'smolagents s':>13} {'tokens ours/smol':>17} "
+        f"{'smol/ours':>10}"
     )
     for dtype, scenario, o, s, tokens in rows:
         print(
-            f"{dtype:>9} {scenario:>6} {statistics.median(o):>8.3f} {statistics.median(s):>13.3f} "
+            f"{dtype:>9} {scenario:>21} {statistics.median(o):>8.3f} {statistics.median(s):>13.3f} "
             f"{tokens:>17} {median_ratio(s, o):>9.3f}x"
         )
 

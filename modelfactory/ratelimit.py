@@ -1,20 +1,22 @@
 """``requests_per_minute``: a limiter shared by threads and asyncio tasks alike.
 
 It spaces requests evenly (the generic cell rate algorithm): each caller *reserves* the next free slot
-under a lock held for microseconds, then waits for it outside the lock, with ``time.sleep`` in a thread or
-``asyncio.sleep`` in a coroutine, so the event loop is never blocked and threads and tasks can share one
-limiter. Slots are handed out first come, first served. ``burst`` lets that many requests go at once
+under a lock held for microseconds, then waits for it outside the lock, with the clock's ``sleep`` in a
+thread or its ``asleep`` in a coroutine, so the event loop is never blocked and threads and tasks can share
+one limiter. Slots are handed out first come, first served. ``burst`` lets that many requests go at once
 after an idle spell (default 1: strictly ``60 / requests_per_minute`` seconds apart).
+
+The clock is :func:`modelfactory.clock.get_clock`'s, looked up at every call, unless one is given: a test
+swaps in a virtual one, which records every wait, to check the spacing exactly.
 
 A slot reserved by a task that is then cancelled is not given back: the limiter errs on the slow side.
 """
 
 from __future__ import annotations
 
-import asyncio
 import threading
-import time
-from collections.abc import Callable
+
+from .clock import Clock, get_clock
 
 __all__ = ["RateLimiter"]
 
@@ -25,7 +27,7 @@ class RateLimiter:
         requests_per_minute: float,
         *,
         burst: int = 1,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock | None = None,
     ) -> None:
         if not requests_per_minute > 0:
             raise ValueError("requests_per_minute must be > 0")
@@ -34,14 +36,18 @@ class RateLimiter:
         self.requests_per_minute = float(requests_per_minute)
         self.interval = 60.0 / self.requests_per_minute
         self.burst = burst
-        self._clock = clock
+        self._fixed_clock = clock  # None: the current process clock, looked up at every call
         self._tat: float | None = None  # theoretical arrival time of the next request
         self._lock = threading.Lock()
 
-    def reserve(self) -> float:
+    @property
+    def clock(self) -> Clock:
+        return self._fixed_clock or get_clock()
+
+    def reserve(self, clock: Clock | None = None) -> float:
         """Take the next slot; return how many seconds the caller must wait before sending."""
         with self._lock:
-            now = self._clock()
+            now = (clock or self.clock).monotonic()
             tat = now if self._tat is None else max(self._tat, now)
             allowed_at = tat - (self.burst - 1) * self.interval
             self._tat = tat + self.interval
@@ -49,16 +55,18 @@ class RateLimiter:
 
     def acquire(self) -> float:
         """Block this thread until it may send; returns the seconds waited."""
-        wait = self.reserve()
+        clock = self.clock
+        wait = self.reserve(clock)
         if wait > 0:
-            time.sleep(wait)
+            clock.sleep(wait)
         return wait
 
     async def aacquire(self) -> float:
         """Wait (without blocking the event loop) until this task may send; returns the seconds waited."""
-        wait = self.reserve()
+        clock = self.clock
+        wait = self.reserve(clock)
         if wait > 0:
-            await asyncio.sleep(wait)
+            await clock.asleep(wait)
         return wait
 
     def __repr__(self) -> str:

@@ -16,7 +16,6 @@ request through :func:`call_with_retry` (or :func:`acall_with_retry` from asynci
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import logging
 import random
@@ -26,6 +25,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .clock import get_clock
 from .errors import BackendError
 
 __all__ = [
@@ -163,14 +163,15 @@ def call_with_retry(
     policy: RetryPolicy,
     *,
     before_attempt: Callable[[], None] | None = None,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
     draw: Callable[[], float] = random.random,
     on_retry: Callable[[BackendError, int, float], None] | None = None,
 ) -> T:
     """Call ``fn`` until it returns, raises a non-retryable error, or the policy gives up.
 
     ``before_attempt`` runs before every request (the rate limiter); ``on_retry(error, attempt, wait)``
-    before every wait. Only :class:`BackendError` with ``retryable=True`` is ever retried.
+    before every wait. Only :class:`BackendError` with ``retryable=True`` is ever retried. ``sleep``
+    defaults to the current :func:`~modelfactory.clock.get_clock`'s, looked up at each wait.
     """
     attempt = 1
     while True:
@@ -186,7 +187,7 @@ def call_with_retry(
             _log_retry(err, attempt, policy, wait)
             if on_retry is not None:
                 on_retry(err, attempt, wait)
-            sleep(wait)
+            (sleep or get_clock().sleep)(wait)
             attempt += 1
 
 
@@ -195,11 +196,11 @@ async def acall_with_retry(
     policy: RetryPolicy,
     *,
     before_attempt: Callable[[], Awaitable[None]] | None = None,
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    sleep: Callable[[float], Awaitable[None]] | None = None,
     draw: Callable[[], float] = random.random,
     on_retry: Callable[[BackendError, int, float], None] | None = None,
 ) -> T:
-    """:func:`call_with_retry` for coroutines: waits with ``asyncio.sleep``, never blocking the loop."""
+    """:func:`call_with_retry` for coroutines: waits with the clock's ``asleep``, never blocking the loop."""
     attempt = 1
     while True:
         if before_attempt is not None:
@@ -214,7 +215,7 @@ async def acall_with_retry(
             _log_retry(err, attempt, policy, wait)
             if on_retry is not None:
                 on_retry(err, attempt, wait)
-            await sleep(wait)
+            await (sleep or get_clock().asleep)(wait)
             attempt += 1
 
 

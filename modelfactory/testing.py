@@ -24,6 +24,11 @@ What it answers (``POST`` to any path):
   connection without answering, ``kind="truncate"`` sends the headers and half the body, then closes;
 - ``fail_rate``: that share of unscripted requests fails with ``fail_status`` (seeded, for load tests).
 
+Concurrency without a stopwatch: :attr:`RecordingServer.max_in_flight` is the most ``POST`` requests
+being answered at once; set :attr:`RecordingServer.gate` to a ``threading.Barrier(n, timeout=...)`` and
+each ``POST`` waits until ``n`` are in, so ``n`` calls that really overlap pass together, while calls
+made one at a time break the barrier and leave ``max_in_flight`` below ``n``.
+
 Every request lands in :attr:`RecordingServer.requests` as a :class:`Recorded` (method, path, query,
 lower-cased headers, parsed JSON body); :attr:`RecordingServer.last` is the latest. ``GET`` answers a
 one-model list (``/v1/models``); ``GET /_stats`` reports counts for a server run in another process with
@@ -104,6 +109,9 @@ class RecordingServer:
         self.fail_status = fail_status
         self.echo = echo
         self.injected_failures = 0
+        self.in_flight = 0
+        self.max_in_flight = 0  # the high-water mark of POSTs being answered at once
+        self.gate: threading.Barrier | None = None  # when set, each POST waits there until N are in
         self._rng = random.Random(seed)
         self.usage = {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}
         self.requests: list[Recorded] = []
@@ -177,6 +185,7 @@ class RecordingServer:
             "object": "chat.completion",
             "created": int(time.time()),
             "model": model,
+            "system_fingerprint": "fp_recording",  # TGI (huggingface_hub's types) requires it
             "choices": [
                 {
                     "index": 0,
@@ -205,7 +214,13 @@ class RecordingServer:
 
     def chunks(self, body: Any) -> list[dict[str, Any]]:
         model = body.get("model", "unknown") if isinstance(body, dict) else "unknown"
-        base = {"id": "chatcmpl-rec", "object": "chat.completion.chunk", "created": 0, "model": model}
+        base = {
+            "id": "chatcmpl-rec",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": model,
+            "system_fingerprint": "fp_recording",
+        }
         reply = self.reply_for(body)
         pieces = [reply[i : i + 3] for i in range(0, len(reply), 3)]
         out = [
@@ -217,7 +232,10 @@ class RecordingServer:
             }
             for p in pieces
         ]
-        out.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        # every delta names its role: huggingface_hub's (TGI's) chunk type requires it, OpenAI allows it
+        out.append(
+            {**base, "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": "stop"}]}
+        )
         out.append({**base, "choices": [], "usage": dict(self.usage)})
         return out
 
@@ -288,17 +306,34 @@ class RecordingServer:
                     self._send(200, json.dumps(stats).encode(), "application/json", {})
                     return
                 self._record()
-                body = {"object": "list", "data": [{"id": "recorded-model", "object": "model"}]}
+                body = {
+                    "object": "list",
+                    "data": [{"id": "recorded-model", "object": "model", "created": 0, "owned_by": "tests"}],
+                }
                 self._send(200, json.dumps(body).encode(), "application/json", {})
 
             def do_POST(self) -> None:
+                with server._lock:
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    if server.gate is not None:
+                        with contextlib.suppress(threading.BrokenBarrierError):
+                            server.gate.wait()  # broken (timed out): answer; max_in_flight tells
+                    self._answer_post()
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
+
+            def _answer_post(self) -> None:
                 rec = self._record()
                 with server._lock:
                     if server._script:
                         scripted = server._script.popleft()
                     elif server.fail_rate and server._rng.random() < server.fail_rate:
                         server.injected_failures += 1
-                        scripted = Scripted(server.fail_status, {"error": {"message": "injected failure"}})
+                        failure = {"message": "injected failure", "type": "server_error"}
+                        scripted = Scripted(server.fail_status, {"error": failure})
                     else:
                         scripted = Scripted()
                 if scripted.delay:
@@ -308,7 +343,9 @@ class RecordingServer:
                     return
                 cut = scripted.kind == "truncate"
                 if scripted.body is not None or scripted.status != 200:
-                    body = scripted.body if scripted.body is not None else {"error": {"message": "scripted"}}
+                    body = scripted.body
+                    if body is None:
+                        body = {"error": {"message": "scripted", "type": "server_error"}}
                     payload = (
                         body
                         if isinstance(body, bytes)

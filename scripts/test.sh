@@ -1,11 +1,40 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh clone: installs everything (dev extras), then lints and tests.
+# The whole test suite, from a fresh clone: installs everything (dev extras), lints, then tests twice:
+#   1. the whole suite in random order (pytest-randomly);
+#   2. again in another random order, with two CPU-bound processes beside it, as on a busy CI machine:
+#      no test may depend on the order or on the machine being idle.
+# Seeds are printed; MF_TEST_SEED=N repeats a run. Arguments are pytest options for both passes.
+# scripts/test_each_file.sh runs each file alone (slower: a fresh process and its imports per file).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh all,dev
 export HF_HUB_OFFLINE=1 LITELLM_LOCAL_MODEL_COST_MAP=True
+# Every extra is installed above, so a missing one is a broken install: it fails instead of skipping.
+export CI="${CI:-true}"
 .venv/bin/ruff format --check modelfactory tests run.py examples scripts bench
 .venv/bin/ruff check modelfactory tests run.py examples scripts bench
 .venv/bin/mypy modelfactory
 env OPENAI_API_KEY=placeholder AZURE_OPENAI_API_KEY=placeholder AZURE_OPENAI_ENDPOINT=https://example.openai.azure.com AZURE_OPENAI_MODEL=gpt-4o OPENAI_API_VERSION=2024-10-21 HF_TOKEN=placeholder ANTHROPIC_API_KEY=placeholder .venv/bin/modelfactory check
-.venv/bin/python -m pytest -q "$@"
+
+seed="${MF_TEST_SEED:-$((RANDOM * 32768 + RANDOM))}"
+echo "== pass 1/2: the whole suite in random order, seed $seed (MF_TEST_SEED=$seed repeats it)" >&2
+.venv/bin/python -m pytest -q -p no:cacheprovider --randomly-seed="$seed" "$@"
+
+echo "== pass 2/2: the whole suite beside two CPU-bound processes, seed $((seed + 1))" >&2
+hogs=()
+stop_hogs() {
+  for pid in "${hogs[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${hogs[@]}"; do wait "$pid" 2>/dev/null || true; done
+  hogs=()
+}
+trap stop_hogs EXIT
+for _ in 1 2; do
+  # busy until killed, or until this script is gone (its parent changes): never left spinning
+  .venv/bin/python -c 'import os
+parent = os.getppid()
+while os.getppid() == parent:
+    pass' &
+  hogs+=("$!")
+done
+.venv/bin/python -m pytest -q -p no:cacheprovider --randomly-seed="$((seed + 1))" "$@"
+stop_hogs

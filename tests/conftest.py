@@ -1,4 +1,8 @@
-"""Shared fixtures. Every server here listens on 127.0.0.1 only; no test sends traffic elsewhere."""
+"""Shared fixtures. Every server here listens on 127.0.0.1 only; no test sends traffic elsewhere.
+
+Suite-wide rules set here: under ``CI=true`` a missing extra fails instead of skipping (tests/ci_skips.py);
+Hypothesis has no deadline (a wall-clock limit per example would fail on a loaded machine, not on a bug).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,27 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
+from modelfactory.clock import use_clock
 from tests.servers.recording import RecordingServer
+from tests.timing import VirtualClock
+
+pytest_plugins = ["tests.ci_skips"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from tests.ci_skips import ci_is_strict  # loaded by now, as a plugin
+
+    # Hypothesis' own "ci" profile in CI (derandomized: the same examples every run), else "default".
+    settings.register_profile(
+        "modelfactory",
+        parent=settings.get_profile("ci" if ci_is_strict() else "default"),
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    settings.load_profile("modelfactory")
+
 
 # Secrets and endpoints of the developer's shell must never leak into tests (or out of them).
 _ENV_TO_CLEAR = (
@@ -39,6 +62,13 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def recording_server() -> Iterator[RecordingServer]:
     with RecordingServer() as server:
         yield server
+
+
+@pytest.fixture
+def virtual_clock() -> Iterator[VirtualClock]:
+    """Every retry wait and rate-limit wait of the test goes to this clock: recorded, never slept."""
+    with use_clock(VirtualClock()) as clock:
+        yield clock
 
 
 os.environ.setdefault("HYDRA_FULL_ERROR", "0")

@@ -4,8 +4,8 @@ client against the real recording server, plus the worker-thread default for bac
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -15,10 +15,12 @@ from modelfactory.backends.callable import CallableModel
 from modelfactory.backends.hf_inference import HfApiModel
 from modelfactory.backends.litellm import LiteLLMModel
 from modelfactory.backends.openai import OpenAIServerModel
+from modelfactory.clock import use_clock
 from modelfactory.errors import BackendError, UnsupportedFeatureError
-from modelfactory.messages import ChatMessageStreamDelta, TokenUsage
-from modelfactory.model import Model
+from modelfactory.messages import ChatMessage, ChatMessageStreamDelta, TokenUsage
+from modelfactory.model import GenerationRequest, Model
 from tests.servers.recording import RecordingServer
+from tests.timing import VirtualClock, meet, together
 
 pytestmark = pytest.mark.filterwarnings("ignore:Item 'summary' on TypedDict:UserWarning")
 
@@ -173,20 +175,17 @@ def test_retries_give_up_with_attempt_count(
 
 
 def test_concurrent_calls_overlap(make: Callable[..., Model], recording_server: RecordingServer) -> None:
-    n, delay = 20, 0.2
-    for _ in range(n):
-        recording_server.enqueue(200, None, delay=delay)
+    n = 20
+    recording_server.gate = together(n)  # each request waits until all n are in: only overlap releases them
     m = make(recording_server, **NO_RETRY)
 
     async def run_all() -> list[Any]:
         return await asyncio.gather(*(m.agenerate(MSGS) for _ in range(n)))
 
-    t0 = time.perf_counter()
     outs = asyncio.run(run_all())
-    elapsed = time.perf_counter() - t0
     assert [o.content for o in outs] == ["Hello from the recording server"] * n
     assert len(recording_server.requests) == n
-    assert elapsed < n * delay / 3, f"{n} concurrent calls took {elapsed:.2f}s: not concurrent"
+    assert recording_server.max_in_flight == n, "the calls did not all overlap"
 
 
 def test_model_reused_across_event_loops(recording_server: RecordingServer) -> None:
@@ -214,42 +213,83 @@ def test_rate_limit_spaces_async_calls(recording_server: RecordingServer) -> Non
     async def run_all() -> None:
         await asyncio.gather(*(m.agenerate(MSGS) for _ in range(4)))
 
-    t0 = time.perf_counter()
-    asyncio.run(run_all())
-    assert time.perf_counter() - t0 >= 0.29
+    with use_clock(VirtualClock(frozen=True)) as clock:
+        asyncio.run(run_all())
+    assert len(recording_server.requests) == 4
+    assert sorted(clock.asleeps) == [pytest.approx(0.1), pytest.approx(0.2), pytest.approx(0.3)]
+    assert clock.sleeps == []  # awaited: the event loop was never blocked
 
 
 # --------------------------------------------------------------------------- the worker-thread default
 
 
 def echo_fn(messages: list[dict[str, Any]], **kwargs: Any) -> str:
-    time.sleep(0.2)
     return "echo: " + str(messages[-1]["content"]) + " END tail"
 
 
 def test_callable_model_async_runs_in_threads() -> None:
-    m = CallableModel(fn=echo_fn)
+    gate, lock = together(5), threading.Lock()
+    inside, most, threads = 0, 0, set()
+
+    def fn(messages: list[dict[str, Any]], **kwargs: Any) -> str:
+        nonlocal inside, most
+        with lock:
+            inside += 1
+            most = max(most, inside)
+            threads.add(threading.get_ident())
+        meet(gate)  # only five calls running side by side get past this at once
+        with lock:
+            inside -= 1
+        return echo_fn(messages)
+
+    m = CallableModel(fn=fn)
 
     async def run_all() -> list[Any]:
         return await asyncio.gather(*(m.agenerate(MSGS, stop_sequences=["END"]) for _ in range(5)))
 
-    t0 = time.perf_counter()
     outs = asyncio.run(run_all())
-    assert time.perf_counter() - t0 < 0.8  # 5 x 0.2 s in worker threads, not one after another
-    assert all(o.content is not None and "END" not in o.content for o in outs)
+    assert most == 5 and len(threads) == 5  # five worker threads at once, not one after another
+    assert threading.get_ident() not in threads  # never on the event loop's thread
+    assert [o.content for o in outs] == ["echo: Say hello "] * 5
     assert outs[0].content == m.generate(MSGS, stop_sequences=["END"]).content
 
 
-def test_callable_model_async_stream_default() -> None:
-    m = CallableModel(fn=echo_fn)
-    try:
-        sync = "".join(d.content or "" for d in m.generate_stream(MSGS, stop_sequences=["END"]))
-    except UnsupportedFeatureError:
-        with pytest.raises(UnsupportedFeatureError):
-            asyncio.run(collect(m.agenerate_stream(MSGS)))
-        return
+class SyncStreamer(Model):
+    """A backend with a sync stream only: ``agenerate_stream`` must pull it through worker threads."""
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(model_id="streamer", **kw)
+        self.threads: list[int] = []
+
+    def _generate(self, req: GenerationRequest) -> ChatMessage:
+        return ChatMessage(content="alpha beta END gamma", token_usage=TokenUsage(2, 4))
+
+    def _generate_stream(self, req: GenerationRequest) -> Iterator[ChatMessageStreamDelta]:
+        for piece in ("alpha ", "beta E", "ND gam", "ma"):
+            self.threads.append(threading.get_ident())
+            yield ChatMessageStreamDelta(content=piece)
+        yield ChatMessageStreamDelta(token_usage=TokenUsage(2, 4))
+
+
+def test_async_stream_default_pulls_the_sync_stream_in_threads() -> None:
+    m = SyncStreamer()
+    sync = list(m.generate_stream(MSGS, stop_sequences=["END"]))
+    assert "".join(d.content or "" for d in sync) == "alpha beta "
+    m.threads.clear()
     deltas = asyncio.run(collect(m.agenerate_stream(MSGS, stop_sequences=["END"])))
-    assert "".join(d.content or "" for d in deltas) == sync
+    assert "".join(d.content or "" for d in deltas) == "alpha beta "
+    assert deltas[-1].token_usage == TokenUsage(2, 4)
+    assert m.threads and threading.get_ident() not in m.threads  # pulled in worker threads
+
+
+def test_callable_model_cannot_stream_sync_or_async() -> None:
+    calls: list[Any] = []
+    m = CallableModel(fn=lambda messages: calls.append(messages) or "x")
+    with pytest.raises(UnsupportedFeatureError, match="CallableModel does not support streaming"):
+        list(m.generate_stream(MSGS))
+    with pytest.raises(UnsupportedFeatureError, match="CallableModel does not support streaming"):
+        asyncio.run(collect(m.agenerate_stream(MSGS)))
+    assert calls == []  # refused before the user's function ran
 
 
 def test_unsupported_feature_raised_before_any_await(recording_server: RecordingServer) -> None:
@@ -282,14 +322,12 @@ def test_runner_drives_native_async_models_on_one_event_loop() -> None:
     with RecordingServer(echo=True) as srv:
         m = openai_model(srv, **NO_RETRY)
         seq = run_items(m, items, concurrency=1, progress=False, max_tokens=5)
-        for _ in range(16):
-            srv.enqueue(200, None, delay=0.2)
-        t0 = time.perf_counter()
+        assert srv.max_in_flight == 1
+        srv.gate = together(8)  # requests are held until 8 are in: only 8 at once gets them through
         conc = run_items(m, items, concurrency=8, progress=False, max_tokens=5)
-        elapsed = time.perf_counter() - t0
     assert (seq.mode, conc.mode) == ("sequential", "async")
     assert conc.ok == 16 and conc.failed == 0
-    assert elapsed < 16 * 0.2 / 3, f"async mode took {elapsed:.2f}s: not concurrent"
+    assert srv.max_in_flight == 8, "async mode did not run 8 requests at once"
 
     def key(row: dict[str, Any]) -> tuple[Any, ...]:
         return (row["id"], row["content"], row["usage"], row["error"])

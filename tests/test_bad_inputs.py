@@ -482,6 +482,146 @@ def test_fuzzed_messages_through_huggingface_hub(server: RecordingServer, messag
         huggingface_hub.constants.HF_HUB_OFFLINE = offline
 
 
-def test_nan_and_infinity_reach_the_server_as_json_or_fail_cleanly(server: RecordingServer) -> None:
-    for value in (math.nan, math.inf):
-        _only_our_errors(lambda v=value: openai_model(server)(MSGS, temperature=v))
+def test_nan_and_infinity_fail_before_anything_is_sent(server: RecordingServer) -> None:
+    before = len(server.requests)
+    for value in (math.nan, math.inf, -math.inf):
+        with pytest.raises(BackendError, match="not JSON compliant") as info:
+            openai_model(server)(MSGS, temperature=value)
+        assert info.value.retryable is False and "OpenAIServerModel model 'm'" in str(info.value)
+    assert len(server.requests) == before  # refused on our side: no invalid JSON went out
+
+
+# --------------------------------------------------------------------------- fuzzing VALID input: it must work
+# The fuzzers above accept any modelfactory error, so on their own they could not tell a valid input that is
+# wrongly rejected from an invalid one. These generate only valid input and require the exact result.
+
+_model_ids = st.from_regex(
+    r"[A-Za-z0-9][A-Za-z0-9._-]{0,20}(/[A-Za-z0-9][A-Za-z0-9._-]{0,20})?", fullmatch=True
+)
+_valid_retry = st.builds(
+    lambda attempts, wait, extra, jitter: {
+        "max_attempts": attempts,
+        "initial_wait": wait,
+        "max_wait": wait + extra,
+        "jitter": jitter,
+    },
+    st.integers(1, 6),
+    st.floats(0, 5),
+    st.floats(0, 60),
+    st.floats(0, 1),
+)
+_generation = st.fixed_dictionaries(
+    {},
+    optional={
+        "temperature": st.floats(0, 2),
+        "max_tokens": st.integers(1, 100_000),
+        "top_p": st.floats(0, 1, exclude_min=True),
+        "seed": st.integers(-(2**31), 2**31),
+        "retry": _valid_retry,
+        "requests_per_minute": st.floats(0.01, 1e6),
+    },
+)
+_REQUIRED = {  # what each backend needs besides a model id; no secret comes from the environment
+    "OpenAIServerModel": {"api_base": "http://127.0.0.1:1/v1", "api_key": KEY},
+    "AzureOpenAIServerModel": {
+        "azure_endpoint": "https://example.openai.azure.com",
+        "api_key": KEY,
+        "api_version": "2024-10-21",
+    },
+    "HfApiModel": {"token": KEY},
+    "LiteLLMModel": {"api_key": KEY},
+    "CallableModel": {"fn": ECHO},
+    "TransformersModel": {},
+}
+
+
+@st.composite
+def valid_configs(draw: st.DrawFn) -> dict[str, Any]:
+    target = draw(st.sampled_from(_FUZZ_TARGETS))
+    model_id = draw(_model_ids)
+    if target == "LiteLLMModel":
+        model_id = f"openai/{model_id}"
+    if target == "TransformersModel":
+        model_id = "builtin:tiny-llama"
+    cfg = {"_target_": target, "model_id": model_id, **_REQUIRED[target], **draw(_generation)}
+    if target == "CallableModel" and draw(st.booleans()):
+        del cfg["model_id"]  # optional there: derived from the function's name
+    return cfg
+
+
+@FUZZ
+@given(cfg=valid_configs())
+def test_fuzzed_valid_configs_build(cfg: dict[str, Any]) -> None:
+    assert validate_config(cfg) == []
+    model = build_model(cfg)  # must not raise
+    saved = model.to_dict()
+    for key in ("temperature", "max_tokens", "top_p", "seed", "requests_per_minute"):
+        if key in cfg:
+            assert getattr(model.spec, key) == cfg[key] == saved[key]
+    if "retry" in cfg:
+        assert model.spec.retry.model_dump() == cfg["retry"]
+    assert build_model(saved).to_dict() == saved  # what was saved builds the same model
+
+
+_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=30)
+_valid_content = _text | st.lists(
+    st.fixed_dictionaries({"type": st.just("text"), "text": _text}), min_size=1, max_size=3
+)
+_valid_messages = st.lists(
+    st.fixed_dictionaries(
+        {"role": st.sampled_from(["system", "user", "assistant"]), "content": _valid_content}
+    ),
+    max_size=3,
+).map(lambda ms: [*ms, {"role": "user", "content": ms[-1]["content"] if ms else "hi"}])
+_valid_stops = st.lists(_text, min_size=1, max_size=4, unique=True)
+
+
+def _plain(content: Any) -> str:
+    return content if isinstance(content, str) else "\n".join(part["text"] for part in content)
+
+
+def _cut(text: str, stops: list[str]) -> str:
+    found = [text.find(s) for s in stops if s in text]
+    return text[: min(found)] if found else text
+
+
+@FUZZ
+@given(messages=_valid_messages, stops=_valid_stops, temperature=st.floats(0, 2))
+def test_fuzzed_valid_messages_on_a_callable_model(
+    messages: Any, stops: list[str], temperature: float
+) -> None:
+    from examples.custom_model import PREFIX, TAIL
+
+    model = CallableModel(fn=ECHO, retry=ONE_TRY)
+    expected = PREFIX + _plain(messages[-1]["content"]) + TAIL
+    assert model(messages).content == expected
+    assert model(messages, stop_sequences=stops, temperature=temperature).content == _cut(expected, stops)
+
+
+@FUZZ
+@given(messages=_valid_messages, stops=_valid_stops, temperature=st.floats(0, 2))
+def test_fuzzed_valid_messages_on_the_wire(
+    server: RecordingServer, messages: Any, stops: list[str], temperature: float
+) -> None:
+    model = openai_model(server)
+    reply = model(messages, stop_sequences=stops, temperature=temperature)
+    assert reply.content == _cut(server.reply, stops)
+    body = server.last.body
+    assert body["messages"] == [{"role": m["role"], "content": _plain(m["content"])} for m in messages]
+    assert (body["stop"], body["temperature"]) == (stops, temperature)
+    streamed = "".join(d.content or "" for d in model.generate_stream(messages, stop_sequences=stops))
+    assert streamed == reply.content
+
+
+@FUZZ
+@given(messages=_valid_messages)
+def test_fuzzed_valid_messages_through_huggingface_hub(server: RecordingServer, messages: Any) -> None:
+    import huggingface_hub.constants
+
+    offline, huggingface_hub.constants.HF_HUB_OFFLINE = huggingface_hub.constants.HF_HUB_OFFLINE, False
+    try:
+        model = HfApiModel(model_id="m", base_url=server.url, retry=ONE_TRY)
+        assert model(messages).content == server.reply
+        assert [m["role"] for m in server.last.body["messages"]] == [m["role"] for m in messages]
+    finally:
+        huggingface_hub.constants.HF_HUB_OFFLINE = offline

@@ -45,11 +45,44 @@ def test_every_design_config_is_shipped() -> None:
     }
 
 
+# How to point each API config at the local server: overrides, and env vars (keys are placeholders).
+_TO_SERVER: dict[str, tuple[list[str], dict[str, str]]] = {
+    "openai_gpt4o": (["model.api_base={url}/v1"], {"OPENAI_API_KEY": "sk-test"}),
+    "local_server": (["model.api_base={url}/v1"], {}),
+    "hf_api": (["model.base_url={url}"], {}),
+    "litellm_claude": (["model.api_base={url}"], {"ANTHROPIC_API_KEY": "sk-ant-test"}),
+    "fallback_example": (["model.models.0.api_base={url}/v1"], {}),
+    "azure_openai": (
+        [],
+        {
+            "AZURE_OPENAI_ENDPOINT": "{url}",
+            "AZURE_OPENAI_API_KEY": "az-test",
+            "OPENAI_API_VERSION": "2024-10-21",
+            "AZURE_OPENAI_MODEL": "deploy",
+        },
+    ),
+}
+
+
 @pytest.mark.parametrize("name", sorted(p.stem for p in (CONF / "model").glob("*.yaml")))
-def test_temperature_override_works_on_every_config(name: str) -> None:
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        cfg = compose(config_name="config", overrides=[f"model={name}", "model.temperature=0.2"])
-    assert cfg.model.temperature == 0.2
+def test_temperature_override_reaches_the_model_on_every_config(
+    name: str, server: RecordingServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The override changes what the built model does, not just what Hydra echoes back."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # read once at import
+    overrides, env = _TO_SERVER.get(name, ([], {}))
+    for var, value in env.items():
+        monkeypatch.setenv(var, value.format(url=server.url))
+    model = instantiate(name, "model.temperature=0.2", *(o.format(url=server.url) for o in overrides))
+    assert model.spec.temperature == 0.2 and model.to_dict()["temperature"] == 0.2
+    if name in _TO_SERVER:  # an API model: the request that went out carries it
+        model(MESSAGES)
+        assert server.last.body["temperature"] == 0.2
+    else:
+        default = instantiate(name)
+        assert default.spec.temperature != 0.2  # the override changed something
 
 
 def test_transformers_tiny(server: RecordingServer) -> None:

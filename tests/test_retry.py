@@ -7,7 +7,6 @@ import contextlib
 import email.utils
 import json
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +20,7 @@ from modelfactory import build_model
 from modelfactory.backends.callable import CallableModel
 from modelfactory.backends.litellm import LiteLLMModel
 from modelfactory.backends.openai import OpenAIServerModel
+from modelfactory.clock import SystemClock, get_clock, use_clock
 from modelfactory.errors import BackendError, ConfigError, MessageError
 from modelfactory.messages import ChatMessage, ChatMessageStreamDelta, TokenUsage
 from modelfactory.model import GenerationRequest, Model
@@ -36,6 +36,7 @@ from modelfactory.retry import (
     parse_retry_after,
 )
 from modelfactory.settings import ModelSpec
+from tests.timing import VirtualClock
 
 MSGS = [{"role": "user", "content": "hi"}]
 NO_JITTER = RetryPolicy(max_attempts=4, initial_wait=1.0, max_wait=30.0, jitter=0.0)
@@ -235,30 +236,46 @@ def test_async_loop_matches_the_sync_one() -> None:
     assert (calls, sleeps) == (3, [0.5, 2.0])
 
 
-def test_async_loop_really_waits_without_blocking() -> None:
+def test_async_loop_waits_on_the_event_loop_never_blocking_it(virtual_clock: VirtualClock) -> None:
     policy = RetryPolicy(max_attempts=3, initial_wait=0.05, max_wait=1, jitter=0)
     ticks = 0
 
     async def ticker() -> None:
         nonlocal ticks
-        for _ in range(10):
-            await asyncio.sleep(0.01)
+        for _ in range(3):
+            await asyncio.sleep(0)
             ticks += 1
 
-    async def main() -> tuple[str, float]:
+    async def main() -> str:
         script = Script(retryable(), retryable())
 
         async def fn() -> str:
             return script()
 
-        start = time.monotonic()
         result, _ = await asyncio.gather(acall_with_retry(fn, policy), ticker())
-        return result, time.monotonic() - start
+        return result
 
-    result, elapsed = asyncio.run(main())
-    assert result == "ok"
-    assert 0.15 <= elapsed < 1.0
-    assert ticks == 10  # the loop kept running while the retry waited
+    assert asyncio.run(main()) == "ok"
+    assert virtual_clock.asleeps == [0.05, 0.1]  # the policy's back-off, awaited ...
+    assert virtual_clock.sleeps == []  # ... never a blocking sleep on the loop's thread
+    assert ticks == 3
+
+
+def test_the_default_waits_follow_the_clock_in_use() -> None:
+    assert isinstance(get_clock(), SystemClock)
+    sync_clock, async_clock = VirtualClock(), VirtualClock()
+    with use_clock(sync_clock):
+        assert call_with_retry(Script(retryable()), NO_JITTER) == "ok"
+    with use_clock(async_clock):
+        script = Script(retryable(), retryable())
+
+        async def call() -> str:
+            return script()
+
+        assert asyncio.run(acall_with_retry(call, NO_JITTER)) == "ok"
+    assert isinstance(get_clock(), SystemClock)  # restored
+    assert (sync_clock.sleeps, sync_clock.asleeps) == ([1.0], [])
+    assert (async_clock.sleeps, async_clock.asleeps) == ([], [1.0, 2.0])
 
 
 # --------------------------------------------------------------------------- applied by Model
@@ -277,7 +294,7 @@ class Flaky(Model):
 
     def _attempt(self) -> None:
         self.calls += 1
-        self.sent.append(time.monotonic())
+        self.sent.append(get_clock().monotonic())
         if self.errors:
             raise self.errors.pop(0)
 
@@ -426,16 +443,8 @@ def test_sdk_retry_knobs_in_client_kwargs_are_refused() -> None:
 # --------------------------------------------------------------------------- rate limiter
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_limiter_spaces_requests_evenly() -> None:
-    clock = FakeClock()
+    clock = VirtualClock(frozen=True)
     limiter = RateLimiter(60, clock=clock)  # one a second
     assert [limiter.reserve() for _ in range(4)] == [0.0, 1.0, 2.0, 3.0]
     clock.now += 10  # idle: no credit is saved up beyond the burst
@@ -444,7 +453,7 @@ def test_limiter_spaces_requests_evenly() -> None:
 
 
 def test_limiter_burst() -> None:
-    clock = FakeClock()
+    clock = VirtualClock(frozen=True)
     limiter = RateLimiter(60, burst=3, clock=clock)
     assert [limiter.reserve() for _ in range(5)] == [0.0, 0.0, 0.0, 1.0, 2.0]
 
@@ -456,86 +465,76 @@ def test_limiter_rejects_nonsense() -> None:
         RateLimiter(10, burst=0)
 
 
-def _gaps(times: list[float]) -> list[float]:
-    times = sorted(times)
-    return [b - a for a, b in zip(times, times[1:], strict=False)]
+def slots(n: int, interval: float) -> list[float]:
+    return [pytest.approx(k * interval) for k in range(n)]
 
 
-def test_limiter_from_threads() -> None:
-    limiter = RateLimiter(1200)  # 50 ms apart
-    times: list[float] = []
+def test_limiter_hands_each_slot_to_one_thread() -> None:
+    clock = VirtualClock(frozen=True)  # every wait is then the slot a caller reserved, whatever the order
+    limiter = RateLimiter(1200, clock=clock)  # 50 ms apart
+    waits: list[float] = []
     lock = threading.Lock()
 
     def worker() -> None:
         for _ in range(3):
-            limiter.acquire()
+            wait = limiter.acquire()
             with lock:
-                times.append(time.monotonic())
+                waits.append(wait)
 
     threads = [threading.Thread(target=worker) for _ in range(4)]
-    start = time.monotonic()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert len(times) == 12
-    assert min(_gaps(times)) >= 0.045
-    assert 0.5 <= time.monotonic() - start < 2.0  # 11 intervals of 50 ms
+    assert sorted(waits) == slots(12, 0.05)  # 12 distinct slots: no two threads shared one
+    assert sorted(clock.sleeps) == sorted(w for w in waits if w > 0)  # and each thread slept its own
 
 
-def test_limiter_from_asyncio_tasks_and_threads_together() -> None:
-    limiter = RateLimiter(1200)
-    times: list[float] = []
+def test_limiter_shared_by_asyncio_tasks_and_a_thread() -> None:
+    clock = VirtualClock(frozen=True)
+    limiter = RateLimiter(1200, clock=clock)
+    task_waits: list[float] = []
+    thread_waits: list[float] = []
 
     async def task() -> None:
-        await limiter.aacquire()
-        times.append(time.monotonic())
-
-    async def main() -> int:
-        ticks = 0
-
-        async def ticker() -> None:
-            nonlocal ticks
-            for _ in range(20):
-                await asyncio.sleep(0.01)
-                ticks += 1
-
-        await asyncio.gather(*(task() for _ in range(6)), ticker())
-        return ticks
+        task_waits.append(await limiter.aacquire())
 
     def worker() -> None:
         for _ in range(4):
-            limiter.acquire()
-            times.append(time.monotonic())
+            thread_waits.append(limiter.acquire())
+
+    async def tasks() -> None:
+        await asyncio.gather(*(task() for _ in range(6)))
 
     thread = threading.Thread(target=worker)
     thread.start()
-    ticks = asyncio.run(main())
+    asyncio.run(tasks())
     thread.join()
-    assert len(times) == 10
-    assert min(_gaps(times)) >= 0.045
-    assert ticks == 20  # waiting tasks never blocked the event loop
+    assert sorted(task_waits + thread_waits) == slots(10, 0.05)
+    assert sorted(clock.asleeps) == sorted(w for w in task_waits if w > 0)  # tasks awaited: loop not blocked
+    assert sorted(clock.sleeps) == sorted(w for w in thread_waits if w > 0)  # the thread blocked itself
 
 
-def test_model_requests_per_minute_counts_every_attempt() -> None:
+def test_model_requests_per_minute_counts_every_attempt(virtual_clock: VirtualClock) -> None:
     model = Flaky([retryable()], retry={"initial_wait": 0.0, "max_wait": 1.0}, requests_per_minute=600)
-    start = time.monotonic()
     for _ in range(3):
         model(MSGS)
     assert model.calls == 4  # 3 calls, one retried
-    assert min(_gaps(model.sent)) >= 0.095  # 100 ms apart, retries included
-    assert time.monotonic() - start >= 0.29
+    t0 = virtual_clock.start
+    assert model.sent == [t0, pytest.approx(t0 + 0.1), pytest.approx(t0 + 0.2), pytest.approx(t0 + 0.3)]
+    assert virtual_clock.sleeps == [0.0, pytest.approx(0.1), pytest.approx(0.1), pytest.approx(0.1)]
 
 
 def test_one_limiter_per_model_shared_by_threads() -> None:
     model = Flaky([], requests_per_minute=1200)
-    threads = [threading.Thread(target=lambda: model(MSGS)) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(model.sent) == 6
-    assert min(_gaps(model.sent)) >= 0.045
+    with use_clock(VirtualClock(frozen=True)) as clock:
+        threads = [threading.Thread(target=lambda: model(MSGS)) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert model.calls == 6
+    assert sorted(clock.sleeps) == slots(6, 0.05)[1:]  # one limiter: slots 1..5 waited for, in some order
 
 
 # --------------------------------------------------------------------------- transport failures

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from modelfactory.runner import (
     run_items,
 )
 from tests.servers.recording import RecordingServer
+from tests.timing import meet, together
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,16 +36,18 @@ def items(n: int, prefix: str = "i") -> list[Item]:
 
 
 class FakeModel:
-    """A thread-safe fake API model: records concurrency, fails the items named in ``fail``."""
+    """A thread-safe fake API model: records concurrency (and the threads it ran on), fails the items named
+    in ``fail``; with ``overlap=n`` each call waits until n calls are inside at once."""
 
-    def __init__(self, delay: float = 0.0, fail: set[str] | None = None, secret: str | None = None) -> None:
-        self.delay = delay
+    def __init__(self, overlap: int = 0, fail: set[str] | None = None, secret: str | None = None) -> None:
+        self.gate = together(overlap) if overlap else None
         self.fail = fail or set()
         self.secret = secret
         self.calls: list[str] = []
         self.kwargs: list[dict[str, Any]] = []
         self.in_flight = 0
         self.max_in_flight = 0
+        self.threads: set[int] = set()
         self._lock = threading.Lock()
 
     def __call__(self, messages: list[dict[str, Any]], **kwargs: Any) -> ChatMessage:
@@ -55,9 +57,9 @@ class FakeModel:
             self.kwargs.append(kwargs)
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            self.threads.add(threading.get_ident())
         try:
-            if self.delay:
-                time.sleep(self.delay)
+            meet(self.gate)
             if text in self.fail:
                 raise RuntimeError(f"boom on {text} with key {self.secret}")
             return ChatMessage(
@@ -153,7 +155,11 @@ def test_yaml_errors_and_formats(tmp_path: Path) -> None:
     assert "not a file" in _problems(tmp_path)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(
     st.dictionaries(
         st.text(min_size=1, max_size=12), st.text(min_size=1, max_size=40), min_size=1, max_size=6
@@ -192,12 +198,11 @@ def test_load_dotenv_keeps_the_real_environment(tmp_path: Path, monkeypatch: pyt
 
 
 def test_threads_run_concurrently_and_write_every_row(tmp_path: Path) -> None:
-    model = FakeModel(delay=0.05)
+    model = FakeModel(overlap=8)  # each call is held until 8 are in: only 8 at once gets through
     out = tmp_path / "results.jsonl"
     stats = run_items(model, items(40), concurrency=8, results_path=out, progress=False, temperature=0.3)
     assert stats.mode == "threads" and stats.ok == 40 and stats.failed == 0
-    assert model.max_in_flight == 8
-    assert stats.elapsed_s < 40 * 0.05 / 3  # sequential would take 2 s
+    assert model.max_in_flight == 8 and len(model.threads) == 8
     rows = rows_of(out)
     assert sorted(r["id"] for r in rows) == sorted(f"i{k}" for k in range(40))
     assert all(r["usage"] == {"input_tokens": 3, "output_tokens": 2, "total_tokens": 5} for r in rows)
@@ -314,10 +319,12 @@ def test_batch_rows_with_exceptions_are_recorded_without_a_rerun() -> None:
 
 
 def test_local_model_without_batches_runs_sequentially(tmp_path: Path) -> None:
-    model = FakeModel(delay=0.01)
+    model = FakeModel()
     model.is_local = True  # type: ignore[attr-defined]
     stats = run_items(model, items(6), concurrency=8, progress=False)
     assert stats.mode == "sequential" and model.max_in_flight == 1 and len(stats.rows) == 6
+    assert model.threads == {threading.get_ident()}  # all on the caller's thread: nothing could overlap
+    assert model.calls == [f"q{k}" for k in range(6)]  # in order
 
 
 def test_secrets_are_masked_in_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -352,17 +359,15 @@ def test_bad_arguments() -> None:
 
 @pytest.mark.server
 def test_openai_model_against_a_slow_server_runs_16_at_once(tmp_path: Path) -> None:
-    n, delay = 32, 0.15
+    n = 32
     with RecordingServer() as server:
-        for _ in range(n):
-            server.enqueue(delay=delay)
         model = OpenAIServerModel(model_id="m", api_base=f"{server.url}/v1")
-        model([{"role": "user", "content": "warm up"}])  # imports openai (~0.7 s) outside the timing
+        server.gate = together(16)  # requests are held until 16 are in: only 16 at once gets them through
         out = tmp_path / "r.jsonl"
         stats = run_items(model, items(n), concurrency=16, results_path=out, progress=False, max_tokens=5)
-        assert len(server.requests) == n + 1
+        assert len(server.requests) == n
     assert stats.ok == n and stats.failed == 0
-    assert stats.elapsed_s < n * delay / 4  # sequential: 4.8 s; 16 at once: about 0.3 s
+    assert server.max_in_flight == 16
     rows = read_results(out)
     assert len(rows) == n and all(r["content"] == server.reply for r in rows.values())
     assert stats.input_tokens == 5 * n and stats.output_tokens == 7 * n

@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,6 +35,7 @@ from modelfactory.backends.transformers import TransformersModel  # noqa: E402
 from modelfactory.cli import main as cli_main  # noqa: E402
 from modelfactory.errors import BackendError  # noqa: E402
 from modelfactory.serve import BackgroundServer, ServerSettings  # noqa: E402
+from tests.timing import meet, together  # noqa: E402
 
 pytestmark = pytest.mark.server
 
@@ -234,24 +234,30 @@ def test_requests_arriving_together_share_a_batch(server: BackgroundServer, tiny
 
 def test_api_models_are_called_per_request_in_a_thread_pool() -> None:
     seen: list[str] = []
+    gate, lock = together(4), threading.Lock()
+    inside, most = 0, 0
 
     def echo(messages: list[dict[str, Any]], stop_sequences: list[str] | None = None, **kwargs: Any) -> str:
-        seen.append(threading.current_thread().name)
-        time.sleep(0.2)
+        nonlocal inside, most
+        with lock:
+            seen.append(threading.current_thread().name)
+            inside += 1
+            most = max(most, inside)
+        meet(gate)  # held until all four requests are being served at once
+        with lock:
+            inside -= 1
         return "echo: " + messages[-1]["content"] + " | stop here"
 
     model = CallableModel(fn=echo, model_id="echo")
     with BackgroundServer(model, ServerSettings(port=0, log_level="warning")) as url:
         client = OpenAIServerModel(model_id="echo", api_base=f"{url}/v1", max_retries=0)
-        start = time.perf_counter()
         with ThreadPoolExecutor(4) as pool:
             replies = list(
                 pool.map(lambda q: client([{"role": "user", "content": q}], stop_sequences=[" |"]), "abcd")
             )
-        elapsed = time.perf_counter() - start
     assert [r.content for r in replies] == [f"echo: {q}" for q in "abcd"]
-    assert elapsed < 0.7  # four 0.2 s calls ran side by side
-    assert all(name.startswith("modelfactory-serve") for name in seen)
+    assert most == 4  # the four calls ran side by side
+    assert len(set(seen)) == 4 and all(name.startswith("modelfactory-serve") for name in seen)
 
 
 # --------------------------------------------------------------------------- auth

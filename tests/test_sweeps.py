@@ -8,7 +8,9 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import pytest
 from hydra import compose, initialize_config_dir
 
 from modelfactory.hydra_callbacks import summarize_sweep
@@ -180,9 +182,41 @@ def test_compare_models_names_existing_configs() -> None:
     assert len(str(params["generation.temperature"]).split(",")) >= 2
 
 
-def test_cluster_launcher_configs() -> None:
-    slurm = _compose("hydra/launcher=slurm", hydra_cfg=True).hydra.launcher
-    assert slurm._target_.endswith("SlurmLauncher") and slurm.timeout_min == 240
+def test_slurm_launcher_writes_the_sbatch_script_we_document(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real submitit launcher, built from conf/hydra/launcher/slurm.yaml, up to the sbatch script it
+    would submit: what `hydra.launcher.partition=gpu` and the file's resources become on the cluster."""
+    import hydra
+    import submitit
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")  # submitit refuses to start where srun is absent
+    (bin_dir / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    cfg = _compose(
+        "hydra/launcher=slurm",
+        "hydra.launcher.partition=gpu",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        f"hydra.launcher.submitit_folder={tmp_path / 'submitit'}",
+        hydra_cfg=True,
+    )
+    launcher = hydra.utils.instantiate(cfg.hydra.launcher)
+    executors: list[Any] = []
+    # stop at the submission: everything before it (parameter checks, the sbatch script) is submitit's own
+    monkeypatch.setattr(submitit.AutoExecutor, "map_array", lambda self, *a: executors.append(self) or [])
+    launcher.setup(hydra_context=None, task_function=lambda c: None, config=cfg)
+    assert launcher.launch([["model=openai_gpt4o"]], 0) == []
+    (executor,) = executors
+    script = executor._executor._make_submission_file_text("python run.py", "uid")
+    for line in ("--time=240", "--cpus-per-task=4", "--mem=16GB", "--nodes=1", "--partition=gpu"):
+        assert f"#SBATCH {line}\n" in script
+    assert "--gpus-per-node" not in script and "--account" not in script  # null: left to the cluster
+    assert executor._executor.parameters["array_parallelism"] == 64  # jobs of a sweep at once
+
+
+def test_ray_launcher_config_composes() -> None:
     # hydra-ray-launcher is in `dev`; it runs for real in tests/test_ray.py
     ray = _compose("hydra/launcher=ray_cluster", hydra_cfg=True).hydra.launcher
     assert ray._target_.endswith("RayLauncher") and ray.ray.init.address == "auto"

@@ -1,14 +1,14 @@
 """Fault injection: every API backend against the scripted recording server on 127.0.0.1.
 
 For OpenAI, Azure, HF InferenceClient and LiteLLM alike, each scenario asserts the number of attempts
-(= requests the server recorded: the SDKs' own retries are off, so nothing stacks), bounds on the total
-wall time (the waits of the retry policy, ``Retry-After`` included), and the final reply or error.
+(= requests the server recorded: the SDKs' own retries are off, so nothing stacks), the exact waits the
+retry policy asked for (``Retry-After`` included; recorded by a virtual clock, never slept, so no
+stopwatch is involved), and the final reply or error.
 """
 
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -21,6 +21,7 @@ from modelfactory.backends.openai import OpenAIServerModel
 from modelfactory.errors import BackendError
 from modelfactory.model import Model
 from tests.servers.recording import RecordingServer
+from tests.timing import VirtualClock
 
 pytestmark = [
     pytest.mark.server,
@@ -31,7 +32,6 @@ KEY = "sk-fault-KEY-0123456789abcdef"
 MSGS = [{"role": "user", "content": "Say hello"}]
 REPLY = "Hello from the recording server"
 FAST = {"initial_wait": 0.05, "max_wait": 5.0, "jitter": 0.0}  # waits 0.05, 0.1, 0.2, ...
-SLACK = 2.0  # seconds of per-request overhead allowed on top of the policy's waits (2 slow cores)
 
 Maker = Callable[..., Model]
 
@@ -70,6 +70,12 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@pytest.fixture(autouse=True)
+def clock(virtual_clock: VirtualClock) -> VirtualClock:
+    """The retry waits of every test here, recorded (and not slept)."""
+    return virtual_clock
+
+
 @pytest.fixture
 def srv() -> Iterator[RecordingServer]:
     with RecordingServer() as server:
@@ -77,76 +83,62 @@ def srv() -> Iterator[RecordingServer]:
 
 
 def build(backend: str, url: str, **kw: Any) -> Model:
-    """The model, with its SDK imported and its client built, so timings measure requests only."""
-    model = BACKENDS[backend](url, **kw)
-    if isinstance(model, OpenAIServerModel):
-        _ = model.client
-    elif isinstance(model, LiteLLMModel):
-        _ = model.litellm
-    elif isinstance(model, HfApiModel):
-        _ = model._sdk_params
-    return model
+    return BACKENDS[backend](url, **kw)
 
 
-def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    start = time.monotonic()
-    result = fn()
-    return result, time.monotonic() - start
-
-
-def expect_error(fn: Callable[[], Any]) -> tuple[BackendError, float]:
-    start = time.monotonic()
+def expect_error(fn: Callable[[], Any]) -> BackendError:
     with pytest.raises(BackendError) as info:
         fn()
-    return info.value, time.monotonic() - start
+    return info.value
 
 
 # --------------------------------------------------------------------------- retried, then a reply
 
 
-def test_429_with_retry_after_then_200(backend: str, srv: RecordingServer) -> None:
+def test_429_with_retry_after_then_200(backend: str, srv: RecordingServer, clock: VirtualClock) -> None:
     srv.enqueue(429, {"error": {"message": "slow down"}}, headers={"Retry-After": "1"})
     model = build(backend, srv.url, retry={"initial_wait": 0.01, "max_wait": 5})
-    reply, elapsed = timed(lambda: model(MSGS))
+    reply = model(MSGS)
     assert reply.content == REPLY
     assert len(srv.requests) == 2
-    assert 1.0 <= elapsed < 1.0 + SLACK  # the provider's Retry-After, not the 0.01 s backoff
+    assert clock.sleeps == [1.0]  # the provider's Retry-After, not the 0.01 s backoff
 
 
-def test_500_then_503_then_200(backend: str, srv: RecordingServer) -> None:
+def test_500_then_503_then_200(backend: str, srv: RecordingServer, clock: VirtualClock) -> None:
     srv.enqueue(500, {"error": {"message": "boom"}})
     srv.enqueue(503, {"error": {"message": "busy"}})
     model = build(backend, srv.url, retry=FAST)
-    reply, elapsed = timed(lambda: model(MSGS))
+    reply = model(MSGS)
     assert reply.content == REPLY
     assert len(srv.requests) == 3
-    assert 0.15 <= elapsed < 0.15 + SLACK  # 0.05 + 0.1 of backoff
+    assert clock.sleeps == [0.05, 0.1]  # the back-off doubles
 
 
-def test_timeout_then_200(backend: str, srv: RecordingServer) -> None:
-    srv.enqueue(200, delay=1.5)  # answers too late for timeout=0.3
-    model = build(backend, srv.url, timeout=0.3, retry=FAST)
-    reply, elapsed = timed(lambda: model(MSGS))
-    assert reply.content == REPLY
+def test_timeout_then_200(backend: str, srv: RecordingServer, clock: VirtualClock) -> None:
+    srv.enqueue(200, delay=120)  # would answer long after timeout=1 (and after pytest-timeout)
+    model = build(backend, srv.url, timeout=1.0, retry=FAST)
+    reply = model(MSGS)
+    assert reply.content == REPLY  # only the second request can have answered: the first was given up
     assert len(srv.requests) == 2
-    assert 0.3 + 0.05 <= elapsed < 1.5  # gave up on the slow one, did not wait it out
+    assert clock.sleeps == [0.05]
 
 
-def test_connection_reset_then_200(backend: str, srv: RecordingServer) -> None:
+def test_connection_reset_then_200(backend: str, srv: RecordingServer, clock: VirtualClock) -> None:
     srv.enqueue(kind="reset")
     model = build(backend, srv.url, retry=FAST)
-    reply, elapsed = timed(lambda: model(MSGS))
+    reply = model(MSGS)
     assert reply.content == REPLY
     assert len(srv.requests) == 2
-    assert 0.05 <= elapsed < 0.05 + SLACK
+    assert clock.sleeps == [0.05]
 
 
-def test_truncated_reply_then_200(backend: str, srv: RecordingServer) -> None:
+def test_truncated_reply_then_200(backend: str, srv: RecordingServer, clock: VirtualClock) -> None:
     srv.enqueue(kind="truncate")  # half the JSON body, then the connection closes
     model = build(backend, srv.url, retry=FAST)
-    reply, _ = timed(lambda: model(MSGS))
+    reply = model(MSGS)
     assert reply.content == REPLY
     assert len(srv.requests) == 2
+    assert clock.sleeps == [0.05]
 
 
 def test_empty_choices_then_200(backend: str, srv: RecordingServer) -> None:
@@ -156,26 +148,27 @@ def test_empty_choices_then_200(backend: str, srv: RecordingServer) -> None:
     assert len(srv.requests) == 2
 
 
-def test_stream_start_is_retried(backend: str, srv: RecordingServer) -> None:
+def test_stream_start_is_retried(backend: str, srv: RecordingServer, clock: VirtualClock) -> None:
     srv.enqueue(503, {"error": {"message": "busy"}})
     model = build(backend, srv.url, retry=FAST)
     deltas = list(model.generate_stream(MSGS))
     assert "".join(d.content or "" for d in deltas) == REPLY
     assert len(srv.requests) == 2
+    assert clock.sleeps == [0.05]
 
 
 # --------------------------------------------------------------------------- errors, at once or at the end
 
 
-def test_malformed_json_is_not_retried(backend: str, srv: RecordingServer) -> None:
+def test_malformed_json_is_not_retried(backend: str, srv: RecordingServer, clock: VirtualClock) -> None:
     srv.enqueue(200, "{not json")
     model = build(backend, srv.url, retry=FAST)
-    err, elapsed = expect_error(lambda: model(MSGS))
+    err = expect_error(lambda: model(MSGS))
     assert len(srv.requests) == 1
     assert err.retryable is False
     assert "not valid JSON" in str(err) or "not a valid chat completion" in str(err)
     assert err.model_id is not None and err.model_id in str(err)
-    assert elapsed < SLACK
+    assert clock.sleeps == []
 
 
 def test_truncated_stream_is_not_retried_after_content(backend: str, srv: RecordingServer) -> None:
@@ -193,57 +186,62 @@ def test_truncated_stream_is_not_retried_after_content(backend: str, srv: Record
 @pytest.mark.parametrize(
     ("status", "hint"), [(401, "unauthorized"), (403, "forbidden"), (400, "bad request")]
 )
-def test_client_errors_fail_at_once(backend: str, srv: RecordingServer, status: int, hint: str) -> None:
+def test_client_errors_fail_at_once(
+    backend: str, srv: RecordingServer, clock: VirtualClock, status: int, hint: str
+) -> None:
     srv.enqueue(status, {"error": {"message": f"{hint}: key {KEY} rejected"}})
     model = build(backend, srv.url, retry=FAST)
-    err, elapsed = expect_error(lambda: model(MSGS))
+    err = expect_error(lambda: model(MSGS))
     assert len(srv.requests) == 1
     assert (err.status, err.retryable, err.attempts) == (status, False, 1)
     assert hint in str(err)  # the provider's message ...
     assert KEY not in str(err)  # ... with the key scrubbed
     assert f"(HTTP {status})" in str(err)
     assert str(err.model_id) in str(err)
-    assert elapsed < SLACK
+    assert clock.sleeps == []
 
 
-def test_retries_run_out(backend: str, srv: RecordingServer) -> None:
+def test_retries_run_out(backend: str, srv: RecordingServer, clock: VirtualClock) -> None:
     for _ in range(5):
         srv.enqueue(503, {"error": {"message": "still busy"}})
     model = build(backend, srv.url, retry={**FAST, "max_attempts": 3})
-    err, elapsed = expect_error(lambda: model(MSGS))
+    err = expect_error(lambda: model(MSGS))
     assert len(srv.requests) == 3
     assert (err.status, err.retryable, err.attempts) == (503, True, 3)
     assert "after 3 attempts" in str(err)
     assert "still busy" in str(err)
-    assert 0.15 <= elapsed < 0.15 + SLACK
+    assert clock.sleeps == [0.05, 0.1]  # two waits, and no third after the last attempt
 
 
-def test_retry_after_beyond_max_wait_gives_up_at_once(backend: str, srv: RecordingServer) -> None:
+def test_retry_after_beyond_max_wait_gives_up_at_once(
+    backend: str, srv: RecordingServer, clock: VirtualClock
+) -> None:
     srv.enqueue(429, {"error": {"message": "quota"}}, headers={"Retry-After": "120"})
     model = build(backend, srv.url, retry={"max_wait": 5})
-    err, elapsed = expect_error(lambda: model(MSGS))
+    err = expect_error(lambda: model(MSGS))
     assert len(srv.requests) == 1
     assert (err.status, err.retry_after) == (429, 120.0)
     assert "retry.max_wait" in str(err)
-    assert elapsed < SLACK
+    assert clock.sleeps == []
 
 
-def test_connection_refused_is_retried_then_reported(backend: str) -> None:
+def test_connection_refused_is_retried_then_reported(backend: str, clock: VirtualClock) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     model = build(backend, f"http://127.0.0.1:{port}", retry={**FAST, "max_attempts": 2})
-    err, elapsed = expect_error(lambda: model(MSGS))
+    err = expect_error(lambda: model(MSGS))
     assert "cannot connect" in str(err)
     assert (err.retryable, err.attempts, err.status) == (True, 2, None)
     assert KEY not in str(err)
-    assert 0.05 <= elapsed < 0.05 + SLACK
+    assert clock.sleeps == [0.05]
 
 
-def test_sdk_retries_are_off_by_default(backend: str, srv: RecordingServer) -> None:
+def test_sdk_retries_are_off_by_default(backend: str, srv: RecordingServer, clock: VirtualClock) -> None:
     """The defaults (3 attempts) are the only retries: 1 request per attempt, never the SDK's on top."""
     for _ in range(5):
         srv.enqueue(500, {"error": {"message": "down"}})
     model = build(backend, srv.url, retry={"initial_wait": 0.01, "max_wait": 1})
-    err, _ = expect_error(lambda: model(MSGS))
+    err = expect_error(lambda: model(MSGS))
     assert len(srv.requests) == 3 == err.attempts
+    assert len(clock.sleeps) == 2 and all(0.0 < w <= 0.02 for w in clock.sleeps)  # ours: 0.01, 0.02 jittered

@@ -258,6 +258,35 @@ def test_grammar_and_response_format_together_are_refused(recording_server: Reco
     assert recording_server.requests == []
 
 
+def tool_call_reply() -> dict[str, Any]:
+    """A TGI-style chat completion with one tool call (test_fakes_match_providers checks its shape)."""
+    return {
+        "id": "x",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "org/test-model",
+        "system_fingerprint": "",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "tool_calls",
+                "message": {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": "call_1",
+                            "type": "function",
+                            "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                        }
+                    ],
+                },
+            }
+        ],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
+    }
+
+
 @server
 def test_tools_are_forwarded_and_tool_calls_parsed(recording_server: RecordingServer) -> None:
     tool = {
@@ -268,34 +297,7 @@ def test_tools_are_forwarded_and_tool_calls_parsed(recording_server: RecordingSe
             "parameters": {"type": "object", "properties": {}},
         },
     }
-    recording_server.enqueue(
-        200,
-        {
-            "id": "x",
-            "object": "chat.completion",
-            "created": 0,
-            "model": "org/test-model",
-            "system_fingerprint": "",
-            "choices": [
-                {
-                    "index": 0,
-                    "finish_reason": "tool_calls",
-                    "message": {
-                        "role": "assistant",
-                        "content": None,
-                        "tool_calls": [
-                            {
-                                "id": "call_1",
-                                "type": "function",
-                                "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
-                            }
-                        ],
-                    },
-                }
-            ],
-            "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
-        },
-    )
+    recording_server.enqueue(200, tool_call_reply())
     reply = make(recording_server)(MSGS, tools_to_call_from=[tool])
     assert recording_server.last.body["tools"] == [tool]
     assert reply.tool_calls is not None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -335,12 +334,20 @@ def _closed_port() -> int:
 
 def test_connection_refused_fails_fast() -> None:
     port = _closed_port()
-    m = OpenAIServerModel(model_id="m", api_base=f"http://127.0.0.1:{port}/v1", max_retries=0, api_key=KEY)
-    start = time.monotonic()
+    sent: list[str] = []
+    client = httpx.Client(event_hooks={"request": [lambda request: sent.append(str(request.url))]})
+    m = OpenAIServerModel(
+        model_id="m",
+        api_base=f"http://127.0.0.1:{port}/v1",
+        max_retries=0,
+        api_key=KEY,
+        client_kwargs={"http_client": client},
+    )
     with pytest.raises(BackendError) as info:
         m.generate(MSGS)
-    assert time.monotonic() - start < 5
+    assert sent == [f"http://127.0.0.1:{port}/v1/chat/completions"]  # one try: neither we nor the SDK retried
     err = info.value
+    assert err.attempts == 1
     assert f"cannot connect to http://127.0.0.1:{port}/v1" in str(err)
     assert err.retryable is True
     assert err.status is None

@@ -1,0 +1,285 @@
+"""Every fake provider response we serve in tests, checked against the provider SDK's own response types.
+
+Our fakes are hand-written; a fake that drifts from the real API would let a backend pass tests against a
+shape no provider sends. So each one must pass:
+
+- the openai SDK's pydantic models (``ChatCompletion``, ``ChatCompletionChunk``, ``Model``,
+  ``ErrorObject``): validated, no field the SDK does not know (its models keep unknown keys as extras,
+  which is how a misspelled key would hide), and nothing coerced (the dump equals the fake);
+- huggingface_hub's dataclasses (``ChatCompletionOutput``, ``ChatCompletionStreamOutput``), for fakes the
+  HF backend reads: every field the spec requires is there, with its type (its parser is permissive and
+  fills gaps with None, so parsing alone proves nothing);
+- Anthropic's SDK model (``anthropic.types.Message``) for the Messages API fakes, strictly as for openai.
+
+Covered: the recording server over the wire (completion, stream, Anthropic message, model list, its own
+error bodies, echo mode), the response builders of the backend tests, the runner bench's server, and the
+OpenAI wire of ``modelfactory serve``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from anthropic.types import Message as AnthropicMessage
+from huggingface_hub import ChatCompletionOutput, ChatCompletionStreamOutput
+from openai.types import Model as OpenAIModelInfo
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.shared import ErrorObject
+from pydantic import BaseModel
+
+from tests.servers.recording import RecordingServer
+
+# --------------------------------------------------------------------------- the checks
+
+
+def _extras(obj: Any, path: str = "$") -> Iterator[str]:
+    if isinstance(obj, BaseModel):
+        for key in obj.model_extra or {}:
+            yield f"{path}.{key}"
+        for name in type(obj).model_fields:
+            yield from _extras(getattr(obj, name), f"{path}.{name}")
+    elif isinstance(obj, list):
+        for i, item in enumerate(obj):
+            yield from _extras(item, f"{path}[{i}]")
+
+
+def sdk_model(cls: type[BaseModel], payload: dict[str, Any]) -> None:
+    """``payload`` is a valid ``cls`` with no key the SDK does not know and no value it had to coerce."""
+    obj = cls.model_validate(payload)
+    assert list(_extras(obj)) == [], f"keys {cls.__name__} does not know"
+    assert obj.model_dump(mode="json", exclude_unset=True) == payload, f"values {cls.__name__} coerced"
+
+
+def _optional(hint: Any) -> bool:
+    return typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint)
+
+
+def _check_value(hint: Any, value: Any, path: str, may_lack: frozenset[str]) -> None:
+    if _optional(hint):
+        if value is None:
+            return
+        (hint,) = [a for a in typing.get_args(hint) if a is not type(None)]
+    origin = typing.get_origin(hint)
+    if origin is list:
+        assert isinstance(value, list), f"{path}: a list expected, got {value!r}"
+        for i, item in enumerate(value):
+            _check_value(typing.get_args(hint)[0], item, f"{path}[{i}]", may_lack)
+    elif origin is typing.Literal:
+        assert value in typing.get_args(hint), f"{path}: {value!r} not in {typing.get_args(hint)}"
+    elif dataclasses.is_dataclass(hint):
+        assert isinstance(value, dict), f"{path}: an object expected, got {value!r}"
+        hf_dataclass(hint, value, path, may_lack=may_lack)
+    elif hint is float:
+        assert isinstance(value, (int, float)) and not isinstance(value, bool), f"{path}: {value!r}"
+    elif hint in (int, str, bool):
+        assert isinstance(value, hint) and (hint is bool or not isinstance(value, bool)), f"{path}: {value!r}"
+    # Any / dict / object: anything goes
+
+
+def hf_dataclass(
+    cls: type, payload: dict[str, Any], path: str = "$", *, may_lack: frozenset[str] = frozenset()
+) -> None:
+    """Every field ``cls`` (a huggingface_hub inference type) requires is present, each known one typed."""
+    cls.parse_obj_as_instance(payload)  # type: ignore[attr-defined]  # the SDK's own parser accepts it
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        hint, value = hints[field.name], payload.get(field.name)
+        if value is None:
+            assert _optional(hint) or field.name in may_lack, (
+                f"{path}.{field.name}: required by {cls.__name__}, missing"
+            )
+        else:
+            _check_value(hint, value, f"{path}.{field.name}", may_lack)
+
+
+def openai_completion(payload: dict[str, Any]) -> None:
+    sdk_model(ChatCompletion, payload)
+
+
+def openai_and_hf_completion(payload: dict[str, Any]) -> None:
+    sdk_model(ChatCompletion, payload)
+    hf_dataclass(ChatCompletionOutput, payload)
+
+
+def openai_and_hf_chunk(payload: dict[str, Any]) -> None:
+    sdk_model(ChatCompletionChunk, payload)
+    hf_dataclass(ChatCompletionStreamOutput, payload)
+
+
+def anthropic_message(payload: dict[str, Any]) -> None:
+    sdk_model(AnthropicMessage, payload)
+
+
+def sse_events(body: str) -> list[dict[str, Any]]:
+    """The JSON events of an SSE body, which must end with ``data: [DONE]``."""
+    datas = [line[len("data: ") :] for line in body.split("\n\n") if line.strip()]
+    assert datas[-1] == "[DONE]" and all(line.startswith("data: ") for line in body.strip().split("\n\n"))
+    return [json.loads(d) for d in datas[:-1]]
+
+
+# --------------------------------------------------------------------------- the checks catch drift
+
+
+@pytest.mark.parametrize(
+    ("drift", "check"),
+    [
+        (lambda p: p.update(choises=p.pop("choices")), openai_completion),  # misspelled key
+        (lambda p: p["choices"][0]["message"].update(role="bot"), openai_completion),  # not a role
+        (lambda p: p.update(created="0"), openai_completion),  # coerced type
+        (lambda p: p["usage"].pop("total_tokens"), openai_completion),  # required field
+        (lambda p: p.pop("system_fingerprint"), lambda p: hf_dataclass(ChatCompletionOutput, p)),
+        (lambda p: p["choices"][0].update(index="0"), lambda p: hf_dataclass(ChatCompletionOutput, p)),
+    ],
+)
+def test_the_checks_catch_a_drifted_fake(drift: Callable[[dict[str, Any]], Any], check: Any) -> None:
+    payload = RecordingServer().completion({"model": "m"})
+    openai_and_hf_completion(payload)  # the fake as it is passes ...
+    drift(payload)
+    with pytest.raises((AssertionError, ValueError)):  # ... and fails once drifted (pydantic: ValueError)
+        check(payload)
+
+
+# --------------------------------------------------------------------------- the recording server, on the wire
+
+
+@pytest.fixture(params=[False, True], ids=["reply", "echo"])
+def wire(request: pytest.FixtureRequest) -> Iterator[RecordingServer]:
+    with RecordingServer(echo=request.param) as server:
+        yield server
+
+
+ASK = {"model": "m", "messages": [{"role": "user", "content": "héllo, wörld ✓"}]}
+
+
+def test_recording_server_completion(wire: RecordingServer) -> None:
+    resp = httpx.post(f"{wire.url}/v1/chat/completions", json=ASK)
+    assert resp.status_code == 200 and resp.headers["content-type"] == "application/json"
+    openai_and_hf_completion(resp.json())
+
+
+def test_recording_server_stream(wire: RecordingServer) -> None:
+    resp = httpx.post(f"{wire.url}/v1/chat/completions", json={**ASK, "stream": True})
+    assert resp.headers["content-type"] == "text/event-stream"
+    events = sse_events(resp.text)
+    assert len(events) >= 3
+    for event in events:
+        openai_and_hf_chunk(event)
+    assert events[-1]["choices"] == [] and events[-1]["usage"]  # include_usage's final chunk
+
+
+def test_recording_server_azure_route(wire: RecordingServer) -> None:
+    url = f"{wire.url}/openai/deployments/d/chat/completions?api-version=2024-10-21"
+    openai_and_hf_completion(httpx.post(url, json=ASK).json())
+
+
+def test_recording_server_anthropic_message(wire: RecordingServer) -> None:
+    body = {"model": "claude-3-5-sonnet-latest", "max_tokens": 10, **{"messages": ASK["messages"]}}
+    anthropic_message(httpx.post(f"{wire.url}/v1/messages", json=body).json())
+
+
+def test_recording_server_model_list(wire: RecordingServer) -> None:
+    listing = httpx.get(f"{wire.url}/v1/models").json()
+    assert listing["object"] == "list" and listing["data"]
+    for item in listing["data"]:
+        sdk_model(OpenAIModelInfo, item)
+
+
+def test_recording_server_error_bodies() -> None:
+    with RecordingServer(fail_rate=1.0) as server:
+        server.enqueue(503)  # a scripted status without a body: the server's own error body
+        for _ in range(2):  # then the injected failure's
+            resp = httpx.post(f"{server.url}/v1/chat/completions", json=ASK)
+            assert resp.status_code in (500, 503)
+            sdk_model(ErrorObject, resp.json()["error"])
+
+
+# --------------------------------------------------------------------------- builders in the backend tests
+
+
+def test_openai_backend_test_fakes() -> None:
+    from tests.backends.test_openai import completion_json
+
+    openai_completion(completion_json())
+    openai_completion(completion_json("from openai"))
+    call = {"id": "call_1", "type": "function", "function": {"name": "search", "arguments": '{"q": "x"}'}}
+    openai_completion(completion_json(None, tool_calls=[call]))
+
+
+def test_tool_call_fakes_every_backend_reads() -> None:
+    from tests.backends.test_hf_inference import tool_call_reply
+    from tests.backends.test_tools import tool_call_completion
+
+    openai_and_hf_completion(tool_call_completion())
+    openai_and_hf_completion(tool_call_completion(arguments={"city": "Oslo"}))
+    openai_and_hf_completion(tool_call_reply())
+
+
+def test_agent_and_secret_test_fakes() -> None:
+    from tests.test_agents import completion as agent_completion
+    from tests.test_secrets import completion as secret_completion
+
+    openai_completion(agent_completion("Thought: done.\n<code>\nfinal_answer(1)\n</code>"))
+    openai_completion(agent_completion(tool_call=("add", {"a": 2, "b": 3})))
+    openai_completion(secret_completion("your key is ..."))
+
+
+def test_anthropic_fake_of_the_litellm_tests() -> None:
+    from tests.backends.test_litellm import anthropic_reply
+
+    anthropic_message(anthropic_reply("Hi from claude\n\nmore"))
+
+
+def test_runner_bench_server_reply() -> None:
+    from bench.runner_concurrency import completion
+
+    openai_completion(completion("re: question 1"))
+
+
+# --------------------------------------------------------------------------- modelfactory serve speaks the same wire
+
+
+@pytest.mark.server
+def test_modelfactory_serve_replies_are_valid_openai() -> None:
+    pytest.importorskip("fastapi")
+    from modelfactory.messages import ChatMessage, ChatMessageStreamDelta, TokenUsage
+    from modelfactory.model import GenerationRequest, Model
+    from modelfactory.serve import BackgroundServer, ServerSettings
+
+    # Known gaps against TGI's spec (huggingface_hub's types), left to the serve module: no
+    # system_fingerprint, and a role only in the first delta, as OpenAI does (its types make both optional;
+    # huggingface_hub's parser tolerates them). Everything else must match both.
+    lacks = frozenset({"system_fingerprint", "role"})
+
+    class Served(Model):
+        """A backend that reports usage and streams, so every field of the wire has something to carry."""
+
+        def _generate(self, req: GenerationRequest) -> ChatMessage:
+            return ChatMessage(content="served reply, in pieces", token_usage=TokenUsage(9, 4))
+
+        def _generate_stream(self, req: GenerationRequest) -> Iterator[ChatMessageStreamDelta]:
+            for piece in ("served ", "reply, ", "in pieces"):
+                yield ChatMessageStreamDelta(content=piece)
+            yield ChatMessageStreamDelta(token_usage=TokenUsage(9, 4))
+
+    model = Served(model_id="echo")
+    with BackgroundServer(model, ServerSettings(port=0, log_level="warning")) as url:
+        ask = {"model": "echo", "messages": ASK["messages"]}
+        reply = httpx.post(f"{url}/v1/chat/completions", json=ask).json()
+        sdk_model(ChatCompletion, reply)
+        hf_dataclass(ChatCompletionOutput, reply, may_lack=lacks)
+        streamed = httpx.post(
+            f"{url}/v1/chat/completions",
+            json={**ask, "stream": True, "stream_options": {"include_usage": True}},
+        )
+        for event in sse_events(streamed.text):
+            sdk_model(ChatCompletionChunk, event)
+            hf_dataclass(ChatCompletionStreamOutput, event, may_lack=lacks)
+        for item in httpx.get(f"{url}/v1/models").json()["data"]:
+            sdk_model(OpenAIModelInfo, item)
