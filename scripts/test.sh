@@ -8,6 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh all,dev
+bash scripts/ci_system_deps.sh   # Debian chromium, for the report.html rendering test
 export HF_HUB_OFFLINE=1 LITELLM_LOCAL_MODEL_COST_MAP=True
 # Every extra is installed above, so a missing one is a broken install: it fails instead of skipping.
 export CI="${CI:-true}"
@@ -18,7 +19,8 @@ env OPENAI_API_KEY=placeholder AZURE_OPENAI_API_KEY=placeholder AZURE_OPENAI_END
 
 seed="${MF_TEST_SEED:-$((RANDOM * 32768 + RANDOM))}"
 echo "== pass 1/2: the whole suite in random order, seed $seed (MF_TEST_SEED=$seed repeats it)" >&2
-.venv/bin/python -m pytest -q -p no:cacheprovider --randomly-seed="$seed" "$@"
+# tests/test_ray.py runs once, by ci_ray.sh, on a real local Ray cluster it starts and stops.
+.venv/bin/python -m pytest -q -p no:cacheprovider --randomly-seed="$seed" --ignore=tests/test_ray.py "$@"
 
 echo "== pass 2/2: the whole suite beside two CPU-bound processes, seed $((seed + 1))" >&2
 hogs=()
@@ -36,5 +38,8 @@ while os.getppid() == parent:
     pass' &
   hogs+=("$!")
 done
-.venv/bin/python -m pytest -q -p no:cacheprovider --randomly-seed="$((seed + 1))" "$@"
+.venv/bin/python -m pytest -q -p no:cacheprovider --randomly-seed="$((seed + 1))" --ignore=tests/test_ray.py "$@"
 stop_hogs
+
+echo "== the Ray tests on a real local Ray cluster" >&2
+bash scripts/ci_ray.sh
