@@ -21,6 +21,7 @@ __all__ = [
     "GenerationRequest",
     "MessageRole",
     "StopFilter",
+    "StreamShaper",
     "TokenUsage",
     "ToolCall",
     "ToolCallFunction",
@@ -371,3 +372,35 @@ class StopFilter:
     def flush(self) -> str:
         out, self._buf = ("" if self.stopped else trim_at_stop(self._buf, self.stops)), ""
         return out
+
+
+class StreamShaper:
+    """What both stream paths (sync and asyncio) do to each backend delta, written once.
+
+    Stops are filtered (held-back text is released with the usage delta, so usage stays last), empty
+    deltas are dropped, and what is yielded is recorded for the response cache.
+    """
+
+    def __init__(self, stop_sequences: list[str], record: Any) -> None:
+        self.stop = StopFilter(stop_sequences)
+        self.record = record
+
+    def shape(self, delta: ChatMessageStreamDelta) -> ChatMessageStreamDelta | None:
+        text = self.stop.feed(delta.content) if delta.content else ""
+        if delta.token_usage is not None:
+            text += self.stop.flush()
+        delta.content = text or None
+        if not (delta.content or delta.token_usage is not None or delta.tool_calls):
+            return None
+        if self.record is not None:
+            self.record.add(delta)
+        return delta
+
+    def finish(self) -> ChatMessageStreamDelta | None:
+        rest = self.stop.flush()
+        tail = ChatMessageStreamDelta(content=rest) if rest else None
+        if self.record is not None:
+            if tail is not None:
+                self.record.add(tail)
+            self.record.finish()  # only a stream that ended normally is stored
+        return tail

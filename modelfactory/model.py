@@ -20,12 +20,12 @@ from typing import Any, ClassVar, TypeVar
 from ._signature import SpecSignature, bind_arguments, document
 from .cache import StreamRecorder, get_store, replay_deltas, request_key
 from .capabilities import spec_capabilities
-from .errors import BackendError, CacheMissError, MessageError, ModelFactoryError, UnsupportedFeatureError
+from .errors import BackendError, CacheMissError, ModelFactoryError, UnsupportedFeatureError
 from .messages import (
     ChatMessage,
     ChatMessageStreamDelta,
     GenerationRequest,
-    StopFilter,
+    StreamShaper,
     ToolCall,
     ToolCallFunction,
     normalize_messages,
@@ -36,40 +36,11 @@ from .ratelimit import RateLimiter
 from .retry import acall_with_retry, call_with_retry, is_retryable_status
 from .secrets import redact_env, scrub
 from .settings import ModelSpec
+from .tools import tool_to_schema
 
 T = TypeVar("T")
 
 __all__ = ["GenerationRequest", "Model", "runs_locally", "tool_to_schema"]
-
-
-def tool_to_schema(tool: Any) -> dict[str, Any]:
-    """An OpenAI function schema from a dict (as-is) or a smolagents-style Tool object."""
-    if isinstance(tool, dict):
-        return tool
-    inputs = getattr(tool, "inputs", None)
-    name = getattr(tool, "name", None)
-    if not isinstance(name, str) or not isinstance(inputs, dict):
-        raise MessageError(
-            f"tools_to_call_from: cannot turn {type(tool).__name__} into a tool schema "
-            "(give an OpenAI-style dict or an object with .name, .description and .inputs)"
-        )
-    properties: dict[str, Any] = {}
-    required = []
-    for key, spec in inputs.items():
-        prop = {k: v for k, v in spec.items() if k in ("type", "description", "enum", "items")}
-        if prop.get("type") == "any":
-            prop["type"] = "string"
-        properties[key] = prop
-        if not spec.get("nullable"):
-            required.append(key)
-    return {
-        "type": "function",
-        "function": {
-            "name": name,
-            "description": getattr(tool, "description", "") or "",
-            "parameters": {"type": "object", "properties": properties, "required": required},
-        },
-    }
 
 
 def runs_locally(model: Any) -> bool:
@@ -77,38 +48,6 @@ def runs_locally(model: Any) -> bool:
     third-party object (not local unless it says so with a boolean ``is_local``)."""
     flag = getattr(model, "is_local", False)
     return flag if isinstance(flag, bool) else False
-
-
-class _StreamShaper:
-    """What both stream paths (sync and asyncio) do to each backend delta, written once.
-
-    Stops are filtered (held-back text is released with the usage delta, so usage stays last), empty
-    deltas are dropped, and what is yielded is recorded for the response cache.
-    """
-
-    def __init__(self, stop_sequences: list[str], record: Any) -> None:
-        self.stop = StopFilter(stop_sequences)
-        self.record = record
-
-    def shape(self, delta: ChatMessageStreamDelta) -> ChatMessageStreamDelta | None:
-        text = self.stop.feed(delta.content) if delta.content else ""
-        if delta.token_usage is not None:
-            text += self.stop.flush()
-        delta.content = text or None
-        if not (delta.content or delta.token_usage is not None or delta.tool_calls):
-            return None
-        if self.record is not None:
-            self.record.add(delta)
-        return delta
-
-    def finish(self) -> ChatMessageStreamDelta | None:
-        rest = self.stop.flush()
-        tail = ChatMessageStreamDelta(content=rest) if rest else None
-        if self.record is not None:
-            if tail is not None:
-                self.record.add(tail)
-            self.record.finish()  # only a stream that ended normally is stored
-        return tail
 
 
 class Model:
@@ -276,7 +215,7 @@ class Model:
         if cached is not None:
             yield from replay_deltas(cached)
             return
-        shaper = _StreamShaper(req.stop_sequences, self._cache_recorder(req))
+        shaper = StreamShaper(req.stop_sequences, self._cache_recorder(req))
         # The policy covers the stream's start only: once a delta came, a failure is final.
         stream, first = self._with_policy(lambda: self._open_stream(req))
         try:
@@ -371,7 +310,7 @@ class Model:
             for replayed in replay_deltas(cached):
                 yield replayed
             return
-        shaper = _StreamShaper(req.stop_sequences, self._cache_recorder(req))
+        shaper = StreamShaper(req.stop_sequences, self._cache_recorder(req))
         # The policy covers the stream's start only: once a delta came, a failure is final.
         stream, first = await self._awith_policy(lambda: self._aopen_stream(req))
         try:
