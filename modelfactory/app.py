@@ -57,6 +57,8 @@ def task_items(cfg: Any, root: str | os.PathLike[str] | None = None) -> list[Ite
     kind = task.get("type", "prompt")
     if kind == "prompt":
         prompt, system = task.get("prompt"), task.get("system_prompt")
+        if isinstance(prompt, (int, float)) and not isinstance(prompt, bool):
+            prompt = str(prompt)  # prompt=42 on the command line: Hydra typed it a number
         problems = []
         if not isinstance(prompt, str):
             problems.append(Problem("prompt", f"must be a string, got {prompt!r}", "prompt='Your question'"))
