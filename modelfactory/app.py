@@ -6,9 +6,9 @@ mapping). What Hydra alone knows is passed in: the output directory and the name
 chosen by. Everything a job leaves on disk is written through :mod:`modelfactory.results`.
 
 Exit codes: 0 all good, 1 a backend or item failed, 2 a config or dataset problem, 3 the job stopped at
-its budget (``runner.max_cost_usd``; the reason is in ``job.json``'s ``budget``). A job never raises
-for those (a sweep goes on); it records the error in ``job.json`` (and ``result.json`` for one prompt)
-and prints it on stderr.
+its budget (``runner.max_cost_usd``; the reason is in ``job.json``'s ``budget``), 130 interrupted (Ctrl-C:
+``job.json`` records it, the rows written stay for a resume). A job never raises for those (a sweep goes
+on); it records the error in ``job.json`` (and ``result.json`` for one prompt) and prints it on stderr.
 """
 
 from __future__ import annotations
