@@ -56,16 +56,42 @@ def run(cfg: DictConfig) -> int:
         hc.runtime.output_dir,
         model_name=hc.runtime.choices.get("model"),
         root=ROOT,
-        raise_errors=os.environ.get("HYDRA_FULL_ERROR") == "1",
+        raise_errors=_user_full_error(),
     )
+
+
+def _user_full_error() -> bool:
+    """``HYDRA_FULL_ERROR=1`` as the user set it (``cli`` sets it itself to catch Hydra's errors)."""
+    return os.environ.get(_FULL_ERROR, os.environ.get("HYDRA_FULL_ERROR", "")) == "1"
+
+
+_FULL_ERROR = "MODELFACTORY_FULL_ERROR"
+EXIT_CONFIG = 2  # a config error, Hydra's own included (the README's exit codes)
+EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT
+_jobs_started = 0  # a Hydra failure before any job ran is a config error (exit 2), not a job's (exit 1)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
+    global _jobs_started
+    _jobs_started += 1
     code = run(cfg)
     # A failing job in a sweep is recorded (job.json, results.jsonl); only a single run sets the exit code.
-    if code and HydraConfig.get().mode != RunMode.MULTIRUN:
+    # Ctrl-C stops a sweep too.
+    if code == EXIT_INTERRUPTED or (code and HydraConfig.get().mode != RunMode.MULTIRUN):
         sys.exit(code)
+
+
+def null_group_overrides(args: list[str], conf: Path) -> list[str]:
+    """``model=null``-style overrides of a config group the app needs: Hydra answers them with a raw
+    ``ValueError`` traceback, so they are refused here with the names to choose from."""
+    out = []
+    for arg in args:
+        name, eq, value = arg.lstrip("+").partition("=")
+        if eq and value.strip().lower() in ("null", "~") and (conf / name).is_dir():
+            choices = ", ".join(sorted(p.stem for p in (conf / name).glob("*.yaml")))
+            out.append(f"error: {arg}: the '{name}' config group needs a config name, one of: {choices}")
+    return out
 
 
 def skip_mode_probe(args: list[str]) -> None:
@@ -91,6 +117,17 @@ def skip_mode_probe(args: list[str]) -> None:
         Hydra.get_mode = lambda self, config_name, overrides: None  # type: ignore[method-assign]
 
 
+def _hydra_error(exc: BaseException) -> str:
+    """Hydra's error and its cause (OmegaConf's, which names the key), without a traceback."""
+    text = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, OSError):
+        text = f"cannot write the run's directory (hydra.run.dir / hydra.sweep.dir): {text}"
+    cause = exc.__cause__
+    if cause is not None and str(cause).strip() and str(cause).strip() not in text:
+        text += f"\n{str(cause).strip()}"
+    return text
+
+
 def cli() -> None:
     args = sys.argv[1:]
     keys = secret_overrides(args)
@@ -101,8 +138,26 @@ def cli() -> None:
         from modelfactory.datasets import load_dotenv
 
         load_dotenv()
+    null_groups = null_group_overrides(args, ROOT / "conf")
+    if null_groups:
+        print("\n".join(null_groups), file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
     skip_mode_probe(args)
-    main()
+    # Hydra prints its own errors (a bad override, an unknown key, an unwritable run dir) as a traceback
+    # and exits 1; with HYDRA_FULL_ERROR=1 it raises them instead, to be told here in one message, exit 2.
+    os.environ.setdefault(_FULL_ERROR, os.environ.get("HYDRA_FULL_ERROR", ""))
+    full = _user_full_error()
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        main()
+    except Exception as exc:
+        if full:
+            raise
+        print(f"error: {_hydra_error(exc)}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG if _jobs_started == 0 else 1)
+    except KeyboardInterrupt:  # outside a job (a job records it in job.json and exits 130 itself)
+        print("interrupted", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

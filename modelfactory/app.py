@@ -6,9 +6,9 @@ mapping). What Hydra alone knows is passed in: the output directory and the name
 chosen by. Everything a job leaves on disk is written through :mod:`modelfactory.results`.
 
 Exit codes: 0 all good, 1 a backend or item failed, 2 a config or dataset problem, 3 the job stopped at
-its budget (``runner.max_cost_usd``; the reason is in ``job.json``'s ``budget``). A job never raises
-for those (a sweep goes on); it records the error in ``job.json`` (and ``result.json`` for one prompt)
-and prints it on stderr.
+its budget (``runner.max_cost_usd``; the reason is in ``job.json``'s ``budget``), 130 interrupted (Ctrl-C:
+``job.json`` records it, the rows written stay for a resume). A job never raises for those (a sweep goes
+on); it records the error in ``job.json`` (and ``result.json`` for one prompt) and prints it on stderr.
 """
 
 from __future__ import annotations
@@ -17,10 +17,13 @@ import logging
 import os
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from .errors import Problem
 
 if TYPE_CHECKING:
     from .datasets import Item
@@ -46,16 +49,41 @@ def task_items(cfg: Any, root: str | os.PathLike[str] | None = None) -> list[Ite
     from .datasets import load_dataset, prompt_item, shard_items
     from .errors import ConfigError, Problem
 
-    task = cfg.task
+    task = cfg.get("task")
+    if not isinstance(task, Mapping):
+        raise ConfigError(
+            [Problem("task", f"must be a task config, got {task!r}", "task=prompt or task=dataset")]
+        )
     kind = task.get("type", "prompt")
     if kind == "prompt":
-        return [prompt_item(str(task.prompt), task.get("system_prompt"))]
+        prompt, system = task.get("prompt"), task.get("system_prompt")
+        if isinstance(prompt, (int, float)) and not isinstance(prompt, bool):
+            prompt = str(prompt)  # prompt=42 on the command line: Hydra typed it a number
+        problems = []
+        if not isinstance(prompt, str):
+            problems.append(Problem("prompt", f"must be a string, got {prompt!r}", "prompt='Your question'"))
+        if system is not None and not isinstance(system, str):
+            problems.append(Problem("system_prompt", f"must be a string or null, got {system!r}", ""))
+        if problems:
+            raise ConfigError(problems, title="invalid task")
+        assert isinstance(prompt, str)
+        return [prompt_item(prompt, system)]
     if kind == "dataset":
-        if not task.get("path"):
-            raise ConfigError([Problem("task.path", "not set", "task.path=path/to/items.jsonl")])
-        items = load_dataset(_dataset_path(str(task.path), Path(root) if root is not None else None))
-        limit = task.get("limit")
-        items = items[: int(limit)] if limit else items  # before sharding: the shards split these N
+        path, limit = task.get("path"), task.get("limit")
+        problems = []
+        if not path or not isinstance(path, str):
+            problems.append(
+                Problem("task.path", f"must be a file path, got {path!r}", "task.path=items.jsonl")
+            )
+        if limit is not None and not (isinstance(limit, int) and not isinstance(limit, bool) and limit > 0):
+            problems.append(
+                Problem("task.limit", f"must be a positive integer or null, got {limit!r}", "task.limit=20")
+            )
+        if problems:
+            raise ConfigError(problems, title="invalid task")
+        assert isinstance(path, str)
+        items = load_dataset(_dataset_path(path, Path(root) if root is not None else None))
+        items = items[:limit] if limit else items  # before sharding: the shards split these N
         shards, shard = task_shard(cfg)
         return shard_items(items, shards, shard)
     raise ConfigError(
@@ -65,7 +93,9 @@ def task_items(cfg: Any, root: str | os.PathLike[str] | None = None) -> list[Ite
 
 def task_shard(cfg: Any) -> tuple[Any, Any]:
     """``(task.shards, task.shard)``: which 1/N of the dataset this job runs (``(1, 0)``: all of it)."""
-    task = cfg.task
+    task = cfg.get("task")
+    if not isinstance(task, Mapping):  # no task at all: a config error, reported by task_items
+        return 1, 0
     shards = task.get("shards", 1)
     return (1 if shards is None else shards), (task.get("shard") or 0)
 
@@ -74,10 +104,119 @@ def _error(exc: BaseException, redact: Any) -> dict[str, str]:
     return {"type": type(exc).__name__, "message": redact(str(exc))}
 
 
-def _unescape_stops(cfg: DictConfig) -> list[str] | None:
+@dataclass
+class _JobConfig:
+    """What a job reads from its config, checked all at once before anything runs."""
+
+    generation: dict[str, Any]
+    stops: list[str] | None
+    concurrency: int
+    batch_size: int
+    retry_errors: bool
+    progress: bool
+    fsync: bool
+    results_file: str
+    result_file: str
+    print_reply: bool
+
+
+def _positive_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 1 else None
+    return None
+
+
+def _stops(value: Any, problems: list[Problem]) -> list[str] | None:
+    """``stop_sequences``: one string is one stop (never split into characters), or a list of strings."""
     from .overrides import unescape
 
-    return [unescape(str(s)) for s in cfg.get("stop_sequences") or []] or None  # "\n" typed on the CLI
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [value]
+    fix = '\'stop_sequences=["\\n\\n", "END"]\' or stop_sequences=END'
+    if not isinstance(value, (list, tuple)):
+        problems.append(
+            Problem("stop_sequences", f"must be a string or a list of strings, got {value!r}", fix)
+        )
+        return None
+    bad = [i for i, s in enumerate(value) if not isinstance(s, str) or s == ""]
+    if bad:
+        shown = ", ".join(f"[{i}]={value[i]!r}" for i in bad[:5])
+        problems.append(Problem("stop_sequences", f"every stop must be a non-empty string: {shown}", fix))
+        return None
+    return list(dict.fromkeys(unescape(s) for s in value)) or None  # "\n" typed on the CLI
+
+
+def _job_config(cfg: DictConfig) -> _JobConfig:
+    """The job's settings from ``cfg``, or one :class:`ConfigError` listing every problem."""
+    from .errors import ConfigError
+    from .generation import generation_problems
+
+    problems: list[Problem] = []
+    if cfg.get("model") is None:
+        problems.append(Problem("model", "not set", "model=transformers_tiny (modelfactory list shows them)"))
+    gen_node = cfg.get("generation")
+    generation: dict[str, Any] = {}
+    if gen_node is not None and not isinstance(gen_node, DictConfig):
+        problems.append(Problem("generation", f"must be a mapping, got {gen_node!r}", "generation.seed=1"))
+    elif gen_node is not None:  # null or removed (~generation): no per-call parameters
+        plain = OmegaConf.to_container(gen_node, resolve=True)
+        assert isinstance(plain, dict)
+        generation = {str(k): v for k, v in plain.items() if v is not None}
+        problems += generation_problems(generation)
+    stop_node = cfg.get("stop_sequences")
+    if isinstance(stop_node, (DictConfig, ListConfig)):
+        stop_node = OmegaConf.to_container(stop_node, resolve=True)
+    stops = _stops(stop_node, problems)
+
+    def section(name: str) -> DictConfig:
+        node = cfg.get(name)
+        if isinstance(node, DictConfig):
+            return node
+        problems.append(Problem(name, f"must be a mapping, got {node!r}", f"remove the {name}= override"))
+        return OmegaConf.create({})
+
+    runner, output = section("runner"), section("output")
+    ints: dict[str, int | None] = {}
+    for key, default in (("concurrency", 8), ("batch_size", 8)):
+        raw = runner.get(key, default)
+        ints[key] = _positive_int(raw)
+        if ints[key] is None:
+            problems.append(
+                Problem(f"runner.{key}", f"must be an integer >= 1, got {raw!r}", f"runner.{key}=8")
+            )
+    cost = runner.get("max_cost_usd")
+    if cost is not None and not (isinstance(cost, (int, float)) and not isinstance(cost, bool) and cost >= 0):
+        problems.append(
+            Problem(
+                "runner.max_cost_usd", f"must be a number >= 0 or null, got {cost!r}", "runner.max_cost_usd=5"
+            )
+        )
+    files: dict[str, Any] = {}
+    for key, default_name in (("results_file", "results.jsonl"), ("result_file", "result.json")):
+        raw = output.get(key, default_name)
+        files[key] = raw
+        if not isinstance(raw, str) or not raw:
+            problems.append(
+                Problem(f"output.{key}", f"must be a file name, got {raw!r}", f"output.{key}={default_name}")
+            )
+    if problems:
+        raise ConfigError(problems, title="invalid job config")
+    return _JobConfig(
+        generation=generation,
+        stops=stops,
+        concurrency=int(ints["concurrency"] or 1),
+        batch_size=int(ints["batch_size"] or 1),
+        retry_errors=bool(runner.get("retry_errors", True)),
+        progress=bool(runner.get("progress", True)),
+        fsync=bool(runner.get("fsync", True)),
+        results_file=str(files["results_file"]),
+        result_file=str(files["result_file"]),
+        print_reply=bool(output.get("print_reply", True)),
+    )
 
 
 def run_job(
@@ -107,18 +246,13 @@ def run_job(
         cfg = OmegaConf.create(dict(cfg))
     out_dir = Path(output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    kind = cfg.task.get("type", "prompt")
-    gen_cfg = OmegaConf.to_container(cfg.generation, resolve=True)
-    assert isinstance(gen_cfg, dict)
-    generation = {str(k): v for k, v in gen_cfg.items() if v is not None}
-    stops = _unescape_stops(cfg)
-    runner = cfg.runner
-    results_path = out_dir / cfg.output.results_file
+    task = cfg.get("task")
+    kind = task.get("type", "prompt") if isinstance(task, Mapping) else None
     previous = read_job(out_dir) or {}  # a resumed job adds to its earlier runs
     job: dict[str, Any] = {
         "model": model_name,
         "task": kind,
-        "results_file": str(cfg.output.results_file),  # readers (the sweep summary) find the rows by it
+        "results_file": None,  # readers (the sweep summary) find the rows by it
         "items": None,
         "error": None,
         "elapsed_s": previous.get("elapsed_s") or 0.0,
@@ -132,8 +266,8 @@ def run_job(
         "model_name": model_name,
         "model_config": None,
         "messages": None,
-        "stop_sequences": stops,
-        "generation": generation,
+        "stop_sequences": None,
+        "generation": None,
         "content": None,
         "token_usage": None,
         "latency_s": None,
@@ -143,7 +277,14 @@ def run_job(
     code = 0
     budget_stop: str | None = None
     items: list[Any] = []
+    jc: _JobConfig | None = None
+    results_path: Path | None = None
     try:
+        jc = _job_config(cfg)
+        runner = cfg.runner
+        results_path = out_dir / jc.results_file
+        job["results_file"] = jc.results_file
+        result.update(stop_sequences=jc.stops, generation=jc.generation)
         items = task_items(cfg, root)
         job["items"] = len(items)
         if kind == "prompt":
@@ -155,18 +296,18 @@ def run_job(
         stats = run_items(
             model,
             items,
-            concurrency=int(runner.concurrency),
-            batch_size=int(runner.batch_size),
+            concurrency=jc.concurrency,
+            batch_size=jc.batch_size,
             results_path=results_path,
-            progress=bool(runner.progress) and len(items) > 1,
-            retry_errors=bool(runner.retry_errors),
-            fsync=bool(runner.get("fsync", True)),
+            progress=jc.progress and len(items) > 1,
+            retry_errors=jc.retry_errors,
+            fsync=jc.fsync,
             desc=str(model_name or "items"),
             max_cost_usd=None if runner.get("max_cost_usd") is None else float(runner.max_cost_usd),
             mode=str(runner.get("mode", "online")),
             batch=_batch_options(runner),
-            stop_sequences=stops,
-            **generation,
+            stop_sequences=jc.stops,
+            **jc.generation,
         )
         job["elapsed_s"] = round(float(job["elapsed_s"]) + stats.elapsed_s, 4)
         job["last_run"] = stats.to_dict()
@@ -178,6 +319,22 @@ def run_job(
             job["budget"] = stats.budget.to_dict()
             if stats.budget.reason is not None:
                 budget_stop = stats.budget.reason
+    except KeyboardInterrupt:  # Ctrl-C: the rows written so far stay; a rerun resumes from them
+        if raise_errors:
+            raise
+        done = len(read_results(results_path)) if results_path is not None else 0
+        job["error"] = result["error"] = {
+            "type": "KeyboardInterrupt",
+            "message": f"interrupted (Ctrl-C) with {done} rows in the results file; run again to resume",
+        }
+        job["interrupted"] = True
+        write_job(out_dir, job)
+        print(
+            f"interrupted: {done} rows kept in {results_path}; run the same command again to resume",
+            file=sys.stderr,
+        )
+        log.info("interrupted")
+        return 130
     except Exception as exc:  # config, dataset, build, or a bug: recorded; a sweep goes on
         if raise_errors:
             raise
@@ -188,6 +345,8 @@ def run_job(
     if budget_stop is not None and job["error"] is None:  # the summary's error column says why it stopped
         job["error"] = {"type": "BudgetExceeded", "message": budget_stop}
     write_job(out_dir, job)
+    if jc is None or results_path is None:  # the config itself is wrong: nothing more to write
+        return code
 
     if kind == "prompt":
         row = read_results(results_path).get(items[0].id) if items and not job["error"] else None
@@ -198,10 +357,10 @@ def run_job(
                 print(f"error: {row['error']['message']}", file=sys.stderr)
                 log.info("error: %s: %s", row["error"]["type"], row["error"]["message"])
                 code = 2 if row["error"]["type"] == "ConfigError" else 1
-        write_json(out_dir / cfg.output.result_file, result)
+        write_json(out_dir / jc.result_file, result)
         if result["content"] is not None:
             log.info("reply: %s", result["content"])
-            if cfg.output.print_reply:
+            if jc.print_reply:
                 print(result["content"])
     elif job["error"] is None or budget_stop is not None:
         rows = read_results(results_path)

@@ -35,6 +35,10 @@ def model_names(config_dir: Path) -> list[str]:
     return sorted(p.stem for p in (config_dir / "model").glob("*.yaml"))
 
 
+def _choices(config_dir: Path) -> str:
+    return "one of: " + ", ".join(model_names(config_dir)) + " (modelfactory list)"
+
+
 def compose(config_dir: Path, overrides: list[str], *, return_hydra_config: bool = False) -> Any:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
@@ -59,9 +63,14 @@ def check(config_dir: Path, overrides: list[str], warnings: list[Problem] | None
     problems: list[Problem] = []
     for name in names:
         source = f"conf/model/{name}.yaml"
+        if name.strip().lower() in ("null", "~", ""):
+            problems.append(
+                Problem("model", f"model={name}: needs a config name", _choices(config_dir), source)
+            )
+            continue
         try:
             cfg = compose(config_dir, [f"model={name}", *rest])
-        except HydraException as exc:
+        except (HydraException, ValueError) as exc:  # Hydra raises a bare ValueError for some overrides
             problems.append(Problem("config", str(exc).splitlines()[0], "check the override syntax", source))
             continue
         problems += validate_config(cfg.model, source=source, environment=True)
@@ -132,14 +141,23 @@ def serve(config_dir: Path, overrides: list[str]) -> int:
     from .factory import build_model
     from .serve import ServerSettings, serve_forever
     from .serve.app import import_deps
+    from .serve.server import open_without_key
 
+    nulls = [o for o in overrides if o.startswith("model=") and o[6:].strip().lower() in ("null", "~", "")]
+    if nulls:
+        print(f"error: {nulls[0]}: needs a config name; {_choices(config_dir)}", file=sys.stderr)
+        return 2
     try:
         cfg = compose(config_dir, overrides, return_hydra_config=True)
-    except HydraException as exc:
+    except (HydraException, ValueError) as exc:  # Hydra raises a bare ValueError for some overrides
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
     try:
         settings = ServerSettings.from_config(cfg.get("server"))
+        refused = open_without_key(settings)
+        if refused:  # before loading any weights
+            print(f"error: {refused}", file=sys.stderr)
+            return 2
         chosen = cfg.hydra.runtime.choices.get("model")  # the config group option, e.g. transformers_tiny
         if chosen:
             settings.aliases.append(str(chosen))

@@ -287,23 +287,26 @@ def normalize_messages(
 # --------------------------------------------------------------------------- stop sequences
 
 
-def normalize_stop_sequences(stop_sequences: Any) -> list[str]:
-    """Validate ``stop_sequences``: ``None``, one string, or a list of non-empty strings."""
+def normalize_stop_sequences(stop_sequences: Any, limit: int | None = None) -> list[str]:
+    """Validate ``stop_sequences``: ``None``, one string (one stop, never split into characters), or a
+    list of non-empty strings; duplicates dropped in linear time. ``limit``: more distinct stops than
+    this is a :class:`MessageError` (``modelfactory serve`` caps them as providers do)."""
     if stop_sequences is None:
         return []
     if isinstance(stop_sequences, str):
         stop_sequences = [stop_sequences]
     if not isinstance(stop_sequences, (list, tuple)):
         raise MessageError(f"stop_sequences must be a list of strings, got {type(stop_sequences).__name__}")
-    out: list[str] = []
+    seen: dict[str, None] = {}  # insertion-ordered set: O(1) membership, the first occurrence kept
     for i, s in enumerate(stop_sequences):
         if not isinstance(s, str):
             raise MessageError(f"stop_sequences[{i}] must be a string, got {type(s).__name__}")
         if s == "":
             raise MessageError(f"stop_sequences[{i}] is empty: an empty stop sequence would stop at once")
-        if s not in out:
-            out.append(s)
-    return out
+        seen[s] = None
+        if limit is not None and len(seen) > limit:
+            raise MessageError(f"stop_sequences: more than {limit} stop sequences (at most {limit} allowed)")
+    return list(seen)
 
 
 def trim_at_stop(text: str, stop_sequences: Sequence[str]) -> str:

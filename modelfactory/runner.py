@@ -38,6 +38,7 @@ from typing import Any
 # load_dataset, load_dotenv, prompt_item: re-exported (this module was their home before datasets.py).
 from .datasets import Item, as_item, load_dataset, load_dotenv, prompt_item
 from .errors import ConfigError, Problem
+from .generation import validate_generation
 from .pricing import Budget, Price, cost_usd, price_for, token_counter
 
 # aggregate_rows, read_results: re-exported (this module was their home before results.py).
@@ -311,7 +312,7 @@ def run_items(
 
     from .model import runs_locally  # here: the runner imports no model layer until it runs one
 
-    generation = {k: v for k, v in generation.items() if v is not None}
+    generation = validate_generation(generation, prefix="")  # every bad parameter at once, before a call
     cache = getattr(getattr(model, "spec", None), "cache", None)
     # A generate_batch that does not look each row up in the response cache would bypass it.
     batch_ok = not getattr(cache, "enabled", False) or getattr(model, "batch_uses_cache", False)

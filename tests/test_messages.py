@@ -396,3 +396,41 @@ def test_str_of_a_tool_call_reply_summarises_the_calls() -> None:
     assert str(ChatMessage(content="", tool_calls=calls)).startswith("tool calls: add(")  # "" as some send
     assert str(ChatMessage(content="Adding.", tool_calls=calls)) == "Adding."
     assert str(ChatMessage()) == ""
+
+
+# --------------------------------------------------------------------------- stop lists (hardening)
+
+
+class _CountingStr(str):
+    """A stop sequence that counts the comparisons made on it: de-duplication must not compare all pairs."""
+
+    compares = 0
+
+    def __eq__(self, other: object) -> bool:
+        type(self).compares += 1
+        return str.__eq__(self, other)
+
+    __hash__ = str.__hash__
+
+
+def test_stop_deduplication_is_linear_and_keeps_order() -> None:
+    from modelfactory.messages import normalize_stop_sequences
+
+    n = 3000
+    stops = [_CountingStr(f"stop-{i}") for i in range(n)] + [_CountingStr("stop-0")]
+    _CountingStr.compares = 0
+    out = normalize_stop_sequences(stops)
+    assert out == [f"stop-{i}" for i in range(n)]
+    assert _CountingStr.compares < 5 * n  # pairwise de-duplication makes ~n*n/2 = 4.5M comparisons
+
+
+def test_one_string_is_one_stop_and_the_limit_is_enforced() -> None:
+    from modelfactory.errors import MessageError
+    from modelfactory.messages import normalize_stop_sequences
+
+    assert normalize_stop_sequences("END") == ["END"]
+    assert normalize_stop_sequences(["a", "b", "a"], limit=2) == ["a", "b"]
+    with pytest.raises(MessageError, match="more than 2 stop sequences"):
+        normalize_stop_sequences(["a", "b", "c"], limit=2)
+    with pytest.raises(MessageError, match=r"stop_sequences\[0\] must be a string"):
+        normalize_stop_sequences([None])

@@ -39,6 +39,7 @@ async def _lifespan(app: Any) -> AsyncIterator[None]:
         yield
     finally:
         await dispatcher.stop()
+        app.state.serve.prep_pool.shutdown(wait=False, cancel_futures=True)
 
 
 def import_deps() -> None:

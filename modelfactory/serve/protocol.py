@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import BackendError, ConfigError, MessageError, ModelFactoryError, UnsupportedFeatureError
+from ..generation import generation_problems
 from ..messages import ChatMessage
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "StreamChunks",
     "body_too_large",
     "completion_body",
+    "context_length_exceeded",
     "error_for",
     "finish_reason",
     "parse_request",
@@ -183,6 +185,24 @@ def stream_tool_calls(calls: list[Any]) -> list[dict[str, Any]]:
     return out
 
 
+def context_length_exceeded(context: int, prompt: int | None, completion: int | None) -> HTTPError:
+    """OpenAI's 400 for a prompt (plus the asked completion) longer than the model's context."""
+    if prompt is None:
+        detail = "the messages alone are far longer than that"
+    else:
+        asked = prompt + (completion or 0)
+        detail = (
+            f"you requested {asked} tokens ({prompt} in the messages, {completion or 0} in the completion)"
+        )
+    return HTTPError(
+        400,
+        f"This model's maximum context length is {context} tokens. However, {detail}. "
+        "Please reduce the length of the messages or completion.",
+        param="messages",
+        code="context_length_exceeded",
+    )
+
+
 def body_too_large(limit: int) -> HTTPError:
     return HTTPError(413, f"request body over {limit} bytes (server.max_body_bytes)", code="body_too_large")
 
@@ -191,16 +211,33 @@ def parse_request(body: bytes | bytearray) -> ChatCompletionRequest:
     """The request body as a :class:`ChatCompletionRequest`, or the 400 that says what is wrong with it."""
     try:
         data = json.loads(body)
+    except RecursionError:
+        raise HTTPError(400, "the body is not valid JSON: nested too deeply", code="invalid_json") from None
     except ValueError as exc:
         raise HTTPError(400, f"the body is not valid JSON: {exc}", code="invalid_json") from None
+    try:  # "\ud800" is valid JSON but no text: no tokenizer or provider can encode a lone surrogate
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except RecursionError:
+        raise HTTPError(400, "the body is not valid JSON: nested too deeply", code="invalid_json") from None
+    except UnicodeEncodeError:
+        raise HTTPError(
+            400, "the body holds a lone UTF-16 surrogate (e.g. \\ud800): not valid text", code="invalid_json"
+        ) from None
     if not isinstance(data, dict):
         raise HTTPError(
             400, f"the body must be a JSON object, got {type(data).__name__}", code="invalid_json"
         )
     try:
-        return ChatCompletionRequest.model_validate(data)
+        req = ChatCompletionRequest.model_validate(data)
+    except RecursionError:
+        raise HTTPError(400, "invalid request: nested too deeply", code="invalid_value") from None
     except ValidationError as exc:
         raise validation_error(exc) from None
+    problems = generation_problems(req.params(), prefix="")
+    if problems:
+        text = "; ".join(f"{p.key}: {p.problem}" for p in problems)
+        raise HTTPError(400, f"invalid request: {text}", param=problems[0].key, code="invalid_value")
+    return req
 
 
 def completion_body(

@@ -3,7 +3,9 @@
 Imported only by :func:`.app.create_app`, once fastapi is known to be installed (this module imports it).
 """
 
+import asyncio
 import hmac
+import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -12,6 +14,7 @@ from typing import Any, cast
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from ..errors import MessageError
 from ..messages import ChatMessage, ChatMessageStreamDelta, normalize_messages, normalize_stop_sequences
@@ -22,14 +25,17 @@ from .protocol import (
     StreamChunks,
     body_too_large,
     completion_body,
+    context_length_exceeded,
     error_for,
     parse_request,
     stream_finish_reason,
     stream_tool_calls,
 )
-from .state import ServeState
+from .state import ServeState, context_length
 
 __all__ = ["install"]
+
+log = logging.getLogger("modelfactory.serve")
 
 
 def install(app: FastAPI) -> None:
@@ -148,7 +154,9 @@ def _model_card(name: str) -> dict[str, Any]:
 
 
 async def _read_body(state: ServeState, request: Request) -> ChatCompletionRequest:
-    """The body, refused with 413 past ``server.max_body_bytes`` before it is all read."""
+    """The body, refused with 413 past ``server.max_body_bytes`` before it is all read, and with 408 when
+    it has not all arrived after ``server.body_timeout_s`` (a slow client holds no slot for ever); parsed
+    in a worker thread (a 1 MB body is request-sized work: never on the event loop)."""
     limit = state.settings.max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None:
@@ -159,17 +167,33 @@ async def _read_body(state: ServeState, request: Request) -> ChatCompletionReque
         if too_big:
             raise body_too_large(limit)
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise body_too_large(limit)
-    return parse_request(body)
+    try:
+        async with asyncio.timeout(state.settings.body_timeout_s):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise body_too_large(limit)
+    except TimeoutError:
+        raise HTTPError(
+            408,
+            f"the request body took over {state.settings.body_timeout_s:g} s (server.body_timeout_s)",
+            code="request_timeout",
+        ) from None
+    except ClientDisconnect:
+        log.info("client %s went away while sending its request", _client(request))
+        raise HTTPError(400, "the client disconnected", code="client_disconnected") from None
+    return await asyncio.get_running_loop().run_in_executor(state.prep_pool, parse_request, bytes(body))
+
+
+def _client(request: Request) -> str:
+    client = request.client
+    return f"{client.host}:{client.port}" if client else "?"
 
 
 async def _chat(state: ServeState, request: Request, deployment: str | None) -> Any:
     req = await _read_body(state, request)
     if req.stream:
-        messages, stop, params, extra, max_tokens = _prepare(state, req, deployment)
+        messages, stop, params, extra, max_tokens = await _prepared(state, req, deployment)
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         deltas = state.dispatcher.stream(messages, stop, params, **extra)
         chunks = StreamChunks(
@@ -184,7 +208,7 @@ async def complete(
 ) -> dict[str, Any]:
     """The ``chat.completion`` body answering ``req`` (not streamed), or the :class:`HTTPError` to send.
     Shared by ``/v1/chat/completions`` and every line of a batch."""
-    messages, stop, params, extra, max_tokens = _prepare(state, req, deployment)
+    messages, stop, params, extra, max_tokens = await _prepared(state, req, deployment)
     try:
         reply: ChatMessage = await state.dispatcher.complete(messages, stop, params, **extra)
     except Exception as exc:
@@ -192,6 +216,12 @@ async def complete(
     return completion_body(
         f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time()), state.name, reply, max_tokens
     )
+
+
+async def _prepared(state: ServeState, req: ChatCompletionRequest, deployment: str | None) -> Any:
+    """:func:`_prepare` in a worker thread: what grows with the request (messages, stops, the prompt's
+    length) never runs on the event loop, which keeps answering other requests and ``/health``."""
+    return await asyncio.get_running_loop().run_in_executor(state.prep_pool, _prepare, state, req, deployment)
 
 
 def _prepare(state: ServeState, req: ChatCompletionRequest, deployment: str | None) -> Any:
@@ -206,13 +236,42 @@ def _prepare(state: ServeState, req: ChatCompletionRequest, deployment: str | No
         raise HTTPError(400, "n > 1 is not supported: send n requests", param="n", code="unsupported")
     try:
         messages = normalize_messages(req.messages)
-        stop = normalize_stop_sequences(req.stop)
+        stop = normalize_stop_sequences(req.stop, limit=state.settings.max_stop_sequences)
     except MessageError as exc:
         raise HTTPError(400, str(exc), param="stop" if "stop" in str(exc) else "messages") from None
     params = req.params()
     extra = {"response_format": req.response_format, "tools_to_call_from": req.tools}
+    _check_context(state, messages, req.tools, params.get("max_tokens"))
     max_tokens = params.get("max_tokens") or state.default_max
     return messages, stop, params, extra, max_tokens
+
+
+MAX_CHARS_PER_TOKEN = 64  # no vocabulary has many longer tokens: more characters than this per token of
+# context is over the context for sure, refused before any tokenizing
+
+
+def _check_context(
+    state: ServeState, messages: list[dict[str, Any]], tools: Any, max_tokens: int | None
+) -> None:
+    """400 ``context_length_exceeded`` (as OpenAI answers) for a prompt the model cannot take, before the
+    model tokenizes more than ``context * MAX_CHARS_PER_TOKEN`` characters of it."""
+    count = getattr(state.model, "count_prompt_tokens", None)
+    if not callable(count):
+        return
+    if state.context_length is None:
+        state.context_length = context_length(state.model, load=True)
+    context = state.context_length
+    if context is None:
+        return
+    chars = sum(len(m["content"]) if isinstance(m.get("content"), str) else len(str(m)) for m in messages)
+    if chars > context * MAX_CHARS_PER_TOKEN:
+        raise context_length_exceeded(context, None, max_tokens)
+    try:
+        prompt = int(count(messages, tools))
+    except Exception as exc:  # the template refusing these messages: the call would say the same
+        raise error_for(exc, state.is_local) from None
+    if prompt + (max_tokens or 1) > context:
+        raise context_length_exceeded(context, prompt, max_tokens)
 
 
 async def _stream(

@@ -13,7 +13,7 @@ from .app import create_app, import_deps
 from .dispatch import Dispatcher
 from .settings import API_KEY_ENV, ServerSettings, served_names
 
-__all__ = ["BackgroundServer", "run_server", "serve_forever"]
+__all__ = ["BackgroundServer", "open_without_key", "run_server", "serve_forever"]
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -112,14 +112,28 @@ class BackgroundServer:
         self.stop()
 
 
+def open_without_key(settings: ServerSettings) -> str | None:
+    """Why these settings are refused (a non-loopback host, no key, no explicit opt-in), or None."""
+    if settings.key() is not None or _is_loopback(settings.host) or settings.allow_unauthenticated:
+        return None
+    return (
+        f"server.host={settings.host} without an API key: anyone who can reach it could use the model. "
+        f"Set {API_KEY_ENV}, or pass server.allow_unauthenticated=true to serve it open"
+    )
+
+
 def serve_forever(model: Any, settings: ServerSettings) -> int:
     """What ``modelfactory serve`` does with a built model: warn when open to all, announce, serve until
-    interrupted; the exit status (1: the address cannot be bound)."""
+    interrupted; the exit status (1: the address cannot be bound; 2: open to all without a key)."""
     name, *aliases = served_names(model, settings)
+    refused = open_without_key(settings)
+    if refused:
+        print(f"error: {refused}", file=sys.stderr)
+        return 2
     if settings.key() is None and not _is_loopback(settings.host):
         print(
-            f"warning: serving on {settings.host} without an API key: anyone who can reach it can use the "
-            f"model; set {API_KEY_ENV}",
+            f"warning: serving on {settings.host} without an API key (server.allow_unauthenticated=true): "
+            "anyone who can reach it can use the model",
             file=sys.stderr,
         )
 

@@ -47,6 +47,15 @@ class ServerSettings(BaseModel):
     max_concurrency: int = Field(
         default=8, gt=0, description="requests in flight at once for API models and streams"
     )
+    max_stop_sequences: int = Field(
+        default=16, gt=0, description="more stop sequences in one request get 400 (OpenAI allows 4)"
+    )
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, description="a request body not received within this many seconds gets 408"
+    )
+    allow_unauthenticated: bool = Field(
+        default=False, description="serve on a non-loopback host without an API key (refused otherwise)"
+    )
     log_level: str = Field(
         default="info", description="uvicorn's: critical, error, warning, info, debug, trace"
     )

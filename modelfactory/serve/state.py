@@ -4,6 +4,7 @@ Its own module so that :mod:`.app` (which imports :mod:`.routes` once fastapi is
 :mod:`.routes` both import it without importing each other.
 """
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,7 +13,7 @@ from .batches import BatchStore
 from .dispatch import Dispatcher
 from .settings import ServerSettings, served_name, served_names
 
-__all__ = ["ServeState"]
+__all__ = ["ServeState", "context_length"]
 
 
 @dataclass
@@ -28,6 +29,10 @@ class ServeState:
     default_max: int | None  # the model's own max tokens: a reply that long finished for "length"
     dispatcher: Dispatcher
     batches: BatchStore = field(default_factory=BatchStore)  # the Files + Batches API's files and batches
+    context_length: int | None = None  # the model's context in tokens (local models), for the 400 past it
+    prep_pool: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="modelfactory-prep")
+    )  # parsing and length checks off the event loop, two at a time: request-sized work never blocks it
 
     def serves(self, name: str) -> bool:
         return name in self.names
@@ -49,4 +54,18 @@ class ServeState:
             is_local=runs_locally(model),
             default_max=getattr(spec, "max_new_tokens", None) or getattr(spec, "max_tokens", None),
             dispatcher=Dispatcher(model, settings),
+            context_length=context_length(model),
         )
+
+
+def context_length(model: Any, load: bool = False) -> int | None:
+    """The model's context in tokens, if it says. A local model tells once loaded: ``load`` allows that
+    (a request would load it anyway); an app built before loading asks again at the first request."""
+    loaded = getattr(model, "is_loaded", True)
+    if not load and not (loaded() if callable(loaded) else loaded):
+        return None
+    try:
+        n = getattr(model, "context_length", None)
+    except Exception:  # a model that cannot tell: no check, as before
+        return None
+    return n if isinstance(n, int) and n > 0 else None

@@ -158,6 +158,19 @@ class TransformersModel(Model):
             )
         return render_prompt(tok, messages, tools, template, self.spec.apply_chat_template_kwargs)
 
+    @property
+    def context_length(self) -> int | None:
+        """The most tokens (prompt and reply together) the model takes: ``max_position_embeddings``."""
+        n = getattr(getattr(self.runtime.model, "config", None), "max_position_embeddings", None)
+        return n if isinstance(n, int) and n > 0 else None
+
+    def count_prompt_tokens(
+        self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None
+    ) -> int:
+        """How many tokens ``messages`` (normalised) make once templated: what a call would feed the model."""
+        prompt = self.chat_prompt(messages, tools)
+        return len(self.runtime.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+
     def _encode(self, req: GenerationRequest) -> _Row:
         prompt = self.chat_prompt(req.messages, req.tools)
         # The template already wrote every special token (bos, role markers): add none on top.
