@@ -41,6 +41,7 @@ __all__ = [
     "redact_env",
     "redact_mapping",
     "scrub",
+    "scrub_tree",
     "url_has_secret",
 ]
 
@@ -147,7 +148,8 @@ def credential_values(data: Any, path: str = "") -> list[str]:
 def _url_credentials(url: str) -> list[str]:
     try:
         parts = urlsplit(url)
-        found = [unquote_plus(x) for x in (parts.username, parts.password) if x]
+        # the password, or a user name given alone (a token as the user: https://TOKEN@host)
+        found = [unquote_plus(x) for x in [parts.password or parts.username] if x]
     except ValueError:
         return []
     return found + [v for k, v in parse_qsl(parts.query, keep_blank_values=True) if v and is_secret_key(k)]
@@ -228,6 +230,18 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
         if len(secret) >= MIN_SECRET_LEN:
             text = text.replace(secret, "***")
     return text
+
+
+def scrub_tree(data: Any, redact: Any) -> Any:
+    """A copy of ``data`` (JSON-like: dicts, lists, strings) with ``redact`` applied to every string, keys
+    included: a reply's content, tool-call arguments, anything a provider echoed back."""
+    if isinstance(data, str):
+        return redact(data)
+    if isinstance(data, Mapping):
+        return {scrub_tree(k, redact): scrub_tree(v, redact) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [scrub_tree(v, redact) for v in data]
+    return data
 
 
 def redact_env(text: str) -> str:
