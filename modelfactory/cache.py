@@ -34,7 +34,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from .messages import ChatMessage, ChatMessageStreamDelta, TokenUsage
-from .secrets import is_secret_key
+from .secrets import is_credential, is_secret_key
 
 if TYPE_CHECKING:
     import sqlite3
@@ -54,7 +54,7 @@ __all__ = [
 ]
 
 DEFAULT_CACHE_PATH = ".modelfactory/cache.sqlite"
-KEY_VERSION = 1  # bump when the key's recipe changes: old rows then simply miss
+KEY_VERSION = 2  # bump when the key's recipe changes: old rows then simply miss
 
 
 class CacheSpec(BaseModel):
@@ -115,8 +115,10 @@ def _clean_url(text: str) -> str:
     return urlunsplit((parts.scheme.lower(), netloc, parts.path.rstrip("/"), query, ""))
 
 
-def _canon(value: Any, *, spec: bool = False) -> Any:
-    """A JSON-ready, deterministic form of ``value``. ``spec``: drop secret-looking keys (config data)."""
+def _canon(value: Any, *, spec: bool = False, parent: str = "") -> Any:
+    """A JSON-ready, deterministic form of ``value``. ``spec``: drop credentials (config data, request
+    params: a secret-looking key, a header that is not public, see :func:`~modelfactory.secrets.is_credential`).
+    A whole float is written as an int, so ``temperature=0`` and ``0.0`` are one key."""
     if isinstance(value, SecretStr):
         return None
     if isinstance(value, Enum):
@@ -133,9 +135,9 @@ def _canon(value: Any, *, spec: bool = False) -> Any:
         return _canon(dataclasses.asdict(value), spec=spec)
     if isinstance(value, Mapping):
         return {
-            str(k): _canon(v, spec=spec)
+            str(k): _canon(v, spec=spec, parent=str(k))
             for k, v in value.items()
-            if not (spec and (is_secret_key(str(k)) or str(k) == "cache"))
+            if not (spec and (is_credential(f"{parent}.{k}") or str(k) == "cache"))
         }
     if isinstance(value, (list, tuple)):
         return [_canon(v, spec=spec) for v in value]
@@ -143,6 +145,8 @@ def _canon(value: Any, *, spec: bool = False) -> Any:
         return sorted((_canon(v, spec=spec) for v in value), key=lambda v: json.dumps(v, sort_keys=True))
     if isinstance(value, str):
         return _clean_url(value) if spec and value[:8].lower().startswith(("http://", "https://")) else value
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)  # 0.0 -> 0: a number typed either way is one request
     if value is None or isinstance(value, (bool, int, float)):
         return value
     if isinstance(value, bytes):
@@ -167,7 +171,7 @@ def request_key(model: Identified, req: GenerationRequest) -> str:
         "backend": type(model).__name__,
         "model": model_identity(model),
         "messages": _canon(req.messages),
-        "params": _canon(req.params),
+        "params": _canon(req.params, spec=True),  # an api_key in generation_kwargs is not the request
         "stop_sequences": list(req.stop_sequences),
         "send_stop": bool(req.send_stop),
         "grammar": _canon(req.grammar),

@@ -34,7 +34,7 @@ from .messages import (
 )
 from .ratelimit import RateLimiter
 from .retry import acall_with_retry, call_with_retry, is_retryable_status
-from .secrets import redact_env, scrub
+from .secrets import redact_env, scrub, scrub_tree
 from .settings import ModelSpec
 from .tools import tool_to_schema
 
@@ -397,7 +397,10 @@ class Model:
         if cache.mode != "read_write":
             return
         try:
-            get_store(cache.path).put(request_key(self, req), self.model_id, reply.to_dict())
+            # scrubbed first: a provider that echoes the key must not put it in the file, nor have a
+            # replay after the key was rotated print the old one
+            data = scrub_tree(reply.to_dict(), self.redact)
+            get_store(cache.path).put(request_key(self, req), self.model_id, data)
         except Exception as exc:
             raise self._cache_error(exc, cache.path) from exc
 

@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .secrets import has_url_secret, is_literal, is_secret_key, mask_config_secrets
+from .secrets import is_credential, mask_config_secrets, override_secrets
 
 __all__ = ["refusal_message", "scrub_saved_config", "secret_overrides", "unescape"]
 
@@ -38,8 +38,7 @@ def secret_overrides(args: list[str]) -> list[str]:
         if arg.startswith("-") or "=" not in arg:
             continue
         raw, value = arg.split("=", 1)
-        key = raw.lstrip("+~")
-        if (is_secret_key(key) and is_literal(value)) or has_url_secret(value):
+        if override_secrets(raw, value):
             found.append(raw)
     return found
 
@@ -114,7 +113,19 @@ def refusal_message(keys: list[str], args: list[str], conf_dir: Path) -> str:
             name = key.rsplit(".", 1)[-1]
             lines.append(f"  fix: export {name}=... (or put the line {name}=... in ./.env) instead")
             continue
-        if not is_secret_key(key):  # a credential inside a URL (user:password@, ?sig=...)
+        value = next((a.split("=", 1)[1] for a in args if a.split("=", 1)[0] == raw), "")
+        if "${" in value:  # a literal default inside an interpolation: ${oc.env:UNSET,<key>}
+            lines.append(
+                f"  fix: drop the default from {key}='${{oc.env:VAR,...}}'; keep only ${{oc.env:VAR}}"
+            )
+            continue
+        if value.lstrip().startswith("{"):  # a dict holding a key or a credential header
+            lines.append(
+                f"  fix: take the credentials out of {key}={{...}}; set each one from the environment, "
+                f"e.g. export MY_KEY=... and ++{key}.<name>='${{oc.env:MY_KEY}}'"
+            )
+            continue
+        if not is_credential(key):  # a credential inside a URL (user:password@, ?sig=...)
             lines.append(
                 f"  fix: take the credentials out of {key}; give the key through the environment, "
                 "e.g. export MY_KEY=... and model.api_key='${oc.env:MY_KEY}'"

@@ -28,14 +28,20 @@ __all__ = [
     "REDACTED",
     "SECRET_WORDS",
     "has_url_secret",
+    "PUBLIC_HEADERS",
+    "credential_values",
+    "is_credential",
     "is_literal",
     "is_secret_key",
+    "override_secrets",
     "mask_config_secrets",
     "mask_url",
     "mask_urls",
+    "public_headers",
     "redact_env",
     "redact_mapping",
     "scrub",
+    "scrub_tree",
     "url_has_secret",
 ]
 
@@ -43,7 +49,7 @@ REDACTED = "**********"
 # A secret-looking name contains one of these (after the exceptions below are taken out).
 SECRET_WORDS = ("key", "token", "secret", "password", "passwd", "authorization", "credential", "cookie")
 # ... or has one of these as a whole word (too short or too common to match inside other words).
-_SECRET_PARTS = frozenset({"sig", "signature"})
+_SECRET_PARTS = frozenset({"sig", "signature", "auth"})
 # "token" inside "tokenizer", and a trailing "tokens" (a count: max_tokens), do not make a name secret.
 _NOT_SECRET = re.compile(r"tokenizer|tokens$")
 _PARTS = re.compile(r"[^a-z0-9]+")
@@ -62,10 +68,113 @@ def is_secret_key(name: str) -> bool:
     return any(w in leaf for w in SECRET_WORDS) or not _SECRET_PARTS.isdisjoint(_PARTS.split(leaf))
 
 
+# Where a mapping's keys are HTTP header names: every value there is a credential unless the header is
+# one of PUBLIC_HEADERS (X-Auth, api-key, Ocp-Apim-Subscription-Key: a provider may name its key anything).
+HEADER_CONTAINERS = frozenset({"default_headers", "headers", "extra_headers", "http_headers"})
+PUBLIC_HEADERS = frozenset(
+    {
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "anthropic-beta",
+        "anthropic-version",
+        "content-type",
+        "openai-beta",
+        "openai-organization",
+        "openai-project",
+        "user-agent",
+    }
+)
+_NULLS = ("", "null", "None", "~")
+# A literal default inside an interpolation: ${oc.env:UNSET,sk-...} holds the key in clear.
+_DEFAULT = re.compile(r"\$\{[\w.]+:[^,}]*,([^}]*)\}")
+
+
 def is_literal(value: str) -> bool:
-    """A value typed in clear: not empty or null, not an ``${oc.env:...}``-style interpolation."""
+    """A value typed in clear: not empty or null, not an ``${oc.env:...}``-style interpolation (unless
+    the interpolation carries a literal default: ``${oc.env:UNSET,sk-...}`` is the key in clear)."""
     v = value.strip().strip("'\"")
-    return v not in ("", "null", "None", "~") and not (v.startswith("${") and v.endswith("}"))
+    if any(d.strip().strip("'\"") not in _NULLS for d in _DEFAULT.findall(v)):
+        return True
+    return v not in _NULLS and not (v.startswith("${") and v.endswith("}"))
+
+
+def is_credential(path: str) -> bool:
+    """True when the value at dotted ``path`` is a credential: a secret-looking name
+    (:func:`is_secret_key`), or any header under ``default_headers`` / ``headers`` that is not one of
+    :data:`PUBLIC_HEADERS`."""
+    parts = str(path).split(".")
+    if is_secret_key(parts[-1]):
+        return True
+    return len(parts) > 1 and parts[-2] in HEADER_CONTAINERS and parts[-1].lower() not in PUBLIC_HEADERS
+
+
+def public_headers(headers: Any) -> dict[str, str]:
+    """The headers of ``headers`` that may be shown and may decide a reply (``OpenAI-Beta``): the public
+    ones, names lower-cased."""
+    if not isinstance(headers, Mapping):
+        return {}
+    return {str(k).lower(): str(v) for k, v in headers.items() if str(k).lower() in PUBLIC_HEADERS}
+
+
+def credential_values(data: Any, path: str = "") -> list[str]:
+    """Every credential value held in ``data`` (a spec dump: mappings, lists, ``SecretStr``): values at
+    :func:`is_credential` paths, whatever names the env var they came from, and the userinfo and secret
+    query values of URLs. So a reply or an error can be scrubbed of all of them."""
+    out: list[str] = []
+    if callable(getattr(data, "get_secret_value", None)):
+        value = data.get_secret_value()
+        return [value] if value else []
+    if isinstance(data, Mapping):
+        for k, v in data.items():
+            sub = f"{path}.{k}" if path else str(k)
+            if is_credential(sub) and isinstance(v, (str, int)) and not isinstance(v, bool) and str(v):
+                text = str(v)
+                out.append(text)
+                scheme, _, rest = text.partition(" ")  # "Bearer sk-...": the key alone counts too
+                if rest and scheme.lower() in ("bearer", "basic", "token"):
+                    out.append(rest.strip())
+            else:
+                out += credential_values(v, sub)
+    elif isinstance(data, (list, tuple)):
+        for v in data:
+            out += credential_values(v, path)
+    elif isinstance(data, str) and "://" in data:
+        for m in _URL.finditer(data):
+            out += _url_credentials(m.group(0))
+    return out
+
+
+def _url_credentials(url: str) -> list[str]:
+    try:
+        parts = urlsplit(url)
+        # the password, or a user name given alone (a token as the user: https://TOKEN@host)
+        found = [unquote_plus(x) for x in [parts.password or parts.username] if x]
+    except ValueError:
+        return []
+    return found + [v for k, v in parse_qsl(parts.query, keep_blank_values=True) if v and is_secret_key(k)]
+
+
+# Hydra's dict grammar, one ``key: value`` pair: {api_key: K, "Authorization": "Bearer K"}
+_PAIR = re.compile(r"""([^\s{}\[\],:'"]+|"[^"]*"|'[^']*')\s*:\s*("[^"]*"|'[^']*'|[^,{}\[\]]*)""")
+
+
+def override_secrets(key: str, value: str) -> bool:
+    """True when the command-line override ``key=value`` carries a credential in clear: a literal value at
+    a credential path (:func:`is_credential`, every ``hydra.job.env_set`` variable that looks secret), a
+    dict value holding one (``generation_kwargs={api_key: K}``, ``default_headers={Authorization: ...}``),
+    a literal default inside an interpolation, or a URL with userinfo or a secret query parameter."""
+    key = key.lstrip("+~")
+    if has_url_secret(value) or any(_url_credentials(m.group(0)) for m in _URL.finditer(value)):
+        return True
+    v = value.strip()
+    if v.startswith("{"):
+        for name, sub in _PAIR.findall(v):
+            name = name.strip("'\"")
+            if is_credential(f"{key}.{name}") and is_literal(sub):
+                return True
+        return False
+    return is_credential(key) and is_literal(value)
 
 
 # --------------------------------------------------------------------------- URLs
@@ -121,6 +230,18 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
         if len(secret) >= MIN_SECRET_LEN:
             text = text.replace(secret, "***")
     return text
+
+
+def scrub_tree(data: Any, redact: Any) -> Any:
+    """A copy of ``data`` (JSON-like: dicts, lists, strings) with ``redact`` applied to every string, keys
+    included: a reply's content, tool-call arguments, anything a provider echoed back."""
+    if isinstance(data, str):
+        return redact(data)
+    if isinstance(data, Mapping):
+        return {scrub_tree(k, redact): scrub_tree(v, redact) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [scrub_tree(v, redact) for v in data]
+    return data
 
 
 def redact_env(text: str) -> str:

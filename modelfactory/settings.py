@@ -19,7 +19,7 @@ from .cache import CacheSpec
 from .errors import ConfigError, Problem, did_you_mean
 from .pricing import Price
 from .retry import RetryPolicy
-from .secrets import REDACTED, is_secret_key, redact_env, redact_mapping
+from .secrets import REDACTED, credential_values, is_secret_key, public_headers, redact_env, redact_mapping
 
 __all__ = [
     "REDACTED",
@@ -295,13 +295,21 @@ class ModelSpec(BaseSettings):
     # ------------------------------------------------------------------ reading
 
     def secret_values(self) -> list[str]:
-        """Every secret this spec holds, so error messages can be scrubbed of them."""
+        """Every secret this spec holds, so error messages, results and cached replies can be scrubbed of
+        them: ``SecretStr`` fields, and every credential inside the other fields (a header value, an
+        ``api_key`` in ``generation_kwargs``, a URL's userinfo), whatever env var it came from."""
         out = []
         for name in type(self).model_fields:
             value = getattr(self, name)
             if isinstance(value, SecretStr) and value.get_secret_value():
                 out.append(value.get_secret_value())
-        return out
+            elif not isinstance(value, (bool, int, float)) and value is not None:
+                out += (
+                    credential_values({name: value})
+                    if isinstance(value, str)
+                    else credential_values(value, name)
+                )
+        return list(dict.fromkeys(out))
 
     @classmethod
     def cache_exclusions(cls) -> frozenset[str]:
@@ -320,7 +328,14 @@ class ModelSpec(BaseSettings):
             for name in type(self).model_fields
             if name not in skip and not is_secret_key(name) and not isinstance(getattr(self, name), SecretStr)
         }
-        return self.model_dump(include=names)
+        out = self.model_dump(include=names)
+        client = getattr(self, "client_kwargs", None)
+        if "client_kwargs" in skip and isinstance(client, Mapping):
+            # the transport settings stay out, but a public header (OpenAI-Beta) changes the replies
+            headers = public_headers(client.get("default_headers")) | public_headers(client.get("headers"))
+            if headers:
+                out["client_headers"] = headers
+        return out
 
     def redacted(self) -> dict[str, Any]:
         """The spec as a dict that is safe to write to disk or logs."""

@@ -403,3 +403,35 @@ def test_agenerate_shares_the_cache(recording_server: RecordingServer, tmp_path:
     reply, text = asyncio.run(replay())
     assert reply.content == text == first.content and reply.raw["cache"] == "hit"
     assert len(recording_server.requests) == 1
+
+
+# ------------------------------------------------------------------------ issue 16, item 1
+
+
+def test_a_reply_echoing_a_credential_is_stored_scrubbed(tmp_path: Path) -> None:
+    """A provider that echoes the key (or a header credential, or an api_key in generation_kwargs) must not
+    put it in the file; a replay after the key was rotated must not hand the old key back."""
+    db = tmp_path / "c.sqlite"
+    key, header, extra = "sk-echoed-key-1111", "hdr-echoed-2222", "gen-echoed-3333"
+    with RecordingServer(reply=f"key={key} header={header} extra={extra} ok") as srv:
+        live = api_model(
+            srv,
+            db,
+            "read_write",
+            api_key=key,
+            client_kwargs={"default_headers": {"X-Auth": header}},
+            generation_kwargs={"api_key": extra},
+        ).generate(MSGS)
+        assert live.content is not None
+        replayed = api_model(
+            srv,
+            db,
+            "replay",
+            api_key="sk-rotated-key-4444",
+            client_kwargs={"default_headers": {"X-Auth": "x"}},
+        ).generate(MSGS)
+    stored = db.read_bytes() + b"".join(p.read_bytes() for p in tmp_path.glob("c.sqlite*"))
+    for secret in (key, header, extra):
+        assert secret.encode() not in stored
+        assert secret not in (replayed.content or "")
+    assert replayed.raw["cache"] == "hit" and replayed.content == "key=*** header=*** extra=*** ok"

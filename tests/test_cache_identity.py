@@ -64,3 +64,40 @@ def test_a_member_model_enters_its_chains_key_with_its_defaults() -> None:
 
     assert request_key(chain(0.1), REQ) == request_key(chain(0.1), REQ)
     assert request_key(chain(0.1), REQ) != request_key(chain(0.9), REQ)
+
+
+# ------------------------------------------------------------------ issue 16, item 12
+
+
+def openai(**kw: Any) -> OpenAIServerModel:
+    return OpenAIServerModel(model_id="m", api_base="http://h:1/v1", api_key="sk-1", **kw)
+
+
+def test_a_whole_number_is_one_key_however_it_is_typed() -> None:
+    m = openai()
+    as_int = GenerationRequest(messages=REQ.messages, params={"temperature": 0, "top_p": 1})
+    as_float = GenerationRequest(messages=REQ.messages, params={"temperature": 0.0, "top_p": 1.0})
+    assert request_key(m, as_int) == request_key(m, as_float)
+    other = GenerationRequest(messages=REQ.messages, params={"temperature": 0.5, "top_p": 1})
+    assert request_key(m, other) != request_key(m, as_int)
+
+
+def test_an_api_key_in_the_params_does_not_change_the_key() -> None:
+    m = openai()
+    plain = GenerationRequest(messages=REQ.messages, params={"top_k": 5})
+    keyed = GenerationRequest(messages=REQ.messages, params={"top_k": 5, "api_key": "sk-extra-1234"})
+    assert request_key(m, plain) == request_key(m, keyed)
+
+    def headers(value: str) -> GenerationRequest:
+        return GenerationRequest(messages=REQ.messages, params={"extra_headers": {"X-Auth": value}})
+
+    assert request_key(m, headers("sk-extra-5678")) == request_key(m, headers("sk-other-0000"))
+
+
+def test_a_public_header_is_part_of_the_identity_and_a_credential_header_is_not() -> None:
+    plain = openai()
+    beta = openai(client_kwargs={"default_headers": {"OpenAI-Beta": "assistants=v2"}})
+    auth = openai(client_kwargs={"default_headers": {"X-Auth": "sk-header-9999"}})
+    assert request_key(plain, REQ) != request_key(beta, REQ)  # another API version: no false hit
+    assert request_key(plain, REQ) == request_key(auth, REQ)  # another caller: the same reply
+    assert "sk-header-9999" not in str(model_identity(auth))

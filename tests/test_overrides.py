@@ -25,6 +25,23 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
         ("model.max_tokens=5", False),
         ("model.max_new_tokens=64", False),
         ("prompt=what is a token?", False),
+        # values that hide a key (issue 16, item 2)
+        ("+model.generation_kwargs={api_key:sk-live-123}", True),
+        ('+model.client_kwargs.default_headers={Authorization:"Bearer sk-live-123"}', True),
+        ("+model.client_kwargs.default_headers.X-Auth=sk-live-123", True),
+        ("++hydra.job.env_set={OPENAI_API_KEY:sk-live-123}", True),
+        ("+hydra.job.env_set.SRV_AUTH=sk-live-123", True),
+        ("++model.api_key=${oc.env:UNSET,sk-live-123}", True),
+        ("model.api_base=http://sk-live-123@host/v1", True),
+        ("model.api_base=http://:sk-live-123@host/v1", True),
+        ("model.api_base=http://host/v1?api_key=sk-live-123", True),
+        # ... and values that do not
+        ("+model.client_kwargs.default_headers.OpenAI-Beta=assistants=v2", False),
+        ("+model.client_kwargs.default_headers={Content-Type:application/json,User-Agent:me}", False),
+        ("+model.generation_kwargs={top_k:5,max_tokens:9}", False),
+        ("++model.api_key=${oc.env:MY_KEY,null}", False),
+        ("++hydra.job.env_set={CUDA_VISIBLE_DEVICES:0}", False),
+        ("+hydra.job.env_set.AUTHOR=me", False),
     ],
 )
 def test_secret_overrides(arg: str, refused: bool) -> None:

@@ -176,3 +176,30 @@ def test_a_key_on_the_command_line_is_refused_before_anything_is_written(
     assert SECRETS["cli"] not in proc.stdout + proc.stderr
     assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
     assert not list(ROOT.glob("outputs/**/*" + SECRETS["cli"]))
+
+
+K = SECRETS["cli"]
+# Every way found to slip a key past a refusal that only looked at key names (issue 16, item 2).
+HIDDEN_PROBES = [
+    f"+model.generation_kwargs={{api_key:{K}}}",
+    f'+model.client_kwargs.default_headers={{Authorization:"Bearer {K}"}}',
+    f"+model.client_kwargs.default_headers.X-Auth={K}",
+    f"++hydra.job.env_set={{OPENAI_API_KEY:{K}}}",
+    f"+hydra.job.env_set.SRV_AUTH={K}",
+    f"++model.api_key=${{oc.env:UNSET_VAR_16,{K}}}",
+    f"model.api_base=http://{K}@127.0.0.1:9/v1",
+    f"model.api_base=http://:{K}@127.0.0.1:9/v1",
+    f"model.api_base=http://127.0.0.1:9/v1?api_key={K}",
+]
+
+
+@pytest.mark.parametrize("probe", HIDDEN_PROBES)
+def test_a_key_hidden_in_a_dict_header_default_or_url_is_refused(tmp_path: Path, probe: str) -> None:
+    dirs = [f"hydra.run.dir={tmp_path / 'run'}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    proc = app(ROOT, *dirs, "model=local_server", probe)
+    assert proc.returncode == 2, proc.stderr
+    key = probe.split("=", 1)[0].lstrip("+~")
+    assert "refusing a secret on the command line" in proc.stderr
+    assert f"{key}=<hidden>" in proc.stderr and "fix" in proc.stderr
+    assert K not in proc.stdout + proc.stderr
+    assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
