@@ -19,8 +19,20 @@ PACKAGE = Path(__file__).resolve().parents[1] / "modelfactory"
 # trailing ".", every module below that package. The first match wins (most specific listed first).
 LAYERS: list[tuple[str, ...]] = [
     # leaves: the error tree, the secret policy, the registry's names, the fake server for users' tests
-    ("modelfactory.errors", "modelfactory.secrets", "modelfactory.backends.registry", "modelfactory.testing"),
-    ("modelfactory.messages", "modelfactory.retry", "modelfactory.ratelimit"),
+    (
+        "modelfactory.errors",
+        "modelfactory.clock",
+        "modelfactory.secrets",
+        "modelfactory.backends.registry",
+        "modelfactory.testing",
+    ),
+    (
+        "modelfactory.messages",
+        "modelfactory.retry",
+        "modelfactory.ratelimit",
+        "modelfactory.generation",
+        "modelfactory.tools",
+    ),
     # what a spec is made of: the cache settings, prices, smolagents' names for its fields
     ("modelfactory.cache", "modelfactory.pricing", "modelfactory.aliases"),
     ("modelfactory.settings",),
@@ -40,6 +52,7 @@ LAYERS: list[tuple[str, ...]] = [
         "modelfactory.app",
         "modelfactory.hydra_callbacks",
         "modelfactory.report",
+        "modelfactory.merge",
         "modelfactory.tracking",
         "modelfactory.tracking.",
         "modelfactory.serve",
@@ -68,6 +81,8 @@ KNOWN_CIRCLES = {
     # report reads the sweep's jobs with hydra_callbacks.collect_jobs while hydra_callbacks writes the
     # report: collect_jobs belongs in results.py, the reader of job files.
     ("modelfactory.report", "modelfactory.hydra_callbacks"),
+    # merge.merge_sweep reads the jobs the same way, while the summary merges sharded jobs with it.
+    ("modelfactory.merge", "modelfactory.hydra_callbacks"),
     # tracking.base.make_tracker imports the trackers that subclass base.Tracker: the choice of tracker
     # (and the callback that makes it) belongs in a module above them.
     ("modelfactory.tracking.base", "modelfactory.tracking.mlflow"),
