@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from modelfactory import build_model, validate_config
-from modelfactory.backends.llamacpp import LlamaCppModel, default_threads
+from modelfactory.backends.llamacpp import LlamaCppModel, cached_llamas, default_threads
 from modelfactory.errors import BackendError, ConfigError, MessageError, MissingDependencyError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -245,6 +245,16 @@ def test_concurrent_calls_queue_on_the_lock(smol: LlamaCppModel) -> None:
     with ThreadPoolExecutor(4) as pool:
         together = list(pool.map(lambda p: smol(p, max_tokens=12).content, prompts))
     assert together == alone
+
+
+def test_clear_prompt_cache_resets_the_shared_llama_without_loading(smol: LlamaCppModel) -> None:
+    smol(FRANCE, max_tokens=2)
+    assert smol.llama.n_tokens > 0  # the tokens of that call are kept
+    other = LlamaCppModel(model_id=SMOL)  # same load settings: the same Llama, not loaded by this object
+    other.clear_prompt_cache()
+    assert not other.is_loaded and smol.llama.n_tokens == 0
+    LlamaCppModel(model_id=SMOL, n_ctx=200).clear_prompt_cache()  # nothing loaded with these: a no-op
+    assert not any(k["n_ctx"] == 200 for k in cached_llamas())
 
 
 def test_response_cache_answers_without_running_llama(smol: LlamaCppModel, tmp_path: Path) -> None:
