@@ -113,9 +113,8 @@ def test_import_modelfactory_and_building_import_no_llama_cpp() -> None:
 def test_loaded_models_are_closed_at_exit_unless_a_call_holds_one() -> None:
     """llama-cpp-python's Llama.__del__ during interpreter shutdown can print a TypeError traceback (seen
     at the end of a full pytest run), so an atexit hook closes every loaded model first; one still held
-    by a call (an abandoned stream) is skipped after 1 s rather than blocking exit."""
-    import time
-
+    by a call (an abandoned stream) is skipped after 1 s rather than blocking exit. The lock is held by
+    this very thread, so a hook that waited for it would never return (the test's timeout would fail it)."""
     from modelfactory.backends import llamacpp
 
     idle = LlamaCppModel(model_id=SMOL, n_ctx=256).load()
@@ -123,9 +122,7 @@ def test_loaded_models_are_closed_at_exit_unless_a_call_holds_one() -> None:
     busy_rt = busy.runtime
     assert busy_rt.lock.acquire()
     try:
-        start = time.monotonic()
-        llamacpp._close_at_exit()
-        assert time.monotonic() - start < 10
+        llamacpp._close_at_exit()  # returns: it gave up on the held lock
     finally:
         busy_rt.lock.release()
     assert llamacpp.cached_llamas() == []
