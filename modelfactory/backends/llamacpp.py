@@ -468,11 +468,17 @@ class LlamaCppModel(Model):
         _release(rt)
 
     def clear_prompt_cache(self) -> None:
-        """Forget the evaluated tokens kept from the last call: the next call evaluates its whole prompt."""
+        """Forget the evaluated tokens kept from the last call on this model's Llama, whichever model made
+        it (models with the same load settings share one): the next call evaluates its whole prompt.
+        Loads nothing."""
         rt = self._runtime
-        if rt is not None and not rt.freed:
+        if rt is None or rt.freed:
+            with _CACHE_LOCK:
+                rt = _CACHE.get(self.spec.load_key())
+        if rt is not None:
             with rt.lock:
-                rt.llama.reset()
+                if not rt.freed:
+                    rt.llama.reset()
 
     def _load(self, key: tuple[Any, ...]) -> _Runtime:
         start = time.perf_counter()
