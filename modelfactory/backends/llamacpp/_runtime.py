@@ -1,0 +1,113 @@
+"""Loaded llama.cpp models, shared per file and settings, each behind a lock; closed at exit."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from ...errors import (
+    MissingDependencyError,
+)
+
+__all__ = ["cached_llamas", "clear_cache"]
+
+from ._spec import _EXTRA
+
+
+@dataclass(eq=False)
+class _Runtime:
+    llama: Any  # llama_cpp.Llama; None once freed
+    llama_cpp: Any  # the module
+    formatter: Any  # llama_cpp.llama_chat_format.Jinja2ChatFormatter, or None without a template
+    key: tuple[Any, ...]
+    load_s: float = 0.0
+    freed: bool = False
+    # One call at a time on a Llama (not thread-safe). A plain Lock: a stream's consumer may pull it
+    # from different worker threads (agenerate_stream), so the thread that releases may not be the owner.
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    grammars: dict[str, Any] = field(default_factory=dict)  # checked GBNF text -> LlamaGrammar
+
+
+_CACHE: dict[tuple[Any, ...], _Runtime] = {}
+_CACHE_LOCK = threading.Lock()
+_KEY_LOCKS: dict[tuple[Any, ...], threading.Lock] = {}
+_atexit_registered = False
+
+
+def _acquire(key: tuple[Any, ...], load: Any) -> _Runtime:
+    with _CACHE_LOCK:
+        rt = _CACHE.get(key)
+        if rt is not None:
+            return rt
+        key_lock = _KEY_LOCKS.setdefault(key, threading.Lock())
+    with key_lock:  # two threads building the same model load it once
+        with _CACHE_LOCK:
+            rt = _CACHE.get(key)
+        if rt is None:
+            rt = load()
+            with _CACHE_LOCK:
+                _CACHE[key] = rt
+        return rt
+
+
+def _release(rt: _Runtime, timeout: float = -1) -> None:
+    """Close ``rt``'s Llama once no call holds it (``timeout`` s at most, -1: wait as long as it takes)."""
+    if not rt.lock.acquire(timeout=timeout):
+        return
+    try:
+        rt.freed = True
+        llama, rt.llama = rt.llama, None
+        if llama is not None:
+            with contextlib.suppress(Exception):
+                llama.close()
+    finally:
+        rt.lock.release()
+
+
+def clear_cache() -> int:
+    """Free every loaded llama.cpp model; returns how many. Models load again on their next call."""
+    with _CACHE_LOCK:
+        rts = list(_CACHE.values())
+        _CACHE.clear()
+        _KEY_LOCKS.clear()
+    for rt in rts:
+        _release(rt)
+    return len(rts)
+
+
+def _close_at_exit() -> None:
+    """Close the loaded models at interpreter exit, skipping one still held by a call (never block exit)."""
+    with _CACHE_LOCK:
+        rts = list(_CACHE.values())
+        _CACHE.clear()
+    for rt in rts:
+        _release(rt, timeout=1.0)
+
+
+def cached_llamas() -> list[dict[str, Any]]:
+    """What is loaded: one dict per ``Llama`` (file, n_ctx, threads, GPU layers)."""
+    with _CACHE_LOCK:
+        return [
+            {"path": k[0], "n_ctx": k[1], "n_threads": k[2], "n_gpu_layers": k[4], "load_s": rt.load_s}
+            for k, rt in _CACHE.items()
+        ]
+
+
+def _import_llama_cpp() -> Any:
+    try:
+        import llama_cpp
+    except ImportError:
+        raise MissingDependencyError("llama_cpp", _EXTRA, "LlamaCppModel") from None
+    return llama_cpp
+
+
+def close_at_exit() -> None:
+    """Close every Llama while the interpreter is whole (registered once, on the first load):
+    Llama.__del__ at shutdown calls into already-torn-down modules and prints a TypeError traceback."""
+    global _atexit_registered
+    if not _atexit_registered:
+        atexit.register(_close_at_exit)
+        _atexit_registered = True
