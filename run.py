@@ -49,6 +49,8 @@ def run(cfg: DictConfig) -> int:
     from modelfactory.datasets import load_dotenv
 
     load_dotenv()  # a job in a process of its own (a Ray worker): ./.env where it runs; set vars win
+    if str(ROOT) not in sys.path:  # a job in another process (submitit, Ray) imports the project's own
+        sys.path.insert(0, str(ROOT))  # modules (a CallableModel's fn) as `python run.py` itself does
     hc = HydraConfig.get()
     _scrub_saved_configs(hc)
     return run_job(
