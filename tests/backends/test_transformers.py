@@ -666,6 +666,21 @@ def test_clear_prompt_cache_and_free_drop_the_kept_cache(greedy: TransformersMod
     assert rt.prompt_cache.tokens == 0
 
 
+def test_clear_prompt_cache_after_the_weights_were_freed_and_reloaded(greedy: TransformersModel) -> None:
+    """A model whose copy of the weights was freed (clear_cache) clears the cache of the weights its next
+    call will use: those another model reloaded, with that model's kept cache."""
+    from modelfactory.backends.transformers import clear_cache
+
+    greedy.load()
+    clear_cache()
+    other = _greedy_model(max_new_tokens=3)
+    other([{"role": "user", "content": AGENT_TURNS[1]}])
+    assert other.runtime.prompt_cache.tokens > 0
+    greedy.clear_prompt_cache()
+    assert other.runtime.prompt_cache.tokens == 0
+    assert greedy([{"role": "user", "content": AGENT_TURNS[0]}]).raw["cached_prompt_tokens"] == 0
+
+
 # --------------------------------------------------------------------------- dtype and device
 
 

