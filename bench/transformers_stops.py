@@ -2,6 +2,7 @@
 
     pip install 'modelfactory[bench]'     # smolagents + accelerate (its TransformersModel needs accelerate)
     .venv/bin/python -m bench.transformers_stops [--rounds 3] [--tokens 64] [--dtypes float32,bfloat16]
+                                                 [--no-agent]   # skip the agent loop, by far the slowest
 
 The SmolLM-135M-shaped random model of bench/_smollm.py, batch 1, one prompt, both libraries loading the
 same directory in the same dtype. ``armed``, ``boundary`` and ``inside`` repeat one prompt, so our prompt
@@ -82,7 +83,8 @@ def agent_conversations(smolagents: Any, ours: Any, n: int, steps: int) -> list[
 def measure(
     smolagents: Any, path: str, dtype: str, n: int, rounds: int, steps: int
 ) -> tuple[list[tuple[Any, ...]], tuple[list[int], list[int]]]:
-    """Rows (dtype, scenario, ours s, smolagents s, tokens), and the agent loop's prompt / reused tokens."""
+    """Rows (dtype, scenario, ours s, smolagents s, tokens), and the agent loop's prompt / reused tokens
+    (``steps`` 0: no agent loop)."""
     import torch
 
     from modelfactory.backends.transformers import TransformersModel
@@ -159,7 +161,7 @@ def measure(
         assert reply.token_usage.output_tokens == n
         return time.perf_counter() - t
 
-    loop = agent_conversations(smolagents, agent, n, steps)
+    loop = agent_conversations(smolagents, agent, n, steps) if steps else []
     smol_loop = [
         [{"role": m["role"], "content": [{"type": "text", "text": m["content"]}]} for m in conv]
         for conv in loop
@@ -192,7 +194,7 @@ def measure(
         ("sinside", lambda: smol_stopping("inside")),
         ("og", ours_agent),
         ("sg", smol_agent),
-    ]
+    ][: 8 if steps else 6]
     for _, fn in contenders:  # warm-up, and the checks
         fn()
     # a stop at a token boundary is caught by both on the same token: the neutral case really is neutral
@@ -204,12 +206,16 @@ def measure(
     prompt_tokens = [len(ours._encode(ours._request(c, None, None, None, None, {})).ids) for c in loop]
     ours.free()
     tokens = {name: f"{stopped_at['o' + name]} / {stopped_at['s' + name]}" for name in stops}
-    return [
+    rows = [
         (dtype, "armed (neutral)", samples["oa"], samples["sa"], f"{n} / {n}"),
         (dtype, "boundary (neutral)", samples["oboundary"], samples["sboundary"], tokens["boundary"]),
         (dtype, "inside (best case)", samples["oinside"], samples["sinside"], tokens["inside"]),
-        (dtype, "agent (prompt cache)", samples["og"], samples["sg"], f"{steps} x {n} / {steps} x {n}"),
-    ], (prompt_tokens, list(cached))
+    ]
+    if steps:
+        rows.append(
+            (dtype, "agent (prompt cache)", samples["og"], samples["sg"], f"{steps} x {n} / {steps} x {n}")
+        )
+    return rows, (prompt_tokens, list(cached))
 
 
 def main() -> None:
@@ -218,6 +224,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--steps", type=int, default=4, help="calls per agent loop")
+    parser.add_argument("--no-agent", action="store_true", help="skip the agent loop (the slowest)")
     args = parser.parse_args()
     setup_torch()
     import torch
@@ -230,20 +237,25 @@ def main() -> None:
         f"model: {path}; torch {torch.__version__}, {torch.get_num_threads()} threads; smolagents "
         f"{smolagents.__version__}; {n} new tokens, batch 1, {args.rounds} rounds\n"
     )
-    rows = []
-    for dtype in args.dtypes.split(","):
-        more, (prompt_tokens, cached) = measure(smolagents, path, dtype, n, args.rounds, args.steps)
-        rows += more
-    print(f"agent loop: prompt tokens per step {prompt_tokens}; ours reused the KV of {cached}\n")
     print(
         f"{'dtype':>9} {'scenario':>21} {'ours s':>8} {'smolagents s':>13} {'tokens ours/smol':>17} "
-        f"{'smol/ours':>10}"
+        f"{'smol/ours':>10}",
+        flush=True,
     )
-    for dtype, scenario, o, s, tokens in rows:
-        print(
-            f"{dtype:>9} {scenario:>21} {statistics.median(o):>8.3f} {statistics.median(s):>13.3f} "
-            f"{tokens:>17} {median_ratio(s, o):>9.3f}x"
-        )
+    steps = 0 if args.no_agent else args.steps
+    for dtype in args.dtypes.split(","):  # each dtype's rows as soon as they are measured
+        rows, (prompt_tokens, cached) = measure(smolagents, path, dtype, n, args.rounds, steps)
+        for dtype, scenario, o, s, tokens in rows:
+            print(
+                f"{dtype:>9} {scenario:>21} {statistics.median(o):>8.3f} {statistics.median(s):>13.3f} "
+                f"{tokens:>17} {median_ratio(s, o):>9.3f}x",
+                flush=True,
+            )
+        if steps:
+            print(
+                f"{'':>9} agent loop: prompt tokens per step {prompt_tokens}; ours reused {cached}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
