@@ -116,7 +116,9 @@ def served() -> Iterator[str]:
     from modelfactory.serve import BackgroundServer, ServerSettings
 
     tiny = TransformersModel(model_id="builtin:tiny-llama", dtype="float32", max_new_tokens=16).load()
-    srv = BackgroundServer(tiny, ServerSettings(port=0, api_key=KEY, log_level="warning")).start()
+    # The agent's system prompt is ~2.4k tokens, past the tiny model's 512 positions (its RoPE runs on).
+    settings = ServerSettings(port=0, api_key=KEY, log_level="warning", max_context_tokens=8192)
+    srv = BackgroundServer(tiny, settings).start()
     try:
         yield srv.url
     finally:

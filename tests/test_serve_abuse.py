@@ -117,6 +117,14 @@ def test_the_callers_mistakes_are_400_json(url: str, body: Any, param: str | Non
     assert post(url, {"messages": ASK, "max_tokens": 1}).status_code == 200  # and it still serves
 
 
+def test_max_context_tokens_sets_the_limit(tiny: TransformersModel) -> None:
+    settings = ServerSettings(port=0, log_level="warning", max_context_tokens=2048)
+    with BackgroundServer(tiny, settings) as url:
+        assert post(url, {"messages": user("word " * 600), "max_tokens": 1}).status_code == 200
+        error = error_of(post(url, {"messages": user("word " * 2100)}), 400)
+        assert "maximum context length is 2048 tokens" in error["message"]
+
+
 def test_a_slow_body_gets_408(url: str) -> None:
     reply = _slow_body(url, hold_s=BODY_TIMEOUT_S * 10)
     assert reply.startswith(b"HTTP/1.1 408"), reply[:200]

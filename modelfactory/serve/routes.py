@@ -259,7 +259,7 @@ def _check_context(
     if not callable(count):
         return
     if state.context_length is None:
-        state.context_length = context_length(state.model, load=True)
+        state.context_length = state.settings.max_context_tokens or context_length(state.model, load=True)
     context = state.context_length
     if context is None:
         return

@@ -50,6 +50,11 @@ class ServerSettings(BaseModel):
     max_stop_sequences: int = Field(
         default=16, gt=0, description="more stop sequences in one request get 400 (OpenAI allows 4)"
     )
+    max_context_tokens: int | None = Field(
+        default=None,
+        gt=0,
+        description="prompt + max_tokens past this get 400 context_length_exceeded; null: the model's context",
+    )
     body_timeout_s: float = Field(
         default=30.0, gt=0, description="a request body not received within this many seconds gets 408"
     )

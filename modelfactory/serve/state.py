@@ -54,7 +54,7 @@ class ServeState:
             is_local=runs_locally(model),
             default_max=getattr(spec, "max_new_tokens", None) or getattr(spec, "max_tokens", None),
             dispatcher=Dispatcher(model, settings),
-            context_length=context_length(model),
+            context_length=settings.max_context_tokens or context_length(model),
         )
 
 
