@@ -92,7 +92,7 @@ def test_instance_signature_is_the_call() -> None:
 
 def test_help_shows_signature_arguments_and_smolagents_names() -> None:
     text = pydoc.render_doc(modelfactory.TransformersModel, renderer=pydoc.plaintext)
-    assert "TransformersModel(model_id: str, *, gguf_file: str | None = None" in text
+    assert "TransformersModel(model_id: str, *, revision: str | None = None" in text
     assert "device: str = 'auto'" in text and "auto (cuda if available, else cpu)" in text
     assert "device_map -> device" in text and "torch_dtype -> dtype" in text
     azure = pydoc.render_doc(modelfactory.AzureOpenAIServerModel, renderer=pydoc.plaintext)
