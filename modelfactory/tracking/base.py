@@ -218,7 +218,7 @@ def _sweep_name(sweep_dir: Path, project_dir: Path) -> str:
 
 
 def _sweep_totals(sweep_dir: Path) -> dict[str, float]:
-    from ..hydra_callbacks import collect_jobs
+    from ..results import collect_jobs
 
     jobs = collect_jobs(sweep_dir)
     return {
