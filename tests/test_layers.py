@@ -78,10 +78,6 @@ KNOWN_CIRCLES = {
     # modelfactory.serve.main, the old name of the `modelfactory serve` entry, is an alias of cli.serve
     # resolved on attribute access (module __getattr__): goes when the alias is dropped.
     ("modelfactory.serve", "modelfactory.cli"),
-    # tracking.base.make_tracker imports the trackers that subclass base.Tracker: the choice of tracker
-    # (and the callback that makes it) belongs in a module above them.
-    ("modelfactory.tracking.base", "modelfactory.tracking.mlflow"),
-    ("modelfactory.tracking.base", "modelfactory.tracking.wandb"),
 }
 # Backends imported from outside backends/: the batch providers use the OpenAI/Azure backends' routes
 # and wire format; they belong in backends/ (or each backend supplies its batch route).
@@ -269,6 +265,8 @@ def test_no_backend_imports_another_backends_private_names() -> None:
 # (old module, name, the module that owns it now).
 MOVED = [
     ("modelfactory.hydra_callbacks", "collect_jobs", "modelfactory.results"),
+    ("modelfactory.tracking", "TrackingCallback", "modelfactory.tracking.callback"),  # conf/config.yaml's
+    ("modelfactory.tracking", "make_tracker", "modelfactory.tracking.callback"),
 ]
 
 
