@@ -74,11 +74,7 @@ KNOWN_UPWARD = {
     ("modelfactory.aliases", "modelfactory.model"),
 }
 # Function-level edges within a layer that close a circle:
-KNOWN_CIRCLES = {
-    # modelfactory.serve.main, the old name of the `modelfactory serve` entry, is an alias of cli.serve
-    # resolved on attribute access (module __getattr__): goes when the alias is dropped.
-    ("modelfactory.serve", "modelfactory.cli"),
-}
+KNOWN_CIRCLES: set[tuple[str, str]] = set()
 # Backends imported from outside backends/: the batch providers use the OpenAI/Azure backends' routes
 # and wire format; they belong in backends/ (or each backend supplies its batch route).
 KNOWN_BACKEND_IMPORTS = {
