@@ -190,10 +190,8 @@ BY_SPEC: dict[str, dict[str, Alias]] = {
 def aliases_for(spec_cls: type) -> dict[str, Alias]:
     """The alias table of a spec class: COMMON, API for remote backends, then each class's own
     (:data:`BY_SPEC`, or an ``aliases`` ClassVar on the spec)."""
-    from .settings import ApiSpec
-
     table = dict(COMMON)
-    if issubclass(spec_cls, ApiSpec):
+    if getattr(spec_cls, "remote_api", False):  # ModelSpec.remote_api: True for ApiSpec
         table.update(API)
     for klass in reversed(spec_cls.__mro__):
         table.update(BY_SPEC.get(klass.__name__, {}))

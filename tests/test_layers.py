@@ -65,10 +65,6 @@ LAYERS: list[tuple[str, ...]] = [
 # Known exceptions, each with why it is there and what removes it. The tests fail on any new one.
 # Function-level imports of a higher layer (each also closes a circle through the spec layer):
 KNOWN_UPWARD = {
-    # pricing.price_for / token_counter and aliases.aliases_for ask isinstance(spec, ApiSpec) to tell a
-    # remote API from a local model: a ClassVar on the spec (or Model.is_local) would say it.
-    ("modelfactory.pricing", "modelfactory.settings"),
-    ("modelfactory.aliases", "modelfactory.settings"),
     # aliases.config_warnings locates a config's _target_: it belongs next to factory.validate_config.
     ("modelfactory.aliases", "modelfactory.factory"),
     ("modelfactory.aliases", "modelfactory.model"),
