@@ -54,8 +54,7 @@ def check(config_dir: Path, overrides: list[str], warnings: list[Problem] | None
     ``warnings`` (when given) receives what works but should change: smolagents' names in a config."""
     from hydra.errors import HydraException
 
-    from .aliases import config_warnings
-    from .factory import validate_config
+    from .factory import config_warnings, validate_config
 
     chosen = [o.split("=", 1)[1] for o in overrides if o.startswith("model=")]
     rest = [o for o in overrides if not o.startswith("model=")]
