@@ -255,6 +255,7 @@ MOVED = [
     ("modelfactory.hydra_callbacks", "collect_jobs", "modelfactory.results"),
     ("modelfactory.tracking", "TrackingCallback", "modelfactory.tracking.callback"),  # conf/config.yaml's
     ("modelfactory.tracking", "make_tracker", "modelfactory.tracking.callback"),
+    ("modelfactory.backends.transformers", "tools_block", "modelfactory.backends._local"),
 ]
 
 
