@@ -36,7 +36,12 @@ LAYERS: list[tuple[str, ...]] = [
     # what a spec is made of: the cache settings, prices, smolagents' names for its fields
     ("modelfactory.cache", "modelfactory.pricing", "modelfactory.aliases"),
     ("modelfactory.settings",),
-    ("modelfactory.model", "modelfactory._signature", "modelfactory.capabilities"),
+    (
+        "modelfactory.model",
+        "modelfactory._model_async",
+        "modelfactory._signature",
+        "modelfactory.capabilities",
+    ),
     ("modelfactory.factory",),
     ("modelfactory.backends", "modelfactory.backends."),
     (
