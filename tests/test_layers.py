@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import re
 from pathlib import Path
 
 import pytest
@@ -267,3 +268,39 @@ MOVED = [
 @pytest.mark.parametrize(("old", "name", "new"), MOVED)
 def test_moved_names_keep_their_old_import_path(old: str, name: str, new: str) -> None:
     assert getattr(importlib.import_module(old), name) is getattr(importlib.import_module(new), name)
+
+
+README = PACKAGE.parent / "README.md"
+
+
+def _readme_rows() -> list[list[str]]:
+    """The names in backticks of the modules column of each row of the README's architecture table."""
+    text = README.read_text(encoding="utf-8")
+    section = text.split("## Architecture (what each module owns)", 1)[1].split("\n#", 1)[0]
+    rows = [line.split("|") for line in section.splitlines() if line.startswith("| ")]
+    return [re.findall(r"`([^`]+)`", cells[2]) for cells in rows[1:]]  # rows[0]: the header
+
+
+def _readme_module(name: str) -> str:
+    return "modelfactory" + "".join(
+        "." + part for part in name.strip("/").split("/") if part != "modelfactory"
+    )
+
+
+def test_the_readme_architecture_table_matches_the_tree_and_the_layers() -> None:
+    """One row per layer, bottom to top; every module (or its package) in the row of its layer, and
+    no name that is not a module."""
+    rows = _readme_rows()
+    assert len(rows) == len(LAYERS)
+    row_of: dict[str, int] = {}
+    for i, names in enumerate(rows):
+        for name in names:
+            module = _readme_module(name)
+            assert module in MODULES, f"README's architecture names {name!r}: no such module"
+            row_of[module] = i
+    for module in MODULES:
+        listed = max((m for m in row_of if module == m or module.startswith(m + ".")), key=len)
+        assert row_of[listed] == layer(module), (
+            f"{module}: README's architecture table has it in row {row_of[listed] + 1} ({listed}), "
+            f"LAYERS in layer {layer(module) + 1}"
+        )
