@@ -1,6 +1,7 @@
 """The modelfactory app's entry point: Hydra composes the config, ``modelfactory.app.run_job`` runs the job.
 
-python run.py                                   # offline tiny model, one prompt
+python run.py                                   # one prompt, offline: conf/config.yaml's default model
+                                                # (transformers_smollm2: SmolLM2-135M-Instruct)
 python run.py model=openai_gpt4o prompt="Hi"    # any config in conf/model/
 python run.py task=dataset runner.concurrency=16
 python run.py -m model=a,b generation.temperature=0,0.7     # a sweep, with a summary table at the end

@@ -9,12 +9,13 @@ exactly what we do anyway (``client=None``, ``tool_name_key="name"``).
 
 One table per spec class: the entries shared by every model are :data:`COMMON` (plus :data:`API` for
 the remote backends), each backend's own are in :data:`BY_SPEC` (or an ``aliases`` ClassVar on a spec). Configs keep the
-canonical names: ``modelfactory check`` warns on an alias (:func:`config_warnings`).
+canonical names: ``modelfactory check`` warns on an alias (:func:`alias_warnings`, through
+:func:`modelfactory.factory.config_warnings`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,8 +27,8 @@ __all__ = [
     "COMMON",
     "GENERATION_PARAMS",
     "Alias",
+    "alias_warnings",
     "aliases_for",
-    "config_warnings",
     "refused",
     "resolve",
 ]
@@ -190,10 +191,8 @@ BY_SPEC: dict[str, dict[str, Alias]] = {
 def aliases_for(spec_cls: type) -> dict[str, Alias]:
     """The alias table of a spec class: COMMON, API for remote backends, then each class's own
     (:data:`BY_SPEC`, or an ``aliases`` ClassVar on the spec)."""
-    from .settings import ApiSpec
-
     table = dict(COMMON)
-    if issubclass(spec_cls, ApiSpec):
+    if getattr(spec_cls, "remote_api", False):  # ModelSpec.remote_api: True for ApiSpec
         table.update(API)
     for klass in reversed(spec_cls.__mro__):
         table.update(BY_SPEC.get(klass.__name__, {}))
@@ -284,18 +283,10 @@ def resolve(spec_cls: Any, data: Mapping[str, Any]) -> tuple[dict[str, Any], lis
     return out, problems
 
 
-def config_warnings(node: Mapping[str, Any] | Any, spec_cls: Any = None, source: str = "") -> list[Problem]:
-    """An alias written in a config works, but configs should use the canonical names: one warning each
-    (refused names are already errors of the config). ``spec_cls`` defaults to the one of the node's
-    ``_target_``; a ``FallbackModel``'s member configs are checked too."""
-    if spec_cls is None:
-        from .factory import locate_target
-        from .model import Model
-
-        target, _ = locate_target(node.get("_target_"), source)
-        if not (isinstance(target, type) and issubclass(target, Model)):
-            return []
-        spec_cls = target.Spec
+def alias_warnings(node: Mapping[str, Any] | Any, spec_cls: Any, source: str = "") -> list[Problem]:
+    """An alias written in a config node of ``spec_cls`` works, but configs should use the canonical
+    names: one warning each (refused names are already errors of the config). The node's own keys only:
+    :func:`modelfactory.factory.config_warnings` finds the spec of a ``_target_`` and checks members."""
     table = aliases_for(spec_cls)
     fields = spec_cls.model_fields
     out = []
@@ -306,12 +297,4 @@ def config_warnings(node: Mapping[str, Any] | Any, spec_cls: Any = None, source:
         out.append(
             Problem(str(key), f"is smolagents' name for {alias.target}", f"write {alias.target}", source)
         )
-    members = node.get("models") if "models" in fields else None
-    if isinstance(members, Sequence) and not isinstance(members, str):
-        for i, member in enumerate(members):
-            if isinstance(member, Mapping) and "_target_" in member:
-                out += [
-                    Problem(f"models[{i}].{p.key}", p.problem, p.fix, source)
-                    for p in config_warnings(member, source=source)
-                ]
     return out

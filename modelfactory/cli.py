@@ -3,7 +3,7 @@
 modelfactory list
 modelfactory check                          # every config in conf/model/
 modelfactory check model=azure_openai model.api_version=2024-10-21
-modelfactory serve model=transformers_tiny server.port=8000   # OpenAI-compatible API (modelfactory.serve)
+modelfactory serve server.port=8000          # conf/config.yaml's model over an OpenAI-compatible API
 modelfactory estimate model=openai_gpt4o task=dataset task.path=items.jsonl   # tokens, $ online vs batch
 modelfactory compare multirun/2026-12-01/10-00-00 multirun/2026-12-02/09-30-00 -o report.html
 modelfactory batches list outputs/2026-12-01/10-00-00        # a runner.mode=batch run's provider batches
@@ -54,8 +54,7 @@ def check(config_dir: Path, overrides: list[str], warnings: list[Problem] | None
     ``warnings`` (when given) receives what works but should change: smolagents' names in a config."""
     from hydra.errors import HydraException
 
-    from .aliases import config_warnings
-    from .factory import validate_config
+    from .factory import config_warnings, validate_config
 
     chosen = [o.split("=", 1)[1] for o in overrides if o.startswith("model=")]
     rest = [o for o in overrides if not o.startswith("model=")]
@@ -134,7 +133,7 @@ def estimate(config_dir: Path, overrides: list[str]) -> int:
 
 def serve(config_dir: Path, overrides: list[str]) -> int:
     """``modelfactory serve [overrides]``: compose like run.py, build the model, load it, serve it under
-    its id and under the config name it was chosen by (``model=transformers_tiny``)."""
+    its id and under the config name it was chosen by (``model=transformers_smollm2``, the default)."""
     from hydra.errors import HydraException
 
     from .errors import ConfigError, ModelFactoryError
@@ -158,7 +157,7 @@ def serve(config_dir: Path, overrides: list[str]) -> int:
         if refused:  # before loading any weights
             print(f"error: {refused}", file=sys.stderr)
             return 2
-        chosen = cfg.hydra.runtime.choices.get("model")  # the config group option, e.g. transformers_tiny
+        chosen = cfg.hydra.runtime.choices.get("model")  # the config group option, e.g. transformers_smollm2
         if chosen:
             settings.aliases.append(str(chosen))
         model = build_model(cfg.model)

@@ -1,18 +1,20 @@
-"""Config -> model: ``build_model`` builds, ``validate_config`` only checks (no network, no weights)."""
+"""Config -> model: ``build_model`` builds, ``validate_config`` only checks (no network, no weights),
+``config_warnings`` says what works but should change."""
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .aliases import alias_warnings
 from .backends.registry import BACKENDS
 from .errors import ConfigError, Problem, did_you_mean
 from .model import Model
 
 # BACKENDS (the registry's short names: what ``_target_`` may say, and the did-you-mean candidates for
 # a wrong one) is re-exported from modelfactory.backends.registry, where backends are listed.
-__all__ = ["BACKENDS", "build_model", "locate_target", "model_node", "validate_config"]
+__all__ = ["BACKENDS", "build_model", "config_warnings", "locate_target", "model_node", "validate_config"]
 
 
 def model_node(cfg: Any) -> Any:
@@ -114,6 +116,27 @@ def validate_config(cfg: Any, *, source: str = "", environment: bool = False) ->
     a provider key the SDK would read from the environment, an SDK that is not installed.
     """
     return _inspect(cfg, source, {}, check_spec=True, environment=environment)[2]
+
+
+def config_warnings(node: Mapping[str, Any] | Any, spec_cls: Any = None, source: str = "") -> list[Problem]:
+    """What works in a model config but should change (what ``modelfactory check`` warns about):
+    smolagents' names for our keys (:func:`modelfactory.aliases.alias_warnings`). ``spec_cls`` defaults
+    to the one of the node's ``_target_``; a ``FallbackModel``'s member configs are checked too."""
+    if spec_cls is None:
+        target, _ = locate_target(node.get("_target_"), source)
+        if not (isinstance(target, type) and issubclass(target, Model)):
+            return []
+        spec_cls = target.Spec
+    out = alias_warnings(node, spec_cls, source)
+    members = node.get("models") if "models" in spec_cls.model_fields else None
+    if isinstance(members, Sequence) and not isinstance(members, str):
+        for i, member in enumerate(members):
+            if isinstance(member, Mapping) and "_target_" in member:
+                out += [
+                    Problem(f"models[{i}].{p.key}", p.problem, p.fix, source)
+                    for p in config_warnings(member, source=source)
+                ]
+    return out
 
 
 def build_model(cfg: Any, **overrides: Any) -> Model:

@@ -20,8 +20,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from .results import JOB_FILE, aggregate_rows, read_job, read_results, results_path
 from .results import RESULTS_FILE as RESULTS_FILE  # the old name here, kept for imports of it
+from .results import collect_jobs as collect_jobs  # moved to results.py (the reader of job files); kept
 
 __all__ = ["SummaryCallback", "collect_jobs", "summarize_sweep"]
 
@@ -42,88 +42,6 @@ METRIC_COLUMNS = [
     "error",
 ]
 UNKNOWN = "unknown"  # a cost nobody could price (a local model, no price map): never shown as 0
-
-
-def _load_yaml(path: Path) -> Any:
-    import yaml
-
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return None
-
-
-def _job_dirs(sweep_dir: Path) -> list[Path]:
-    """Every job directory under the sweep dir: the ones holding ``.hydra/overrides.yaml``."""
-    found = {p.parent.parent for p in sweep_dir.rglob(".hydra/overrides.yaml")}
-    found.discard(sweep_dir)  # a single run's dir, if someone points us at one
-    return list(found)
-
-
-def _job_number(job_dir: Path, hydra_cfg: Any) -> int | None:
-    try:
-        return int(hydra_cfg["hydra"]["job"]["num"])
-    except (TypeError, KeyError, ValueError):
-        try:
-            return int(job_dir.name)
-        except ValueError:
-            return None
-
-
-def _configured_results_file(job_dir: Path) -> str | None:
-    """``output.results_file`` as the job's saved config has it (a plain name; not an interpolation)."""
-    saved = _load_yaml(job_dir / ".hydra" / "config.yaml")
-    output = saved.get("output") if isinstance(saved, dict) else None
-    name = output.get("results_file") if isinstance(output, dict) else None
-    return name if isinstance(name, str) and name and "${" not in name else None
-
-
-def _split_override(text: str) -> tuple[str, str]:
-    key, _, value = text.partition("=")
-    return key.lstrip("+~"), value
-
-
-def _short_error(error: dict[str, Any], limit: int = 240) -> str:
-    lines = [ln.strip().lstrip("- ").strip() for ln in str(error.get("message", "")).splitlines()]
-    text = f"{error.get('type')}: " + "; ".join(ln for ln in lines[:4] if ln)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def collect_jobs(sweep_dir: str | Path) -> list[dict[str, Any]]:
-    """One record per job: number, dir, model, overrides (key -> value), metrics and job-level error."""
-    root = Path(sweep_dir)
-    jobs = []
-    for job_dir in _job_dirs(root):
-        overrides_raw = _load_yaml(job_dir / ".hydra" / "overrides.yaml") or []
-        overrides = dict(_split_override(str(o)) for o in overrides_raw)
-        hydra_cfg = _load_yaml(job_dir / ".hydra" / "hydra.yaml")
-        job_record = read_job(job_dir)
-        job_info: dict[str, Any] = job_record or {}
-        model = job_info.get("model") or overrides.get("model")
-        if model is None and isinstance(hydra_cfg, dict):
-            model = (hydra_cfg.get("hydra", {}).get("runtime", {}).get("choices") or {}).get("model")
-        rows_path = results_path(job_dir, job_info, _configured_results_file(job_dir))
-        metrics = aggregate_rows(read_results(rows_path).values())
-        elapsed = job_info.get("elapsed_s")
-        done = metrics["ok"] + metrics["failed"]
-        error = job_info.get("error")
-        jobs.append(
-            {
-                "job": _job_number(job_dir, hydra_cfg),
-                "dir": str(job_dir.relative_to(root)),
-                "model": model,
-                "overrides": {k: v for k, v in overrides.items() if k != "model"},
-                **metrics,
-                "elapsed_s": elapsed,
-                "items_per_s": round(done / elapsed, 3) if elapsed else None,
-                "out_tokens_per_s": round(metrics["tokens_out"] / elapsed, 1) if elapsed else None,
-                "error": _short_error(error)
-                if isinstance(error, dict)
-                else (None if job_record is not None else f"no {JOB_FILE}: the job did not finish"),
-            }
-        )
-    jobs.sort(key=lambda j: (j["job"] is None, j["job"] if j["job"] is not None else 0, j["dir"]))
-    return jobs
 
 
 def _table(jobs: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:

@@ -25,6 +25,7 @@ from .jobmetrics import job_metrics
 from .results import (
     RESULTS_FILE,
     aggregate_rows,
+    collect_jobs,
     percentile,
     read_job,
     read_results,
@@ -189,8 +190,8 @@ def _record(merged: MergedSet, root: Path) -> dict[str, Any]:
 
 
 def merge_jobs(jobs: list[dict[str, Any]], sweep_dir: str | Path) -> list[dict[str, Any]]:
-    """The sweep summary's job records (``hydra_callbacks.collect_jobs``) with each sharded set merged
-    into one record; unsharded jobs unchanged. Where a shard is missing or failed, ``error`` says so."""
+    """The sweep summary's job records (:func:`modelfactory.results.collect_jobs`) with each sharded set
+    merged into one record; unsharded jobs unchanged. Where a shard is missing or failed, ``error`` says so."""
     root = Path(sweep_dir)
     return [job if merged is None else _record(merged, root) for merged, job in _group(jobs, root)]
 
@@ -199,8 +200,6 @@ def merge_sweep(sweep_dir: str | Path, out_dir: str | Path | None = None) -> lis
     """Write ``<out_dir>/<set>/results.jsonl`` (every row of the set's shards) and ``merged.json`` (which
     jobs, which shards are missing or failed, the metrics) for every model/parameter set of the sweep.
     ``out_dir`` defaults to ``<sweep_dir>/merged``. Unsharded jobs are written as sets of one."""
-    from .hydra_callbacks import collect_jobs
-
     root = Path(sweep_dir)
     out = Path(out_dir) if out_dir is not None else root / MERGED_DIR
     sets: list[MergedSet] = []

@@ -6,6 +6,9 @@ defaults, the stop-sequence contract, feature checks, error wrapping, and the re
 limit (``retry``, ``requests_per_minute``; see :mod:`modelfactory.retry`). A backend marks its errors
 ``retryable`` (API backends: by exception class and HTTP status); local models' errors never are, so
 for them the policy is a no-op. A stream is retried only until it yields its first delta.
+
+The asyncio calls (``agenerate``, ``agenerate_stream``) are the same contract over the same hooks,
+inherited from :class:`modelfactory._model_async.AsyncCalls`.
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ import asyncio
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, ClassVar, TypeVar
 
+from ._model_async import AsyncCalls
 from ._signature import SpecSignature, bind_arguments, document
 from .cache import StreamRecorder, get_store, replay_deltas, request_key
 from .capabilities import spec_capabilities
@@ -33,7 +37,7 @@ from .messages import (
     trim_at_stop,
 )
 from .ratelimit import RateLimiter
-from .retry import acall_with_retry, call_with_retry, is_retryable_status
+from .retry import call_with_retry, is_retryable_status
 from .secrets import redact_env, scrub, scrub_tree
 from .settings import ModelSpec
 from .tools import tool_to_schema
@@ -50,7 +54,7 @@ def runs_locally(model: Any) -> bool:
     return flag if isinstance(flag, bool) else False
 
 
-class Model:
+class Model(AsyncCalls):
     """Base of every adapter. Build with the main argument (``model_id``) and keyword args, validated by
     ``Spec``; call with messages.
 
@@ -270,103 +274,6 @@ class Model:
         return call_with_retry(
             attempt, self.spec.retry, before_attempt=limiter.acquire if limiter is not None else None
         )
-
-    # ------------------------------------------------------------------ asyncio
-
-    async def agenerate(
-        self,
-        messages: Any,
-        stop_sequences: list[str] | None = None,
-        response_format: Any = None,
-        tools_to_call_from: list[Any] | None = None,
-        grammar: Any = None,
-        **kwargs: Any,
-    ) -> ChatMessage:
-        """:meth:`generate` for asyncio: same contract, awaiting the backend's async client (or the sync
-        call in a worker thread for backends that have none), retry waits and rate limit included."""
-        req = self._request(messages, stop_sequences, grammar, response_format, tools_to_call_from, kwargs)
-        cached = self._cache_lookup(req)  # the same response cache as generate
-        if cached is not None:
-            return cached
-        reply = await self._awith_policy(lambda: self._agenerate(req))
-        if reply.content is not None and req.stop_sequences:
-            reply.content = trim_at_stop(reply.content, req.stop_sequences)
-        self._cache_store(req, reply)
-        return reply
-
-    async def agenerate_stream(
-        self,
-        messages: Any,
-        stop_sequences: list[str] | None = None,
-        response_format: Any = None,
-        tools_to_call_from: list[Any] | None = None,
-        grammar: Any = None,
-        **kwargs: Any,
-    ) -> AsyncIterator[ChatMessageStreamDelta]:
-        """:meth:`generate_stream` for asyncio (``async for delta in model.agenerate_stream(...)``)."""
-        req = self._request(messages, stop_sequences, grammar, response_format, tools_to_call_from, kwargs)
-        cached = self._cache_lookup(req)
-        if cached is not None:
-            for replayed in replay_deltas(cached):
-                yield replayed
-            return
-        shaper = StreamShaper(req.stop_sequences, self._cache_recorder(req))
-        # The policy covers the stream's start only: once a delta came, a failure is final.
-        stream, first = await self._awith_policy(lambda: self._aopen_stream(req))
-        try:
-            pending = list(first)
-            while True:
-                if pending:
-                    delta = pending.pop()
-                else:
-                    try:
-                        delta = await stream.__anext__()
-                    except StopAsyncIteration:
-                        break
-                shaped = shaper.shape(delta)
-                if shaped is not None:
-                    yield shaped
-            tail = shaper.finish()
-            if tail is not None:
-                yield tail
-        except Exception as exc:
-            err = self._broken_stream_error(exc)
-            if err is exc:
-                raise
-            raise err from exc
-        finally:
-            aclose = getattr(stream, "aclose", None)
-            if aclose is not None:
-                await aclose()  # a consumer that stops early ends the backend's stream
-
-    async def _aopen_stream(
-        self, req: GenerationRequest
-    ) -> tuple[AsyncIterator[ChatMessageStreamDelta], list[ChatMessageStreamDelta]]:
-        stream = self._agenerate_stream(req).__aiter__()
-        try:
-            return stream, [await stream.__anext__()]
-        except StopAsyncIteration:
-            return stream, []
-
-    async def _awith_policy(self, fn: Callable[[], Awaitable[T]]) -> T:
-        """:meth:`_with_policy` for coroutines: ``asyncio.sleep`` between retries, ``aacquire`` for the
-        rate limit, so the event loop is never blocked."""
-
-        async def attempt() -> T:
-            try:
-                return await fn()
-            except ModelFactoryError:
-                raise
-            except Exception as exc:
-                raise self._backend_error(exc) from exc
-
-        limiter = getattr(self, "_limiter", None)
-
-        async def acquire() -> None:
-            if limiter is not None:
-                await limiter.aacquire()
-
-        return await acall_with_retry(attempt, self.spec.retry, before_attempt=acquire)
 
     # ------------------------------------------------------------------ response cache
 

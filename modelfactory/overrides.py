@@ -43,10 +43,30 @@ def secret_overrides(args: list[str]) -> list[str]:
     return found
 
 
-def _model_names(args: list[str]) -> list[str]:
+def _default_model(conf_dir: Path) -> str | None:
+    """The model config the app's ``config.yaml`` chooses in its defaults list (``- model: <name>``)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load((conf_dir / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    defaults = data.get("defaults") if isinstance(data, dict) else None
+    for entry in defaults if isinstance(defaults, list) else []:
+        name = entry.get("model") if isinstance(entry, dict) else None
+        if isinstance(name, str) and name:
+            return name
+    return None
+
+
+def _model_names(args: list[str], conf_dir: Path) -> list[str]:
+    """The model configs a command line runs: its ``model=`` choices, else the config's default."""
     names = [a.split("=", 1)[1] for a in args if a.startswith(("model=", "+model=", "++model="))]
+    if not names:
+        default = _default_model(conf_dir)
+        names = [default] if default else []
     out = []
-    for value in names or ["transformers_tiny"]:
+    for value in names:
         out += [n for n in re.split(r"[\s,()\[\]]+", value) if n and n not in ("choice", "glob")]
     return out
 
@@ -131,7 +151,7 @@ def refusal_message(keys: list[str], args: list[str], conf_dir: Path) -> str:
                 "e.g. export MY_KEY=... and model.api_key='${oc.env:MY_KEY}'"
             )
             continue
-        for name in _model_names(args):
+        for name in _model_names(args, conf_dir):
             var = _env_var_for(name, key, args, conf_dir)
             if var:
                 lines.append(

@@ -190,9 +190,7 @@ def price_for(model: Any) -> Price | None:
     configured = getattr(spec, "price", None)
     if configured is not None:
         return configured if isinstance(configured, Price) else Price.model_validate(configured)
-    from .settings import ApiSpec
-
-    if not isinstance(spec, ApiSpec):
+    if not getattr(spec, "remote_api", False):
         return None  # local weights, a user callable, a fallback chain: no per-token price
     entry = litellm_entry(spec.model_id, _provider_of(spec))
     return _price_from_entry(entry) if entry else None
@@ -218,10 +216,8 @@ def token_counter(model: Any) -> tuple[Callable[[Any], int], str]:
     """A function counting a conversation's prompt tokens for ``model``, and how it counts:
     the model's own tokenizer (local transformers models), tiktoken's encoding for OpenAI model ids,
     else ``chars/4`` (a rough heuristic, said so in every estimate)."""
-    from .settings import ApiSpec
-
     spec = getattr(model, "spec", None)
-    if spec is not None and not isinstance(spec, ApiSpec) and hasattr(type(model), "tokenizer"):
+    if spec is not None and not getattr(spec, "remote_api", False) and hasattr(type(model), "tokenizer"):
         try:
             tok = model.tokenizer
         except Exception:  # noqa: BLE001 - no tokenizer (offline, missing weights): fall back below

@@ -5,8 +5,8 @@ per job, then one panel per swept parameter (each metric against that parameter'
 per model). Charts are inline SVG drawn here and the only script is a few lines of table sorting, so the
 file opens offline, from an e-mail or an artifact store: no CDN, no fonts, no request at view time.
 
-It reads what the jobs left on disk (the sweep summary's :func:`collect_jobs`, plus
-:func:`modelfactory.jobmetrics.job_metrics` for the median, the error rate and the cost).
+It reads what the jobs left on disk (:func:`modelfactory.results.collect_jobs`, as the sweep summary
+does, plus :func:`modelfactory.jobmetrics.job_metrics` for the median, the error rate and the cost).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .jobmetrics import job_metrics
+from .results import collect_jobs
 
 __all__ = ["compare_cli", "compare_sweeps", "markdown_table", "report_jobs", "write_report"]
 
@@ -48,8 +49,6 @@ COLUMNS = [
 
 def report_jobs(sweep_dir: str | Path, sweep_label: str | None = None) -> list[dict[str, Any]]:
     """The sweep's job records (as in ``summary.*``) with p50 latency, error rate and cost added."""
-    from .hydra_callbacks import collect_jobs
-
     root = Path(sweep_dir)
     jobs = collect_jobs(root)
     for job in jobs:

@@ -104,6 +104,9 @@ class ModelSpec(BaseSettings):
     model_config = SettingsConfigDict(extra="forbid", validate_default=True, case_sensitive=True)
 
     backend_name: ClassVar[str] = "model"
+    # True for a spec whose model is a remote API (ApiSpec): priced per token, smolagents' API-client
+    # names apply. Read by pricing and aliases, which sit below this module and cannot import ApiSpec.
+    remote_api: ClassVar[bool] = False
     # Fields that do not change what a model answers, left out of its response-cache identity: here the
     # cache, price and retry settings, and the generation defaults and message shaping (their effect is already
     # in the request). Each spec class adds its own (transport, where it runs); see cache_exclusions().
@@ -359,6 +362,7 @@ class ApiSpec(ModelSpec):
     retry_alias: ClassVar[str | None] = None
     # The SDK the backend needs, and the pip extra that installs it.
     sdk: ClassVar[tuple[str, str] | None] = None
+    remote_api = True
 
     cache_exclude = frozenset({"timeout"})
 

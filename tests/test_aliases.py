@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 import modelfactory
-from modelfactory.aliases import GENERATION_PARAMS, config_warnings
+from modelfactory.aliases import GENERATION_PARAMS
 from modelfactory.errors import ConfigError
+from modelfactory.factory import config_warnings
 from tests.servers.recording import RecordingServer
 
 smolagents = pytest.importorskip("smolagents")

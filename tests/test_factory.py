@@ -10,7 +10,14 @@ from omegaconf import OmegaConf
 from modelfactory.backends.callable import CallableModel
 from modelfactory.backends.openai import OpenAIServerModel
 from modelfactory.errors import ConfigError
-from modelfactory.factory import BACKENDS, build_model, locate_target, model_node, validate_config
+from modelfactory.factory import (
+    BACKENDS,
+    build_model,
+    config_warnings,
+    locate_target,
+    model_node,
+    validate_config,
+)
 from modelfactory.messages import TokenUsage
 from tests.servers.recording import RecordingServer
 
@@ -279,3 +286,16 @@ def test_hydra_instantiate_surfaces_the_config_error() -> None:
     assert isinstance(info.value.__cause__, ConfigError)
     assert [p.key for p in info.value.__cause__.problems] == ["temprature"]
     assert "did you mean 'temperature'" in str(info.value)
+
+
+def test_config_warnings_find_the_spec_of_the_target_and_check_fallback_members() -> None:
+    """smolagents' names work in a config but ``modelfactory check`` warns: the spec comes from the
+    node's ``_target_``, and a FallbackModel's member configs are checked with theirs."""
+    member = {"_target_": "CallableModel", "fn": "examples.custom_model.custom_model", "top_k": 4}
+    node = {"_target_": "modelfactory.FallbackModel", "models": [member, {**member, "min_p": 0.1}]}
+    assert [(w.key, w.fix, w.source) for w in config_warnings(node, source="x.yaml")] == [
+        ("models[0].top_k", "write generation_kwargs.top_k", "x.yaml"),
+        ("models[1].top_k", "write generation_kwargs.top_k", "x.yaml"),
+        ("models[1].min_p", "write generation_kwargs.min_p", "x.yaml"),
+    ]
+    assert config_warnings({"_target_": "not.a.Model"}) == []  # a target that is no Model: nothing to say

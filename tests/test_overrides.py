@@ -75,3 +75,16 @@ def test_unescape_turns_typed_escapes_into_characters() -> None:
 def test_unescape_inverts_escaping(text: str) -> None:
     typed = text.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
     assert unescape(typed) == text
+
+
+def test_refusal_without_model_names_the_configs_default_model(tmp_path: Path) -> None:
+    """No ``model=`` on the command line: the fix is for the model ``config.yaml`` chooses."""
+    (tmp_path / "model").mkdir()
+    (tmp_path / "config.yaml").write_text("defaults:\n  - model: my_azure\n  - _self_\n")
+    (tmp_path / "model" / "my_azure.yaml").write_text(
+        (CONF / "model" / "azure_openai.yaml").read_text(encoding="utf-8")
+    )
+    args = ["model.api_key=azure-secret-value"]
+    text = refusal_message(secret_overrides(args), args, tmp_path)
+    assert "fix (model=my_azure): export AZURE_OPENAI_API_KEY=" in text
+    assert "azure-secret-value" not in text

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import pytest
 from omegaconf import OmegaConf
 from pydantic import SecretStr
@@ -251,3 +253,33 @@ def test_secret_not_echoed_when_other_fields_fail(monkeypatch: pytest.MonkeyPatc
         DemoSpec.from_kwargs({"model_id": "m", "temperature": 9})
     assert {p.key for p in info.value.problems} == {"endpoint", "temperature"}
     assert SECRET not in str(info.value)
+
+
+def test_remote_api_class_var_says_which_specs_call_a_remote_api() -> None:
+    """pricing and aliases sit below settings: they read ``remote_api`` instead of importing ApiSpec, so a
+    spec declaring it (not only an ApiSpec subclass) gets smolagents' API-client names and a price."""
+    from modelfactory.aliases import API, aliases_for
+    from modelfactory.settings import ApiSpec
+
+    assert ApiSpec.remote_api is True and ModelSpec.remote_api is False
+
+    class RemoteSpec(ModelSpec):  # a user's own remote backend, not derived from ApiSpec
+        remote_api: ClassVar[bool] = True
+
+    assert set(API) <= set(aliases_for(RemoteSpec))
+    assert not set(API) & set(aliases_for(DemoSpec))
+
+
+def test_a_remote_api_spec_is_priced_from_the_map_and_a_local_one_is_not() -> None:
+    from modelfactory.pricing import price_for
+
+    pytest.importorskip("litellm")  # the price map is litellm's bundled file
+
+    class RemoteSpec(ModelSpec):
+        remote_api: ClassVar[bool] = True
+
+    class LocalSpec(ModelSpec):
+        pass
+
+    assert price_for(RemoteSpec(model_id="gpt-4o")) is not None
+    assert price_for(LocalSpec(model_id="gpt-4o")) is None  # local weights: no per-token price

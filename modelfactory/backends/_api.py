@@ -23,7 +23,17 @@ from ..retry import (
 )
 from ._openai_wire import EmptyReplyError
 
-__all__ = ["async_client_args", "reserved_params", "status_error", "timeout_error", "transport_error"]
+__all__ = [
+    "async_client_args",
+    "connect_message",
+    "lost_message",
+    "reserved_params",
+    "status_error",
+    "timeout_error",
+    "timeout_message",
+    "transport_error",
+    "transport_message",
+]
 
 
 def status_error(model: Model, status: int, message: str, headers: Any = None) -> BackendError:
@@ -41,21 +51,47 @@ def status_error(model: Model, status: int, message: str, headers: Any = None) -
 
 def timeout_error(model: Model) -> BackendError:
     """One request ran past ``model.timeout`` (retryable, like a 5xx)."""
-    timeout = getattr(model.spec, "timeout", None)
-    return model._provider_error(f"timed out after {timeout}s (model.timeout)", retryable=True)
+    return model._provider_error(timeout_message(getattr(model.spec, "timeout", None)), retryable=True)
 
 
 def transport_error(model: Model, exc: BaseException, where: str) -> BackendError | None:
     """A network failure of httpx/httpx2/sockets (a timeout, a connection refused, a connection lost
     mid-reply) or a reply with no choice: all retryable. None for anything else."""
-    if is_timeout_error(exc):
-        return timeout_error(model)
-    if is_connect_error(exc):
-        return model._provider_error(f"cannot connect to {where}: {exc}", retryable=True)
-    if is_transport_error(exc):  # a reset, a reply cut short
-        return model._provider_error(f"connection to {where} lost mid-reply: {exc}", retryable=True)
+    message = transport_message(exc, where, getattr(model.spec, "timeout", None))
+    if message is not None:
+        return model._provider_error(message, retryable=True)
     if isinstance(exc, EmptyReplyError):
         return model._provider_error(str(exc), retryable=True)
+    return None
+
+
+# The messages of transport failures, written once: the SDK paths above and the plain-HTTP path of
+# OpenAI/Azure (_openai_http, which has no model at hand and raises them as its Failure) say the same.
+
+
+def timeout_message(timeout: Any) -> str:
+    return f"timed out after {timeout}s (model.timeout)"
+
+
+def connect_message(where: str, exc: BaseException) -> str:
+    return f"cannot connect to {where}: {exc}"
+
+
+def lost_message(where: str, exc: BaseException, *, started: bool = True) -> str:
+    """A connection lost after it was opened: ``started``, once part of the reply had arrived."""
+    return f"connection to {where} lost {'mid-reply' if started else 'before the reply was complete'}: {exc}"
+
+
+def transport_message(exc: BaseException, where: str, timeout: Any, *, started: bool = True) -> str | None:
+    """The message of a network failure of httpx/httpx2/sockets (each one retryable), None for anything
+    else. A protocol error of the reply counts as a lost connection, whether or not it is a TransportError
+    (h11's own RemoteProtocolError is not)."""
+    if is_timeout_error(exc):
+        return timeout_message(timeout)
+    if is_connect_error(exc):
+        return connect_message(where, exc)
+    if is_transport_error(exc) or "RemoteProtocolError" in {c.__name__ for c in type(exc).__mro__}:
+        return lost_message(where, exc, started=started)
     return None
 
 

@@ -28,13 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import MissingDependencyError
-from ..retry import (
-    is_connect_error,
-    is_retryable_status,
-    is_timeout_error,
-    is_transport_error,
-    parse_retry_after,
-)
+from ..retry import is_retryable_status, parse_retry_after
+from ._api import transport_message
 
 __all__ = [
     "HTTP_CLIENT_ARGS",
@@ -165,14 +160,8 @@ def _status_failure(route: Route, status: int, headers: Any, text: str) -> Failu
 
 
 def _transport_failure(route: Route, exc: BaseException, *, started: bool) -> Failure | None:
-    if is_timeout_error(exc):
-        return Failure(f"timed out after {route.timeout}s (model.timeout)", retryable=True)
-    if is_connect_error(exc):
-        return Failure(f"cannot connect to {route.where}: {exc}", retryable=True)
-    if is_transport_error(exc) or "RemoteProtocolError" in {c.__name__ for c in type(exc).__mro__}:
-        when = "mid-reply" if started else "before the reply was complete"
-        return Failure(f"connection to {route.where} lost {when}: {exc}", retryable=True)
-    return None
+    message = transport_message(exc, route.where, route.timeout, started=started)
+    return None if message is None else Failure(message, retryable=True)
 
 
 def _parse(route: Route, text: str) -> Any:

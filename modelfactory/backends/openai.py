@@ -340,9 +340,9 @@ class OpenAIServerModel(Model):
             where = self._endpoint()
             cause = exc.__cause__
             if cause is None or is_connect_error(cause):
-                message = f"cannot connect to {where}: {cause or exc}"
+                message = api.connect_message(where, cause or exc)
             else:
-                message = f"connection to {where} lost before the reply was complete: {cause}"
+                message = api.lost_message(where, cause, started=False)
             return self._provider_error(message, retryable=True)
         translated = api.transport_error(self, exc, self._endpoint())  # raw while a stream is read
         if translated is not None:

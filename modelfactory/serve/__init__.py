@@ -1,6 +1,6 @@
 """``modelfactory serve``: any configured model behind an OpenAI-compatible HTTP API.
 
-    modelfactory serve                                        # conf/config.yaml's model (tiny, offline)
+    modelfactory serve                                        # conf/config.yaml's model (SmolLM2, offline)
     modelfactory serve model=transformers_smollm server.port=8080
     MODELFACTORY_SERVER_API_KEY=... modelfactory serve model=openai_gpt4o   # a keyed proxy
 
@@ -36,8 +36,6 @@ no HTTP framework), ``dispatch`` (batching into ``generate_batch``, the thread p
 :func:`modelfactory.cli.serve`.
 """
 
-from typing import Any
-
 from .app import create_app
 from .server import BackgroundServer, run_server, serve_forever
 from .settings import API_KEY_ENV, ServerSettings, served_name, served_names
@@ -47,7 +45,6 @@ __all__ = [
     "BackgroundServer",
     "ServerSettings",
     "create_app",
-    "main",  # an alias of modelfactory.cli.serve, resolved on first use
     "run_server",
     "serve_forever",
     "served_name",
@@ -61,11 +58,3 @@ for _name in __all__:
     if callable(_value):
         _value.__module__ = __name__
 del _name, _value
-
-
-def __getattr__(name: str) -> Any:
-    if name == "main":  # the `modelfactory serve` entry moved to the CLI; the old name keeps working
-        from ..cli import serve
-
-        return serve
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

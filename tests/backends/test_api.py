@@ -57,3 +57,34 @@ def test_shared_plumbing_only_uses_hooks_declared_on_model() -> None:
     }
     assert used >= {"_auth_hint", "_provider_error"}
     assert all(hasattr(Model, name) or name == "spec" for name in used), used
+
+
+@pytest.mark.parametrize(
+    "exc", [TimeoutError("slow"), ConnectionRefusedError("refused"), ConnectionResetError("reset")]
+)
+def test_the_plain_http_path_says_what_the_sdk_paths_say(exc: Exception) -> None:
+    """OpenAI/Azure over plain HTTP (_openai_http) raise its Failure with the messages written here."""
+    from modelfactory.backends import _openai_http as http
+
+    route = http.Route(url=f"{WHERE}/chat/completions", where=WHERE, timeout=7.0)
+    failure = http._transport_failure(route, exc, started=True)
+    err = api.transport_error(model(), exc, WHERE)
+    assert failure is not None and err is not None
+    assert failure.retryable and failure.status is None and failure.message in str(err)
+    before = http._transport_failure(route, ConnectionResetError("reset"), started=False)
+    assert (
+        before is not None
+        and before.message == f"connection to {WHERE} lost before the reply was complete: reset"
+    )
+
+
+def test_the_transport_messages_are_written_once() -> None:
+    """No copy of them in _openai_http.py: a wording changes in _api.py alone."""
+    from modelfactory.backends import _openai_http as http
+
+    texts = [
+        node.value
+        for node in ast.walk(ast.parse(Path(http.__file__).read_text(encoding="utf-8")))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+    ]
+    assert not [t for t in texts if "cannot connect" in t or "timed out" in t or "lost " in t]

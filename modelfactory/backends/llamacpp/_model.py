@@ -16,9 +16,9 @@ from ...errors import (
     MessageError,
     UnsupportedFeatureError,
 )
-from ...messages import ChatMessage, ChatMessageStreamDelta, TokenUsage, trim_at_stop
+from ...messages import ChatMessage, ChatMessageStreamDelta, TokenUsage, settled_prefix, trim_at_stop
 from ...model import GenerationRequest, Model
-from ..transformers import stop_state, tools_block
+from .._local import text_message, with_tools_block
 
 __all__ = ["LlamaCppModel"]
 
@@ -69,21 +69,6 @@ def _evaluated(llama_cpp: Any, llama: Any) -> int | None:
         return int(perf.n_p_eval) + int(perf.n_eval)
     except Exception:
         return None
-
-
-def _text_content(message: dict[str, Any], index: int) -> dict[str, Any]:
-    content = message.get("content")
-    if content is None:
-        content = ""
-    elif not isinstance(content, str):
-        kinds = sorted({str(p.get("type")) for p in content if p.get("type") != "text"})
-        if kinds:
-            raise UnsupportedFeatureError(
-                f"messages[{index}]: LlamaCppModel takes text only, got {', '.join(kinds)} parts "
-                "(use an API backend with a vision model for images)"
-            )
-        content = "\n".join(str(p.get("text", "")) for p in content)
-    return {"role": message["role"], "content": content}
 
 
 def _schema_of(response_format: Any) -> Any:
@@ -253,19 +238,14 @@ class LlamaCppModel(Model):
                 model_id=self.model_id,
                 backend=type(self).__name__,
             )
-        rows = [_text_content(m, i) for i, m in enumerate(messages)]
+        rows = [text_message(m, i, "LlamaCppModel") for i, m in enumerate(messages)]
         try:
             text = formatter(messages=rows).prompt
             if tools:
                 with_tools = formatter(messages=rows, tools=list(tools)).prompt
                 if with_tools != text:
                     return str(with_tools)
-                block = tools_block(tools)
-                if rows and rows[0]["role"] == "system":
-                    rows = [{"role": "system", "content": f"{rows[0]['content']}\n\n{block}"}, *rows[1:]]
-                else:
-                    rows = [{"role": "system", "content": block}, *rows]
-                text = formatter(messages=rows).prompt
+                text = formatter(messages=with_tools_block(rows, tools)).prompt
         except Exception as exc:  # jinja2 errors, raise_exception() of a template
             raise MessageError(f"the chat template cannot render these messages: {exc}") from None
         return str(text)
@@ -402,7 +382,9 @@ class LlamaCppModel(Model):
                     out_ids.append(int(token))
                     text += decoder.decode(llama.detokenize([token]))
                     # No stop can begin before `emitted` (it was settled): look only at the rest.
-                    n, final = stop_state(text[emitted:], stops) if stops else (len(text) - emitted, False)
+                    n, final = (
+                        settled_prefix(text[emitted:], stops) if stops else (len(text) - emitted, False)
+                    )
                     if n:
                         yield text[emitted : emitted + n]
                         emitted += n

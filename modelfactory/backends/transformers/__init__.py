@@ -31,8 +31,8 @@ process-wide weight cache and generation lock) -> ``_model`` (``TransformersMode
 
 from __future__ import annotations
 
+from .._local import tools_block  # shared with LlamaCppModel; imported from here before
 from . import _dtype
-from ._chat import tools_block
 from ._dtype import cpu_has_fast_bf16
 from ._model import TransformersModel
 from ._sources import ASSETS, BUILTIN_MODELS, builtin_path
@@ -61,5 +61,5 @@ _fast_bf16: bool | None = None
 
 # Public names say they live here, whichever private module defines them (httpx's convention): a model's
 # ``to_dict()`` keeps ``_target_: modelfactory.backends.transformers.TransformersModel``.
-for _public in (TransformersModel, builtin_path, cached_models, clear_cache, cpu_has_fast_bf16, tools_block):
+for _public in (TransformersModel, builtin_path, cached_models, clear_cache, cpu_has_fast_bf16):
     _public.__module__ = __name__
