@@ -15,7 +15,7 @@ import json
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from ._signature import SpecSignature, bind_arguments, document
 from .cache import StreamRecorder, get_store, replay_deltas, request_key
@@ -37,6 +37,9 @@ from .retry import acall_with_retry, call_with_retry, is_retryable_status
 from .secrets import redact_env, scrub, scrub_tree
 from .settings import ModelSpec
 from .tools import tool_to_schema
+
+if TYPE_CHECKING:
+    from .batchapi import BatchAdapter
 
 T = TypeVar("T")
 
@@ -60,6 +63,7 @@ class Model:
       ``is_local``, ``batch_uses_cache``;
     - generation: ``_generate`` (required), ``_generate_stream``, ``_agenerate``, ``_agenerate_stream``;
     - lifecycle: ``load``;
+    - provider batch endpoint (``runner.mode=batch``): ``batch_adapter``;
     - errors: ``_translate`` (its SDK's exceptions -> ``BackendError``, built with
       :mod:`modelfactory.backends._api` by the API backends), ``_endpoint``, ``_auth_hint``;
     - secrets and identity: ``secret_values``, ``cache_identity``, ``to_dict``.
@@ -423,6 +427,12 @@ class Model:
         """Bring the model up now (weights, a client) instead of on the first call; returns ``self``.
         ``modelfactory serve`` calls it before it listens. Default: nothing to load."""
         return self
+
+    def batch_adapter(self) -> BatchAdapter | None:
+        """The provider's batch endpoint for ``runner.mode=batch`` (:mod:`modelfactory.batchapi`), reached
+        with this model's client and credentials; ``None``: the backend has none (the default). Each
+        backend supplies its own, so :mod:`modelfactory.batch` drives any of them without knowing one."""
+        return None
 
     def _generate(self, req: GenerationRequest) -> ChatMessage:
         """The one required hook: answer one normalised request. Errors may be the SDK's own (see

@@ -36,7 +36,8 @@ LAYERS: list[tuple[str, ...]] = [
     # what a spec is made of: the cache settings, prices, smolagents' names for its fields
     ("modelfactory.cache", "modelfactory.pricing", "modelfactory.aliases"),
     ("modelfactory.settings",),
-    ("modelfactory.model", "modelfactory._signature", "modelfactory.capabilities"),
+    # the call contract, and the batch endpoint interface each backend may supply (Model.batch_adapter)
+    ("modelfactory.model", "modelfactory._signature", "modelfactory.capabilities", "modelfactory.batchapi"),
     ("modelfactory.factory",),
     ("modelfactory.backends", "modelfactory.backends."),
     (
@@ -88,13 +89,9 @@ KNOWN_CIRCLES = {
     ("modelfactory.tracking.base", "modelfactory.tracking.mlflow"),
     ("modelfactory.tracking.base", "modelfactory.tracking.wandb"),
 }
-# Backends imported from outside backends/: the batch providers use the OpenAI/Azure backends' routes
-# and wire format; they belong in backends/ (or each backend supplies its batch route).
-KNOWN_BACKEND_IMPORTS = {
-    ("modelfactory.batch.driver", "modelfactory.backends.openai"),
-    ("modelfactory.batch.openai", "modelfactory.backends._openai_wire"),
-    ("modelfactory.batch.openai", "modelfactory.backends.azure"),
-}
+# Backends imported from outside backends/: none left (each backend supplies its batch endpoint through
+# Model.batch_adapter, so batch/ knows none of them).
+KNOWN_BACKEND_IMPORTS: set[tuple[str, str]] = set()
 
 
 def module_names() -> list[str]:

@@ -62,22 +62,12 @@ class BatchOptions:
 
 
 def adapter_for(model: Any) -> BatchAdapter:
-    """The batch endpoint of ``model``'s provider, or a :class:`ConfigError` saying there is none."""
+    """The batch endpoint ``model``'s backend supplies (``Model.batch_adapter()``), or a
+    :class:`ConfigError` saying there is none."""
     own = getattr(model, "batch_adapter", None)
-    if callable(own):
-        adapter: BatchAdapter = own()
+    adapter: BatchAdapter | None = own() if callable(own) else None
+    if adapter is not None:
         return adapter
-    from ..backends.openai import OpenAIServerModel
-
-    if isinstance(model, OpenAIServerModel):  # OpenAI, Azure OpenAI, `modelfactory serve`
-        from .openai import OpenAIBatches
-
-        return OpenAIBatches(model)
-    mod = sys.modules.get("modelfactory.backends.litellm")
-    if mod is not None and isinstance(model, mod.LiteLLMModel) and model.model_id.startswith("anthropic/"):
-        from .anthropic import AnthropicBatches
-
-        return AnthropicBatches(model)
     raise ConfigError(
         [
             Problem(

@@ -6,7 +6,7 @@
 ``{"custom_id", "result": {"type": succeeded | errored | canceled | expired, "message" | "error"}}``) and
 ``POST .../{id}/cancel``; headers ``x-api-key`` and ``anthropic-version``.
 
-For ``LiteLLMModel`` configs of ``anthropic/<model>``: the key is ``model.api_key``, else
+``LiteLLMModel.batch_adapter()`` builds it for configs of ``anthropic/<model>``: the key is ``model.api_key``, else
 ``ANTHROPIC_API_KEY`` (sent only to api.anthropic.com, as the online path does); ``model.api_base``
 points elsewhere (a proxy, a test server).
 """
@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlparse
 
+from ..batchapi import BatchProgress
 from ..errors import ConfigError, Problem
-from ..messages import ChatMessage, TokenUsage
-from ..model import GenerationRequest
+from ..messages import ChatMessage, GenerationRequest, TokenUsage
 from ..retry import is_retryable_status
-from .base import BatchProgress
 
 __all__ = ["AnthropicBatches"]
 
@@ -107,7 +106,7 @@ class AnthropicBatches:
             )
         return response
 
-    def submit(self, lines: list[dict[str, Any]], on_file: Any) -> str:
+    def submit(self, lines: list[dict[str, Any]], on_file: Callable[[str], None]) -> str:
         return str(self._call("POST", "/v1/messages/batches", json={"requests": lines}).json()["id"])
 
     def progress(self, batch_id: str) -> BatchProgress:
