@@ -169,13 +169,25 @@ def _blocks(message: dict[str, Any]) -> Any:
 
 def _reply(message: dict[str, Any]) -> ChatMessage:
     text = "".join(b.get("text", "") for b in message.get("content") or [] if b.get("type") == "text")
-    usage = message.get("usage") or {}
     return ChatMessage(
-        role="assistant",
-        content=text,
-        token_usage=TokenUsage(
-            input_tokens=int(usage.get("input_tokens") or 0),
-            output_tokens=int(usage.get("output_tokens") or 0),
-        ),
-        raw=message,
+        role="assistant", content=text, token_usage=usage_of(message.get("usage") or {}), raw=message
+    )
+
+
+def usage_of(usage: dict[str, Any]) -> TokenUsage:
+    """Anthropic's usage in our terms. Its ``input_tokens`` are only the prompt tokens after the last
+    cache breakpoint; cache reads and writes are counted apart (``cache_read_input_tokens``,
+    ``cache_creation_input_tokens``). Ours count every prompt token (OpenAI's convention), the cache
+    reads among them as ``cached_input_tokens`` (billed at the cached rate; cache writes at the input
+    rate)."""
+
+    def n(key: str) -> int:
+        value = usage.get(key)
+        return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
+
+    cached = n("cache_read_input_tokens")
+    return TokenUsage(
+        input_tokens=n("input_tokens") + cached + n("cache_creation_input_tokens"),
+        output_tokens=n("output_tokens"),
+        cached_input_tokens=cached,
     )
