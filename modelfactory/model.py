@@ -150,8 +150,7 @@ class Model:
         params = spec.generation_defaults()
         params.update({k: v for k, v in kwargs.items() if v is not None})
         caps = spec_capabilities(spec)  # what the provider accepts (modelfactory.capabilities)
-        if not caps.temperature:
-            params.pop("temperature", None)
+        params = caps.apply(params)  # rejected sampling parameters dropped, max_tokens renamed
         return GenerationRequest(
             messages=normalize_messages(
                 messages,
