@@ -16,7 +16,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "modelfactory"
 
 # Bottom to top: a module may import its own layer or lower ones. A name matches a module or, with a
-# trailing ".", every module below that package. The first match wins (most specific listed first).
+# trailing ".", every module below that package. An exact name wins; else the lowest matching prefix.
 LAYERS: list[tuple[str, ...]] = [
     # leaves: the error tree, the secret policy, the registry's names, the fake server for users' tests
     (
@@ -52,6 +52,7 @@ LAYERS: list[tuple[str, ...]] = [
     (
         "modelfactory.app",
         "modelfactory.hydra_callbacks",
+        "modelfactory.batch.sweep",  # a Hydra callback: collects a multirun's jobs with app.run_job
         "modelfactory.report",
         "modelfactory.merge",
         "modelfactory.tracking",
@@ -188,9 +189,12 @@ def cycle(graph: set[tuple[str, str]]) -> list[str] | None:
 
 
 def layer(module: str) -> int:
+    for i, names in enumerate(LAYERS):  # a module named exactly wins over its package's prefix
+        if module in names:
+            return i
     for i, names in enumerate(LAYERS):
         for n in names:
-            if module == n or (n.endswith(".") and module.startswith(n)):
+            if n.endswith(".") and module.startswith(n):
                 return i
     raise AssertionError(f"{module} is in no layer: add it to LAYERS in {__file__}")
 
