@@ -152,6 +152,28 @@ def test_a_sweep_killed_while_waiting_resumes_without_a_second_submission(
     _check_jobs(tmp_path, collected=(1, 2))
 
 
+@pytest.mark.slow
+@pytest.mark.server
+def test_the_collecting_run_continues_each_jobs_tracker_run(tmp_path: Path, provider: BatchAPIServer) -> None:
+    """The sweep's other callbacks see the collecting run as a job's second run: MLflow's job runs get
+    the submit phase's metrics at step 1 and the collected ones at step 2, in the same run."""
+    from tests.test_tracking import _mlflow_runs
+
+    db = tmp_path / "mlruns.db"
+    cmd = _sweep_cmd(tmp_path / "sweep", provider.url, "tracking=mlflow", f"tracking.uri=sqlite:///{db}")
+    proc = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "item/s" not in proc.stderr  # runner.progress=false: no bar while the sweep waits either
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{db}")
+    jobs = [r for r in _mlflow_runs(db) if r.info.run_name.startswith("job ")]
+    assert len(jobs) == 3
+    for run in jobs:
+        history = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "ok")]
+        assert history == [(1, 0.0), (2, 3.0)] and run.info.status == "FINISHED"
+
+
 def test_sweep_collects_only_with_the_callback() -> None:
     target = {"_target_": "modelfactory.batch.sweep.BatchSweepCallback"}
     summary = {"_target_": "modelfactory.hydra_callbacks.SummaryCallback"}

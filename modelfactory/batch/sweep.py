@@ -213,6 +213,7 @@ def collect_sweep(
     if not jobs:
         return {}
     groups = _groups(jobs)
+    progress = progress and all(OmegaConf.select(j.cfg, "runner.progress", default=True) for j in jobs)
     if poll_s is None:
         polls = [BatchOptions.from_config(OmegaConf.select(j.cfg, "runner.batch")).poll_s for j in jobs]
         poll_s = min(polls)
