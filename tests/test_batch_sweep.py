@@ -113,8 +113,9 @@ def test_a_multirun_submits_every_batch_before_waiting(
 
 @pytest.mark.slow
 @pytest.mark.server
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["crash", "ctrl-c"])
 def test_a_sweep_killed_while_waiting_resumes_without_a_second_submission(
-    tmp_path: Path, provider: BatchAPIServer
+    tmp_path: Path, provider: BatchAPIServer, sig: signal.Signals
 ) -> None:
     provider.hold.clear()  # the batches stay in_progress
     cmd = _sweep_cmd(tmp_path, provider.url)
@@ -127,8 +128,12 @@ def test_a_sweep_killed_while_waiting_resumes_without_a_second_submission(
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.05)
         assert sorted(d.name for d in submitted_jobs(tmp_path)) == ["0", "1", "2"]
-        proc.send_signal(signal.SIGKILL)  # the sweep process dies while it waits: no clean-up at all
-        proc.communicate(timeout=30)
+        proc.send_signal(sig)  # SIGKILL: the sweep dies while it waits, no clean-up at all; SIGINT: Ctrl-C
+        _, stderr = proc.communicate(timeout=60)
+        if sig == signal.SIGINT:
+            assert proc.returncode == 130, stderr
+            assert "keep running at the provider" in stderr and "modelfactory batches cancel" in stderr
+            assert f"{tmp_path / '0'}" in stderr
     finally:
         if proc.poll() is None:
             proc.kill()
