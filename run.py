@@ -21,7 +21,7 @@ from typing import Any
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from modelfactory.overrides import refusal_message, scrub_saved_config, secret_overrides
 
@@ -60,7 +60,18 @@ def run(cfg: DictConfig) -> int:
         model_name=hc.runtime.choices.get("model"),
         root=ROOT,
         raise_errors=_user_full_error(),
+        batch_phase=_batch_phase(cfg, hc),
     )
+
+
+def _batch_phase(cfg: DictConfig, hc: Any) -> str:
+    """A batch job of a multirun whose callbacks collect at the sweep's end only submits its batches, so
+    every job's batches are submitted before the sweep waits for any (modelfactory/batch/sweep.py)."""
+    if hc.mode != RunMode.MULTIRUN or OmegaConf.select(cfg, "runner.mode") != "batch":
+        return "all"
+    from modelfactory.batch.sweep import sweep_collects  # only then: batch mode's imports cost start-up
+
+    return "submit" if sweep_collects(hc.callbacks) else "all"
 
 
 def _user_full_error() -> bool:

@@ -1,4 +1,4 @@
-"""runner.mode=batch vs online against one fake provider (issue 13): wall time and requests sent.
+"""runner.mode=batch vs online against one fake provider (issue 13): wall time, requests sent and cost.
 
     .venv/bin/python -m bench.batch_vs_online [items] [latency_s] [rpm]          # 1000 0.2 60
 
@@ -9,6 +9,11 @@ the Batches API (``/v1/files``, ``/v1/batches``) takes the whole job as one file
 server's own concurrency, as providers' batch quotas allow. Every HTTP request the server gets is
 counted by path. A real provider's batch takes minutes to hours; what this measures is the client
 side: requests sent, and how long the job holds its caller, with the same rows either way.
+
+Cost: each prompt is 100 words and the fake counts tokens as words (its replies carry that usage);
+the client is priced at gpt-4o's list price ($2.50 / $10 per million input / output tokens, batch at
+half: ``model.price``), and the figure is the sum of the rows' ``cost_usd`` as ``modelfactory.pricing``
+puts it on them (``"batch": true`` rows at the batch rate).
 """
 
 from __future__ import annotations
@@ -25,8 +30,12 @@ from typing import Any
 from modelfactory import CallableModel, OpenAIServerModel
 from modelfactory.batch import BatchOptions
 from modelfactory.errors import BackendError
+from modelfactory.messages import ChatMessage, TokenUsage
 from modelfactory.runner import run_items
 from modelfactory.serve import BackgroundServer, ServerSettings
+
+# gpt-4o's list price, USD per million tokens (the batch discount: half, OpenAI's batch price)
+PRICE = {"input": 2.5, "output": 10.0, "batch_discount": 0.5}
 
 
 def fake_provider(latency: float, rpm: float) -> tuple[CallableModel, dict[str, Any]]:
@@ -34,7 +43,7 @@ def fake_provider(latency: float, rpm: float) -> tuple[CallableModel, dict[str, 
     window: collections.deque[float] = collections.deque()
     state: dict[str, Any] = {"limited": True, "429": 0}
 
-    def answer(messages: list[dict[str, Any]], **kw: Any) -> str:
+    def answer(messages: list[dict[str, Any]], **kw: Any) -> ChatMessage:
         if state["limited"]:
             with lock:
                 now = time.monotonic()
@@ -45,7 +54,9 @@ def fake_provider(latency: float, rpm: float) -> tuple[CallableModel, dict[str, 
                     raise BackendError("rate limit: 60 requests per minute", status=429, retryable=False)
                 window.append(now)
         time.sleep(latency)
-        return "answer to " + str(messages[-1]["content"])
+        prompt = str(messages[-1]["content"])
+        text = "answer to " + prompt.split(":")[0]
+        return ChatMessage(content=text, token_usage=TokenUsage(len(prompt.split()), len(text.split())))
 
     return CallableModel(fn=answer, model_id="fake", retry={"max_attempts": 1}), state
 
@@ -76,8 +87,10 @@ def run(mode: str, n: int, latency: float, rpm: float) -> dict[str, Any]:
     seen = counted(srv)
     srv.start()
     try:
-        client = OpenAIServerModel(model_id="fake", api_base=f"{srv.url}/v1", requests_per_minute=rpm)
-        items = [{"id": f"i{i}", "prompt": f"question {i}"} for i in range(n)]
+        client = OpenAIServerModel(
+            model_id="fake", api_base=f"{srv.url}/v1", requests_per_minute=rpm, price=PRICE
+        )
+        items = [{"id": f"i{i}", "prompt": f"question {i}: " + " ".join(["word"] * 98)} for i in range(n)]
         out = Path(tempfile.mkdtemp()) / "results.jsonl"
         start = time.perf_counter()
         stats = run_items(
@@ -101,6 +114,7 @@ def run(mode: str, n: int, latency: float, rpm: float) -> dict[str, Any]:
         "requests": sum(seen.values()),
         "by_path": dict(seen),
         "429s": state["429"],
+        "cost_usd": stats.cost_usd,
         "contents": sorted((r["id"], r["content"]) for r in rows),
     }
 
@@ -111,18 +125,20 @@ def main() -> None:
     rpm = float(sys.argv[3]) if len(sys.argv) > 3 else 60
     print(f"{n} items, {latency * 1000:.0f} ms per request, online limit {rpm:.0f} rpm")
     results = [run("batch", n, latency, rpm), run("online", n, latency, rpm)]
-    print(f"{'mode':8} {'wall s':>8} {'ok':>6} {'failed':>6} {'requests':>9} {'429s':>5}  requests by path")
+    print(
+        f"{'mode':8} {'wall s':>8} {'ok':>6} {'failed':>6} {'requests':>9} {'429s':>5} {'cost $':>9}"
+        "  requests by path"
+    )
     for r in results:
         print(
             f"{r['mode']:8} {r['wall_s']:8.1f} {r['ok']:6d} {r['failed']:6d} {r['requests']:9d} "
-            f"{r['429s']:5d}  {r['by_path']}"
+            f"{r['429s']:5d} {r['cost_usd']:9.5f}  {r['by_path']}"
         )
     b, o = results
     print(
-        f"online/batch: wall x{o['wall_s'] / b['wall_s']:.1f}, requests x{o['requests'] / b['requests']:.1f}; "
-        f"same replies: {b['contents'] == o['contents']}"
+        f"online/batch: wall x{o['wall_s'] / b['wall_s']:.1f}, requests x{o['requests'] / b['requests']:.1f}, "
+        f"cost x{o['cost_usd'] / b['cost_usd']:.2f}; same replies: {b['contents'] == o['contents']}"
     )
-    print('cost: priced per row ("batch": true rows at the batch rate) by modelfactory.pricing, not here')
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ Exit codes: 0 all good, 1 a backend or item failed, 2 a config or dataset proble
 its budget (``runner.max_cost_usd``; the reason is in ``job.json``'s ``budget``), 130 interrupted (Ctrl-C:
 ``job.json`` records it, the rows written stay for a resume). A job never raises for those (a sweep goes
 on); it records the error in ``job.json`` (and ``result.json`` for one prompt) and prints it on stderr.
+``job.json``'s ``exit_code`` keeps the code (a multirun's jobs have no process exit status of their own).
 """
 
 from __future__ import annotations
@@ -226,6 +227,7 @@ def run_job(
     model_name: str | None = None,
     root: str | os.PathLike[str] | None = None,
     raise_errors: bool = False,
+    batch_phase: str = "all",
 ) -> int:
     """Run one job and return its exit code; never raises for a config, dataset or backend problem.
 
@@ -234,6 +236,9 @@ def run_job(
     adds to what is there). ``model_name``: the name recorded for the model (run.py: the chosen
     ``model=`` config). ``root``: a second place to look for a relative dataset path.
     ``raise_errors``: re-raise instead of recording (run.py: ``HYDRA_FULL_ERROR=1``).
+    ``batch_phase`` (``runner.mode=batch``): ``all`` (submit, wait, collect), ``submit`` (submit and
+    return: ``job.json`` says ``status: submitted`` until a ``collect`` run of the same dir ends the job;
+    a multirun's jobs do this, see :mod:`modelfactory.batch.sweep`) or ``collect``.
     """
     from .errors import ConfigError
     from .factory import build_model
@@ -305,7 +310,7 @@ def run_job(
             desc=str(model_name or "items"),
             max_cost_usd=None if runner.get("max_cost_usd") is None else float(runner.max_cost_usd),
             mode=str(runner.get("mode", "online")),
-            batch=_batch_options(runner),
+            batch=_batch_options(runner, batch_phase),
             stop_sequences=jc.stops,
             **jc.generation,
         )
@@ -319,6 +324,14 @@ def run_job(
             job["budget"] = stats.budget.to_dict()
             if stats.budget.reason is not None:
                 budget_stop = stats.budget.reason
+        if batch_phase == "submit" and stats.batches_pending:
+            submitted = stats.batches_pending  # the sweep's collecting run writes the rest of the record
+            job.update(status="submitted", root=None if root is None else str(root))
+            job["error"] = {
+                "type": "BatchesPending",
+                "message": f"{submitted} batch(es) submitted and not collected yet: the sweep collects "
+                f"them when every job has submitted; or re-run this job into {out_dir} to collect them",
+            }
     except KeyboardInterrupt:  # Ctrl-C: the rows written so far stay; a rerun resumes from them
         if raise_errors:
             raise
@@ -328,6 +341,7 @@ def run_job(
             "message": f"interrupted (Ctrl-C) with {done} rows in the results file; run again to resume",
         }
         job["interrupted"] = True
+        job["exit_code"] = 130
         write_job(out_dir, job)
         print(
             f"interrupted: {done} rows kept in {results_path}; run the same command again to resume",
@@ -344,8 +358,14 @@ def run_job(
         code = 2 if isinstance(exc, ConfigError) else 1
     if budget_stop is not None and job["error"] is None:  # the summary's error column says why it stopped
         job["error"] = {"type": "BudgetExceeded", "message": budget_stop}
+    job["exit_code"] = code
     write_job(out_dir, job)
     if jc is None or results_path is None:  # the config itself is wrong: nothing more to write
+        return code
+    if job.get("status") == "submitted":
+        pending = job["error"]["message"]
+        print(f"{len(items)} items: {pending}")
+        log.info("%s", pending)
         return code
 
     if kind == "prompt":
@@ -375,21 +395,16 @@ def run_job(
         print(f"error: {budget_stop}", file=sys.stderr)
         log.info("stopped: %s", budget_stop)
         code = code or 3
+    if job["exit_code"] != code:  # decided by the rows: job.json keeps the exit code a sweep cannot see
+        job["exit_code"] = code
+        write_job(out_dir, job)
     return code
 
 
-def _batch_options(runner: Any) -> Any:
+def _batch_options(runner: Any, phase: str = "all") -> Any:
     """``runner.batch.*`` as :class:`~modelfactory.batch.BatchOptions` (None in online mode)."""
     if str(runner.get("mode", "online")) != "batch":
         return None
     from .batch import BatchOptions
 
-    b = runner.get("batch") or {}
-    max_wait = b.get("max_wait")
-    max_requests = b.get("max_requests")
-    return BatchOptions(
-        poll_s=float(b.get("poll_s", 30)),
-        max_wait=None if max_wait is None else float(max_wait),
-        on_missing=str(b.get("on_missing", "online")),
-        max_requests=None if max_requests is None else int(max_requests),
-    )
+    return BatchOptions.from_config(runner.get("batch"), phase)

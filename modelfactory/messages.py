@@ -55,24 +55,45 @@ _KNOWN_ROLES = _WIRE_ROLES | set(MessageRole.roles())
 
 @dataclass
 class TokenUsage:
-    """Token counts of one call; ``total_tokens`` is derived so it can never disagree."""
+    """Token counts of one call; ``total_tokens`` is derived so it can never disagree.
+
+    ``input_tokens`` counts every prompt token (OpenAI's convention); ``cached_input_tokens`` is the part
+    of them the provider read from its prompt cache (OpenAI ``prompt_tokens_details.cached_tokens``,
+    Anthropic ``cache_read_input_tokens``), billed at the cached-input rate (:mod:`modelfactory.pricing`).
+    """
 
     input_tokens: int = 0
     output_tokens: int = 0
     total_tokens: int = field(init=False)
+    cached_input_tokens: int = 0
 
     def __post_init__(self) -> None:
         self.total_tokens = self.input_tokens + self.output_tokens
 
     def to_dict(self) -> dict[str, int]:
-        return {
+        out = {
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "total_tokens": self.total_tokens,
         }
+        if self.cached_input_tokens:  # only when the provider reported some: rows stay as they were
+            out["cached_input_tokens"] = self.cached_input_tokens
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TokenUsage:
+        return cls(
+            int(data.get("input_tokens") or 0),
+            int(data.get("output_tokens") or 0),
+            cached_input_tokens=int(data.get("cached_input_tokens") or 0),
+        )
 
     def __add__(self, other: TokenUsage) -> TokenUsage:
-        return TokenUsage(self.input_tokens + other.input_tokens, self.output_tokens + other.output_tokens)
+        return TokenUsage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            cached_input_tokens=self.cached_input_tokens + other.cached_input_tokens,
+        )
 
 
 @dataclass
@@ -153,7 +174,7 @@ class ChatMessage:
             role=data.get("role", "assistant"),
             content=data.get("content"),
             tool_calls=tool_calls,
-            token_usage=TokenUsage(usage["input_tokens"], usage["output_tokens"]) if usage else None,
+            token_usage=TokenUsage.from_dict(usage) if usage else None,
         )
 
 

@@ -18,7 +18,7 @@ import json
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from ._model_async import AsyncCalls
 from ._signature import SpecSignature, bind_arguments, document
@@ -42,6 +42,9 @@ from .secrets import redact_env, scrub, scrub_tree
 from .settings import ModelSpec
 from .tools import tool_to_schema
 
+if TYPE_CHECKING:
+    from .batchapi import BatchAdapter
+
 T = TypeVar("T")
 
 __all__ = ["GenerationRequest", "Model", "runs_locally", "tool_to_schema"]
@@ -64,6 +67,7 @@ class Model(AsyncCalls):
       ``is_local``, ``batch_uses_cache``;
     - generation: ``_generate`` (required), ``_generate_stream``, ``_agenerate``, ``_agenerate_stream``;
     - lifecycle: ``load``;
+    - provider batch endpoint (``runner.mode=batch``): ``batch_adapter``;
     - errors: ``_translate`` (its SDK's exceptions -> ``BackendError``, built with
       :mod:`modelfactory.backends._api` by the API backends), ``_endpoint``, ``_auth_hint``;
     - secrets and identity: ``secret_values``, ``cache_identity``, ``to_dict``.
@@ -150,8 +154,7 @@ class Model(AsyncCalls):
         params = spec.generation_defaults()
         params.update({k: v for k, v in kwargs.items() if v is not None})
         caps = spec_capabilities(spec)  # what the provider accepts (modelfactory.capabilities)
-        if not caps.temperature:
-            params.pop("temperature", None)
+        params = caps.apply(params)  # rejected sampling parameters dropped, max_tokens renamed
         return GenerationRequest(
             messages=normalize_messages(
                 messages,
@@ -330,6 +333,12 @@ class Model(AsyncCalls):
         """Bring the model up now (weights, a client) instead of on the first call; returns ``self``.
         ``modelfactory serve`` calls it before it listens. Default: nothing to load."""
         return self
+
+    def batch_adapter(self) -> BatchAdapter | None:
+        """The provider's batch endpoint for ``runner.mode=batch`` (:mod:`modelfactory.batchapi`), reached
+        with this model's client and credentials; ``None``: the backend has none (the default). Each
+        backend supplies its own, so :mod:`modelfactory.batch` drives any of them without knowing one."""
+        return None
 
     def _generate(self, req: GenerationRequest) -> ChatMessage:
         """The one required hook: answer one normalised request. Errors may be the SDK's own (see

@@ -2,7 +2,8 @@
 
 - ``results.jsonl`` (:data:`RESULTS_FILE`, the default of ``output.results_file``): one JSON row per item,
   ``{"id", "content", "usage", "latency_s", "error", "cost_usd"}`` (plus ``served_by`` from a fallback
-  model, ``batch`` for items run through a provider's batch API, priced at its rate), appended
+  model, ``batch`` for items run through a provider's batch API, priced at its rate, ``cached`` for
+  replies served from the response cache, which cost 0), appended
   as items finish. The newest row of an id wins; a torn last line left by a crash is repaired or dropped.
 - ``job.json`` (:data:`JOB_FILE`): the job's record (model, task, results file, items, error, elapsed
   time, runs, ``price``, ``cost_usd``, ``budget``). It names the results file, so a reader finds the rows whatever the config called them.
@@ -78,6 +79,8 @@ def ok_row(item_id: str, reply: Any, latency: float) -> dict[str, Any]:
     raw = getattr(reply, "raw", None)
     if isinstance(raw, dict) and "served_by" in raw:  # a FallbackModel: which member answered
         row["served_by"] = raw["served_by"]
+    if isinstance(raw, dict) and raw.get("cache") == "hit":  # from the response cache: nothing billed
+        row["cached"] = True
     return row
 
 

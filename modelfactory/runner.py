@@ -81,6 +81,7 @@ class RunStats:
     mode: str = "threads"  # threads | async | batches | sequential | provider_batch
     concurrency: int = 1
     cost_usd: float | None = None  # of this run's rows; None: the model has no price (unknown, not 0)
+    batches_pending: int = 0  # mode=batch: provider batches left running (submit phase, max_wait)
     budget: Budget | None = field(default=None, repr=False)  # runner.max_cost_usd, when set
     latencies: list[float] = field(default_factory=list, repr=False)  # of successful items
     rows: list[dict[str, Any]] = field(default_factory=list, repr=False)  # only without a results file
@@ -372,9 +373,7 @@ def run_items(
     try:
         for row in rows:
             row = redact_row(row, redact)
-            row["cost_usd"] = (
-                None if row["error"] else cost_usd(row["usage"], price, batch=bool(row.get("batch")))
-            )
+            row["cost_usd"] = _row_cost(row, price)
             if budget is not None:
                 budget.settle(row["id"], 0.0 if row["error"] else row["cost_usd"])
             if row["cost_usd"] is not None:
@@ -402,7 +401,22 @@ def run_items(
         writer.close()
         if bar is not None:
             bar.close()
+    if mode == "provider_batch" and path is not None:
+        from .batch import BATCHES_FILE, BatchState
+
+        stats.batches_pending = len(BatchState.load(path.parent / BATCHES_FILE).running())
     return stats
+
+
+def _row_cost(row: dict[str, Any], price: Price | None) -> float | None:
+    """What the row's call cost: None for an error or an unpriced model (unknown, never a made-up 0),
+    0 for a reply served from the response cache (nothing was billed), else its usage at the price
+    (the batch rate for a batch row)."""
+    if row["error"] or price is None:
+        return None
+    if row.get("cached"):
+        return 0.0
+    return cost_usd(row["usage"], price, batch=bool(row.get("batch")))
 
 
 # Output tokens assumed for a call whose max_tokens is not set, when a budget needs an estimate.
@@ -431,15 +445,39 @@ def _budget(
 
 
 def _within(budget: Budget, model: Any, todo: Iterable[Item], generation: dict[str, Any]) -> Iterator[Item]:
-    """The items the budget admits, in order, estimated as they are taken; stops at the first refusal."""
+    """The items the budget admits, in order, estimated as they are taken; stops at the first refusal.
+    An item the response cache answers costs nothing: it is let through without an estimate."""
     count, _ = token_counter(model)
     spec = getattr(model, "spec", None)
     out = generation.get("max_tokens") or getattr(spec, "max_tokens", None) or DEFAULT_OUTPUT_ESTIMATE
+    cached = _cache_probe(model, generation)
     for item in todo:
+        if cached(item):
+            yield item
+            continue
         if not budget.admit(item.id, count(item.messages), int(out)):
             log.warning("%s", budget.reason)
             return
         yield item
+
+
+def _cache_probe(model: Any, generation: dict[str, Any]) -> Callable[[Item], bool]:
+    """Whether the response cache holds an item's reply (for a budget: a hit is free). Always False for a
+    model without a cache on; a lookup that fails counts as a miss (the call itself reports it)."""
+    from .model import Model
+
+    cache = getattr(getattr(model, "spec", None), "cache", None)
+    if not isinstance(model, Model) or not getattr(cache, "enabled", False):
+        return lambda item: False
+    from .batch.driver import prepare  # the request an online call of the item sends
+
+    def probe(item: Item) -> bool:
+        try:
+            return model._cache_lookup(prepare(model, item, generation)) is not None
+        except Exception:  # noqa: BLE001 - a replay miss, a bad item: not a hit
+            return False
+
+    return probe
 
 
 def _progress_bar(total: int, enabled: bool, desc: str, skipped: int) -> Any:

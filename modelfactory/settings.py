@@ -143,7 +143,8 @@ class ModelSpec(BaseSettings):
     )
     supports_temperature: bool | None = Field(
         None,
-        description="send `temperature`; false: leave it out (models that reject it, e.g. o3, gpt-5); "
+        description="send `temperature` and the other sampling parameters (top_p, presence/frequency "
+        "penalties, logprobs); false: leave them out (models that reject them, e.g. o3, gpt-5); "
         "unset: from the capability map (modelfactory.capabilities)",
     )
     price: Price | None = Field(

@@ -409,3 +409,47 @@ def test_run_killed_after_submitting_resumes_without_a_second_submission(
     finally:
         gate.set()
         srv.stop()
+
+
+# --------------------------------------------------------------------------- Azure OpenAI
+
+
+def test_azure_batch_end_to_end(tmp_path: Path) -> None:
+    """Azure's routes (/openai/files, /openai/batches), api-version on every call, the api-key header,
+    /chat/completions as the batch endpoint and each line's url, the deployment name as each line's model."""
+    from modelfactory import AzureOpenAIServerModel
+    from tests.servers.openai_batches import BatchAPIServer
+
+    with BatchAPIServer(api_key="az-key", deployments=("gpt4o-batch",)) as server:
+        model = AzureOpenAIServerModel(
+            model_id="gpt-4o",  # the model (its price); the deployment below is what Azure routes to
+            azure_deployment="gpt4o-batch",
+            azure_endpoint=server.url,
+            api_key="az-key",
+            api_version="2024-10-21",
+            retry={"max_attempts": 1},
+        )
+        stats = run_items(
+            model,
+            ITEMS[:3],
+            results_path=tmp_path / "results.jsonl",
+            mode="batch",
+            batch=FAST,
+            stop_sequences=[" |"],
+            progress=False,
+        )
+        assert (stats.ok, stats.failed) == (3, 0), rows(tmp_path / "results.jsonl")
+        assert server.submissions == 1
+        calls = server.requests
+        assert {c.path.split("/")[2] for c in calls} == {"files", "batches"}
+        assert all(c.path.startswith("/openai/") for c in calls), [c.path for c in calls]
+        assert all(c.query.get("api-version") == "2024-10-21" for c in calls)
+        assert all(c.headers.get("api-key") == "az-key" and "authorization" not in c.headers for c in calls)
+        (batch,) = server.batches.values()
+        assert batch.endpoint == "/chat/completions"
+        assert {(line["url"], line["body"]["model"]) for line in server.lines} == {
+            ("/chat/completions", "gpt4o-batch")
+        }
+        got = rows(tmp_path / "results.jsonl")
+        assert got["q1"]["content"] == "echo: question 1" and got["q1"]["batch_id"] == batch.id
+        assert BatchState.load(tmp_path / "batches.json").batches[0].provider == "azure"

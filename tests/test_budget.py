@@ -118,3 +118,26 @@ def test_local_model_cost_is_unknown_not_zero(tmp_path: Path) -> None:
     )
     stats = run_items(model, [{"id": "a", "prompt": "x"}], progress=False)
     assert stats.cost_usd is None and stats.rows[0]["cost_usd"] is None
+
+
+def test_cache_hits_cost_nothing_and_budgets_let_them_through(tmp_path: Path) -> None:
+    """A reply served from the response cache was not billed: cost_usd 0 with ``cached: true``, the job's
+    total counts it as 0, and a budget too small for one call still lets every cache hit through."""
+    cache = f"{{mode: read_write, path: {tmp_path / 'cache.sqlite'}}}"
+    data = _dataset(tmp_path, 3)
+    with RecordingServer() as server:
+        assert app.run_job(_cfg(server, data, f"++model.cache={cache}"), tmp_path / "paid") == 0
+        assert len(server.requests) == 3
+        assert json.loads((tmp_path / "paid" / "job.json").read_text())["cost_usd"] == pytest.approx(
+            3 * PER_CALL
+        )
+        # the same items again: every one a cache hit, under a budget ($0.001) below one call's estimate
+        cfg = _cfg(server, data, f"++model.cache={cache}", "runner.max_cost_usd=0.001")
+        assert app.run_job(cfg, tmp_path / "cached") == 0
+        assert len(server.requests) == 3  # nothing sent
+    rows = _rows(tmp_path / "cached")
+    assert [(r["cached"], r["cost_usd"], r["error"]) for r in rows] == [(True, 0.0, None)] * 3
+    assert "cached" not in _rows(tmp_path / "paid")[0]
+    job = json.loads((tmp_path / "cached" / "job.json").read_text())
+    assert job["cost_usd"] == 0.0 and job["error"] is None
+    assert job["budget"] == {"max_cost_usd": 0.001, "spent_usd": 0.0, "stopped": False, "reason": None}

@@ -38,7 +38,9 @@ def test_map(model_id: str, stop: bool, temperature: bool) -> None:
 def test_config_overrides_the_map() -> None:
     caps = request_capabilities("o3", supports_stop=True, provider_map=False)
     assert caps.stop is True and caps.temperature is False and caps.source.startswith("config over")
-    assert request_capabilities("gpt-4o", supports_temperature=False, provider_map=False).temperature is False
+    no_sampling = request_capabilities("gpt-4o", supports_temperature=False, provider_map=False)
+    assert no_sampling.temperature is False and "top_p" in no_sampling.dropped  # the whole group
+    assert request_capabilities("o3", supports_temperature=True, provider_map=False).dropped == ()
 
 
 def test_litellm_map_sampling_params() -> None:
@@ -46,6 +48,7 @@ def test_litellm_map_sampling_params() -> None:
     # LiteLLM's bundled map marks these Anthropic models supports_sampling_params: false
     caps = request_capabilities("claude-opus-4-7")
     assert caps.temperature is False and caps.stop is True and "LiteLLM" in caps.source
+    assert {"top_p", "top_k"} <= set(caps.dropped)
 
 
 @pytest.mark.server
@@ -62,12 +65,57 @@ def test_reasoning_model_sends_no_stop_or_temperature(model_id: str) -> None:
             }
         )
         reply = model(
-            [{"role": "user", "content": "hi"}], stop_sequences=["recording"], temperature=0.7, max_tokens=9
+            [{"role": "user", "content": "hi"}],
+            stop_sequences=["recording"],
+            temperature=0.7,
+            max_tokens=9,
+            top_p=0.9,
+            presence_penalty=0.5,
+            frequency_penalty=0.5,
+            logprobs=True,
+            top_logprobs=2,
+            seed=3,
         )
         body = server.last.body
     assert reply.content == "Hello from the "  # trimmed client-side
-    assert "stop" not in body and "temperature" not in body
+    rejected = {"stop", "temperature", "top_p", "presence_penalty", "frequency_penalty", "logprobs"}
+    assert not (rejected | {"top_logprobs", "max_tokens"}) & set(body), body
+    assert body["max_completion_tokens"] == 9 and body["seed"] == 3  # renamed; seed is no sampling knob
     assert body["model"] == model_id
+
+
+@pytest.mark.parametrize(
+    ("model_id", "dropped"),
+    [
+        ("o3", ("temperature", "top_p", "presence_penalty", "frequency_penalty", "logprobs", "top_logprobs")),
+        (
+            "gpt-5-mini",
+            (
+                "temperature",
+                "top_p",
+                "presence_penalty",
+                "frequency_penalty",
+                "logprobs",
+                "top_logprobs",
+                "logit_bias",
+            ),
+        ),
+        ("gpt-5-chat-latest", ()),
+        ("gpt-4o", ()),
+    ],
+)
+def test_sampling_parameters_each_family_rejects(model_id: str, dropped: tuple[str, ...]) -> None:
+    caps = request_capabilities(model_id)  # an API model's id
+    assert caps.dropped == dropped
+    assert caps.apply({"top_p": 0.5, "max_tokens": 3, "seed": 1}) == (
+        {"top_p": 0.5, "max_tokens": 3, "seed": 1} if not dropped else {"max_completion_tokens": 3, "seed": 1}
+    )
+
+
+def test_a_local_model_keeps_max_tokens_whatever_its_id() -> None:
+    # the family map names API models: a local checkpoint called "o3-tiny" still takes max_tokens
+    assert request_capabilities("o3-tiny", provider_map=False).renamed == ()
+    assert request_capabilities("o3-tiny").renamed == (("max_tokens", "max_completion_tokens"),)
 
 
 @pytest.mark.server
@@ -82,9 +130,9 @@ def test_override_sends_them_again(recording_server: RecordingServer) -> None:
             "supports_temperature": True,
         }
     )
-    model([{"role": "user", "content": "hi"}], stop_sequences=["recording"], temperature=0.7)
+    model([{"role": "user", "content": "hi"}], stop_sequences=["recording"], temperature=0.7, top_p=0.9)
     body = recording_server.last.body
-    assert body["stop"] == ["recording"] and body["temperature"] == 0.7
+    assert body["stop"] == ["recording"] and body["temperature"] == 0.7 and body["top_p"] == 0.9
 
 
 def test_check_says_so(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -93,6 +141,7 @@ def test_check_says_so(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.M
     out = capsys.readouterr().out
     assert code == 0, out
     assert "note: conf/model/openai_gpt4o.yaml: model 'o3': `stop` is not sent" in out
-    assert "`temperature` is not sent" in out
+    assert "sampling parameters are not sent (the model rejects them): `temperature`, `top_p`," in out
+    assert "`max_tokens` is sent as `max_completion_tokens`" in out
     main(["--config-dir", str(ROOT / "conf"), "check", "model=openai_gpt4o"])
     assert "note:" not in capsys.readouterr().out  # gpt-4o takes both

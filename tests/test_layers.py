@@ -17,7 +17,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "modelfactory"
 
 # Bottom to top: a module may import its own layer or lower ones. A name matches a module or, with a
-# trailing ".", every module below that package. The first match wins (most specific listed first).
+# trailing ".", every module below that package. An exact name wins; else the lowest matching prefix.
 LAYERS: list[tuple[str, ...]] = [
     # leaves: the error tree, the secret policy, the registry's names, the fake server for users' tests
     (
@@ -37,11 +37,13 @@ LAYERS: list[tuple[str, ...]] = [
     # what a spec is made of: the cache settings, prices, smolagents' names for its fields
     ("modelfactory.cache", "modelfactory.pricing", "modelfactory.aliases"),
     ("modelfactory.settings",),
+    # the call contract, and the batch endpoint interface each backend may supply (Model.batch_adapter)
     (
         "modelfactory.model",
         "modelfactory._model_async",
         "modelfactory._signature",
         "modelfactory.capabilities",
+        "modelfactory.batchapi",
     ),
     ("modelfactory.factory",),
     ("modelfactory.backends", "modelfactory.backends."),
@@ -57,6 +59,7 @@ LAYERS: list[tuple[str, ...]] = [
     (
         "modelfactory.app",
         "modelfactory.hydra_callbacks",
+        "modelfactory.batch.sweep",  # a Hydra callback: collects a multirun's jobs with app.run_job
         "modelfactory.report",
         "modelfactory.merge",
         "modelfactory.tracking",
@@ -73,13 +76,9 @@ LAYERS: list[tuple[str, ...]] = [
 KNOWN_UPWARD: set[tuple[str, str]] = set()
 # Function-level edges within a layer that close a circle (none left):
 KNOWN_CIRCLES: set[tuple[str, str]] = set()
-# Backends imported from outside backends/: the batch providers use the OpenAI/Azure backends' routes
-# and wire format; they belong in backends/ (or each backend supplies its batch route).
-KNOWN_BACKEND_IMPORTS = {
-    ("modelfactory.batch.driver", "modelfactory.backends.openai"),
-    ("modelfactory.batch.openai", "modelfactory.backends._openai_wire"),
-    ("modelfactory.batch.openai", "modelfactory.backends.azure"),
-}
+# Backends imported from outside backends/: none left (each backend supplies its batch endpoint through
+# Model.batch_adapter, so batch/ knows none of them).
+KNOWN_BACKEND_IMPORTS: set[tuple[str, str]] = set()
 
 
 def module_names() -> list[str]:
@@ -176,9 +175,12 @@ def cycle(graph: set[tuple[str, str]]) -> list[str] | None:
 
 
 def layer(module: str) -> int:
+    for i, names in enumerate(LAYERS):  # a module named exactly wins over its package's prefix
+        if module in names:
+            return i
     for i, names in enumerate(LAYERS):
         for n in names:
-            if module == n or (n.endswith(".") and module.startswith(n)):
+            if n.endswith(".") and module.startswith(n):
                 return i
     raise AssertionError(f"{module} is in no layer: add it to LAYERS in {__file__}")
 

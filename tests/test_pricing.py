@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 import modelfactory
-from modelfactory import build_model
+from modelfactory import build_model, run_items
+from modelfactory.batch import BatchOptions
 from modelfactory.errors import ConfigError
 from modelfactory.messages import TokenUsage
 from modelfactory.pricing import Price, cost_usd, estimate_cost, price_for
@@ -27,16 +30,17 @@ def test_cost_by_hand() -> None:
 
 
 def test_cached_input_tokens_billed_at_the_cached_rate() -> None:
-    class Usage(TokenUsage):
-        cached_input_tokens = 600
-
+    usage = TokenUsage(1000, 100, cached_input_tokens=600)
     price = Price(input=2.0, output=8.0, cached_input=0.5)
     # 400 x $2/M + 600 x $0.5/M + 100 x $8/M = 0.0008 + 0.0003 + 0.0008
-    assert cost_usd(Usage(1000, 100), price) == pytest.approx(0.0019)
+    assert cost_usd(usage, price) == pytest.approx(0.0019)
+    assert cost_usd(usage.to_dict(), price) == pytest.approx(0.0019)  # a result row's usage
     # a batch discount of 0.25 leaves 75% of each rate
-    assert cost_usd(Usage(1000, 100), price.model_copy(update={"batch_discount": 0.25}), batch=True) == (
+    assert cost_usd(usage, price.model_copy(update={"batch_discount": 0.25}), batch=True) == (
         pytest.approx(0.0019 * 0.75)
     )
+    # no cached rate given: cached tokens cost the input rate
+    assert cost_usd(usage, Price(input=2.0, output=8.0)) == pytest.approx(0.0028)
 
 
 def test_unknown_is_none_not_zero() -> None:
@@ -91,3 +95,119 @@ def test_litellm_map_prices_when_installed() -> None:
         input=3.0, output=15.0, cached_input=0.3, batch_discount=0.5
     )
     assert price_for(_api("no-such-model-anywhere")) is None
+
+
+# ---------------------------------------------------------------------------- cached input tokens, read from
+# the providers' own usage. $2 / $0.50 / $8 per million input / cached input / output tokens:
+CACHED_PRICE = {"input": 2.0, "output": 8.0, "cached_input": 0.5}
+# 1,000 prompt tokens of which 600 were cached, 100 completion tokens:
+# 400 x $2/M + 600 x $0.5/M + 100 x $8/M = $0.0008 + $0.0003 + $0.0008
+CACHED_COST = 0.0019
+OPENAI_USAGE = {
+    "prompt_tokens": 1000,
+    "completion_tokens": 100,
+    "total_tokens": 1100,
+    "prompt_tokens_details": {"cached_tokens": 600},
+}
+ITEM = [{"id": "a", "prompt": "hi"}]
+
+
+@pytest.mark.server
+def test_openai_cached_tokens_are_read_and_priced(recording_server: Any) -> None:
+    recording_server.usage = dict(OPENAI_USAGE)
+    model = _api("test-model", api_base=f"{recording_server.url}/v1", price=CACHED_PRICE)
+    stats = run_items(model, ITEM, progress=False)
+    (row,) = stats.rows
+    assert row["usage"] == {
+        "input_tokens": 1000,
+        "output_tokens": 100,
+        "total_tokens": 1100,
+        "cached_input_tokens": 600,
+    }
+    assert row["cost_usd"] == pytest.approx(CACHED_COST)
+    *_, last = model.generate_stream([{"role": "user", "content": "hi"}])  # the stream's usage chunk too
+    assert last.token_usage is not None and last.token_usage.cached_input_tokens == 600
+
+
+@pytest.mark.server
+def test_litellm_usage_carries_cached_tokens(recording_server: Any) -> None:
+    """LiteLLM's own usage object: prompt_tokens_details.cached_tokens from an OpenAI-compatible server,
+    and Anthropic's cache_read_input_tokens, which litellm adds to prompt_tokens."""
+    pytest.importorskip("litellm")
+    recording_server.usage = dict(OPENAI_USAGE)
+    openai_like = build_model(
+        {
+            "_target_": "modelfactory.LiteLLMModel",
+            "model_id": "openai/test-model",
+            "api_base": f"{recording_server.url}/v1",
+            "api_key": "sk-test",
+            "price": CACHED_PRICE,
+        }
+    )
+    (row,) = run_items(openai_like, ITEM, progress=False).rows
+    assert (row["usage"]["input_tokens"], row["usage"]["cached_input_tokens"]) == (1000, 600)
+    assert row["cost_usd"] == pytest.approx(CACHED_COST)
+
+    recording_server.enqueue(
+        body={
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-test",
+            "content": [{"type": "text", "text": "hello"}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            # Anthropic counts the cache apart: 400 uncached + 600 read = the same 1,000 prompt tokens
+            "usage": {
+                "input_tokens": 400,
+                "cache_read_input_tokens": 600,
+                "cache_creation_input_tokens": 0,
+                "output_tokens": 100,
+            },
+        }
+    )
+    claude = build_model(
+        {
+            "_target_": "modelfactory.LiteLLMModel",
+            "model_id": "anthropic/claude-test",
+            "api_base": recording_server.url,
+            "api_key": "sk-test",
+            "price": CACHED_PRICE,
+        }
+    )
+    (row,) = run_items(claude, ITEM, progress=False).rows
+    assert (row["usage"]["input_tokens"], row["usage"]["cached_input_tokens"]) == (1000, 600), row
+    assert row["cost_usd"] == pytest.approx(CACHED_COST)
+
+
+@pytest.mark.server
+def test_batch_replies_carry_cached_tokens_at_the_batch_rate(tmp_path: Any) -> None:
+    from tests.servers.anthropic_batches import AnthropicBatchServer
+    from tests.servers.openai_batches import BatchAPIServer
+
+    item = [{"id": "q1", "prompt": "question 1 | tail"}]  # 4 words: 4 prompt tokens at the fakes
+    with BatchAPIServer(api_key="sk-test") as server:
+        server.cached_tokens = 3
+        model = _api("test-model", api_base=f"{server.url}/v1", price=CACHED_PRICE)
+        (row,) = run_items(model, item, mode="batch", batch=BatchOptions(poll_s=0.05), progress=False).rows
+    # "echo: question 1 | tail": 5 completion tokens; 4 prompt tokens, 3 of them cached; half price:
+    # (1 x $2 + 3 x $0.5 + 5 x $8) / 1M x 0.5 = $43.5 / 1M x 0.5
+    assert (row["usage"]["input_tokens"], row["usage"]["cached_input_tokens"]) == (4, 3)
+    assert row["cost_usd"] == pytest.approx(43.5e-6 * 0.5)
+
+    with AnthropicBatchServer() as anthropic:
+        anthropic.cache_read, anthropic.cache_write = 600, 100
+        claude = build_model(
+            {
+                "_target_": "modelfactory.LiteLLMModel",
+                "model_id": "anthropic/claude-test",
+                "api_base": anthropic.url,
+                "api_key": anthropic.api_key,
+                "price": CACHED_PRICE,
+            }
+        )
+        (row,) = run_items(claude, item, mode="batch", batch=BatchOptions(poll_s=0.05), progress=False).rows
+    # 4 uncached + 600 read + 100 written = 704 prompt tokens, 600 cached (writes at the input rate);
+    # "echo: question 1 | tail" has 5 words: (104 x $2 + 600 x $0.5 + 5 x $8) / 1M x 0.5 = $548 / 1M x 0.5
+    assert (row["usage"]["input_tokens"], row["usage"]["cached_input_tokens"]) == (704, 600)
+    assert row["cost_usd"] == pytest.approx(548e-6 * 0.5)

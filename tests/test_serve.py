@@ -124,7 +124,13 @@ def test_every_api_backend_gets_the_models_real_text(backend: str, url: str, tin
 
     reply = client(STORY, temperature=0, max_tokens=MAX, stop_sequences=["edge"])
     assert reply.content == expected.content
-    assert reply.token_usage == expected.token_usage
+    assert reply.token_usage is not None and expected.token_usage is not None
+    # the counts; how much of the prompt the served model's own prompt cache held depends on its history
+    # (serve reports it as prompt_tokens_details.cached_tokens, read back as cached_input_tokens)
+    assert (reply.token_usage.input_tokens, reply.token_usage.output_tokens) == (
+        expected.token_usage.input_tokens,
+        expected.token_usage.output_tokens,
+    )
 
     deltas = list(client.generate_stream(STORY, temperature=0, max_tokens=MAX, stop_sequences=["edge"]))
     assert "".join(d.content or "" for d in deltas) == expected.content

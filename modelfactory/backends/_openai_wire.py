@@ -130,12 +130,34 @@ def _tool_calls(raw_calls: Iterable[Any] | None) -> list[ToolCall] | None:
     ]
 
 
+def _read(obj: Any, key: str) -> Any:
+    """``obj[key]`` or ``obj.key`` (a JSON dict, the SDK's object, litellm's), None when absent."""
+    if obj is None:
+        return None
+    if isinstance(obj, dict):
+        return obj.get(key)
+    return getattr(obj, key, None)
+
+
+def _count(value: Any) -> int:
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
+
+
 def usage_of(usage: Any) -> TokenUsage | None:
+    """Token counts of a chat completion: ``prompt_tokens`` (every prompt token, cached ones included),
+    ``completion_tokens``, and the cached part of the prompt: ``prompt_tokens_details.cached_tokens``
+    (OpenAI, Azure, vLLM, ``modelfactory serve``; litellm fills it for every provider), else litellm's
+    ``cache_read_input_tokens`` (its Anthropic usage keeps that name too)."""
     if usage is None:
         return None
+    cached = _count(_read(_read(usage, "prompt_tokens_details"), "cached_tokens"))
+    if not cached:
+        cached = _count(_read(usage, "cache_read_input_tokens"))
+    inp = _count(_read(usage, "prompt_tokens"))
     return TokenUsage(
-        input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-        output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+        input_tokens=inp,
+        output_tokens=_count(_read(usage, "completion_tokens")),
+        cached_input_tokens=min(cached, inp),
     )
 
 

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from pydantic import SecretStr, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
+from ..batchapi import BatchAdapter
 from ..errors import Problem
 from ..settings import check_http_url, env_field
 from . import _api as api
@@ -131,6 +132,14 @@ class AzureOpenAIServerModel(OpenAIServerModel):
 
     def secret_values(self) -> list[str]:
         return self.spec.secret_values()  # the key is a spec field here, never an env-only fallback
+
+    def batch_adapter(self) -> BatchAdapter:
+        """Azure OpenAI's Batch API (``/openai/files``, ``/openai/batches``, ``api-version`` on each call):
+        each line's url and the batch endpoint are ``/chat/completions`` and its ``model`` the deployment."""
+        from ._openai_batch import OpenAIBatches
+
+        deployment = self.spec.azure_deployment or self.spec.model_id
+        return OpenAIBatches(self, provider="azure", url="/chat/completions", model_name=deployment)
 
     def _auth_hint(self) -> str:
         if self.spec.uses_token():

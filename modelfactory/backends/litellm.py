@@ -36,6 +36,7 @@ from urllib.parse import urlparse
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
+from ..batchapi import BatchAdapter
 from ..errors import MessageError, MissingDependencyError, ModelFactoryError, Problem
 from ..messages import ChatMessage, ChatMessageStreamDelta
 from ..model import GenerationRequest, Model
@@ -288,6 +289,15 @@ class LiteLLMModel(Model):
             kwargs["api_version"] = api_version
         kwargs.update(wire.request_fields(req, stream=stream))
         return kwargs
+
+    def batch_adapter(self) -> BatchAdapter | None:
+        """Anthropic's Message Batches for ``anthropic/<model>`` (over httpx; litellm is not involved);
+        None for every other provider."""
+        if not self.model_id.startswith("anthropic/"):
+            return None
+        from ._anthropic_batch import AnthropicBatches
+
+        return AnthropicBatches(self)
 
     def _generate(self, req: GenerationRequest) -> ChatMessage:
         kwargs = self._call_kwargs(req, stream=False)

@@ -12,6 +12,7 @@ from urllib.parse import urlparse
 
 from pydantic import Field, SecretStr, field_validator
 
+from ..batchapi import BatchAdapter
 from ..errors import BackendError, MissingDependencyError, Problem
 from ..messages import ChatMessage, ChatMessageStreamDelta
 from ..model import GenerationRequest, Model
@@ -175,6 +176,12 @@ class OpenAIServerModel(Model):
     def secret_values(self) -> list[str]:
         key = self.spec.resolved_api_key()
         return super().secret_values() + ([key] if key and key != NO_KEY else [])
+
+    def batch_adapter(self) -> BatchAdapter:
+        """OpenAI's Batch API (``/v1/files``, ``/v1/batches``): also what ``modelfactory serve`` speaks."""
+        from ._openai_batch import OpenAIBatches
+
+        return OpenAIBatches(self)
 
     # ------------------------------------------------------------------ plain HTTP: no SDK import
 

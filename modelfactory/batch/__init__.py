@@ -1,15 +1,18 @@
 """Provider batch APIs (``runner.mode=batch``): OpenAI and Azure OpenAI Batch, Anthropic Message Batches.
 
-Layout: ``base`` (the adapter interface, ``batches.json``), one module per provider (``openai``,
-``anthropic``: SDKs and httpx imported only there), ``driver`` (submit, persist, poll, collect rows).
+Layout: ``base`` (``batches.json``; the adapter interface is :mod:`modelfactory.batchapi`, and each
+backend supplies its own adapter: ``Model.batch_adapter()``), ``driver`` (submit, persist, poll, collect
+rows), ``manage`` (``modelfactory batches list|cancel``) and ``sweep`` (a multirun submits every job's
+batches, then waits for all of them together; imported by Hydra as a callback, never from here).
 """
 
 from .base import BATCHES_FILE, BatchAdapter, BatchProgress, BatchRecord, BatchState, custom_id_for
-from .driver import BatchOptions, adapter_for, run_batches
+from .driver import BatchGroup, BatchOptions, adapter_for, run_batches, wait_all
 
 __all__ = [
     "BATCHES_FILE",
     "BatchAdapter",
+    "BatchGroup",
     "BatchOptions",
     "BatchProgress",
     "BatchRecord",
@@ -17,4 +20,5 @@ __all__ = [
     "adapter_for",
     "custom_id_for",
     "run_batches",
+    "wait_all",
 ]

@@ -1,7 +1,8 @@
-"""What every provider batch adapter does, and the run dir's record of submitted batches.
+"""The run dir's record of submitted batches (and the adapter interface, from :mod:`modelfactory.batchapi`).
 
-An adapter turns one prepared request into one line of a provider batch, submits lines as one batch,
-reports a batch's progress, reads its results back as replies or errors, and cancels it. The record
+An adapter (each backend supplies its own: ``Model.batch_adapter()``) turns one prepared request into
+one line of a provider batch, submits lines as one batch, reports a batch's progress, reads its results
+back as replies or errors, and cancels it. The record
 (``batches.json`` next to ``results.jsonl``) is written as soon as a file or batch id exists, so a run
 that crashed or was interrupted, re-run into the same dir, polls the batches it already paid for.
 """
@@ -12,13 +13,11 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
 
-from ..messages import ChatMessage
-from ..model import GenerationRequest
+# The adapter interface lives below the backends, which implement it (Model.batch_adapter).
+from ..batchapi import BatchAdapter, BatchProgress
 
 __all__ = ["BATCHES_FILE", "BatchAdapter", "BatchProgress", "BatchRecord", "BatchState", "custom_id_for"]
 
@@ -34,43 +33,6 @@ def custom_id_for(item_id: str) -> str:
     import hashlib
 
     return "h-" + hashlib.sha256(item_id.encode("utf-8")).hexdigest()[:40]
-
-
-@dataclass
-class BatchProgress:
-    """A batch's state at the provider, in the same terms for every provider."""
-
-    ended: bool  # no request of it will change any more (completed, failed, expired, cancelled)
-    status: str  # the provider's own word
-    total: int
-    done: int  # succeeded
-    failed: int  # errored (expired and cancelled ones count in `expired`)
-    expired: int = 0
-    message: str | None = None  # why a whole batch failed (validation), if it did
-
-
-class BatchAdapter(Protocol):
-    provider: str
-    max_requests: int  # per batch
-    max_bytes: int  # per batch (the uploaded file or the request body)
-
-    def line(self, custom_id: str, req: GenerationRequest) -> dict[str, Any]:
-        """One request of a batch, as the provider documents it."""
-        ...
-
-    def submit(self, lines: list[dict[str, Any]], on_file: Any) -> str:
-        """Submit one batch; call ``on_file(file_id)`` as soon as an input file exists. Returns its id."""
-        ...
-
-    def progress(self, batch_id: str) -> BatchProgress: ...
-
-    def results(self, batch_id: str) -> Iterator[tuple[str, ChatMessage | Exception]]:
-        """``(custom_id, reply or error)`` for every request of an ended batch that has a result."""
-        ...
-
-    def cancel(self, batch_id: str) -> str:
-        """Ask the provider to cancel; the status it answers."""
-        ...
 
 
 @dataclass

@@ -8,6 +8,12 @@ same dir polls the batches already submitted instead of paying for them again. P
 yielded as the same rows online calls give (plus ``"batch": true`` and ``batch_id``, so a price can be
 put on them at the batch rate). Items a batch did not answer (expired, cancelled, a retryable error)
 go online (``on_missing: online``) or stay error rows (``on_missing: error``).
+
+Phases (``BatchOptions.phase``), so that a multirun submits every job's batches before it waits for any
+(:mod:`modelfactory.batch.sweep`): ``all`` (submit, wait, collect: one job on its own), ``submit``
+(cache hits and submissions only; the batches are left running, recorded in ``batches.json``) and
+``collect`` (no submission: the batches that have ended are collected, the ones still running become
+error rows that a re-run collects). :func:`wait_all` polls the batches of many run dirs together.
 """
 
 from __future__ import annotations
@@ -27,11 +33,14 @@ from ..model import GenerationRequest
 from ..results import error_row, ok_row
 from .base import BATCHES_FILE, BatchAdapter, BatchProgress, BatchRecord, BatchState, custom_id_for
 
-__all__ = ["BatchOptions", "adapter_for", "run_batches"]
+__all__ = ["PHASES", "BatchGroup", "BatchOptions", "adapter_for", "run_batches", "wait_all"]
 
 log = logging.getLogger("modelfactory.runner")
 
 Rows = Iterator[dict[str, Any]]
+
+PHASES = ("all", "submit", "collect")
+MAX_POLL_FAILURES = 5  # failed polls in a row after which wait_all stops waiting for a batch
 
 
 @dataclass
@@ -42,9 +51,25 @@ class BatchOptions:
     max_wait: float | None = None  # seconds; past it the job stops waiting (batches keep running)
     on_missing: str = "online"  # online | error: items a batch did not answer
     max_requests: int | None = None  # per batch, below the provider's own limit
+    phase: str = "all"  # all | submit | collect (a multirun's jobs submit; the sweep collects)
+
+    @classmethod
+    def from_config(cls, batch: Any, phase: str = "all") -> BatchOptions:
+        """From a ``runner.batch`` mapping (a config node or a dict; missing keys take the defaults)."""
+        b = batch or {}
+        max_wait, max_requests = b.get("max_wait"), b.get("max_requests")
+        return cls(
+            poll_s=float(b.get("poll_s", 30)),
+            max_wait=None if max_wait is None else float(max_wait),
+            on_missing=str(b.get("on_missing", "online")),
+            max_requests=None if max_requests is None else int(max_requests),
+            phase=phase,
+        )
 
     def __post_init__(self) -> None:
         problems = []
+        if self.phase not in PHASES:
+            problems.append(Problem("batch phase", f"unknown phase {self.phase!r}", "all, submit or collect"))
         if self.poll_s <= 0:
             problems.append(Problem("runner.batch.poll_s", f"must be > 0, got {self.poll_s}", "e.g. 30"))
         if self.on_missing not in ("online", "error"):
@@ -62,22 +87,12 @@ class BatchOptions:
 
 
 def adapter_for(model: Any) -> BatchAdapter:
-    """The batch endpoint of ``model``'s provider, or a :class:`ConfigError` saying there is none."""
+    """The batch endpoint ``model``'s backend supplies (``Model.batch_adapter()``), or a
+    :class:`ConfigError` saying there is none."""
     own = getattr(model, "batch_adapter", None)
-    if callable(own):
-        adapter: BatchAdapter = own()
+    adapter: BatchAdapter | None = own() if callable(own) else None
+    if adapter is not None:
         return adapter
-    from ..backends.openai import OpenAIServerModel
-
-    if isinstance(model, OpenAIServerModel):  # OpenAI, Azure OpenAI, `modelfactory serve`
-        from .openai import OpenAIBatches
-
-        return OpenAIBatches(model)
-    mod = sys.modules.get("modelfactory.backends.litellm")
-    if mod is not None and isinstance(model, mod.LiteLLMModel) and model.model_id.startswith("anthropic/"):
-        from .anthropic import AnthropicBatches
-
-        return AnthropicBatches(model)
     raise ConfigError(
         [
             Problem(
@@ -140,13 +155,15 @@ def run_batches(
             rec.collected = True
     state.save()
     missing: list[tuple[str, BaseException | None]] = []
-    new = [i for i in reqs if i not in in_flight]
-    for chunk in _chunks(adapter, options, new, reqs):
-        missing += _submit(adapter, model, state, chunk, reqs)
-    if in_flight & set(reqs):
+    if options.phase != "collect":  # the collecting phase submits nothing: it was the submit phase's job
+        new = [i for i in reqs if i not in in_flight]
+        for chunk in _chunks(adapter, options, new, reqs):
+            missing += _submit(adapter, model, state, chunk, reqs)
+    if in_flight & set(reqs) and options.phase != "collect":
         print(f"{desc}: resuming {len(state.running())} batch(es) recorded in {state.path}", file=sys.stderr)
 
-    yield from _wait(adapter, model, state, reqs, options, missing, progress, desc)
+    if options.phase != "submit":
+        yield from _wait(adapter, model, state, reqs, options, missing, progress, desc)
 
     errors = [(i, why) for i, why in missing if options.on_missing == "error" or not _online_ok(why)]
     for item_id, why in errors:
@@ -254,14 +271,16 @@ def _wait(
                 bar.refresh()
             if not active:
                 break
-            if options.max_wait is not None and time.monotonic() - start > options.max_wait:
+            collecting = options.phase == "collect"  # one look only: the sweep did the waiting
+            if collecting or (options.max_wait is not None and time.monotonic() - start > options.max_wait):
+                waited = "when the sweep stopped waiting" if collecting else "after"
                 for rec in active:
                     for item_id in rec.items.values():
                         if item_id in reqs:
                             yield error_row(
                                 item_id,
                                 model._provider_error(
-                                    f"batch {rec.id} still running after runner.batch.max_wait="
+                                    f"batch {rec.id} still running {waited} runner.batch.max_wait="
                                     f"{options.max_wait}s: re-run into the same dir to collect it, or "
                                     f"`modelfactory batches cancel {_dir(state)}`"
                                 ),
@@ -330,3 +349,70 @@ def _bar(total: int, enabled: bool, desc: str) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, desc=f"{desc} (batch)", unit="item", file=sys.stderr, dynamic_ncols=True)
+
+
+@dataclass
+class BatchGroup:
+    """One run dir's batches, for :func:`wait_all`: its adapter, its ``batches.json``, its own wait limit."""
+
+    name: str  # how messages name it (the job dir)
+    adapter: BatchAdapter
+    state: BatchState
+    max_wait: float | None = None
+
+
+def wait_all(
+    groups: Sequence[BatchGroup],
+    poll_s: float,
+    *,
+    progress: bool = True,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict[str, float]:
+    """Poll every running batch of every group together until all have ended, or a group's
+    ``max_wait`` has passed (its batches keep running). Collects nothing: each run dir's own
+    ``phase=collect`` run reads the results. Returns the seconds each group was waited for.
+
+    A failing poll (a network blip) is logged and tried again at the next round; after
+    :data:`MAX_POLL_FAILURES` in a row that batch is no longer waited for."""
+    start = clock()
+    pending = {(g.name, str(rec.id)): (g, rec) for g in groups for rec in g.state.running()}
+    total = sum(len(rec.items) for _, rec in pending.values())
+    waited = {g.name: 0.0 for g in groups}
+    seen: dict[tuple[str, str], BatchProgress] = {}
+    failures: dict[tuple[str, str], int] = {}
+    bar = _bar(total, progress, f"{len(groups)} job(s)")
+    delay = poll_s
+    try:
+        while pending:
+            for key, (g, rec) in list(pending.items()):
+                try:
+                    p = g.adapter.progress(str(rec.id))
+                except Exception as exc:  # noqa: BLE001 - the next round tries again
+                    failures[key] = failures.get(key, 0) + 1
+                    log.warning("%s: polling batch %s failed: %s", g.name, rec.id, exc)
+                    if failures[key] >= MAX_POLL_FAILURES:  # its collecting run will say what is wrong
+                        del pending[key]
+                    continue
+                failures.pop(key, None)
+                seen[key] = p
+                if p.ended:
+                    del pending[key]
+                    waited[g.name] = clock() - start
+            for g in groups:
+                if g.max_wait is not None and clock() - start > g.max_wait:
+                    for key in [k for k, (h, _) in pending.items() if h is g]:
+                        del pending[key]
+                        waited[g.name] = clock() - start
+            if bar is not None:
+                bar.n = min(sum(p.done + p.failed + p.expired for p in seen.values()), total)
+                bar.set_postfix(batches=len(pending), refresh=False)
+                bar.refresh()
+            if not pending:
+                break
+            sleep(delay)
+            delay = min(delay * 1.5, poll_s * 8)
+    finally:
+        if bar is not None:
+            bar.close()
+    return waited

@@ -143,7 +143,9 @@ def usage_body(usage: Any, raw: Any = None) -> dict[str, Any] | None:
         "completion_tokens": usage.output_tokens,
         "total_tokens": usage.total_tokens,
     }
-    cached = raw.get("cached_prompt_tokens") if isinstance(raw, dict) else None
+    cached = getattr(usage, "cached_input_tokens", 0) or None  # an upstream provider's prompt cache
+    if cached is None and isinstance(raw, dict):
+        cached = raw.get("cached_prompt_tokens")
     if isinstance(cached, int):  # a local model's prompt cache: reported where OpenAI reports its own
         out["prompt_tokens_details"] = {"cached_tokens": cached}
     return out

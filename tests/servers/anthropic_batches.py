@@ -7,7 +7,8 @@
 Each request is answered as a Messages API reply would be: the text ``echo: <last user text>`` cut
 before the first of its ``stop_sequences`` (``stop_reason: stop_sequence``), usage in words. Tests
 steer it: ``hold`` (an Event: batches stay ``in_progress`` until it is set), ``outcomes`` (custom_id ->
-``errored`` | ``expired``, as a provider reports them), and read ``submissions`` and ``bodies``.
+``errored`` | ``expired``, as a provider reports them), ``cache_read`` / ``cache_write`` (the prompt-cache
+tokens every reply's usage reports), and read ``submissions`` and ``bodies``.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from typing import Any
 _CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
 
-def answer(params: dict[str, Any]) -> dict[str, Any]:
-    """The Messages API reply to ``params`` (deterministic)."""
+def answer(params: dict[str, Any], cache_read: int = 0, cache_write: int = 0) -> dict[str, Any]:
+    """The Messages API reply to ``params`` (deterministic). ``cache_read`` / ``cache_write``: prompt
+    tokens reported as read from / written to the prompt cache (Anthropic counts them apart from
+    ``input_tokens``)."""
     last = params["messages"][-1]["content"]
     if isinstance(last, list):
         last = "".join(b.get("text", "") for b in last)
@@ -46,7 +49,12 @@ def answer(params: dict[str, Any]) -> dict[str, Any]:
         "content": [{"type": "text", "text": text}],
         "stop_reason": stop_reason,
         "stop_sequence": stop_sequence,
-        "usage": {"input_tokens": words_in, "output_tokens": len(text.split())},
+        "usage": {
+            "input_tokens": words_in,
+            "cache_creation_input_tokens": cache_write,
+            "cache_read_input_tokens": cache_read,
+            "output_tokens": len(text.split()),
+        },
     }
 
 
@@ -74,7 +82,10 @@ class FakeBatch:
                     "error": {"type": "invalid_request_error", "message": "bad request"},
                 },
             }
-        return {"type": "succeeded", "message": answer(req["params"])}
+        return {
+            "type": "succeeded",
+            "message": answer(req["params"], server.cache_read, server.cache_write),
+        }
 
     def body(self, server: AnthropicBatchServer, base: str) -> dict[str, Any]:
         ended = self.ended(server)
@@ -105,6 +116,8 @@ class AnthropicBatchServer:
         self.hold = threading.Event()
         self.hold.set()  # batches end at once unless a test clears it
         self.outcomes: dict[str, str] = {}
+        self.cache_read = 0  # prompt-cache tokens each reply reports (usage.cache_read_input_tokens)
+        self.cache_write = 0  # (usage.cache_creation_input_tokens)
         self.batches: dict[str, FakeBatch] = {}
         self.bodies: list[dict[str, Any]] = []
         self.submissions = 0

@@ -6,7 +6,7 @@
 ``{"custom_id", "result": {"type": succeeded | errored | canceled | expired, "message" | "error"}}``) and
 ``POST .../{id}/cancel``; headers ``x-api-key`` and ``anthropic-version``.
 
-For ``LiteLLMModel`` configs of ``anthropic/<model>``: the key is ``model.api_key``, else
+``LiteLLMModel.batch_adapter()`` builds it for configs of ``anthropic/<model>``: the key is ``model.api_key``, else
 ``ANTHROPIC_API_KEY`` (sent only to api.anthropic.com, as the online path does); ``model.api_base``
 points elsewhere (a proxy, a test server).
 """
@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlparse
 
+from ..batchapi import BatchProgress
 from ..errors import ConfigError, Problem
-from ..messages import ChatMessage, TokenUsage
-from ..model import GenerationRequest
+from ..messages import ChatMessage, GenerationRequest, TokenUsage
 from ..retry import is_retryable_status
-from .base import BatchProgress
 
 __all__ = ["AnthropicBatches"]
 
@@ -107,7 +106,7 @@ class AnthropicBatches:
             )
         return response
 
-    def submit(self, lines: list[dict[str, Any]], on_file: Any) -> str:
+    def submit(self, lines: list[dict[str, Any]], on_file: Callable[[str], None]) -> str:
         return str(self._call("POST", "/v1/messages/batches", json={"requests": lines}).json()["id"])
 
     def progress(self, batch_id: str) -> BatchProgress:
@@ -170,13 +169,25 @@ def _blocks(message: dict[str, Any]) -> Any:
 
 def _reply(message: dict[str, Any]) -> ChatMessage:
     text = "".join(b.get("text", "") for b in message.get("content") or [] if b.get("type") == "text")
-    usage = message.get("usage") or {}
     return ChatMessage(
-        role="assistant",
-        content=text,
-        token_usage=TokenUsage(
-            input_tokens=int(usage.get("input_tokens") or 0),
-            output_tokens=int(usage.get("output_tokens") or 0),
-        ),
-        raw=message,
+        role="assistant", content=text, token_usage=usage_of(message.get("usage") or {}), raw=message
+    )
+
+
+def usage_of(usage: dict[str, Any]) -> TokenUsage:
+    """Anthropic's usage in our terms. Its ``input_tokens`` are only the prompt tokens after the last
+    cache breakpoint; cache reads and writes are counted apart (``cache_read_input_tokens``,
+    ``cache_creation_input_tokens``). Ours count every prompt token (OpenAI's convention), the cache
+    reads among them as ``cached_input_tokens`` (billed at the cached rate; cache writes at the input
+    rate)."""
+
+    def n(key: str) -> int:
+        value = usage.get(key)
+        return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
+
+    cached = n("cache_read_input_tokens")
+    return TokenUsage(
+        input_tokens=n("input_tokens") + cached + n("cache_creation_input_tokens"),
+        output_tokens=n("output_tokens"),
+        cached_input_tokens=cached,
     )

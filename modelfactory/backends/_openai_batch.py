@@ -1,17 +1,21 @@
 """OpenAI Batch API (and Azure OpenAI's, which takes the same calls) through the openai SDK's
-``client.files`` and ``client.batches``: a JSONL file of ``/v1/chat/completions`` requests is uploaded,
-a batch created from it, and its output and error files read back when it ends."""
+``client.files`` and ``client.batches``: a JSONL file of chat-completions requests is uploaded, a batch
+created from it, and its output and error files read back when it ends.
+
+``OpenAIServerModel.batch_adapter()`` and ``AzureOpenAIServerModel.batch_adapter()`` build it with their
+own route: OpenAI's ``/v1/chat/completions`` with the model id, Azure's ``/chat/completions`` (its
+documented batch endpoint, no ``/v1``) with the deployment name as the model."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..messages import ChatMessage
-from ..model import GenerationRequest
+from ..batchapi import BatchProgress
+from ..messages import ChatMessage, GenerationRequest
 from ..retry import is_retryable_status
-from .base import BatchProgress
+from . import _openai_wire as wire
 
 __all__ = ["OpenAIBatches"]
 
@@ -23,27 +27,27 @@ class OpenAIBatches:
     max_requests = 50_000  # OpenAI's documented limits per batch: 50,000 requests, a 200 MB input file
     max_bytes = 190 * 1024 * 1024
 
-    def __init__(self, model: Any) -> None:
-        from ..backends.azure import AzureOpenAIServerModel
-
+    def __init__(
+        self,
+        model: Any,
+        *,
+        provider: str = "openai",
+        url: str = "/v1/chat/completions",
+        model_name: str | None = None,
+    ) -> None:
         self.model = model
-        self.azure = isinstance(model, AzureOpenAIServerModel)
-        if self.azure:
-            self.provider = "azure"
-        # Azure documents the request url and the batch endpoint without the /v1 prefix.
-        self.url = "/chat/completions" if self.azure else "/v1/chat/completions"
+        self.provider = provider
+        self.url = url  # each line's url and the batch's endpoint
+        self.model_name = model.model_id if model_name is None else model_name  # each line's "model"
         # The model's client has the SDK's retries off (the model owns its retry policy per call); these
         # few control calls get the SDK's own retries instead.
         self.client = model.client.with_options(max_retries=3)
 
     def line(self, custom_id: str, req: GenerationRequest) -> dict[str, Any]:
-        from ..backends import _openai_wire as wire
-
-        body = wire.chat_kwargs(self.model.model_id, req, stream=False)
-        body.update(body.pop("extra_body", None) or {})
+        body = wire.request_body(self.model_name, req, stream=False)
         return {"custom_id": custom_id, "method": "POST", "url": self.url, "body": body}
 
-    def submit(self, lines: list[dict[str, Any]], on_file: Any) -> str:
+    def submit(self, lines: list[dict[str, Any]], on_file: Callable[[str], None]) -> str:
         data = "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines).encode("utf-8")
         try:
             uploaded = self.client.files.create(file=("modelfactory-batch.jsonl", data), purpose="batch")
@@ -88,8 +92,6 @@ class OpenAIBatches:
 
     def _reply(self, row: dict[str, Any]) -> ChatMessage | Exception:
         from openai.types.chat import ChatCompletion
-
-        from ..backends import _openai_wire as wire
 
         response = row.get("response") or {}
         error = row.get("error")
