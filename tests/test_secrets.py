@@ -8,6 +8,7 @@ Hydra writes anything). The local server echoes each key back, in a reply and in
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -203,3 +204,96 @@ def test_a_key_hidden_in_a_dict_header_default_or_url_is_refused(tmp_path: Path,
     assert f"{key}=<hidden>" in proc.stderr and "fix" in proc.stderr
     assert K not in proc.stdout + proc.stderr
     assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
+
+
+# --------------------------------------------------------------------------- issue 16, items 3 and 4
+
+# Keys held by a model under names no env-var rule would call secret (GEN_CRED, ...), or written in a
+# config file's URL: each must still be kept out of every file, log and console line.
+HELD = {
+    "url": "urlinfo-planted-7001aaaa",  # user:K@ in a config file's api_base, literally
+    "header": "header-planted-7002bbbb",  # ${oc.env:GEN_CRED} in a non-public header
+    "genkw": "genkw-planted-7003cccc",  # ${oc.env:GEN_KW} in generation_kwargs
+    "call": "callkw-planted-7004dddd",  # ${oc.env:CALL_CRED} in a per-call generation kwarg
+}
+
+
+def leaks(secrets: list[str], root: Path, *texts: str) -> tuple[list[str], int]:
+    """Every (secret, place) where a secret shows up: files under ``root`` (as bytes) and ``texts``;
+    and how many places were looked at."""
+    found = []
+    files = [p for p in root.rglob("*") if p.is_file()]
+    for path in files:
+        data = path.read_bytes()
+        found += [f"{s} in {path.relative_to(root)}" for s in secrets if s.encode() in data]
+    for i, text in enumerate(texts):
+        found += [f"{s} in text {i}" for s in secrets if s in text]
+    return found, len(files) + len(texts)
+
+
+@pytest.mark.server
+def test_credentials_held_under_any_name_or_in_a_url_never_leak(tmp_path: Path) -> None:
+    conf, sweep_dir = tmp_path / "conf" / "model", tmp_path / "sweep"
+    conf.mkdir(parents=True)
+    keys = list(HELD.values())
+    echo = " ".join(keys)
+    with RecordingServer() as server:
+        host = server.url.removeprefix("http://")
+        (conf / "held.yaml").write_text(
+            "_target_: modelfactory.OpenAIServerModel\n"
+            "model_id: m\n"
+            f"api_base: http://user:{HELD['url']}@{host}/v1\n"
+            "client_kwargs:\n"
+            "  default_headers:\n"
+            "    X-Upstream-Cred: ${oc.env:GEN_CRED}\n"
+            "generation_kwargs:\n"
+            "  api_key: ${oc.env:GEN_KW}\n"
+            "retry:\n"
+            "  max_attempts: 1\n",
+            encoding="utf-8",
+        )
+        server.enqueue(200, completion(f"you sent {echo}"))
+        server.enqueue(
+            400, {"error": {"message": f"bad credentials {echo}", "type": "invalid_request_error"}}
+        )
+        proc = app(
+            ROOT,
+            "-m",
+            f"--config-dir={tmp_path / 'conf'}",
+            f"hydra.sweep.dir={sweep_dir}",
+            "model=held",
+            "prompt=echo,deny",
+            "+generation.service_token=${oc.env:CALL_CRED}",
+            env={"GEN_CRED": HELD["header"], "GEN_KW": HELD["genkw"], "CALL_CRED": HELD["call"]},
+        )
+        assert proc.returncode == 0, proc.stderr
+        sent = server.requests
+    # each key really went out, through its own door
+    assert len(sent) == 2
+    assert sent[0].headers["x-upstream-cred"] == HELD["header"]
+    assert sent[0].body["api_key"] == HELD["genkw"] and sent[0].body["service_token"] == HELD["call"]
+    assert base64.b64decode(sent[0].headers["authorization"].split()[1]).decode() == f"user:{HELD['url']}"
+    found, looked = leaks(keys, sweep_dir, proc.stdout, proc.stderr)
+    assert found == [], found
+    assert looked >= 2 * 8 + 2  # per job: 3 .hydra files, run.log, results.jsonl, result.json, job.json
+    first = json.loads((sweep_dir / "0" / "result.json").read_text())
+    assert first["content"] == "you sent *** *** *** ***"
+    assert first["model_config"]["api_base"].startswith("http://user:**********@")
+    assert first["generation"]["service_token"] == "**********"
+    second = json.loads((sweep_dir / "1" / "result.json").read_text())
+    assert second["error"]["message"].count("***") >= 4
+    assert "HTTP Request: POST http://user:**********@" in (sweep_dir / "0" / "run.log").read_text()
+    assert "user:**********@" in (sweep_dir / "0" / ".hydra" / "config.yaml").read_text()
+
+
+def test_check_never_prints_a_urls_credentials(capsys: pytest.CaptureFixture[str]) -> None:
+    """``modelfactory check 'model.api_base=ftp://u:K@h/v1'``: the problem is shown, the key is not."""
+    from modelfactory.cli import main
+
+    key = HELD["url"]
+    for url in (f"ftp://u:{key}@h/v1", f"ftp://{key}@h/v1", f"ftp://h/v1?api_key={key}"):
+        code = main(["check", "model=local_server", f"model.api_base='{url}'"])
+        out = capsys.readouterr()
+        assert code == 1
+        assert "api_base" in out.out and "**********" in out.out
+        assert key not in out.out + out.err
