@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -297,3 +299,123 @@ def test_check_never_prints_a_urls_credentials(capsys: pytest.CaptureFixture[str
         assert code == 1
         assert "api_base" in out.out and "**********" in out.out
         assert key not in out.out + out.err
+
+
+# --------------------------------------------------------------------------- issue 16, item 5: serve
+
+UPSTREAM = {
+    "key": "sk-upstream-planted-7101eeee",  # the upstream's api_key
+    "header": "upstream-hdr-planted-7102ffff",  # a non-public header, under no secret-looking name
+    "url": "upstream-url-planted-7103abab",  # user:K@ in the upstream's api_base
+}
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+def _sse_content(text: str) -> tuple[str, list[dict[str, object]]]:
+    """The content a client reassembles from a stream, and any error events."""
+    content, errors = "", []
+    for line in text.splitlines():
+        if not line.startswith("data: ") or line == "data: [DONE]":
+            continue
+        event = json.loads(line[6:])
+        if "error" in event:
+            errors.append(event)
+        for choice in event.get("choices") or []:
+            content += choice["delta"].get("content") or ""
+    return content, errors
+
+
+@pytest.mark.server
+def test_serve_never_hands_the_upstreams_credentials_to_a_client() -> None:
+    """``modelfactory serve`` over an API model whose upstream echoes its key: replies (whole and
+    streamed, the key split across chunks), errors, batch output files and the server's logs hold none of
+    the upstream's credentials."""
+    pytest.importorskip("fastapi")
+    import httpx
+
+    from modelfactory import OpenAIServerModel
+    from modelfactory.serve import BackgroundServer, ServerSettings
+
+    keys = list(UPSTREAM.values())
+    echo = "keys: " + " ".join(keys)
+    records = _Records()
+    loggers = [logging.getLogger(n) for n in ("", "uvicorn", "uvicorn.access")]
+    levels = {n: logging.getLogger(n).level for n in ("httpx2", "modelfactory.serve")}
+    for lg in loggers:
+        lg.addHandler(records)
+    for name in levels:
+        logging.getLogger(name).setLevel(logging.INFO)
+    texts: list[str] = []
+    try:
+        with RecordingServer(reply=echo) as upstream:
+            model = OpenAIServerModel(
+                model_id="m",
+                api_base=upstream.url.replace("http://", f"http://user:{UPSTREAM['url']}@") + "/v1",
+                api_key=UPSTREAM["key"],
+                client_kwargs={"default_headers": {"X-Upstream-Cred": UPSTREAM["header"]}},
+                retry={"max_attempts": 1},
+            )
+            ask = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+            with (
+                BackgroundServer(model, ServerSettings(port=0, log_level="info")) as url,
+                httpx.Client(base_url=url, timeout=60) as client,
+            ):
+                whole = client.post("/v1/chat/completions", json=ask)
+                streamed = client.post("/v1/chat/completions", json={**ask, "stream": True})
+                upstream.enqueue(400, {"error": {"message": f"bad request: {echo}", "type": "x"}})
+                failed = client.post("/v1/chat/completions", json=ask)
+                upstream.enqueue(400, {"error": {"message": f"bad request: {echo}", "type": "x"}})
+                failed_stream = client.post("/v1/chat/completions", json={**ask, "stream": True})
+                line = {"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": ask}
+                uploaded = client.post(
+                    "/v1/files",
+                    files={"file": ("in.jsonl", json.dumps(line).encode())},
+                    data={"purpose": "batch"},
+                ).json()
+                batch = client.post(
+                    "/v1/batches",
+                    json={
+                        "input_file_id": uploaded["id"],
+                        "endpoint": "/v1/chat/completions",
+                        "completion_window": "24h",
+                    },
+                ).json()
+                for _ in range(600):  # a hang guard: the one-line batch ends quickly
+                    batch = client.get(f"/v1/batches/{batch['id']}").json()
+                    if batch["status"] == "completed":
+                        break
+                    time.sleep(0.05)
+                output = client.get(f"/v1/files/{batch['output_file_id']}/content")
+            assert upstream.requests[0].headers["x-upstream-cred"] == UPSTREAM["header"]  # really sent
+    finally:
+        for lg in loggers:
+            lg.removeHandler(records)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+    content, stream_errors = _sse_content(streamed.text)
+    assert whole.status_code == 200 and streamed.status_code == 200
+    assert whole.json()["choices"][0]["message"]["content"] == "keys: *** *** ***"
+    assert content == "keys: *** *** ***" and stream_errors == []
+    assert failed.status_code == 400 and failed_stream.status_code == 400
+    assert output.status_code == 200 and "keys: *** *** ***" in output.text
+    texts += [
+        whole.text,
+        streamed.text,
+        content,
+        failed.text,
+        failed_stream.text,
+        output.text,
+        *records.lines,
+    ]
+    assert any("HTTP Request: POST http://user:**********@" in line for line in records.lines)
+    found = [f"{k} in {t[:80]!r}" for t in texts for k in keys if k in t]
+    assert found == [], found
+    assert len(texts) >= 8
