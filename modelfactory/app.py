@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -239,13 +239,32 @@ def run_job(
     ``batch_phase`` (``runner.mode=batch``): ``all`` (submit, wait, collect), ``submit`` (submit and
     return: ``job.json`` says ``status: submitted`` until a ``collect`` run of the same dir ends the job;
     a multirun's jobs do this, see :mod:`modelfactory.batch.sweep`) or ``collect``.
+
+    Every log record made during the job (the job log, ``run.log``, a library's own lines) is scrubbed
+    of the job's credentials and URL userinfo as it is made (:func:`~modelfactory.secrets.scrubbed_logs`).
     """
+    from .secrets import redact_env, scrubbed_logs
+
+    job_redact: list[Any] = [redact_env]  # the model's own, once it is built
+    with scrubbed_logs(lambda text: job_redact[0](text)):
+        return _run_job(cfg, output_dir, model_name, root, raise_errors, batch_phase, job_redact)
+
+
+def _run_job(
+    cfg: DictConfig | Mapping[str, Any],
+    output_dir: str | os.PathLike[str],
+    model_name: str | None,
+    root: str | os.PathLike[str] | None,
+    raise_errors: bool,
+    batch_phase: str,
+    job_redact: list[Any],
+) -> int:
     from .errors import ConfigError
     from .factory import build_model
     from .pricing import price_for
     from .results import aggregate_rows, read_job, read_results, write_job, write_json
     from .runner import run_items
-    from .secrets import redact_env
+    from .secrets import redact_env, redact_mapping, redactor
 
     if not isinstance(cfg, DictConfig):
         cfg = OmegaConf.create(dict(cfg))
@@ -278,7 +297,7 @@ def run_job(
         "latency_s": None,
         "error": None,
     }
-    redact = redact_env
+    redact: Callable[[str], str] = redact_env
     code = 0
     budget_stop: str | None = None
     items: list[Any] = []
@@ -289,13 +308,14 @@ def run_job(
         runner = cfg.runner
         results_path = out_dir / jc.results_file
         job["results_file"] = jc.results_file
-        result.update(stop_sequences=jc.stops, generation=jc.generation)
+        # an api_key or a header among the per-call kwargs is written masked, as the model's own are
+        result.update(stop_sequences=jc.stops, generation=redact_mapping(jc.generation))
         items = task_items(cfg, root)
         job["items"] = len(items)
         if kind == "prompt":
             result["messages"] = items[0].messages
         model = build_model(cfg.model)
-        redact = getattr(model, "redact", redact_env)
+        redact = job_redact[0] = redactor(getattr(model, "redact", None), jc.generation)
         if hasattr(model, "to_dict"):
             result["model_config"] = model.to_dict()
         stats = run_items(

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import Problem
+from .secrets import mask_urls
 
 __all__ = ["main", "merge", "serve"]
 
@@ -111,7 +112,7 @@ def estimate(config_dir: Path, overrides: list[str]) -> int:
     try:
         cfg = compose(config_dir, overrides)
     except HydraException as exc:
-        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        print(f"error: {mask_urls(str(exc).splitlines()[0])}", file=sys.stderr)
         return 2
     try:
         items = task_items(cfg, config_dir.parent)
@@ -149,7 +150,7 @@ def serve(config_dir: Path, overrides: list[str]) -> int:
     try:
         cfg = compose(config_dir, overrides, return_hydra_config=True)
     except (HydraException, ValueError) as exc:  # Hydra raises a bare ValueError for some overrides
-        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        print(f"error: {mask_urls(str(exc).splitlines()[0])}", file=sys.stderr)
         return 2
     try:
         settings = ServerSettings.from_config(cfg.get("server"))
@@ -263,12 +264,15 @@ def main(argv: list[str] | None = None) -> int:
         return estimate(config_dir, args.overrides)
     warnings: list[Problem] = []
     problems = check(config_dir, args.overrides, warnings)
+    # a value echoed by Hydra or a validator may be a URL holding credentials (model.api_base=https://u:KEY@h)
     for w in warnings:
-        print(f"warning: {w.source}: {w.key}: {w.problem}" + (f"\n    fix: {w.fix}" if w.fix else ""))
+        print(
+            mask_urls(f"warning: {w.source}: {w.key}: {w.problem}" + (f"\n    fix: {w.fix}" if w.fix else ""))
+        )
     for note in capability_notes(config_dir, args.overrides):
-        print(f"note: {note}")
+        print(mask_urls(f"note: {note}"))
     for p in problems:
-        print(f"{p.source}: {p.key}: {p.problem}" + (f"\n    fix: {p.fix}" if p.fix else ""))
+        print(mask_urls(f"{p.source}: {p.key}: {p.problem}" + (f"\n    fix: {p.fix}" if p.fix else "")))
     checked = args.overrides and any(o.startswith("model=") for o in args.overrides)
     print(f"{len(problems)} problem(s)" + ("" if checked else f" in {len(model_names(config_dir))} configs"))
     return 1 if problems else 0

@@ -124,13 +124,13 @@ class RunStats:
 # ---------------------------------------------------------------------------------------------- running
 
 
-def _redactor(model: Any) -> Callable[[str], str]:
-    from .secrets import redact_env
+def _redactor(model: Any, generation: dict[str, Any]) -> Callable[[str], str]:
+    """What scrubs a row's text: the model's credentials (its spec's keys, headers, URL userinfo), the
+    credentials among the per-call ``generation`` kwargs (``extra_headers``, an ``api_key``), and
+    secret-named environment values, whatever variable each credential came from."""
+    from .secrets import redactor
 
-    own = getattr(model, "redact", None)
-    if callable(own):
-        return lambda text: redact_env(own(text))
-    return redact_env
+    return redactor(getattr(model, "redact", None), generation)
 
 
 def _call_one(model: Any, item: Item, generation: dict[str, Any]) -> dict[str, Any]:
@@ -336,7 +336,7 @@ def run_items(
         return stats
     submitted: Iterable[Item] = todo if budget is None else _within(budget, model, todo, generation)
 
-    redact = _redactor(model)
+    redact = _redactor(model, generation)
     writer = ResultsWriter(path, fsync)
     bar = (
         None

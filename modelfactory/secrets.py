@@ -18,15 +18,21 @@ Stdlib only: :mod:`run.py` asks before Hydra (or pydantic) is even imported.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import re
-from collections.abc import Iterable, Mapping
+import threading
+import traceback
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, unquote_plus, urlsplit
 
 __all__ = [
     "REDACTED",
     "SECRET_WORDS",
+    "StreamScrubber",
+    "env_secret_values",
     "has_url_secret",
     "PUBLIC_HEADERS",
     "credential_values",
@@ -40,8 +46,10 @@ __all__ = [
     "public_headers",
     "redact_env",
     "redact_mapping",
+    "redactor",
     "scrub",
     "scrub_tree",
+    "scrubbed_logs",
     "url_has_secret",
 ]
 
@@ -58,7 +66,8 @@ MIN_ENV_SECRET_LEN = 8
 # A known secret this short (a test placeholder) is not scrubbed either.
 MIN_SECRET_LEN = 4
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
-_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/?#@\s:]*):[^/?#@\s]*@")
+# The userinfo of a URL, up to its last "@" before the path (a password may hold a raw "@").
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/?#\s]*)@")
 _PARAM = re.compile(r"([?&;])([^=&;#]*)=([^&;#]*)")
 
 
@@ -94,9 +103,14 @@ def is_literal(value: str) -> bool:
     """A value typed in clear: not empty or null, not an ``${oc.env:...}``-style interpolation (unless
     the interpolation carries a literal default: ``${oc.env:UNSET,sk-...}`` is the key in clear)."""
     v = value.strip().strip("'\"")
-    if any(d.strip().strip("'\"") not in _NULLS for d in _DEFAULT.findall(v)):
+    if _literal_default(v):
         return True
     return v not in _NULLS and not (v.startswith("${") and v.endswith("}"))
+
+
+def _literal_default(value: str) -> bool:
+    """``${oc.env:UNSET,sk-...}``: an interpolation whose default is a value in clear."""
+    return any(d.strip().strip("'\"") not in _NULLS for d in _DEFAULT.findall(value))
 
 
 def is_credential(path: str) -> bool:
@@ -181,16 +195,11 @@ def override_secrets(key: str, value: str) -> bool:
 
 
 def url_has_secret(url: str) -> bool:
-    """A URL that carries a credential: a password in ``user:password@``, or a secret-named query
-    parameter with a value (``?sig=...``, ``?api_key=...``)."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return False
-    if password:
-        return True
-    return any(v and is_secret_key(k) for k, v in parse_qsl(parts.query, keep_blank_values=True))
+    """A URL that carries a credential: userinfo (``user:password@``, ``:password@``, or a token given as
+    the user name alone, ``https://TOKEN@host``), or a secret-named query parameter with a value
+    (``?sig=...``, ``?api_key=...``). The same rule as :func:`credential_values` and the command-line
+    refusal: what one refuses, the others mask and scrub."""
+    return bool(_url_credentials(url))
 
 
 def has_url_secret(text: str) -> bool:
@@ -199,11 +208,17 @@ def has_url_secret(text: str) -> bool:
 
 
 def mask_url(url: str) -> str:
-    """``url`` with the password of ``user:password@`` and the values of secret-named query parameters
-    replaced by :data:`REDACTED`; the rest is kept as written (so the endpoint stays readable)."""
+    """``url`` with its userinfo (the password of ``user:password@``, or a user name given alone: a token)
+    and the values of secret-named query parameters replaced by :data:`REDACTED`; the rest is kept as
+    written (so the endpoint stays readable)."""
     if not url_has_secret(url):
         return url
-    url = _PASSWORD.sub(lambda m: f"{m.group(1)}:{REDACTED}@", url, count=1)
+
+    def userinfo(m: re.Match[str]) -> str:
+        user, colon, _ = m.group(2).partition(":")
+        return f"{m.group(1)}{user}:{REDACTED}@" if colon else f"{m.group(1)}{REDACTED}@"
+
+    url = _USERINFO.sub(userinfo, url, count=1)
     head, sep, query = url.partition("?")
     if not sep:
         return url
@@ -244,6 +259,104 @@ def scrub_tree(data: Any, redact: Any) -> Any:
     return data
 
 
+class StreamScrubber:
+    """:func:`scrub` for a text that arrives in pieces (a streamed reply): a secret split across two
+    pieces is still caught. :meth:`feed` returns what is safe to send now, holding back the tail that could
+    be the start of a secret; :meth:`flush` returns the rest at the end of the stream."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        self.secrets = sorted({s for s in secrets if len(s) >= MIN_SECRET_LEN}, key=len, reverse=True)
+        self._held = ""
+
+    def feed(self, piece: str) -> str:
+        text = scrub(self._held + piece, self.secrets)
+        keep = max((self._partial(text, s) for s in self.secrets), default=0)
+        self._held = text[len(text) - keep :] if keep else ""
+        return text[: len(text) - keep]
+
+    def flush(self) -> str:
+        text, self._held = self._held, ""
+        return text
+
+    @staticmethod
+    def _partial(text: str, secret: str) -> int:
+        """The length of the longest end of ``text`` that begins ``secret`` (and is shorter than it)."""
+        for n in range(min(len(secret) - 1, len(text)), 0, -1):
+            if text.endswith(secret[:n]):
+                return n
+        return 0
+
+
+_log_redactors: list[Callable[[str], str]] = []
+_log_lock = threading.Lock()
+_log_factory: Callable[..., logging.LogRecord] | None = None
+
+
+@contextlib.contextmanager
+def scrubbed_logs(redact: Callable[[str], str]) -> Iterator[None]:
+    """While inside, every log record of this process (any logger, any handler, handlers created later
+    included: uvicorn's, Hydra's ``run.log``) has ``redact`` applied to its message and traceback when it
+    is made, before any handler sees it. So a library that logs a URL with ``user:KEY@`` in it (httpx's
+    ``HTTP Request: POST ...`` line) or an exception that echoes a key cannot put it in a log file.
+
+    Nested and concurrent uses stack: each adds its ``redact`` for as long as it is inside."""
+    global _log_factory
+    with _log_lock:
+        if _log_factory is None:
+            previous = logging.getLogRecordFactory()
+
+            def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+                record = previous(*args, **kwargs)
+                active = list(_log_redactors)
+                if active:
+                    _redact_record(record, active)
+                return record
+
+            _log_factory = factory
+            logging.setLogRecordFactory(factory)
+        _log_redactors.append(redact)
+    try:
+        yield
+    finally:
+        with _log_lock:
+            _log_redactors.remove(redact)
+
+
+def _redact_record(record: logging.LogRecord, redactors: list[Callable[[str], str]]) -> None:
+    def clean(text: str) -> str:
+        for redact in redactors:
+            text = redact(text)
+        return mask_urls(text)
+
+    try:
+        message = record.getMessage()
+    except Exception:  # a record whose arguments do not fit its format: the handler reports it
+        return
+    record.msg, record.args = clean(message), None
+    if record.exc_info and not record.exc_text:
+        record.exc_text = clean("".join(traceback.format_exception(*record.exc_info)).rstrip("\n"))
+
+
+def env_secret_values() -> list[str]:
+    """The values of secret-named environment variables (what :func:`redact_env` scrubs), for a scrubber
+    that needs them as a list (:class:`StreamScrubber`)."""
+    return [v for k, v in os.environ.items() if len(v) >= MIN_ENV_SECRET_LEN and is_secret_key(k)]
+
+
+def redactor(own: Any = None, *holders: Any) -> Callable[[str], str]:
+    """One function that scrubs a text of everything secret a job holds: ``own`` (a model's ``redact``:
+    its spec's keys, headers and URL userinfo), the credentials inside each of ``holders`` (per-call
+    kwargs such as ``extra_headers``; :func:`credential_values`), and secret-named environment values;
+    whatever variable each credential came from."""
+    extra = [v for h in holders for v in credential_values(h)]
+
+    def redact(text: str) -> str:
+        text = scrub(text, extra) if extra else text
+        return redact_env(own(text) if callable(own) else text)
+
+    return redact
+
+
 def redact_env(text: str) -> str:
     """Scrub the values of secret-named environment variables (``*_API_KEY``, ``HF_TOKEN``, ...).
 
@@ -258,28 +371,33 @@ def redact_env(text: str) -> str:
 # --------------------------------------------------------------------------- mappings and configs
 
 
-def redact_mapping(data: Any) -> Any:
-    """A copy of ``data`` with the values of secret-named keys replaced by :data:`REDACTED` (empty ones
-    kept, so "not set" stays visible), every ``SecretStr`` shown as :data:`REDACTED` (or ``""``), and
-    credentials inside URLs masked (:func:`mask_urls`)."""
+def redact_mapping(data: Any, path: str = "") -> Any:
+    """A copy of ``data`` with every credential value replaced by :data:`REDACTED` (empty ones kept, so
+    "not set" stays visible): values at :func:`is_credential` paths (a secret-looking name, or any
+    non-public header under ``default_headers`` / ``headers``, ``X-Custom`` included), every ``SecretStr``,
+    and credentials inside URLs (:func:`mask_urls`). ``path``: where ``data`` sits (``client_kwargs``), so
+    a header mapping passed alone is still known as one."""
     if isinstance(data, str):
         return mask_urls(data)
     if callable(getattr(data, "get_secret_value", None)):  # pydantic's SecretStr, without importing it
         return REDACTED if data.get_secret_value() else ""
     if isinstance(data, Mapping):
-        return {
-            k: (REDACTED if is_secret_key(str(k)) and v not in (None, "") else redact_mapping(v))
-            for k, v in data.items()
-        }
+        out = {}
+        for k, v in data.items():
+            sub = f"{path}.{k}" if path else str(k)
+            out[k] = REDACTED if is_credential(sub) and v not in (None, "") else redact_mapping(v, sub)
+        return out
     if isinstance(data, (list, tuple)):
-        return [redact_mapping(v) for v in data]
+        return [redact_mapping(v, path) for v in data]
     return data
 
 
-def mask_config_secrets(node: Any) -> bool:
-    """Mask, in place, the literal values of secret-named keys in a plain (dict/list) config, and
-    credentials inside literal URLs; an interpolation (``${oc.env:KEY}``) is kept, since it names the
-    secret without holding it. True if anything was masked."""
+def mask_config_secrets(node: Any, path: str = "") -> bool:
+    """Mask, in place, the literal credential values in a plain (dict/list) config: values at
+    :func:`is_credential` paths (names, and non-public headers), a literal default inside an interpolation
+    there (``${oc.env:UNSET,sk-...}``), and credentials inside literal URLs (``api_base:
+    https://user:KEY@host``). A plain interpolation (``${oc.env:KEY}``) is kept: it names the secret
+    without holding it. True if anything was masked."""
     changed = False
     if isinstance(node, dict):
         items = list(node.items())
@@ -288,14 +406,19 @@ def mask_config_secrets(node: Any) -> bool:
     else:
         return False
     for k, v in items:
+        sub = (f"{path}.{k}" if path else str(k)) if isinstance(node, dict) else path
         if isinstance(v, (dict, list)):
-            changed |= mask_config_secrets(v)
+            changed |= mask_config_secrets(v, sub)
             continue
-        if not isinstance(v, str) or "${" in v or not is_literal(v):
+        named = isinstance(node, dict) and is_credential(sub)
+        if named and isinstance(v, (int, float)) and not isinstance(v, bool):
+            v = str(v)  # a numeric key under a credential name is still one
+        if not isinstance(v, str) or not is_literal(v):
             continue
-        named = isinstance(node, dict) and is_secret_key(str(k))
+        if "${" in v and not _literal_default(v):
+            continue  # "Bearer ${oc.env:KEY}": resolved at run time, names the secret without holding it
         masked = REDACTED if named else mask_urls(v)
-        if masked != v:
+        if masked != node[k]:
             node[k] = masked
             changed = True
     return changed

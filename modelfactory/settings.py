@@ -19,7 +19,15 @@ from .cache import CacheSpec
 from .errors import ConfigError, Problem, did_you_mean
 from .pricing import Price
 from .retry import RetryPolicy
-from .secrets import REDACTED, credential_values, is_secret_key, public_headers, redact_env, redact_mapping
+from .secrets import (
+    REDACTED,
+    credential_values,
+    is_credential,
+    is_secret_key,
+    public_headers,
+    redact_env,
+    redact_mapping,
+)
 
 __all__ = [
     "REDACTED",
@@ -286,8 +294,11 @@ class ModelSpec(BaseSettings):
                     problem += f" (env var {' / '.join(envs)} is not set either)"
                 problems.append(Problem(key=loc, problem=problem, fix=fix, source=owner))
             else:
-                secret = info is not None and (is_secret_key(top) or "SecretStr" in str(info.annotation))
-                shown = "" if secret else f" (got {_short(err.get('input'))})"
+                secret = is_credential(loc) or (
+                    info is not None and (is_secret_key(top) or "SecretStr" in str(info.annotation))
+                )
+                # the value as given, its credentials masked (a URL's user:KEY@, a header inside a dict)
+                shown = "" if secret else f" (got {_short(redact_mapping(err.get('input'), loc))})"
                 desc = f"; {info.description}" if info is not None and info.description else ""
                 problems.append(
                     Problem(

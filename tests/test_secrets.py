@@ -8,10 +8,13 @@ Hydra writes anything). The local server echoes each key back, in a reply and in
 
 from __future__ import annotations
 
+import base64
 import json
+import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -203,3 +206,216 @@ def test_a_key_hidden_in_a_dict_header_default_or_url_is_refused(tmp_path: Path,
     assert f"{key}=<hidden>" in proc.stderr and "fix" in proc.stderr
     assert K not in proc.stdout + proc.stderr
     assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
+
+
+# --------------------------------------------------------------------------- issue 16, items 3 and 4
+
+# Keys held by a model under names no env-var rule would call secret (GEN_CRED, ...), or written in a
+# config file's URL: each must still be kept out of every file, log and console line.
+HELD = {
+    "url": "urlinfo-planted-7001aaaa",  # user:K@ in a config file's api_base, literally
+    "header": "header-planted-7002bbbb",  # ${oc.env:GEN_CRED} in a non-public header
+    "genkw": "genkw-planted-7003cccc",  # ${oc.env:GEN_KW} in generation_kwargs
+    "call": "callkw-planted-7004dddd",  # ${oc.env:CALL_CRED} in a per-call generation kwarg
+}
+
+
+def leaks(secrets: list[str], root: Path, *texts: str) -> tuple[list[str], int]:
+    """Every (secret, place) where a secret shows up: files under ``root`` (as bytes) and ``texts``;
+    and how many places were looked at."""
+    found = []
+    files = [p for p in root.rglob("*") if p.is_file()]
+    for path in files:
+        data = path.read_bytes()
+        found += [f"{s} in {path.relative_to(root)}" for s in secrets if s.encode() in data]
+    for i, text in enumerate(texts):
+        found += [f"{s} in text {i}" for s in secrets if s in text]
+    return found, len(files) + len(texts)
+
+
+@pytest.mark.server
+def test_credentials_held_under_any_name_or_in_a_url_never_leak(tmp_path: Path) -> None:
+    conf, sweep_dir = tmp_path / "conf" / "model", tmp_path / "sweep"
+    conf.mkdir(parents=True)
+    keys = list(HELD.values())
+    echo = " ".join(keys)
+    with RecordingServer() as server:
+        host = server.url.removeprefix("http://")
+        (conf / "held.yaml").write_text(
+            "_target_: modelfactory.OpenAIServerModel\n"
+            "model_id: m\n"
+            f"api_base: http://user:{HELD['url']}@{host}/v1\n"
+            "client_kwargs:\n"
+            "  default_headers:\n"
+            "    X-Upstream-Cred: ${oc.env:GEN_CRED}\n"
+            "generation_kwargs:\n"
+            "  api_key: ${oc.env:GEN_KW}\n"
+            "retry:\n"
+            "  max_attempts: 1\n",
+            encoding="utf-8",
+        )
+        server.enqueue(200, completion(f"you sent {echo}"))
+        server.enqueue(
+            400, {"error": {"message": f"bad credentials {echo}", "type": "invalid_request_error"}}
+        )
+        proc = app(
+            ROOT,
+            "-m",
+            f"--config-dir={tmp_path / 'conf'}",
+            f"hydra.sweep.dir={sweep_dir}",
+            "model=held",
+            "prompt=echo,deny",
+            "+generation.service_token=${oc.env:CALL_CRED}",
+            env={"GEN_CRED": HELD["header"], "GEN_KW": HELD["genkw"], "CALL_CRED": HELD["call"]},
+        )
+        assert proc.returncode == 0, proc.stderr
+        sent = server.requests
+    # each key really went out, through its own door
+    assert len(sent) == 2
+    assert sent[0].headers["x-upstream-cred"] == HELD["header"]
+    assert sent[0].body["api_key"] == HELD["genkw"] and sent[0].body["service_token"] == HELD["call"]
+    assert base64.b64decode(sent[0].headers["authorization"].split()[1]).decode() == f"user:{HELD['url']}"
+    found, looked = leaks(keys, sweep_dir, proc.stdout, proc.stderr)
+    assert found == [], found
+    assert looked >= 2 * 8 + 2  # per job: 3 .hydra files, run.log, results.jsonl, result.json, job.json
+    first = json.loads((sweep_dir / "0" / "result.json").read_text())
+    assert first["content"] == "you sent *** *** *** ***"
+    assert first["model_config"]["api_base"].startswith("http://user:**********@")
+    assert first["generation"]["service_token"] == "**********"
+    second = json.loads((sweep_dir / "1" / "result.json").read_text())
+    assert second["error"]["message"].count("***") >= 4
+    assert "HTTP Request: POST http://user:**********@" in (sweep_dir / "0" / "run.log").read_text()
+    assert "user:**********@" in (sweep_dir / "0" / ".hydra" / "config.yaml").read_text()
+
+
+def test_check_never_prints_a_urls_credentials(capsys: pytest.CaptureFixture[str]) -> None:
+    """``modelfactory check 'model.api_base=ftp://u:K@h/v1'``: the problem is shown, the key is not."""
+    from modelfactory.cli import main
+
+    key = HELD["url"]
+    for url in (f"ftp://u:{key}@h/v1", f"ftp://{key}@h/v1", f"ftp://h/v1?api_key={key}"):
+        code = main(["check", "model=local_server", f"model.api_base='{url}'"])
+        out = capsys.readouterr()
+        assert code == 1
+        assert "api_base" in out.out and "**********" in out.out
+        assert key not in out.out + out.err
+
+
+# --------------------------------------------------------------------------- issue 16, item 5: serve
+
+UPSTREAM = {
+    "key": "sk-upstream-planted-7101eeee",  # the upstream's api_key
+    "header": "upstream-hdr-planted-7102ffff",  # a non-public header, under no secret-looking name
+    "url": "upstream-url-planted-7103abab",  # user:K@ in the upstream's api_base
+}
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+def _sse_content(text: str) -> tuple[str, list[dict[str, object]]]:
+    """The content a client reassembles from a stream, and any error events."""
+    content, errors = "", []
+    for line in text.splitlines():
+        if not line.startswith("data: ") or line == "data: [DONE]":
+            continue
+        event = json.loads(line[6:])
+        if "error" in event:
+            errors.append(event)
+        for choice in event.get("choices") or []:
+            content += choice["delta"].get("content") or ""
+    return content, errors
+
+
+@pytest.mark.server
+def test_serve_never_hands_the_upstreams_credentials_to_a_client() -> None:
+    """``modelfactory serve`` over an API model whose upstream echoes its key: replies (whole and
+    streamed, the key split across chunks), errors, batch output files and the server's logs hold none of
+    the upstream's credentials."""
+    pytest.importorskip("fastapi")
+    import httpx
+
+    from modelfactory import OpenAIServerModel
+    from modelfactory.serve import BackgroundServer, ServerSettings
+
+    keys = list(UPSTREAM.values())
+    echo = "keys: " + " ".join(keys)
+    records = _Records()
+    loggers = [logging.getLogger(n) for n in ("", "uvicorn", "uvicorn.access")]
+    levels = {n: logging.getLogger(n).level for n in ("httpx2", "modelfactory.serve")}
+    for lg in loggers:
+        lg.addHandler(records)
+    for name in levels:
+        logging.getLogger(name).setLevel(logging.INFO)
+    texts: list[str] = []
+    try:
+        with RecordingServer(reply=echo) as upstream:
+            model = OpenAIServerModel(
+                model_id="m",
+                api_base=upstream.url.replace("http://", f"http://user:{UPSTREAM['url']}@") + "/v1",
+                api_key=UPSTREAM["key"],
+                client_kwargs={"default_headers": {"X-Upstream-Cred": UPSTREAM["header"]}},
+                retry={"max_attempts": 1},
+            )
+            ask = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+            with (
+                BackgroundServer(model, ServerSettings(port=0, log_level="info")) as url,
+                httpx.Client(base_url=url, timeout=60) as client,
+            ):
+                whole = client.post("/v1/chat/completions", json=ask)
+                streamed = client.post("/v1/chat/completions", json={**ask, "stream": True})
+                upstream.enqueue(400, {"error": {"message": f"bad request: {echo}", "type": "x"}})
+                failed = client.post("/v1/chat/completions", json=ask)
+                upstream.enqueue(400, {"error": {"message": f"bad request: {echo}", "type": "x"}})
+                failed_stream = client.post("/v1/chat/completions", json={**ask, "stream": True})
+                line = {"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": ask}
+                uploaded = client.post(
+                    "/v1/files",
+                    files={"file": ("in.jsonl", json.dumps(line).encode())},
+                    data={"purpose": "batch"},
+                ).json()
+                batch = client.post(
+                    "/v1/batches",
+                    json={
+                        "input_file_id": uploaded["id"],
+                        "endpoint": "/v1/chat/completions",
+                        "completion_window": "24h",
+                    },
+                ).json()
+                for _ in range(600):  # a hang guard: the one-line batch ends quickly
+                    batch = client.get(f"/v1/batches/{batch['id']}").json()
+                    if batch["status"] == "completed":
+                        break
+                    time.sleep(0.05)
+                output = client.get(f"/v1/files/{batch['output_file_id']}/content")
+            assert upstream.requests[0].headers["x-upstream-cred"] == UPSTREAM["header"]  # really sent
+    finally:
+        for lg in loggers:
+            lg.removeHandler(records)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+    content, stream_errors = _sse_content(streamed.text)
+    assert whole.status_code == 200 and streamed.status_code == 200
+    assert whole.json()["choices"][0]["message"]["content"] == "keys: *** *** ***"
+    assert content == "keys: *** *** ***" and stream_errors == []
+    assert failed.status_code == 400 and failed_stream.status_code == 400
+    assert output.status_code == 200 and "keys: *** *** ***" in output.text
+    texts += [
+        whole.text,
+        streamed.text,
+        content,
+        failed.text,
+        failed_stream.text,
+        output.text,
+        *records.lines,
+    ]
+    assert any("HTTP Request: POST http://user:**********@" in line for line in records.lines)
+    found = [f"{k} in {t[:80]!r}" for t in texts for k in keys if k in t]
+    assert found == [], found
+    assert len(texts) >= 8

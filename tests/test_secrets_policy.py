@@ -6,9 +6,13 @@ so settings, the cache key and the command-line guard can never disagree on a na
 
 from __future__ import annotations
 
+import itertools
+import logging
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from modelfactory.backends.openai import OpenAIServerModel
@@ -17,6 +21,7 @@ from modelfactory.model import GenerationRequest
 from modelfactory.overrides import scrub_saved_config, secret_overrides
 from modelfactory.secrets import (
     REDACTED,
+    StreamScrubber,
     has_url_secret,
     is_secret_key,
     mask_config_secrets,
@@ -25,6 +30,7 @@ from modelfactory.secrets import (
     redact_env,
     redact_mapping,
     scrub,
+    scrubbed_logs,
     url_has_secret,
 )
 
@@ -84,7 +90,9 @@ def test_one_rule_for_secret_names(name: str, secret: bool) -> None:
         ("https://example.com/v1?api_key=abc", True),
         ("https://example.com/v1?api-version=2024-10-21", False),
         ("https://example.com/v1?token=", False),  # an empty value holds nothing
-        ("https://user@example.com/v1", False),  # a user name alone is not a credential
+        # a user name alone is a token (https://TOKEN@host): the command line refuses it, so it is masked too
+        ("https://user@example.com/v1", True),
+        ("http://:pw@example.com/v1", True),
         ("http://127.0.0.1:8000/v1", False),
         ("not a url", False),
     ],
@@ -160,6 +168,10 @@ def test_redact_env_uses_the_rule(monkeypatch: pytest.MonkeyPatch) -> None:
     ("url", "masked"),
     [
         ("https://user:pw@example.com/v1", f"https://user:{REDACTED}@example.com/v1"),
+        ("http://:pw@h/v1", f"http://:{REDACTED}@h/v1"),
+        ("http://sk-token@h/v1", f"http://{REDACTED}@h/v1"),
+        ("ftp://u:p@ss@h/v1", f"ftp://u:{REDACTED}@h/v1"),  # a raw "@" in the password: all of it
+        ("https://h/v1?api_key=k&x=1", f"https://h/v1?api_key={REDACTED}&x=1"),
         ("https://h/c?sv=2024&sig=abc%3D&x=1", f"https://h/c?sv=2024&sig={REDACTED}&x=1"),
         ("https://h/v1?api-version=2024-10-21", "https://h/v1?api-version=2024-10-21"),
         ("http://127.0.0.1:8000/v1", "http://127.0.0.1:8000/v1"),
@@ -184,3 +196,90 @@ def test_credentials_inside_urls_are_masked_in_dicts_and_saved_configs() -> None
         "list": [f"https://h/?sig={REDACTED}"],
     }
     assert mask_config_secrets(node) is False
+
+
+# --------------------------------------------------------------------------- credentials by place, not name
+
+
+def test_header_values_are_credentials_whatever_the_header_is_called() -> None:
+    """Issue 16 item 4: a key from an env var named anything (GEN_CRED) in a non-public header."""
+    data = {
+        "client_kwargs": {"default_headers": {"X-Upstream-Cred": "k1", "Accept": "application/json"}},
+        "generation_kwargs": {"api_key": "k2", "top_k": 3},
+    }
+    assert redact_mapping(data) == {
+        "client_kwargs": {"default_headers": {"X-Upstream-Cred": REDACTED, "Accept": "application/json"}},
+        "generation_kwargs": {"api_key": REDACTED, "top_k": 3},
+    }
+    assert redact_mapping({"X-Upstream-Cred": "k1"}, "default_headers") == {"X-Upstream-Cred": REDACTED}
+    node = {
+        "model": {
+            "client_kwargs": {"default_headers": {"X-Upstream-Cred": "k1", "X-Env": "${oc.env:GEN_CRED}"}},
+            "api_key": "${oc.env:UNSET_16,sk-default}",
+        }
+    }
+    assert mask_config_secrets(node) is True
+    assert node == {
+        "model": {
+            "client_kwargs": {
+                "default_headers": {"X-Upstream-Cred": REDACTED, "X-Env": "${oc.env:GEN_CRED}"}
+            },
+            "api_key": REDACTED,
+        }
+    }
+
+
+def test_a_config_files_url_credentials_are_masked_in_the_saved_copy(tmp_path: Path) -> None:
+    """Issue 16 item 3: user:K@, :K@, K@ and ?api_key=K in a config file's URL-valued fields."""
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "model:\n"
+        "  api_base: ftp://u:K-one-1111@h/v1\n"
+        "  base_url: http://:K-two-2222@h/v1\n"
+        "  members: [http://K-three-3333@h/v1, 'http://h/v1?api_key=K-four-4444']\n",
+        encoding="utf-8",
+    )
+    assert scrub_saved_config(path) is True
+    text = path.read_text(encoding="utf-8")
+    assert "K-" not in text and text.count(REDACTED) == 4
+    assert "ftp://u:" in text and "@h/v1" in text  # the endpoint stays readable
+
+
+secret_text = st.text(alphabet="abcdefgh-", min_size=4, max_size=12)
+
+
+@given(
+    secrets=st.lists(secret_text, min_size=1, max_size=3),
+    text=st.text(alphabet="abcdefgh- ", max_size=60),
+    cuts=st.lists(st.integers(min_value=0, max_value=200), max_size=8),
+    data=st.data(),
+)
+def test_a_stream_scrubber_catches_a_key_split_across_pieces(
+    secrets: list[str], text: str, cuts: list[int], data: st.DataObject
+) -> None:
+    """Issue 16 item 5: however a streamed reply is cut, no key reaches the output, and with one key the
+    output is what scrubbing the whole text gives."""
+    where = data.draw(st.integers(min_value=0, max_value=len(text)))
+    text = text[:where] + secrets[0] + text[where:]
+    bounds = sorted({min(c, len(text)) for c in cuts} | {0, len(text)})
+    scrubber = StreamScrubber(secrets)
+    out = "".join(scrubber.feed(text[a:b]) for a, b in itertools.pairwise(bounds)) + scrubber.flush()
+    assert not any(s in out for s in secrets)
+    if len(secrets) == 1:
+        assert out == scrub(text, secrets)
+
+
+def test_log_records_are_scrubbed_as_they_are_made(caplog: pytest.LogCaptureFixture) -> None:
+    """httpx logs ``HTTP Request: POST http://u:KEY@host/...``: what reaches a handler is masked."""
+    log = logging.getLogger("test.secrets.logs")
+    with caplog.at_level(logging.INFO):
+        with scrubbed_logs(lambda t: scrub(t, ["hdr-cred-0000"])):
+            log.info("HTTP Request: POST %s", "http://u:url-cred-1111@h/v1/chat")
+            try:
+                raise RuntimeError("upstream said hdr-cred-0000")
+            except RuntimeError:
+                log.exception("failed")
+        log.info("after: %s", "hdr-cred-0000")  # outside: left alone
+    text = caplog.text
+    assert "url-cred-1111" not in text and f"u:{REDACTED}@h" in text
+    assert text.count("hdr-cred-0000") == 1 and "after: hdr-cred-0000" in text

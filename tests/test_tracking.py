@@ -155,10 +155,11 @@ def test_job_params_are_the_overrides_and_the_redacted_model_config(monkeypatch:
     assert params["model._target_"] == "modelfactory.OpenAIServerModel"
     assert params["model.api_key"] == REDACTED  # both the config value and the override are masked
     assert params["model.default_headers.X-Auth-Token"] == REDACTED  # flattened from the model config
-    assert params["model.default_headers.X-Trace"] == "on"
+    # any header but the public ones may be a credential, whatever its name (issue 16, item 4)
+    assert params["model.default_headers.X-Trace"] == REDACTED
     assert json.loads(params["model.default_headers"]) == {
         "X-Auth-Token": REDACTED,
-        "X-Trace": "on",
+        "X-Trace": REDACTED,
     }  # override
     assert params["model.user_note"] == "see ***"  # a secret-looking env var's value, wherever it shows
     assert not any(k.startswith("tracking") for k in params)  # the tracker's own settings are not params

@@ -99,6 +99,14 @@ class FallbackModel(Model):
         data["models"] = [m.to_dict() for m in self.models]
         return data
 
+    def secret_values(self) -> list[str]:
+        """Every member's credentials (keys they resolve from the environment included): a member's
+        reply or error may echo any of them."""
+        out = super().secret_values()
+        for m in self.models:
+            out += m.secret_values()
+        return list(dict.fromkeys(out))
+
     def _falls_back(self, exc: BaseException) -> bool:
         if "any" in self.spec.fallback_on:
             return isinstance(exc, BackendError)

@@ -1,4 +1,8 @@
-"""Route handlers of the Files + Batches API (the store and the shapes are in :mod:`.batches`)."""
+"""Route handlers of the Files + Batches API (the store and the shapes are in :mod:`.batches`).
+
+What grows with the upload (a batch's JSON body, its input file's lines, the output file) is parsed and
+built in the server's prep threads, never on the event loop: ``/health`` and chat requests keep being
+answered while a 200 MB batch file is read."""
 
 from __future__ import annotations
 
@@ -12,9 +16,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from ..secrets import scrub_tree
 from .batches import ENDPOINT, StoredBatch, parse_lines
-from .protocol import HTTPError, parse_request
-from .routes import _authorized, complete
+from .protocol import ChatCompletionRequest, HTTPError, parse_request
+from .routes import _authorized, complete, receive_body
 from .state import ServeState
 
 __all__ = ["install"]
@@ -36,8 +41,15 @@ def _state(request: Request) -> ServeState:
     return _authorized(request)
 
 
+MULTIPART_SLACK = 1 << 20  # room for the multipart envelope around a file of max_batch_file_bytes
+
+
 async def upload_file(request: Request) -> Any:
     state = _state(request)
+    declared = request.headers.get("content-length", "")
+    limit = state.settings.max_batch_file_bytes
+    if declared.isdigit() and int(declared) > limit + MULTIPART_SLACK:  # refused before it is read
+        raise HTTPError(413, f"file over {limit} bytes (server.max_batch_file_bytes)")
     form = await request.form()
     upload = form.get("file")
     purpose = str(form.get("purpose") or "")
@@ -71,12 +83,9 @@ async def file_content(file_id: str, request: Request) -> Any:
 
 async def create_batch(request: Request) -> Any:
     state = _state(request)
-    try:
-        body = json.loads(await request.body())
-    except ValueError:
-        raise HTTPError(400, "the body is not valid JSON", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise HTTPError(400, "the body must be a JSON object", code="invalid_json")
+    loop = asyncio.get_running_loop()
+    raw = await receive_body(state, request, state.settings.max_body_bytes)
+    body = await loop.run_in_executor(state.prep_pool, _json_object, raw)
     if body.get("endpoint") != ENDPOINT:
         raise HTTPError(
             400, f"endpoint {body.get('endpoint')!r} is not served: use {ENDPOINT}", param="endpoint"
@@ -84,10 +93,7 @@ async def create_batch(request: Request) -> Any:
     if body.get("completion_window") != "24h":
         raise HTTPError(400, "completion_window must be '24h'", param="completion_window")
     stored = _file(state, str(body.get("input_file_id")))
-    try:
-        lines = parse_lines(stored.data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise HTTPError(400, f"input file {stored.id}: {exc}", param="input_file_id") from None
+    lines = await loop.run_in_executor(state.prep_pool, _prepared_lines, stored.id, stored.data)
     batch = state.batches.add_batch(stored.id, "24h", body.get("metadata"), len(lines))
     batch.task = asyncio.get_running_loop().create_task(_run(state, batch, lines))
     return batch.body()
@@ -134,7 +140,36 @@ async def cancel_batch(batch_id: str, request: Request) -> Any:
     return batch.body()
 
 
-async def _run(state: ServeState, batch: StoredBatch, lines: list[dict[str, Any]]) -> None:
+def _json_object(raw: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise HTTPError(400, "the body is not valid JSON", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise HTTPError(400, "the body must be a JSON object", code="invalid_json")
+    return body
+
+
+Line = tuple[dict[str, Any], ChatCompletionRequest | HTTPError]
+
+
+def _prepared_lines(file_id: str, data: bytes) -> list[Line]:
+    """The input file's lines, each with its parsed request or the 400 it gets (in a prep thread: the
+    file may hold 50,000 lines); a file that is not a batch input file at all is a 400 for the batch."""
+    try:
+        lines = parse_lines(data)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise HTTPError(400, f"input file {file_id}: {exc}", param="input_file_id") from None
+    out: list[Line] = []
+    for line in lines:
+        try:
+            out.append((line, parse_request(json.dumps(line["body"]).encode())))
+        except HTTPError as exc:
+            out.append((line, exc))
+    return out
+
+
+async def _run(state: ServeState, batch: StoredBatch, lines: list[Line]) -> None:
     """Every line through :func:`.routes.complete`; the output and error files written at the end (also
     after a cancel, with what had finished)."""
     batch.status = "in_progress"
@@ -143,14 +178,17 @@ async def _run(state: ServeState, batch: StoredBatch, lines: list[dict[str, Any]
     err: list[str] = []
     room = asyncio.Semaphore(max(state.settings.max_concurrency, state.settings.max_batch_size))
 
-    async def one(line: dict[str, Any]) -> None:
+    redact = state.redactor()
+
+    async def one(line: dict[str, Any], req: ChatCompletionRequest | HTTPError) -> None:
         async with room:
             request_id = f"req_{uuid.uuid4().hex[:24]}"
             try:
-                req = parse_request(json.dumps(line["body"]).encode())
+                if isinstance(req, HTTPError):
+                    raise req
                 body, status = await complete(state, req), 200
             except HTTPError as exc:
-                body, status = exc.body, exc.status
+                body, status = scrub_tree(exc.body, redact), exc.status
             row = {
                 "id": f"batch_req_{uuid.uuid4().hex[:24]}",
                 "custom_id": line["custom_id"],
@@ -166,19 +204,18 @@ async def _run(state: ServeState, batch: StoredBatch, lines: list[dict[str, Any]
 
     cancelled = False
     try:
-        await asyncio.gather(*(one(line) for line in lines))
+        await asyncio.gather(*(one(line, req) for line, req in lines))
     except asyncio.CancelledError:
         cancelled = True
     batch.status = "finalizing"
     batch.times["finalizing_at"] = int(time.time())
+    loop = asyncio.get_running_loop()
     if out:
-        batch.output_file_id = state.batches.add_file(
-            f"{batch.id}_output.jsonl", "batch_output", _jsonl(out)
-        ).id
+        data = await loop.run_in_executor(state.prep_pool, _jsonl, out)
+        batch.output_file_id = state.batches.add_file(f"{batch.id}_output.jsonl", "batch_output", data).id
     if err:
-        batch.error_file_id = state.batches.add_file(
-            f"{batch.id}_error.jsonl", "batch_output", _jsonl(err)
-        ).id
+        data = await loop.run_in_executor(state.prep_pool, _jsonl, err)
+        batch.error_file_id = state.batches.add_file(f"{batch.id}_error.jsonl", "batch_output", data).id
     now = int(time.time())
     if cancelled:
         batch.status, batch.times["cancelled_at"] = "cancelled", now

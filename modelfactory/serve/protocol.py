@@ -4,6 +4,8 @@ JSON bodies and SSE chunks it answers with. No HTTP framework here: the routes h
 import contextlib
 import json
 import logging
+import traceback
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -97,22 +99,27 @@ def validation_error(exc: ValidationError) -> HTTPError:
     return HTTPError(400, "invalid request: " + "; ".join(parts), param=first_param, code="invalid_value")
 
 
-def error_for(exc: BaseException, is_local: bool) -> HTTPError:
-    """A model's exception as an HTTP error (4xx for the caller's mistakes, 5xx for the model's)."""
+def error_for(exc: BaseException, is_local: bool, redact: Callable[[str], str] = str) -> HTTPError:
+    """A model's exception as an HTTP error (4xx for the caller's mistakes, 5xx for the model's), its text
+    (and the log line of an unexpected one) passed through ``redact``: an upstream's error may echo the
+    key this server holds for it, which a client must never see."""
     if isinstance(exc, HTTPError):
         return exc
     if isinstance(exc, (MessageError, UnsupportedFeatureError, ConfigError)):
         return HTTPError(
-            400, str(exc), code="unsupported" if isinstance(exc, UnsupportedFeatureError) else None
+            400, redact(str(exc)), code="unsupported" if isinstance(exc, UnsupportedFeatureError) else None
         )
     if isinstance(exc, BackendError):
         status = exc.status if isinstance(exc.status, int) and 400 <= exc.status < 600 else None
         if status is None or status == 401 or status == 403:  # the upstream's auth is ours, not the caller's
             status = 500 if is_local else 502
-        return HTTPError(status, str(exc), type="server_error" if status >= 500 else "invalid_request_error")
+        return HTTPError(
+            status, redact(str(exc)), type="server_error" if status >= 500 else "invalid_request_error"
+        )
     if isinstance(exc, ModelFactoryError):
-        return HTTPError(500, str(exc), type="server_error")
-    log.exception("unexpected error", exc_info=exc)
+        return HTTPError(500, redact(str(exc)), type="server_error")
+    trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    log.error("unexpected error: %s", redact(trace))
     return HTTPError(500, f"internal error: {type(exc).__name__}", type="server_error")
 
 

@@ -18,6 +18,7 @@ from starlette.requests import ClientDisconnect
 
 from ..errors import MessageError
 from ..messages import ChatMessage, ChatMessageStreamDelta, normalize_messages, normalize_stop_sequences
+from ..secrets import scrub_tree
 from .protocol import (
     DONE,
     ChatCompletionRequest,
@@ -108,7 +109,9 @@ def _error_response(err: HTTPError) -> Any:
 
 # Starlette types every handler as taking Exception; each is registered for the one class it casts to.
 async def _http_error(request: Request, exc: Exception) -> Any:
-    return _error_response(cast(HTTPError, exc))
+    err = cast(HTTPError, exc)
+    err.body = scrub_tree(err.body, _state(request).redactor())  # the last door before the client
+    return _error_response(err)
 
 
 async def _starlette_error(request: Request, exc: Exception) -> Any:
@@ -154,10 +157,15 @@ def _model_card(name: str) -> dict[str, Any]:
 
 
 async def _read_body(state: ServeState, request: Request) -> ChatCompletionRequest:
-    """The body, refused with 413 past ``server.max_body_bytes`` before it is all read, and with 408 when
-    it has not all arrived after ``server.body_timeout_s`` (a slow client holds no slot for ever); parsed
-    in a worker thread (a 1 MB body is request-sized work: never on the event loop)."""
-    limit = state.settings.max_body_bytes
+    """The body (:func:`receive_body`), parsed in a worker thread: a 1 MB body is request-sized work,
+    never done on the event loop."""
+    body = await receive_body(state, request, state.settings.max_body_bytes)
+    return await asyncio.get_running_loop().run_in_executor(state.prep_pool, parse_request, body)
+
+
+async def receive_body(state: ServeState, request: Request, limit: int) -> bytes:
+    """The raw body, refused with 413 past ``limit`` bytes before it is all read, and with 408 when it has
+    not all arrived after ``server.body_timeout_s`` (a slow client holds no slot for ever)."""
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -182,7 +190,7 @@ async def _read_body(state: ServeState, request: Request) -> ChatCompletionReque
     except ClientDisconnect:
         log.info("client %s went away while sending its request", _client(request))
         raise HTTPError(400, "the client disconnected", code="client_disconnected") from None
-    return await asyncio.get_running_loop().run_in_executor(state.prep_pool, parse_request, bytes(body))
+    return bytes(body)
 
 
 def _client(request: Request) -> str:
@@ -209,13 +217,15 @@ async def complete(
     """The ``chat.completion`` body answering ``req`` (not streamed), or the :class:`HTTPError` to send.
     Shared by ``/v1/chat/completions`` and every line of a batch."""
     messages, stop, params, extra, max_tokens = await _prepared(state, req, deployment)
+    redact = state.redactor()
     try:
         reply: ChatMessage = await state.dispatcher.complete(messages, stop, params, **extra)
     except Exception as exc:
-        raise error_for(exc, state.is_local) from None
-    return completion_body(
+        raise error_for(exc, state.is_local, redact) from None
+    body = completion_body(
         f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time()), state.name, reply, max_tokens
     )
+    return cast(dict[str, Any], scrub_tree(body, redact))  # an upstream that echoed its key: not to clients
 
 
 async def _prepared(state: ServeState, req: ChatCompletionRequest, deployment: str | None) -> Any:
@@ -269,7 +279,7 @@ def _check_context(
     try:
         prompt = int(count(messages, tools))
     except Exception as exc:  # the template refusing these messages: the call would say the same
-        raise error_for(exc, state.is_local) from None
+        raise error_for(exc, state.is_local, state.redactor()) from None
     if prompt + (max_tokens or 1) > context:
         raise context_length_exceeded(context, prompt, max_tokens)
 
@@ -281,13 +291,17 @@ async def _stream(
     max_tokens: int | None,
 ) -> Any:
     # The first delta (or the error) before the headers: a model that fails at once gets a real status.
+    redact = state.redactor()
     try:
         first: ChatMessageStreamDelta | None = await deltas.__anext__()
     except StopAsyncIteration:
         first = None
     except Exception as exc:
         await deltas.aclose()
-        raise error_for(exc, state.is_local) from None
+        raise error_for(exc, state.is_local, redact) from None
+    # The content is scrubbed as it streams, holding back a tail that could begin a key (an upstream that
+    # echoes its key may split it across two chunks); tool-call pieces are scrubbed chunk by chunk.
+    content = state.stream_scrubber()
 
     async def body() -> AsyncIterator[bytes]:
         usage = None
@@ -305,16 +319,24 @@ async def _stream(
                         break
                 if delta.token_usage is not None:
                     usage = delta.token_usage
-                if delta.content:
-                    yield chunks.chunk({"content": delta.content})
+                text = content.feed(delta.content) if delta.content else ""
+                if text:
+                    yield chunks.chunk({"content": text})
                 if delta.tool_calls:
                     tool_calls = True
-                    yield chunks.chunk({"tool_calls": stream_tool_calls(delta.tool_calls)})
+                    calls = scrub_tree(stream_tool_calls(delta.tool_calls), redact)
+                    yield chunks.chunk({"tool_calls": calls})
+            rest = content.flush()
+            if rest:
+                yield chunks.chunk({"content": rest})
             yield chunks.chunk({}, stream_finish_reason(tool_calls, usage, max_tokens))
             if chunks.include_usage:
                 yield chunks.usage(usage)
         except Exception as exc:  # after the headers: an error event, as OpenAI sends them
-            yield chunks.error(error_for(exc, state.is_local))
+            rest = content.flush()  # held back as a possible key's start: the key never came whole
+            if rest:
+                yield chunks.chunk({"content": rest})
+            yield chunks.error(error_for(exc, state.is_local, redact))
         finally:
             await deltas.aclose()
         yield DONE

@@ -58,6 +58,13 @@ class ServerSettings(BaseModel):
     body_timeout_s: float = Field(
         default=30.0, gt=0, description="a request body not received within this many seconds gets 408"
     )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="a connection whose request headers are not all in within this many seconds (of its "
+        "first byte, or of connecting) gets 408 and is closed: a slow-header (slowloris) client holds no "
+        "connection for ever",
+    )
     allow_unauthenticated: bool = Field(
         default=False, description="serve on a non-loopback host without an API key (refused otherwise)"
     )

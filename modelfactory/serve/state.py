@@ -4,11 +4,13 @@ Its own module so that :mod:`.app` (which imports :mod:`.routes` once fastapi is
 :mod:`.routes` both import it without importing each other.
 """
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..model import runs_locally
+from ..secrets import StreamScrubber, env_secret_values, scrub
 from .batches import BatchStore
 from .dispatch import Dispatcher
 from .settings import ServerSettings, served_name, served_names
@@ -33,6 +35,22 @@ class ServeState:
     prep_pool: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="modelfactory-prep")
     )  # parsing and length checks off the event loop, two at a time: request-sized work never blocks it
+
+    def secrets(self) -> list[str]:
+        """What no client may see: the served model's credentials (an upstream API's key, its auth
+        headers, its URL's userinfo, whatever env var each came from) and secret-named env values."""
+        own = getattr(self.model, "secret_values", None)
+        return [*(own() if callable(own) else []), *env_secret_values()]
+
+    def redactor(self) -> Callable[[str], str]:
+        """Scrubs :meth:`secrets` from a text: an upstream that echoes its key (in a reply, a tool call's
+        arguments, an error) must not hand it to this server's clients."""
+        secrets = self.secrets()
+        return lambda text: scrub(text, secrets)
+
+    def stream_scrubber(self) -> StreamScrubber:
+        """:meth:`redactor` for a streamed reply: a key split across two chunks is caught too."""
+        return StreamScrubber(self.secrets())
 
     def serves(self, name: str) -> bool:
         return name in self.names
