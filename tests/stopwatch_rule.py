@@ -26,7 +26,13 @@ import re
 CLOCKS = {"perf_counter", "perf_counter_ns", "monotonic", "monotonic_ns", "time", "time_ns", "process_time"}
 _TIMED_NAME = re.compile(r"elapsed|latency|duration|took|wall_?s\b|_secs?\b", re.IGNORECASE)
 _ORDER = (ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.Eq, ast.NotEq)
-_UNITTEST_ORDER = {"assertLess", "assertLessEqual", "assertGreater", "assertGreaterEqual", "assertAlmostEqual"}
+_UNITTEST_ORDER = {
+    "assertLess",
+    "assertLessEqual",
+    "assertGreater",
+    "assertGreaterEqual",
+    "assertAlmostEqual",
+}
 _UNITTEST_TRUTH = {"assertTrue", "assertFalse"}
 _Function = ast.FunctionDef | ast.AsyncFunctionDef
 
@@ -87,7 +93,9 @@ class _Module:
         """``time.perf_counter`` (not called), or a name already known to be one."""
         if isinstance(node, ast.Attribute):
             return (
-                node.attr in CLOCKS and isinstance(node.value, ast.Name) and node.value.id in self.time_modules
+                node.attr in CLOCKS
+                and isinstance(node.value, ast.Name)
+                and node.value.id in self.time_modules
             ) or node.attr in self.clock_attrs
         return isinstance(node, ast.Name) and node.id in self.clock_names
 
@@ -116,7 +124,9 @@ class _Module:
                 return True
             if isinstance(sub, ast.Name) and (sub.id in names or _TIMED_NAME.search(sub.id)):
                 return True
-            if isinstance(sub, ast.Attribute) and (sub.attr in self.attributes or _TIMED_NAME.search(sub.attr)):
+            if isinstance(sub, ast.Attribute) and (
+                sub.attr in self.attributes or _TIMED_NAME.search(sub.attr)
+            ):
                 return True
             if (
                 isinstance(sub, ast.Subscript)
@@ -285,7 +295,11 @@ class _Checker:
                             verdicts.setdefault(n.id, []).extend(bad)
         for sub in ast.walk(node):
             decided: list[ast.AST] = []
-            if isinstance(sub, ast.Assert) or isinstance(sub, ast.If) and any(_calls_fail(s) for s in sub.body):
+            if (
+                isinstance(sub, ast.Assert)
+                or isinstance(sub, ast.If)
+                and any(_calls_fail(s) for s in sub.body)
+            ):
                 decided = [sub.test]
             elif isinstance(sub, ast.Call) and isinstance(sub.func, ast.Attribute):
                 if sub.func.attr in _UNITTEST_TRUTH and sub.args:
@@ -337,7 +351,9 @@ class _Checker:
         a, b = call.args[:2]
         if self._bounded(ast.Lt(), a, b, names):
             cmp = ast.Compare(left=a, ops=[ast.Lt()], comparators=[b], lineno=call.lineno, col_offset=0)
-            self._flag(cmp, in_loop | ({id(cmp)} if id(call) in in_loop else set()), readings, ast.unparse(call))
+            self._flag(
+                cmp, in_loop | ({id(cmp)} if id(call) in in_loop else set()), readings, ast.unparse(call)
+            )
 
     def _flag(self, cmp: ast.Compare, in_loop: set[int], readings: set[str], text: str | None = None) -> None:
         if id(cmp) in in_loop and self._deadline_shaped(cmp, readings):
@@ -358,7 +374,9 @@ def _deadlines(tree: ast.AST, path: str) -> list[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and _name_of(node.func) == "settings":
             for kw in node.keywords:
-                if kw.arg == "deadline" and not (isinstance(kw.value, ast.Constant) and kw.value.value is None):
+                if kw.arg == "deadline" and not (
+                    isinstance(kw.value, ast.Constant) and kw.value.value is None
+                ):
                     out.append(f"{path}:{node.lineno}: {ast.unparse(node)}")
     return out
 

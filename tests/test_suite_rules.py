@@ -25,6 +25,7 @@ from tests.stopwatch_rule import stopwatch_asserts
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 
+
 def test_no_test_asserts_on_a_stopwatch() -> None:
     found = []
     for path in sorted(TESTS.rglob("*.py")):
