@@ -55,6 +55,11 @@ class TransformersModel(Model):
     supports_tools = True  # schemas rendered into the prompt; JSON tool calls parsed from the text
     is_local = True  # weights in this process: one call at a time, failures are ours
     batch_uses_cache = True  # generate_batch looks each row up in the response cache (the runner batches)
+    best_for = (
+        "batched work (a dataset through the runner, `modelfactory serve` under load: generate_batch), GPUs, "
+        "hub checkpoints; for one conversation at a time on a CPU (a chat, an agent loop) LlamaCppModel on a "
+        "GGUF decodes ~4x faster (README: Which local backend for which job)"
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
