@@ -99,6 +99,25 @@ def capability_notes(config_dir: Path, overrides: list[str]) -> list[str]:
     return notes
 
 
+def backend_notes(config_dir: Path, overrides: list[str]) -> list[str]:
+    """Which jobs each chosen config's backend suits (``Model.best_for``: the local backends say it), so
+    ``check`` answers "transformers or llama.cpp?" where the choice is made."""
+    from .factory import locate_target
+
+    chosen = [o.split("=", 1)[1] for o in overrides if o.startswith("model=")]
+    rest = [o for o in overrides if not o.startswith("model=")]
+    notes = []
+    for name in chosen or model_names(config_dir):
+        try:
+            target, _ = locate_target(compose(config_dir, [f"model={name}", *rest]).model.get("_target_"))
+        except Exception:  # noqa: BLE001 - an unreadable config is already one of check's problems
+            continue
+        best_for = getattr(target, "best_for", "")
+        if best_for and isinstance(best_for, str):
+            notes.append(f"conf/model/{name}.yaml: {target.__name__} is the local backend for {best_for}")
+    return notes
+
+
 def estimate(config_dir: Path, overrides: list[str]) -> int:
     """``modelfactory estimate [overrides]``: items, tokens and cost (online vs batch) of the job the
     overrides describe, without sending a request (local models: the tokenizer is loaded, not run)."""
@@ -269,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             mask_urls(f"warning: {w.source}: {w.key}: {w.problem}" + (f"\n    fix: {w.fix}" if w.fix else ""))
         )
-    for note in capability_notes(config_dir, args.overrides):
+    for note in capability_notes(config_dir, args.overrides) + backend_notes(config_dir, args.overrides):
         print(mask_urls(f"note: {note}"))
     for p in problems:
         print(mask_urls(f"{p.source}: {p.key}: {p.problem}" + (f"\n    fix: {p.fix}" if p.fix else "")))

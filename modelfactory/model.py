@@ -64,7 +64,7 @@ class Model(AsyncCalls):
     What a backend may declare or override, all of it here (the "backend hooks" section below):
 
     - declarations: ``Spec``, ``supports_grammar`` / ``supports_response_format`` / ``supports_tools``,
-      ``is_local``, ``batch_uses_cache``;
+      ``is_local``, ``batch_uses_cache``, ``best_for``;
     - generation: ``_generate`` (required), ``_generate_stream``, ``_agenerate``, ``_agenerate_stream``;
     - lifecycle: ``load``;
     - provider batch endpoint (``runner.mode=batch``): ``batch_adapter``;
@@ -90,6 +90,9 @@ class Model(AsyncCalls):
     # generate_batch looks each row up in the response cache itself, so a caller may batch a model whose
     # cache is on (otherwise it must call one item at a time for the cache to see each request).
     batch_uses_cache: ClassVar[bool] = False
+    # Which jobs to pick this backend for, and what to pick instead for the others: one line that
+    # ``modelfactory check`` prints for a config using it (the local backends say it; "" says nothing).
+    best_for: ClassVar[str] = ""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -65,3 +65,31 @@ def test_check_reports_every_problem_with_file_and_fix(capsys: pytest.CaptureFix
 def test_check_bad_override_is_a_problem_not_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", "model=openai_gpt4o", "model.no_such_key=1"]) == 1
     assert "no_such_key" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("config", "backend", "says"),
+    [
+        ("llamacpp_smollm2", "LlamaCppModel", "one conversation at a time on a CPU"),
+        ("transformers_smollm2", "TransformersModel", "batched work"),
+        ("transformers_tiny", "TransformersModel", "batched work"),
+    ],
+)
+def test_check_says_which_local_backend_suits_which_job(
+    capsys: pytest.CaptureFixture[str], config: str, backend: str, says: str
+) -> None:
+    """Checking a local model's config answers "transformers or llama.cpp?" in one line, pointing at the
+    other backend for the other jobs (README: Which local backend for which job)."""
+    main(
+        ["check", f"model={config}"]
+    )  # passes or not depending on installed extras: the note is printed either way
+    notes = [line for line in capsys.readouterr().out.splitlines() if "local backend for" in line]
+    other = "TransformersModel" if backend == "LlamaCppModel" else "LlamaCppModel"
+    assert len(notes) == 1, notes
+    assert notes[0].startswith(f"note: conf/model/{config}.yaml: {backend} is the local backend for {says}")
+    assert other in notes[0] and "Which local backend for which job" in notes[0]
+
+
+def test_check_gives_no_backend_hint_for_an_api_model(capsys: pytest.CaptureFixture[str]) -> None:
+    main(["check", "model=openai_gpt4o"])
+    assert "local backend" not in capsys.readouterr().out

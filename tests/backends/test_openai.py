@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -521,3 +522,60 @@ def test_missing_http_library_names_the_extra(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setitem(sys.modules, "httpx", None)
     with pytest.raises(MissingDependencyError, match=r"modelfactory\[openai\]"):
         OpenAIServerModel(model_id="m", api_base="http://127.0.0.1:1/v1", max_retries=0)(MSGS)
+
+
+# --------------------------------------------------------------------------- the CA bundle, loaded once
+
+
+@pytest.fixture
+def ca_loads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
+    """Every CA bundle loaded into an SSL context from now on (the call goes through), our contexts
+    forgotten first."""
+    import ssl
+
+    from modelfactory.backends import _openai_http
+
+    monkeypatch.setattr(_openai_http, "_SSL_CONTEXTS", {}, raising=False)
+    loads: list[tuple[Any, ...]] = []
+    real = ssl.SSLContext.load_verify_locations
+
+    def load(self: ssl.SSLContext, *args: Any, **kwargs: Any) -> None:
+        loads.append(args + tuple(kwargs.values()))
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", load)
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    return loads
+
+
+def test_each_event_loop_does_not_load_the_ca_bundle_again(
+    recording_server: RecordingServer, ca_loads: list[tuple[Any, ...]]
+) -> None:
+    """An async client is made per event loop; loading the CA bundle for each cost ~80 ms of CPU per
+    asyncio.run (and per async run_items): one SSL context now serves every client of the process."""
+    import asyncio
+
+    model = make(recording_server)
+    for _ in range(3):
+        assert asyncio.run(model.agenerate(MSGS)).content
+    assert model(MSGS).content
+    assert len(ca_loads) == 1, ca_loads
+
+
+def test_a_ca_named_by_the_environment_later_is_still_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ca_loads: list[tuple[Any, ...]]
+) -> None:
+    from modelfactory.backends import _openai_http
+    from tests.servers.tls_intercept import make_certificates
+
+    _openai_http.new_client(is_async=False)
+    ca, _, _ = make_certificates(["127.0.0.1"], tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca))
+    _openai_http.new_client(is_async=True)
+    assert str(ca) in ca_loads[-1], ca_loads
+    ca.write_bytes(ca.read_bytes())  # the same file written again: read again
+    os.utime(ca, ns=(ca.stat().st_atime_ns, ca.stat().st_mtime_ns + 1_000_000))
+    n = len(ca_loads)
+    _openai_http.new_client(is_async=False)
+    assert len(ca_loads) == n + 1 and str(ca) in ca_loads[-1]

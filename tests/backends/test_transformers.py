@@ -742,12 +742,48 @@ def test_cuda_without_a_gpu_is_a_clear_error(device: str) -> None:
         ({"model_kwargs": {"device_map": "auto"}}, "model_kwargs.device_map"),
         ({"model_kwargs": {"torch_dtype": "float16"}}, "model_kwargs.torch_dtype"),
         ({"batch_size": 0}, "batch_size"),
+        ({"num_threads": 0}, "num_threads"),
+        ({"num_threads": -1}, "num_threads"),
+        ({"num_threads": "two"}, "num_threads"),
+        ({"num_threads": 1.5}, "num_threads"),
     ],
 )
 def test_bad_dtype_device_config(kwargs: dict[str, Any], key: str) -> None:
     with pytest.raises(ConfigError) as info:
         TransformersModel(model_id="builtin:tiny-llama", **kwargs)
     assert key in [p.key for p in info.value.problems]
+
+
+def test_num_threads_holds_for_each_generate_call_and_is_put_back(tiny: TransformersModel) -> None:
+    """The model sets torch's threads for its own generate calls (plain, and streamed: generated in
+    another thread) and puts torch's setting back after each; a model without num_threads leaves it."""
+    import torch
+
+    before = torch.get_num_threads()
+    n = 1 if before != 1 else 2
+    model = TransformersModel(
+        model_id="builtin:tiny-llama", max_new_tokens=4, temperature=0.8, seed=0, num_threads=n
+    )
+    assert model.cache_key() == tiny.cache_key()  # the same weights: threads decide speed, not the reply
+    assert (
+        model.spec.cache_identity()
+        == TransformersModel(**{**model.spec.model_dump(), "num_threads": None}).spec.cache_identity()
+    )
+    seen: list[int] = []
+    hook = model.model.register_forward_pre_hook(lambda module, args: seen.append(torch.get_num_threads()))
+    try:
+        model(MESSAGES)
+        assert seen and set(seen) == {n}
+        assert torch.get_num_threads() == before
+        seen.clear()
+        assert "".join(d.content or "" for d in model.generate_stream(MESSAGES))
+        assert seen and set(seen) == {n}
+        assert torch.get_num_threads() == before
+        seen.clear()
+        tiny(MESSAGES, max_tokens=2)  # a model without num_threads runs with torch's own setting
+        assert seen and set(seen) == {before}
+    finally:
+        hook.remove()
 
 
 def test_works_without_accelerate() -> None:

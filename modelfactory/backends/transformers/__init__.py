@@ -18,6 +18,9 @@ the first call, so building (or validating) a config costs nothing.
   model is big enough for memory bandwidth to matter; float32 otherwise. See :func:`cpu_has_fast_bf16`.
 - **GGUF files** (``pkg:<package>/<file>``, a ``.gguf`` path, or ``gguf_file``): dequantized on the first
   load and kept as safetensors under the user cache dir; later loads read those.
+- **Threads**: ``num_threads`` sets ``torch.set_num_threads`` for each of the model's generate calls, in
+  the generating thread, and puts it back after (null: torch's own); fewer than the cores when others
+  share them.
 - Works without ``accelerate``: no ``device_map`` is ever passed; weights load on the CPU, then move
   (only converting a GGUF file needs it, and ``gguf``: the ``gguf`` extra).
 

@@ -22,7 +22,8 @@ _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
 class TransformersSpec(ModelSpec):
-    cache_exclude = frozenset({"device", "batch_size"})  # where it runs, how rows are grouped: same reply
+    # where it runs, how rows are grouped, how many threads: the same reply
+    cache_exclude = frozenset({"device", "batch_size", "num_threads"})
     model_id: str = Field(
         description="a hub id (HuggingFaceTB/SmolLM-135M-Instruct), a local directory, builtin:tiny-llama, "
         "or a GGUF file: a .gguf path or pkg:<package>/<file> inside an installed Python package "
@@ -47,6 +48,13 @@ class TransformersSpec(ModelSpec):
     )
     batch_size: int | None = Field(
         None, gt=0, description="at most this many rows per generate call in generate_batch (null: all)"
+    )
+    num_threads: int | None = Field(
+        None,
+        gt=0,
+        description="CPU threads torch uses for this model's generate calls (torch.set_num_threads in the "
+        "generating thread, put back after each call); null: torch's own setting (OMP_NUM_THREADS, else "
+        "the physical cores). Fewer than the cores when other processes share them, as llama.cpp's n_threads",
     )
     prompt_cache: bool = Field(
         True,
