@@ -393,6 +393,14 @@ def run_items(
             if bar is not None:
                 bar.set_postfix(errors=stats.failed, tok_s=f"{stats.output_tokens_per_s:.1f}", refresh=False)
                 bar.update(1)
+    except KeyboardInterrupt:
+        if mode == "provider_batch":  # wherever Ctrl-C lands: the batches it leaves running, and how to go on
+            from .batch import interrupted_note
+
+            note = interrupted_note(path)
+            if note is not None:
+                print(note, file=sys.stderr)
+        raise
     finally:
         close = getattr(rows, "close", None)
         if close is not None:

@@ -7,7 +7,7 @@ batches, then waits for all of them together; imported by Hydra as a callback, n
 """
 
 from .base import BATCHES_FILE, BatchAdapter, BatchProgress, BatchRecord, BatchState, custom_id_for
-from .driver import BatchGroup, BatchOptions, adapter_for, run_batches, wait_all
+from .driver import BatchGroup, BatchOptions, adapter_for, interrupted_note, run_batches, wait_all
 
 __all__ = [
     "BATCHES_FILE",
@@ -19,6 +19,7 @@ __all__ = [
     "BatchState",
     "adapter_for",
     "custom_id_for",
+    "interrupted_note",
     "run_batches",
     "wait_all",
 ]

@@ -33,7 +33,15 @@ from ..model import GenerationRequest
 from ..results import error_row, ok_row
 from .base import BATCHES_FILE, BatchAdapter, BatchProgress, BatchRecord, BatchState, custom_id_for
 
-__all__ = ["PHASES", "BatchGroup", "BatchOptions", "adapter_for", "run_batches", "wait_all"]
+__all__ = [
+    "PHASES",
+    "BatchGroup",
+    "BatchOptions",
+    "adapter_for",
+    "interrupted_note",
+    "run_batches",
+    "wait_all",
+]
 
 log = logging.getLogger("modelfactory.runner")
 
@@ -289,18 +297,26 @@ def _wait(
                 return
             time.sleep(delay)
             delay = min(delay * 1.5, options.poll_s * 8)
-    except KeyboardInterrupt:
-        ids = ", ".join(str(rec.id) for rec in active)
-        print(
-            f"\ninterrupted: batch(es) {ids} keep running at {adapter.provider} (already paid for). "
-            f"Re-run the same command into the same dir ({_dir(state)}) to collect them, or "
-            f"`modelfactory batches cancel {_dir(state)}` to cancel them.",
-            file=sys.stderr,
-        )
-        raise
     finally:
         if bar is not None:
             bar.close()
+
+
+def interrupted_note(results_path: Path | None) -> str | None:
+    """What Ctrl-C leaves behind in batch mode: the batches recorded as running in the run dir (they keep
+    running, paid for) and how to collect or cancel them; None if there are none. Read from the state
+    file, so it holds wherever the interrupt lands (submitting, waiting, or writing a row)."""
+    state = BatchState.load(state_path(results_path))
+    running = state.running()
+    if not running:
+        return None
+    ids = ", ".join(str(rec.id) for rec in running)
+    providers = ", ".join(sorted({rec.provider for rec in running}))
+    return (
+        f"\ninterrupted: batch(es) {ids} keep running at {providers} (already paid for). "
+        f"Re-run the same command into the same dir ({_dir(state)}) to collect them, or "
+        f"`modelfactory batches cancel {_dir(state)}` to cancel them."
+    )
 
 
 def _dir(state: BatchState) -> str:
