@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,7 +21,6 @@ __all__ = ["Tracker", "job_params", "read_state", "tracking_settings"]
 BACKENDS = ("mlflow", "wandb")
 STATE_DIR = ".tracking"
 SWEEP_FILES = ("summary.csv", "summary.md", "report.html")
-_URL_CREDENTIALS = re.compile(r"(://)[^/@\s:]+:[^/@\s]+@")
 
 
 class Tracker(ABC):
@@ -112,10 +110,10 @@ def _write_state(directory: Path, backend: str, state: dict[str, Any]) -> None:
 
 def _clean(value: Any) -> str:
     """A param value as text: secret-looking environment values and URL credentials masked."""
-    from ..secrets import REDACTED, redact_env
+    from ..secrets import mask_urls, redact_env
 
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-    return _URL_CREDENTIALS.sub(rf"\1{REDACTED}@", redact_env(text))
+    return mask_urls(redact_env(text))  # the one URL rule (userinfo, token query params) of secrets
 
 
 def _flatten(prefix: str, node: Any, out: dict[str, str]) -> None:

@@ -29,7 +29,6 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from .base import (
-    _URL_CREDENTIALS,
     SWEEP_FILES,
     Tracker,
     _clean,
@@ -111,12 +110,10 @@ class TrackingCallback(Callback):
 
     @staticmethod
     def _guard(settings: Mapping[str, Any], what: str, fn: Callable[[], None]) -> None:
-        from ..secrets import redact_env
-
         try:
             fn()
         except Exception as exc:  # a tracker problem must not fail a job: the files on disk are the record
-            message = _URL_CREDENTIALS.sub(r"\1***@", redact_env(str(exc)))
+            message = _clean(str(exc))  # secret env values and URL credentials masked
             log.warning(
                 "tracking=%s: could not %s: %s: %s",
                 settings.get("backend"),
