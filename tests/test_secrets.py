@@ -419,3 +419,67 @@ def test_serve_never_hands_the_upstreams_credentials_to_a_client() -> None:
     found = [f"{k} in {t[:80]!r}" for t in texts for k in keys if k in t]
     assert found == [], found
     assert len(texts) >= 8
+
+
+@pytest.mark.server
+def test_serve_scrubs_a_key_split_across_streamed_tool_call_arguments() -> None:
+    """An upstream that echoes its key into a tool call's arguments, streamed in pieces that cut the key in
+    two (and interleaved with a second call): the client gets each call's arguments whole, the key as
+    ``***``, and nowhere in the stream the key or a piece of it long enough to rebuild it."""
+    pytest.importorskip("fastapi")
+    import httpx
+
+    from modelfactory import OpenAIServerModel
+    from modelfactory.serve import BackgroundServer, ServerSettings
+
+    key = UPSTREAM["key"]
+    head, tail = key[:11], key[11:]
+    base = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m"}
+
+    def chunk(calls: list[dict[str, object]] | None, finish: str | None = None) -> bytes:
+        delta: dict[str, object] = {"role": "assistant"}
+        if calls is not None:
+            delta["tool_calls"] = calls
+        event = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        return f"data: {json.dumps(event)}\n\n".encode()
+
+    def call(index: int, arguments: str, name: str | None = None) -> dict[str, object]:
+        fn: dict[str, object] = {"arguments": arguments}
+        if name is not None:
+            fn["name"] = name
+        out: dict[str, object] = {"index": index, "function": fn}
+        if name is not None:
+            out.update(id=f"call_{index}", type="function")
+        return out
+
+    sse = b"".join(
+        [
+            chunk([call(0, "", "search"), call(1, "", "lookup")]),
+            chunk([call(0, '{"q": "' + head)]),
+            chunk([call(1, '{"id": 7}')]),
+            chunk([call(0, tail + '"}')]),
+            chunk(None, "tool_calls"),
+            b"data: [DONE]\n\n",
+        ]
+    )
+    with RecordingServer() as upstream:
+        upstream.enqueue(200, sse)  # sent as bytes, as they are: the SDK reads the events
+        model = OpenAIServerModel(
+            model_id="m", api_base=upstream.url + "/v1", api_key=key, retry={"max_attempts": 1}
+        )
+        ask = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        with (
+            BackgroundServer(model, ServerSettings(port=0, log_level="warning")) as url,
+            httpx.Client(base_url=url, timeout=60) as client,
+        ):
+            streamed = client.post("/v1/chat/completions", json=ask)
+    assert streamed.status_code == 200, streamed.text
+    arguments: dict[int, str] = {}
+    for line in streamed.text.splitlines():
+        if line.startswith("data: ") and line != "data: [DONE]":
+            for choice in json.loads(line[6:]).get("choices") or []:
+                for tc in choice["delta"].get("tool_calls") or []:
+                    piece = (tc.get("function") or {}).get("arguments") or ""
+                    arguments[tc["index"]] = arguments.get(tc["index"], "") + piece
+    assert arguments == {0: '{"q": "***"}', 1: '{"id": 7}'}
+    assert key not in streamed.text and head not in streamed.text

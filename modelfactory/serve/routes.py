@@ -284,6 +284,35 @@ def _check_context(
         raise context_length_exceeded(context, prompt, max_tokens)
 
 
+class _ToolArguments:
+    """Streamed tool calls' ``function.arguments``, each call (by its ``index``) through its own
+    :class:`~modelfactory.secrets.StreamScrubber`: arguments arrive in pieces, and a key an upstream echoes
+    into them may be split across two chunks."""
+
+    def __init__(self, state: ServeState) -> None:
+        self._state = state
+        self._by_index: dict[Any, Any] = {}
+
+    def feed(self, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for call in calls:
+            fn = call.get("function")
+            if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
+                scrubber = self._by_index.get(call.get("index"))
+                if scrubber is None:
+                    scrubber = self._by_index[call.get("index")] = self._state.stream_scrubber()
+                fn["arguments"] = scrubber.feed(fn["arguments"])
+        return calls
+
+    def flush(self) -> list[dict[str, Any]]:
+        """The pieces held back, one delta per call that has some (sent before the finish chunk)."""
+        out = []
+        for index, scrubber in self._by_index.items():
+            rest = scrubber.flush()
+            if rest:
+                out.append({"index": index, "function": {"arguments": rest}})
+        return out
+
+
 async def _stream(
     state: ServeState,
     deltas: AsyncGenerator[ChatMessageStreamDelta, None],
@@ -299,9 +328,10 @@ async def _stream(
     except Exception as exc:
         await deltas.aclose()
         raise error_for(exc, state.is_local, redact) from None
-    # The content is scrubbed as it streams, holding back a tail that could begin a key (an upstream that
-    # echoes its key may split it across two chunks); tool-call pieces are scrubbed chunk by chunk.
+    # The content and each tool call's arguments are scrubbed as they stream, holding back a tail that
+    # could begin a key (an upstream that echoes its key may split it across two chunks).
     content = state.stream_scrubber()
+    arguments = _ToolArguments(state)
 
     async def body() -> AsyncIterator[bytes]:
         usage = None
@@ -324,11 +354,14 @@ async def _stream(
                     yield chunks.chunk({"content": text})
                 if delta.tool_calls:
                     tool_calls = True
-                    calls = scrub_tree(stream_tool_calls(delta.tool_calls), redact)
+                    calls = arguments.feed(scrub_tree(stream_tool_calls(delta.tool_calls), redact))
                     yield chunks.chunk({"tool_calls": calls})
             rest = content.flush()
             if rest:
                 yield chunks.chunk({"content": rest})
+            held = arguments.flush()
+            if held:
+                yield chunks.chunk({"tool_calls": held})
             yield chunks.chunk({}, stream_finish_reason(tool_calls, usage, max_tokens))
             if chunks.include_usage:
                 yield chunks.usage(usage)
@@ -336,6 +369,9 @@ async def _stream(
             rest = content.flush()  # held back as a possible key's start: the key never came whole
             if rest:
                 yield chunks.chunk({"content": rest})
+            held = arguments.flush()
+            if held:
+                yield chunks.chunk({"tool_calls": held})
             yield chunks.error(error_for(exc, state.is_local, redact))
         finally:
             await deltas.aclose()
