@@ -98,7 +98,7 @@ class Model(AsyncCalls):
         super().__init_subclass__(**kwargs)
         document(cls)
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, /, *args: Any, **kwargs: Any) -> None:
         kwargs = bind_arguments(type(self), args, kwargs)
         self.spec = self.Spec.from_kwargs(kwargs, owner=type(self).__name__)
         rpm = self.spec.requests_per_minute

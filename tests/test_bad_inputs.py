@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
@@ -399,6 +399,9 @@ FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=list(Heal
 
 @FUZZ
 @given(cfg=configs())
+@example(cfg={"_target_": "OpenAIServerModel", "self": None})  # was a TypeError from Model.__init__
+@example(cfg={"_target_": "TransformersModel", "self": 1})
+@example(cfg={"_target_": "FallbackModel", "self": 1})
 def test_fuzzed_configs_raise_only_config_errors(cfg: dict[str, Any]) -> None:
     problems = validate_config(cfg, environment=True)  # never raises
     assert isinstance(problems, list)

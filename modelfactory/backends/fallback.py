@@ -88,7 +88,7 @@ class FallbackModel(Model):
     supports_response_format = True
     supports_tools = True
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, /, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         from ..factory import build_model
 

@@ -129,7 +129,7 @@ class LlamaCppModel(Model):
         "generate_batch is faster (README: Which local backend for which job)"
     )
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, /, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._runtime: _Runtime | None = None
 

@@ -61,7 +61,7 @@ class TransformersModel(Model):
         "GGUF decodes ~4x faster (README: Which local backend for which job)"
     )
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, /, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._runtime: Runtime | None = None
 
