@@ -7,6 +7,7 @@ Hypothesis has no deadline (a wall-clock limit per example would fail on a loade
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -21,6 +22,13 @@ pytest_plugins = ["tests.ci_skips"]
 
 def pytest_configure(config: pytest.Config) -> None:
     from tests.ci_skips import ci_is_strict  # loaded by now, as a plugin
+
+    # A suite started in the background of a script (`cmd &` without job control) inherits SIGINT ignored,
+    # and so would every run.py a test starts: the Ctrl-C tests would see a run that cannot be interrupted.
+    # A handler here (each xdist worker loads this file too) becomes SIG_DFL in a child, which Python
+    # turns into KeyboardInterrupt again.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
     # Hypothesis' own "ci" profile in CI (derandomized: the same examples every run), else "default".
     settings.register_profile(
