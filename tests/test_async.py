@@ -228,7 +228,8 @@ def echo_fn(messages: list[dict[str, Any]], **kwargs: Any) -> str:
 
 
 def test_callable_model_async_runs_in_threads() -> None:
-    gate, lock = together(5), threading.Lock()
+    lock = threading.Lock()
+    gate: threading.Barrier | None = together(5)
     inside, most, threads = 0, 0, set()
 
     def fn(messages: list[dict[str, Any]], **kwargs: Any) -> str:
@@ -251,6 +252,7 @@ def test_callable_model_async_runs_in_threads() -> None:
     assert most == 5 and len(threads) == 5  # five worker threads at once, not one after another
     assert threading.get_ident() not in threads  # never on the event loop's thread
     assert [o.content for o in outs] == ["echo: Say hello "] * 5
+    gate = None  # one sync call next: a five-party barrier would hold it until the barrier's timeout
     assert outs[0].content == m.generate(MSGS, stop_sequences=["END"]).content
 
 

@@ -133,8 +133,16 @@ def test_max_context_tokens_sets_the_limit(tiny: TransformersModel) -> None:
         assert "maximum context length is 2048 tokens" in error["message"]
 
 
-def test_a_slow_body_gets_408(url: str) -> None:
-    reply = _slow_body(url, hold_s=BODY_TIMEOUT_S * 10)
+@pytest.fixture(scope="module")
+def short_body_timeout() -> Iterator[str]:
+    """A server whose body timeout is short (0.5 s), so the test sees it fire without waiting 10 s."""
+    model = CallableModel(fn="examples.custom_model.custom_model")
+    with BackgroundServer(model, ServerSettings(port=0, log_level="warning", body_timeout_s=0.5)) as url:
+        yield url
+
+
+def test_a_slow_body_gets_408(short_body_timeout: str) -> None:
+    reply = _slow_body(short_body_timeout, hold_s=60)  # 60 s: a hang guard only
     assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
     assert json.loads(reply.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "request_timeout"
 
