@@ -171,8 +171,48 @@ def test_the_first_load_converts_and_later_loads_read_the_safetensors(tmp_path: 
     assert {"model.safetensors", "config.json", "tokenizer.json", "modelfactory-gguf.json"} <= names
     manifest = json.loads((directory / "modelfactory-gguf.json").read_text())
     assert directory.name == f"{manifest['sha256']}-transformers-{manifest['transformers']}"
-    assert [p for p in directory.parent.iterdir() if p != directory] == []  # no temporary left behind
+    # no temporary left behind (the lock files live apart, in .locks/)
+    assert [p for p in directory.parent.iterdir() if p not in (directory, directory.parent / ".locks")] == []
     assert "Paris" in first["reply"] and second["reply"] == first["reply"]
+
+
+@needs_smollm2
+@pytest.mark.timeout(300)
+def test_a_load_waits_for_the_process_converting_the_same_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Another process holds the conversion lock (a sweep's jobs starting together on a fresh machine):
+    a load waits for it, then reads that process's copy instead of dequantizing the file a second time.
+    Before the lock, the load converted beside it (and returned converted=True after tens of seconds)."""
+    import fcntl
+    import threading
+
+    import transformers
+
+    from modelfactory.backends.transformers._gguf import MANIFEST, converted_dir, converted_path, lock_path
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    gguf = Path(TransformersModel(model_id=SMOLLM2).spec.source(), "SmolLM2-135M-Instruct.Q4_1.gguf")
+    final = converted_path(gguf, transformers.__version__)
+    lock_path(final).parent.mkdir(parents=True)
+    results: list[object] = []
+    with open(lock_path(final), "a+b") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # the other process, converting
+        loader = threading.Thread(
+            target=lambda: results.append(converted_dir(transformers, gguf, backend="t", model_id="m"))
+        )
+        loader.start()
+        loader.join(
+            timeout=2
+        )  # not a bound on anything: the loader is blocked on the lock, whatever the load
+        assert loader.is_alive() and results == []
+        final.mkdir(parents=True)  # the other process's copy lands, then it lets go
+        (final / MANIFEST).write_text("{}\n")
+        fcntl.flock(held, fcntl.LOCK_UN)
+    loader.join(timeout=240)  # a hang guard
+    assert len(results) == 1
+    weights = results[0]
+    assert weights.converted is False and weights.directory == str(final)  # type: ignore[attr-defined]
 
 
 # --------------------------------------------------------------------------- the real model

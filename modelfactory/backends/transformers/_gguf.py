@@ -5,7 +5,8 @@ vocabulary): ~40 s for SmolLM2-135M on a busy 2-core machine, on every load. The
 float32 model, so it is saved once (``model.safetensors``, config, tokenizer, chat template) under
 ``$XDG_CACHE_HOME/modelfactory/gguf/<sha256 of the file>-transformers-<version>/`` and later loads read
 that directory in about a second, without ``gguf`` or ``accelerate``. The directory is written under a
-temporary name and renamed into place, so a crash or a concurrent load never leaves a half-written copy.
+temporary name and renamed into place, so a crash or a concurrent load never leaves a half-written copy;
+a lock file beside it makes a concurrent load wait for that copy rather than dequantize the file again.
 """
 
 from __future__ import annotations
@@ -20,13 +21,22 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ...errors import BackendError, MissingDependencyError
 
-__all__ = ["MANIFEST", "GgufWeights", "cache_root", "converted_dir", "converted_path", "file_sha256"]
+__all__ = [
+    "MANIFEST",
+    "GgufWeights",
+    "cache_root",
+    "converted_dir",
+    "converted_path",
+    "file_sha256",
+    "lock_path",
+]
 
 log = logging.getLogger("modelfactory.transformers")
 
@@ -88,37 +98,74 @@ def converted_dir(transformers: Any, gguf_path: Path, *, backend: str, model_id:
             importlib.import_module(package)
         except ImportError:
             raise MissingDependencyError(package, _EXTRA, backend) from None
-    start = time.perf_counter()
-    log.warning(
-        "dequantizing %s once (tens of seconds on a CPU); later loads read the safetensors in %s",
-        gguf_path.name,
-        final,
-    )
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    except OSError as exc:
-        raise _cache_error(exc, final, backend, model_id) from None
-    try:
-        _convert(transformers, gguf_path, tmp, backend=backend, model_id=model_id)
-        manifest = {
-            "gguf_file": str(gguf_path),
-            "sha256": final.name.split("-", 1)[0],
-            "transformers": transformers.__version__,
-            "dtype": "float32",
-            "convert_s": round(time.perf_counter() - start, 1),
-        }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    with _one_converter(final, backend, model_id):
+        if (final / MANIFEST).is_file():  # another process converted it while this one waited
+            return GgufWeights(str(gguf_path), str(final), converted=False)
+        start = time.perf_counter()
+        log.warning(
+            "dequantizing %s once (tens of seconds on a CPU); later loads read the safetensors in %s",
+            gguf_path.name,
+            final,
+        )
         try:
-            os.rename(tmp, final)  # atomic; fails if another process renamed its copy first
-        except OSError:
-            if not (final / MANIFEST).is_file():
-                raise
+            final.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+        except OSError as exc:
+            raise _cache_error(exc, final, backend, model_id) from None
+        try:
+            _convert(transformers, gguf_path, tmp, backend=backend, model_id=model_id)
+            manifest = {
+                "gguf_file": str(gguf_path),
+                "sha256": final.name.split("-", 1)[0],
+                "transformers": transformers.__version__,
+                "dtype": "float32",
+                "convert_s": round(time.perf_counter() - start, 1),
+            }
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+            try:
+                os.rename(tmp, final)  # atomic; fails if another process renamed its copy first
+            except OSError:
+                if not (final / MANIFEST).is_file():
+                    raise
+        except OSError as exc:
+            raise _cache_error(exc, final, backend, model_id) from None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return GgufWeights(str(gguf_path), str(final), converted=True, convert_s=time.perf_counter() - start)
+
+
+def lock_path(final: Path) -> Path:
+    """The lock file of a converted directory: apart, in ``.locks/`` (empty files, left in place: removing
+    a lock file another process may be about to take is a race)."""
+    return final.parent / ".locks" / f"{final.name}.lock"
+
+
+@contextlib.contextmanager
+def _one_converter(final: Path, backend: str, model_id: str) -> Iterator[None]:
+    """Held while converting ``final``: a second process (a sweep's jobs starting together on a fresh
+    machine, parallel test workers) waits for the first one's copy instead of dequantizing the same file
+    beside it, tens of CPU-seconds each. Where there is no ``fcntl`` (Windows) both convert; the atomic
+    rename keeps one copy."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    try:
+        lock_path(final).parent.mkdir(parents=True, exist_ok=True)
+        fh = open(lock_path(final), "a+b")  # noqa: SIM115 (closed below)
     except OSError as exc:
         raise _cache_error(exc, final, backend, model_id) from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return GgufWeights(str(gguf_path), str(final), converted=True, convert_s=time.perf_counter() - start)
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("waiting for another process that is dequantizing the same file into %s", final)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _convert(transformers: Any, gguf_path: Path, out: Path, *, backend: str, model_id: str) -> None:
