@@ -18,7 +18,7 @@ from starlette.requests import ClientDisconnect
 
 from ..errors import MessageError
 from ..messages import ChatMessage, ChatMessageStreamDelta, normalize_messages, normalize_stop_sequences
-from ..secrets import scrub_tree
+from ..secrets import StreamScrubber, scrub_tree
 from .protocol import (
     DONE,
     ChatCompletionRequest,
@@ -291,7 +291,7 @@ class _ToolArguments:
 
     def __init__(self, state: ServeState) -> None:
         self._state = state
-        self._by_index: dict[Any, Any] = {}
+        self._by_index: dict[Any, StreamScrubber] = {}
 
     def feed(self, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for call in calls:
@@ -333,6 +333,18 @@ async def _stream(
     content = state.stream_scrubber()
     arguments = _ToolArguments(state)
 
+    def held_back() -> list[bytes]:
+        """The chunks for what the scrubbers held back as a possible key's start (the key never came
+        whole): the content's tail, then each tool call's arguments' tail."""
+        out = []
+        rest = content.flush()
+        if rest:
+            out.append(chunks.chunk({"content": rest}))
+        held = arguments.flush()
+        if held:
+            out.append(chunks.chunk({"tool_calls": held}))
+        return out
+
     async def body() -> AsyncIterator[bytes]:
         usage = None
         tool_calls = False
@@ -356,22 +368,14 @@ async def _stream(
                     tool_calls = True
                     calls = arguments.feed(scrub_tree(stream_tool_calls(delta.tool_calls), redact))
                     yield chunks.chunk({"tool_calls": calls})
-            rest = content.flush()
-            if rest:
-                yield chunks.chunk({"content": rest})
-            held = arguments.flush()
-            if held:
-                yield chunks.chunk({"tool_calls": held})
+            for chunk in held_back():
+                yield chunk
             yield chunks.chunk({}, stream_finish_reason(tool_calls, usage, max_tokens))
             if chunks.include_usage:
                 yield chunks.usage(usage)
         except Exception as exc:  # after the headers: an error event, as OpenAI sends them
-            rest = content.flush()  # held back as a possible key's start: the key never came whole
-            if rest:
-                yield chunks.chunk({"content": rest})
-            held = arguments.flush()
-            if held:
-                yield chunks.chunk({"tool_calls": held})
+            for chunk in held_back():
+                yield chunk
             yield chunks.error(error_for(exc, state.is_local, redact))
         finally:
             await deltas.aclose()
