@@ -24,6 +24,7 @@ CPUs, see ``default_threads``), as a user who sets nothing gets them.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -123,8 +124,6 @@ def cold_starts(rounds: int) -> dict[str, tuple[float, float]]:
 
 
 def load_once(env: dict[str, str]) -> tuple[float, bool]:
-    import json
-
     out = subprocess.run([PY, "-c", LOAD, SMOL], cwd=ROOT, env=env, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(out.stderr[-2000:])
