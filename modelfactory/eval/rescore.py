@@ -156,12 +156,42 @@ def rescore_run(
     ]
     known = [c for c in costs if c is not None]
     judge_cost = math.fsum(known) if costs and len(known) == len(costs) else None
-    _write_jsonl(run / SCORES_FILE, out_rows)
-    summary_doc = {label: s.to_dict() for label, s in summaries.items()}
+    _write_jsonl(run / SCORES_FILE, _merged_rows(run / SCORES_FILE, out_rows))
+    summary_doc: dict[str, Any] = _read_json(run / SCORES_SUMMARY_FILE)
+    summary_doc.update({label: s.to_dict() for label, s in summaries.items()})
     if costs:
-        summary_doc["judge_cost_usd"] = judge_cost  # type: ignore[assignment]
+        summary_doc["judge_cost_usd"] = judge_cost
     _write_text(run / SCORES_SUMMARY_FILE, json.dumps(summary_doc, indent=2) + "\n")
     return Rescored(run, summaries, len(out_rows), judge_cost)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def _merged_rows(path: Path, new_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The new scores over an earlier ``scores.jsonl``: another scorer's columns are kept, the same
+    scorer's replaced, so ``score scorer=a`` then ``score scorer=b`` leaves both."""
+    old = {str(r.get("id")): r.get("scores") or {} for r in _read_jsonl(path)}
+    return [{"id": r["id"], "scores": {**old.get(str(r["id"]), {}), **r["scores"]}} for r in new_rows]
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -180,12 +210,7 @@ def read_scores(run_dir: str | os.PathLike[str]) -> dict[str, dict[str, float | 
     run = Path(run_dir)
     rows: list[Mapping[str, Any]] = list(read_results(results_path(run, read_job(run))).values())
     if not any(isinstance(r.get("scores"), Mapping) for r in rows):
-        path = run / SCORES_FILE
-        rows = (
-            [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-            if path.is_file()
-            else []
-        )
+        rows = _read_jsonl(run / SCORES_FILE)
     out: dict[str, dict[str, float | None]] = {}
     for row in rows:
         for label, score in (row.get("scores") or {}).items():

@@ -11,7 +11,7 @@ import yaml
 from modelfactory.datasets import load_dataset
 from modelfactory.errors import ConfigError
 from modelfactory.eval.score import build_scorers, check_targets
-from modelfactory.eval.tasks import CAPITALS_FILE, humaneval_items, item_view, task_items
+from modelfactory.eval.tasks import CAPITALS_FILE, item_view, task_items
 
 ROOT = Path(__file__).resolve().parents[2]
 
