@@ -208,7 +208,7 @@ def read_scores(run_dir: str | os.PathLike[str]) -> dict[str, dict[str, float | 
     """Per scorer label: item id -> score value (None when unscored), from the run's results rows
     (``scores`` written by the runner) or else from ``scores.jsonl`` (written by ``modelfactory score``)."""
     run = Path(run_dir)
-    rows: list[Mapping[str, Any]] = list(read_results(results_path(run, read_job(run))).values())
+    rows: Sequence[Mapping[str, Any]] = list(read_results(results_path(run, read_job(run))).values())
     if not any(isinstance(r.get("scores"), Mapping) for r in rows):
         rows = _read_jsonl(run / SCORES_FILE)
     out: dict[str, dict[str, float | None]] = {}
