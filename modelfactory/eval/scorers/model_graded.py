@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from ...errors import ConfigError, ModelFactoryError, Problem
+from ...errors import ConfigError, Problem
 from ..score import Score, ScoreFn, ScorerConfig, scorer, targets_of
 from ._text import compile_regex, one_line
 
@@ -108,7 +108,7 @@ def model_graded(cfg: ModelGradedConfig, judge: Any = None) -> ScoreFn:
         try:
             with lock:
                 verdict = judge([{"role": "user", "content": prompt}], **cfg.judge_kwargs)
-        except (ModelFactoryError, OSError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - any judge failure is an unscored item, never a zero
             return Score.failed(f"judge failed: {type(exc).__name__}: {one_line(str(exc), 160)}")
         raw = getattr(verdict, "raw", None)
         cached = isinstance(raw, dict) and raw.get("cache") == "hit"
