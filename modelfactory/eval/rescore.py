@@ -19,7 +19,7 @@ from typing import Any
 from ..errors import ConfigError, Problem
 from ..results import read_job, read_results, results_path
 from .metrics import Summary, summarize
-from .score import build_scorers, check_targets, score_many
+from .scoring import build_scorers, check_targets, score_many
 from .tasks import item_view, task_items
 
 __all__ = ["SCORES_FILE", "SCORES_SUMMARY_FILE", "Rescored", "read_scores", "rescore_run", "saved_task"]

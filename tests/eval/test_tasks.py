@@ -10,7 +10,7 @@ import yaml
 
 from modelfactory.datasets import load_dataset
 from modelfactory.errors import ConfigError
-from modelfactory.eval.score import build_scorers, check_targets
+from modelfactory.eval.scoring import build_scorers, check_targets
 from modelfactory.eval.tasks import CAPITALS_FILE, item_view, task_items
 
 ROOT = Path(__file__).resolve().parents[2]

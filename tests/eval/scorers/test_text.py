@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from modelfactory.eval.score import build_scorer
+from modelfactory.eval.scoring import build_scorer
 
 words = st.text(alphabet="abcdefghij ", min_size=0, max_size=30)
 
