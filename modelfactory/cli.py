@@ -78,7 +78,30 @@ def check(config_dir: Path, overrides: list[str], warnings: list[Problem] | None
         problems += validate_config(cfg.model, source=source, environment=True)
         if warnings is not None:
             warnings += config_warnings(cfg.model, source=source)
-    return problems
+    return problems + task_scoring_problems(config_dir, rest)
+
+
+def task_scoring_problems(config_dir: Path, overrides: list[str]) -> list[Problem]:
+    """The task's ``scorers``, checked once: a bad scorer config, items without the target one needs."""
+    import dataclasses
+
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+
+    from .errors import ModelFactoryError
+    from .eval.scoring import task_problems
+
+    try:
+        task = OmegaConf.to_container(compose(config_dir, overrides).task, resolve=True)
+    except (HydraException, ValueError, AttributeError):  # a config that does not compose: reported above
+        return []
+    if not isinstance(task, dict) or not task.get("scorers"):
+        return []
+    try:
+        found = task_problems({str(k): v for k, v in task.items()})
+    except ModelFactoryError as exc:  # e.g. task=humaneval without the eval extra
+        found = [Problem("task", str(exc).splitlines()[0])]
+    return [dataclasses.replace(p, source=p.source or "task") for p in found]
 
 
 def capability_notes(config_dir: Path, overrides: list[str]) -> list[str]:

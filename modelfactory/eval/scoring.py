@@ -16,8 +16,17 @@ from pydantic import ValidationError
 from ..errors import ConfigError, Problem, did_you_mean
 from . import scorers as _families  # noqa: F401 - importing registers every family
 from .score import _REGISTRY, Score, Scorer, ScorerConfig, targets_of
+from .tasks import item_view, task_items
 
-__all__ = ["build_scorer", "build_scorers", "check_targets", "registered", "score_many", "score_row"]
+__all__ = [
+    "build_scorer",
+    "build_scorers",
+    "check_targets",
+    "registered",
+    "score_many",
+    "score_row",
+    "task_problems",
+]
 
 
 def registered() -> list[str]:
@@ -137,3 +146,20 @@ def score_many(
         return [scorer_(reply, item) for reply, item in pairs]
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="score") as pool:
         return list(pool.map(lambda p: scorer_(p[0], p[1]), pairs))
+
+
+def task_problems(task: Mapping[str, Any], **context: Any) -> list[Problem]:
+    """What ``modelfactory check`` reports of a task's scoring: every bad scorer config (a regex that does
+    not compile, an unknown name, ...), and items without the target a scorer needs; [] when it has none."""
+    specs = task.get("scorers")
+    if not specs:
+        return []
+    try:
+        built = build_scorers(specs, key="task.scorers", **context)
+    except ConfigError as exc:
+        return list(exc.problems)
+    try:
+        check_targets([item_view(i) for i in task_items(task)], built)
+    except ConfigError as exc:
+        return list(exc.problems)
+    return []
