@@ -38,6 +38,11 @@ def build_scorer(spec: Mapping[str, Any] | str, *, key: str = "scorer", **contex
     """A :class:`Scorer` from its config (a mapping with ``name``, or just the name); ``context`` passes
     objects a config cannot hold (``judge=`` a Model for ``model_graded``). Raises ConfigError naming
     ``key`` and the field."""
+    if not isinstance(spec, (str, Mapping)):
+        raise ConfigError(
+            [Problem(key, f"must be a scorer name or a mapping with 'name', got {spec!r}", "e.g. includes")],
+            title="invalid scorer",
+        )
     data: dict[str, Any] = {"name": spec} if isinstance(spec, str) else dict(spec)
     name = data.get("name")
     if not isinstance(name, str) or name not in _REGISTRY:

@@ -29,11 +29,12 @@ def test_every_family_is_registered() -> None:
         ({"name": "model_graded"}, "scorer.judge", "needs a judge model"),
         ({"name": "code", "timeout_s": 0}, "scorer.timeout_s", "greater than 0"),
         ({}, "scorer.name", "missing the scorer's name"),
+        (42, "scorer", "must be a scorer name or a mapping"),
     ],
 )
-def test_bad_configs_name_the_key(spec: dict, key: str, words: str) -> None:
+def test_bad_configs_name_the_key(spec: object, key: str, words: str) -> None:
     with pytest.raises(ConfigError) as info:
-        build_scorer(spec)
+        build_scorer(spec)  # type: ignore[arg-type]
     assert [p.key for p in info.value.problems] == [key]
     assert words in str(info.value)
 
