@@ -87,3 +87,19 @@ def test_output_is_capped() -> None:
     outcome = run_program("import sys\nwhile True: sys.stdout.write('x' * 65536)\n", timeout_s=10)
     # CPython ignores SIGXFSZ: past RLIMIT_FSIZE a write raises instead of killing the process
     assert outcome.status == "failed" and "File too large" in outcome.detail
+
+
+def test_installed_packages_only_when_asked() -> None:
+    program = "import jsonschema\n"  # installed in this venv (the eval extra), not in the stdlib
+    assert run_program(program).status == "failed"
+    assert run_program(program, site_packages=True).status == "passed"
+
+
+def test_a_worker_serves_many_programs_and_one_killed_is_replaced() -> None:
+    from modelfactory.eval import sandbox
+
+    assert [run_program(f"assert {i} == {i}\n").status for i in range(5)] == ["passed"] * 5
+    for worker in list(sandbox._POOL._all):
+        worker.proc.kill()  # a worker that died between programs
+        worker.proc.wait()
+    assert run_program("assert True\n").status == "passed"

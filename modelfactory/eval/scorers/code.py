@@ -49,6 +49,10 @@ class CodeConfig(ScorerConfig):
         default="code_prefix", description="the item field the completion continues (HumanEval's prompt)"
     )
     extract_code: bool = Field(default=True, description="take the first ```python block of a reply")
+    site_packages: bool = Field(
+        default=False,
+        description="let the program import installed packages (numpy, ...), not only the stdlib",
+    )
 
 
 @scorer("code", config=CodeConfig, needs_target=False)
@@ -57,7 +61,9 @@ def code(cfg: CodeConfig) -> ScoreFn:
         if not item.get(cfg.test_field):
             return Score.failed(f"item {item.get('id')!r} has no {cfg.test_field!r} (the tests to run)")
         program = build_program(reply or "", item, cfg)
-        outcome = run_program(program, timeout_s=cfg.timeout_s, memory_mb=cfg.memory_mb)
+        outcome = run_program(
+            program, timeout_s=cfg.timeout_s, memory_mb=cfg.memory_mb, site_packages=cfg.site_packages
+        )
         answer = extract_code(reply or "") if cfg.extract_code else reply
         if outcome.passed:
             return Score(1.0, answer=answer, explanation="tests passed")

@@ -12,16 +12,14 @@ from pydantic import Field
 from ..score import Score, ScoreFn, ScorerConfig, scorer, targets_of
 from ._text import one_line
 
-# 1,234.5  -3  .5  1e-3  (thousands separators allowed only in groups of three)
-_NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?(?:[eE][-+]?\d+)?")
+# 1,234.5  -3  .5  1e-3  (thousands separators only in groups of three); every match holds a digit
+_NUMBER = re.compile(r"[-+]?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?")
 
 
 def numbers_in(text: str) -> list[float]:
     out = []
     for m in _NUMBER.finditer(text):
         token = m.group(0)
-        if not any(ch.isdigit() for ch in token):
-            continue
         try:
             out.append(float(token.replace(",", "")))
         except ValueError:
