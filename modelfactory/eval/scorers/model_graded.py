@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import string
-import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -99,15 +98,14 @@ def model_graded(cfg: ModelGradedConfig, judge: Any = None) -> ScoreFn:
 
     price = price_for(judge)
     grade_re = re.compile(cfg.grade_pattern)
-    lock = threading.Lock()  # a judge model may be shared by scoring threads; one call at a time is safe
 
     def score(reply: str | None, item: Mapping[str, Any]) -> Score:
         prompt = cfg.template.format(
             question=question_of(item), target=" | ".join(targets_of(item) or []), answer=reply or ""
         )
         try:
-            with lock:
-                verdict = judge([{"role": "user", "content": prompt}], **cfg.judge_kwargs)
+            # a Model is thread-safe (the runner's threads share one), so scoring threads may share the judge
+            verdict = judge([{"role": "user", "content": prompt}], **cfg.judge_kwargs)
         except Exception as exc:  # noqa: BLE001 - any judge failure is an unscored item, never a zero
             return Score.failed(f"judge failed: {type(exc).__name__}: {one_line(str(exc), 160)}")
         raw = getattr(verdict, "raw", None)
