@@ -59,7 +59,24 @@ def saved_task(run_dir: Path) -> dict[str, Any]:
         raise ConfigError(
             [Problem("task", f"the saved config has no task: {task!r}", "")], title="cannot score"
         )
-    return {str(k): v for k, v in task.items()}
+    saved = {str(k): v for k, v in task.items()}
+    dataset = saved.get("path")
+    if isinstance(dataset, str) and dataset and not Path(dataset).is_absolute():
+        launched = _launch_dir(run_dir)  # a relative dataset path meant the directory run.py ran in
+        if launched is not None and (launched / dataset).is_file():
+            saved["path"] = str(launched / dataset)
+    return saved
+
+
+def _launch_dir(run_dir: Path) -> Path | None:
+    """The directory the run was launched from (``hydra.runtime.cwd`` in ``.hydra/hydra.yaml``)."""
+    import yaml
+
+    try:
+        saved = yaml.safe_load((run_dir / ".hydra" / "hydra.yaml").read_text(encoding="utf-8"))
+        return Path(saved["hydra"]["runtime"]["cwd"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return None
 
 
 def parse_overrides(args: Sequence[str]) -> tuple[list[dict[str, Any]] | None, list[Problem]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -92,3 +93,23 @@ def test_bad_scorer_arguments_name_the_key(
     assert main(["score", str(runs[0]), "scorer.ignore_case=false"]) == 2
     with pytest.raises(ConfigError, match="judge"):
         rescore_run(runs[0], ["model_graded"])
+
+
+def test_a_relative_dataset_path_is_read_from_where_the_run_was_launched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    (project / "data" / "qa.jsonl").write_text(
+        json.dumps({"id": "q1", "prompt": "2+2?", "target": "4"}) + "\n"
+    )
+    run = project / "outputs" / "run1"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), "model=custom_callable", "model.fn=tests.eval.capital_answers.expert",
+         "task=dataset", "task.path=data/qa.jsonl", f"hydra.run.dir={run}", "runner.progress=false"],
+        cwd=project, capture_output=True, text=True, timeout=300, check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert (run / "results.jsonl").is_file(), done.stderr[-3000:]
+    monkeypatch.chdir(tmp_path)  # scored from elsewhere: data/qa.jsonl is not here
+    assert rescore_run(run, ["numeric"]).summaries["numeric"].n == 1
