@@ -6,6 +6,8 @@ modelfactory check model=azure_openai model.api_version=2024-10-21
 modelfactory serve server.port=8000          # conf/config.yaml's model over an OpenAI-compatible API
 modelfactory estimate model=openai_gpt4o task=dataset task.path=items.jsonl   # tokens, $ online vs batch
 modelfactory compare multirun/2026-12-01/10-00-00 multirun/2026-12-02/09-30-00 -o report.html
+modelfactory score outputs/2026-12-01/10-00-00 scorer=includes   # re-score a run's replies, no model call
+modelfactory compare outputs/2026-12-01/10-00-00 outputs/2026-12-02/09-30-00   # two scored runs, paired
 modelfactory batches list outputs/2026-12-01/10-00-00        # a runner.mode=batch run's provider batches
 modelfactory batches cancel outputs/2026-12-01/10-00-00
 modelfactory merge multirun/2026-12-01/10-00-00   # a sharded sweep's results.jsonl, one per model/params
@@ -76,7 +78,30 @@ def check(config_dir: Path, overrides: list[str], warnings: list[Problem] | None
         problems += validate_config(cfg.model, source=source, environment=True)
         if warnings is not None:
             warnings += config_warnings(cfg.model, source=source)
-    return problems
+    return problems + task_scoring_problems(config_dir, rest)
+
+
+def task_scoring_problems(config_dir: Path, overrides: list[str]) -> list[Problem]:
+    """The task's ``scorers``, checked once: a bad scorer config, items without the target one needs."""
+    import dataclasses
+
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+
+    from .errors import ModelFactoryError
+    from .eval.scoring import task_problems
+
+    try:
+        task = OmegaConf.to_container(compose(config_dir, overrides).task, resolve=True)
+    except (HydraException, ValueError, AttributeError):  # a config that does not compose: reported above
+        return []
+    if not isinstance(task, dict) or not task.get("scorers"):
+        return []
+    try:
+        found = task_problems({str(k): v for k, v in task.items()})
+    except ModelFactoryError as exc:  # e.g. task=humaneval without the eval extra
+        found = [Problem("task", str(exc).splitlines()[0])]
+    return [dataclasses.replace(p, source=p.source or "task") for p in found]
 
 
 def capability_notes(config_dir: Path, overrides: list[str]) -> list[str]:
@@ -228,6 +253,22 @@ def merge(sweep_dir: Path, out_dir: Path | None) -> int:
     return 1 if incomplete else 0
 
 
+def _add_score_parser(sub: Any) -> None:
+    p_score = sub.add_parser("score", help="re-score a finished run's replies (no model call)")
+    p_score.add_argument("run_dir", type=Path, help="the run's output dir (holds results.jsonl)")
+    p_score.add_argument(
+        "overrides", nargs="*", help="scorer=NAME[,NAME] scorer.KEY=VALUE (default: the task's scorers)"
+    )
+    p_score.add_argument("--workers", type=int, default=2, help="replies scored at once (default 2)")
+
+
+def _two_runs(paths: list[Path]) -> bool:
+    """``compare A B`` on two single runs (not sweep dirs): the paired score comparison."""
+    from .eval.commands import is_run_dir
+
+    return len(paths) == 2 and all(is_run_dir(p) for p in paths)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="modelfactory", description=__doc__.splitlines()[0])
     parser.add_argument("--config-dir", type=Path, default=None, help="folder holding config.yaml and model/")
@@ -241,13 +282,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     p_est = sub.add_parser("estimate", help="items, tokens and cost (online vs batch) of a job; no request")
     p_est.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=openai_gpt4o task=dataset")
-    p_compare = sub.add_parser("compare", help="one table and report.html across several sweep dirs")
+    _add_score_parser(sub)
+    p_compare = sub.add_parser(
+        "compare", help="one table and report.html across sweep dirs; two run dirs: a paired score comparison"
+    )
     p_compare.add_argument(
         "sweep_dirs", nargs="+", type=Path, help="multirun sweep dirs, e.g. multirun/<d>/<t>"
     )
     p_compare.add_argument(
         "-o", "--out", type=Path, default=Path("report.html"), help="default: ./report.html"
     )
+    p_compare.add_argument("--scorer", default=None, help="two run dirs: compare this scorer only")
     p_batches = sub.add_parser(
         "batches", help="list or cancel the provider batches of a runner.mode=batch run"
     )
@@ -261,6 +306,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "merge":  # reads a sweep dir only: no config needed
         return merge(args.sweep_dir, args.out)
+    if args.command == "score":
+        from .eval.commands import score_command
+
+        return score_command(args.run_dir, args.overrides, args.workers)
+    if args.command == "compare" and _two_runs(args.sweep_dirs):
+        from .eval.commands import compare_command
+
+        return compare_command(args.sweep_dirs[0], args.sweep_dirs[1], args.scorer)
     if args.command == "compare":  # reads sweep dirs only: no config needed
         from .report import compare_cli
 

@@ -30,6 +30,7 @@ class Item:
     id: str
     messages: list[dict[str, Any]]
     meta: dict[str, Any] = field(default_factory=dict)  # other fields of the dataset row, kept as-is
+    target: str | list[str] | None = None  # what a scorer compares the reply with (one answer or several)
 
 
 def prompt_item(prompt: str, system_prompt: str | None = None) -> Item:
@@ -84,7 +85,8 @@ def load_dataset(path: str | os.PathLike[str]) -> list[Item]:
 
     Each object has ``id`` (a string or integer, unique in the file; results and resume key on it) and
     either ``messages`` (a list of ``{"role", "content"}``) or ``prompt`` (a string, with an optional
-    ``system`` string). Other fields are kept in :attr:`Item.meta`.
+    ``system`` string), and optionally ``target`` (a string, or a list of accepted answers: what the
+    scorers compare the reply with). Other fields are kept in :attr:`Item.meta`.
     """
     p = Path(path)
     source = str(path)
@@ -283,10 +285,31 @@ def _to_item(record: Any, where: str, source: str) -> tuple[Item | None, list[Pr
                 source,
             )
         )
+    target, target_problem = _target(record.get("target"))
+    if target_problem:
+        problems.append(
+            Problem(where, target_problem, 'e.g. "target": "Paris" or ["Paris", "paris"]', source)
+        )
     if problems:
         return None, problems
-    meta = {k: v for k, v in record.items() if k not in ("id", "messages", "prompt", "system")}
-    return Item(id=str(raw_id), messages=messages, meta=meta), []
+    meta = {k: v for k, v in record.items() if k not in ("id", "messages", "prompt", "system", "target")}
+    return Item(id=str(raw_id), messages=messages, meta=meta, target=target), []
+
+
+def _target(value: Any) -> tuple[str | list[str] | None, str]:
+    """An item's ``target``: a string, a number (kept as its text) or a non-empty list of them."""
+    scalar = (str, int, float)
+    if value is None:
+        return None, ""
+    if isinstance(value, scalar) and not isinstance(value, bool):
+        return str(value), ""
+    if (
+        isinstance(value, list)
+        and value
+        and all(isinstance(v, scalar) and not isinstance(v, bool) for v in value)
+    ):
+        return [str(v) for v in value], ""
+    return None, f"'target' must be a string, a number or a non-empty list of them, got {value!r}"
 
 
 def as_item(obj: Any) -> Item:

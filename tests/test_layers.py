@@ -55,6 +55,8 @@ LAYERS: list[tuple[str, ...]] = [
         "modelfactory.runner",
         "modelfactory.batch",
         "modelfactory.batch.",
+        "modelfactory.eval",  # scorers, metrics, compare, rescore: the runner will score rows with them
+        "modelfactory.eval.",
     ),
     (
         "modelfactory.app",

@@ -1,0 +1,236 @@
+"""Score a finished run again without calling any model: ``modelfactory score RUN_DIR [scorer=...]``.
+
+Reads the run's replies (``results.jsonl``, through :mod:`modelfactory.results`) and its task (the
+saved ``.hydra/config.yaml``), scores every reply, and writes ``scores.jsonl`` (one row per item:
+``{"id", "scores": {label: {value, answer, explanation, error}}}``) and ``scores.json`` (per scorer: the
+:class:`~modelfactory.eval.metrics.Summary`) next to the results. A row whose call failed is unscored.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, Problem
+from ..results import read_job, read_results, results_path
+from .metrics import Summary, summarize
+from .scoring import build_scorers, check_targets, score_many
+from .tasks import item_view, task_items
+
+__all__ = ["SCORES_FILE", "SCORES_SUMMARY_FILE", "Rescored", "read_scores", "rescore_run", "saved_task"]
+
+SCORES_FILE = "scores.jsonl"
+SCORES_SUMMARY_FILE = "scores.json"
+
+
+@dataclass
+class Rescored:
+    run_dir: Path
+    summaries: dict[str, Summary]
+    rows: int
+    judge_cost_usd: float | None
+
+
+def saved_task(run_dir: Path) -> dict[str, Any]:
+    """The run's task config, resolved, from the ``.hydra/config.yaml`` Hydra saved in the run dir."""
+    from omegaconf import DictConfig, OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    path = run_dir / ".hydra" / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(
+            [Problem("run_dir", f"no {path} (the run's saved config)", "give the dir of a run.py job")],
+            title="cannot score",
+        )
+    try:
+        cfg = OmegaConf.load(path)
+        node = cfg.get("task") if isinstance(cfg, DictConfig) else None
+        task = OmegaConf.to_container(node, resolve=True) if node is not None else None
+    except (OmegaConfBaseException, ValueError) as exc:
+        raise ConfigError(
+            [Problem("task", f"cannot read the saved task: {exc}", "")], title="cannot score"
+        ) from None
+    if not isinstance(task, dict):
+        raise ConfigError(
+            [Problem("task", f"the saved config has no task: {task!r}", "")], title="cannot score"
+        )
+    saved = {str(k): v for k, v in task.items()}
+    dataset = saved.get("path")
+    if isinstance(dataset, str) and dataset and not Path(dataset).is_absolute():
+        launched = _launch_dir(run_dir)  # a relative dataset path meant the directory run.py ran in
+        if launched is not None and (launched / dataset).is_file():
+            saved["path"] = str(launched / dataset)
+    return saved
+
+
+def _launch_dir(run_dir: Path) -> Path | None:
+    """The directory the run was launched from (``hydra.runtime.cwd`` in ``.hydra/hydra.yaml``)."""
+    import yaml
+
+    try:
+        saved = yaml.safe_load((run_dir / ".hydra" / "hydra.yaml").read_text(encoding="utf-8"))
+        return Path(saved["hydra"]["runtime"]["cwd"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return None
+
+
+def parse_overrides(args: Sequence[str]) -> tuple[list[dict[str, Any]] | None, list[Problem]]:
+    """``scorer=includes`` / ``scorer=exact,includes`` and ``scorer.KEY=VALUE`` (YAML values) into
+    scorer configs; None when no ``scorer=`` was given (then the task's own ``scorers`` apply)."""
+    import yaml
+
+    names: list[str] | None = None
+    options: dict[str, Any] = {}
+    problems: list[Problem] = []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if not sep:
+            problems.append(Problem(arg, "expected KEY=VALUE", "scorer=includes scorer.ignore_case=false"))
+        elif key == "scorer":
+            names = [n.strip() for n in value.split(",") if n.strip()]
+        elif key.startswith("scorer."):
+            try:
+                options[key[len("scorer.") :]] = yaml.safe_load(value) if value else ""
+            except yaml.YAMLError:
+                options[key[len("scorer.") :]] = value
+        else:
+            problems.append(Problem(key, "unknown option", "scorer=NAME and scorer.KEY=VALUE"))
+    if names is None:
+        if options:
+            problems.append(
+                Problem(
+                    "scorer",
+                    "scorer.KEY=VALUE given without scorer=NAME",
+                    "scorer=pattern scorer.pattern=...",
+                )
+            )
+        return None, problems
+    if not names:
+        problems.append(Problem("scorer", "no scorer named", "scorer=includes"))
+    if options and len(names) > 1:
+        problems.append(
+            Problem("scorer", "scorer.KEY=VALUE options with several scorers", "one scorer at a time")
+        )
+    return [{"name": n, **options} for n in names], problems
+
+
+def rescore_run(
+    run_dir: str | os.PathLike[str],
+    scorers: Sequence[Mapping[str, Any] | str] | None = None,
+    *,
+    workers: int = 2,
+    **context: Any,
+) -> Rescored:
+    """Score every reply of ``run_dir`` with ``scorers`` (default: the task's ``scorers``) and write the
+    scores next to the results. ``context`` reaches the scorer factories (``judge=`` a Model)."""
+    run = Path(run_dir)
+    task = saved_task(run)
+    specs = scorers if scorers is not None else task.get("scorers")
+    if not specs:
+        raise ConfigError(
+            [Problem("scorer", "neither the command nor the run's task names a scorer", "scorer=includes")],
+            title="cannot score",
+        )
+    built = build_scorers(specs, key="scorer" if scorers is not None else "task.scorers", **context)
+    items = {item.id: item_view(item) for item in task_items(task)}
+    check_targets(list(items.values()), built)
+    job = read_job(run)
+    rows = read_results(results_path(run, job))
+    if not rows:
+        raise ConfigError(
+            [Problem("run_dir", f"no results in {results_path(run, job)}", "")], title="cannot score"
+        )
+    pairs = []
+    for item_id, row in rows.items():
+        item = items.get(item_id, {"id": item_id})
+        reply = row.get("content") if not row.get("error") else None
+        pairs.append((reply if isinstance(reply, str) else None, item))
+    per_scorer = {s.label: score_many(s, pairs, workers=workers) for s in built}
+    out_rows = []
+    for i, item_id in enumerate(rows):
+        scores = {}
+        for label, results in per_scorer.items():
+            score = results[i]
+            if item_id not in items and score.error is None:
+                score.error = f"item {item_id!r} is not in the task's items"
+                score.value = None
+            scores[label] = score.to_dict()
+        out_rows.append({"id": item_id, "scores": scores})
+    summaries = {
+        label: summarize([s.value if s.scored else None for s in results])
+        for label, results in per_scorer.items()
+    }
+    costs: list[float | None] = [
+        s.metadata.get("judge_cost_usd")
+        for r in per_scorer.values()
+        for s in r
+        if "judge_cost_usd" in s.metadata
+    ]
+    known = [c for c in costs if c is not None]
+    judge_cost = math.fsum(known) if costs and len(known) == len(costs) else None
+    _write_jsonl(run / SCORES_FILE, _merged_rows(run / SCORES_FILE, out_rows))
+    summary_doc: dict[str, Any] = _read_json(run / SCORES_SUMMARY_FILE)
+    summary_doc.update({label: s.to_dict() for label, s in summaries.items()})
+    if costs:
+        summary_doc["judge_cost_usd"] = judge_cost
+    _write_text(run / SCORES_SUMMARY_FILE, json.dumps(summary_doc, indent=2) + "\n")
+    return Rescored(run, summaries, len(out_rows), judge_cost)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def _merged_rows(path: Path, new_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The new scores over an earlier ``scores.jsonl``: another scorer's columns are kept, the same
+    scorer's replaced, so ``score scorer=a`` then ``score scorer=b`` leaves both."""
+    old = {str(r.get("id")): r.get("scores") or {} for r in _read_jsonl(path)}
+    return [{"id": r["id"], "scores": {**old.get(str(r["id"]), {}), **r["scores"]}} for r in new_rows]
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)  # a reader never sees half a file
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    _write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def read_scores(run_dir: str | os.PathLike[str]) -> dict[str, dict[str, float | None]]:
+    """Per scorer label: item id -> score value (None when unscored), from the run's results rows
+    (``scores`` written by the runner) or else from ``scores.jsonl`` (written by ``modelfactory score``)."""
+    run = Path(run_dir)
+    rows: Sequence[Mapping[str, Any]] = list(read_results(results_path(run, read_job(run))).values())
+    if not any(isinstance(r.get("scores"), Mapping) for r in rows):
+        rows = _read_jsonl(run / SCORES_FILE)
+    out: dict[str, dict[str, float | None]] = {}
+    for row in rows:
+        for label, score in (row.get("scores") or {}).items():
+            value = score.get("value") if isinstance(score, Mapping) and not score.get("error") else None
+            out.setdefault(label, {})[str(row.get("id"))] = value
+    return out

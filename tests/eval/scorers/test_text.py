@@ -1,0 +1,81 @@
+"""The string scorers: exact, includes, pattern, numeric, choice."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from modelfactory.eval.scoring import build_scorer
+
+words = st.text(alphabet="abcdefghij ", min_size=0, max_size=30)
+
+
+def value(spec: object, reply: str, target: object) -> float | None:
+    return build_scorer(spec)(reply, {"id": "q", "target": target}).value  # type: ignore[arg-type]
+
+
+def test_exact_normalises_as_configured() -> None:
+    assert value("exact", "  Paris \n", "paris") == 1.0
+    assert value({"name": "exact", "ignore_case": False}, "Paris", "paris") == 0.0
+    assert value({"name": "exact", "ignore_punctuation": True}, "Paris.", "Paris") == 1.0
+    assert value({"name": "exact", "regexes_to_ignore": [r"^the answer is "]}, "the answer is 4", "4") == 1.0
+    assert value("exact", "Lyon", ["Paris", "Lyon"]) == 1.0
+
+
+@given(words, words)
+def test_includes_finds_a_target_among_other_words(before: str, after: str) -> None:
+    assert value("includes", f"{before} Canberra {after}", "Canberra") == 1.0
+    assert value("includes", f"{before}Canberras{after}", "Canberra") == 0.0  # not as a word
+
+
+def test_includes_word_boundary_option() -> None:
+    assert value("includes", "Romeo", "Rome") == 0.0
+    assert value({"name": "includes", "word_boundary": False}, "Romeo", "Rome") == 1.0
+    assert value("includes", "Washington, D.C. is", ["Washington, D.C."]) == 1.0
+
+
+def test_pattern_extracts_the_capture_group() -> None:
+    spec = {"name": "pattern", "pattern": r"answer:\s*(\w+)"}
+    score = build_scorer(spec)("Thinking... ANSWER: Paris. Really.", {"target": "paris"})
+    assert (score.value, score.answer) == (1.0, "paris")
+    assert (
+        value({**spec, "ignore_case": False}, "ANSWER: Paris", "Paris") == 0.0
+    )  # the regex is case-sensitive too
+    assert value({**spec, "match": "last"}, "answer: a then answer: b", "b") == 1.0
+    assert value(spec, "no answer here", "x") == 0.0
+
+
+@given(st.floats(-1e9, 1e9, allow_nan=False).map(lambda x: round(x, 4)), words)
+def test_numeric_takes_the_last_number(x: float, text: str) -> None:
+    reply = f"first 7 then {text} so the answer is {x}"
+    score = build_scorer("numeric")(reply, {"target": repr(x)})
+    assert score.value == 1.0, score
+
+
+def test_numeric_tolerance_and_separators() -> None:
+    assert value("numeric", "total: 1,234.5 dollars", "1234.5") == 1.0
+    assert value("numeric", "3.14159", "3.14") == 0.0
+    assert value({"name": "numeric", "abs_tol": 0.01}, "3.14159", "3.14") == 1.0
+    assert value({"name": "numeric", "rel_tol": 0.01}, "101", "100") == 1.0
+    assert value("numeric", "no digits", "3") == 0.0
+    bad = build_scorer("numeric")("3", {"id": "q7", "target": "three"})
+    assert bad.value is None and "q7" in str(bad.error)
+
+
+@pytest.mark.parametrize(
+    ("reply", "answer"),
+    [
+        ("B", "B"),
+        ("(C) Paris", "C"),
+        ("The answer is D.", "D"),
+        ("Answer: (A)", "A"),
+        ("I think B) is right", "B"),
+        ("A lot of thought... the answer is C", "C"),  # "A" the article is not the answer
+        ("none", None),
+    ],
+)
+def test_choice_reads_the_letter(reply: str, answer: str | None) -> None:
+    score = build_scorer({"name": "choice", "letters": "ABCD"})(reply, {"target": "C"})
+    assert score.answer == answer
+    assert score.value == (1.0 if answer == "C" else 0.0)
