@@ -259,32 +259,42 @@ def scrub_tree(data: Any, redact: Any) -> Any:
     return data
 
 
+# The stream scrubber's window is the longest secret rounded up to this many characters: so the delay a
+# client sees does not even tell the longest key's exact length.
+STREAM_WINDOW_STEP = 32
+
+
 class StreamScrubber:
     """:func:`scrub` for a text that arrives in pieces (a streamed reply): a secret split across two
-    pieces is still caught. :meth:`feed` returns what is safe to send now, holding back the tail that could
-    be the start of a secret; :meth:`flush` returns the rest at the end of the stream."""
+    pieces is still caught, and what is sent when never depends on the secrets.
+
+    It always holds back the last :attr:`window` characters (at least the longest secret, rounded up to
+    :data:`STREAM_WINDOW_STEP`) whatever they are, scrubs all it holds, and :meth:`feed` returns only what
+    falls out of the window; :meth:`flush` returns the window at the end of the stream. A secret still
+    arriving lies whole inside the window, so it is never cut by a release. Holding back only a tail that
+    could begin a secret (as it once did) was an oracle: a client whose text an upstream echoes saw its
+    text held exactly when its guess began the key, and rebuilt the key a letter at a time. Now the
+    lengths released depend only on the lengths fed, unless a whole secret was there to scrub."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
+        # every string to replace, longest first; the window covers the longest, so none is cut in two
         self.secrets = sorted({s for s in secrets if len(s) >= MIN_SECRET_LEN}, key=len, reverse=True)
+        longest = max(map(len, self.secrets), default=0)
+        self.window = -(-longest // STREAM_WINDOW_STEP) * STREAM_WINDOW_STEP
         self._held = ""
 
     def feed(self, piece: str) -> str:
-        text = scrub(self._held + piece, self.secrets)
-        keep = max((self._partial(text, s) for s in self.secrets), default=0)
-        self._held = text[len(text) - keep :] if keep else ""
-        return text[: len(text) - keep]
+        text = self._held + piece
+        for secret in self.secrets:  # exactly these strings: the window was sized for them
+            if secret in text:
+                text = text.replace(secret, "***")
+        cut = max(0, len(text) - self.window)
+        self._held = text[cut:]
+        return text[:cut]
 
     def flush(self) -> str:
         text, self._held = self._held, ""
         return text
-
-    @staticmethod
-    def _partial(text: str, secret: str) -> int:
-        """The length of the longest end of ``text`` that begins ``secret`` (and is shorter than it)."""
-        for n in range(min(len(secret) - 1, len(text)), 0, -1):
-            if text.endswith(secret[:n]):
-                return n
-        return 0
 
 
 _log_redactors: list[Callable[[str], str]] = []
