@@ -342,9 +342,38 @@ def _redact_record(record: logging.LogRecord, redactors: list[Callable[[str], st
         message = record.getMessage()
     except Exception:  # a record whose arguments do not fit its format: the handler reports it
         return
-    record.msg, record.args = clean(message), None
+    cleaned = clean(message)
+    if cleaned != message:
+        record.msg, record.args = _redact_args(record, clean, cleaned)
     if record.exc_info and not record.exc_text:
         record.exc_text = clean("".join(traceback.format_exception(*record.exc_info)).rstrip("\n"))
+
+
+def _redact_args(record: logging.LogRecord, clean: Callable[[str], str], cleaned: str) -> tuple[Any, Any]:
+    """The record's format and arguments, each string argument redacted, so a formatter that reads
+    ``record.args`` (uvicorn's access lines unpack them) still finds them; the whole redacted message
+    with no arguments when a secret spans the format and an argument (nothing else leaves it out)."""
+
+    def arg(value: Any) -> Any:
+        if isinstance(value, (int, float)):
+            return value
+        text = str(value)  # an httpx.URL holding user:KEY@ is no str, but formats as one with %s
+        redacted = clean(text)
+        return redacted if redacted != text or isinstance(value, str) else value
+
+    args = record.args
+    if isinstance(args, tuple):
+        new_args: Any = tuple(arg(a) for a in args)
+    elif isinstance(args, Mapping):
+        new_args = {k: arg(v) for k, v in args.items()}
+    else:
+        return cleaned, ()
+    msg = clean(record.msg) if isinstance(record.msg, str) else record.msg
+    try:
+        ok = (str(msg) % new_args if new_args else str(msg)) == cleaned
+    except Exception:  # the redaction changed a format
+        ok = False
+    return (msg, new_args) if ok else (cleaned, ())
 
 
 def env_secret_values() -> list[str]:
