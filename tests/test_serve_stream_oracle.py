@@ -5,90 +5,22 @@ client sends guesses and watches how the streamed reply comes back (the chunk bo
 holds which characters). When the scrubber held back only a tail that could begin the key, a guess that
 began the key came back cut differently, and the key was rebuilt one character at a time (issue 22:
 ``sk-PLANT-cfgdef0`` in 478 requests). Here the same attack runs against the scrubber (5,000 requests,
-the issue's figure) and, smaller, against ``modelfactory serve`` over a real upstream on 127.0.0.1.
+the issue's figure) and, smaller, against ``modelfactory serve`` over a real upstream on 127.0.0.1
+(``python -m bench.stream_oracle`` runs the 5,000 over HTTP too).
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import random
-from collections.abc import Callable, Sequence
 from urllib.parse import quote
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bench.stream_oracle import ALPHABET, KEY, attack, pieces, probe, scrubber_observation, serve_observation
 from modelfactory.secrets import STREAM_WINDOW_STEP, StreamScrubber, scrub
-
-KEY = "sk-PLANT-cfgdef0"
-# what the attacker tries at each position: letters, digits and the key's punctuation
-ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"
-PIECE = 3  # the echoing upstream streams its text three characters at a time (as modelfactory.testing)
-
-Observe = Callable[[str], tuple[str, ...]]
-
-
-def pieces(text: str, size: int = PIECE) -> list[str]:
-    return [text[i : i + size] for i in range(0, len(text), size)]
-
-
-def probe(guess: str) -> str:
-    """The client's text for one guess: padded in front so the guess ends where an upstream piece ends
-    (what made a held-back tail visible), then more text after it."""
-    return "x" * (-len(guess) % PIECE) + guess + "......"
-
-
-def scrubber_observation(secrets: Sequence[str]) -> Observe:
-    """What a client sees of one streamed echo through :class:`StreamScrubber`, as serve sends it: each
-    non-empty release is a chunk, then the held-back rest."""
-
-    def observe(text: str) -> tuple[str, ...]:
-        scrubber = StreamScrubber(secrets)
-        out = [scrubber.feed(p) for p in pieces(text)] + [scrubber.flush()]
-        return tuple(chunk for chunk in out if chunk)
-
-    return observe
-
-
-def held(chunks: tuple[str, ...], guess: str) -> int:
-    """How many characters of the guess's end came back only in a later chunk: what a scrubber holding
-    back "a tail that could begin the key" gives away (the whole guess when it begins the key)."""
-    end = len(probe(guess)) - 6  # the index just past the guess in the probe text
-    boundary, at = 0, 0
-    for chunk in chunks:
-        at += len(chunk)
-        if at <= end:
-            boundary = at
-    return end - boundary
-
-
-def attack(observe: Observe, budget: int, seed: int = 0) -> tuple[str, int, int]:
-    """The prefix-extension attack with ``budget`` requests: try every next character after the prefix
-    known so far; the one whose end was held back longest, if it alone was, is taken as the key's next
-    character. With none standing out the attacker learns nothing and guesses one at random (so the
-    whole budget is spent probing). Returns the prefix built from stand-outs only, the requests made,
-    and how many stand-outs there were."""
-    rng = random.Random(seed)
-    known, blind, spent, standouts = "", "", 0, 0
-    while spent + len(ALPHABET) <= budget:
-        by_char: dict[str, int] = {}
-        for c in ALPHABET:
-            guess = (known or blind) + c
-            by_char[c] = held(observe(probe(guess)), guess)
-            spent += 1
-        top = max(by_char.values())
-        best = [c for c, n in by_char.items() if n == top]
-        if len(best) == 1:  # one character was held back longer than all the others
-            standouts += 1
-            known = (known or blind) + best[0]
-            blind = ""
-        else:
-            blind = (known or blind) + rng.choice(ALPHABET)
-            if len(blind) > len(KEY):
-                blind = ""
-    return known, spent, standouts
 
 
 def test_the_prefix_oracle_recovers_nothing_in_5000_requests() -> None:
@@ -178,27 +110,6 @@ def test_every_form_scrub_knows_is_caught_in_a_stream_split_anywhere(form: str) 
 # --------------------------------------------------------------------------- through modelfactory serve
 
 
-def _serve_observation(url: str, model_name: str) -> Observe:
-    import httpx
-
-    client = httpx.Client(base_url=url, timeout=60)
-
-    def observe(text: str) -> tuple[str, ...]:
-        ask = {"model": model_name, "messages": [{"role": "user", "content": text}], "stream": True}
-        resp = client.post("/v1/chat/completions", json=ask)
-        assert resp.status_code == 200, resp.text
-        chunks = []
-        for line in resp.text.splitlines():
-            if line.startswith("data: ") and line != "data: [DONE]":
-                for choice in json.loads(line[6:]).get("choices") or []:
-                    content = choice["delta"].get("content")
-                    if content:
-                        chunks.append(content)
-        return tuple(chunks)
-
-    return observe
-
-
 @pytest.mark.server
 def test_the_oracle_through_serve_learns_nothing() -> None:
     """``modelfactory serve`` in front of an upstream that holds the key and echoes each client's text,
@@ -213,8 +124,10 @@ def test_the_oracle_through_serve_learns_nothing() -> None:
         model = OpenAIServerModel(
             model_id="m", api_base=upstream.url + "/v1", api_key=KEY, retry={"max_attempts": 1}
         )
-        with BackgroundServer(model, ServerSettings(port=0, log_level="warning")) as url:
-            observe = _serve_observation(url, "m")
+        with (
+            BackgroundServer(model, ServerSettings(port=0, log_level="warning")) as url,
+            serve_observation(url, "m") as observe,
+        ):
             assert "".join(observe("echo " + KEY + " done")) == "echo *** done"  # it does scrub
             known, spent, standouts = attack(observe, budget=3 * len(ALPHABET))
     assert spent == 3 * len(ALPHABET)
