@@ -72,21 +72,26 @@ async def upload_file(request: Request) -> Any:
             raise HTTPError(400, f"purpose {purpose!r} is not served: use 'batch'", param="purpose")
         if (upload.size or 0) > limit:
             raise too_large(limit)
+        _check_room(state, upload.size or 0)  # before the spooled file is read into memory
         data = await upload.read()
     finally:
         await form.close()
-    # No await from the check to the store: two uploads at once cannot both pass it.
+    # Checked again with no await between the check and the store: two uploads cannot both pass it.
+    _check_room(state, len(data))
+    stored = state.batches.add_file(upload.filename or "batch.jsonl", purpose, data)
+    return stored.body()
+
+
+def _check_room(state: ServeState, size: int) -> None:
     held = state.batches.stored_bytes
-    if held + len(data) > state.settings.max_files_bytes:
+    if held + size > state.settings.max_files_bytes:
         raise HTTPError(
             413,
-            f"the server already holds {held} bytes of files and this one has {len(data)}: over "
+            f"the server already holds {held} bytes of files and this one has {size}: over "
             f"server.max_files_bytes ({state.settings.max_files_bytes}); delete files you no longer "
             "need (DELETE /v1/files/{id})",
             code="files_full",
         )
-    stored = state.batches.add_file(upload.filename or "batch.jsonl", purpose, data)
-    return stored.body()
 
 
 def _file(state: ServeState, file_id: str) -> Any:
