@@ -3,10 +3,12 @@
     .venv/bin/python -m bench.serve_abuse [--concurrent 200] [--slow 40] [--slow-headers 40] [--rounds 1]
 
 Three processes, so no figure is the GIL's: the server (the built-in tiny model, batching on), the
-abusive clients (:func:`abuse`: 3 x 1 MB prompts, 2 x 123k-stop bodies, slow bodies, slow headers
-(slowloris), and ``--concurrent`` small requests at once), and this one, which polls ``/health`` every
-50 ms from the moment the abuse starts until it ends, and prints the slowest, p99 and median poll, and
-every abusive request's answer (a JSON summary: the statuses each kind got).
+abusive clients (:func:`abuse`: 3 x 1 MB prompts, 2 x 123k-stop bodies, 8 x 1 MB tool lists, 2 chunked
+60 MB uploads to ``/v1/files`` (1 MB allowed), 12 x 0.9 MB uploads never deleted (8 MB of files allowed),
+slow bodies, slow headers (slowloris), and ``--concurrent`` small requests at once), and this one, which
+polls ``/health`` every 50 ms from the moment the abuse starts until it ends, and prints the slowest, p99
+and median poll, every abusive request's answer (a JSON summary: the statuses each kind got), how many
+bytes each chunked upload got out before the server cut it, and the slowest small request.
 
 ``tests/test_serve_abuse.py`` runs the same :func:`abuse` in a child process against a server of its own
 and checks what it can without a clock: every request answered as documented, every ``/health`` poll
@@ -22,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import select
 import socket
 import statistics
 import subprocess
@@ -38,11 +41,86 @@ HUGE_PROMPT = "word " * 200_000  # 1 MB: ~200k tokens for a 512-token model
 HUGE_STOPS = [f"stop-{i}" for i in range(123_000)]
 BODY_TIMEOUT_S = 10.0
 HEADER_TIMEOUT_S = 10.0
+MAX_BODY_BYTES = 4_000_000
+FILE_LIMIT = 1_000_000  # server.max_batch_file_bytes
+FILES_LIMIT = 8_000_000  # server.max_files_bytes
+MB = 1_000_000
+BOUNDARY = b"mf-abuse-boundary"
+
+
+def huge_tools() -> list[dict[str, Any]]:
+    """About 1 MB of tool definitions (1000 tools of 1 KB)."""
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": f"tool_{i}",
+                "description": "d" * 1000,
+                "parameters": {"type": "object", "properties": {"q": {"type": "string"}}},
+            },
+        }
+        for i in range(1000)
+    ]
+
+
+def settings_kwargs() -> dict[str, Any]:
+    """The server settings the abuse expects (the bench's server and the test's)."""
+    return {
+        "max_body_bytes": MAX_BODY_BYTES,
+        "body_timeout_s": BODY_TIMEOUT_S,
+        "header_timeout_s": HEADER_TIMEOUT_S,
+        "max_batch_file_bytes": FILE_LIMIT,
+        "max_files_bytes": FILES_LIMIT,
+    }
 
 
 def _post(client: Any, url: str, body: bytes) -> int:
     headers = {"content-type": "application/json"}
     return int(client.post(f"{url}/v1/chat/completions", content=body, headers=headers).status_code)
+
+
+def _timed_post(client: Any, url: str, body: bytes) -> tuple[int, float]:
+    t0 = time.perf_counter()
+    status = _post(client, url, body)
+    return status, time.perf_counter() - t0
+
+
+def _upload(client: Any, url: str, data: bytes) -> str:
+    resp = client.post(f"{url}/v1/files", files={"file": ("in.jsonl", data)}, data={"purpose": "batch"})
+    if resp.status_code == 200:
+        return "200"
+    return f"{resp.status_code} {resp.json()['error'].get('code')}"
+
+
+def chunked_upload(url: str, total: int, piece: int = 256 * 1024) -> tuple[str, int]:
+    """A chunked (no Content-Length) multipart upload of ``total`` bytes, sent until the server answers
+    or cuts the connection: the answer's status (``closed``: cut without one) and the bytes sent."""
+    u = urlparse(url)
+    head = (
+        b"--" + BOUNDARY + b'\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
+        b"--" + BOUNDARY + b'\r\nContent-Disposition: form-data; name="file"; filename="in.jsonl"\r\n'
+        b"Content-Type: application/octet-stream\r\n\r\n"
+    )
+    with socket.create_connection((u.hostname, u.port), timeout=120) as sock:
+        sock.sendall(
+            b"POST /v1/files HTTP/1.1\r\nHost: x\r\ntransfer-encoding: chunked\r\n"
+            b"content-type: multipart/form-data; boundary=" + BOUNDARY + b"\r\n\r\n"
+        )
+        sent = 0
+        line = b'{"custom_id": "x"}\n'
+        block = line * (piece // len(line))
+        try:
+            sock.sendall(b"%x\r\n" % len(head) + head + b"\r\n")
+            while sent < total and not select.select([sock], [], [], 0)[0]:
+                sock.sendall(b"%x\r\n" % len(block) + block + b"\r\n")
+                sent += len(block)
+            if sent >= total:
+                tail = b"\r\n--" + BOUNDARY + b"--\r\n"
+                sock.sendall(b"%x\r\n" % len(tail) + tail + b"\r\n0\r\n\r\n")
+        except OSError:
+            pass
+        answer = _answer(sock)
+    return (answer[9:12].decode("latin-1") if answer.startswith(b"HTTP/1.1 ") else "closed"), sent
 
 
 def slow_body(url: str, hold_s: float) -> bytes:
@@ -102,25 +180,37 @@ def abuse(url: str, concurrent: int = 200, slow: int = 40, slow_header_clients: 
 
     huge_body = body([{"role": "user", "content": HUGE_PROMPT}])
     stops_body = body([{"role": "user", "content": "Hi"}], stop=HUGE_STOPS)
+    tools_body = body([{"role": "user", "content": "Hi"}], tools=huge_tools())
+    flood = b'{"custom_id": "x"}\n' * (900_000 // 19)
     unlimited = httpx.Limits(max_connections=None, max_keepalive_connections=None)
     with (
         httpx.Client(timeout=300, limits=unlimited) as client,
-        ThreadPoolExecutor(concurrent + slow + slow_header_clients + 8) as pool,
+        ThreadPoolExecutor(concurrent + slow + slow_header_clients + 32) as pool,
     ):
         huge = [pool.submit(_post, client, url, huge_body) for _ in range(3)]
         stops = [pool.submit(_post, client, url, stops_body) for _ in range(2)]
+        tools = [pool.submit(_post, client, url, tools_body) for _ in range(8)]
+        uploads = [pool.submit(chunked_upload, url, 60 * MB) for _ in range(2)]
+        files = [pool.submit(_upload, client, url, flood) for _ in range(12)]
         slow_bodies = [pool.submit(slow_body, url, BODY_TIMEOUT_S * 4) for _ in range(slow)]
         slowloris = [pool.submit(slow_headers, url, HEADER_TIMEOUT_S * 4) for _ in range(slow_header_clients)]
         small = [
-            pool.submit(_post, client, url, body([{"role": "user", "content": f"Hi {i}"}], max_tokens=2))
+            pool.submit(
+                _timed_post, client, url, body([{"role": "user", "content": f"Hi {i}"}], max_tokens=2)
+            )
             for i in range(concurrent)
         ]
         return {
             "huge prompt": [f.result() for f in huge],
             "huge stops": [f.result() for f in stops],
+            "huge tools": [f.result() for f in tools],
+            "chunked 60 MB upload": [f.result()[0] for f in uploads],
+            "chunked upload MB sent": [round(f.result()[1] / MB, 1) for f in uploads],
+            "0.9 MB uploads, never deleted": sorted(f.result() for f in files),
             "slow body": [f.result()[:12].decode("latin-1") for f in slow_bodies],
             "slow headers": [f.result()[:12].decode("latin-1") for f in slowloris],
-            "concurrent": [f.result() for f in small],
+            "concurrent": [f.result()[0] for f in small],
+            "slowest small request s": round(max((f.result()[1] for f in small), default=0.0), 2),
         }
 
 
@@ -131,13 +221,7 @@ def serve() -> None:
     from modelfactory.serve.server import run_server
 
     model = TransformersModel(model_id="builtin:tiny-llama", dtype="float32", max_new_tokens=8).load()
-    settings = ServerSettings(
-        port=0,
-        log_level="warning",
-        max_body_bytes=4_000_000,
-        body_timeout_s=BODY_TIMEOUT_S,
-        header_timeout_s=HEADER_TIMEOUT_S,
-    )
+    settings = ServerSettings(port=0, log_level="warning", **settings_kwargs())
     run_server(model, settings, on_ready=lambda url: print(url, flush=True))
 
 
@@ -208,6 +292,8 @@ def main() -> None:
             poller.join()
             took = time.perf_counter() - start
             answers = json.loads(out)
+            sent = answers.pop("chunked upload MB sent")
+            slowest = answers.pop("slowest small request s")
             summary = {kind: dict(sorted(_count(v).items())) for kind, v in answers.items()}
             lat = sorted(latencies)
             p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))]
@@ -217,6 +303,7 @@ def main() -> None:
                 f"{sum(1 for x in lat if x > 1.0)}, unanswered: {len(failures)}"
             )
             print(f"  answers: {json.dumps(summary)}")
+            print(f"  chunked 60 MB uploads cut after {sent} MB; slowest small request {slowest} s")
     finally:
         server.terminate()
         server.wait(timeout=30)

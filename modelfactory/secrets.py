@@ -259,32 +259,42 @@ def scrub_tree(data: Any, redact: Any) -> Any:
     return data
 
 
+# The stream scrubber's window is the longest secret rounded up to this many characters: so the delay a
+# client sees does not even tell the longest key's exact length.
+STREAM_WINDOW_STEP = 32
+
+
 class StreamScrubber:
     """:func:`scrub` for a text that arrives in pieces (a streamed reply): a secret split across two
-    pieces is still caught. :meth:`feed` returns what is safe to send now, holding back the tail that could
-    be the start of a secret; :meth:`flush` returns the rest at the end of the stream."""
+    pieces is still caught, and what is sent when never depends on the secrets.
+
+    It always holds back the last :attr:`window` characters (at least the longest secret, rounded up to
+    :data:`STREAM_WINDOW_STEP`) whatever they are, scrubs all it holds, and :meth:`feed` returns only what
+    falls out of the window; :meth:`flush` returns the window at the end of the stream. A secret still
+    arriving lies whole inside the window, so it is never cut by a release. Holding back only a tail that
+    could begin a secret (as it once did) was an oracle: a client whose text an upstream echoes saw its
+    text held exactly when its guess began the key, and rebuilt the key a letter at a time. Now the
+    lengths released depend only on the lengths fed, unless a whole secret was there to scrub."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
+        # every string to replace, longest first; the window covers the longest, so none is cut in two
         self.secrets = sorted({s for s in secrets if len(s) >= MIN_SECRET_LEN}, key=len, reverse=True)
+        longest = max(map(len, self.secrets), default=0)
+        self.window = -(-longest // STREAM_WINDOW_STEP) * STREAM_WINDOW_STEP
         self._held = ""
 
     def feed(self, piece: str) -> str:
-        text = scrub(self._held + piece, self.secrets)
-        keep = max((self._partial(text, s) for s in self.secrets), default=0)
-        self._held = text[len(text) - keep :] if keep else ""
-        return text[: len(text) - keep]
+        text = self._held + piece
+        for secret in self.secrets:  # exactly these strings: the window was sized for them
+            if secret in text:
+                text = text.replace(secret, "***")
+        cut = max(0, len(text) - self.window)
+        self._held = text[cut:]
+        return text[:cut]
 
     def flush(self) -> str:
         text, self._held = self._held, ""
         return text
-
-    @staticmethod
-    def _partial(text: str, secret: str) -> int:
-        """The length of the longest end of ``text`` that begins ``secret`` (and is shorter than it)."""
-        for n in range(min(len(secret) - 1, len(text)), 0, -1):
-            if text.endswith(secret[:n]):
-                return n
-        return 0
 
 
 _log_redactors: list[Callable[[str], str]] = []
@@ -332,9 +342,38 @@ def _redact_record(record: logging.LogRecord, redactors: list[Callable[[str], st
         message = record.getMessage()
     except Exception:  # a record whose arguments do not fit its format: the handler reports it
         return
-    record.msg, record.args = clean(message), None
+    cleaned = clean(message)
+    if cleaned != message:
+        record.msg, record.args = _redact_args(record, clean, cleaned)
     if record.exc_info and not record.exc_text:
         record.exc_text = clean("".join(traceback.format_exception(*record.exc_info)).rstrip("\n"))
+
+
+def _redact_args(record: logging.LogRecord, clean: Callable[[str], str], cleaned: str) -> tuple[Any, Any]:
+    """The record's format and arguments, each string argument redacted, so a formatter that reads
+    ``record.args`` (uvicorn's access lines unpack them) still finds them; the whole redacted message
+    with no arguments when a secret spans the format and an argument (nothing else leaves it out)."""
+
+    def arg(value: Any) -> Any:
+        if isinstance(value, (int, float)):
+            return value
+        text = str(value)  # an httpx.URL holding user:KEY@ is no str, but formats as one with %s
+        redacted = clean(text)
+        return redacted if redacted != text or isinstance(value, str) else value
+
+    args = record.args
+    if isinstance(args, tuple):
+        new_args: Any = tuple(arg(a) for a in args)
+    elif isinstance(args, Mapping):
+        new_args = {k: arg(v) for k, v in args.items()}
+    else:
+        return cleaned, ()
+    msg = clean(record.msg) if isinstance(record.msg, str) else record.msg
+    try:
+        ok = (str(msg) % new_args if new_args else str(msg)) == cleaned
+    except Exception:  # the redaction changed a format
+        ok = False
+    return (msg, new_args) if ok else (cleaned, ())
 
 
 def env_secret_values() -> list[str]:

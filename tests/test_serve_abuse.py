@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -34,6 +35,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 pytest.importorskip("torch")
 
+from bench.serve_abuse import FILES_LIMIT, settings_kwargs  # noqa: E402
 from modelfactory import CallableModel  # noqa: E402
 from modelfactory.backends.transformers import TransformersModel  # noqa: E402
 from modelfactory.serve import BackgroundServer, ServerSettings  # noqa: E402
@@ -43,7 +45,6 @@ pytestmark = pytest.mark.server
 
 ROOT = Path(__file__).resolve().parents[1]
 HEALTH_TIMEOUT_S = 5.0  # generous: the test asserts every /health request completes within it
-BODY_TIMEOUT_S = 10.0  # also what a 1 MB body may take to arrive while 200 other requests are served
 ASK = [{"role": "user", "content": "Hi"}]
 HUGE_PROMPT = "word " * 200_000  # 1 MB: ~200k tokens for a 512-token model
 HUGE_STOPS = [f"stop-{i}" for i in range(123_000)]
@@ -56,9 +57,7 @@ def tiny() -> TransformersModel:
 
 @pytest.fixture(scope="module")
 def url(tiny: TransformersModel) -> Iterator[str]:
-    settings = ServerSettings(
-        port=0, log_level="warning", max_body_bytes=4_000_000, body_timeout_s=BODY_TIMEOUT_S
-    )
+    settings = ServerSettings(port=0, log_level="warning", **settings_kwargs())  # what the abuse expects
     with BackgroundServer(tiny, settings) as url:
         yield url
 
@@ -123,6 +122,87 @@ def test_the_callers_mistakes_are_400_json(url: str, body: Any, param: str | Non
     if code == "context_length_exceeded":
         assert "maximum context length is 512 tokens" in error["message"]
     assert post(url, {"messages": ASK, "max_tokens": 1}).status_code == 200  # and it still serves
+
+
+def _tools(total_chars: int) -> list[dict[str, Any]]:
+    """Tool definitions adding up to about ``total_chars`` characters of JSON."""
+    per = 1000
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": f"tool_{i}",
+                "description": "d" * per,
+                "parameters": {"type": "object", "properties": {"q": {"type": "string"}}},
+            },
+        }
+        for i in range(total_chars // per)
+    ]
+
+
+def test_tools_and_schemas_count_toward_the_context_untokenized(
+    url: str, tiny: TransformersModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 22 item 8: 1 MB of tool definitions (or of a response_format schema) for a 512-token
+    model is refused by its length, before any templating or tokenizing (before, the prep threads
+    templated and tokenized every megabyte, and normal requests queued behind them)."""
+    counted: list[int] = []
+    real = tiny.count_prompt_tokens
+
+    def spy(messages: Any, tools: Any = None) -> int:
+        counted.append(len(json.dumps(tools)) if tools else 0)
+        return real(messages, tools)
+
+    monkeypatch.setattr(tiny, "count_prompt_tokens", spy)
+    schema = {"type": "object", "description": "d" * 1_000_000}
+    bodies = [
+        {"messages": ASK, "tools": _tools(1_000_000)},
+        {"messages": ASK, "response_format": {"type": "json_schema", "json_schema": {"schema": schema}}},
+    ]
+    for body in bodies:
+        error = error_of(post(url, body), 400)
+        assert error["code"] == "context_length_exceeded" and error["param"] == "messages"
+        assert "the messages and tools alone are far longer" in error["message"]
+    assert counted == []  # nothing was templated or tokenized
+    assert post(url, {"messages": ASK, "max_tokens": 1}).status_code == 200  # and it still serves
+    assert counted == [0]
+
+
+def test_large_requests_never_hold_up_small_ones(
+    tiny: TransformersModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bodies of 64 KiB or more are prepared in a thread of their own: while four requests with 100 KB
+    of tools (within a 100,000-token context, so they are counted) are stuck in their token count, a
+    small request is still answered. Before, two of them filled both prep threads and it waited."""
+    entered: list[int] = []
+    first, second, release = threading.Event(), threading.Event(), threading.Event()
+    real = tiny.count_prompt_tokens
+
+    def gated(messages: Any, tools: Any = None) -> int:
+        if not tools:
+            return real(messages, tools)
+        entered.append(1)
+        (second if len(entered) > 1 else first).set()
+        release.wait(120)  # a hang guard
+        return 10**6  # past the context: answered 400, never generated from (25k tokens on a 512 model)
+
+    monkeypatch.setattr(tiny, "count_prompt_tokens", gated)
+    settings = ServerSettings(
+        port=0, log_level="warning", max_body_bytes=4_000_000, max_context_tokens=100_000
+    )
+    big = {"messages": ASK, "tools": _tools(100_000), "max_tokens": 1}
+    with BackgroundServer(tiny, settings) as url, ThreadPoolExecutor(4) as pool:
+        try:
+            stuck = [pool.submit(post, url, big) for _ in range(4)]
+            assert first.wait(60)  # one is being counted (a hang guard)
+            second.wait(2)  # room for a second to start, as both prep threads did before
+            small = post(url, {"messages": ASK, "max_tokens": 1}, timeout=60)
+            assert small.status_code == 200, small.text[:300]
+            assert not any(f.done() for f in stuck)
+            assert len(entered) == 1  # one bulk thread: the others wait their turn
+        finally:
+            release.set()
+        assert [f.result().status_code for f in stuck] == [400] * 4
 
 
 def test_max_context_tokens_sets_the_limit(tiny: TransformersModel) -> None:
@@ -247,6 +327,12 @@ def test_health_answers_throughout_abuse(url: str) -> None:
     answers = json.loads(out)
     assert answers["huge prompt"] == [400] * 3
     assert answers["huge stops"] == [400] * 2
+    assert answers["huge tools"] == [400] * 8
+    assert set(answers["chunked 60 MB upload"]) <= {"413", "closed"}  # cut short, never read whole
+    assert all(mb < 30 for mb in answers["chunked upload MB sent"])
+    flood = answers["0.9 MB uploads, never deleted"]
+    assert flood.count("200") == FILES_LIMIT // 900_000  # then server.max_files_bytes is reached
+    assert set(flood) == {"200", "413 files_full"}
     assert answers["slow body"] == ["HTTP/1.1 408"] * 40
     assert answers["slow headers"] == ["HTTP/1.1 408"] * 40  # closed by server.header_timeout_s
     assert answers["concurrent"] == [200] * 200

@@ -40,6 +40,7 @@ async def _lifespan(app: Any) -> AsyncIterator[None]:
     finally:
         await dispatcher.stop()
         app.state.serve.prep_pool.shutdown(wait=False, cancel_futures=True)
+        app.state.serve.bulk_pool.shutdown(wait=False, cancel_futures=True)
 
 
 def import_deps() -> None:

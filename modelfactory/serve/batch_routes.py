@@ -17,19 +17,18 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from ..secrets import scrub_tree
-from .batches import ENDPOINT, StoredBatch, parse_lines
+from .batches import ENDPOINT, TERMINAL, StoredBatch, parse_lines
 from .protocol import ChatCompletionRequest, HTTPError, parse_request
-from .routes import _authorized, complete, receive_body
+from .routes import _authorized, body_chunks, body_deadline, complete, receive_body
 from .state import ServeState
 
 __all__ = ["install"]
-
-_TERMINAL = ("completed", "failed", "expired", "cancelled")
 
 
 def install(app: FastAPI) -> None:
     app.add_api_route("/v1/files", upload_file, methods=["POST"])
     app.add_api_route("/v1/files/{file_id}", file_info, methods=["GET"])
+    app.add_api_route("/v1/files/{file_id}", delete_file, methods=["DELETE"])
     app.add_api_route("/v1/files/{file_id}/content", file_content, methods=["GET"])
     app.add_api_route("/v1/batches", create_batch, methods=["POST"])
     app.add_api_route("/v1/batches", list_batches, methods=["GET"])
@@ -45,32 +44,71 @@ MULTIPART_SLACK = 1 << 20  # room for the multipart envelope around a file of ma
 
 
 async def upload_file(request: Request) -> Any:
+    """``POST /v1/files``: the multipart body parsed as it arrives, under the same deadline as any body
+    (``server.body_timeout_s``) and refused with 413 the moment it passes ``server.max_batch_file_bytes``
+    (plus the envelope): a chunked 60 MB upload to a 1 MB server is cut after about 2 MB, not read whole."""
     state = _state(request)
-    declared = request.headers.get("content-length", "")
     limit = state.settings.max_batch_file_bytes
-    if declared.isdigit() and int(declared) > limit + MULTIPART_SLACK:  # refused before it is read
-        raise HTTPError(413, f"file over {limit} bytes (server.max_batch_file_bytes)")
-    form = await request.form()
-    upload = form.get("file")
-    purpose = str(form.get("purpose") or "")
-    if upload is None or isinstance(upload, str):
-        raise HTTPError(400, "missing the multipart field 'file'", param="file")
-    if purpose != "batch":
-        raise HTTPError(400, f"purpose {purpose!r} is not served: use 'batch'", param="purpose")
-    data = await upload.read()
-    if len(data) > state.settings.max_batch_file_bytes:
-        raise HTTPError(
-            413, f"file over {state.settings.max_batch_file_bytes} bytes (server.max_batch_file_bytes)"
-        )
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise HTTPError(400, "POST /v1/files takes a multipart/form-data body", param="file")
+
+    def too_large(_: int) -> HTTPError:
+        return HTTPError(413, f"file over {limit} bytes (server.max_batch_file_bytes)", code="file_too_large")
+
+    from starlette.formparsers import MultiPartException, MultiPartParser
+
+    parser = MultiPartParser(request.headers, body_chunks(request, limit + MULTIPART_SLACK, too_large))
+    try:
+        async with body_deadline(state, request):
+            form = await parser.parse()
+    except MultiPartException as exc:  # (the parser closes what it spooled when the body is cut short)
+        raise HTTPError(400, f"the multipart body is not valid: {exc.message}", param="file") from None
+    try:
+        upload = form.get("file")
+        purpose = str(form.get("purpose") or "")
+        if upload is None or isinstance(upload, str):
+            raise HTTPError(400, "missing the multipart field 'file'", param="file")
+        if purpose != "batch":
+            raise HTTPError(400, f"purpose {purpose!r} is not served: use 'batch'", param="purpose")
+        if (upload.size or 0) > limit:
+            raise too_large(limit)
+        _check_room(state, upload.size or 0)  # before the spooled file is read into memory
+        data = await upload.read()
+    finally:
+        await form.close()
+    # Checked again with no await between the check and the store: two uploads cannot both pass it.
+    _check_room(state, len(data))
     stored = state.batches.add_file(upload.filename or "batch.jsonl", purpose, data)
     return stored.body()
+
+
+def _check_room(state: ServeState, size: int) -> None:
+    held = state.batches.stored_bytes
+    if held + size > state.settings.max_files_bytes:
+        raise HTTPError(
+            413,
+            f"the server already holds {held} bytes of files and this one has {size}: over "
+            f"server.max_files_bytes ({state.settings.max_files_bytes}); delete files you no longer "
+            "need (DELETE /v1/files/{id})",
+            code="files_full",
+        )
 
 
 def _file(state: ServeState, file_id: str) -> Any:
     stored = state.batches.files.get(file_id)
     if stored is None:
-        raise HTTPError(404, f"no file with id '{file_id}'", param="file_id", code="not_found")
+        why = state.batches.freed.get(file_id)
+        detail = f" (it was {why}; upload it again)" if why else ""
+        raise HTTPError(404, f"no file with id '{file_id}'{detail}", param="file_id", code="not_found")
     return stored
+
+
+async def delete_file(file_id: str, request: Request) -> Any:
+    """``DELETE /v1/files/{id}``: the file's bytes freed (OpenAI's answer shape)."""
+    state = _state(request)
+    _file(state, file_id)
+    state.batches.delete_file(file_id, "deleted")
+    return {"id": file_id, "object": "file", "deleted": True}
 
 
 async def file_info(file_id: str, request: Request) -> Any:
@@ -85,7 +123,7 @@ async def create_batch(request: Request) -> Any:
     state = _state(request)
     loop = asyncio.get_running_loop()
     raw = await receive_body(state, request, state.settings.max_body_bytes)
-    body = await loop.run_in_executor(state.prep_pool, _json_object, raw)
+    body = await loop.run_in_executor(state.pool_for(len(raw)), _json_object, raw)
     if body.get("endpoint") != ENDPOINT:
         raise HTTPError(
             400, f"endpoint {body.get('endpoint')!r} is not served: use {ENDPOINT}", param="endpoint"
@@ -93,7 +131,9 @@ async def create_batch(request: Request) -> Any:
     if body.get("completion_window") != "24h":
         raise HTTPError(400, "completion_window must be '24h'", param="completion_window")
     stored = _file(state, str(body.get("input_file_id")))
-    lines = await loop.run_in_executor(state.prep_pool, _prepared_lines, stored.id, stored.data)
+    lines = await loop.run_in_executor(
+        state.pool_for(len(stored.data)), _prepared_lines, stored.id, stored.data
+    )
     batch = state.batches.add_batch(stored.id, "24h", body.get("metadata"), len(lines))
     batch.task = asyncio.get_running_loop().create_task(_run(state, batch, lines))
     return batch.body()
@@ -119,7 +159,7 @@ async def batch_info(batch_id: str, request: Request) -> Any:
 
 async def cancel_batch(batch_id: str, request: Request) -> Any:
     batch = _batch(_state(request), batch_id)
-    if batch.status in _TERMINAL:
+    if batch.status in TERMINAL:
         return JSONResponse(
             {
                 "error": {
@@ -211,16 +251,17 @@ async def _run(state: ServeState, batch: StoredBatch, lines: list[Line]) -> None
     batch.times["finalizing_at"] = int(time.time())
     loop = asyncio.get_running_loop()
     if out:
-        data = await loop.run_in_executor(state.prep_pool, _jsonl, out)
+        data = await loop.run_in_executor(state.bulk_pool, _jsonl, out)
         batch.output_file_id = state.batches.add_file(f"{batch.id}_output.jsonl", "batch_output", data).id
     if err:
-        data = await loop.run_in_executor(state.prep_pool, _jsonl, err)
+        data = await loop.run_in_executor(state.bulk_pool, _jsonl, err)
         batch.error_file_id = state.batches.add_file(f"{batch.id}_error.jsonl", "batch_output", data).id
     now = int(time.time())
     if cancelled:
         batch.status, batch.times["cancelled_at"] = "cancelled", now
     else:
         batch.status, batch.times["completed_at"] = "completed", now
+    state.batches.release_input(batch)  # its lines were read at creation: its bytes are not needed now
 
 
 def _jsonl(lines: list[str]) -> bytes:

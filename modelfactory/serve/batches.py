@@ -1,6 +1,7 @@
 """The OpenAI Files + Batches API, served: so any configured model stands in for a batch provider.
 
 ``POST /v1/files`` (multipart ``file``, ``purpose``), ``GET /v1/files/{id}``, ``GET /v1/files/{id}/content``,
+``DELETE /v1/files/{id}``,
 ``POST /v1/batches`` (``input_file_id``, ``endpoint`` = ``/v1/chat/completions``, ``completion_window``),
 ``GET /v1/batches``, ``GET /v1/batches/{id}``, ``POST /v1/batches/{id}/cancel``. Objects have OpenAI's
 documented shapes, so the openai SDK's ``client.files`` / ``client.batches`` work against it.
@@ -9,7 +10,9 @@ A batch runs in the background on the server's event loop, each line through the
 ``/v1/chat/completions`` request: a local model's lines share ``generate_batch`` calls (the dispatcher
 batches requests that arrive together). Successful lines go to the output file, failed ones to the error
 file, each ``{"id", "custom_id", "response": {"status_code", "request_id", "body"}, "error"}``.
-Files and batches live in memory: they end with the server.
+Files and batches live in memory: they end with the server. So that memory stays bounded, the stored files
+together never pass ``server.max_files_bytes`` (an upload past it gets 413), ``DELETE /v1/files/{id}``
+frees a file, and a batch's input file is freed when the batch ends (its lines were read at creation).
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from typing import Any
 __all__ = ["BatchStore", "StoredFile"]
 
 ENDPOINT = "/v1/chat/completions"
+TERMINAL = ("completed", "failed", "expired", "cancelled")
 WINDOW_S = 24 * 3600
+MAX_FREED = 10_000  # freed files whose 404 still says why
 
 
 @dataclass
@@ -97,16 +102,41 @@ class StoredBatch:
 
 @dataclass
 class BatchStore:
-    """The server's files and batches (in memory). ``created`` counts batch submissions (tests read it)."""
+    """The server's files and batches (in memory). ``created`` counts batch submissions (tests read it);
+    ``freed`` says why a file that was once here is gone (for the 404)."""
 
     files: dict[str, StoredFile] = field(default_factory=dict)
     batches: dict[str, StoredBatch] = field(default_factory=dict)
     created: int = 0
+    freed: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def stored_bytes(self) -> int:
+        return sum(len(f.data) for f in self.files.values())
 
     def add_file(self, filename: str, purpose: str, data: bytes) -> StoredFile:
         f = StoredFile(f"file-{uuid.uuid4().hex[:24]}", filename, purpose, data)
         self.files[f.id] = f
         return f
+
+    def delete_file(self, file_id: str, why: str) -> StoredFile | None:
+        """Forget a file (its bytes freed), remembering ``why`` for a later lookup; None if unknown."""
+        stored = self.files.pop(file_id, None)
+        if stored is not None:
+            self.freed[file_id] = why
+            while len(self.freed) > MAX_FREED:  # the oldest reasons go: this must stay bounded too
+                del self.freed[next(iter(self.freed))]
+        return stored
+
+    def release_input(self, batch: StoredBatch) -> None:
+        """Free ``batch``'s input file once no batch still running reads it."""
+        running = any(
+            b.input_file_id == batch.input_file_id and b.status not in TERMINAL
+            for b in self.batches.values()
+            if b is not batch
+        )
+        if not running:
+            self.delete_file(batch.input_file_id, f"freed when batch {batch.id} ended")
 
     def add_batch(
         self, input_file_id: str, window: str, metadata: dict[str, Any] | None, total: int

@@ -8,7 +8,17 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
 
 from ..errors import BackendError, ConfigError, MessageError, ModelFactoryError, UnsupportedFeatureError
 from ..generation import generation_problems
@@ -39,27 +49,36 @@ DONE = b"data: [DONE]\n\n"
 
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="allow")
-    include_usage: bool = False
+    include_usage: StrictBool = False
 
 
 class ChatCompletionRequest(BaseModel):
-    """The parameters of a chat completion this server reads; others are accepted and ignored."""
+    """The parameters of a chat completion this server reads; others are accepted and ignored.
+
+    The scalars are strict, as OpenAI's own API is: ``temperature: true``, ``max_tokens: "8"`` and
+    ``stream: "yes"`` are 400s naming the field, never coerced (a client with a bug learns of it here,
+    not from replies that quietly differ from what it meant). A whole number is a float."""
 
     model_config = ConfigDict(extra="allow")
 
-    model: str | None = None
+    model: StrictStr | None = None
     messages: list[dict[str, Any]] = Field(min_length=1)
-    stream: bool = False
+    stream: StrictBool = False
     stream_options: StreamOptions | None = None
-    stop: str | list[str] | None = None
-    max_tokens: int | None = Field(None, gt=0)
-    max_completion_tokens: int | None = Field(None, gt=0)
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
-    seed: int | None = None
-    n: int | None = Field(None, ge=1)
+    stop: StrictStr | list[StrictStr] | None = None
+    max_tokens: StrictInt | None = Field(None, gt=0)
+    max_completion_tokens: StrictInt | None = Field(None, gt=0)
+    temperature: StrictFloat | None = Field(None, ge=0.0, le=2.0)
+    top_p: StrictFloat | None = Field(None, gt=0.0, le=1.0)
+    seed: StrictInt | None = None
+    n: StrictInt | None = Field(None, ge=1)
     response_format: dict[str, Any] | None = None
     tools: list[dict[str, Any]] | None = None
+    _size: int = PrivateAttr(0)  # the body's bytes: which prep threads prepare it
+
+    @property
+    def size(self) -> int:
+        return self._size
 
     def params(self) -> dict[str, Any]:
         """Per-call generation kwargs for ``model.generate``."""
@@ -194,10 +213,13 @@ def stream_tool_calls(calls: list[Any]) -> list[dict[str, Any]]:
     return out
 
 
-def context_length_exceeded(context: int, prompt: int | None, completion: int | None) -> HTTPError:
-    """OpenAI's 400 for a prompt (plus the asked completion) longer than the model's context."""
+def context_length_exceeded(
+    context: int, prompt: int | None, completion: int | None, what: str = "the messages"
+) -> HTTPError:
+    """OpenAI's 400 for a prompt (plus the asked completion) longer than the model's context; ``what``:
+    what was measured when ``prompt`` (a token count) is not known."""
     if prompt is None:
-        detail = "the messages alone are far longer than that"
+        detail = f"{what} alone are far longer than that"
     else:
         asked = prompt + (completion or 0)
         detail = (
@@ -246,6 +268,7 @@ def parse_request(body: bytes | bytearray) -> ChatCompletionRequest:
     if problems:
         text = "; ".join(f"{p.key}: {p.problem}" for p in problems)
         raise HTTPError(400, f"invalid request: {text}", param=problems[0].key, code="invalid_value")
+    req._size = len(body)
     return req
 
 

@@ -4,11 +4,13 @@ Imported only by :func:`.app.create_app`, once fastapi is known to be installed 
 """
 
 import asyncio
+import contextlib
 import hmac
+import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, cast
 
 from fastapi import FastAPI, Request
@@ -160,27 +162,47 @@ async def _read_body(state: ServeState, request: Request) -> ChatCompletionReque
     """The body (:func:`receive_body`), parsed in a worker thread: a 1 MB body is request-sized work,
     never done on the event loop."""
     body = await receive_body(state, request, state.settings.max_body_bytes)
-    return await asyncio.get_running_loop().run_in_executor(state.prep_pool, parse_request, body)
+    pool = state.pool_for(len(body))
+    return await asyncio.get_running_loop().run_in_executor(pool, parse_request, body)
 
 
 async def receive_body(state: ServeState, request: Request, limit: int) -> bytes:
     """The raw body, refused with 413 past ``limit`` bytes before it is all read, and with 408 when it has
     not all arrived after ``server.body_timeout_s`` (a slow client holds no slot for ever)."""
+    body = bytearray()
+    async with body_deadline(state, request):
+        async for chunk in body_chunks(request, limit):
+            body += chunk
+    return bytes(body)
+
+
+async def body_chunks(
+    request: Request, limit: int, too_large: Callable[[int], HTTPError] = body_too_large
+) -> AsyncGenerator[bytes, None]:
+    """The body as it arrives, ending in ``too_large(limit)`` (413) as soon as more than ``limit`` bytes
+    came (or a ``Content-Length`` says they will): a chunked upload is never read whole first."""
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
-            too_big = int(declared) > limit
+            over = int(declared) > limit
         except ValueError:
             raise HTTPError(400, "invalid Content-Length header") from None
-        if too_big:
-            raise body_too_large(limit)
-    body = bytearray()
+        if over:
+            raise too_large(limit)
+    seen = 0
+    async for chunk in request.stream():
+        seen += len(chunk)
+        if seen > limit:
+            raise too_large(limit)
+        yield chunk
+
+
+@contextlib.asynccontextmanager
+async def body_deadline(state: ServeState, request: Request) -> AsyncIterator[None]:
+    """Reading a body inside: 408 past ``server.body_timeout_s``, 400 when the client went away."""
     try:
         async with asyncio.timeout(state.settings.body_timeout_s):
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > limit:
-                    raise body_too_large(limit)
+            yield
     except TimeoutError:
         raise HTTPError(
             408,
@@ -190,7 +212,6 @@ async def receive_body(state: ServeState, request: Request, limit: int) -> bytes
     except ClientDisconnect:
         log.info("client %s went away while sending its request", _client(request))
         raise HTTPError(400, "the client disconnected", code="client_disconnected") from None
-    return bytes(body)
 
 
 def _client(request: Request) -> str:
@@ -230,8 +251,10 @@ async def complete(
 
 async def _prepared(state: ServeState, req: ChatCompletionRequest, deployment: str | None) -> Any:
     """:func:`_prepare` in a worker thread: what grows with the request (messages, stops, the prompt's
-    length) never runs on the event loop, which keeps answering other requests and ``/health``."""
-    return await asyncio.get_running_loop().run_in_executor(state.prep_pool, _prepare, state, req, deployment)
+    length) never runs on the event loop, which keeps answering other requests and ``/health``; a large
+    request in the bulk thread, so small ones never wait behind it."""
+    pool = state.pool_for(req.size)
+    return await asyncio.get_running_loop().run_in_executor(pool, _prepare, state, req, deployment)
 
 
 def _prepare(state: ServeState, req: ChatCompletionRequest, deployment: str | None) -> Any:
@@ -251,7 +274,7 @@ def _prepare(state: ServeState, req: ChatCompletionRequest, deployment: str | No
         raise HTTPError(400, str(exc), param="stop" if "stop" in str(exc) else "messages") from None
     params = req.params()
     extra = {"response_format": req.response_format, "tools_to_call_from": req.tools}
-    _check_context(state, messages, req.tools, params.get("max_tokens"))
+    _check_context(state, messages, req.tools, params.get("max_tokens"), req.response_format)
     max_tokens = params.get("max_tokens") or state.default_max
     return messages, stop, params, extra, max_tokens
 
@@ -261,10 +284,16 @@ MAX_CHARS_PER_TOKEN = 64  # no vocabulary has many longer tokens: more character
 
 
 def _check_context(
-    state: ServeState, messages: list[dict[str, Any]], tools: Any, max_tokens: int | None
+    state: ServeState,
+    messages: list[dict[str, Any]],
+    tools: Any,
+    max_tokens: int | None,
+    response_format: Any = None,
 ) -> None:
     """400 ``context_length_exceeded`` (as OpenAI answers) for a prompt the model cannot take, before the
-    model tokenizes more than ``context * MAX_CHARS_PER_TOKEN`` characters of it."""
+    model tokenizes more than ``context * MAX_CHARS_PER_TOKEN`` characters of it: the messages, the tools
+    (templated into the prompt) and a ``response_format`` schema all count, so a megabyte of tool
+    definitions is refused by its length, not after minutes of the prep threads templating it."""
     count = getattr(state.model, "count_prompt_tokens", None)
     if not callable(count):
         return
@@ -274,8 +303,9 @@ def _check_context(
     if context is None:
         return
     chars = sum(len(m["content"]) if isinstance(m.get("content"), str) else len(str(m)) for m in messages)
+    chars += sum(len(json.dumps(part, default=str)) for part in (tools, response_format) if part)
     if chars > context * MAX_CHARS_PER_TOKEN:
-        raise context_length_exceeded(context, None, max_tokens)
+        raise context_length_exceeded(context, None, max_tokens, "the messages and tools")
     try:
         prompt = int(count(messages, tools))
     except Exception as exc:  # the template refusing these messages: the call would say the same

@@ -43,6 +43,13 @@ class ServerSettings(BaseModel):
     max_batch_file_bytes: int = Field(
         default=200 * 1024 * 1024, gt=0, description="larger batch input files (POST /v1/files) get 413"
     )
+    max_files_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        gt=0,
+        description="all stored files together (uploads and batch outputs, kept in memory): an upload "
+        "past it gets 413 until files are deleted (DELETE /v1/files/{id}); a batch's input file is freed "
+        "when the batch ends",
+    )
     batch_window_ms: float = Field(default=10.0, ge=0, description="how long a batch waits for more requests")
     max_batch_size: int = Field(default=8, gt=0, description="rows per generate_batch call")
     max_concurrency: int = Field(

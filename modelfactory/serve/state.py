@@ -15,7 +15,9 @@ from .batches import BatchStore
 from .dispatch import Dispatcher
 from .settings import ServerSettings, served_name, served_names
 
-__all__ = ["ServeState", "context_length"]
+__all__ = ["BULK_BYTES", "ServeState", "context_length"]
+
+BULK_BYTES = 64 * 1024  # a body this large is prepared in the bulk thread
 
 
 @dataclass
@@ -35,6 +37,14 @@ class ServeState:
     prep_pool: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="modelfactory-prep")
     )  # parsing and length checks off the event loop, two at a time: request-sized work never blocks it
+    bulk_pool: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="modelfactory-prep-bulk")
+    )  # the same for bodies of BULK_BYTES or more, one at a time: ordinary requests never queue behind them
+
+    def pool_for(self, size: int) -> ThreadPoolExecutor:
+        """The prep threads for request-sized work on ``size`` bytes: a megabyte of tools or a batch file
+        goes to :attr:`bulk_pool`, so it cannot hold up the ordinary requests behind it."""
+        return self.bulk_pool if size >= BULK_BYTES else self.prep_pool
 
     def secrets(self) -> list[str]:
         """What no client may see: the served model's credentials (an upstream API's key, its auth
