@@ -1,5 +1,4 @@
-"""``modelfactory`` console script: ``run`` the app, ``list`` the ready-made configs, ``check`` them
-without any network, ``serve`` one, ...
+"""``modelfactory`` console script: ``run`` the app; ``list``, ``check`` (no network), ``serve`` its configs.
 
 modelfactory run model=transformers_tiny prompt="Hi"   # the app (modelfactory run --help)
 modelfactory list                           # the model configs: shipped, and ./conf/model/ (or --config-dir)
