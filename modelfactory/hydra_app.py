@@ -200,10 +200,17 @@ COMP_WORDBREAKS=$COMP_WORDBREAKS complete -o nospace -o default -F _modelfactory
 """
 
 
-def _completion(action: str, shell: str, args: list[str]) -> bool:
+def _completion(action: str, shell: str) -> bool:
     """The console script's completion: its own install script; a query's line stripped of ``run`` so
     Hydra completes the overrides after it. True when fully answered here."""
     if shell not in ("bash", "zsh"):
+        if action in ("install", "uninstall"):  # Hydra's script would complete `modelfactory`, not `run`
+            print(
+                f"error: -sc {action}={shell}: the modelfactory command completes in bash and zsh: "
+                'eval "$(modelfactory run -sc install=bash)"',
+                file=sys.stderr,
+            )
+            sys.exit(EXIT_CONFIG)
         return False
     if action == "install":
         print(completion_script())
@@ -241,7 +248,7 @@ def run_cli(args: list[str] | None = None, prog: str = PROG) -> None:
         print("\n".join(null_groups), file=sys.stderr)
         sys.exit(EXIT_CONFIG)
     shell = _shell(args)
-    if prog == PROG and shell and _completion(*shell, args):
+    if prog == PROG and shell and _completion(*shell):
         return
     skip_mode_probe(args)
     # Hydra reads sys.argv; its usage line, --help and completion hints name the program by argv[0].

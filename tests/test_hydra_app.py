@@ -59,11 +59,13 @@ def test_help_says_what_the_app_does_with_examples_and_the_groups(tmp_path: Path
     assert 'eval "$(modelfactory run -sc install=bash)"' in out  # Hydra's flags, with our program's name
 
 
-def test_the_completion_script_calls_the_console_scripts_run() -> None:
+def test_the_completion_script_calls_the_console_scripts_run(tmp_path: Path) -> None:
     script = hydra_app.completion_script()
     assert "modelfactory run -sc query=bash" in script
     assert script.rstrip().endswith("-F _modelfactory_completion modelfactory")
     assert "python" not in script
+    fish = _modelfactory(tmp_path, "run", "-sc", "install=fish")  # Hydra's would complete `modelfactory`
+    assert fish.returncode == 2 and "bash and zsh" in fish.stderr and not fish.stdout
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
