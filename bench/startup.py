@@ -42,7 +42,7 @@ def main() -> None:
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 9
     samples: dict[str, list[float]] = {}
     for _ in range(runs):
-        for code in (IMPORT, COMPOSE.replace("%r", repr(str(ROOT / "conf")))):
+        for code in (IMPORT, COMPOSE.replace("%r", repr(str(ROOT / "modelfactory" / "conf")))):
             for name, value in measure(code).items():
                 samples.setdefault(name, []).append(value)
     targets = {"import modelfactory": 0.100, "compose run.py config": 0.150}

@@ -1,9 +1,10 @@
-"""``modelfactory`` console script: ``list`` the ready-made configs, ``check`` them without any network.
+"""``modelfactory`` console script: ``run`` the app; ``list``, ``check`` (no network), ``serve`` its configs.
 
-modelfactory list
-modelfactory check                          # every config in conf/model/
+modelfactory run model=transformers_tiny prompt="Hi"   # the app (modelfactory run --help)
+modelfactory list                           # the model configs: shipped, and ./conf/model/ (or --config-dir)
+modelfactory check                          # every one of them
 modelfactory check model=azure_openai model.api_version=2024-10-21
-modelfactory serve server.port=8000          # conf/config.yaml's model over an OpenAI-compatible API
+modelfactory serve server.port=8000          # config.yaml's model over an OpenAI-compatible API
 modelfactory estimate model=openai_gpt4o task=dataset task.path=items.jsonl   # tokens, $ online vs batch
 modelfactory compare multirun/2026-12-01/10-00-00 multirun/2026-12-02/09-30-00 -o report.html
 modelfactory score outputs/2026-12-01/10-00-00 scorer=includes   # re-score a run's replies, no model call
@@ -20,39 +21,27 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .config_dirs import ConfigDirs, project_root
+from .envfile import load_dotenv
 from .errors import Problem
 from .secrets import mask_urls
 
 __all__ = ["main", "merge", "serve"]
 
 
-def default_config_dir() -> Path:
-    """``./conf`` when run from a project, else the repository's own ``conf/``."""
-    here = Path.cwd() / "conf"
-    if (here / "model").is_dir():
-        return here
-    return Path(__file__).resolve().parents[1] / "conf"
+def model_names(configs: ConfigDirs) -> list[str]:
+    return configs.names("model")
 
 
-def model_names(config_dir: Path) -> list[str]:
-    return sorted(p.stem for p in (config_dir / "model").glob("*.yaml"))
+def _choices(configs: ConfigDirs) -> str:
+    return "one of: " + ", ".join(model_names(configs)) + " (modelfactory list)"
 
 
-def _choices(config_dir: Path) -> str:
-    return "one of: " + ", ".join(model_names(config_dir)) + " (modelfactory list)"
+def compose(configs: ConfigDirs, overrides: list[str], *, return_hydra_config: bool = False) -> Any:
+    return configs.compose(overrides, return_hydra_config=return_hydra_config)
 
 
-def compose(config_dir: Path, overrides: list[str], *, return_hydra_config: bool = False) -> Any:
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir.resolve())):
-        return hydra_compose(
-            config_name="config", overrides=overrides, return_hydra_config=return_hydra_config
-        )
-
-
-def check(config_dir: Path, overrides: list[str], warnings: list[Problem] | None = None) -> list[Problem]:
+def check(configs: ConfigDirs, overrides: list[str], warnings: list[Problem] | None = None) -> list[Problem]:
     """Compose and validate the chosen config (or every one): all problems, no network, no weights.
     ``warnings`` (when given) receives what works but should change: smolagents' names in a config."""
     from hydra.errors import HydraException
@@ -61,27 +50,25 @@ def check(config_dir: Path, overrides: list[str], warnings: list[Problem] | None
 
     chosen = [o.split("=", 1)[1] for o in overrides if o.startswith("model=")]
     rest = [o for o in overrides if not o.startswith("model=")]
-    names = chosen or model_names(config_dir)
+    names = chosen or model_names(configs)
     problems: list[Problem] = []
     for name in names:
         source = f"conf/model/{name}.yaml"
         if name.strip().lower() in ("null", "~", ""):
-            problems.append(
-                Problem("model", f"model={name}: needs a config name", _choices(config_dir), source)
-            )
+            problems.append(Problem("model", f"model={name}: needs a config name", _choices(configs), source))
             continue
         try:
-            cfg = compose(config_dir, [f"model={name}", *rest])
+            cfg = compose(configs, [f"model={name}", *rest])
         except (HydraException, ValueError) as exc:  # Hydra raises a bare ValueError for some overrides
             problems.append(Problem("config", str(exc).splitlines()[0], "check the override syntax", source))
             continue
         problems += validate_config(cfg.model, source=source, environment=True)
         if warnings is not None:
             warnings += config_warnings(cfg.model, source=source)
-    return problems + task_scoring_problems(config_dir, rest)
+    return problems + task_scoring_problems(configs, rest)
 
 
-def task_scoring_problems(config_dir: Path, overrides: list[str]) -> list[Problem]:
+def task_scoring_problems(configs: ConfigDirs, overrides: list[str]) -> list[Problem]:
     """The task's ``scorers``, checked once: a bad scorer config, items without the target one needs."""
     import dataclasses
 
@@ -92,7 +79,7 @@ def task_scoring_problems(config_dir: Path, overrides: list[str]) -> list[Proble
     from .eval.scoring import task_problems
 
     try:
-        task = OmegaConf.to_container(compose(config_dir, overrides).task, resolve=True)
+        task = OmegaConf.to_container(compose(configs, overrides).task, resolve=True)
     except (HydraException, ValueError, AttributeError):  # a config that does not compose: reported above
         return []
     if not isinstance(task, dict) or not task.get("scorers"):
@@ -104,16 +91,16 @@ def task_scoring_problems(config_dir: Path, overrides: list[str]) -> list[Proble
     return [dataclasses.replace(p, source=p.source or "task") for p in found]
 
 
-def capability_notes(config_dir: Path, overrides: list[str]) -> list[str]:
+def capability_notes(configs: ConfigDirs, overrides: list[str]) -> list[str]:
     """What changes the requests of the chosen models (``stop`` / ``temperature`` not sent), for ``check``."""
     from .capabilities import request_capabilities
 
     chosen = [o.split("=", 1)[1] for o in overrides if o.startswith("model=")]
     rest = [o for o in overrides if not o.startswith("model=")]
     notes = []
-    for name in chosen or model_names(config_dir):
+    for name in chosen or model_names(configs):
         try:
-            model = compose(config_dir, [f"model={name}", *rest]).model
+            model = compose(configs, [f"model={name}", *rest]).model
             model_id = str(model.get("model_id") or "")
             stop, temperature = model.get("supports_stop"), model.get("supports_temperature")
         except Exception:  # noqa: BLE001 - an unreadable config is already one of check's problems
@@ -124,7 +111,7 @@ def capability_notes(config_dir: Path, overrides: list[str]) -> list[str]:
     return notes
 
 
-def backend_notes(config_dir: Path, overrides: list[str]) -> list[str]:
+def backend_notes(configs: ConfigDirs, overrides: list[str]) -> list[str]:
     """Which jobs each chosen config's backend suits (``Model.best_for``: the local backends say it), so
     ``check`` answers "transformers or llama.cpp?" where the choice is made."""
     from .factory import locate_target
@@ -132,9 +119,9 @@ def backend_notes(config_dir: Path, overrides: list[str]) -> list[str]:
     chosen = [o.split("=", 1)[1] for o in overrides if o.startswith("model=")]
     rest = [o for o in overrides if not o.startswith("model=")]
     notes = []
-    for name in chosen or model_names(config_dir):
+    for name in chosen or model_names(configs):
         try:
-            target, _ = locate_target(compose(config_dir, [f"model={name}", *rest]).model.get("_target_"))
+            target, _ = locate_target(compose(configs, [f"model={name}", *rest]).model.get("_target_"))
         except Exception:  # noqa: BLE001 - an unreadable config is already one of check's problems
             continue
         best_for = getattr(target, "best_for", "")
@@ -143,7 +130,7 @@ def backend_notes(config_dir: Path, overrides: list[str]) -> list[str]:
     return notes
 
 
-def estimate(config_dir: Path, overrides: list[str]) -> int:
+def estimate(configs: ConfigDirs, overrides: list[str]) -> int:
     """``modelfactory estimate [overrides]``: items, tokens and cost (online vs batch) of the job the
     overrides describe, without sending a request (local models: the tokenizer is loaded, not run)."""
     from hydra.errors import HydraException
@@ -154,12 +141,12 @@ def estimate(config_dir: Path, overrides: list[str]) -> int:
     from .pricing import estimate_job
 
     try:
-        cfg = compose(config_dir, overrides)
+        cfg = compose(configs, overrides)
     except HydraException as exc:
         print(f"error: {mask_urls(str(exc).splitlines()[0])}", file=sys.stderr)
         return 2
     try:
-        items = task_items(cfg, config_dir.parent)
+        items = task_items(cfg, project_root())
         model = build_model(cfg.model)
         max_tokens = (cfg.get("generation") or {}).get("max_tokens")
         est = estimate_job(model, items, int(max_tokens) if max_tokens else None)
@@ -176,7 +163,7 @@ def estimate(config_dir: Path, overrides: list[str]) -> int:
     return 0
 
 
-def serve(config_dir: Path, overrides: list[str]) -> int:
+def serve(configs: ConfigDirs, overrides: list[str]) -> int:
     """``modelfactory serve [overrides]``: compose like run.py, build the model, load it, serve it under
     its id and under the config name it was chosen by (``model=transformers_smollm2``, the default)."""
     from hydra.errors import HydraException
@@ -189,10 +176,10 @@ def serve(config_dir: Path, overrides: list[str]) -> int:
 
     nulls = [o for o in overrides if o.startswith("model=") and o[6:].strip().lower() in ("null", "~", "")]
     if nulls:
-        print(f"error: {nulls[0]}: needs a config name; {_choices(config_dir)}", file=sys.stderr)
+        print(f"error: {nulls[0]}: needs a config name; {_choices(configs)}", file=sys.stderr)
         return 2
     try:
-        cfg = compose(config_dir, overrides, return_hydra_config=True)
+        cfg = compose(configs, overrides, return_hydra_config=True)
     except (HydraException, ValueError) as exc:  # Hydra raises a bare ValueError for some overrides
         print(f"error: {mask_urls(str(exc).splitlines()[0])}", file=sys.stderr)
         return 2
@@ -269,11 +256,37 @@ def _two_runs(paths: list[Path]) -> bool:
     return len(paths) == 2 and all(is_run_dir(p) for p in paths)
 
 
+def _run_args(argv: list[str]) -> list[str] | None:
+    """The app's own command line when ``argv`` is ``[--config-dir DIR] run ...`` (Hydra parses it,
+    ``--help``, ``-m``, ``-sc`` included), else None."""
+    if argv[:1] == ["run"]:
+        return argv[1:]
+    if argv[:1] == ["--config-dir"] and argv[2:3] == ["run"]:
+        return [*argv[:2], *argv[3:]]
+    if argv[:1] and argv[0].startswith("--config-dir=") and argv[1:2] == ["run"]:
+        return [argv[0], *argv[2:]]
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    load_dotenv()  # ./.env, for every command (envfile.py: the one loader); set variables win
+    run_args = _run_args(argv)
+    if run_args is not None:
+        from .hydra_app import run_cli
+
+        run_cli(run_args)
+        return 0
     parser = argparse.ArgumentParser(prog="modelfactory", description=__doc__.splitlines()[0])
-    parser.add_argument("--config-dir", type=Path, default=None, help="folder holding config.yaml and model/")
+    parser.add_argument(
+        "--config-dir",
+        type=Path,
+        default=None,
+        help="your config dir, searched before the shipped configs (default: ./conf when there is one)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="list the configs in conf/model/")
+    sub.add_parser("run", add_help=False, help="run a job or, with -m, a sweep (modelfactory run --help)")
+    sub.add_parser("list", help="list the model configs (shipped, and model/ of your config dir)")
     p_check = sub.add_parser("check", help="validate configs and env vars without network or weights")
     p_check.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=openai_gpt4o")
     p_serve = sub.add_parser("serve", help="serve a configured model over an OpenAI-compatible HTTP API")
@@ -320,33 +333,33 @@ def main(argv: list[str] | None = None) -> int:
         return compare_cli(args.sweep_dirs, args.out)
     if args.command == "batches":
         return batches(args.action, args.run_dir)
-    config_dir = args.config_dir or default_config_dir()
+    if args.config_dir is not None and not args.config_dir.is_dir():
+        print(f"error: --config-dir {args.config_dir}: no such folder", file=sys.stderr)
+        return 2
+    configs = ConfigDirs.find(args.config_dir)
     if str(Path.cwd()) not in sys.path:  # configs name the user's own modules (CallableModel's fn)
         sys.path.insert(0, str(Path.cwd()))
-    if not (config_dir / "model").is_dir():
-        print(f"error: no model/ folder in {config_dir}; pass --config-dir", file=sys.stderr)
-        return 2
     if args.command == "list":
-        for name in model_names(config_dir):
+        for name in model_names(configs):
             print(name)
         return 0
     if args.command == "serve":
-        return serve(config_dir, args.overrides)
+        return serve(configs, args.overrides)
     if args.command == "estimate":
-        return estimate(config_dir, args.overrides)
+        return estimate(configs, args.overrides)
     warnings: list[Problem] = []
-    problems = check(config_dir, args.overrides, warnings)
+    problems = check(configs, args.overrides, warnings)
     # a value echoed by Hydra or a validator may be a URL holding credentials (model.api_base=https://u:KEY@h)
     for w in warnings:
         print(
             mask_urls(f"warning: {w.source}: {w.key}: {w.problem}" + (f"\n    fix: {w.fix}" if w.fix else ""))
         )
-    for note in capability_notes(config_dir, args.overrides) + backend_notes(config_dir, args.overrides):
+    for note in capability_notes(configs, args.overrides) + backend_notes(configs, args.overrides):
         print(mask_urls(f"note: {note}"))
     for p in problems:
         print(mask_urls(f"{p.source}: {p.key}: {p.problem}" + (f"\n    fix: {p.fix}" if p.fix else "")))
     checked = args.overrides and any(o.startswith("model=") for o in args.overrides)
-    print(f"{len(problems)} problem(s)" + ("" if checked else f" in {len(model_names(config_dir))} configs"))
+    print(f"{len(problems)} problem(s)" + ("" if checked else f" in {len(model_names(configs))} configs"))
     return 1 if problems else 0
 
 

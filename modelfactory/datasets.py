@@ -2,8 +2,8 @@
 
 :func:`load_dataset` reads JSONL (one ``{"id", "messages" | "prompt"}`` object per line), a JSON array or
 a YAML list, and reports every problem at once as a :class:`ConfigError` naming the file and the line (or
-item), so a user fixes a bad file in one pass instead of one error per run. :func:`load_dotenv` reads the
-other input a job takes from a file: the ``.env`` keys the backends find in the environment.
+item), so a user fixes a bad file in one pass instead of one error per run. (``load_dotenv``, the
+``.env`` loader, lives in :mod:`modelfactory.envfile`; its old import path here still works.)
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .envfile import load_dotenv  # moved: envfile.py is the one .env loader of every entry point
 from .errors import ConfigError, MessageError, Problem
 
 __all__ = ["Item", "as_item", "load_dataset", "load_dotenv", "prompt_item", "shard_items", "shard_of"]
@@ -322,22 +323,3 @@ def as_item(obj: Any) -> Item:
             raise ConfigError(problems, title="invalid item")
         return item
     raise TypeError(f"run_items takes Item objects or dicts with id and messages, got {type(obj).__name__}")
-
-
-def load_dotenv(path: str | os.PathLike[str] | None = None) -> list[str]:
-    """Load ``KEY=value`` lines from ``.env`` (default: in the current directory) into ``os.environ``.
-
-    Variables already set in the environment win. Returns the names loaded (never the values). Keys
-    kept here never reach any output file: configs refer to them by name only.
-    """
-    p = Path(path) if path is not None else Path.cwd() / ".env"
-    if not p.is_file():
-        return []
-    from dotenv import dotenv_values
-
-    loaded = []
-    for name, value in dotenv_values(p).items():
-        if value is not None and name not in os.environ:
-            os.environ[name] = value
-            loaded.append(name)
-    return loaded

@@ -1,4 +1,4 @@
-"""Hydra callbacks of the app (``hydra.callbacks`` in ``conf/config.yaml``).
+"""Hydra callbacks of the app (``hydra.callbacks`` in ``modelfactory/conf/config.yaml``).
 
 ``SummaryCallback``: at the end of a multirun, one row per job (model, overridden parameters, items
 ok/failed, mean and p95 latency, tokens in/out, throughput, cost in USD or "unknown"), printed and saved as ``summary.csv`` and

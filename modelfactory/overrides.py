@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +44,18 @@ def secret_overrides(args: list[str]) -> list[str]:
     return found
 
 
-def _default_model(conf_dir: Path) -> str | None:
+def _first(conf_dirs: Sequence[Path], relative: str) -> Path | None:
+    """The file Hydra would read: the first config dir that has it (the user's before the shipped)."""
+    return next((d / relative for d in conf_dirs if (d / relative).is_file()), None)
+
+
+def _default_model(conf_dirs: Sequence[Path]) -> str | None:
     """The model config the app's ``config.yaml`` chooses in its defaults list (``- model: <name>``)."""
     import yaml
 
+    path = _first(conf_dirs, "config.yaml")
     try:
-        data = yaml.safe_load((conf_dir / "config.yaml").read_text(encoding="utf-8"))
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) if path else None
     except (OSError, yaml.YAMLError):
         return None
     defaults = data.get("defaults") if isinstance(data, dict) else None
@@ -59,11 +66,11 @@ def _default_model(conf_dir: Path) -> str | None:
     return None
 
 
-def _model_names(args: list[str], conf_dir: Path) -> list[str]:
+def _model_names(args: list[str], conf_dirs: Sequence[Path]) -> list[str]:
     """The model configs a command line runs: its ``model=`` choices, else the config's default."""
     names = [a.split("=", 1)[1] for a in args if a.startswith(("model=", "+model=", "++model="))]
     if not names:
-        default = _default_model(conf_dir)
+        default = _default_model(conf_dirs)
         names = [default] if default else []
     out = []
     for value in names:
@@ -71,11 +78,11 @@ def _model_names(args: list[str], conf_dir: Path) -> list[str]:
     return out
 
 
-def _env_var_for(model_name: str, key: str, args: list[str], conf_dir: Path) -> str | None:
-    """The environment variable the backend of ``conf/model/<model_name>.yaml`` reads for ``key``."""
-    path = conf_dir / "model" / f"{model_name}.yaml"
+def _env_var_for(model_name: str, key: str, args: list[str], conf_dirs: Sequence[Path]) -> str | None:
+    """The environment variable the backend of ``model/<model_name>.yaml`` reads for ``key``."""
+    path = _first(conf_dirs, f"model/{model_name}.yaml")
     field = key.rsplit(".", 1)[-1]
-    if not path.is_file() or not key.startswith("model.") or key.count(".") != 1:
+    if path is None or not key.startswith("model.") or key.count(".") != 1:
         return None
     import yaml
 
@@ -119,8 +126,10 @@ def _model_overrides(args: list[str]) -> dict[str, str]:
     return out
 
 
-def refusal_message(keys: list[str], args: list[str], conf_dir: Path) -> str:
-    """What to do instead, per refused override: the env var the chosen model's backend reads."""
+def refusal_message(keys: list[str], args: list[str], conf_dir: Path | Sequence[Path]) -> str:
+    """What to do instead, per refused override: the env var the chosen model's backend reads.
+    ``conf_dir``: the config dir, or the dirs in Hydra's search order (the user's, then the shipped)."""
+    conf_dirs = [conf_dir] if isinstance(conf_dir, Path) else list(conf_dir)
     lines = [
         "error: refusing a secret on the command line: "
         + ", ".join(f"{k.lstrip('+~')}=<hidden>" for k in keys)
@@ -151,8 +160,8 @@ def refusal_message(keys: list[str], args: list[str], conf_dir: Path) -> str:
                 "e.g. export MY_KEY=... and model.api_key='${oc.env:MY_KEY}'"
             )
             continue
-        for name in _model_names(args, conf_dir):
-            var = _env_var_for(name, key, args, conf_dir)
+        for name in _model_names(args, conf_dirs):
+            var = _env_var_for(name, key, args, conf_dirs)
             if var:
                 lines.append(
                     f"  fix (model={name}): export {var}=... (or put the line {var}=... in ./.env) "

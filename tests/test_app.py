@@ -210,7 +210,7 @@ def test_bad_dataset_is_a_config_error(tmp_path: Path) -> None:
 
 
 def app_config(*overrides: str) -> DictConfig:
-    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "modelfactory" / "conf")):
         return compose(config_name="config", overrides=list(overrides))
 
 

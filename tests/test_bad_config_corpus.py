@@ -26,7 +26,7 @@ ECHO = "model=custom_callable"  # examples.custom_model: "Echo: <prompt>\nObserv
 
 
 def config(*overrides: str) -> DictConfig:
-    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "modelfactory" / "conf")):
         return compose(config_name="config", overrides=list(overrides))
 
 

@@ -29,7 +29,7 @@ def _dataset(tmp_path: Path, n: int) -> Path:
 
 
 def _cfg(server: RecordingServer, data: Path, *extra: str) -> DictConfig:
-    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "modelfactory" / "conf")):
         return compose(
             config_name="config",
             overrides=[

@@ -137,11 +137,19 @@ def test_override_sends_them_again(recording_server: RecordingServer) -> None:
 
 def test_check_says_so(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    code = main(["--config-dir", str(ROOT / "conf"), "check", "model=openai_gpt4o", "model.model_id=o3"])
+    code = main(
+        [
+            "--config-dir",
+            str(ROOT / "modelfactory" / "conf"),
+            "check",
+            "model=openai_gpt4o",
+            "model.model_id=o3",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     assert "note: conf/model/openai_gpt4o.yaml: model 'o3': `stop` is not sent" in out
     assert "sampling parameters are not sent (the model rejects them): `temperature`, `top_p`," in out
     assert "`max_tokens` is sent as `max_completion_tokens`" in out
-    main(["--config-dir", str(ROOT / "conf"), "check", "model=openai_gpt4o"])
+    main(["--config-dir", str(ROOT / "modelfactory" / "conf"), "check", "model=openai_gpt4o"])
     assert "note:" not in capsys.readouterr().out  # gpt-4o takes both

@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from modelfactory import BackendError, Model
 from tests.servers.recording import RecordingServer
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[1] / "modelfactory" / "conf"
 MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
 
 

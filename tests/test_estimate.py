@@ -24,7 +24,7 @@ def test_estimate_by_hand(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     code = main(
         [
             "--config-dir",
-            str(ROOT / "conf"),
+            str(ROOT / "modelfactory" / "conf"),
             "estimate",
             "model=local_server",
             "model.api_base=http://127.0.0.1:9/v1",  # nothing listens there: nothing may be sent
@@ -46,7 +46,13 @@ def test_estimate_by_hand(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 
 def test_estimate_local_model_counts_with_its_tokenizer(capsys: pytest.CaptureFixture[str]) -> None:
     code = main(
-        ["--config-dir", str(ROOT / "conf"), "estimate", "model=transformers_tiny", "prompt=hello there"]
+        [
+            "--config-dir",
+            str(ROOT / "modelfactory" / "conf"),
+            "estimate",
+            "model=transformers_tiny",
+            "prompt=hello there",
+        ]
     )
     out = capsys.readouterr().out
     assert code == 0, out

@@ -19,13 +19,17 @@ PACKAGE = Path(__file__).resolve().parents[1] / "modelfactory"
 # Bottom to top: a module may import its own layer or lower ones. A name matches a module or, with a
 # trailing ".", every module below that package. An exact name wins; else the lowest matching prefix.
 LAYERS: list[tuple[str, ...]] = [
-    # leaves: the error tree, the secret policy, the registry's names, the fake server for users' tests
+    # leaves: the error tree, the secret policy, the registry's names, the fake server for users' tests,
+    # the one ./.env loader
     (
         "modelfactory.errors",
         "modelfactory.clock",
         "modelfactory.secrets",
         "modelfactory.backends.registry",
         "modelfactory.testing",
+        "modelfactory.envfile",
+        "modelfactory.examples",  # the function the shipped custom_callable config runs
+        "modelfactory.examples.",
     ),
     (
         "modelfactory.messages",
@@ -68,6 +72,9 @@ LAYERS: list[tuple[str, ...]] = [
         "modelfactory.tracking.",
         "modelfactory.serve",
         "modelfactory.serve.",
+        "modelfactory.conf",  # the shipped configs (package data; its __init__ makes it pkg://-readable)
+        "modelfactory.config_dirs",  # the shipped configs with the user's config dir over them
+        "modelfactory.hydra_app",  # `modelfactory run`: the Hydra app and its task function
         "modelfactory.cli",
     ),
     ("modelfactory",),  # the public namespace, above everything it exports
@@ -266,6 +273,7 @@ MOVED = [
     ("modelfactory.tracking", "TrackingCallback", "modelfactory.tracking.callback"),  # conf/config.yaml's
     ("modelfactory.tracking", "make_tracker", "modelfactory.tracking.callback"),
     ("modelfactory.backends.transformers", "tools_block", "modelfactory.backends._local"),
+    ("modelfactory.datasets", "load_dotenv", "modelfactory.envfile"),  # one .env loader for every entry
 ]
 
 

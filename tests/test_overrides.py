@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from modelfactory.overrides import refusal_message, scrub_saved_config, secret_overrides, unescape
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[1] / "modelfactory" / "conf"
 
 
 @pytest.mark.parametrize(

@@ -120,7 +120,7 @@ def test_keys_reach_ray_workers_and_no_file_keeps_them(ray_cluster: Cluster, tmp
     """The key is only in the cluster's environment: the server sees it from both jobs; the sweep dir,
     Ray's session files and the driver's output never hold it (a reply echoing it is masked)."""
     conf = tmp_path / "conf"
-    shutil.copytree(ROOT / "conf", conf)
+    shutil.copytree(ROOT / "modelfactory" / "conf", conf)
     items = tmp_path / "items.jsonl"
     ids = [f"q{i}" for i in range(20)]
     ids = [next(i for i in ids if shard_of(i, 2) == s) for s in (0, 1)]  # one item in each shard

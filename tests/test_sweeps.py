@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from modelfactory.hydra_callbacks import summarize_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
+CONF = ROOT / "modelfactory" / "conf"
 SUBMITIT_SECRET = "sk-planted-submitit-env-7777abcd"
 
 

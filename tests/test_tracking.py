@@ -27,7 +27,7 @@ from tests.servers.recording import RecordingServer
 from tests.test_secrets import assert_nowhere, completion, openai_model_file
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
+CONF = ROOT / "modelfactory" / "conf"
 JOB_ARGS = ["model=custom_callable", "generation.temperature=0,0.7", "task=dataset", "task.limit=3"]
 
 
@@ -234,7 +234,7 @@ def test_mlflow_joblib_sweep_nests_every_job_and_a_resumed_job_keeps_its_run(tmp
             and run.data.params["model"] == "custom_callable"
         )
         assert run.data.params["model._target_"] == "modelfactory.CallableModel"
-        assert run.data.params["model.fn"] == "examples.custom_model.custom_model"
+        assert run.data.params["model.fn"] == "modelfactory.examples.custom_model.custom_model"
         m = run.data.metrics
         assert m["ok"] == 3 and m["failed"] == 0 and m["error_rate"] == 0
         assert m["items_per_s"] > 0 and m["p95_latency_s"] >= m["p50_latency_s"] >= 0

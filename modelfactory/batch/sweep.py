@@ -3,7 +3,7 @@ them together, and only then collects each job.
 
 Without it each job would submit and wait in turn (a launcher runs ``n_jobs`` at a time), so the last
 job's batches would start only after the first ones ended: hours of provider queue time in a row. With
-it (``BatchSweepCallback`` in ``hydra.callbacks``, as ``conf/config.yaml`` has it):
+it (``BatchSweepCallback`` in ``hydra.callbacks``, as ``modelfactory/conf/config.yaml`` has it):
 
 1. each job of the multirun runs with ``batch_phase="submit"`` (``run.py`` asks :func:`sweep_collects`):
    cache hits are written, the rest submitted, the ids recorded in the job's ``batches.json``; the job

@@ -1,6 +1,6 @@
 """``modelfactory serve``: any configured model behind an OpenAI-compatible HTTP API.
 
-    modelfactory serve                                        # conf/config.yaml's model (SmolLM2, offline)
+    modelfactory serve                                        # config.yaml's model (SmolLM2, offline)
     modelfactory serve model=transformers_smollm server.port=8080
     MODELFACTORY_SERVER_API_KEY=... modelfactory serve model=openai_gpt4o   # a keyed proxy
 

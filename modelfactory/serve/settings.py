@@ -1,4 +1,5 @@
-"""The ``server:`` section of ``conf/config.yaml``, validated, and the names the model is served under."""
+"""The ``server:`` section of ``modelfactory/conf/config.yaml``, validated, and the names the model is
+served under."""
 
 import os
 import re
@@ -23,7 +24,7 @@ API_KEY_ENV = "MODELFACTORY_SERVER_API_KEY"
 
 
 class ServerSettings(BaseModel):
-    """The ``server:`` section of ``conf/config.yaml``."""
+    """The ``server:`` section of ``modelfactory/conf/config.yaml``."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -1,7 +1,7 @@
 """Experiment trackers (MLflow, Weights & Biases) driven from config by a Hydra callback.
 
-``tracking=mlflow`` or ``tracking=wandb`` on the command line (``conf/tracking/``); ``tracking=none`` (the
-default) costs nothing. The SDKs are imported only when chosen. See :mod:`modelfactory.tracking.callback`
+``tracking=mlflow`` or ``tracking=wandb`` on the command line (``modelfactory/conf/tracking/``);
+``tracking=none`` (the default) costs nothing. The SDKs are imported only when chosen. See :mod:`modelfactory.tracking.callback`
 (the callback, the choice of tracker) and :mod:`modelfactory.tracking.base` (the interface).
 """
 

@@ -1,7 +1,8 @@
 """Experiment tracking as a Hydra callback: the app and the runner never see a tracker.
 
-``TrackingCallback`` (wired in ``hydra.callbacks`` of ``conf/config.yaml``) reads ``tracking.backend``
-(``tracking=none|mlflow|wandb``, ``conf/tracking/``) and drives a :class:`Tracker`:
+``TrackingCallback`` (wired in ``hydra.callbacks`` of ``modelfactory/conf/config.yaml``) reads
+``tracking.backend`` (``tracking=none|mlflow|wandb``, ``modelfactory/conf/tracking/``) and drives a
+:class:`Tracker`:
 
 - ``on_multirun_start`` (the launching process): the sweep's parent run; its id goes to
   ``<sweep dir>/.tracking/<backend>.json`` so that every job, in whatever process or machine a launcher

@@ -25,7 +25,7 @@ def test_dotted_path_config() -> None:
     out = m.generate(MSGS)
     assert out.content == "Echo: hello there\nObservation: done. END"
     assert out.raw == out.content
-    assert m.to_dict()["fn"] == "examples.custom_model.custom_model"
+    assert m.to_dict()["fn"] == "modelfactory.examples.custom_model.custom_model"  # where it lives
 
 
 def test_colon_dotted_path() -> None:

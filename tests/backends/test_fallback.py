@@ -123,7 +123,7 @@ def test_built_from_the_shipped_config_and_hydra_instantiate() -> None:
     import hydra
     from hydra import compose, initialize_config_dir
 
-    conf = Path(__file__).resolve().parents[2] / "conf"
+    conf = Path(__file__).resolve().parents[2] / "modelfactory" / "conf"
     with initialize_config_dir(version_base="1.3", config_dir=str(conf)):
         cfg = compose(config_name="config", overrides=["model=fallback_example"])
     for model in (hydra.utils.instantiate(cfg.model), build_model(cfg.model)):

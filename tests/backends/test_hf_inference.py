@@ -452,7 +452,7 @@ def test_missing_huggingface_hub_names_the_extra(monkeypatch: pytest.MonkeyPatch
 @server
 def test_hf_api_config_file(recording_server: RecordingServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_TOKEN", ENV_TOKEN)
-    cfg = OmegaConf.load(REPO / "conf" / "model" / "hf_api.yaml")
+    cfg = OmegaConf.load(REPO / "modelfactory" / "conf" / "model" / "hf_api.yaml")
     assert ENV_TOKEN not in OmegaConf.to_yaml(cfg)
     assert cfg.model_id == "meta-llama/Llama-3.3-70B-Instruct"
     assert modelfactory.validate_config(cfg) == []

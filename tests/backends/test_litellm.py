@@ -215,7 +215,7 @@ def test_litellm_claude_config_takes_the_key_from_the_env(
     recording_server: RecordingServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", ENV_KEY)
-    cfg = OmegaConf.load(REPO / "conf" / "model" / "litellm_claude.yaml")
+    cfg = OmegaConf.load(REPO / "modelfactory" / "conf" / "model" / "litellm_claude.yaml")
     assert ENV_KEY not in OmegaConf.to_yaml(cfg)  # stays an interpolation on disk
     model = modelfactory.build_model(cfg, api_base=recording_server.url)
     assert isinstance(model, LiteLLMModel)
@@ -234,7 +234,7 @@ def test_litellm_claude_config_takes_the_key_from_the_env(
 
 
 def test_litellm_claude_config_without_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg = OmegaConf.load(REPO / "conf" / "model" / "litellm_claude.yaml")
+    cfg = OmegaConf.load(REPO / "modelfactory" / "conf" / "model" / "litellm_claude.yaml")
     assert modelfactory.validate_config(cfg) == []
     model = modelfactory.build_model(cfg)
     assert isinstance(model, LiteLLMModel)

