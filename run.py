@@ -23,7 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from modelfactory.overrides import refusal_message, scrub_saved_config, secret_overrides
+from modelfactory.overrides import mask_job_config, refusal_message, scrub_saved_config, secret_overrides
 
 ROOT = Path(__file__).resolve().parent
 log = logging.getLogger("modelfactory.run")
@@ -89,7 +89,10 @@ _jobs_started = 0  # a Hydra failure before any job ran is a config error (exit 
 def main(cfg: DictConfig) -> None:
     global _jobs_started
     _jobs_started += 1
-    code = run(cfg)
+    try:
+        code = run(cfg)
+    finally:  # Hydra returns this very cfg from the job (submitit pickles it): no literal key in it
+        mask_job_config(cfg)
     # A failing job in a sweep is recorded (job.json, results.jsonl); only a single run sets the exit code.
     # Ctrl-C stops a sweep too.
     if code == EXIT_INTERRUPTED or (code and HydraConfig.get().mode != RunMode.MULTIRUN):
@@ -165,8 +168,11 @@ def cli() -> None:
     try:
         main()
     except Exception as exc:
-        if full:
-            raise
+        if full:  # the traceback asked for, as Python prints it, but scrubbed of every key we know
+            from modelfactory.secrets import scrubbed_traceback
+
+            print(scrubbed_traceback(exc), file=sys.stderr, end="")
+            sys.exit(1)
         print(f"error: {_hydra_error(exc)}", file=sys.stderr)
         sys.exit(EXIT_CONFIG if _jobs_started == 0 else 1)
     except KeyboardInterrupt:  # outside a job (a job records it in job.json and exits 130 itself)
