@@ -462,14 +462,22 @@ def _base64_forms(data: bytes) -> list[str]:
 _ENCODERS = (base64.b64encode, base64.urlsafe_b64encode)
 
 
+# Every derived form made so far: a list of forms passed again (a StreamScrubber's) is not derived twice.
+_DERIVED: set[str] = set()
+
+
 @functools.lru_cache(maxsize=4096)
 def _forms(secret: str) -> tuple[str, ...]:
+    if secret in _DERIVED:
+        return (secret,)
     raw = secret.encode("utf-8")
     forms = [secret]
     for data in (raw, raw + b":", b":" + raw):  # alone, as HTTP Basic's user or password
         forms += _base64_forms(data)
     forms += [quote(secret, safe=""), quote_plus(secret), json.dumps(secret)[1:-1]]
-    return tuple(dict.fromkeys(forms))
+    out = tuple(dict.fromkeys(forms))
+    _DERIVED.update(out[1:])
+    return out
 
 
 @functools.lru_cache(maxsize=256)
@@ -529,10 +537,14 @@ class StreamScrubber:
 
     @staticmethod
     def _partial(text: str, secret: str) -> int:
-        """The length of the longest end of ``text`` that begins ``secret`` (and is shorter than it)."""
-        for n in range(min(len(secret) - 1, len(text)), 0, -1):
-            if text.endswith(secret[:n]):
-                return n
+        """The length of the longest end of ``text`` that begins ``secret`` (and is shorter than it).
+        Only where ``secret``'s first character occurs is tried: a secret's derived forms multiply the
+        secrets to look for, and trying every length of each cost ~0.1 ms per streamed chunk."""
+        i = text.find(secret[0], max(0, len(text) - len(secret) + 1))
+        while i != -1:
+            if secret.startswith(text[i:]):
+                return len(text) - i
+            i = text.find(secret[0], i + 1)
         return 0
 
 
