@@ -13,6 +13,7 @@ the characters they name: a blank-line stop can be typed on the command line.
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import re
 from pathlib import Path
@@ -61,18 +62,27 @@ def _parsed_secrets(arg: str) -> bool:
     or list the parser refuses is refused here when it names a header or ``env_set`` mapping (where any
     value is a credential): Hydra's parse error would print it whole. (A plain value it refuses was
     judged by the text rule already.)"""
-    try:
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-    except ImportError:  # pragma: no cover - run.py needs Hydra; the text rule still applies
+    parser = _parser()
+    if parser is None:  # pragma: no cover - run.py needs Hydra; the text rule still applies
         return False
     try:
-        override = OverridesParser.create().parse_override(arg)
+        override = parser.parse_override(arg)
     except Exception:
         value = arg.split("=", 1)[1].lstrip()
         return value[:1] in ("{", "[") and any(w in value for w in (*HEADER_CONTAINERS, *ENV_CONTAINERS))
     if override.value_type is None:  # ~key: a deletion holds no value
         return False
     return holds_credential(override.key_or_group, _plain(override.value()))
+
+
+@functools.cache
+def _parser() -> Any:
+    """Hydra's override parser, made once (Hydra makes its own again: this costs ~1 ms more per run)."""
+    try:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+    except ImportError:  # pragma: no cover
+        return None
+    return OverridesParser.create()
 
 
 def _plain(value: Any) -> Any:
