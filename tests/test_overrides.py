@@ -147,3 +147,29 @@ def test_mask_job_config_masks_literal_keys_in_place() -> None:
         }
     }
     assert OmegaConf.is_readonly(cfg) and mask_job_config(cfg) is False
+
+
+_word = st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=8)
+
+
+@given(
+    outer=st.lists(st.sampled_from(["client_kwargs", "generation_kwargs", "extra", "opts"]), max_size=3),
+    container=st.sampled_from(["default_headers", "headers", "extra_headers"]),
+    header=st.builds(lambda a, b: f"X-{a.capitalize()}-{b}", _word, _word),
+    value=st.builds(lambda a, b: f"{a}-{b}-planted", _word, _word),
+    siblings=st.dictionaries(st.sampled_from(["top_k", "seed", "mode"]), _word, max_size=2),
+)
+def test_a_header_value_is_refused_however_deep_the_dict_nests_it(
+    outer: list[str], container: str, header: str, value: str, siblings: dict[str, str]
+) -> None:
+    """Issue 22, item 3: a non-public header's value is a credential whatever the header is called and
+    however the override nests it: ``key.a={b: {default_headers: {X-Any: K}}}`` as much as
+    ``key.a.b.default_headers.X-Any=K``."""
+    inner = "{" + ", ".join([f"{header}: {value}", *(f"{k}: {v}" for k, v in siblings.items())]) + "}"
+    text = f"{{{container}: {inner}}}"
+    for name in reversed(outer[1:]):
+        text = f"{{{name}: {text}}}"
+    key = "+model." + (outer[0] if outer else "client_kwargs")
+    assert secret_overrides([f"{key}={text}"]) == [key]
+    dotted = ".".join(["+model", *outer, container, header])
+    assert secret_overrides([f"{dotted}={value}"]) == [dotted]
