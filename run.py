@@ -38,6 +38,8 @@ def _scrub_saved_configs(hc: Any) -> None:
                 ".hydra/config.yaml. Prefer ${oc.env:VAR} in config files.",
                 file=sys.stderr,
             )
+        # a value a config file gives hydra.job.env_set (GEN_CRED: K) is a credential whatever its name
+        scrub_saved_config(Path(hc.runtime.output_dir) / ".hydra" / "hydra.yaml")
         if hc.mode == RunMode.MULTIRUN:
             scrub_saved_config(Path(hc.sweep.dir) / "multirun.yaml")
     except Exception as exc:  # never let the scrubbing itself fail a job

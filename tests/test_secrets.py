@@ -630,3 +630,31 @@ def test_a_literal_config_key_never_travels_back_in_submitits_result_pickle(tmp_
     found, looked = leaks([key], sweep_dir, proc.stdout, proc.stderr)
     assert [f for f in found if not any(str(p.relative_to(sweep_dir)) in f for p in inputs)] == []
     assert looked >= 8
+
+
+def test_an_env_set_value_in_a_config_file_is_masked_in_hydras_saved_configs(tmp_path: Path) -> None:
+    """A config file's ``hydra.job.env_set.GEN_CRED: K``: the job gets the variable, Hydra's saved
+    ``hydra.yaml`` and ``multirun.yaml`` hold it masked (issue 22, item 3: env_set values are secrets
+    whatever their name)."""
+    key = "envset-planted-7701cccc"
+    (tmp_path / "conf" / "experiment").mkdir(parents=True)
+    (tmp_path / "conf" / "experiment" / "creds.yaml").write_text(
+        f"# @package _global_\nhydra:\n  job:\n    env_set:\n      GEN_CRED: {key}\n      OMP_NUM_THREADS: '1'\n",
+        encoding="utf-8",
+    )
+    sweep_dir = tmp_path / "sweep"
+    proc = app(
+        ROOT,
+        "-m",
+        f"--config-dir={tmp_path / 'conf'}",
+        f"hydra.sweep.dir={sweep_dir}",
+        "experiment=creds",
+        "model=custom_callable",
+        "prompt=hi",
+    )
+    assert proc.returncode == 0, proc.stderr
+    found, looked = leaks([key], sweep_dir, proc.stdout, proc.stderr)
+    assert found == [] and looked >= 6, found
+    saved = (sweep_dir / "0" / ".hydra" / "hydra.yaml").read_text()
+    assert "GEN_CRED: '**********'" in saved
+    assert "OMP_NUM_THREADS: '1'" in saved
