@@ -221,7 +221,12 @@ def _holds_literal(text: str, *, outer: bool = False) -> bool:
     if split is None:  # an unbalanced "${": read as text
         return True
     inner, outside = split
-    if outside.strip().lower() not in (_SCHEMES if outer and inner else ("",)):
+    rest = outside.strip()
+    if not inner:
+        return bool(rest)
+    # beside interpolations: an auth scheme ("Bearer ${oc.env:K}") or a few characters joining them
+    # ("${oc.env:A}:${oc.env:B}", "sk-${oc.env:K}") hold no key; a longer text may
+    if len(rest) >= MIN_SECRET_LEN and not (outer and rest.lower() in _SCHEMES):
         return True
     return any(_resolver_literal(i) for i in inner)
 

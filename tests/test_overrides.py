@@ -67,6 +67,10 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
         ("+model.client_kwargs={default_headers:{OpenAI-Beta: assistants}}", False),
         ("+model.client_kwargs={default_headers:{X-Custom: '${oc.env:MY_KEY}'}}", False),
         ("model.api_key=${oc.decode:${oc.env:MY_KEY}}", False),
+        ("model.api_key=sk-${oc.env:MY_KEY}", False),  # a prefix joined to the key from the environment
+        ("model.api_key=${oc.env:USER_PART}:${oc.env:KEY_PART}", False),
+        ("model.api_key=sk-live-${oc.env:MY_KEY}", True),  # text long enough to hold a key
+        ("++model.client_kwargs.default_headers.Authorization='Bearer sk-live-123 ${oc.env:X}'", True),
         ("model.api_key=${model.other_key}", False),
         ("++model.client_kwargs.default_headers.Authorization=Bearer ${oc.env:MY_KEY}", False),
         ("model.api_base=http://host/v1?codec=opus", False),
