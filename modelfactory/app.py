@@ -264,7 +264,7 @@ def _run_job(
     from .pricing import price_for
     from .results import aggregate_rows, read_job, read_results, write_job, write_json
     from .runner import run_items
-    from .secrets import redact_env, redact_mapping, redactor
+    from .secrets import credential_values, redact_env, redact_mapping, redactor, remember_secrets
 
     if not isinstance(cfg, DictConfig):
         cfg = OmegaConf.create(dict(cfg))
@@ -316,6 +316,9 @@ def _run_job(
             result["messages"] = items[0].messages
         model = build_model(cfg.model)
         redact = job_redact[0] = redactor(getattr(model, "redact", None), jc.generation)
+        # a traceback printed after the job (HYDRA_FULL_ERROR=1, run.py) is scrubbed of them too
+        held = getattr(model, "secret_values", None)
+        remember_secrets([*(held() if callable(held) else []), *credential_values(jc.generation)])
         if hasattr(model, "to_dict"):
             result["model_config"] = model.to_dict()
         stats = run_items(

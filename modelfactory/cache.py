@@ -34,7 +34,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from .messages import ChatMessage, ChatMessageStreamDelta, TokenUsage
-from .secrets import is_credential, is_secret_key
+from .secrets import is_credential_param, names_url_credential
 
 if TYPE_CHECKING:
     import sqlite3
@@ -110,14 +110,15 @@ def _clean_url(text: str) -> str:
     if parts.port is not None:
         netloc += f":{parts.port}"
     query = urlencode(
-        [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not is_secret_key(k)]
+        [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not names_url_credential(k)]
     )
     return urlunsplit((parts.scheme.lower(), netloc, parts.path.rstrip("/"), query, ""))
 
 
 def _canon(value: Any, *, spec: bool = False, parent: str = "") -> Any:
     """A JSON-ready, deterministic form of ``value``. ``spec``: drop credentials (config data, request
-    params: a secret-looking key, a header that is not public, see :func:`~modelfactory.secrets.is_credential`).
+    params: a credential's name, ``api_key`` but not ``stop_token_ids``, or a header that is not public;
+    see :func:`~modelfactory.secrets.is_credential_param`).
     A whole float is written as an int, so ``temperature=0`` and ``0.0`` are one key."""
     if isinstance(value, SecretStr):
         return None
@@ -137,7 +138,7 @@ def _canon(value: Any, *, spec: bool = False, parent: str = "") -> Any:
         return {
             str(k): _canon(v, spec=spec, parent=str(k))
             for k, v in value.items()
-            if not (spec and (is_credential(f"{parent}.{k}") or str(k) == "cache"))
+            if not (spec and (is_credential_param(f"{parent}.{k}") or str(k) == "cache"))
         }
     if isinstance(value, (list, tuple)):
         return [_canon(v, spec=spec) for v in value]

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .config_dirs import SHIPPED, ConfigDirs, project_root
 from .envfile import load_dotenv
-from .overrides import refusal_message, scrub_saved_config, secret_overrides
+from .overrides import mask_job_config, refusal_message, scrub_saved_config, secret_overrides
 
 __all__ = ["PROG", "completion_script", "main", "run_cli", "run_task"]
 
@@ -43,6 +43,8 @@ def _scrub_saved_configs(hc: Any) -> None:
                 ".hydra/config.yaml. Prefer ${oc.env:VAR} in config files.",
                 file=sys.stderr,
             )
+        # a value a config file gives hydra.job.env_set (GEN_CRED: K) is a credential whatever its name
+        scrub_saved_config(Path(hc.runtime.output_dir) / ".hydra" / "hydra.yaml")
         if hc.mode == RunMode.MULTIRUN:
             scrub_saved_config(Path(hc.sweep.dir) / "multirun.yaml")
     except Exception as exc:  # never let the scrubbing itself fail a job
@@ -94,7 +96,10 @@ def _job(cfg: DictConfig) -> None:
     """What Hydra calls per job in this process: :func:`run_task`, then the exit code of a single run."""
     global _jobs_started
     _jobs_started += 1
-    code = run_task(cfg)
+    try:
+        code = run_task(cfg)
+    finally:  # Hydra returns this very cfg from the job (submitit pickles it): no literal key in it
+        mask_job_config(cfg)
     # A failing job in a sweep is recorded (job.json, results.jsonl); only a single run sets the exit code.
     # Ctrl-C stops a sweep too.
     if code == EXIT_INTERRUPTED or (code and HydraConfig.get().mode != RunMode.MULTIRUN):
@@ -261,8 +266,11 @@ def run_cli(args: list[str] | None = None, prog: str = PROG) -> None:
     try:
         main()
     except Exception as exc:
-        if full:
-            raise
+        if full:  # the traceback asked for, as Python prints it, but scrubbed of every key we know
+            from .secrets import scrubbed_traceback
+
+            print(scrubbed_traceback(exc), file=sys.stderr, end="")
+            sys.exit(1)
         print(f"error: {_hydra_error(exc)}", file=sys.stderr)
         sys.exit(EXIT_CONFIG if _jobs_started == 0 else 1)
     except KeyboardInterrupt:  # outside a job (a job records it in job.json and exits 130 itself)

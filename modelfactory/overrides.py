@@ -12,15 +12,24 @@ the characters they name: a blank-line stop can be typed on the command line.
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .secrets import is_credential, mask_config_secrets, override_secrets
+from .secrets import (
+    ENV_CONTAINERS,
+    HEADER_CONTAINERS,
+    holds_credential,
+    is_credential,
+    mask_config_secrets,
+    override_secrets,
+)
 
-__all__ = ["refusal_message", "scrub_saved_config", "secret_overrides", "unescape"]
+__all__ = ["mask_job_config", "refusal_message", "scrub_saved_config", "secret_overrides", "unescape"]
 
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
 _ESCAPE = re.compile(r"\\([ntr\\])")
@@ -33,15 +42,66 @@ def unescape(text: str) -> str:
 
 
 def secret_overrides(args: list[str]) -> list[str]:
-    """The command-line overrides that carry a secret in clear (their keys, never their values)."""
+    """The command-line overrides that carry a secret in clear (their keys, never their values).
+
+    Each override is read by Hydra's own parser, as Hydra will read it, so no nesting, quoting or sweep
+    (``client_kwargs={default_headers: {X-Custom: K}}``, ``api_key='K'``, ``a,b``) reads one way here and
+    another there; and by the plain-text rule as well (the only one when the parser refuses the text:
+    Hydra would then print the override, key and all, in its error)."""
     found = []
     for arg in args:
         if arg.startswith("-") or "=" not in arg:
             continue
         raw, value = arg.split("=", 1)
-        if override_secrets(raw, value):
+        if override_secrets(raw, value) or _parsed_secrets(arg):
             found.append(raw)
     return found
+
+
+def _parsed_secrets(arg: str) -> bool:
+    """Whether ``arg``, parsed as Hydra parses it, holds a credential (:func:`holds_credential`). A dict
+    or list the parser refuses is refused here when it names a header or ``env_set`` mapping (where any
+    value is a credential): Hydra's parse error would print it whole. (A plain value it refuses was
+    judged by the text rule already.)"""
+    parser = _parser()
+    if parser is None:  # pragma: no cover - run.py needs Hydra; the text rule still applies
+        return False
+    try:
+        override = parser.parse_override(arg)
+    except Exception:
+        value = arg.split("=", 1)[1].lstrip()
+        return value[:1] in ("{", "[") and any(w in value for w in (*HEADER_CONTAINERS, *ENV_CONTAINERS))
+    if override.value_type is None:  # ~key: a deletion holds no value
+        return False
+    return holds_credential(override.key_or_group, _plain(override.value()))
+
+
+@functools.cache
+def _parser() -> Any:
+    """Hydra's override parser, made once (Hydra makes its own again: this costs ~1 ms more per run)."""
+    try:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+    except ImportError:  # pragma: no cover
+        return None
+    return OverridesParser.create()
+
+
+def _plain(value: Any) -> Any:
+    """A parsed override value as mappings, lists and scalars: a sweep (``a,b``, ``choice(a,b)``) as
+    the list of its choices, ``glob(...)`` as its patterns, a range or interval (numbers) as nothing."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    choices = getattr(value, "list", None)  # ChoiceSweep
+    if isinstance(choices, list):
+        return [_plain(v) for v in choices]
+    include = getattr(value, "include", None)  # Glob
+    if isinstance(include, list):
+        return [_plain(v) for v in [*include, *(getattr(value, "exclude", None) or [])]]
+    return None
 
 
 def _first(conf_dirs: Sequence[Path], relative: str) -> Path | None:
@@ -143,9 +203,10 @@ def refusal_message(keys: list[str], args: list[str], conf_dir: Path | Sequence[
             lines.append(f"  fix: export {name}=... (or put the line {name}=... in ./.env) instead")
             continue
         value = next((a.split("=", 1)[1] for a in args if a.split("=", 1)[0] == raw), "")
-        if "${" in value:  # a literal default inside an interpolation: ${oc.env:UNSET,<key>}
+        if "${" in value:  # a value inside an interpolation: ${oc.env:UNSET,<key>}, ${oc.decode:<key>}
             lines.append(
-                f"  fix: drop the default from {key}='${{oc.env:VAR,...}}'; keep only ${{oc.env:VAR}}"
+                f"  fix: an interpolation that holds the value (a default in ${{oc.env:VAR,...}}, "
+                f"${{oc.decode:...}}) is the value in clear; give {key} only ${{oc.env:VAR}}"
             )
             continue
         if value.lstrip().startswith("{"):  # a dict holding a key or a credential header
@@ -186,3 +247,36 @@ def scrub_saved_config(path: Path) -> bool:
     tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(data)), encoding="utf-8")
     os.replace(tmp, path)
     return True
+
+
+def mask_job_config(cfg: Any) -> bool:
+    """Mask, in place, the literal credentials of a job's config (a ``DictConfig``) once the job is done.
+
+    Why: Hydra hands the task function the very object it returns as the job's ``JobReturn.cfg``, which
+    a launcher sends back to the sweep: submitit pickles it into ``*_result.pkl`` beside the sweep, Ray
+    through its object store. A key written literally in a config file must not travel with it.
+    Interpolations (``${oc.env:KEY}``) stay: they name the secret without holding it."""
+    from omegaconf import OmegaConf, open_dict, read_write
+
+    data = OmegaConf.to_container(cfg, resolve=False)
+    before = copy.deepcopy(data)
+    if not mask_config_secrets(data):
+        return False
+    with read_write(cfg), open_dict(cfg):
+        for path, value in _changed(before, data):
+            node = cfg
+            for part in path[:-1]:
+                node = node[part]
+            node[path[-1]] = value
+    return True
+
+
+def _changed(before: Any, after: Any, path: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], Any]]:
+    """The leaves where ``after`` differs from ``before`` (same shape): their key paths and new values."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        return [c for k in before for c in _changed(before[k], after[k], (*path, k))]
+    if isinstance(before, list) and isinstance(after, list):
+        return [
+            c for i, (b, a) in enumerate(zip(before, after, strict=True)) for c in _changed(b, a, (*path, i))
+        ]
+    return [] if before == after else [(path, after)]

@@ -24,6 +24,8 @@ from .secrets import (
     credential_values,
     is_credential,
     is_secret_key,
+    names_credential,
+    names_url_credential,
     public_headers,
     redact_env,
     redact_mapping,
@@ -335,21 +337,30 @@ class ModelSpec(BaseSettings):
         return out
 
     def cache_identity(self) -> dict[str, Any]:
-        """The fields that decide a reply, for the response-cache key: no secret-named or ``SecretStr``
-        field, none of :meth:`cache_exclusions`. Field serializers apply (a callable's dotted path)."""
+        """The fields that decide a reply, for the response-cache key: no credential-named
+        (:func:`~modelfactory.secrets.names_credential`) or ``SecretStr`` field, none of
+        :meth:`cache_exclusions`. Field serializers apply (a callable's dotted path)."""
         skip = self.cache_exclusions()
         names = {
             name
             for name in type(self).model_fields
-            if name not in skip and not is_secret_key(name) and not isinstance(getattr(self, name), SecretStr)
+            if name not in skip
+            and not names_credential(name)
+            and not isinstance(getattr(self, name), SecretStr)
         }
         out = self.model_dump(include=names)
         client = getattr(self, "client_kwargs", None)
         if "client_kwargs" in skip and isinstance(client, Mapping):
-            # the transport settings stay out, but a public header (OpenAI-Beta) changes the replies
+            # the transport settings stay out, but a public header (OpenAI-Beta) changes the replies, and
+            # so does every query parameter but a credential (default_query={"api-version": ...})
             headers = public_headers(client.get("default_headers")) | public_headers(client.get("headers"))
             if headers:
                 out["client_headers"] = headers
+            query = client.get("default_query")
+            if isinstance(query, Mapping):
+                kept = {str(k): str(v) for k, v in query.items() if not names_url_credential(str(k))}
+                if kept:
+                    out["client_query"] = kept
         return out
 
     def redacted(self) -> dict[str, Any]:

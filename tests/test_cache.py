@@ -92,6 +92,9 @@ def test_the_stored_content_is_trimmed_at_the_stop(recording_server: RecordingSe
         {"max_tokens": 5},
         {"tools_to_call_from": [{"type": "function", "function": {"name": "f", "parameters": {}}}]},
         {"model_id": "another-model"},
+        # names holding "token" / "key" that are no credential (issue 22, item 7)
+        {"stop_token_ids": [7]},
+        {"keywords": ["x"]},
     ],
 )
 def test_a_different_request_is_a_miss(

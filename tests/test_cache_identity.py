@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from modelfactory.backends.callable import CallableModel, CallableSpec
 from modelfactory.backends.fallback import FallbackModel
 from modelfactory.backends.hf_inference import HfApiSpec
@@ -101,3 +103,66 @@ def test_a_public_header_is_part_of_the_identity_and_a_credential_header_is_not(
     assert request_key(plain, REQ) != request_key(beta, REQ)  # another API version: no false hit
     assert request_key(plain, REQ) == request_key(auth, REQ)  # another caller: the same reply
     assert "sk-header-9999" not in str(model_identity(auth))
+
+
+# ------------------------------------------------------------------ issue 22, item 7
+
+
+def _with(**params: Any) -> GenerationRequest:
+    return GenerationRequest(messages=REQ.messages, params=params)
+
+
+@pytest.mark.parametrize(
+    ("name", "one", "two"),
+    [
+        ("stop_token_ids", [2], [7, 9]),
+        ("allowed_token_ids", [1, 2], [3]),
+        ("eos_token_id", 2, 3),
+        ("keywords", ["a"], ["b"]),
+        ("bad_words", ["x"], ["y"]),
+        ("auth_mode", "a", "b"),
+        ("token_type", "a", "b"),
+    ],
+)
+def test_a_parameter_that_merely_contains_key_or_token_is_part_of_the_key(
+    name: str, one: Any, two: Any
+) -> None:
+    """Issue 22, item 7: only a credential's *name* leaves the key, not any name holding "key"/"token"."""
+    m = openai()
+    assert request_key(m, _with(**{name: one})) != request_key(m, _with(**{name: two}))
+    assert request_key(m, _with(**{name: one})) != request_key(m, _with())
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["api_key", "token", "hf_token", "access_token", "client_secret", "password", "x-api-key", "apiKey"],
+)
+def test_a_credential_in_the_params_still_stays_out_of_the_key(name: str) -> None:
+    m = openai()
+    assert request_key(m, _with(top_k=5, **{name: "sk-one-1111"})) == request_key(m, _with(top_k=5))
+    headers = {"extra_headers": {"X-Custom": "sk-one-1111"}}
+    assert request_key(m, _with(**headers)) == request_key(m, _with(extra_headers={"X-Custom": "sk-two"}))
+
+
+def test_a_default_query_parameter_is_part_of_the_key_and_a_credential_one_is_not() -> None:
+    """``client_kwargs.default_query`` goes on every request's URL: ``?api-version=`` or ``?mode=`` can change
+    the reply (no false hit), ``?code=`` / ``?api_key=`` only identify the caller."""
+    plain = openai()
+    v1 = openai(client_kwargs={"default_query": {"api-version": "1"}})
+    v2 = openai(client_kwargs={"default_query": {"api-version": "2"}})
+    assert len({request_key(plain, REQ), request_key(v1, REQ), request_key(v2, REQ)}) == 3
+    for secret in ("code", "api_key", "sig", "token"):
+        one = openai(client_kwargs={"default_query": {"api-version": "1", secret: "sk-q-1111"}})
+        two = openai(client_kwargs={"default_query": {"api-version": "1", secret: "sk-q-2222"}})
+        assert request_key(one, REQ) == request_key(two, REQ) == request_key(v1, REQ)
+        assert "sk-q-1111" not in str(model_identity(one))
+
+
+def test_a_query_parameter_in_the_url_is_kept_by_the_same_rule() -> None:
+    def base(query: str) -> str:
+        return request_key(
+            OpenAIServerModel(model_id="m", api_base=f"http://h:1/v1?{query}", api_key="k"), REQ
+        )
+
+    assert base("keywords=a") != base("keywords=b")
+    assert base("code=a") == base("code=b") == base("pwd=c") == request_key(openai(), REQ)

@@ -8,7 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from modelfactory.overrides import refusal_message, scrub_saved_config, secret_overrides, unescape
+from modelfactory.overrides import (
+    mask_job_config,
+    refusal_message,
+    scrub_saved_config,
+    secret_overrides,
+    unescape,
+)
 
 CONF = Path(__file__).resolve().parents[1] / "modelfactory" / "conf"
 
@@ -41,7 +47,34 @@ CONF = Path(__file__).resolve().parents[1] / "modelfactory" / "conf"
         ("+model.generation_kwargs={top_k:5,max_tokens:9}", False),
         ("++model.api_key=${oc.env:MY_KEY,null}", False),
         ("++hydra.job.env_set={CUDA_VISIBLE_DEVICES:0}", False),
-        ("+hydra.job.env_set.AUTHOR=me", False),
+        ("+hydra.job.env_set.OMP_NUM_THREADS=1", False),
+        # issue 22, item 3: nested dicts, decoded literals, any env_set variable, short URL params
+        ("+model.client_kwargs={default_headers:{X-Custom: sk-live-123}}", True),
+        ("+model.generation_kwargs={extra_headers: {X-Custom: sk-live-123}}", True),
+        ("+generation.extra_headers={X-Custom: sk-live-123}", True),
+        ("+model.fallbacks=[{api_key: sk-live-123}]", True),
+        ("model.api_key=${oc.decode:sk-live-123}", True),
+        ("model.api_key='${oc.decode:\"sk-live-123\"}'", True),
+        ("model.api_key=${oc.create:sk-live-123}", True),
+        ("model.api_key=${oc.select:nowhere,sk-live-123}", True),
+        ("+hydra.job.env_set.GEN_CRED=sk-live-123", True),
+        ("+hydra.job.env_set.AUTHOR=me", True),  # any env_set variable but the public ones
+        ("++hydra.job.env_set={GEN_CRED: sk-live-123}", True),
+        ("model.api_base=http://host/v1?pwd=sk-live-123", True),
+        ("model.api_base=http://host/v1?code=sk-live-123", True),
+        ("model.api_key=choice(sk-live-123,sk-live-456)", True),
+        ("+model.client_kwargs={default_headers:{X-Custom: sk-live-123}", True),  # Hydra refuses: so do we
+        ("+model.client_kwargs={default_headers:{OpenAI-Beta: assistants}}", False),
+        ("+model.client_kwargs={default_headers:{X-Custom: '${oc.env:MY_KEY}'}}", False),
+        ("model.api_key=${oc.decode:${oc.env:MY_KEY}}", False),
+        ("model.api_key=sk-${oc.env:MY_KEY}", False),  # a prefix joined to the key from the environment
+        ("model.api_key=${oc.env:USER_PART}:${oc.env:KEY_PART}", False),
+        ("model.api_key=sk-live-${oc.env:MY_KEY}", True),  # text long enough to hold a key
+        ("++model.client_kwargs.default_headers.Authorization='Bearer sk-live-123 ${oc.env:X}'", True),
+        ("model.api_key=${model.other_key}", False),
+        ("++model.client_kwargs.default_headers.Authorization=Bearer ${oc.env:MY_KEY}", False),
+        ("model.api_base=http://host/v1?codec=opus", False),
+        ("+generation.stop_token_ids=[1,2]", False),
     ],
 )
 def test_secret_overrides(arg: str, refused: bool) -> None:
@@ -88,3 +121,59 @@ def test_refusal_without_model_names_the_configs_default_model(tmp_path: Path) -
     text = refusal_message(secret_overrides(args), args, tmp_path)
     assert "fix (model=my_azure): export AZURE_OPENAI_API_KEY=" in text
     assert "azure-secret-value" not in text
+
+
+def test_mask_job_config_masks_literal_keys_in_place() -> None:
+    """The job's own config object is what Hydra returns from it (submitit pickles it): masked in place,
+    nested and in lists, interpolations and everything else kept."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create(
+        {
+            "model": {
+                "api_key": "sk-literal-1",
+                "token": "${oc.env:HF_TOKEN}",
+                "members": [{"api_key": "sk-literal-2"}, {"api_base": "http://u:pw-3@h/v1"}],
+                "max_tokens": 5,
+            }
+        }
+    )
+    OmegaConf.set_struct(cfg, True)
+    OmegaConf.set_readonly(cfg, True)
+    assert mask_job_config(cfg) is True
+    data = OmegaConf.to_container(cfg, resolve=False)
+    assert data == {
+        "model": {
+            "api_key": "**********",
+            "token": "${oc.env:HF_TOKEN}",
+            "members": [{"api_key": "**********"}, {"api_base": "http://u:**********@h/v1"}],
+            "max_tokens": 5,
+        }
+    }
+    assert OmegaConf.is_readonly(cfg) and mask_job_config(cfg) is False
+
+
+_word = st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=8)
+
+
+@given(
+    outer=st.lists(st.sampled_from(["client_kwargs", "generation_kwargs", "extra", "opts"]), max_size=3),
+    container=st.sampled_from(["default_headers", "headers", "extra_headers"]),
+    header=st.builds(lambda a, b: f"X-{a.capitalize()}-{b}", _word, _word),
+    value=st.builds(lambda a, b: f"{a}-{b}-planted", _word, _word),
+    siblings=st.dictionaries(st.sampled_from(["top_k", "seed", "mode"]), _word, max_size=2),
+)
+def test_a_header_value_is_refused_however_deep_the_dict_nests_it(
+    outer: list[str], container: str, header: str, value: str, siblings: dict[str, str]
+) -> None:
+    """Issue 22, item 3: a non-public header's value is a credential whatever the header is called and
+    however the override nests it: ``key.a={b: {default_headers: {X-Any: K}}}`` as much as
+    ``key.a.b.default_headers.X-Any=K``."""
+    inner = "{" + ", ".join([f"{header}: {value}", *(f"{k}: {v}" for k, v in siblings.items())]) + "}"
+    text = f"{{{container}: {inner}}}"
+    for name in reversed(outer[1:]):
+        text = f"{{{name}: {text}}}"
+    key = "+model." + (outer[0] if outer else "client_kwargs")
+    assert secret_overrides([f"{key}={text}"]) == [key]
+    dotted = ".".join(["+model", *outer, container, header])
+    assert secret_overrides([f"{dotted}={value}"]) == [dotted]

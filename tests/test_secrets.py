@@ -193,6 +193,14 @@ HIDDEN_PROBES = [
     f"model.api_base=http://{K}@127.0.0.1:9/v1",
     f"model.api_base=http://:{K}@127.0.0.1:9/v1",
     f"model.api_base=http://127.0.0.1:9/v1?api_key={K}",
+    # issue 22, item 3: a header nested in a dict, a per-call header, a decoded literal, an env_set
+    # variable under any name, credential query parameters with short names
+    f"+model.client_kwargs={{default_headers:{{X-Custom: {K}}}}}",
+    f"+model.generation_kwargs={{extra_headers: {{X-Custom: {K}}}}}",
+    f"++model.api_key=${{oc.decode:{K}}}",
+    f"+hydra.job.env_set.GEN_CRED={K}",
+    f"model.api_base=http://127.0.0.1:9/v1?pwd={K}",
+    f"model.api_base=http://127.0.0.1:9/v1?code={K}",
 ]
 
 
@@ -483,3 +491,170 @@ def test_serve_scrubs_a_key_split_across_streamed_tool_call_arguments() -> None:
                     arguments[tc["index"]] = arguments.get(tc["index"], "") + piece
     assert arguments == {0: '{"q": "***"}', 1: '{"id": 7}'}
     assert key not in streamed.text and head not in streamed.text
+
+
+# --------------------------------------------------------------------------- issue 22, item 4: HTTP Basic
+
+BASIC_USER, BASIC_KEY = "me", "basic-planted-7201abcd"
+BASIC = base64.b64encode(f"{BASIC_USER}:{BASIC_KEY}".encode()).decode()  # what the client sends
+
+
+@pytest.mark.server
+def test_a_urls_userinfo_echoed_as_http_basic_never_reaches_a_file(tmp_path: Path) -> None:
+    """``api_base: http://me:K@host/v1`` makes the client send ``Authorization: Basic base64(me:K)``;
+    a server that echoes it (in a reply, in an error) must not put it in results.jsonl, result.json,
+    run.log, the response cache or the console."""
+    conf, out = tmp_path / "conf" / "model", tmp_path / "out"
+    sweep_dir, cache = out / "sweep", out / "cache.sqlite"
+    conf.mkdir(parents=True)
+    with RecordingServer() as server:
+        host = server.url.removeprefix("http://")
+        (conf / "basic.yaml").write_text(
+            "_target_: modelfactory.OpenAIServerModel\n"
+            "model_id: m\n"
+            f"api_base: http://{BASIC_USER}:{BASIC_KEY}@{host}/v1\n"
+            f"cache: {{mode: read_write, path: {cache}}}\n"
+            "retry:\n"
+            "  max_attempts: 1\n",
+            encoding="utf-8",
+        )
+        server.enqueue(200, completion(f"you sent Basic {BASIC}"))
+        server.enqueue(
+            400, {"error": {"message": f"bad header Basic {BASIC}", "type": "invalid_request_error"}}
+        )
+        proc = app(
+            ROOT,
+            "-m",
+            f"--config-dir={tmp_path / 'conf'}",
+            f"hydra.sweep.dir={sweep_dir}",
+            "model=basic",
+            "prompt=echo,deny",
+        )
+        assert proc.returncode == 0, proc.stderr
+        sent = server.requests
+    assert sent[0].headers["authorization"] == f"Basic {BASIC}"  # really what the server saw
+    assert cache.is_file()
+    found, looked = leaks([BASIC, BASIC_KEY], out, proc.stdout, proc.stderr)
+    assert looked >= 2 * 7 + 2
+    assert found == [], found
+    first = json.loads((sweep_dir / "0" / "result.json").read_text())
+    assert first["content"] == "you sent Basic ***"
+    second = json.loads((sweep_dir / "1" / "result.json").read_text())
+    assert "Basic ***" in second["error"]["message"]
+
+
+@pytest.mark.server
+def test_serve_never_echoes_an_upstreams_http_basic_credentials() -> None:
+    """``modelfactory serve`` over an upstream reached with ``user:K@`` in its URL: the upstream's echo of
+    its ``Authorization: Basic`` header is scrubbed from whole and streamed replies."""
+    pytest.importorskip("fastapi")
+    import httpx
+
+    from modelfactory import OpenAIServerModel
+    from modelfactory.serve import BackgroundServer, ServerSettings
+
+    with RecordingServer(reply=f"you sent Basic {BASIC} ok") as upstream:
+        model = OpenAIServerModel(
+            model_id="m",
+            api_base=upstream.url.replace("http://", f"http://{BASIC_USER}:{BASIC_KEY}@") + "/v1",
+            retry={"max_attempts": 1},
+        )
+        ask = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        with (
+            BackgroundServer(model, ServerSettings(port=0, log_level="warning")) as url,
+            httpx.Client(base_url=url, timeout=60) as client,
+        ):
+            whole = client.post("/v1/chat/completions", json=ask)
+            streamed = client.post("/v1/chat/completions", json={**ask, "stream": True})
+        assert upstream.requests[0].headers["authorization"] == f"Basic {BASIC}"
+    content, errors = _sse_content(streamed.text)
+    assert whole.json()["choices"][0]["message"]["content"] == "you sent Basic *** ok"
+    assert content == "you sent Basic *** ok" and errors == []
+    assert BASIC not in whole.text + streamed.text
+
+
+# --------------------------------------------------------------------------- issue 22, item 9
+
+
+def test_a_full_error_traceback_is_scrubbed(tmp_path: Path) -> None:
+    """``HYDRA_FULL_ERROR=1`` prints the whole traceback (as asked), never a key: here a config error
+    whose message quotes an unparsable ``api_base`` holding the key, read from the environment."""
+    key = "fullerr-planted-7501eeee"
+    conf = tmp_path / "conf" / "model"
+    conf.mkdir(parents=True)
+    (conf / "env.yaml").write_text(
+        "_target_: modelfactory.OpenAIServerModel\nmodel_id: m\napi_base: ${oc.env:SRV_BASE}\n"
+        "api_key: ${oc.env:SRV_CRED}\n",
+        encoding="utf-8",
+    )
+    env = {"SRV_BASE": f"http://u:{key}@[bad/v1", "SRV_CRED": key, "HYDRA_FULL_ERROR": "1"}
+    proc = app(
+        tmp_path,
+        f"--config-dir={tmp_path / 'conf'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        "model=env",
+        env=env,
+    )
+    assert proc.returncode == 1
+    assert "Traceback (most recent call last)" in proc.stderr and "ConfigError" in proc.stderr
+    assert "api_base" in proc.stderr and "http://u:" in proc.stderr
+    found, _ = leaks([key], tmp_path / "run", proc.stdout, proc.stderr)
+    assert found == [], found
+
+
+def test_a_literal_config_key_never_travels_back_in_submitits_result_pickle(tmp_path: Path) -> None:
+    """submitit pickles each job's return (Hydra's ``JobReturn``, whose ``cfg`` is the job's config) into
+    ``*_result.pkl`` in the sweep dir: a key written literally in a config file is masked in it. (The
+    ``*_submitted.pkl`` holds the sweep's config: the job needs it to run; use ``${oc.env:VAR}``.)"""
+    key = "submitit-literal-planted-7601"
+    conf, sweep_dir = tmp_path / "conf" / "model", tmp_path / "sweep"
+    conf.mkdir(parents=True)
+    (conf / "literal.yaml").write_text(
+        "_target_: modelfactory.CallableModel\nfn: examples.custom_model.custom_model\n"
+        f"generation_kwargs:\n  api_key: {key}\n",
+        encoding="utf-8",
+    )
+    proc = app(
+        ROOT,
+        "-m",
+        f"--config-dir={tmp_path / 'conf'}",
+        f"hydra.sweep.dir={sweep_dir}",
+        "model=literal",
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=2",
+    )
+    assert proc.returncode == 0, proc.stderr
+    results = list(sweep_dir.glob(".submitit/*/*_result.pkl"))
+    assert len(results) == 1 and b"**********" in results[0].read_bytes()
+    inputs = {p for p in sweep_dir.glob(".submitit/*/*_submitted.pkl")}
+    found, looked = leaks([key], sweep_dir, proc.stdout, proc.stderr)
+    assert [f for f in found if not any(str(p.relative_to(sweep_dir)) in f for p in inputs)] == []
+    assert looked >= 8
+
+
+def test_an_env_set_value_in_a_config_file_is_masked_in_hydras_saved_configs(tmp_path: Path) -> None:
+    """A config file's ``hydra.job.env_set.GEN_CRED: K``: the job gets the variable, Hydra's saved
+    ``hydra.yaml`` and ``multirun.yaml`` hold it masked (issue 22, item 3: env_set values are secrets
+    whatever their name)."""
+    key = "envset-planted-7701cccc"
+    (tmp_path / "conf" / "experiment").mkdir(parents=True)
+    (tmp_path / "conf" / "experiment" / "creds.yaml").write_text(
+        f"# @package _global_\nhydra:\n  job:\n    env_set:\n      GEN_CRED: {key}\n      OMP_NUM_THREADS: '1'\n",
+        encoding="utf-8",
+    )
+    sweep_dir = tmp_path / "sweep"
+    proc = app(
+        ROOT,
+        "-m",
+        f"--config-dir={tmp_path / 'conf'}",
+        f"hydra.sweep.dir={sweep_dir}",
+        "experiment=creds",
+        "model=custom_callable",
+        "prompt=hi",
+    )
+    assert proc.returncode == 0, proc.stderr
+    found, looked = leaks([key], sweep_dir, proc.stdout, proc.stderr)
+    assert found == [] and looked >= 6, found
+    saved = (sweep_dir / "0" / ".hydra" / "hydra.yaml").read_text()
+    assert "GEN_CRED: '**********'" in saved
+    assert "OMP_NUM_THREADS: '1'" in saved

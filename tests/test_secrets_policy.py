@@ -6,9 +6,11 @@ so settings, the cache key and the command-line guard can never disagree on a na
 
 from __future__ import annotations
 
+import base64
 import itertools
 import logging
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from hypothesis import given
@@ -22,6 +24,7 @@ from modelfactory.overrides import scrub_saved_config, secret_overrides
 from modelfactory.secrets import (
     REDACTED,
     StreamScrubber,
+    credential_values,
     has_url_secret,
     is_secret_key,
     mask_config_secrets,
@@ -66,6 +69,9 @@ NAMES = [
     ("max_new_tokens", False),
     ("max_completion_tokens", False),
     ("tokens", False),
+    ("stop_token_ids", False),  # vocabulary ids (issue 22, item 7)
+    ("eos_token_id", False),
+    ("keywords", False),
     ("model_id", False),
     ("api_base", False),
     ("temperature", False),
@@ -175,6 +181,9 @@ def test_redact_env_uses_the_rule(monkeypatch: pytest.MonkeyPatch) -> None:
         ("https://h/c?sv=2024&sig=abc%3D&x=1", f"https://h/c?sv=2024&sig={REDACTED}&x=1"),
         ("https://h/v1?api-version=2024-10-21", "https://h/v1?api-version=2024-10-21"),
         ("http://127.0.0.1:8000/v1", "http://127.0.0.1:8000/v1"),
+        # unparsable (issue 22, item 9: a config error quoted it whole): the userinfo is masked still
+        ("http://u:pw@[bad/v1", f"http://u:{REDACTED}@[bad/v1"),
+        ("http://u:pw@h:99999999/v1?code=c", f"http://u:{REDACTED}@h:99999999/v1?code={REDACTED}"),
     ],
 )
 def test_mask_url_keeps_the_endpoint_readable(url: str, masked: str) -> None:
@@ -283,3 +292,66 @@ def test_log_records_are_scrubbed_as_they_are_made(caplog: pytest.LogCaptureFixt
     text = caplog.text
     assert "url-cred-1111" not in text and f"u:{REDACTED}@h" in text
     assert text.count("hdr-cred-0000") == 1 and "after: hdr-cred-0000" in text
+
+
+# --------------------------------------------------------------------------- issue 22, item 4: derived forms
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def _b64url(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode()
+
+
+KEY = "sk-derived/planted+7300?=ab"  # "/", "+", "?" and "=": its URL-encoded form differs from it
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        _b64(KEY),  # base64 of the key alone
+        _b64(f"{KEY}:"),  # HTTP Basic with the key as the user (https://KEY@host)
+        _b64(f":{KEY}"),  # ... and as the password with no user (https://:KEY@host)
+        _b64url(f":{KEY}"),
+        _b64(f":{KEY}").rstrip("="),  # unpadded
+        quote(KEY, safe=""),  # URL-encoded
+        f"Bearer {KEY}",
+    ],
+)
+def test_every_derived_form_of_a_secret_is_scrubbed(form: str) -> None:
+    out = scrub(f"the server echoed [{form}] back", [KEY])
+    assert out == (
+        "the server echoed [Bearer ***] back" if "Bearer" in form else "the server echoed [***] back"
+    )
+
+
+def test_a_urls_userinfo_is_known_in_its_http_basic_form() -> None:
+    """``https://user:K@host`` makes the client send ``Authorization: Basic base64(user:K)``: a server
+    that echoes it hands back a text holding neither ``K`` nor ``user:K``, yet it is the key."""
+    key = "userinfo-planted-7301"
+    basic = _b64(f"me:{key}")
+    secrets = credential_values({"api_base": f"http://me:{key}@127.0.0.1:9/v1"})
+    assert key in secrets
+    assert scrub(f"you sent Basic {basic}", secrets) == "you sent Basic ***"
+    # percent-encoded in the URL, sent decoded (as httpx and requests do)
+    secrets = credential_values({"api_base": "http://me:p%40ss-planted-7302@127.0.0.1:9/v1"})
+    assert scrub(f"Basic {_b64('me:p@ss-planted-7302')}", secrets) == "Basic ***"
+
+
+def test_env_values_are_scrubbed_in_their_derived_forms(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MY_SERVICE_TOKEN", "env-derived-planted-7303")
+    assert (
+        redact_env(f"Authorization: Basic {_b64(':env-derived-planted-7303')}") == "Authorization: Basic ***"
+    )
+
+
+@given(cut=st.integers(min_value=1, max_value=30), data=st.data())
+def test_a_stream_scrubber_catches_a_derived_form_split_across_pieces(cut: int, data: st.DataObject) -> None:
+    basic = _b64(f":{KEY}")
+    text = f"echo: Basic {basic} done"
+    where = data.draw(st.integers(min_value=0, max_value=len(text)))
+    scrubber = StreamScrubber([KEY])
+    out = scrubber.feed(text[:where]) + scrubber.feed(text[where:]) + scrubber.flush()
+    assert basic.rstrip("=") not in out and out.startswith("echo: Basic ***") and out.endswith(" done")

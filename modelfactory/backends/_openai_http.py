@@ -32,6 +32,7 @@ from typing import Any
 from ..errors import MissingDependencyError
 from ..retry import is_retryable_status, parse_retry_after
 from ._api import transport_message
+from ._openai_wire import split_headers
 
 __all__ = [
     "HTTP_CLIENT_ARGS",
@@ -225,10 +226,11 @@ def _event(route: Route, line: str) -> Any:
 
 
 def _request_args(route: Route, body: Mapping[str, Any], token: Any) -> dict[str, Any]:
+    json_body, extra = split_headers(body)  # a call's extra_headers are headers, not a JSON field
     return {
-        "headers": _headers(route, token),
+        "headers": {**_headers(route, token), **extra},
         "params": route.params or None,
-        "json": body,
+        "json": json_body,
         "timeout": route.timeout,
     }
 

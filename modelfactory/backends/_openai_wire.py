@@ -6,7 +6,7 @@ Kept apart from client/auth setup (OpenAI, Azure, HF InferenceClient differ only
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any
 
 from ..messages import ChatMessage, ChatMessageStreamDelta, TokenUsage, ToolCall, ToolCallFunction
@@ -51,11 +51,21 @@ def request_fields(req: GenerationRequest, *, stream: bool) -> dict[str, Any]:
     return fields
 
 
+# A per-call kwarg that is not a body field: the headers of this one request (the SDK's ``create`` takes it
+# by this name). It rides along in the kwargs and in :func:`request_body`'s dict under this key, and
+# each sender takes it out into the request's headers (:func:`post_chat`, ``_openai_http``).
+EXTRA_HEADERS = "extra_headers"
+
+
 def chat_kwargs(model_id: str, req: GenerationRequest, *, stream: bool) -> dict[str, Any]:
     """Keyword arguments for ``client.chat.completions.create`` (or :func:`post_chat`)."""
     kwargs: dict[str, Any] = {"model": model_id, "messages": req.messages}
     extra: dict[str, Any] = {}
     for key, value in req.params.items():
+        if key == EXTRA_HEADERS:
+            if value:
+                kwargs[EXTRA_HEADERS] = {str(k): str(v) for k, v in dict(value).items()}
+            continue
         (kwargs if key in _NAMED else extra)[key] = value
     kwargs.update(request_fields(req, stream=stream))
     if extra:
@@ -64,10 +74,19 @@ def chat_kwargs(model_id: str, req: GenerationRequest, *, stream: bool) -> dict[
 
 
 def request_body(model_id: str, req: GenerationRequest, *, stream: bool) -> dict[str, Any]:
-    """The JSON body of a chat-completions request (``extra_body`` merged in, as the SDK sends it)."""
+    """The JSON body of a chat-completions request (``extra_body`` merged in, as the SDK sends it), and
+    the per-call headers under :data:`EXTRA_HEADERS` for the sender to take out (:func:`split_headers`)."""
     body = chat_kwargs(model_id, req, stream=stream)
     body.update(body.pop("extra_body", None) or {})
     return body
+
+
+def split_headers(body: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """``body`` without :data:`EXTRA_HEADERS`, and those headers: they go on the request, never in the
+    JSON (a credential header sent as a body field reaches neither the server's auth nor a redaction)."""
+    out = dict(body)
+    headers = out.pop(EXTRA_HEADERS, None) or {}
+    return out, {str(k): str(v) for k, v in dict(headers).items()}
 
 
 def post_chat(client: Any, kwargs: dict[str, Any]) -> Any:
@@ -80,11 +99,12 @@ def post_chat(client: Any, kwargs: dict[str, Any]) -> Any:
     from openai import Stream
     from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-    body = dict(kwargs)
+    body, headers = split_headers(kwargs)
     body.update(body.pop("extra_body", None) or {})
     return client.post(
         "/chat/completions",
         body=body,
+        options={"headers": headers} if headers else {},
         cast_to=ChatCompletion,
         stream=bool(body.get("stream")),
         stream_cls=Stream[ChatCompletionChunk],
@@ -96,11 +116,12 @@ async def apost_chat(client: Any, kwargs: dict[str, Any]) -> Any:
     from openai import AsyncStream
     from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-    body = dict(kwargs)
+    body, headers = split_headers(kwargs)
     body.update(body.pop("extra_body", None) or {})
     return await client.post(
         "/chat/completions",
         body=body,
+        options={"headers": headers} if headers else {},
         cast_to=ChatCompletion,
         stream=bool(body.get("stream")),
         stream_cls=AsyncStream[ChatCompletionChunk],
