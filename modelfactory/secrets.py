@@ -548,15 +548,26 @@ class StreamScrubber:
 
     def feed(self, piece: str) -> str:
         text = self._held + piece
-        for secret in self.secrets:  # exactly these strings: the window was sized for them
-            if secret in text:
-                text = text.replace(secret, "***")
         cut = max(0, len(text) - self.window)
+        # A form that begins before the cut lies whole in ``text`` (the window covers the longest), so it
+        # is released whole and scrubbed as :func:`scrub` would scrub the whole stream: the longest form
+        # found there wins, never a shorter one that a longer, still-arriving form begins with.
+        for secret in self.secrets:
+            start = text.find(secret, max(0, cut - len(secret) + 1))
+            while start != -1 and start < cut:
+                cut = max(cut, start + len(secret))
+                start = text.find(secret, start + 1)
         self._held = text[cut:]
-        return text[:cut]
+        return self._scrub(text[:cut])
 
     def flush(self) -> str:
         text, self._held = self._held, ""
+        return self._scrub(text)
+
+    def _scrub(self, text: str) -> str:
+        for secret in self.secrets:  # exactly these strings (longest first): the window was sized for them
+            if secret in text:
+                text = text.replace(secret, "***")
         return text
 
 
