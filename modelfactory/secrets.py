@@ -675,7 +675,16 @@ def scrubbed_traceback(exc: BaseException) -> str:
 def env_secret_values() -> list[str]:
     """The values of secret-named environment variables (what :func:`redact_env` scrubs), for a scrubber
     that needs them as a list (:class:`StreamScrubber`)."""
-    return [v for k, v in os.environ.items() if len(v) >= MIN_ENV_SECRET_LEN and is_secret_key(k)]
+    return [
+        v
+        for k, v in os.environ.items()
+        if len(v) >= MIN_ENV_SECRET_LEN and k not in _SHELL_ENV and is_secret_key(k)
+    ]
+
+
+# The shell's own variables whose names hold a secret word (``pwd``, as in ``?pwd=``): the working
+# directory is no secret, and scrubbing it would garble every path in every log and stream.
+_SHELL_ENV = frozenset({"PWD", "OLDPWD"})
 
 
 def redactor(own: Any = None, *holders: Any) -> Callable[[str], str]:

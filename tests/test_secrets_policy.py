@@ -355,3 +355,19 @@ def test_a_stream_scrubber_catches_a_derived_form_split_across_pieces(cut: int, 
     scrubber = StreamScrubber([KEY])
     out = scrubber.feed(text[:where]) + scrubber.feed(text[where:]) + scrubber.flush()
     assert basic.rstrip("=") not in out and out.startswith("echo: Basic ***") and out.endswith(" done")
+
+
+def test_the_shells_working_directory_is_no_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``pwd`` names a credential in a URL (``?pwd=``), but the shell's ``PWD``/``OLDPWD`` are paths: as
+    secrets they garbled every path in a log and held back every stream by a window."""
+    from modelfactory.secrets import env_secret_values, redact_env
+
+    monkeypatch.setenv("PWD", "/home/someone/project")
+    monkeypatch.setenv("OLDPWD", "/home/someone/elsewhere")
+    monkeypatch.setenv("DB_PWD", "hunter2-hunter2")
+    values = env_secret_values()
+    assert "hunter2-hunter2" in values and not {"/home/someone/project", "/home/someone/elsewhere"} & set(
+        values
+    )
+    assert redact_env("cd /home/someone/project") == "cd /home/someone/project"
+    assert "hunter2-hunter2" not in redact_env("pw hunter2-hunter2")
