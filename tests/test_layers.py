@@ -51,6 +51,8 @@ LAYERS: list[tuple[str, ...]] = [
         "modelfactory.overrides",
         "modelfactory.datasets",
         "modelfactory.results",
+        "modelfactory.runlock",
+        "modelfactory.jobchecks",
         "modelfactory.jobmetrics",
         "modelfactory.runner",
         "modelfactory.batch",
