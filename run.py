@@ -53,6 +53,13 @@ def run(cfg: DictConfig) -> int:
     if str(ROOT) not in sys.path:  # a job in another process (submitit, Ray) imports the project's own
         sys.path.insert(0, str(ROOT))  # modules (a CallableModel's fn) as `python run.py` itself does
     hc = HydraConfig.get()
+    from modelfactory.errors import ConfigError
+    from modelfactory.jobchecks import run_dir_problems
+
+    empty_dir = run_dir_problems(hc)
+    if empty_dir:  # Hydra would have written the run into the current directory
+        print(f"error: {ConfigError(empty_dir, title='invalid run dir')}", file=sys.stderr)
+        return EXIT_CONFIG
     _scrub_saved_configs(hc)
     return run_job(
         cfg,
@@ -155,6 +162,13 @@ def cli() -> None:
     null_groups = null_group_overrides(args, ROOT / "conf")
     if null_groups:
         print("\n".join(null_groups), file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
+    from modelfactory.errors import ConfigError
+    from modelfactory.jobchecks import empty_dir_overrides
+
+    empty_dirs = empty_dir_overrides(args)
+    if empty_dirs:  # Hydra would write .hydra/ and the job log into the current dir before any job ran
+        print(f"error: {ConfigError(empty_dirs, title='invalid run dir')}", file=sys.stderr)
         sys.exit(EXIT_CONFIG)
     skip_mode_probe(args)
     # Hydra prints its own errors (a bad override, an unknown key, an unwritable run dir) as a traceback

@@ -259,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, default=None, help="where to write (default: <sweep_dir>/merged)"
     )
     args = parser.parse_args(argv)
+    from .datasets import load_dotenv
+
+    load_dotenv()  # ./.env, as run.py loads it: check, estimate, serve and batches see the same keys
     if args.command == "merge":  # reads a sweep dir only: no config needed
         return merge(args.sweep_dir, args.out)
     if args.command == "compare":  # reads sweep dirs only: no config needed
