@@ -71,6 +71,12 @@ class BatchAdapter(Protocol):
         the same submission, used instead of uploading ``lines`` again."""
         ...
 
+    def find_file(self, token: str, mark: Mark) -> str | None:
+        """An input file an earlier try of the submission uploaded (named after ``token``) but did not
+        record, to be used instead of uploading again; None when there is none, when the provider keeps
+        no files, or cannot list them (the lines are uploaded again: an upload is not billed)."""
+        ...
+
     def newest(self) -> str | None:
         """Where :meth:`find` cannot match a token: the provider's newest batch id now, recorded before
         a submission so that ``find`` looks only at batches created after it (None: no need, or none)."""

@@ -290,9 +290,9 @@ def test_modelfactory_serve_replies_are_valid_openai() -> None:
 
 def test_openai_batch_fake_lists_and_keeps_metadata_as_the_sdk_reads_them() -> None:
     """Batches (with ``metadata``) and their cursor-paged list, as ``openai.types.Batch`` and the SDK's
-    own ``client.batches.list`` (auto-paging on ``has_more`` / ``after``) read them."""
+    own ``client.batches.list`` (auto-paging on ``has_more`` / ``after``) read them; the files list too."""
     from openai import OpenAI
-    from openai.types import Batch
+    from openai.types import Batch, FileObject
 
     from tests.servers.openai_batches import BatchAPIServer
 
@@ -319,6 +319,10 @@ def test_openai_batch_fake_lists_and_keeps_metadata_as_the_sdk_reads_them() -> N
         listed = list(client.batches.list(limit=1))  # two pages, newest first
         assert [b.id for b in listed] == made[::-1]
         assert [b.metadata for b in listed] == [{"tag": "second"}, {"tag": "first"}]
+        files = httpx.get(f"{server.url}/v1/files?purpose=batch", headers={"authorization": "Bearer sk-fake"})
+        for item in files.json()["data"]:
+            sdk_model(FileObject, item)
+        assert [f.filename for f in client.files.list(purpose="batch")] == ["in.jsonl", "in.jsonl"]
 
 
 def test_anthropic_batch_fake_lists_as_the_sdk_reads_it() -> None:

@@ -117,6 +117,9 @@ class AnthropicBatches:
         crash_point("after_create")
         return batch_id
 
+    def find_file(self, token: str, mark: Mark) -> str | None:
+        return None  # Message Batches take their requests in the create call: no input file
+
     def newest(self) -> str | None:
         """Message Batches keep no metadata: the newest batch before ours bounds what find() looks at."""
         data = self._call("GET", "/v1/messages/batches", params={"limit": 1}).json().get("data") or []

@@ -23,6 +23,11 @@ _ENDED = ("completed", "failed", "expired", "cancelled")
 TOKEN_KEY = "modelfactory_token"  # the batch's metadata key holding a submission's idempotency token
 
 
+def _file_name(token: str) -> str:
+    """The input file's name: the submission's token, so that a re-run finds a file it did not record."""
+    return f"modelfactory-batch-{token}.jsonl"
+
+
 class OpenAIBatches:
     provider = "openai"
     max_requests = 50_000  # OpenAI's documented limits per batch: 50,000 requests, a 200 MB input file
@@ -54,8 +59,8 @@ class OpenAIBatches:
         try:
             if file_id is None:
                 data = "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines).encode("utf-8")
-                name = f"modelfactory-batch-{token}.jsonl"
-                file_id = str(self.client.files.create(file=(name, data), purpose="batch").id)
+                file = (_file_name(token), data)
+                file_id = str(self.client.files.create(file=file, purpose="batch").id)
                 crash_point("after_upload")
                 on_file(file_id)
                 crash_point("after_upload_record")
@@ -69,6 +74,18 @@ class OpenAIBatches:
         except Exception as exc:
             raise self.model._translate(exc) from exc
         return str(batch.id)
+
+    def find_file(self, token: str, mark: Mark) -> str | None:
+        name = _file_name(token)
+        try:
+            for f in self.client.files.list(purpose="batch"):
+                if f.created_at < mark.since - CLOCK_SKEW_S:
+                    return None
+                if f.filename == name:
+                    return str(f.id)
+        except Exception:  # noqa: BLE001 - a server that cannot list its files: the caller uploads again
+            return None
+        return None
 
     def newest(self) -> str | None:
         return None  # find() matches the token in the batch's metadata: no mark needed

@@ -251,8 +251,8 @@ def _chunks(
 
 def _find_unrecorded(adapter: BatchAdapter, state: BatchState) -> list[BatchRecord]:
     """Records a killed run left without a batch id: each batch the provider did create is adopted (its
-    id recorded), so its items are polled, never submitted again. Returns the records of batches that
-    were never created. A provider that cannot be asked raises: the run stops rather than pay twice."""
+    id recorded), so its items are polled, never submitted again; for one never created, an input file
+    uploaded but not recorded is looked up by its name. Returns the records of batches never created. A provider that cannot be asked raises: the run stops rather than pay twice."""
     never = []
     for rec in [b for b in state.batches if b.id is None and not b.collected]:
         found = None
@@ -261,6 +261,9 @@ def _find_unrecorded(adapter: BatchAdapter, state: BatchState) -> list[BatchReco
             mark = Mark(rec.submitted_at, rec.after)
             found = adapter.find(rec.token, mark, len(rec.items), rec.input_file_id, known)
         if found is None:
+            if rec.input_file_id is None and rec.token is not None:  # uploaded, not recorded?
+                rec.input_file_id = adapter.find_file(rec.token, Mark(rec.submitted_at, rec.after))
+                state.save()
             never.append(rec)
             continue
         rec.id = found

@@ -3,7 +3,8 @@
 OpenAI: ``POST /v1/files`` (multipart ``file``, ``purpose=batch``), ``GET /v1/files/{id}/content``,
 ``POST /v1/batches`` (``input_file_id``, ``endpoint=/v1/chat/completions``, ``completion_window=24h``),
 ``GET /v1/batches/{id}``, ``GET /v1/batches`` (``limit``, ``after``: newest first, cursor pages), ``POST
-/v1/batches/{id}/cancel``; a batch keeps the ``metadata`` it was created with; ``Authorization: Bearer <key>``; each input
+/v1/batches/{id}/cancel``, ``GET /v1/files`` (``purpose``, ``limit``, ``after``: the input files, newest
+first); a batch keeps the ``metadata`` it was created with; ``Authorization: Bearer <key>``; each input
 line ``{"custom_id", "method": "POST", "url": "/v1/chat/completions", "body"}``.
 
 Azure OpenAI: the same calls under ``/openai/`` (``/openai/files``, ``/openai/batches``...), each with an
@@ -102,6 +103,7 @@ class BatchAPIServer:
         self.end_after_polls = 1
         self.cached_tokens = 0
         self.files: dict[str, bytes] = {}
+        self.uploaded: list[dict[str, Any]] = []  # the input files' objects, in upload order
         self.batches: dict[str, FakeBatch] = {}
         self.events: list[tuple[str, str]] = []
         self.requests: list[Call] = []
@@ -267,6 +269,8 @@ def _handler(server: BatchAPIServer) -> type[BaseHTTPRequestHandler]:
                 return self._send(200, data, "application/octet-stream")
             if parts == ["batches"]:
                 return self._list(query)
+            if parts == ["files"]:
+                return self._files(query)
             if parts[:1] == ["batches"] and len(parts) == 2:
                 with server.lock:
                     batch = self._batch(parts[1])
@@ -296,11 +300,7 @@ def _handler(server: BatchAPIServer) -> type[BaseHTTPRequestHandler]:
                 with server.lock:
                     file_id = server._store(content)
                     server.uploads += 1
-                if server.on_upload is not None:
-                    server.on_upload()
-                return self._send(
-                    200,
-                    {
+                    info = {
                         "id": file_id,
                         "object": "file",
                         "bytes": len(content),
@@ -309,8 +309,11 @@ def _handler(server: BatchAPIServer) -> type[BaseHTTPRequestHandler]:
                         "purpose": "batch",
                         "status": "processed",
                         "status_details": None,
-                    },
-                )
+                    }
+                    server.uploaded.append(info)
+                if server.on_upload is not None:
+                    server.on_upload()
+                return self._send(200, info)
             if parts == ["batches"]:
                 return self._create(json.loads(data or b"{}"), azure)
             if parts[:1] == ["batches"] and len(parts) == 3 and parts[2] == "cancel":
@@ -335,6 +338,20 @@ def _handler(server: BatchAPIServer) -> type[BaseHTTPRequestHandler]:
                 page = [b.body() for b in ordered[start : start + limit]]
                 more = start + limit < len(ordered)
             first, last = (page[0]["id"], page[-1]["id"]) if page else (None, None)
+            self._send(
+                200, {"object": "list", "data": page, "first_id": first, "last_id": last, "has_more": more}
+            )
+
+        def _files(self, query: dict[str, str]) -> None:
+            """``GET /files?purpose=&limit=&after=``: the uploaded input files, newest first, cursor pages."""
+            limit = int(query.get("limit") or 10000)
+            with server.lock:
+                files = [f for f in reversed(server.uploaded) if query.get("purpose") in (None, f["purpose"])]
+            ids = [f["id"] for f in files]
+            start = ids.index(query["after"]) + 1 if query.get("after") in ids else 0
+            page = files[start : start + limit]
+            first, last = (page[0]["id"], page[-1]["id"]) if page else (None, None)
+            more = start + limit < len(files)
             self._send(
                 200, {"object": "list", "data": page, "first_id": first, "last_id": last, "has_more": more}
             )
