@@ -176,3 +176,15 @@ def test_a_corrupt_batches_json_stops_the_run_before_anything_is_submitted(tmp_p
                 model, items, results_path=tmp_path / "r.jsonl", mode="batch", batch=BatchOptions(poll_s=0.05)
             )
         assert server.submissions == 0
+
+
+def test_a_submission_left_unrecorded_is_reported_as_one_the_next_run_looks_up(tmp_path: Path) -> None:
+    from modelfactory.batch import BatchRecord, interrupted_note
+    from modelfactory.batch.manage import list_batches
+
+    state = BatchState(tmp_path / "batches.json", [BatchRecord("openai", "m", {"q0": "q0"}, token="t" * 32)])
+    state.save()  # what a run killed between recording its submission and the batch id leaves
+    note = interrupted_note(tmp_path / "results.jsonl")
+    assert note is not None and "looks the batch up at the provider before submitting" in note
+    (line,) = list_batches(tmp_path, query=False)
+    assert "no batch id recorded: the next run into this dir looks it up" in line

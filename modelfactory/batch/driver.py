@@ -391,8 +391,14 @@ def interrupted_note(results_path: Path | None) -> str | None:
     file, so it holds wherever the interrupt lands (submitting, waiting, or writing a row)."""
     state = BatchState.load(state_path(results_path))
     running = state.running()
-    if not running:
+    unrecorded = [b for b in state.batches if b.id is None and not b.collected]
+    if not running and not unrecorded:
         return None
+    if not running:  # interrupted mid-submission: the batch may exist without its id in batches.json
+        return (
+            f"\ninterrupted while submitting a batch: re-run the same command into the same dir "
+            f"({_dir(state)}); it looks the batch up at the provider before submitting anything."
+        )
     ids = ", ".join(str(rec.id) for rec in running)
     providers = ", ".join(sorted({rec.provider for rec in running}))
     return (
