@@ -53,13 +53,6 @@ def run(cfg: DictConfig) -> int:
     if str(ROOT) not in sys.path:  # a job in another process (submitit, Ray) imports the project's own
         sys.path.insert(0, str(ROOT))  # modules (a CallableModel's fn) as `python run.py` itself does
     hc = HydraConfig.get()
-    from modelfactory.errors import ConfigError
-    from modelfactory.jobchecks import run_dir_problems
-
-    empty_dir = run_dir_problems(hc)
-    if empty_dir:  # Hydra would have written the run into the current directory
-        print(f"error: {ConfigError(empty_dir, title='invalid run dir')}", file=sys.stderr)
-        return EXIT_CONFIG
     _scrub_saved_configs(hc)
     return run_job(
         cfg,

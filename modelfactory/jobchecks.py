@@ -1,9 +1,9 @@
 """The app's own settings checked before a job runs: each wrong value a :class:`Problem` naming its key.
 
-Small pure functions, called by ``app._job_config`` and ``run.py``, so that ``runner.fsync=null`` or
-``runner.retry_errors=maybe`` (a string, truthy), ``runner.batch.poll_s=nan``, ``hydra.run.dir=''``
-(the current directory, silently) or ``+generation.stop_sequences=`` (an internal ``TypeError``) are
-refused with the key, the problem and the fix, exit code 2. One pydantic job spec will take these over.
+Small pure functions, called by ``app._job_config``, ``BatchOptions.from_config`` and ``run.py``, so
+that ``runner.fsync=null`` or ``runner.retry_errors=maybe`` (a string, truthy), ``runner.batch.poll_s=nan``,
+``hydra.run.dir=''`` (the current directory, silently) or ``+generation.stop_sequences=`` (an internal
+``TypeError``) are refused with the key, the problem and the fix, exit code 2. One pydantic job spec will take these over.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 from .errors import Problem
 
-__all__ = ["empty_dir_overrides", "flag", "generation_key_problems", "run_dir_problems"]
+__all__ = ["empty_dir_overrides", "flag", "generation_key_problems", "number"]
 
 RUN_DIRS = ("hydra.run.dir", "hydra.sweep.dir")
 
@@ -71,19 +71,3 @@ def empty_dir_overrides(args: list[str]) -> list[Problem]:
         if eq and key in RUN_DIRS and not value.strip().strip("'\"").strip():
             problems.append(Problem(key, f"must be a directory path, got {value!r}", f"{key}=outputs/my_run"))
     return problems
-
-
-def run_dir_problems(hydra_cfg: Any) -> list[Problem]:
-    """``hydra.run.dir`` / ``hydra.sweep.dir`` (whichever the mode uses) empty: Hydra would write the
-    run into the current directory."""
-    from hydra.types import RunMode
-
-    multirun = getattr(hydra_cfg, "mode", None) == RunMode.MULTIRUN
-    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-    node = hydra_cfg.sweep if multirun else hydra_cfg.run
-    value = node.get("dir")
-    if isinstance(value, str) and value.strip():
-        return []
-    return [
-        Problem(key, f"must be a directory path, got {value!r}", f"{key}=outputs/my_run (or leave it out)")
-    ]
