@@ -5,7 +5,8 @@ launcher can call it with any config shaped like ``conf/config.yaml`` (a ``DictC
 mapping). What Hydra alone knows is passed in: the output directory and the name the model config was
 chosen by. Everything a job leaves on disk is written through :mod:`modelfactory.results`.
 
-Exit codes: 0 all good, 1 a backend or item failed, 2 a config or dataset problem, 3 the job stopped at
+Exit codes: 0 all good, 1 a backend or item failed, 2 a config or dataset problem (or an unreadable
+record of the run dir, ``batches.json``, or another run holding the dir), 3 the job stopped at
 its budget (``runner.max_cost_usd``; the reason is in ``job.json``'s ``budget``), 130 interrupted (Ctrl-C:
 ``job.json`` records it, the rows written stay for a resume). A job never raises for those (a sweep goes
 on); it records the error in ``job.json`` (and ``result.json`` for one prompt) and prints it on stderr.
@@ -18,6 +19,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -155,6 +157,7 @@ def _job_config(cfg: DictConfig) -> _JobConfig:
     """The job's settings from ``cfg``, or one :class:`ConfigError` listing every problem."""
     from .errors import ConfigError
     from .generation import generation_problems
+    from .jobchecks import flag, generation_key_problems
 
     problems: list[Problem] = []
     if cfg.get("model") is None:
@@ -200,10 +203,20 @@ def _job_config(cfg: DictConfig) -> _JobConfig:
     for key, default_name in (("results_file", "results.jsonl"), ("result_file", "result.json")):
         raw = output.get(key, default_name)
         files[key] = raw
-        if not isinstance(raw, str) or not raw:
+        if not isinstance(raw, str) or Path(raw).name in ("", ".", "..") or raw.endswith(("/", os.sep)):
             problems.append(
                 Problem(f"output.{key}", f"must be a file name, got {raw!r}", f"output.{key}={default_name}")
             )
+    flags = {
+        key: flag(runner, "runner", key, True, problems) for key in ("retry_errors", "progress", "fsync")
+    }
+    print_reply = flag(output, "output", "print_reply", True, problems)
+    problems += generation_key_problems(generation, _taken_by_the_app())
+    if runner.get("mode", "online") == "batch":
+        try:
+            _batch_options(runner)
+        except ConfigError as exc:
+            problems += exc.problems
     if problems:
         raise ConfigError(problems, title="invalid job config")
     return _JobConfig(
@@ -211,13 +224,26 @@ def _job_config(cfg: DictConfig) -> _JobConfig:
         stops=stops,
         concurrency=int(ints["concurrency"] or 1),
         batch_size=int(ints["batch_size"] or 1),
-        retry_errors=bool(runner.get("retry_errors", True)),
-        progress=bool(runner.get("progress", True)),
-        fsync=bool(runner.get("fsync", True)),
+        retry_errors=flags["retry_errors"],
+        progress=flags["progress"],
+        fsync=flags["fsync"],
         results_file=str(files["results_file"]),
         result_file=str(files["result_file"]),
-        print_reply=bool(output.get("print_reply", True)),
+        print_reply=print_reply,
     )
+
+
+def _taken_by_the_app() -> dict[str, str]:
+    """``generation.*`` names the runner takes as settings of its own (``run_items``' keywords), each
+    with the key that sets it: passed on as a per-call parameter they would clash (a ``TypeError``)."""
+    import inspect
+
+    from .runner import run_items
+
+    where = {"stop_sequences": "stop_sequences", "results_path": "output.results_file", "desc": "model"}
+    names = [n for n in inspect.signature(run_items).parameters if n not in ("model", "items", "generation")]
+    names.append("stop_sequences")  # passed beside **generation
+    return {n: where.get(n, f"runner.{n}") for n in names}
 
 
 def run_job(
@@ -240,14 +266,28 @@ def run_job(
     return: ``job.json`` says ``status: submitted`` until a ``collect`` run of the same dir ends the job;
     a multirun's jobs do this, see :mod:`modelfactory.batch.sweep`) or ``collect``.
 
+    The job holds ``output_dir``'s run lock (:mod:`modelfactory.runlock`) for its whole run: a second
+    run into the same dir exits 2 at once, naming the process that holds it, and touches nothing there.
+
     Every log record made during the job (the job log, ``run.log``, a library's own lines) is scrubbed
     of the job's credentials and URL userinfo as it is made (:func:`~modelfactory.secrets.scrubbed_logs`).
     """
+    from .errors import ConfigError
+    from .runlock import dir_lock
     from .secrets import redact_env, scrubbed_logs
 
     job_redact: list[Any] = [redact_env]  # the model's own, once it is built
-    with scrubbed_logs(lambda text: job_redact[0](text)):
-        return _run_job(cfg, output_dir, model_name, root, raise_errors, batch_phase, job_redact)
+    with ExitStack() as held:
+        try:  # one run per dir, taken before anything there is read or written
+            held.enter_context(dir_lock(output_dir))
+        except ConfigError as exc:  # another run holds the dir: its job.json and rows are left alone
+            if raise_errors:
+                raise
+            print(f"error: {exc}", file=sys.stderr)
+            log.info("error: %s", exc)
+            return 2
+        with scrubbed_logs(lambda text: job_redact[0](text)):
+            return _run_job(cfg, output_dir, model_name, root, raise_errors, batch_phase, job_redact)
 
 
 def _run_job(
@@ -259,7 +299,7 @@ def _run_job(
     batch_phase: str,
     job_redact: list[Any],
 ) -> int:
-    from .errors import ConfigError
+    from .errors import ConfigError, DataError
     from .factory import build_model
     from .pricing import price_for
     from .results import aggregate_rows, read_job, read_results, write_job, write_json
@@ -378,7 +418,7 @@ def _run_job(
         job["error"] = result["error"] = _error(exc, redact)
         print(f"error: {job['error']['message']}", file=sys.stderr)
         log.info("error: %s: %s", job["error"]["type"], job["error"]["message"])  # the job log
-        code = 2 if isinstance(exc, ConfigError) else 1
+        code = 2 if isinstance(exc, (ConfigError, DataError)) else 1
     if budget_stop is not None and job["error"] is None:  # the summary's error column says why it stopped
         job["error"] = {"type": "BudgetExceeded", "message": budget_stop}
     job["exit_code"] = code

@@ -7,13 +7,35 @@ Batches) while :mod:`modelfactory.batch` drives any of them without knowing a si
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .messages import ChatMessage, GenerationRequest
 
-__all__ = ["BatchAdapter", "BatchProgress"]
+__all__ = ["CLOCK_SKEW_S", "CRASH_ENV", "BatchAdapter", "BatchProgress", "Mark", "crash_point"]
+
+CRASH_ENV = "MODELFACTORY_BATCH_CRASH_AT"  # tests: the submission step at which the process dies
+CLOCK_SKEW_S = 600.0  # how far the provider's clock may be behind ours when find() looks back
+
+
+@dataclass
+class Mark:
+    """Where a submission started: our clock (epoch seconds) and the provider's newest batch then."""
+
+    since: float
+    after: str | None = None
+
+
+def crash_point(step: str) -> None:
+    """Die at once (as ``kill -9`` would: no clean-up, no flush) when :data:`CRASH_ENV` names ``step``.
+
+    Placed at each step of a batch submission (``before_submit``, ``after_upload``, ``after_upload_record``,
+    ``after_create``, ``after_record``), so a test proves, on the real code path, that a run killed there
+    and resumed submits every item at most once."""
+    if os.environ.get(CRASH_ENV) == step:
+        os._exit(137)
 
 
 @dataclass
@@ -40,8 +62,33 @@ class BatchAdapter(Protocol):
         """One request of a batch, as the provider documents it."""
         ...
 
-    def submit(self, lines: list[dict[str, Any]], on_file: Callable[[str], None]) -> str:
-        """Submit one batch; call ``on_file(file_id)`` as soon as an input file exists. Returns its id."""
+    def submit(
+        self, lines: list[dict[str, Any]], on_file: Callable[[str], None], token: str, file_id: str | None
+    ) -> str:
+        """Submit one batch; call ``on_file(file_id)`` as soon as an input file exists. Returns its id.
+        ``token``: this submission's idempotency tag, attached to the batch where the provider keeps
+        metadata (:meth:`find` looks for it); ``file_id``: an input file uploaded by an earlier try of
+        the same submission, used instead of uploading ``lines`` again."""
+        ...
+
+    def find_file(self, token: str, mark: Mark) -> str | None:
+        """An input file an earlier try of the submission uploaded (named after ``token``) but did not
+        record, to be used instead of uploading again; None when there is none, when the provider keeps
+        no files, or cannot list them (the lines are uploaded again: an upload is not billed)."""
+        ...
+
+    def newest(self) -> str | None:
+        """Where :meth:`find` cannot match a token: the provider's newest batch id now, recorded before
+        a submission so that ``find`` looks only at batches created after it (None: no need, or none)."""
+        ...
+
+    def find(
+        self, token: str | None, mark: Mark, requests: int, file_id: str | None, known: set[str]
+    ) -> str | None:
+        """The batch an earlier try of a submission created, if any (the run was killed before it
+        recorded the id): tagged with ``token``, or created from ``file_id``; where the provider keeps
+        neither, the batch of ``requests`` requests created after ``mark`` and not among ``known``.
+        Raises when the provider cannot be asked: never guess "none"."""
         ...
 
     def progress(self, batch_id: str) -> BatchProgress: ...

@@ -33,6 +33,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from .errors import DataError
 from .messages import ChatMessage, ChatMessageStreamDelta, TokenUsage
 from .secrets import is_credential_param, names_url_credential
 
@@ -238,8 +239,26 @@ class ResponseCache:
         return conn
 
     def get(self, key: str) -> dict[str, Any] | None:
+        """The stored reply, or None; a :class:`DataError` naming the file, the row and the fix when the
+        row is not a reply this cache wrote (never an empty reply taken for an answer)."""
         row = self._connect().execute("SELECT reply FROM responses WHERE key = ?", (key,)).fetchone()
-        return json.loads(row[0]) if row else None
+        if row is None:
+            return None
+        try:
+            data = json.loads(row[0])
+            # as ChatMessage.to_dict writes it: a role, and a content key (text, or null beside tool calls)
+            usable = isinstance(data, dict) and isinstance(data.get("role"), str) and "content" in data
+            usable = usable and isinstance(data["content"], (str, type(None)))
+            usable = usable and isinstance(data.get("tool_calls"), (list, type(None)))
+        except (TypeError, ValueError):
+            usable = False
+        if not usable:
+            raise DataError(
+                f"response cache {self.path}: the stored reply for key {key[:16]}... is unreadable "
+                f'({str(row[0])[:80]!r}). Fix: delete that row (sqlite3 {self.path} "DELETE FROM '
+                f"responses WHERE key='{key}'\") or the cache file, or run with cache.mode=off"
+            )
+        return dict(data)
 
     def put(self, key: str, model: str, reply: Mapping[str, Any]) -> None:
         text = json.dumps(dict(reply), ensure_ascii=False, sort_keys=True)

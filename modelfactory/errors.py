@@ -9,6 +9,7 @@ one class and SDK internals never leak through as bare ``KeyError``/``AttributeE
     ├── UnsupportedFeatureError  e.g. ``grammar`` asked of a backend that cannot honour it
     ├── MissingDependencyError an optional SDK is not installed; names the pip extra
     ├── CacheMissError         ``cache.mode: replay`` and the request is not in the cache file
+    ├── DataError              a file modelfactory wrote and reads back is unreadable; names it and the fix
     └── BackendError           the provider / local model failed; names model, status, provider message
 """
 
@@ -23,6 +24,7 @@ __all__ = [
     "BackendError",
     "CacheMissError",
     "ConfigError",
+    "DataError",
     "MessageError",
     "MissingDependencyError",
     "ModelFactoryError",
@@ -62,6 +64,11 @@ class ConfigError(ModelFactoryError, ValueError):
         lines = [f"{title}: {len(self.problems)} problem(s)"]
         lines += [f"  - {p}" for p in self.problems]
         super().__init__("\n".join(lines))
+
+
+class DataError(ModelFactoryError, ValueError):
+    """A file modelfactory wrote and reads back (``batches.json``, a response-cache row) is unreadable
+    (corrupt, truncated, edited): the message names the file, what is wrong and how to fix it."""
 
 
 class MessageError(ModelFactoryError, ValueError):

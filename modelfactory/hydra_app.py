@@ -22,6 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from .config_dirs import SHIPPED, ConfigDirs, project_root
 from .envfile import load_dotenv
+from .errors import ConfigError
+from .jobchecks import empty_dir_overrides
 from .overrides import mask_job_config, refusal_message, scrub_saved_config, secret_overrides
 
 __all__ = ["PROG", "completion_script", "main", "run_cli", "run_task"]
@@ -255,6 +257,10 @@ def run_cli(args: list[str] | None = None, prog: str = PROG) -> None:
     shell = _shell(args)
     if prog == PROG and shell and _completion(*shell):
         return
+    empty_dirs = empty_dir_overrides(args)
+    if empty_dirs:  # Hydra would write .hydra/ and the job log into the current dir before any job ran
+        print(f"error: {ConfigError(empty_dirs, title='invalid run dir')}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
     skip_mode_probe(args)
     # Hydra reads sys.argv; its usage line, --help and completion hints name the program by argv[0].
     sys.argv = [prog, *args]

@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 
 from .results import RESULTS_FILE as RESULTS_FILE  # the old name here, kept for imports of it
 from .results import collect_jobs as collect_jobs  # moved to results.py (the reader of job files); kept
+from .results import write_atomic
 
 __all__ = ["SummaryCallback", "collect_jobs", "summarize_sweep"]
 
@@ -78,9 +79,9 @@ def summarize_sweep(sweep_dir: str | Path) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(rows)
-    (root / "summary.csv").write_text(buf.getvalue(), encoding="utf-8")
+    write_atomic(root / "summary.csv", buf.getvalue())
     table = _markdown(header, rows)
-    (root / "summary.md").write_text(f"# Sweep summary: {root}\n\n{table}", encoding="utf-8")
+    write_atomic(root / "summary.md", f"# Sweep summary: {root}\n\n{table}")
     return table
 
 

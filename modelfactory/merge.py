@@ -25,6 +25,7 @@ from .jobmetrics import job_metrics
 from .results import (
     RESULTS_FILE,
     aggregate_rows,
+    atomic_open,
     collect_jobs,
     percentile,
     read_job,
@@ -219,7 +220,7 @@ def merge_sweep(sweep_dir: str | Path, out_dir: str | Path | None = None) -> lis
         target.mkdir(parents=True, exist_ok=True)
         merged.path = target
         rows = _merged_rows(merged, root)
-        with (target / RESULTS_FILE).open("w", encoding="utf-8", newline="\n") as f:
+        with atomic_open(target / RESULTS_FILE) as f:
             for row in rows.values():
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
         record = _record(merged, root)

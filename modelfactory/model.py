@@ -24,7 +24,7 @@ from ._model_async import AsyncCalls
 from ._signature import SpecSignature, bind_arguments, document
 from .cache import StreamRecorder, get_store, replay_deltas, request_key
 from .capabilities import spec_capabilities
-from .errors import BackendError, CacheMissError, ModelFactoryError, UnsupportedFeatureError
+from .errors import BackendError, CacheMissError, DataError, ModelFactoryError, UnsupportedFeatureError
 from .messages import (
     ChatMessage,
     ChatMessageStreamDelta,
@@ -292,7 +292,9 @@ class Model(AsyncCalls):
         key = request_key(self, req)
         try:
             data = get_store(cache.path).get(key)
-        except Exception as exc:  # sqlite3.Error, a corrupt row: one readable error
+        except DataError:  # a corrupt row: it names the file and the fix itself
+            raise
+        except Exception as exc:  # sqlite3.Error: one readable error
             raise self._cache_error(exc, cache.path) from exc
         if data is None:
             if cache.mode == "replay":

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .jobmetrics import job_metrics
-from .results import collect_jobs
+from .results import collect_jobs, write_atomic
 
 __all__ = ["compare_cli", "compare_sweeps", "markdown_table", "report_jobs", "write_report"]
 
@@ -385,7 +385,7 @@ def write_report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
     root = Path(sweep_dir)
     path = Path(out) if out is not None else root / REPORT_FILE
     jobs = report_jobs(root)
-    path.write_text(render(jobs, f"Sweep report: {root.name}", [str(root.resolve())]), encoding="utf-8")
+    write_atomic(path, render(jobs, f"Sweep report: {root.name}", [str(root.resolve())]))
     return path
 
 
@@ -427,10 +427,8 @@ def compare_sweeps(sweep_dirs: Sequence[str | Path], out: str | Path) -> tuple[s
             )
         jobs += found
     path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        render(jobs, f"Sweep comparison: {len(dirs)} sweeps", [str(d.resolve()) for d in dirs]),
-        encoding="utf-8",
+    write_atomic(
+        path, render(jobs, f"Sweep comparison: {len(dirs)} sweeps", [str(d.resolve()) for d in dirs])
     )
     return markdown_table(jobs), path
 

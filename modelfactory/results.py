@@ -5,7 +5,8 @@
   model, ``batch`` for items run through a provider's batch API, priced at its rate, ``cached`` for
   replies served from the response cache, which cost 0), appended
   as items finish. The newest row of an id wins; a torn last line left by a crash is repaired or dropped.
-- ``job.json`` (:data:`JOB_FILE`): the job's record (model, task, results file, items, error, elapsed
+- ``job.json`` (:data:`JOB_FILE`): the job's record, like every record here written whole or not at all
+  (:func:`atomic_open`; an empty or torn one reads as no record: the job did not finish) (model, task, results file, items, error, elapsed
   time, runs, ``price``, ``cost_usd``, ``budget``). It names the results file, so a reader finds the rows whatever the config called them.
 
 The runner writes these files, the app records the job, and the sweep summary, the report, the shard
@@ -19,15 +20,18 @@ import json
 import logging
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 __all__ = [
     "JOB_FILE",
     "RESULTS_FILE",
     "ResultsWriter",
     "aggregate_rows",
+    "atomic_open",
     "collect_jobs",
     "error_row",
     "ok_row",
@@ -35,8 +39,10 @@ __all__ = [
     "read_job",
     "read_results",
     "redact_row",
+    "job_record_problem",
     "repair_tail",
     "results_path",
+    "write_atomic",
     "write_job",
     "write_json",
 ]
@@ -230,21 +236,65 @@ def aggregate_rows(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- job.json
 
 
+@contextmanager
+def atomic_open(path: str | os.PathLike[str]) -> Iterator[IO[str]]:
+    """A text file that replaces ``path`` whole when the ``with`` block ends, or not at all.
+
+    Written to a temporary file of its own in the same dir (two writers never share one), flushed and
+    fsynced, then renamed over ``path`` (and the dir fsynced), so a crash or a full disk leaves the old
+    file or the new one, never an empty or torn one. Every record modelfactory writes goes through it."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with suppress(OSError):  # the rename itself survives a power cut once the dir is synced
+        dir_fd = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def write_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """``text`` to ``path`` through :func:`atomic_open`."""
+    with atomic_open(path) as f:
+        f.write(text)
+
+
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
-    """Indented UTF-8 JSON with a final newline (``job.json``, ``result.json``)."""
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    """Indented UTF-8 JSON with a final newline (``job.json``, ``result.json``), written atomically."""
+    write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def read_job(job_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The job record in ``job_dir``: None if there is none (the job did not finish), ``{}`` if unreadable."""
+    """The job record in ``job_dir``; None if there is none or it is unreadable (empty, torn, not a
+    JSON object: a full disk, another tool): the job did not finish, whatever the file says."""
     path = Path(job_dir) / JOB_FILE
-    if not path.is_file():
-        return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data else None
+
+
+def job_record_problem(job_dir: str | os.PathLike[str]) -> str:
+    """Why ``job_dir`` has no readable job record, as the summary says it."""
+    path = Path(job_dir) / JOB_FILE
+    if not path.exists():
+        return f"no {JOB_FILE}: the job did not finish"
+    return (
+        f"{JOB_FILE} is unreadable ({path.stat().st_size} bytes; a full disk or a crash while writing): "
+        "the job did not finish; run it again into its dir to resume it"
+    )
 
 
 def write_job(job_dir: str | os.PathLike[str], job: Mapping[str, Any]) -> None:
@@ -339,7 +389,7 @@ def collect_jobs(sweep_dir: str | Path) -> list[dict[str, Any]]:
                 "out_tokens_per_s": round(metrics["tokens_out"] / elapsed, 1) if elapsed else None,
                 "error": _short_error(error)
                 if isinstance(error, dict)
-                else (None if job_record is not None else f"no {JOB_FILE}: the job did not finish"),
+                else (None if job_record is not None else job_record_problem(job_dir)),
             }
         )
     jobs.sort(key=lambda j: (j["job"] is None, j["job"] if j["job"] is not None else 0, j["dir"]))

@@ -21,6 +21,7 @@ Items come from :mod:`modelfactory.datasets` (their names are re-exported here, 
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import itertools
 import logging
@@ -33,7 +34,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 # load_dataset, load_dotenv, prompt_item: re-exported (this module was their home before datasets.py).
 from .datasets import Item, as_item, load_dataset, load_dotenv, prompt_item
@@ -262,6 +263,27 @@ def _run_batches(
                 yield ok_row(item.id, reply, latency)
 
 
+_Run = TypeVar("_Run", bound=Callable[..., "RunStats"])
+
+
+def _one_run_per_dir(run: _Run) -> _Run:
+    """``run_items`` holding its results dir's run lock (:mod:`modelfactory.runlock`) while it runs: a
+    second run into the same dir (its rows, its ``batches.json``) fails at once instead of paying again."""
+
+    @functools.wraps(run)
+    def locked(model: Any, items: Any, **kwargs: Any) -> RunStats:
+        path = kwargs.get("results_path")
+        if path is None:
+            return run(model, items, **kwargs)
+        from .runlock import dir_lock
+
+        with dir_lock(Path(path).parent, key="results_path"):
+            return run(model, items, **kwargs)
+
+    return cast(_Run, locked)
+
+
+@_one_run_per_dir
 def run_items(
     model: Any,
     items: Iterable[Item | Mapping[str, Any]],

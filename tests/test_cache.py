@@ -438,3 +438,27 @@ def test_a_reply_echoing_a_credential_is_stored_scrubbed(tmp_path: Path) -> None
         assert secret.encode() not in stored
         assert secret not in (replayed.content or "")
     assert replayed.raw["cache"] == "hit" and replayed.content == "key=*** header=*** extra=*** ok"
+
+
+@pytest.mark.parametrize("stored", ["{}", "null", '"text"', "[1]", "{not json", '{"role": "assistant"}'])
+def test_a_corrupt_row_is_an_error_naming_the_file_and_the_fix(tmp_path: Path, stored: str) -> None:
+    """Not a traceback, not an OK row with null content: the item fails with the file, the row and the fix."""
+    from modelfactory.errors import DataError
+    from modelfactory.runner import run_items
+
+    db = tmp_path / "c.sqlite"
+    model = CallableModel(
+        fn="examples.custom_model.custom_model", cache={"mode": "read_write", "path": str(db)}
+    )
+    assert model.generate(MSGS).content  # recorded
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE responses SET reply = ?", (stored,))
+    with pytest.raises(DataError) as info:
+        model.generate(MSGS)
+    assert str(db) in str(info.value) and "DELETE FROM responses WHERE key=" in str(info.value)
+    stats = run_items(
+        model, [{"id": "a", "messages": MSGS}], results_path=tmp_path / "r.jsonl", progress=False
+    )
+    row = json.loads((tmp_path / "r.jsonl").read_text())
+    assert stats.failed == 1 and row["content"] is None and row["error"]["type"] == "DataError"
+    assert str(db) in row["error"]["message"]

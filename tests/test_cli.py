@@ -93,3 +93,22 @@ def test_check_says_which_local_backend_suits_which_job(
 def test_check_gives_no_backend_hint_for_an_api_model(capsys: pytest.CaptureFixture[str]) -> None:
     main(["check", "model=openai_gpt4o"])
     assert "local backend" not in capsys.readouterr().out
+
+
+def test_check_and_estimate_read_dot_env_as_run_py_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A key kept in ./.env (and not in the environment) is seen by every entry point, not only run.py."""
+    monkeypatch.setenv("OPENAI_API_KEY", "placeholder")  # recorded first: teardown restores the original
+    monkeypatch.delenv("OPENAI_API_KEY")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("OPENAI_API_KEY=sk-from-dot-env-123456\n")
+    conf = ["--config-dir", str(ROOT / "conf")]
+    assert main([*conf, "check", "model=openai_gpt4o"]) == 0, capsys.readouterr().out
+    assert "OPENAI_API_KEY" not in capsys.readouterr().out
+    monkeypatch.delenv("OPENAI_API_KEY")  # loaded by check: unset it for estimate's turn
+    items = tmp_path / "items.jsonl"
+    items.write_text('{"id": "a", "prompt": "hello there"}\n')
+    args = [*conf, "estimate", "model=openai_gpt4o", "task=dataset", f"task.path={items}"]
+    assert main(args) == 0, capsys.readouterr().err
+    assert "items:          1" in capsys.readouterr().out

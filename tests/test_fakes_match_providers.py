@@ -283,3 +283,68 @@ def test_modelfactory_serve_replies_are_valid_openai() -> None:
             hf_dataclass(ChatCompletionStreamOutput, event, may_lack=lacks)
         for item in httpx.get(f"{url}/v1/models").json()["data"]:
             sdk_model(OpenAIModelInfo, item)
+
+
+# --------------------------------------------------------------------------- the batch providers' fakes
+
+
+def test_openai_batch_fake_lists_and_keeps_metadata_as_the_sdk_reads_them() -> None:
+    """Batches (with ``metadata``) and their cursor-paged list, as ``openai.types.Batch`` and the SDK's
+    own ``client.batches.list`` (auto-paging on ``has_more`` / ``after``) read them; the files list too."""
+    from openai import OpenAI
+    from openai.types import Batch, FileObject
+
+    from tests.servers.openai_batches import BatchAPIServer
+
+    with BatchAPIServer() as server:
+        client = OpenAI(base_url=f"{server.url}/v1", api_key=server.api_key, max_retries=0)
+        line = {"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": ASK}
+        made = []
+        for tag in ("first", "second"):
+            up = client.files.create(file=("in.jsonl", json.dumps(line).encode()), purpose="batch")
+            made.append(
+                client.batches.create(
+                    input_file_id=up.id,
+                    endpoint="/v1/chat/completions",
+                    completion_window="24h",
+                    metadata={"tag": tag},
+                ).id
+            )
+        page = httpx.get(
+            f"{server.url}/v1/batches?limit=1", headers={"authorization": "Bearer sk-fake"}
+        ).json()
+        assert set(page) == {"object", "data", "first_id", "last_id", "has_more"} and page["has_more"] is True
+        for item in page["data"]:
+            sdk_model(Batch, item)
+        listed = list(client.batches.list(limit=1))  # two pages, newest first
+        assert [b.id for b in listed] == made[::-1]
+        assert [b.metadata for b in listed] == [{"tag": "second"}, {"tag": "first"}]
+        files = httpx.get(f"{server.url}/v1/files?purpose=batch", headers={"authorization": "Bearer sk-fake"})
+        for item in files.json()["data"]:
+            sdk_model(FileObject, item)
+        assert [f.filename for f in client.files.list(purpose="batch")] == ["in.jsonl", "in.jsonl"]
+
+
+def test_anthropic_batch_fake_lists_as_the_sdk_reads_it() -> None:
+    """Message Batches and their list (newest first, ``after_id`` paging), as ``anthropic.types.messages.
+    MessageBatch`` and the SDK's own ``client.messages.batches.list`` read them."""
+    from anthropic import Anthropic
+    from anthropic.types.messages import MessageBatch
+
+    from tests.servers.anthropic_batches import AnthropicBatchServer
+
+    with AnthropicBatchServer() as server:
+        # this SDK sends the key as a bearer token; the fake checks the documented x-api-key header
+        key = {"x-api-key": server.api_key}
+        client = Anthropic(base_url=server.url, api_key=server.api_key, max_retries=0, default_headers=key)
+        params = {"model": "claude-test", "max_tokens": 8, "messages": ASK["messages"]}
+        made = [
+            client.messages.batches.create(requests=[{"custom_id": f"r{i}", "params": params}]).id  # type: ignore[list-item]
+            for i in range(2)
+        ]
+        headers = {"x-api-key": server.api_key, "anthropic-version": "2023-06-01"}
+        page = httpx.get(f"{server.url}/v1/messages/batches?limit=1", headers=headers).json()
+        assert set(page) == {"data", "has_more", "first_id", "last_id"} and page["has_more"] is True
+        for item in page["data"]:
+            sdk_model(MessageBatch, item)
+        assert [b.id for b in client.messages.batches.list(limit=1)] == made[::-1]

@@ -55,6 +55,8 @@ LAYERS: list[tuple[str, ...]] = [
         "modelfactory.overrides",
         "modelfactory.datasets",
         "modelfactory.results",
+        "modelfactory.runlock",
+        "modelfactory.jobchecks",
         "modelfactory.jobmetrics",
         "modelfactory.runner",
         "modelfactory.batch",

@@ -14,17 +14,20 @@ points elsewhere (a proxy, a test server).
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlparse
 
-from ..batchapi import BatchProgress
+from ..batchapi import CLOCK_SKEW_S, BatchProgress, Mark, crash_point
 from ..errors import ConfigError, Problem
 from ..messages import ChatMessage, GenerationRequest, TokenUsage
 from ..retry import is_retryable_status
 
 __all__ = ["AnthropicBatches"]
+
+log = logging.getLogger("modelfactory.runner")
 
 API_BASE = "https://api.anthropic.com"
 VERSION = "2023-06-01"
@@ -106,8 +109,44 @@ class AnthropicBatches:
             )
         return response
 
-    def submit(self, lines: list[dict[str, Any]], on_file: Callable[[str], None]) -> str:
-        return str(self._call("POST", "/v1/messages/batches", json={"requests": lines}).json()["id"])
+    def submit(
+        self, lines: list[dict[str, Any]], on_file: Callable[[str], None], token: str, file_id: str | None
+    ) -> str:
+        """One call, no input file; Message Batches keep no metadata, so ``token`` stays ours alone."""
+        batch_id = str(self._call("POST", "/v1/messages/batches", json={"requests": lines}).json()["id"])
+        crash_point("after_create")
+        return batch_id
+
+    def find_file(self, token: str, mark: Mark) -> str | None:
+        return None  # Message Batches take their requests in the create call: no input file
+
+    def newest(self) -> str | None:
+        """Message Batches keep no metadata: the newest batch before ours bounds what find() looks at."""
+        data = self._call("GET", "/v1/messages/batches", params={"limit": 1}).json().get("data") or []
+        return str(data[0]["id"]) if data else None
+
+    def find(
+        self, token: str | None, mark: Mark, requests: int, file_id: str | None, known: set[str]
+    ) -> str | None:
+        """The batch of ``requests`` requests created after ``mark.after`` (newest first) and not
+        ``known``. Several match only when other processes of the workspace submitted same-sized
+        batches at the same moment (a parallel sweep): the earliest is taken and the others named."""
+        found: list[str] = []
+        params: dict[str, Any] = {"limit": 100}
+        while True:
+            page = self._call("GET", "/v1/messages/batches", params=params).json()
+            data = page.get("data") or []
+            for b in data:
+                if mark.after is not None and b.get("id") == mark.after:
+                    return _earliest(found)
+                if mark.after is None and _epoch(b.get("created_at")) < mark.since - CLOCK_SKEW_S:
+                    return _earliest(found)
+                counts = b.get("request_counts") or {}
+                if b.get("id") not in known and sum(int(v or 0) for v in counts.values()) == requests:
+                    found.append(str(b["id"]))
+            if not page.get("has_more") or not data:
+                return _earliest(found)
+            params["after_id"] = page.get("last_id") or data[-1]["id"]
 
     def progress(self, batch_id: str) -> BatchProgress:
         b = self._call("GET", f"/v1/messages/batches/{batch_id}").json()
@@ -191,3 +230,23 @@ def usage_of(usage: dict[str, Any]) -> TokenUsage:
         output_tokens=n("output_tokens"),
         cached_input_tokens=cached,
     )
+
+
+def _epoch(stamp: Any) -> float:
+    """An RFC 3339 time (``2024-08-20T18:37:24.100435Z``) in epoch seconds; 0 when unreadable."""
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(str(stamp)).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def _earliest(found: list[str]) -> str | None:
+    """The earliest created of ``found`` (listed newest first)."""
+    if not found:
+        return None
+    if len(found) > 1:
+        others = ", ".join(found[:-1])
+        log.warning("several batches could be this run's; taking %s (also: %s)", found[-1], others)
+    return found[-1]

@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..batchapi import BatchProgress
+from ..batchapi import CLOCK_SKEW_S, BatchProgress, Mark, crash_point
 from ..messages import ChatMessage, GenerationRequest
 from ..retry import is_retryable_status
 from . import _openai_wire as wire
@@ -20,6 +20,12 @@ from . import _openai_wire as wire
 __all__ = ["OpenAIBatches"]
 
 _ENDED = ("completed", "failed", "expired", "cancelled")
+TOKEN_KEY = "modelfactory_token"  # the batch's metadata key holding a submission's idempotency token
+
+
+def _file_name(token: str) -> str:
+    """The input file's name: the submission's token, so that a re-run finds a file it did not record."""
+    return f"modelfactory-batch-{token}.jsonl"
 
 
 class OpenAIBatches:
@@ -47,20 +53,59 @@ class OpenAIBatches:
         body = wire.request_body(self.model_name, req, stream=False)
         return {"custom_id": custom_id, "method": "POST", "url": self.url, "body": body}
 
-    def submit(self, lines: list[dict[str, Any]], on_file: Callable[[str], None]) -> str:
-        data = "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines).encode("utf-8")
+    def submit(
+        self, lines: list[dict[str, Any]], on_file: Callable[[str], None], token: str, file_id: str | None
+    ) -> str:
         try:
-            uploaded = self.client.files.create(file=("modelfactory-batch.jsonl", data), purpose="batch")
-            on_file(uploaded.id)
+            if file_id is None:
+                data = "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines).encode("utf-8")
+                file = (_file_name(token), data)
+                file_id = str(self.client.files.create(file=file, purpose="batch").id)
+                crash_point("after_upload")
+                on_file(file_id)
+                crash_point("after_upload_record")
             batch = self.client.batches.create(
-                input_file_id=uploaded.id,
+                input_file_id=file_id,
                 endpoint=self.url,
                 completion_window="24h",
-                metadata={"created_by": "modelfactory"},
+                metadata={"created_by": "modelfactory", TOKEN_KEY: token},
             )
+            crash_point("after_create")
         except Exception as exc:
             raise self.model._translate(exc) from exc
         return str(batch.id)
+
+    def find_file(self, token: str, mark: Mark) -> str | None:
+        name = _file_name(token)
+        try:
+            for f in self.client.files.list(purpose="batch"):
+                if f.created_at < mark.since - CLOCK_SKEW_S:
+                    return None
+                if f.filename == name:
+                    return str(f.id)
+        except Exception:  # noqa: BLE001 - a server that cannot list its files: the caller uploads again
+            return None
+        return None
+
+    def newest(self) -> str | None:
+        return None  # find() matches the token in the batch's metadata: no mark needed
+
+    def find(
+        self, token: str | None, mark: Mark, requests: int, file_id: str | None, known: set[str]
+    ) -> str | None:
+        """By the token in the batch's ``metadata``, or its input file (newest first, back to the mark)."""
+        try:
+            for b in self.client.batches.list(limit=100):
+                if b.created_at < mark.since - CLOCK_SKEW_S:
+                    return None
+                tag = (b.metadata or {}).get(TOKEN_KEY)
+                if (token is not None and tag == token) or (
+                    file_id is not None and b.input_file_id == file_id
+                ):
+                    return str(b.id)
+        except Exception as exc:
+            raise self.model._translate(exc) from exc
+        return None
 
     def progress(self, batch_id: str) -> BatchProgress:
         try:

@@ -10,7 +10,6 @@ that crashed or was interrupted, re-run into the same dir, polls the batches it 
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -18,6 +17,8 @@ from pathlib import Path
 
 # The adapter interface lives below the backends, which implement it (Model.batch_adapter).
 from ..batchapi import BatchAdapter, BatchProgress
+from ..errors import DataError
+from ..results import write_atomic
 
 __all__ = ["BATCHES_FILE", "BatchAdapter", "BatchProgress", "BatchRecord", "BatchState", "custom_id_for"]
 
@@ -44,6 +45,8 @@ class BatchRecord:
     input_file_id: str | None = None
     submitted_at: float = field(default_factory=time.time)
     collected: bool = False  # every result of it written to results.jsonl
+    token: str | None = None  # idempotency tag, saved before anything is sent (in the batch's metadata)
+    after: str | None = None  # the provider's newest batch before this one (where it keeps no metadata)
 
 
 @dataclass
@@ -57,20 +60,23 @@ class BatchState:
     def load(cls, path: Path | None) -> BatchState:
         if path is None or not path.is_file():
             return cls(path)
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return cls(path, [BatchRecord(**b) for b in data.get("batches", [])])
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return cls(path, [BatchRecord(**b) for b in data["batches"]])
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise DataError(
+                f"{path} is unreadable ({type(exc).__name__}: {str(exc)[:200]}). It records the provider "
+                "batches this run already paid for. Fix: restore it (each batch is also listed at the "
+                "provider), or check them there, cancel what you do not want, and delete the file: its "
+                "items are then submitted again on the next run."
+            ) from exc
 
     def save(self) -> None:
-        """Written whole to a temporary file, then renamed over the old one: a crash never leaves half."""
+        """Written whole, or not at all (:func:`~modelfactory.results.write_atomic`)."""
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
         data = {"version": 1, "batches": [asdict(b) for b in self.batches]}
-        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        with tmp.open("rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        write_atomic(self.path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
     def running(self) -> list[BatchRecord]:
         return [b for b in self.batches if b.id is not None and not b.collected]

@@ -19,13 +19,16 @@ error rows that a re-run collects). :func:`wait_all` polls the batches of many r
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..batchapi import Mark, crash_point
 from ..datasets import Item
 from ..errors import CacheMissError, ConfigError, ModelFactoryError, Problem
 from ..messages import trim_at_stop
@@ -64,13 +67,36 @@ class BatchOptions:
     @classmethod
     def from_config(cls, batch: Any, phase: str = "all") -> BatchOptions:
         """From a ``runner.batch`` mapping (a config node or a dict; missing keys take the defaults)."""
+        from ..jobchecks import number
+
         b = batch or {}
-        max_wait, max_requests = b.get("max_wait"), b.get("max_requests")
+        problems: list[Problem] = []
+        poll_s = number(
+            b.get("poll_s", 30), "runner.batch.poll_s", problems, low=0, above=True,
+            fix="runner.batch.poll_s=30", optional=False,
+        )  # fmt: skip
+        max_wait = number(
+            b.get("max_wait"), "runner.batch.max_wait", problems, low=0, above=False,
+            fix="runner.batch.max_wait=3600 (seconds; null: until the batches end)", optional=True,
+        )  # fmt: skip
+        max_requests = b.get("max_requests")
+        if max_requests is not None and (not isinstance(max_requests, int) or isinstance(max_requests, bool)):
+            problems.append(
+                Problem(
+                    "runner.batch.max_requests",
+                    f"must be an integer >= 1 or null, got {max_requests!r}",
+                    "runner.batch.max_requests=1000",
+                )
+            )
+            max_requests = None
+        on_missing = b.get("on_missing", "online")
+        if problems:
+            raise ConfigError(problems, title="invalid runner.batch settings")
         return cls(
-            poll_s=float(b.get("poll_s", 30)),
-            max_wait=None if max_wait is None else float(max_wait),
-            on_missing=str(b.get("on_missing", "online")),
-            max_requests=None if max_requests is None else int(max_requests),
+            poll_s=float(poll_s or 30),
+            max_wait=max_wait,
+            on_missing=str(on_missing),
+            max_requests=max_requests,
             phase=phase,
         )
 
@@ -78,8 +104,12 @@ class BatchOptions:
         problems = []
         if self.phase not in PHASES:
             problems.append(Problem("batch phase", f"unknown phase {self.phase!r}", "all, submit or collect"))
-        if self.poll_s <= 0:
+        if not (math.isfinite(self.poll_s) and self.poll_s > 0):
             problems.append(Problem("runner.batch.poll_s", f"must be > 0, got {self.poll_s}", "e.g. 30"))
+        if self.max_wait is not None and not (math.isfinite(self.max_wait) and self.max_wait >= 0):
+            problems.append(
+                Problem("runner.batch.max_wait", f"must be >= 0 or null, got {self.max_wait}", "")
+            )
         if self.on_missing not in ("online", "error"):
             problems.append(
                 Problem(
@@ -157,6 +187,7 @@ def run_batches(
             continue
         reqs[item.id] = req
 
+    unfinished = _find_unrecorded(adapter, state)  # a run killed mid-submission: its batch, if it exists
     in_flight = {i for rec in state.running() for i in rec.items.values()}
     for rec in state.running():  # batches of items done since (or of another dataset): nothing to wait for
         if not any(i in reqs for i in rec.items.values()):
@@ -164,6 +195,15 @@ def run_batches(
     state.save()
     missing: list[tuple[str, BaseException | None]] = []
     if options.phase != "collect":  # the collecting phase submits nothing: it was the submit phase's job
+        for rec in unfinished:  # never created: its uploaded file is used again if it still fits
+            ids = list(rec.items.values())
+            if rec.input_file_id is not None and all(i in reqs and i not in in_flight for i in ids):
+                chunk = [(i, adapter.line(c, reqs[i])) for c, i in rec.items.items()]
+                missing += _submit(adapter, model, state, chunk, reqs, rec)
+                in_flight.update(ids)
+            else:
+                state.batches.remove(rec)
+        state.save()
         new = [i for i in reqs if i not in in_flight]
         for chunk in _chunks(adapter, options, new, reqs):
             missing += _submit(adapter, model, state, chunk, reqs)
@@ -209,31 +249,74 @@ def _chunks(
         yield chunk
 
 
+def _find_unrecorded(adapter: BatchAdapter, state: BatchState) -> list[BatchRecord]:
+    """Records a killed run left without a batch id: each batch the provider did create is adopted (its
+    id recorded), so its items are polled, never submitted again; for one never created, an input file
+    uploaded but not recorded is looked up by its name. Returns the records of batches never created. A provider that cannot be asked raises: the run stops rather than pay twice."""
+    never = []
+    for rec in [b for b in state.batches if b.id is None and not b.collected]:
+        found = None
+        if rec.token is not None or rec.input_file_id is not None:
+            known = {str(b.id) for b in state.batches if b.id is not None}
+            mark = Mark(rec.submitted_at, rec.after)
+            found = adapter.find(rec.token, mark, len(rec.items), rec.input_file_id, known)
+        if found is None:
+            if rec.input_file_id is None and rec.token is not None:  # uploaded, not recorded?
+                rec.input_file_id = adapter.find_file(rec.token, Mark(rec.submitted_at, rec.after))
+                state.save()
+            never.append(rec)
+            continue
+        rec.id = found
+        state.save()
+        log.info("found %s batch %s, created by a run stopped before it recorded the id", rec.provider, found)
+    return never
+
+
 def _submit(
     adapter: BatchAdapter,
     model: Any,
     state: BatchState,
     chunk: list[tuple[str, dict[str, Any]]],
     reqs: dict[str, GenerationRequest],
+    rec: BatchRecord | None = None,
 ) -> list[tuple[str, BaseException | None]]:
-    """Submit one batch, its ids saved as soon as the provider gives them; its items as missing if the
-    submission failed."""
-    rec = BatchRecord(adapter.provider, model.model_id, {line["custom_id"]: i for i, line in chunk})
-    state.batches.append(rec)
+    """Submit one batch, paid once whatever kills the run: its record (an idempotency token, the time)
+    is saved before anything is sent, the input file id as soon as it exists, the batch id as soon as
+    the provider gives it; a re-run finds a batch created but not recorded (:func:`_find_unrecorded`).
+    Its items come back as missing if the submission failed. ``rec``: an earlier try's record."""
+    if rec is None:
+        rec = BatchRecord(adapter.provider, model.model_id, {line["custom_id"]: i for i, line in chunk})
+        state.batches.append(rec)
+    rec.token = rec.token or uuid.uuid4().hex
+    rec.submitted_at = time.time()  # find() looks for the batch from here on
 
     def on_file(file_id: str) -> None:
         rec.input_file_id = file_id
         state.save()
 
     try:
-        rec.id = adapter.submit([line for _, line in chunk], on_file)
-    except Exception as exc:
-        state.batches.remove(rec)
+        rec.after = adapter.newest()
         state.save()
-        log.warning("submitting a batch of %d failed: %s", len(chunk), exc)
-        return [(i, exc) for i, _ in chunk]
-    rec.submitted_at = time.time()
+        crash_point("before_submit")
+        rec.id = adapter.submit([line for _, line in chunk], on_file, rec.token, rec.input_file_id)
+    except Exception as exc:
+        status = getattr(exc, "status", None)
+        if status is None or status >= 500:  # no answer (a timeout, a lost connection): created or not?
+            try:
+                known = {str(b.id) for b in state.batches if b.id is not None}
+                mark = Mark(rec.submitted_at, rec.after)
+                rec.id = adapter.find(rec.token, mark, len(chunk), rec.input_file_id, known)
+            except Exception:  # noqa: BLE001 - the provider cannot be asked: the record stays for a re-run
+                state.save()
+                raise exc from None
+        if rec.id is None:
+            state.batches.remove(rec)
+            state.save()
+            log.warning("submitting a batch of %d failed: %s", len(chunk), exc)
+            return [(i, exc) for i, _ in chunk]
     state.save()
+    crash_point("after_record")
+    rec.submitted_at = time.time()
     log.info("submitted %s batch %s (%d requests)", adapter.provider, rec.id, len(chunk))
     return []
 
@@ -308,8 +391,14 @@ def interrupted_note(results_path: Path | None) -> str | None:
     file, so it holds wherever the interrupt lands (submitting, waiting, or writing a row)."""
     state = BatchState.load(state_path(results_path))
     running = state.running()
-    if not running:
+    unrecorded = [b for b in state.batches if b.id is None and not b.collected]
+    if not running and not unrecorded:
         return None
+    if not running:  # interrupted mid-submission: the batch may exist without its id in batches.json
+        return (
+            f"\ninterrupted while submitting a batch: re-run the same command into the same dir "
+            f"({_dir(state)}); it looks the batch up at the provider before submitting anything."
+        )
     ids = ", ".join(str(rec.id) for rec in running)
     providers = ", ".join(sorted({rec.provider for rec in running}))
     return (

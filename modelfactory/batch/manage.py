@@ -49,7 +49,8 @@ def list_batches(run_dir: Path, *, query: bool = True) -> list[str]:
     adapter = _adapter(run_dir) if query and state.running() else None
     lines = []
     for rec in state.batches:
-        where = f"{rec.provider} {rec.id or '(never created; file ' + str(rec.input_file_id) + ')'}"
+        unrecorded = "(no batch id recorded: the next run into this dir looks it up at the provider)"
+        where = f"{rec.provider} {rec.id or unrecorded}"
         if rec.collected:
             status = "collected"
         elif rec.id is None or adapter is None:

@@ -169,9 +169,10 @@ def _collect(job: _Job, waited_s: float) -> int:
 
     from ..app import run_job
     from ..results import read_job, write_job
+    from ..runlock import dir_lock
 
     callbacks = _other_callbacks(job)
-    with _as_job(job):
+    with _as_job(job), dir_lock(job.dir):  # the job's run and the wait added to its record: one run
         _notify(callbacks, "on_job_start", config=job.full, task_function=None)
         root = job.record.get("root")
         code = run_job(

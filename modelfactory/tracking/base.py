@@ -8,7 +8,6 @@ Hydra callback that drives them live above them, in :mod:`modelfactory.tracking.
 from __future__ import annotations
 
 import json
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
@@ -98,11 +97,9 @@ def read_state(directory: str | Path, backend: str) -> dict[str, Any] | None:
 
 
 def _write_state(directory: Path, backend: str, state: dict[str, Any]) -> None:
-    path = _state_path(directory, backend)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    from ..results import write_atomic
+
+    write_atomic(_state_path(directory, backend), json.dumps(state, indent=2) + "\n")
 
 
 # ------------------------------------------------------------------------------------------ what is logged

@@ -2,13 +2,15 @@
 
 ``POST /v1/messages/batches`` (``{"requests": [{"custom_id", "params"}]}``), ``GET
 /v1/messages/batches/{id}``, ``GET /v1/messages/batches/{id}/results`` (JSONL),
-``POST /v1/messages/batches/{id}/cancel``; every call needs ``x-api-key`` and ``anthropic-version``.
+``POST /v1/messages/batches/{id}/cancel``, ``GET /v1/messages/batches`` (``limit``, ``after_id``,
+``before_id``: newest first; a batch has no metadata, as documented); every call needs ``x-api-key`` and ``anthropic-version``.
 
 Each request is answered as a Messages API reply would be: the text ``echo: <last user text>`` cut
 before the first of its ``stop_sequences`` (``stop_reason: stop_sequence``), usage in words. Tests
 steer it: ``hold`` (an Event: batches stay ``in_progress`` until it is set), ``outcomes`` (custom_id ->
 ``errored`` | ``expired``, as a provider reports them), ``cache_read`` / ``cache_write`` (the prompt-cache
-tokens every reply's usage reports), and read ``submissions`` and ``bodies``.
+tokens every reply's usage reports), ``on_create`` (run once a batch is stored, before the reply: a
+test kills its client there), and read ``submissions`` and ``bodies``.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlparse
 
 _CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
@@ -56,6 +60,11 @@ def answer(params: dict[str, Any], cache_read: int = 0, cache_write: int = 0) ->
             "output_tokens": len(text.split()),
         },
     }
+
+
+def _stamp(epoch: float) -> str:
+    """RFC 3339 with microseconds, as the API writes times: ``2024-08-20T18:37:24.100435Z``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + f".{int(epoch % 1 * 1e6):06d}Z"
 
 
 @dataclass
@@ -95,7 +104,7 @@ class FakeBatch:
                 counts["processing"] += 1
             else:
                 counts[self.result(server, req)["type"]] += 1
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.created_at))
+        stamp = _stamp(self.created_at)
         return {
             "id": self.id,
             "type": "message_batch",
@@ -121,6 +130,7 @@ class AnthropicBatchServer:
         self.batches: dict[str, FakeBatch] = {}
         self.bodies: list[dict[str, Any]] = []
         self.submissions = 0
+        self.on_create: Callable[[], None] | None = None  # after a batch is stored, before the reply
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -168,7 +178,10 @@ def _handler(server: AnthropicBatchServer) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:  # noqa: N802
             if not self._authorized():
                 return
-            parts = self.path.strip("/").split("/")
+            url = urlparse(self.path)
+            parts = url.path.strip("/").split("/")
+            if parts == ["v1", "messages", "batches"]:
+                return self._list({k: v[-1] for k, v in parse_qs(url.query).items()})
             if parts[:3] != ["v1", "messages", "batches"] or len(parts) not in (4, 5):
                 return self._error(404, "not_found_error", self.path)
             batch = self._batch(parts[3])
@@ -199,6 +212,23 @@ def _handler(server: AnthropicBatchServer) -> type[BaseHTTPRequestHandler]:
                 return
             self._error(404, "not_found_error", self.path)
 
+        def _list(self, query: dict[str, str]) -> None:
+            """``GET /v1/messages/batches?limit=&after_id=&before_id=``: newest first, as documented."""
+            limit = int(query.get("limit") or 20)
+            if not 1 <= limit <= 1000:
+                return self._error(400, "invalid_request_error", "limit: from 1 to 1000")
+            ordered = list(reversed(server.batches.values()))  # created in this order
+            ids = [b.id for b in ordered]
+            if query.get("after_id") in ids:
+                ordered = ordered[ids.index(query["after_id"]) + 1 :]
+            elif query.get("before_id") in ids:
+                ordered = ordered[: ids.index(query["before_id"])][-limit:]
+            page = [b.body(server, server.url) for b in ordered[:limit]]
+            first, last = (page[0]["id"], page[-1]["id"]) if page else (None, None)
+            self._send(
+                200, {"data": page, "has_more": len(ordered) > limit, "first_id": first, "last_id": last}
+            )
+
         def _create(self, body: dict[str, Any]) -> None:
             requests = body.get("requests")
             if not isinstance(requests, list) or not requests:
@@ -223,6 +253,8 @@ def _handler(server: AnthropicBatchServer) -> type[BaseHTTPRequestHandler]:
             server.bodies.append(body)
             batch = FakeBatch(f"msgbatch_{uuid.uuid4().hex[:24]}", requests)
             server.batches[batch.id] = batch
+            if server.on_create is not None:
+                server.on_create()
             self._send(200, batch.body(server, server.url))
 
     return Handler

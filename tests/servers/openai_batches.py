@@ -2,7 +2,9 @@
 
 OpenAI: ``POST /v1/files`` (multipart ``file``, ``purpose=batch``), ``GET /v1/files/{id}/content``,
 ``POST /v1/batches`` (``input_file_id``, ``endpoint=/v1/chat/completions``, ``completion_window=24h``),
-``GET /v1/batches/{id}``, ``POST /v1/batches/{id}/cancel``; ``Authorization: Bearer <key>``; each input
+``GET /v1/batches/{id}``, ``GET /v1/batches`` (``limit``, ``after``: newest first, cursor pages), ``POST
+/v1/batches/{id}/cancel``, ``GET /v1/files`` (``purpose``, ``limit``, ``after``: the input files, newest
+first); a batch keeps the ``metadata`` it was created with; ``Authorization: Bearer <key>``; each input
 line ``{"custom_id", "method": "POST", "url": "/v1/chat/completions", "body"}``.
 
 Azure OpenAI: the same calls under ``/openai/`` (``/openai/files``, ``/openai/batches``...), each with an
@@ -15,7 +17,8 @@ its ``stop``, usage in words (``prompt_tokens_details.cached_tokens`` = :attr:`c
 
 Tests steer it: ``hold`` (an Event: while clear, batches stay ``in_progress``), ``end_after_polls``
 (a batch completes at its n-th status poll once ``hold`` is set: 1 = the first poll after submission).
-They read ``events`` (``("submit" | "end", batch_id)`` in the order they happened, across every client),
+``on_upload`` / ``on_create`` run once a file or a batch is stored, before the reply goes out (a test
+kills its client there: a reply lost in flight). They read ``uploads``, ``events`` (``("submit" | "end", batch_id)`` in the order they happened, across every client),
 ``batches``, ``requests`` (every call: method, path, query, headers) and ``lines`` (every input line).
 """
 
@@ -27,6 +30,7 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -51,6 +55,7 @@ class FakeBatch:
     endpoint: str
     lines: list[dict[str, Any]]
     azure: bool
+    metadata: dict[str, str] | None = None
     created_at: int = field(default_factory=lambda: int(time.time()))
     status: str = "validating"
     polls: int = 0
@@ -85,7 +90,7 @@ class FakeBatch:
                 "completed": self.completed,
                 "failed": self.failed,
             },
-            "metadata": None,
+            "metadata": self.metadata,
         }
 
 
@@ -98,10 +103,15 @@ class BatchAPIServer:
         self.end_after_polls = 1
         self.cached_tokens = 0
         self.files: dict[str, bytes] = {}
+        self.uploaded: list[dict[str, Any]] = []  # the input files' objects, in upload order
         self.batches: dict[str, FakeBatch] = {}
         self.events: list[tuple[str, str]] = []
         self.requests: list[Call] = []
         self.lines: list[dict[str, Any]] = []
+        self.uploads = 0  # input files received
+        # called once a file or a batch is stored, before the reply is sent (a test kills its client here)
+        self.on_upload: Callable[[], None] | None = None
+        self.on_create: Callable[[], None] | None = None
         self.lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
@@ -251,11 +261,16 @@ def _handler(server: BatchAPIServer) -> type[BaseHTTPRequestHandler]:
             if routed is None:
                 return
             parts, _ = routed
+            query = {k: v[-1] for k, v in parse_qs(urlparse(self.path).query).items()}
             if parts[:1] == ["files"] and len(parts) == 3 and parts[2] == "content":
                 data = server.files.get(parts[1])
                 if data is None:
                     return self._error(404, f"No such File object: {parts[1]}")
                 return self._send(200, data, "application/octet-stream")
+            if parts == ["batches"]:
+                return self._list(query)
+            if parts == ["files"]:
+                return self._files(query)
             if parts[:1] == ["batches"] and len(parts) == 2:
                 with server.lock:
                     batch = self._batch(parts[1])
@@ -284,9 +299,8 @@ def _handler(server: BatchAPIServer) -> type[BaseHTTPRequestHandler]:
                 filename, content = fields["file"]
                 with server.lock:
                     file_id = server._store(content)
-                return self._send(
-                    200,
-                    {
+                    server.uploads += 1
+                    info = {
                         "id": file_id,
                         "object": "file",
                         "bytes": len(content),
@@ -295,8 +309,11 @@ def _handler(server: BatchAPIServer) -> type[BaseHTTPRequestHandler]:
                         "purpose": "batch",
                         "status": "processed",
                         "status_details": None,
-                    },
-                )
+                    }
+                    server.uploaded.append(info)
+                if server.on_upload is not None:
+                    server.on_upload()
+                return self._send(200, info)
             if parts == ["batches"]:
                 return self._create(json.loads(data or b"{}"), azure)
             if parts[:1] == ["batches"] and len(parts) == 3 and parts[2] == "cancel":
@@ -308,6 +325,36 @@ def _handler(server: BatchAPIServer) -> type[BaseHTTPRequestHandler]:
                     body = batch.body()
                 return self._send(200, body)
             self._error(404, f"no route {self.path}")
+
+        def _list(self, query: dict[str, str]) -> None:
+            """``GET /batches?limit=&after=``: newest first, a cursor page as OpenAI pages lists."""
+            limit = int(query.get("limit") or 20)
+            if not 1 <= limit <= 100:
+                return self._error(400, "limit must be between 1 and 100")
+            with server.lock:
+                ordered = list(reversed(server.batches.values()))  # created in this order
+                ids = [b.id for b in ordered]
+                start = ids.index(query["after"]) + 1 if query.get("after") in ids else 0
+                page = [b.body() for b in ordered[start : start + limit]]
+                more = start + limit < len(ordered)
+            first, last = (page[0]["id"], page[-1]["id"]) if page else (None, None)
+            self._send(
+                200, {"object": "list", "data": page, "first_id": first, "last_id": last, "has_more": more}
+            )
+
+        def _files(self, query: dict[str, str]) -> None:
+            """``GET /files?purpose=&limit=&after=``: the uploaded input files, newest first, cursor pages."""
+            limit = int(query.get("limit") or 10000)
+            with server.lock:
+                files = [f for f in reversed(server.uploaded) if query.get("purpose") in (None, f["purpose"])]
+            ids = [f["id"] for f in files]
+            start = ids.index(query["after"]) + 1 if query.get("after") in ids else 0
+            page = files[start : start + limit]
+            first, last = (page[0]["id"], page[-1]["id"]) if page else (None, None)
+            more = start + limit < len(files)
+            self._send(
+                200, {"object": "list", "data": page, "first_id": first, "last_id": last, "has_more": more}
+            )
 
         def _create(self, body: dict[str, Any], azure: bool) -> None:
             endpoint = AZURE_ENDPOINT if azure else OPENAI_ENDPOINT
@@ -326,12 +373,29 @@ def _handler(server: BatchAPIServer) -> type[BaseHTTPRequestHandler]:
                     if not isinstance(line.get("body"), dict) or "custom_id" not in line:
                         return self._error(400, f"line {i + 1}: custom_id and body required")
                 server.lines += lines
+                metadata = body.get("metadata")
+                if metadata is not None and not (
+                    isinstance(metadata, dict)
+                    and len(metadata) <= 16
+                    and all(
+                        isinstance(v, str) and len(k) <= 64 and len(v) <= 512 for k, v in metadata.items()
+                    )
+                ):
+                    return self._error(400, "metadata: up to 16 string pairs (keys 64, values 512 chars)")
                 batch = FakeBatch(
-                    f"batch_{uuid.uuid4().hex[:24]}", str(body["input_file_id"]), endpoint, lines, azure
+                    f"batch_{uuid.uuid4().hex[:24]}",
+                    str(body["input_file_id"]),
+                    endpoint,
+                    lines,
+                    azure,
+                    metadata,
+                    created_at=int(time.time()),
                 )
                 server.batches[batch.id] = batch
                 server.events.append(("submit", batch.id))
                 out = batch.body()
+            if server.on_create is not None:
+                server.on_create()
             self._send(200, out)
 
     return Handler
