@@ -28,6 +28,7 @@ __all__ = [
     "TokenUsage",
     "ToolCall",
     "ToolCallFunction",
+    "ToolCallFunctionDelta",
     "ToolCallStreamDelta",
     "agglomerate_stream_deltas",
     "normalize_messages",
@@ -188,19 +189,28 @@ class ChatMessage:
 
 
 @dataclass
+class ToolCallFunctionDelta:
+    """The function part of one streamed tool-call piece: the name on the call's first piece, then
+    fragments of the arguments' JSON text (``None`` where the piece has none)."""
+
+    name: str | None = None
+    arguments: str | None = None
+
+
+@dataclass
 class ToolCallStreamDelta:
     """One piece of one streamed tool call, shaped as smolagents' ``ChatMessageToolCallStreamDelta``.
 
     Providers send a call in pieces: ``id``, ``type`` and ``function.name`` on its first piece, then
     ``function.arguments`` fragments (a JSON text to concatenate). ``index`` says which call a piece
     belongs to, so parallel calls are put together by it (:func:`agglomerate_stream_deltas`, smolagents'
-    function of the same name). Absent parts are ``None`` (``id``, ``type``) or ``""`` (name, arguments).
+    function of the same name). Absent parts are ``None``, as in the provider's chunk.
     """
 
     index: int | None = None
     id: str | None = None
     type: str | None = None
-    function: ToolCallFunction | None = None
+    function: ToolCallFunctionDelta | ToolCallFunction | None = None
 
 
 @dataclass

@@ -15,6 +15,7 @@ from ..messages import (
     TokenUsage,
     ToolCall,
     ToolCallFunction,
+    ToolCallFunctionDelta,
     ToolCallStreamDelta,
 )
 from ..model import GenerationRequest
@@ -227,7 +228,7 @@ class ToolCallIndexer:
             index=ours,
             id=str(call_id) if call_id is not None else None,
             type=_read(raw, "type") or None,
-            function=ToolCallFunction(name=_read(function, "name") or "", arguments=arguments or ""),
+            function=ToolCallFunctionDelta(name=_read(function, "name") or None, arguments=arguments),
         )
 
 
