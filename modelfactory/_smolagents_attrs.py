@@ -27,6 +27,8 @@ SMOLAGENTS_ONLY: dict[str, str] = {
     "_apply_rate_limit": "the rate limit (model.spec.requests_per_minute) is applied by every call",
     "_prepare_completion_kwargs": "a call's request is built by model._request (a GenerationRequest)",
     "client": "this backend has no API client (a local model, or a function)",
+    "streamer": "generate_stream() streams; each call makes its own streamer",
+    "make_stopping_criteria": "stop sequences are the model's stop contract (stop_sequences= on each call)",
     "create_client": "this backend has no API client (a local model, or a function)",
 }
 
@@ -40,10 +42,14 @@ class SmolagentsAttributes:
     # Only JSON tool calls written as {"name": ..., "arguments": ...} are parsed (aliases.py refuses others).
     tool_name_key: ClassVar[str] = "name"
     tool_arguments_key: ClassVar[str] = "arguments"
+    # A backend that reads text only (a local causal LM): its messages are text whatever the config says.
+    text_only: ClassVar[bool] = False
 
     @property
     def flatten_messages_as_text(self) -> bool:
-        return self.spec.flatten_messages_as_text
+        """True when messages reach the model as plain text: configured so, or a text-only backend
+        (smolagents says True for a causal LM, False for a vision-language model)."""
+        return self.spec.flatten_messages_as_text or type(self).text_only
 
     @property
     def custom_role_conversions(self) -> dict[str, str]:
