@@ -422,3 +422,16 @@ def test_smolagents_own_model_tests(tmp_path: Path) -> None:
     still_listed = {_listed(n) for n, o in outcomes.items() if o != "passed"}
     stale = sorted(set(PEER_NOT_PASSING) - still_listed)
     assert not stale, f"these pass now: remove them from PEER_NOT_PASSING: {stale}"
+
+
+def test_from_dict_rebuilds_what_to_dict_describes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """smolagents' Model.from_dict(model.to_dict()): the same model, its redacted key read from the
+    environment again instead of the mask."""
+    from modelfactory import OpenAIServerModel
+
+    model = OpenAIServerModel(model_id="gpt-4o", api_key="sk-from-config-123456", temperature=0.3)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env-654321")
+    again = OpenAIServerModel.from_dict(model.to_dict())
+    assert type(again) is OpenAIServerModel
+    assert {**again.to_dict(), "api_key": None} == {**model.to_dict(), "api_key": None}
+    assert again.spec.api_key is None and again.spec.resolved_api_key() == "sk-from-env-654321"
