@@ -19,6 +19,7 @@ threads, joblib / multiprocessing workers) gets its own connection, and each wri
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -34,7 +35,13 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from .errors import DataError
-from .messages import ChatMessage, ChatMessageStreamDelta, TokenUsage
+from .messages import (
+    ChatMessage,
+    ChatMessageStreamDelta,
+    ToolCallFunction,
+    ToolCallStreamDelta,
+    agglomerate_stream_deltas,
+)
 from .secrets import is_credential_param, names_url_credential
 
 if TYPE_CHECKING:
@@ -180,6 +187,8 @@ def request_key(model: Identified, req: GenerationRequest) -> str:
         "response_format": _canon(req.response_format),
         "tools": _canon(req.tools),
     }
+    if req.tool_choice is not None:  # only with tools; keys of requests without tools are unchanged
+        payload["tool_choice"] = _canon(req.tool_choice)
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -301,31 +310,44 @@ def get_store(path: str | os.PathLike[str]) -> ResponseCache:
 
 class StreamRecorder:
     """Collects a stream's (already stop-filtered) deltas; :meth:`finish` hands the whole reply to
-    ``store`` once the stream ended normally. Streamed tool calls come in provider-specific pieces:
-    such a stream is not stored (a later identical request is a miss)."""
+    ``store`` once the stream ended normally: the content, the tool calls put together from their
+    pieces (arguments parsed as :meth:`Model.generate` returns them), the usage."""
 
     def __init__(self, store: Callable[[ChatMessage], None]) -> None:
         self._store = store
-        self._parts: list[str] = []
-        self._usage: TokenUsage | None = None
-        self._tool_calls = False
+        self._deltas: list[ChatMessageStreamDelta] = []
 
     def add(self, delta: ChatMessageStreamDelta) -> None:
-        if delta.content:
-            self._parts.append(delta.content)
-        if delta.token_usage is not None:
-            self._usage = delta.token_usage
-        if delta.tool_calls:
-            self._tool_calls = True
+        self._deltas.append(delta)
 
     def finish(self) -> None:
-        if not self._tool_calls:
-            self._store(ChatMessage(content="".join(self._parts), token_usage=self._usage))
+        reply = agglomerate_stream_deltas(self._deltas)
+        usages = [d.token_usage for d in self._deltas if d.token_usage is not None]
+        reply.token_usage = usages[-1] if usages else None  # the last delta's: the stream's whole usage
+        for call in reply.tool_calls or ():
+            with contextlib.suppress(ValueError):  # not JSON: kept as sent, as generate() keeps it
+                call.function.arguments = json.loads(call.function.arguments)
+        self._store(reply)
 
 
 def replay_deltas(reply: ChatMessage) -> Iterator[ChatMessageStreamDelta]:
-    """A cached reply as a stream: its content in one delta, then the usage (the last delta)."""
+    """A cached reply as a stream: its content and tool calls in one delta (each call one piece, shaped
+    as a provider's first piece: index, id, name and the arguments as JSON text), then the usage."""
     if reply.content or reply.tool_calls:
-        yield ChatMessageStreamDelta(content=reply.content or None, tool_calls=reply.tool_calls)
+        pieces = [
+            ToolCallStreamDelta(
+                index=i,
+                id=call.id,
+                type=call.type,
+                function=ToolCallFunction(
+                    name=call.function.name,
+                    arguments=call.function.arguments
+                    if isinstance(call.function.arguments, str)
+                    else json.dumps(call.function.arguments),
+                ),
+            )
+            for i, call in enumerate(reply.tool_calls or ())
+        ]
+        yield ChatMessageStreamDelta(content=reply.content or "", tool_calls=pieces or None)
     if reply.token_usage is not None:
         yield ChatMessageStreamDelta(token_usage=reply.token_usage)

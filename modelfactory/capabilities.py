@@ -22,6 +22,7 @@ installed.
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,7 @@ __all__ = [
     "RequestCapabilities",
     "request_capabilities",
     "spec_capabilities",
+    "supports_stop_parameter",
 ]
 
 # What OpenAI's reasoning models refuse (o-series: LiteLLM's OpenAIOSeriesConfig list plus temperature,
@@ -45,12 +47,17 @@ _MAX_COMPLETION = (("max_tokens", "max_completion_tokens"),)
 
 # (family, takes `stop`, sampling parameters it rejects, renamed parameters, why) -- checked against
 # the providers' API references and LiteLLM's per-family configs.
+# A family ending in "*" matches every id that starts with it (no separator needed). The `stop` column
+# covers every id smolagents' `supports_stop_parameter` excludes (tests/test_capabilities.py compares
+# them on a list of ids): never sending `stop` is always safe, the reply is trimmed afterwards.
 FAMILIES: tuple[tuple[str, bool, tuple[str, ...], tuple[tuple[str, str], ...], str], ...] = (
-    ("gpt-5-chat", True, (), (), "gpt-5-chat is the non-reasoning ChatGPT model"),
+    ("gpt-5-chat", False, (), (), "gpt-5-chat is the non-reasoning ChatGPT model; `stop` as smolagents"),
     ("gpt-5", False, _GPT_5, _MAX_COMPLETION, "OpenAI reasoning model (gpt-5 family)"),
+    ("gpt-5*", False, (), (), "smolagents sends no `stop` to any gpt-5* id"),
     ("o1", False, _O_SERIES, _MAX_COMPLETION, "OpenAI reasoning model (o-series)"),
     ("o3", False, _O_SERIES, _MAX_COMPLETION, "OpenAI reasoning model (o-series)"),
     ("o4", False, _O_SERIES, _MAX_COMPLETION, "OpenAI reasoning model (o-series)"),
+    ("grok", False, (), (), "xAI Grok: the reasoning models reject `stop` (smolagents drops it for all)"),
 )
 
 
@@ -84,14 +91,22 @@ class RequestCapabilities:
         return out
 
 
+# A vendor prefix in front of the model's own name, as OCI writes xAI's models: `oci/xai.grok-4`.
+_VENDOR_PREFIX = re.compile(r"^[a-z][a-z0-9_-]*\.(?=grok-)")
+
+
 def _base(model_id: str) -> str:
-    return model_id.strip().lower().rsplit("/", 1)[-1]
+    return _VENDOR_PREFIX.sub("", model_id.strip().lower().rsplit("/", 1)[-1])
 
 
 def _family(model_id: str) -> tuple[bool, tuple[str, ...], tuple[tuple[str, str], ...], str] | None:
     base = _base(model_id)
     for family, stop, dropped, renamed, why in FAMILIES:
-        if base == family or base.startswith((family + "-", family + ".")):
+        if family.endswith("*"):
+            hit = base.startswith(family[:-1])
+        else:
+            hit = base == family or base.startswith((family + "-", family + "."))
+        if hit:
             return stop, dropped, renamed, f"capability map: {why}"
     return None
 
@@ -145,3 +160,9 @@ def spec_capabilities(spec: Any) -> RequestCapabilities:
         getattr(spec, "supports_temperature", None),
         provider_map=isinstance(spec, ApiSpec),
     )
+
+
+def supports_stop_parameter(model_id: str) -> bool:
+    """Whether a request to ``model_id`` carries ``stop`` (smolagents' function of this name, answered
+    from the map: False for every id smolagents excludes, and for o1 and o3-mini too)."""
+    return request_capabilities(model_id).stop

@@ -18,6 +18,9 @@ __all__ = [
     "DEFAULT_ROLE_CONVERSIONS",
     "ChatMessage",
     "ChatMessageStreamDelta",
+    "ChatMessageToolCall",
+    "ChatMessageToolCallFunction",
+    "ChatMessageToolCallStreamDelta",
     "GenerationRequest",
     "MessageRole",
     "StopFilter",
@@ -25,6 +28,9 @@ __all__ = [
     "TokenUsage",
     "ToolCall",
     "ToolCallFunction",
+    "ToolCallFunctionDelta",
+    "ToolCallStreamDelta",
+    "agglomerate_stream_deltas",
     "normalize_messages",
     "normalize_stop_sequences",
     "settled_prefix",
@@ -51,6 +57,7 @@ DEFAULT_ROLE_CONVERSIONS: dict[str, str] = {
 }
 _WIRE_ROLES = {"system", "user", "assistant", "tool", "developer"}
 _KNOWN_ROLES = _WIRE_ROLES | set(MessageRole.roles())
+_ROLE_VALUES = frozenset(MessageRole.roles())
 
 
 @dataclass
@@ -170,8 +177,11 @@ class ChatMessage:
                 for tc in data["tool_calls"]
             ]
         usage = data.get("token_usage")
+        role = data.get("role", MessageRole.ASSISTANT)
+        if isinstance(role, str) and role in _ROLE_VALUES:
+            role = MessageRole(role)  # smolagents' from_dict gives a MessageRole (`.role.value` works)
         return cls(
-            role=data.get("role", "assistant"),
+            role=role,
             content=data.get("content"),
             tool_calls=tool_calls,
             token_usage=TokenUsage.from_dict(usage) if usage else None,
@@ -179,12 +189,83 @@ class ChatMessage:
 
 
 @dataclass
-class ChatMessageStreamDelta:
-    """One piece of a streamed reply: a content piece, and on the last delta the usage counts."""
+class ToolCallFunctionDelta:
+    """The function part of one streamed tool-call piece: the name on the call's first piece, then
+    fragments of the arguments' JSON text (``None`` where the piece has none)."""
 
-    content: str | None = None
-    tool_calls: list[Any] | None = None
+    name: str | None = None
+    arguments: str | None = None
+
+
+@dataclass
+class ToolCallStreamDelta:
+    """One piece of one streamed tool call, shaped as smolagents' ``ChatMessageToolCallStreamDelta``.
+
+    Providers send a call in pieces: ``id``, ``type`` and ``function.name`` on its first piece, then
+    ``function.arguments`` fragments (a JSON text to concatenate). ``index`` says which call a piece
+    belongs to, so parallel calls are put together by it (:func:`agglomerate_stream_deltas`, smolagents'
+    function of the same name). Absent parts are ``None``, as in the provider's chunk.
+    """
+
+    index: int | None = None
+    id: str | None = None
+    type: str | None = None
+    function: ToolCallFunctionDelta | ToolCallFunction | None = None
+
+
+@dataclass
+class ChatMessageStreamDelta:
+    """One piece of a streamed reply: a content piece (always a string, ``""`` when the piece is only
+    tool calls or usage, so ``text += delta.content`` works), tool-call pieces
+    (:class:`ToolCallStreamDelta`), and on the last delta the usage counts."""
+
+    content: str | None = ""
+    tool_calls: list[ToolCallStreamDelta] | None = None
     token_usage: TokenUsage | None = None
+
+
+def agglomerate_stream_deltas(
+    deltas: Iterable[ChatMessageStreamDelta], role: str = MessageRole.ASSISTANT
+) -> ChatMessage:
+    """The reply a stream adds up to: its content joined, its tool-call pieces merged by ``index``
+    (arguments concatenated: the JSON text, as smolagents' function of this name leaves it), its usage
+    summed."""
+    content: list[str] = []
+    calls: dict[int, dict[str, Any]] = {}
+    usage: TokenUsage | None = None
+    for delta in deltas:
+        if delta.content:
+            content.append(delta.content)
+        if delta.token_usage is not None:
+            usage = delta.token_usage if usage is None else usage + delta.token_usage
+        for piece in delta.tool_calls or ():
+            if piece.index is None:
+                raise MessageError(f"a streamed tool-call piece has no index: {piece!r}")
+            call = calls.setdefault(piece.index, {"id": "", "type": "function", "name": "", "arguments": ""})
+            if piece.id:
+                call["id"] = piece.id
+            if piece.type:
+                call["type"] = piece.type
+            if piece.function is not None:
+                if piece.function.name:
+                    call["name"] = piece.function.name
+                if piece.function.arguments:
+                    call["arguments"] += str(piece.function.arguments)
+    tool_calls = [
+        ToolCall(
+            id=c["id"],
+            type=c["type"],
+            function=ToolCallFunction(name=c["name"], arguments=c["arguments"]),
+        )
+        for _, c in sorted(calls.items())
+    ]
+    return ChatMessage(role=role, content="".join(content), tool_calls=tool_calls or None, token_usage=usage)
+
+
+# smolagents' names of the same classes: `from smolagents.models import X` -> `from modelfactory import X`.
+ChatMessageToolCall = ToolCall
+ChatMessageToolCallFunction = ToolCallFunction
+ChatMessageToolCallStreamDelta = ToolCallStreamDelta
 
 
 @dataclass
@@ -201,6 +282,9 @@ class GenerationRequest:
     grammar: Any = None
     response_format: Any = None
     tools: list[dict[str, Any]] | None = None
+    # sent with ``tools`` only: "required" unless the call (or generation_kwargs) says otherwise; None:
+    # not sent (the provider's default, "auto")
+    tool_choice: Any = None
 
     @property
     def provider_stop(self) -> list[str] | None:
@@ -413,7 +497,7 @@ class StreamShaper:
         text = self.stop.feed(delta.content) if delta.content else ""
         if delta.token_usage is not None:
             text += self.stop.flush()
-        delta.content = text or None
+        delta.content = text  # a string, "" when empty: `text += delta.content` works on every delta
         if not (delta.content or delta.token_usage is not None or delta.tool_calls):
             return None
         if self.record is not None:

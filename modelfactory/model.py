@@ -17,11 +17,12 @@ import asyncio
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from ._model_async import AsyncCalls
 from ._signature import SpecSignature, bind_arguments, document
+from ._smolagents_attrs import SmolagentsAttributes
 from .cache import StreamRecorder, get_store, replay_deltas, request_key
 from .capabilities import spec_capabilities
 from .errors import BackendError, CacheMissError, DataError, ModelFactoryError, UnsupportedFeatureError
@@ -38,7 +39,7 @@ from .messages import (
 )
 from .ratelimit import RateLimiter
 from .retry import call_with_retry, is_retryable_status
-from .secrets import redact_env, scrub, scrub_tree
+from .secrets import REDACTED, redact_env, scrub, scrub_tree
 from .settings import ModelSpec
 from .tools import tool_to_schema
 
@@ -47,7 +48,14 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+# The tool_choice sent with tools when neither the call nor the config names one: smolagents' default.
+DEFAULT_TOOL_CHOICE = "required"
+
 __all__ = ["GenerationRequest", "Model", "runs_locally", "tool_to_schema"]
+
+
+def _is_redacted(value: Any) -> bool:
+    return isinstance(value, str) and value == REDACTED
 
 
 def runs_locally(model: Any) -> bool:
@@ -57,7 +65,7 @@ def runs_locally(model: Any) -> bool:
     return flag if isinstance(flag, bool) else False
 
 
-class Model(AsyncCalls):
+class Model(SmolagentsAttributes, AsyncCalls):
     """Base of every adapter. Build with the main argument (``model_id``) and keyword args, validated by
     ``Spec``; call with messages.
 
@@ -124,6 +132,13 @@ class Model(AsyncCalls):
         cls = type(self)
         return {"_target_": f"{cls.__module__}.{cls.__qualname__}", **self.spec.redacted()}
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Model:
+        """The model :meth:`to_dict` describes (smolagents' ``Model.from_dict``): redacted secrets are left
+        unset, so they come from the environment again, as the config's env fallbacks say."""
+        kwargs = {k: v for k, v in data.items() if k != "_target_" and not _is_redacted(v)}
+        return cls(**kwargs)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model_id={self.model_id!r})"
 
@@ -155,6 +170,11 @@ class Model(AsyncCalls):
                 raise UnsupportedFeatureError(f"{name} does not support native tool calling")
             tools = [tool_to_schema(t) for t in tools_to_call_from]
         params = spec.generation_defaults()
+        # tool_choice: the call's, even None (= send none, as in smolagents), else the configured one,
+        # else "required" (what smolagents sends: an agent's step is a tool call); only with tools
+        configured_choice = params.pop("tool_choice", DEFAULT_TOOL_CHOICE)
+        kwargs = dict(kwargs)
+        tool_choice = kwargs.pop("tool_choice") if "tool_choice" in kwargs else configured_choice
         params.update({k: v for k, v in kwargs.items() if v is not None})
         caps = spec_capabilities(spec)  # what the provider accepts (modelfactory.capabilities)
         params = caps.apply(params)  # rejected sampling parameters dropped, max_tokens renamed
@@ -170,6 +190,7 @@ class Model(AsyncCalls):
             grammar=grammar,
             response_format=response_format,
             tools=tools,
+            tool_choice=tool_choice if tools else None,
         )
 
     def generate(

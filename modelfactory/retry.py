@@ -37,6 +37,7 @@ __all__ = [
     "is_timeout_error",
     "is_transport_error",
     "parse_retry_after",
+    "sdk_retries_as_policy",
 ]
 
 T = TypeVar("T")
@@ -102,6 +103,26 @@ def parse_retry_after(headers: Mapping[str, Any] | Any, *, now: float | None = N
     if seconds != seconds or seconds in (float("inf"), float("-inf")):
         return None
     return max(0.0, seconds)
+
+
+_SAID: set[tuple[str, int]] = set()
+
+
+def sdk_retries_as_policy(where: str, retries: Any) -> Any:
+    """An SDK's own ``max_retries`` (smolagents passes ``client_kwargs={"max_retries": 5}`` to the openai
+    client) taken as this policy's retries, ``retry.max_attempts = retries + 1``, so that it never stacks
+    with ours: the SDK's retries stay off. Says so once per process for each setting (a log warning).
+    Returns ``retries`` (validated where it lands, as the spec's ``max_retries``)."""
+    if isinstance(retries, int) and not isinstance(retries, bool) and (where, retries) not in _SAID:
+        _SAID.add((where, retries))
+        log.warning(
+            "%s=%d is applied as retry.max_attempts=%d: modelfactory's retry policy (modelfactory/retry.py) "
+            "retries, the SDK's own retries stay off so the two never stack",
+            where,
+            retries,
+            retries + 1,
+        )
+    return retries
 
 
 class RetryPolicy(BaseModel):

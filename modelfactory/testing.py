@@ -20,8 +20,9 @@ What it answers (``POST`` to any path):
   message), with ``usage``; SSE chunks ending with a usage chunk when the body has ``"stream": true``;
   an Anthropic Messages reply on ``.../v1/messages``;
 - a scripted answer first, when one is queued: :meth:`RecordingServer.enqueue` takes a status, a JSON
-  body, headers and a ``delay`` (a slow server, for timeouts), or a fault: ``kind="reset"`` closes the
-  connection without answering, ``kind="truncate"`` sends the headers and half the body, then closes;
+  body (a list of chunks: a stream), headers and a ``delay`` (a slow server, for timeouts), or a fault:
+  ``kind="reset"`` closes the connection without answering, ``kind="truncate"`` sends the headers and
+  half the body, then closes;
 - ``fail_rate``: that share of unscripted requests fails with ``fail_status`` (seeded, for load tests).
 
 Concurrency without a stopwatch: :attr:`RecordingServer.max_in_flight` is the most ``POST`` requests
@@ -156,8 +157,9 @@ class RecordingServer:
         kind: str = "reply",
     ) -> None:
         """Queue the answer to the next unscripted request: ``status`` with ``body`` (a dict is sent as
-        JSON, str/bytes as-is; None with 200 is the default completion), after ``delay`` seconds; or a
-        fault, ``kind="reset"`` / ``"truncate"``. Answers are used in the order they were queued."""
+        JSON, str/bytes as-is, a list of dicts as a server-sent-events stream of those chunks ending with
+        ``[DONE]``; None with 200 is the default completion), after ``delay`` seconds; or a fault,
+        ``kind="reset"`` / ``"truncate"``. Answers are used in the order they were queued."""
         if kind not in ("reply", "reset", "truncate"):
             raise ValueError(f"unknown kind {kind!r}")
         self._script.append(Scripted(status, body, headers or {}, delay, kind))
@@ -342,6 +344,11 @@ class RecordingServer:
                     self._hang_up(reset=True)
                     return
                 cut = scripted.kind == "truncate"
+                if isinstance(scripted.body, list) and scripted.status == 200:  # a scripted stream
+                    data = b"".join(f"data: {json.dumps(c)}\n\n".encode() for c in scripted.body)
+                    data += b"data: [DONE]\n\n"
+                    self._send(200, data, "text/event-stream", scripted.headers, cut)
+                    return
                 if scripted.body is not None or scripted.status != 200:
                     body = scripted.body
                     if body is None:

@@ -179,3 +179,169 @@ def test_code_agent_on_the_local_model_prefills_only_each_steps_new_turns() -> N
         seen = before.token_usage.input_tokens + before.token_usage.output_tokens
         assert before.token_usage.input_tokens < now.raw["cached_prompt_tokens"] < seen
         assert now.token_usage.input_tokens > seen  # usage still counts the whole prompt
+
+
+# --------------------------------------------------------------------------- streams with parallel tool calls
+# Each API backend against the recording server scripted as its provider would answer (OpenAI's SSE chunks:
+# every call's id and name on its first piece, the arguments in fragments, two calls interleaved), with
+# the agents streaming (stream_outputs=True: smolagents merges the pieces by index) and not.
+
+BACKENDS = ("openai", "azure", "hf", "litellm")
+USAGE = {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110}
+PARALLEL = [("call_a", "add", {"a": 2, "b": 3}), ("call_b", "add", {"a": 4, "b": 5})]
+
+
+def backend_config(kind: str, url: str) -> dict[str, Any]:
+    one = {"retry": {"max_attempts": 1}}
+    if kind == "openai":
+        return config(f"{url}/v1")
+    if kind == "azure":
+        return {
+            "_target_": "modelfactory.AzureOpenAIServerModel",
+            "model_id": "scripted-deployment",
+            "azure_endpoint": url,
+            "api_key": KEY,
+            "api_version": "2024-10-21",
+            **one,
+        }
+    if kind == "hf":
+        return {
+            "_target_": "modelfactory.HfApiModel",
+            "model_id": "scripted",
+            "base_url": url,
+            "token": KEY,
+            **one,
+        }
+    assert kind == "litellm"  # its real client (litellm -> openai SDK) against the fake
+    return {
+        "_target_": "modelfactory.LiteLLMModel",
+        "model_id": "openai/scripted",
+        "api_base": f"{url}/v1",
+        "api_key": KEY,
+        **one,
+    }
+
+
+@pytest.fixture
+def hub_online(monkeypatch: pytest.MonkeyPatch) -> None:
+    """huggingface_hub refuses every request (127.0.0.1 too) when HF_HUB_OFFLINE was set at its import."""
+    hub_constants = pytest.importorskip("huggingface_hub.constants")
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
+
+
+def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-stream",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "scripted",
+        "system_fingerprint": "fp_scripted",  # huggingface_hub's chunk type requires it
+        "choices": [{"index": 0, "delta": {"role": "assistant", **delta}, "finish_reason": finish}],
+    }
+
+
+def usage_chunk() -> dict[str, Any]:
+    return {**chunk({}), "choices": [], "usage": dict(USAGE)}
+
+
+def tool_calls_stream(calls: list[tuple[str, str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """OpenAI's shape: a call's id, type and name on its first piece, its arguments in two fragments
+    without id; the calls interleaved."""
+    first, halves = [], []
+    for i, (call_id, name, args) in enumerate(calls):
+        text = json.dumps(args)
+        cut = len(text) // 2
+        first.append(
+            {"index": i, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}
+        )
+        halves.append(
+            (
+                {"index": i, "function": {"arguments": text[:cut]}},
+                {"index": i, "function": {"arguments": text[cut:]}},
+            )
+        )
+    pieces = first + [h[0] for h in halves] + [h[1] for h in halves]
+    out = [chunk({"content": None, "tool_calls": [p]}) for p in pieces]
+    return out + [chunk({}, "tool_calls"), usage_chunk()]
+
+
+def text_stream(text: str) -> list[dict[str, Any]]:
+    pieces = [text[i : i + 7] for i in range(0, len(text), 7)]
+    return [chunk({"content": p}) for p in pieces] + [chunk({}, "stop"), usage_chunk()]
+
+
+def reply(content: str | None = None, calls: list[tuple[str, str, dict[str, Any]]] = ()) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if calls:
+        message["tool_calls"] = [
+            {"id": i, "type": "function", "function": {"name": n, "arguments": json.dumps(a)}}
+            for i, n, a in calls
+        ]
+    body = completion(content)
+    body["choices"][0]["message"] = message
+    body["choices"][0]["finish_reason"] = "tool_calls" if calls else "stop"
+    body["usage"] = dict(USAGE)
+    body["system_fingerprint"] = "fp_scripted"
+    return body
+
+
+def script_calls(server: RecordingServer, stream: bool, calls: list[tuple[str, str, dict[str, Any]]]) -> None:
+    server.enqueue(200, tool_calls_stream(calls) if stream else reply(calls=calls))
+
+
+def script_text(server: RecordingServer, stream: bool, text: str) -> None:
+    server.enqueue(200, text_stream(text) if stream else reply(text))
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "no-stream"])
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_tool_calling_agent_parallel_calls(
+    kind: str, stream: bool, recording_server: RecordingServer, hub_online: None
+) -> None:
+    script_calls(recording_server, stream, PARALLEL)
+    script_calls(recording_server, stream, [("call_c", "final_answer", {"answer": "5 and 9"})])
+    model = build_model(backend_config(kind, recording_server.url))
+    agent = smolagents.ToolCallingAgent(
+        tools=[add], model=model, max_steps=4, verbosity_level=0, stream_outputs=stream
+    )
+
+    assert agent.run("What are 2+3 and 4+5?") == "5 and 9"
+
+    steps = [s for s in agent.memory.steps if isinstance(s, smolagents.memory.ActionStep)]
+    assert steps[0].error is None
+    # both parallel calls put together from their pieces, each with its own id and arguments
+    calls = [(c.id, c.name, c.arguments) for c in steps[0].tool_calls]
+    assert calls == [(i, n, a) for i, n, a in PARALLEL]
+    assert "5" in str(steps[0].observations) and "9" in str(steps[0].observations)
+    bodies = [r.body for r in recording_server.requests]
+    assert len(bodies) == 2
+    for body in bodies:
+        assert bool(body.get("stream")) is stream
+        assert body["tool_choice"] == "required"  # what smolagents sends with tools
+        assert {"add", "final_answer"} <= {t["function"]["name"] for t in body["tools"]}
+    usage = agent.monitor.get_total_token_counts()
+    assert (usage.input_tokens, usage.output_tokens) == (200, 20)
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "no-stream"])
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_code_agent_streams(
+    kind: str, stream: bool, recording_server: RecordingServer, hub_online: None
+) -> None:
+    script_text(
+        recording_server, stream, "Thought: compute it.\n<code>\nresult = 6 * 7\nprint(result)\n</code>"
+    )
+    script_text(recording_server, stream, "Thought: done.\n<code>\nfinal_answer(result)\n</code>")
+    model = build_model(backend_config(kind, recording_server.url))
+    agent = smolagents.CodeAgent(tools=[], model=model, max_steps=4, verbosity_level=0, stream_outputs=stream)
+
+    assert agent.run("What is 6*7?") == 42
+
+    first, second = (r.body for r in recording_server.requests)
+    assert bool(first.get("stream")) is stream
+    assert "tools" not in first and "tool_choice" not in first  # no tools: no tool_choice either
+    assert "42" in json.dumps(second["messages"])  # the printed output came back as an observation
+    usage = agent.monitor.get_total_token_counts()
+    assert (usage.input_tokens, usage.output_tokens) == (200, 20)

@@ -210,6 +210,58 @@ def test_stream_recorded_then_replayed(recording_server: RecordingServer, tmp_pa
     assert len(recording_server.requests) == 1
 
 
+def test_a_tool_call_stream_is_recorded_and_replayed_as_pieces(
+    recording_server: RecordingServer, tmp_path: Path
+) -> None:
+    """Streamed tool calls are stored put together (arguments parsed, as generate returns them) and
+    replayed as typed pieces that smolagents' agglomerate_stream_deltas merges again."""
+    from modelfactory.messages import ToolCallStreamDelta, agglomerate_stream_deltas
+
+    def chunk(delta: dict[str, Any], usage: dict[str, int] | None = None) -> dict[str, Any]:
+        choices = [{"index": 0, "delta": delta, "finish_reason": None}] if delta else []
+        return {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": "m",
+            "choices": choices,
+        } | ({"usage": usage} if usage else {})
+
+    recording_server.enqueue(
+        200,
+        [
+            chunk(
+                {"tool_calls": [{"index": 0, "id": "call_a", "type": "function", "function": {"name": "f"}}]}
+            ),
+            chunk(
+                {"tool_calls": [{"index": 1, "id": "call_b", "type": "function", "function": {"name": "g"}}]}
+            ),
+            chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"x": 1}'}}]}),
+            chunk({"tool_calls": [{"index": 1, "function": {"arguments": '{"y": 2}'}}]}),
+            chunk({}, {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}),
+        ],
+    )
+    db = tmp_path / "t.sqlite"
+    tools = [{"type": "function", "function": {"name": n, "parameters": {}}} for n in "fg"]
+    live = list(api_model(recording_server, db, "read_write").generate_stream(MSGS, tools_to_call_from=tools))
+    replayed = list(api_model(recording_server, db, "replay").generate_stream(MSGS, tools_to_call_from=tools))
+    assert len(recording_server.requests) == 1
+    pieces = [p for d in replayed for p in d.tool_calls or ()]
+    assert all(isinstance(p, ToolCallStreamDelta) for p in pieces)
+    calls = [
+        (c.id, c.function.name, c.function.arguments)
+        for c in agglomerate_stream_deltas(live).tool_calls or ()
+    ]
+    again = agglomerate_stream_deltas(replayed)
+    assert [(c.id, c.function.name, c.function.arguments) for c in again.tool_calls or ()] == calls
+    assert again.token_usage == TokenUsage(5, 7)
+    stored = api_model(recording_server, db, "replay").generate(MSGS, tools_to_call_from=tools)
+    assert [(c.id, c.function.name, c.function.arguments) for c in stored.tool_calls or ()] == [
+        ("call_a", "f", {"x": 1}),
+        ("call_b", "g", {"y": 2}),
+    ]
+
+
 def test_a_stream_stopped_early_is_not_stored(recording_server: RecordingServer, tmp_path: Path) -> None:
     db = tmp_path / "s.sqlite"
     stream = api_model(recording_server, db, "read_write").generate_stream(MSGS)

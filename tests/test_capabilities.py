@@ -24,15 +24,66 @@ ROOT = Path(__file__).resolve().parents[1]
         ("openai/o3-mini", False, False),
         ("azure/o1", False, False),
         ("o4-mini", False, False),
-        ("gpt-5-chat-latest", True, True),  # the exception goes before its family
+        ("gpt-5-chat-latest", False, True),  # the exception goes before its family: sampling kept
         ("gpt-4o", True, True),
-        ("gpt-50", True, True),  # a family matches ids that continue it with - or ., not any prefix
+        ("gpt-50", False, True),  # the gpt-5 family is - or . (no sampling change); `stop` any gpt-5*
         ("o10-local", True, True),
+        ("grok-4", False, True),
+        ("oci/xai.grok-3-mini", False, True),  # OCI's vendor prefix
+        ("groks-1", True, True),
     ],
 )
 def test_map(model_id: str, stop: bool, temperature: bool) -> None:
     caps = request_capabilities(model_id, provider_map=False)
     assert (caps.stop, caps.temperature) == (stop, temperature)
+
+
+# Ids smolagents' own test of supports_stop_parameter uses (1.26), and some more of each family.
+_STOP_IDS = [
+    *[
+        "o3",
+        "o4-mini",
+        "gpt-5.1",
+        "gpt-5.2",
+        "gpt-5",
+        "gpt-5-mini",
+        "gpt-5-nano",
+        "gpt-5-turbo",
+        "gpt-5.2-mini",
+        "grok-4",
+    ],
+    *["grok-4-latest", "grok-4.1", "grok-3", "grok-3-mini", "grok-code-fast-1", "o4-mini-2025-04-16"],
+    *["gpt-5-2025-01-01", "openai/o3", "openai/o4-mini", "openai/o3-2025-04-16", "openai/o4-mini-2025-04-16"],
+    *["openai/gpt-5.2", "openai/gpt-5.2-mini", "openai/gpt-5.2-2025-01-01", "oci/xai.grok-4"],
+    *["oci/xai.grok-3-mini", "o3-mini", "gpt-4", "claude-3-5-sonnet", "mistral-large", "openai/gpt-4"],
+    *["anthropic/claude-3-5-sonnet", "anthropic/claude-opus-4-5", "mistralai/mistral-large", "o3x", "o4x"],
+    *[
+        "gpt-5x",
+        "gpt-50",
+        "o3_mini",
+        "prefix-o3",
+        "gpt-5-chat-latest",
+        "xai/grok-2-1212",
+        "grok-beta",
+        "o3.5",
+    ],
+    *["azure/o4-mini", "GROK-4", "Gpt-5", "openrouter/x-ai/grok-code-fast-1", "gpt-4.1", "llama-3.3-70b"],
+]
+# Where we leave `stop` off and smolagents does not (both are safe: the reply is trimmed afterwards).
+_STRICTER_THAN_SMOLAGENTS = {"o3-mini", "GROK-4", "Gpt-5"}  # o3-mini: OpenAI's reasoning guide; case
+
+
+@pytest.mark.parametrize("model_id", _STOP_IDS)
+def test_stop_covers_every_model_smolagents_excludes(model_id: str) -> None:
+    smolagents_models = pytest.importorskip("smolagents.models")
+    from modelfactory.capabilities import supports_stop_parameter
+
+    theirs = smolagents_models.supports_stop_parameter(model_id)
+    ours = supports_stop_parameter(model_id)
+    if not theirs:
+        assert ours is False, f"smolagents sends no `stop` to {model_id!r}; neither must we"
+    else:
+        assert ours is (model_id not in _STRICTER_THAN_SMOLAGENTS)
 
 
 def test_config_overrides_the_map() -> None:

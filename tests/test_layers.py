@@ -45,6 +45,7 @@ LAYERS: list[tuple[str, ...]] = [
     (
         "modelfactory.model",
         "modelfactory._model_async",
+        "modelfactory._smolagents_attrs",
         "modelfactory._signature",
         "modelfactory.capabilities",
         "modelfactory.batchapi",

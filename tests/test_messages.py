@@ -434,3 +434,38 @@ def test_one_string_is_one_stop_and_the_limit_is_enforced() -> None:
         normalize_stop_sequences(["a", "b", "c"], limit=2)
     with pytest.raises(MessageError, match=r"stop_sequences\[0\] must be a string"):
         normalize_stop_sequences([None])
+
+
+def test_from_dict_gives_a_message_role() -> None:
+    """smolagents' ChatMessage.from_dict gives a MessageRole: `.role.value` works (issue 23, item 5)."""
+    message = ChatMessage.from_dict({"role": "user", "content": [{"type": "text", "text": "Hello!"}]})
+    assert isinstance(message.role, MessageRole) and message.role.value == "user"
+    assert message.role == "user"  # still equal to the plain string
+    assert ChatMessage.from_dict({"role": MessageRole.ASSISTANT}).role is MessageRole.ASSISTANT
+    assert ChatMessage.from_dict({"role": "tool", "content": "x"}).role == "tool"  # a wire role: kept
+    assert ChatMessage.from_dict(ChatMessage(content="hi").to_dict()).to_dict()["role"] == "assistant"
+
+
+def test_agglomerate_stream_deltas_merges_parallel_calls_by_index() -> None:
+    from modelfactory.messages import ChatMessageStreamDelta, ToolCallStreamDelta, agglomerate_stream_deltas
+
+    def piece(index: int, arguments: str, call_id: str | None = None, name: str = "") -> ToolCallStreamDelta:
+        return ToolCallStreamDelta(
+            index, call_id, "function" if call_id else None, ToolCallFunction(name, arguments)
+        )
+
+    deltas = [
+        ChatMessageStreamDelta(content="Hi", tool_calls=[piece(0, "", "call_a", "add")]),
+        ChatMessageStreamDelta(tool_calls=[piece(1, '{"a": 4', "call_b", "add")]),
+        ChatMessageStreamDelta(tool_calls=[piece(0, '{"a": 2}')]),
+        ChatMessageStreamDelta(tool_calls=[piece(1, "}")]),
+        ChatMessageStreamDelta(token_usage=TokenUsage(3, 4)),
+    ]
+    reply = agglomerate_stream_deltas(deltas)
+    assert reply.content == "Hi" and reply.token_usage == TokenUsage(3, 4)
+    assert [(c.id, c.function.name, c.function.arguments) for c in reply.tool_calls or ()] == [
+        ("call_a", "add", '{"a": 2}'),
+        ("call_b", "add", '{"a": 4}'),
+    ]
+    with pytest.raises(MessageError, match="no index"):
+        agglomerate_stream_deltas([ChatMessageStreamDelta(tool_calls=[ToolCallStreamDelta()])])

@@ -9,7 +9,15 @@ import json
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any
 
-from ..messages import ChatMessage, ChatMessageStreamDelta, TokenUsage, ToolCall, ToolCallFunction
+from ..messages import (
+    ChatMessage,
+    ChatMessageStreamDelta,
+    TokenUsage,
+    ToolCall,
+    ToolCallFunction,
+    ToolCallFunctionDelta,
+    ToolCallStreamDelta,
+)
 from ..model import GenerationRequest
 
 # Parameters the openai SDK's ``create`` takes by name; anything else travels in ``extra_body``.
@@ -45,6 +53,8 @@ def request_fields(req: GenerationRequest, *, stream: bool) -> dict[str, Any]:
         fields["response_format"] = req.response_format
     if req.tools:
         fields["tools"] = req.tools
+        if req.tool_choice is not None:
+            fields["tool_choice"] = req.tool_choice
     if stream:
         fields["stream"] = True
         fields["stream_options"] = {"include_usage": True}
@@ -200,8 +210,52 @@ def parse_completion(response: Any) -> ChatMessage:
     )
 
 
-def delta_of(chunk: Any) -> ChatMessageStreamDelta | None:
-    """One stream chunk as a delta; None when it carries nothing (a role-only or empty chunk)."""
+class ToolCallIndexer:
+    """Gives each streamed tool call one ``index`` for the whole stream, whatever the provider numbers.
+
+    OpenAI numbers parallel calls 0, 1, ... and names the call (``id``) on its first piece only; some
+    providers (through litellm, TGI) send every call as index 0 with its own ``id``, or no index at all.
+    A new ``id`` is a new call: it keeps the provider's index unless another call has it (then it gets
+    the next free one); a piece without an ``id`` continues the call last seen at its provider index.
+    So smolagents' ``agglomerate_stream_deltas`` (which merges by index) puts each call together apart
+    from the others."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, int] = {}
+        self._by_index: dict[int, int] = {}
+
+    def _fresh(self, wanted: int) -> int:
+        used = set(self._by_id.values()) | set(self._by_index.values())
+        return wanted if wanted not in used else max(used) + 1
+
+    def piece(self, raw: Any, position: int) -> ToolCallStreamDelta:
+        index = _read(raw, "index")
+        index = index if isinstance(index, int) and not isinstance(index, bool) else position
+        call_id = _read(raw, "id") or None
+        if call_id is not None:
+            ours = self._by_id.get(call_id)
+            if ours is None:
+                ours = self._by_id[call_id] = self._fresh(index)
+        else:
+            ours = self._by_index.get(index)
+            if ours is None:
+                ours = self._fresh(index)
+        self._by_index[index] = ours
+        function = _read(raw, "function")
+        arguments = _read(function, "arguments")
+        if arguments is not None and not isinstance(arguments, str):
+            arguments = json.dumps(arguments)  # a provider that sends the arguments as an object
+        return ToolCallStreamDelta(
+            index=ours,
+            id=str(call_id) if call_id is not None else None,
+            type=_read(raw, "type") or None,
+            function=ToolCallFunctionDelta(name=_read(function, "name") or None, arguments=arguments),
+        )
+
+
+def delta_of(chunk: Any, calls: ToolCallIndexer | None = None) -> ChatMessageStreamDelta | None:
+    """One stream chunk as a delta; None when it carries nothing (a role-only or empty chunk).
+    ``calls``: the stream's :class:`ToolCallIndexer` (one per stream)."""
     usage = usage_of(getattr(chunk, "usage", None))
     choices = getattr(chunk, "choices", None) or []
     content = None
@@ -209,21 +263,26 @@ def delta_of(chunk: Any) -> ChatMessageStreamDelta | None:
     if choices:
         delta = choices[0].delta
         content = getattr(delta, "content", None)
-        tool_calls = getattr(delta, "tool_calls", None)
+        raw_calls = getattr(delta, "tool_calls", None)
+        if raw_calls:
+            calls = calls if calls is not None else ToolCallIndexer()
+            tool_calls = [calls.piece(raw, i) for i, raw in enumerate(raw_calls)]
     if content or tool_calls or usage:
-        return ChatMessageStreamDelta(content=content, tool_calls=tool_calls, token_usage=usage)
+        return ChatMessageStreamDelta(content=content or "", tool_calls=tool_calls, token_usage=usage)
     return None
 
 
 def iter_stream(chunks: Iterable[Any]) -> Iterator[ChatMessageStreamDelta]:
+    calls = ToolCallIndexer()
     for chunk in chunks:
-        delta = delta_of(chunk)
+        delta = delta_of(chunk, calls)
         if delta is not None:
             yield delta
 
 
 async def aiter_stream(chunks: AsyncIterable[Any]) -> AsyncIterator[ChatMessageStreamDelta]:
+    calls = ToolCallIndexer()
     async for chunk in chunks:
-        delta = delta_of(chunk)
+        delta = delta_of(chunk, calls)
         if delta is not None:
             yield delta

@@ -37,7 +37,14 @@ from urllib.parse import urlparse
 
 from pydantic import Field, SecretStr, field_validator
 
-from ..errors import BackendError, MessageError, MissingDependencyError, ModelFactoryError, Problem
+from ..errors import (
+    BackendError,
+    MessageError,
+    MissingDependencyError,
+    ModelFactoryError,
+    Problem,
+    UnsupportedFeatureError,
+)
 from ..messages import ChatMessage, ChatMessageStreamDelta
 from ..model import GenerationRequest, Model
 from ..settings import ApiSpec, check_http_url
@@ -45,7 +52,14 @@ from . import _api as api
 from . import _openai_wire as wire
 from ._api import reserved_params
 
-__all__ = ["HF_HOSTS", "HfApiModel", "HfApiSpec", "InferenceClientModel", "is_hf_host"]
+__all__ = [
+    "HF_HOSTS",
+    "STRUCTURED_OUTPUT_PROVIDERS",
+    "HfApiModel",
+    "HfApiSpec",
+    "InferenceClientModel",
+    "is_hf_host",
+]
 
 # Hosts (and their subdomains) that may receive the ambient Hugging Face token.
 HF_HOSTS = ("huggingface.co", "hf.co", "hf.space", "huggingface.cloud")
@@ -55,6 +69,9 @@ _NO_TOKEN = "no-token"
 _RESERVED = frozenset(
     {"messages", "model", "stream", "stream_options", "stop", "response_format", "tools", "extra_body"}
 )
+# The Inference Providers that take `response_format` through Hugging Face's router (smolagents' list,
+# STRUCTURED_GENERATION_PROVIDERS); with a base_url (TGI, vLLM) the server itself decides.
+STRUCTURED_OUTPUT_PROVIDERS = ("cerebras", "fireworks-ai")
 # Client arguments that have their own spec field.
 _OWN_CLIENT_ARGS = ("model", "base_url", "api_key", "token", "provider", "timeout", "bill_to")
 
@@ -228,6 +245,10 @@ class HfApiModel(Model):
     @functools.cached_property
     def client(self) -> Any:
         """The configured ``InferenceClient`` (for inspection and direct use)."""
+        return self.create_client()
+
+    def create_client(self) -> Any:
+        """A new ``InferenceClient`` with this model's settings and token policy (smolagents' hook)."""
         return import_hf(type(self).__name__).InferenceClient(**self._client_kwargs)
 
     def _call_client(self) -> Any:
@@ -256,6 +277,33 @@ class HfApiModel(Model):
 
     # ------------------------------------------------------------------ the wire
 
+    def _request(
+        self,
+        messages: Any,
+        stop_sequences: Any,
+        grammar: Any,
+        response_format: Any,
+        tools_to_call_from: Any,
+        kwargs: dict[str, Any],
+    ) -> GenerationRequest:
+        """The base request, refusing up front (no request sent) structured output through the router
+        on a provider that does not give it, as smolagents does."""
+        provider = self.spec.provider
+        if (
+            response_format is not None
+            and self.spec.base_url is None
+            and provider not in STRUCTURED_OUTPUT_PROVIDERS
+        ):
+            raise UnsupportedFeatureError(
+                "InferenceClientModel only supports structured outputs with these providers: "
+                f"{', '.join(STRUCTURED_OUTPUT_PROVIDERS)} (model.provider is {provider!r}); set "
+                "model.provider to one of them, point model.base_url at a TGI / vLLM server, or drop "
+                "response_format"
+            )
+        return super()._request(
+            messages, stop_sequences, grammar, response_format, tools_to_call_from, kwargs
+        )
+
     def _call_kwargs(self, req: GenerationRequest, *, stream: bool) -> dict[str, Any]:
         bad = reserved_params(req.params, _RESERVED)
         if bad:
@@ -279,6 +327,8 @@ class HfApiModel(Model):
             kwargs["response_format"] = response_format
         if req.tools:
             kwargs["tools"] = req.tools
+            if req.tool_choice is not None:
+                kwargs["tool_choice"] = req.tool_choice
         if stream:
             kwargs["stream"] = True
             if "stream_options" in self._sdk_params:

@@ -222,6 +222,15 @@ class LiteLLMModel(Model):
     def litellm(self) -> Any:
         return import_litellm(type(self).__name__)
 
+    @property
+    def client(self) -> Any:
+        """The ``litellm`` module, which every call goes through (smolagents' ``LiteLLMModel.client``)."""
+        return self.litellm
+
+    def create_client(self) -> Any:
+        """smolagents' hook: the ``litellm`` module (imported quietly, its cost-map fetch off)."""
+        return self.litellm
+
     # ------------------------------------------------------------------ the wire
 
     def _api_base(self) -> str | None:

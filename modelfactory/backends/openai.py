@@ -10,13 +10,13 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any, ClassVar
 from urllib.parse import urlparse
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from ..batchapi import BatchAdapter
 from ..errors import BackendError, MissingDependencyError, Problem
 from ..messages import ChatMessage, ChatMessageStreamDelta
 from ..model import GenerationRequest, Model
-from ..retry import is_connect_error
+from ..retry import is_connect_error, sdk_retries_as_policy
 from ..settings import ApiSpec, check_http_url, env_field
 from . import _api as api
 from . import _openai_http as http
@@ -62,6 +62,27 @@ class OpenAIClientSpec(ApiSpec):
     client_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="extra keyword arguments for the SDK client, kept as given"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sdk_max_retries(cls, data: Any) -> Any:
+        """``client_kwargs.max_retries`` (the openai client's, as smolagents passes it) is taken as
+        ``max_retries``, i.e. ``retry.max_attempts = N + 1``; given with a different ``max_retries``, it
+        stays in client_kwargs, where :meth:`client_problems` reports it."""
+        if not isinstance(data, dict):
+            return data
+        client = data.get("client_kwargs")
+        if not isinstance(client, dict) or "max_retries" not in client:
+            return data
+        retries = client["max_retries"]
+        if data.get("max_retries") not in (None, retries):
+            return data
+        rest = {k: v for k, v in client.items() if k != "max_retries"}
+        return {
+            **data,
+            "client_kwargs": rest,
+            "max_retries": sdk_retries_as_policy("client_kwargs.max_retries", retries),
+        }
 
     def client_problems(self) -> list[Problem]:
         return [
@@ -160,6 +181,11 @@ class OpenAIServerModel(Model):
 
     @functools.cached_property
     def client(self) -> Any:
+        """The SDK's client (built on first use; calls go over plain HTTP unless client_kwargs need it)."""
+        return self.create_client()
+
+    def create_client(self) -> Any:
+        """A new SDK client with this model's settings and the SDK's own retries off (smolagents' hook)."""
         return self._make_client(is_async=False)
 
     @property

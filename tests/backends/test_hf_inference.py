@@ -496,3 +496,19 @@ def test_error_event_inside_a_stream(recording_server: RecordingServer) -> None:
     with pytest.raises(BackendError, match="too long") as info:
         list(make(recording_server).generate_stream(MSGS))
     assert info.value.status is None
+
+
+def test_structured_output_on_a_provider_without_it_is_refused_up_front() -> None:
+    """As smolagents does, before any request (issue 23, item 6); with base_url the server decides."""
+    from modelfactory.errors import UnsupportedFeatureError
+
+    model = HfApiModel(model_id="org/m", token=EXPLICIT, provider="together", retry={"max_attempts": 1})
+    with pytest.raises(UnsupportedFeatureError, match="only supports structured outputs") as info:
+        model.generate(MSGS, response_format={"type": "json_object"})
+    assert isinstance(info.value, ValueError) and "model.provider is 'together'" in str(info.value)
+    with pytest.raises(UnsupportedFeatureError, match="structured outputs"):
+        list(
+            HfApiModel(model_id="org/m", token=EXPLICIT).generate_stream(
+                MSGS, response_format={"type": "json_object"}
+            )
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -11,10 +12,12 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from modelfactory.backends.openai import OpenAIServerModel
 from modelfactory.errors import BackendError, ConfigError, MissingDependencyError
-from modelfactory.messages import TokenUsage
+from modelfactory.messages import TokenUsage, ToolCallStreamDelta, agglomerate_stream_deltas
 from modelfactory.secrets import REDACTED
 from tests.servers.recording import RecordingServer
 
@@ -579,3 +582,123 @@ def test_a_ca_named_by_the_environment_later_is_still_loaded(
     n = len(ca_loads)
     _openai_http.new_client(is_async=False)
     assert len(ca_loads) == n + 1 and str(ca) in ca_loads[-1]
+
+
+# --------------------------------------------------------------------------- what smolagents code relies on
+
+
+def _sse_chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    return {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "m",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+
+
+@st.composite
+def streamed_calls(draw: st.DrawFn) -> tuple[list[tuple[str, str, str]], list[dict[str, Any]]]:
+    """Parallel tool calls and the chunks a provider streams them in: OpenAI's numbering (index per call,
+    pieces interleaved), every call at index 0 (one after the other), or no index at all."""
+    n = draw(st.integers(1, 4))
+    calls = [(f"call_{i}", f"tool_{i}", json.dumps({"x": draw(st.text(max_size=12))})) for i in range(n)]
+    scheme = draw(st.sampled_from(["openai", "all-zero", "no-index"]))
+    queues = []
+    for i, (call_id, name, args) in enumerate(calls):
+        cuts = sorted(draw(st.lists(st.integers(0, len(args)), max_size=3)))
+        parts = [args[a:b] for a, b in zip([0, *cuts], [*cuts, len(args)], strict=True)]
+        index = {"openai": i, "all-zero": 0, "no-index": None}[scheme]
+        pieces = [{"id": call_id, "type": "function", "function": {"name": name, "arguments": parts[0]}}]
+        pieces += [{"function": {"arguments": p}} for p in parts[1:]]
+        if index is not None:
+            pieces = [{"index": index, **p} for p in pieces]
+        queues.append(pieces)
+    order: list[dict[str, Any]] = []
+    if scheme == "openai":  # interleaved, each call's own pieces in order
+        while any(queues):
+            i = draw(st.sampled_from([k for k, q in enumerate(queues) if q]))
+            order.append(queues[i].pop(0))
+    else:
+        order = [p for q in queues for p in q]
+    chunks = [_sse_chunk({"role": "assistant", "tool_calls": [p]}) for p in order]
+    chunks.append(_sse_chunk({}, "tool_calls"))
+    return calls, chunks
+
+
+@settings(max_examples=30)
+@given(case=streamed_calls())
+def test_streamed_tool_calls_merge_by_index(
+    case: tuple[list[tuple[str, str, str]], list[dict[str, Any]]],
+) -> None:
+    """Every streamed piece is a ToolCallStreamDelta (smolagents' ChatMessageToolCallStreamDelta) and the
+    pieces merge by index into the calls the provider made, whatever its numbering (issue 23, item 1)."""
+    calls, chunks = case
+    with RecordingServer() as server:
+        server.enqueue(200, chunks)
+        deltas = list(make(server).generate_stream(MSGS, tools_to_call_from=[_TOOL]))
+    pieces = [p for d in deltas for p in d.tool_calls or ()]
+    assert pieces and all(isinstance(p, ToolCallStreamDelta) and isinstance(p.index, int) for p in pieces)
+    assert all(isinstance(d.content, str) for d in deltas)  # `text += delta.content` works on each
+    merged = agglomerate_stream_deltas(deltas)
+    assert [(c.id, c.function.name, c.function.arguments) for c in merged.tool_calls or ()] == calls
+    smolagents_models = pytest.importorskip("smolagents.models")  # and smolagents' own merge agrees
+    theirs = smolagents_models.agglomerate_stream_deltas(deltas)  # in order of first appearance
+    assert sorted((c.id, c.function.name, c.function.arguments) for c in theirs.tool_calls) == calls
+
+
+_TOOL = {
+    "type": "function",
+    "function": {"name": "tool_0", "parameters": {"type": "object", "properties": {}}},
+}
+
+
+_PICK = {"type": "function", "function": {"name": "tool_0"}}
+
+
+@pytest.mark.parametrize(
+    ("call_kwargs", "configured", "sent"),
+    [
+        ({}, None, "required"),  # smolagents' default with tools
+        ({"tool_choice": "auto"}, None, "auto"),
+        ({"tool_choice": None}, None, None),  # None: none sent, as in smolagents
+        ({}, "auto", "auto"),  # generation_kwargs.tool_choice
+        ({"tool_choice": _PICK}, "auto", _PICK),  # the call wins
+    ],
+)
+def test_tool_choice_is_sent_with_tools(
+    recording_server: RecordingServer, call_kwargs: dict[str, Any], configured: Any, sent: Any
+) -> None:
+    """Issue 23, item 2."""
+    extra = {"generation_kwargs": {"tool_choice": configured}} if configured else {}
+    model = make(recording_server, **extra)
+    model.generate(MSGS, tools_to_call_from=[_TOOL], **call_kwargs)
+    assert recording_server.last.body.get("tool_choice") == sent
+    model.generate(MSGS, **call_kwargs)  # without tools: never a tool_choice
+    assert "tool_choice" not in recording_server.last.body and "tools" not in recording_server.last.body
+
+
+def test_client_kwargs_max_retries_is_the_retry_policy(
+    recording_server: RecordingServer, caplog: pytest.LogCaptureFixture, virtual_clock: Any
+) -> None:
+    """smolagents passes client_kwargs={"max_retries": 5} to the SDK: taken as retry.max_attempts=6, said
+    once in the log; the SDK's own retries stay off (issue 23, item 4)."""
+    from modelfactory import retry
+
+    said_before = ("client_kwargs.max_retries", 5) in retry._SAID
+    url = f"{recording_server.url}/v1"
+    with caplog.at_level("WARNING", logger="modelfactory.retry"):
+        model = OpenAIServerModel(model_id="m", api_base=url, client_kwargs={"max_retries": 5})
+        OpenAIServerModel(model_id="m", api_base=url, client_kwargs={"max_retries": 5})
+    assert model.spec.retry.max_attempts == 6 and "max_retries" not in model.spec.client_kwargs
+    said = [r for r in caplog.records if "client_kwargs.max_retries=5" in r.getMessage()]
+    assert len(said) == (0 if said_before else 1)  # once per process
+    assert all("retry.max_attempts=6" in r.getMessage() for r in said)
+    assert model.client.max_retries == 0  # the SDK's own retries: off
+    for _ in range(6):
+        recording_server.enqueue(503, {"error": {"message": "busy"}})
+    with pytest.raises(BackendError, match="busy"):
+        model.generate(MSGS)
+    assert len(recording_server.requests) == 6  # the first request and 5 retries, by our policy
+    with pytest.raises(ConfigError, match="client_kwargs.max_retries"):
+        OpenAIServerModel(model_id="m", api_base=url, max_retries=1, client_kwargs={"max_retries": 5})

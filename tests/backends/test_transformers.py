@@ -246,6 +246,17 @@ def test_stream_matches_call_and_ends_with_usage(tiny: TransformersModel, unstop
     assert all(d.token_usage is None for d in deltas[:-1])
 
 
+def test_every_delta_content_is_a_string(tiny: TransformersModel, unstopped: Any) -> None:
+    """smolagents' own tests do `text += delta.content` on every delta, the usage one included (issue 23,
+    item 9): it was None there."""
+    text = ""
+    deltas = list(tiny.generate_stream(MESSAGES))
+    for delta in deltas:
+        text += delta.content
+    assert text == unstopped.content
+    assert deltas[-1].token_usage is not None and deltas[-1].content == ""
+
+
 def test_stream_with_stop(tiny: TransformersModel, unstopped: Any) -> None:
     stop = unstopped.content[8:12]
     reply = tiny(MESSAGES, stop_sequences=[stop])

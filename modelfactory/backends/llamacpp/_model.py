@@ -122,6 +122,7 @@ class LlamaCppModel(Model):
     supports_grammar = True
     supports_response_format = True
     supports_tools = True  # schemas rendered into the prompt; JSON tool calls parsed from the text
+    text_only = True  # a causal LM: content parts are joined into text (smolagents' flatten_messages_as_text)
     is_local: ClassVar[bool] = True  # in-process, one call at a time: the runner goes sequentially
     best_for: ClassVar[str] = (
         "one conversation at a time on a CPU (a chat, an agent loop), grammars and JSON schemas; it answers "

@@ -53,6 +53,7 @@ class TransformersModel(Model):
     Spec = TransformersSpec
     spec: TransformersSpec
     supports_tools = True  # schemas rendered into the prompt; JSON tool calls parsed from the text
+    text_only = True  # a causal LM: content parts are joined into text (smolagents' flatten_messages_as_text)
     is_local = True  # weights in this process: one call at a time, failures are ours
     batch_uses_cache = True  # generate_batch looks each row up in the response cache (the runner batches)
     best_for = (
