@@ -103,7 +103,7 @@ def test_check_and_estimate_read_dot_env_as_run_py_does(
     monkeypatch.delenv("OPENAI_API_KEY")
     monkeypatch.chdir(tmp_path)
     (tmp_path / ".env").write_text("OPENAI_API_KEY=sk-from-dot-env-123456\n")
-    conf = ["--config-dir", str(ROOT / "conf")]
+    conf: list[str] = []  # the shipped configs (package data); tmp_path has no ./conf
     assert main([*conf, "check", "model=openai_gpt4o"]) == 0, capsys.readouterr().out
     assert "OPENAI_API_KEY" not in capsys.readouterr().out
     monkeypatch.delenv("OPENAI_API_KEY")  # loaded by check: unset it for estimate's turn
