@@ -31,7 +31,8 @@ def ci_is_strict() -> bool:
 def pytest_configure(config: pytest.Config) -> None:
     # also declared in pyproject.toml; here too, so a run in another rootdir (tests of this plugin) knows it
     config.addinivalue_line(
-        "markers", f'{MARKER}(reason): this test may be skipped under CI=true ("needs a GPU"); without it a skip fails'
+        "markers",
+        f'{MARKER}(reason): this test may be skipped under CI=true ("needs a GPU"); without it a skip fails',
     )
 
 
@@ -83,7 +84,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if reason is not None:
         allowed = _allowed(item)
         if allowed is None:
-            _fail(report, reason, f'mark the test @pytest.mark.{MARKER}(reason="why CI may skip it"), with a reason')
+            _fail(
+                report,
+                reason,
+                f'mark the test @pytest.mark.{MARKER}(reason="why CI may skip it"), with a reason',
+            )
         elif isinstance(report.longrepr, tuple) and len(report.longrepr) == 3:
             path, line, text = report.longrepr
             report.longrepr = (path, line, f"{text} (allowed in CI: {allowed})")

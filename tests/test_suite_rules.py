@@ -384,7 +384,9 @@ def test_skip_allowed_by_its_module():
 """
 
 
-def _run_pytest(tmp_path: Path, source: str, ci: str | None, **extra: str) -> subprocess.CompletedProcess[str]:
+def _run_pytest(
+    tmp_path: Path, source: str, ci: str | None, **extra: str
+) -> subprocess.CompletedProcess[str]:
     (tmp_path / "test_inner.py").write_text(source, encoding="utf-8")
     (tmp_path / "test_fine.py").write_text("def test_fine():\n    pass\n", encoding="utf-8")
     for name, text in extra.items():
