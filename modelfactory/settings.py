@@ -103,8 +103,9 @@ def check_http_url(value: str | None, example: str) -> str | None:
         from urllib.parse import urlparse
 
         parsed = urlparse(value)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ValueError(f"must be an http(s) URL, e.g. {example}")
+        # hostname, not netloc: "http://:8080" and "http://user@/v1" have a netloc and no host
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(f"must be an http(s) URL with a host, e.g. {example}")
     return value
 
 

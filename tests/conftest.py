@@ -1,6 +1,6 @@
 """Shared fixtures. Every server here listens on 127.0.0.1 only; no test sends traffic elsewhere.
 
-Suite-wide rules set here: under ``CI=true`` a missing extra fails instead of skipping (tests/ci_skips.py);
+Suite-wide rules set here: under ``CI=true`` a skip fails unless marked ``allow_skip`` (tests/ci_skips.py);
 Hypothesis has no deadline (a wall-clock limit per example would fail on a loaded machine, not on a bug).
 """
 

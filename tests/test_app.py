@@ -47,10 +47,12 @@ def test_custom_callable_run_writes_result(tmp_path: Path) -> None:
     assert res["content"] and res["content"] in proc.stdout
     assert res["messages"] == [{"role": "user", "content": "hello there"}]
     assert res["error"] is None
-    assert res["latency_s"] >= 0
     assert res["model_config"]["_target_"].endswith("CallableModel")
     (row,) = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert row["content"] == res["content"] and row["error"] is None and row["id"].startswith("prompt-")
+    assert (
+        isinstance(res["latency_s"], float) and res["latency_s"] == row["latency_s"]
+    )  # the call's, recorded once
     assert json.loads((tmp_path / "job.json").read_text())["items"] == 1
 
 
@@ -126,8 +128,8 @@ def test_missing_env_var_is_named(tmp_path: Path) -> None:
 @pytest.mark.server
 def test_backend_failure_is_recorded_and_exits_1(tmp_path: Path) -> None:
     with RecordingServer() as server:
-        server.enqueue(500, {"error": {"message": "upstream exploded"}})
-        server.enqueue(500, {"error": {"message": "upstream exploded"}})
+        server.enqueue(500, {"error": {"message": "upstream exploded", "type": "server_error"}})
+        server.enqueue(500, {"error": {"message": "upstream exploded", "type": "server_error"}})
         proc = run_app(
             tmp_path, "model=local_server", f"model.api_base={server.url}/v1", "+model.max_retries=0"
         )
@@ -178,7 +180,9 @@ def test_dataset_task_records_rows_and_resumes(tmp_path: Path) -> None:
     args = ("model=local_server", "task=dataset", f"task.path={data}", "runner.concurrency=1")
     with RecordingServer(reply="an answer") as server:
         server.enqueue()
-        server.enqueue(400, {"error": {"message": "this item is bad"}})  # not retryable: fails at once
+        server.enqueue(
+            400, {"error": {"message": "this item is bad", "type": "invalid_request_error"}}
+        )  # not retryable: fails at once
         proc = run_app(run_dir, *args, f"model.api_base={server.url}/v1")
         assert proc.returncode == 1, proc.stderr  # a single run with a failed item exits 1
         assert "5 items: 4 ok, 1 failed" in proc.stdout
@@ -255,7 +259,8 @@ def test_run_job_prompt_records_result_rows_and_job(
     job = read_json(tmp_path / "job.json")
     assert job["model"] == "custom_callable" and job["task"] == "prompt" and job["items"] == 1
     assert job["runs"] == 1 and job["error"] is None and job["results_file"] == "results.jsonl"
-    assert job["last_run"]["ok"] == 1 and job["elapsed_s"] >= 0
+    assert job["last_run"]["ok"] == 1 and job["elapsed_s"] == job["last_run"]["elapsed_s"]  # one run so far
+    assert isinstance(res["latency_s"], float) and res["latency_s"] == row["latency_s"]
 
 
 def test_run_job_takes_a_plain_mapping_and_resumes_a_dataset(

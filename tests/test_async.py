@@ -126,7 +126,9 @@ def test_agenerate_stream_consumer_stops_early(
 
 
 def test_error_is_backend_error(make: Callable[..., Model], recording_server: RecordingServer) -> None:
-    recording_server.enqueue(400, {"error": {"message": "bad request: no such thing"}})
+    recording_server.enqueue(
+        400, {"error": {"message": "bad request: no such thing", "type": "invalid_request_error"}}
+    )
     m = make(recording_server, **FAST_RETRY)
     with pytest.raises(BackendError) as info:
         asyncio.run(m.agenerate(MSGS))
@@ -136,7 +138,7 @@ def test_error_is_backend_error(make: Callable[..., Model], recording_server: Re
 
 
 def test_stream_error_is_backend_error(make: Callable[..., Model], recording_server: RecordingServer) -> None:
-    recording_server.enqueue(401, {"error": {"message": "invalid key"}})
+    recording_server.enqueue(401, {"error": {"message": "invalid key", "type": "invalid_request_error"}})
     m = make(recording_server, **NO_RETRY)
     with pytest.raises(BackendError) as info:
         asyncio.run(collect(m.agenerate_stream(MSGS)))
@@ -145,7 +147,7 @@ def test_stream_error_is_backend_error(make: Callable[..., Model], recording_ser
 
 
 def test_retry_500_then_200(make: Callable[..., Model], recording_server: RecordingServer) -> None:
-    recording_server.enqueue(500, {"error": {"message": "boom"}})
+    recording_server.enqueue(500, {"error": {"message": "boom", "type": "server_error"}})
     m = make(recording_server, **FAST_RETRY)
     out = asyncio.run(m.agenerate(MSGS))
     assert out.content == "Hello from the recording server"
@@ -155,7 +157,7 @@ def test_retry_500_then_200(make: Callable[..., Model], recording_server: Record
 def test_stream_retried_before_first_delta(
     make: Callable[..., Model], recording_server: RecordingServer
 ) -> None:
-    recording_server.enqueue(503, {"error": {"message": "busy"}})
+    recording_server.enqueue(503, {"error": {"message": "busy", "type": "server_error"}})
     m = make(recording_server, **FAST_RETRY)
     deltas = asyncio.run(collect(m.agenerate_stream(MSGS)))
     assert "".join(d.content or "" for d in deltas) == "Hello from the recording server"
@@ -166,7 +168,7 @@ def test_retries_give_up_with_attempt_count(
     make: Callable[..., Model], recording_server: RecordingServer
 ) -> None:
     for _ in range(3):
-        recording_server.enqueue(500, {"error": {"message": "still down"}})
+        recording_server.enqueue(500, {"error": {"message": "still down", "type": "server_error"}})
     m = make(recording_server, **FAST_RETRY)
     with pytest.raises(BackendError) as info:
         asyncio.run(m.agenerate(MSGS))
@@ -341,11 +343,11 @@ def test_runner_drives_native_async_models_on_one_event_loop() -> None:
 def test_runner_async_records_a_failing_item(recording_server: RecordingServer) -> None:
     from modelfactory.runner import run_items
 
-    recording_server.enqueue(400, {"error": {"message": "bad one"}})
+    recording_server.enqueue(400, {"error": {"message": "bad one", "type": "invalid_request_error"}})
     m = openai_model(recording_server, **NO_RETRY)
     stats = run_items(m, [{"id": f"q{i}", "prompt": "hi"} for i in range(4)], concurrency=1, progress=False)
     assert stats.mode == "sequential"
-    recording_server.enqueue(400, {"error": {"message": "bad one"}})
+    recording_server.enqueue(400, {"error": {"message": "bad one", "type": "invalid_request_error"}})
     stats = run_items(m, [{"id": f"q{i}", "prompt": "hi"} for i in range(4)], concurrency=4, progress=False)
     assert stats.mode == "async" and stats.ok == 3 and stats.failed == 1
     (bad,) = [r for r in stats.rows if r["error"]]

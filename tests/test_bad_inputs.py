@@ -8,6 +8,7 @@ nothing outside ``modelfactory.errors`` ever escapes.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Iterator
@@ -247,7 +248,10 @@ def test_a_1mb_prompt_goes_through_intact(server: RecordingServer) -> None:
 def test_a_1mb_prompt_rejected_by_the_provider_is_a_short_backend_error(server: RecordingServer) -> None:
     prompt = "y" * (1 << 20)
     echoed = f"This model's maximum context length is 128000 tokens. Your messages: {prompt}"
-    server.enqueue(400, {"error": {"message": echoed, "code": "context_length_exceeded"}})
+    server.enqueue(
+        400,
+        {"error": {"message": echoed, "type": "invalid_request_error", "code": "context_length_exceeded"}},
+    )
     with pytest.raises(BackendError) as info:
         openai_model(server, retry={"max_attempts": 3})([{"role": "user", "content": prompt}])
     err = info.value
@@ -434,28 +438,104 @@ _messages = st.lists(_message, max_size=3) | _values
 _stops = st.none() | st.text(max_size=3) | st.lists(st.text(max_size=3) | _scalars, max_size=3) | _scalars
 
 
-def _only_our_errors(fn: Any) -> None:
-    try:
-        reply = fn()
-    except ModelFactoryError:
-        return
-    assert reply.content is None or isinstance(reply.content, str)
+# What a fuzzed input must give, decided here from the documented rules (not by modelfactory's own code):
+# None when it is valid (then the call must succeed), else the error class and the key it must name. An
+# implementation that rejected everything, or the wrong thing, fails these as well as one that crashes.
+_ROLES = {"system", "user", "assistant", "tool", "developer", "tool-call", "tool-response"}
 
 
-def _stream_only_our_errors(model: Any, messages: Any) -> None:
+def _part_problem(part: Any) -> bool:
+    if isinstance(part, str):
+        return False
+    if not isinstance(part, dict):
+        return True
+    kind = part.get("type")
+    if kind == "text":
+        return not isinstance(part.get("text"), str)
+    if kind == "image":
+        return not (isinstance(part.get("image"), str) and part["image"])
+    if kind == "image_url":
+        url = part.get("image_url")
+        url = url.get("url") if isinstance(url, dict) else url
+        return not (isinstance(url, str) and url)
+    return True  # an unknown part type
+
+
+def _message_problem(messages: Any) -> str | None:
+    """The key a MessageError about ``messages`` must name (``messages[i]`` / ``messages[i].content[j]``),
+    or None when they are valid."""
+    if not isinstance(messages, (list, tuple)) or not messages:
+        return "messages"
+    for i, msg in enumerate(messages):
+        where = f"messages[{i}]"
+        role = msg.get("role") if isinstance(msg, dict) else None
+        if not isinstance(role, str) or role not in _ROLES:
+            return where
+        content = msg.get("content")
+        if content is None:
+            if not msg.get("tool_calls"):  # content may be absent only beside tool calls
+                return where
+        elif isinstance(content, (list, tuple)):
+            for j, part in enumerate(content):
+                if _part_problem(part):
+                    return f"{where}.content[{j}]"
+        elif not isinstance(content, str):
+            return where
+    return None
+
+
+def _stop_problem(stop: Any) -> str | None:
+    """``stop_sequences``: None, one non-empty string, or a list of them; else the key at fault."""
+    if stop is None:
+        return None
+    stops = [stop] if isinstance(stop, str) else stop
+    if not isinstance(stops, (list, tuple)):
+        return "stop_sequences"
+    for i, s in enumerate(stops):
+        if not isinstance(s, str) or not s:
+            return f"stop_sequences[{i}]"
+    return None
+
+
+def _json_ok(value: Any) -> bool:
     try:
-        for delta in model.generate_stream(messages):
-            assert delta.content is None or isinstance(delta.content, str)
-    except ModelFactoryError:
-        return
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _expect(fn: Any, problem: tuple[type[ModelFactoryError], str | list[str]] | None) -> Any:
+    """Call ``fn``: it must succeed when ``problem`` is None, else raise exactly that class naming the key
+    (one of the keys, for a list: several things wrong, either may be reported first)."""
+    if problem is None:
+        return fn()
+    cls, keys = problem
+    with pytest.raises(ModelFactoryError) as info:
+        fn()
+    assert type(info.value) is cls, (cls, info.value)
+    text = str(info.value)
+    keys = [keys] if isinstance(keys, str) else keys
+    if cls is MessageError:  # the message starts with the key: "messages[1].content[0]: ..."
+        assert any(re.match(re.escape(k) + "[ :]", text) for k in keys), (keys, text)
+    else:
+        assert any(k in text for k in keys), (keys, text)
+    return None
+
+
+def _call_problem(messages: Any, stop: Any = None) -> tuple[type[ModelFactoryError], list[str]] | None:
+    keys = [k for k in (_message_problem(messages), _stop_problem(stop)) if k is not None]
+    return (MessageError, keys) if keys else None
 
 
 @FUZZ
 @given(messages=_messages, stop=_stops, temperature=st.none() | st.floats(0, 2) | _scalars)
 def test_fuzzed_messages_on_a_callable_model(messages: Any, stop: Any, temperature: Any) -> None:
     model = CallableModel(fn=ECHO, retry=ONE_TRY)
-    _only_our_errors(lambda: model(messages, stop_sequences=stop))
-    _only_our_errors(lambda: model(messages, temperature=temperature))
+    reply = _expect(lambda: model(messages, stop_sequences=stop), _call_problem(messages, stop))
+    assert reply is None or reply.content.startswith("Echo: ")
+    reply = _expect(lambda: model(messages, temperature=temperature), _call_problem(messages))  # to the fn
+    assert reply is None or reply.content.startswith("Echo: ")
 
 
 @FUZZ
@@ -468,8 +548,15 @@ def test_fuzzed_messages_on_the_wire(
     server: RecordingServer, messages: Any, stop: Any, extra: dict[str, Any]
 ) -> None:
     model = openai_model(server)
-    _only_our_errors(lambda: model(messages, stop_sequences=stop, **extra))
-    _stream_only_our_errors(model, messages)
+    problem = _call_problem(messages, stop)
+    if problem is None and not _json_ok([messages, extra]):  # NaN, bytes, ...: refused before sending
+        problem = (BackendError, ["not JSON compliant", "not JSON serializable"])
+    reply = _expect(lambda: model(messages, stop_sequences=stop, **extra), problem)
+    assert reply is None or server.reply.startswith(reply.content)  # cut at a stop, if one was in it
+    problem = _call_problem(messages)
+    if problem is None and not _json_ok(messages):
+        problem = (BackendError, ["not JSON compliant", "not JSON serializable"])
+    _expect(lambda: "".join(d.content or "" for d in model.generate_stream(messages)), problem)
 
 
 @FUZZ
@@ -480,7 +567,11 @@ def test_fuzzed_messages_through_huggingface_hub(server: RecordingServer, messag
     offline, huggingface_hub.constants.HF_HUB_OFFLINE = huggingface_hub.constants.HF_HUB_OFFLINE, False
     try:
         model = HfApiModel(model_id="m", base_url=server.url, retry=ONE_TRY)
-        _only_our_errors(lambda: model(messages))
+        problem = _call_problem(messages)
+        if problem is None and not _json_ok(messages):
+            problem = (BackendError, ["not JSON compliant", "not JSON serializable"])
+        reply = _expect(lambda: model(messages), problem)
+        assert reply is None or reply.content == server.reply
     finally:
         huggingface_hub.constants.HF_HUB_OFFLINE = offline
 

@@ -18,11 +18,13 @@ OpenAI wire of ``modelfactory serve``.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 import types
 import typing
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -285,7 +287,236 @@ def test_modelfactory_serve_replies_are_valid_openai() -> None:
             sdk_model(OpenAIModelInfo, item)
 
 
-# --------------------------------------------------------------------------- the batch providers' fakes
+# --------------------------------------------------------------------------- every body a test enqueues
+
+ROOT = Path(__file__).resolve().parents[1]
+# Builders checked by name above: a call to one of them is checked through its builder's test.
+CHECKED_BUILDERS = {
+    "completion",
+    "completion_json",
+    "tool_call_completion",
+    "tool_call_reply",
+    "anthropic_reply",
+}
+# Bodies a test builds in a variable on purpose, by the place they are enqueued, with why they stand.
+BUILT_ON_PURPOSE = {
+    ("tests/backends/test_openai.py", "body"): "completion_json() with its choices emptied: the fault tested",
+    (
+        "tests/test_secrets.py",
+        "sse",
+    ): "raw SSE bytes of tool-call chunks split mid-secret, as the SDK reads them",
+}
+
+
+def _literal(node: ast.expr) -> Any:
+    """A literal body, an f-string's holes filled with "x" (the shape is what matters, not the text)."""
+    if isinstance(node, ast.JoinedStr):
+        return "".join(v.value if isinstance(v, ast.Constant) else "x" for v in node.values)
+    if isinstance(node, ast.Dict):
+        return {_literal(k): _literal(v) for k, v in zip(node.keys, node.values, strict=True)}  # type: ignore[arg-type]
+    if isinstance(node, (ast.List, ast.Tuple)):
+        return [_literal(e) for e in node.elts]
+    if isinstance(node, ast.Name):
+        return "x"  # a value inside a literal body: a text the test echoes (a secret in an error message)
+    return ast.literal_eval(node)
+
+
+def enqueued_bodies() -> Iterator[tuple[str, ast.expr]]:
+    """(file:line, body expression) of every ``.enqueue(...)`` that passes a body, in tests/bench/examples."""
+    for path in sorted(
+        [*ROOT.glob("tests/**/*.py"), *ROOT.glob("bench/**/*.py"), *ROOT.glob("examples/**/*.py")]
+    ):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "enqueue"
+            ):
+                body = (
+                    node.args[1]
+                    if len(node.args) > 1
+                    else next((k.value for k in node.keywords if k.arg == "body"), None)
+                )
+                if body is not None:
+                    yield f"{path.relative_to(ROOT)}:{node.lineno}", body
+
+
+def check_provider_body(body: Any) -> str:
+    """Checks ``body`` against the shape of the provider it imitates; returns which shape that was."""
+    if isinstance(body, (str, bytes)):
+        text = body.decode() if isinstance(body, bytes) else body
+        if text.startswith("data: "):  # SSE: TGI error events or OpenAI chunks
+            for line in text.split("\n\n"):
+                if line.strip() and line != "data: [DONE]":
+                    check_provider_body(json.loads(line.removeprefix("data: ")))
+            return "sse"
+        try:  # a str body that is not SSE is there to be unreadable
+            json.loads(text)
+        except ValueError:
+            return "not json"
+        raise AssertionError("a str body that parses as JSON: enqueue it as a dict, so it is checked")
+    assert isinstance(body, dict), body
+    if "error" in body and isinstance(body["error"], dict):
+        assert set(body) == {"error"}, "OpenAI's error body has one key"
+        sdk_model(ErrorObject, body["error"])
+        return "openai error"
+    if "error" in body:  # TGI / Hugging Face Inference: {"error": "...", "error_type": "..."}
+        assert set(body) == {"error", "error_type"} and all(isinstance(v, str) for v in body.values()), body
+        return "tgi error"
+    if body.get("type") == "message":
+        anthropic_message(body)
+        return "anthropic message"
+    if body.get("object") == "chat.completion.chunk":
+        sdk_model(ChatCompletionChunk, body)
+        return "openai chunk"
+    openai_completion(body)
+    return "openai completion"
+
+
+def test_every_enqueued_body_has_its_providers_shape() -> None:
+    shapes: dict[str, int] = {}
+    unchecked = []
+    for where, node in enqueued_bodies():
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in CHECKED_BUILDERS
+        ):
+            continue
+        if isinstance(node, ast.Name):
+            assert (where.split(":")[0], node.id) in BUILT_ON_PURPOSE, f"{where}: a body from {node.id}"
+            continue
+        try:
+            body = _literal(node)
+        except ValueError:
+            unchecked.append(f"{where}: {ast.unparse(node)[:80]}")
+            continue
+        try:
+            shape = check_provider_body(body)
+        except (AssertionError, ValueError) as exc:
+            raise AssertionError(f"{where}: {exc}") from exc
+        shapes[shape] = shapes.get(shape, 0) + 1
+    assert unchecked == [], "bodies this test cannot read (use a literal or a checked builder)"
+    assert shapes["openai error"] >= 45 and shapes["tgi error"] >= 3, shapes  # it did find them
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"error": {"message": "slow down"}},  # no type: what 45 of them were
+        {"error": {"message": "x", "type": "server_error", "status": 500}},  # a key OpenAI does not send
+        {"error": "overloaded"},  # TGI's without its error_type
+        {"error": {"message": "x", "type": "server_error"}, "detail": "x"},
+        "data: " + json.dumps({"error": "x"}) + "\n\n",
+        '{"valid": "json"}',  # a str body that parses: it should have been a dict
+    ],
+)
+def test_the_enqueued_body_check_catches_a_wrong_shape(body: Any) -> None:
+    with pytest.raises((AssertionError, ValueError)):
+        check_provider_body(body)
+
+
+# --------------------------------------------------------------------------- the batch APIs' fakes
+
+
+def _anthropic_error_types() -> set[str]:
+    """Every error type the anthropic SDK knows (the discriminator values of its ErrorObject union)."""
+    from anthropic.types import ErrorObject as AnthropicErrorObject
+
+    (union, *_) = typing.get_args(AnthropicErrorObject)
+    return {typing.get_args(cls.model_fields["type"].annotation)[0] for cls in typing.get_args(union)}
+
+
+def test_anthropic_batch_fake_speaks_the_sdks_types() -> None:
+    """Batches in progress, ended (every result type, every error type) and cancelled, and the fake's
+    own error replies: each validated strictly against the anthropic SDK's models."""
+    from anthropic.types import ErrorResponse
+    from anthropic.types.messages import MessageBatch, MessageBatchIndividualResponse
+
+    from tests.servers.anthropic_batches import ERROR_MESSAGES, AnthropicBatchServer
+
+    assert set(ERROR_MESSAGES) == _anthropic_error_types()  # every type the SDK knows, and no other
+    ask = {"model": "claude-test", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
+    headers = {"x-api-key": "test-key", "anthropic-version": "2023-06-01"}
+    with AnthropicBatchServer() as server, httpx.Client(base_url=server.url, headers=headers) as client:
+        server.outcomes = {f"e-{k.replace('_', '-')}": f"errored:{k}" for k in ERROR_MESSAGES}
+        server.outcomes["gone"] = "expired"
+        requests = [{"custom_id": cid, "params": ask} for cid in [*server.outcomes, "fine"]]
+        server.hold.clear()
+        created = client.post("/v1/messages/batches", json={"requests": requests}).json()
+        sdk_model(MessageBatch, created)
+        assert created["processing_status"] == "in_progress"
+        server.hold.set()
+        ended = client.get(f"/v1/messages/batches/{created['id']}").json()
+        sdk_model(MessageBatch, ended)
+        results = [json.loads(line) for line in client.get(ended["results_url"]).text.splitlines()]
+        for result in results:
+            sdk_model(MessageBatchIndividualResponse, result)
+        assert {r["result"]["type"] for r in results} == {"succeeded", "errored", "expired"}
+        server.hold.clear()
+        other = client.post("/v1/messages/batches", json={"requests": requests[-1:]}).json()
+        cancelled = client.post(f"/v1/messages/batches/{other['id']}/cancel").json()
+        sdk_model(MessageBatch, cancelled)
+        (result,) = [json.loads(line) for line in client.get(cancelled["results_url"]).text.splitlines()]
+        sdk_model(MessageBatchIndividualResponse, result)
+        assert result["result"] == {"type": "canceled"}
+        refusals = [
+            client.get("/v1/messages/batches/msgbatch_none"),
+            client.post("/v1/messages/batches", json={"requests": []}),
+            client.get(f"/v1/messages/batches/{created['id']}", headers={"x-api-key": "wrong"}),
+        ]
+        assert [r.status_code for r in refusals] == [404, 400, 401]
+        for refusal in refusals:
+            sdk_model(ErrorResponse, refusal.json())
+
+
+def test_openai_batch_fake_speaks_the_sdks_types() -> None:
+    """The uploaded file, the batch as created and as completed, every output line's completion, and the
+    fake's own error replies, against the openai SDK's models (its client.files / client.batches read
+    them in tests/test_batch.py, but a lenient parse proves nothing about unknown or coerced keys)."""
+    from openai.types import Batch, FileObject
+
+    from tests.servers.openai_batches import BatchAPIServer
+
+    line = {
+        "custom_id": "a",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+    }
+    headers = {"authorization": "Bearer sk-fake"}
+    with BatchAPIServer() as server, httpx.Client(base_url=server.url, headers=headers) as client:
+        server.hold.clear()
+        upload = {"file": ("in.jsonl", json.dumps(line).encode())}
+        uploaded = client.post("/v1/files", files=upload, data={"purpose": "batch"}).json()
+        sdk_model(FileObject, uploaded)
+        ask = {
+            "input_file_id": uploaded["id"],
+            "endpoint": "/v1/chat/completions",
+            "completion_window": "24h",
+        }
+        created = client.post("/v1/batches", json=ask).json()
+        sdk_model(Batch, created)
+        server.hold.set()
+        done = client.get(f"/v1/batches/{created['id']}").json()
+        sdk_model(Batch, done)
+        assert done["status"] == "completed"
+        (row,) = [
+            json.loads(x) for x in client.get(f"/v1/files/{done['output_file_id']}/content").text.splitlines()
+        ]
+        assert set(row) == {"id", "custom_id", "response", "error"} and row["error"] is None  # OpenAI's line
+        assert set(row["response"]) == {"status_code", "request_id", "body"}
+        openai_completion(row["response"]["body"])
+        refusals = [
+            client.get("/v1/batches/batch_none"),
+            client.post("/v1/batches", json={**ask, "completion_window": "1h"}),
+            client.get(f"/v1/batches/{created['id']}", headers={"authorization": "Bearer wrong"}),
+        ]
+        assert [r.status_code for r in refusals] == [404, 400, 401]
+        for refusal in refusals:
+            assert set(refusal.json()) == {"error"}
+            sdk_model(ErrorObject, refusal.json()["error"])
 
 
 def test_openai_batch_fake_lists_and_keeps_metadata_as_the_sdk_reads_them() -> None:

@@ -97,6 +97,32 @@ def test_litellm_map_prices_when_installed() -> None:
     assert price_for(_api("no-such-model-anywhere")) is None
 
 
+def test_batch_rates_are_the_maps_batch_prices() -> None:
+    """The batch discount comes from LiteLLM's batch input price. 456 of the map's 487 batch-priced models
+    are at exactly half price, where a discount and its complement agree; the other 31 tell them apart."""
+    litellm = pytest.importorskip("litellm")
+    # a fine-tuned gpt-4o: $3.75 / M online, $2.225 / M in a batch: 40.7% off, not 59.3%
+    price = price_for("ft:gpt-4o-2024-08-06")
+    assert price is not None and price.batch_discount == pytest.approx(1 - 2.225 / 3.75, abs=1e-6)
+    assert cost_usd(TokenUsage(1_000_000, 0), price, batch=True) == pytest.approx(2.225, rel=1e-5)
+    checked = odd = 0
+    for model_id, entry in litellm.model_cost.items():
+        batch_in, online_in = entry.get("input_cost_per_token_batches"), entry.get("input_cost_per_token")
+        if (
+            not isinstance(batch_in, (int, float))
+            or not isinstance(online_in, (int, float))
+            or online_in <= 0
+        ):
+            continue
+        price = price_for(model_id)
+        if price is None or price.input != pytest.approx(online_in * 1e6):
+            continue  # the id finds another entry first (a provider prefix): not this one's price
+        checked += 1
+        odd += batch_in != pytest.approx(online_in / 2)
+        assert price.rates(batch=True)[0] == pytest.approx(min(batch_in, online_in), rel=1e-5), model_id
+    assert checked > 400 and odd > 20  # the map has them: the loop did test discounts other than 50%
+
+
 # ---------------------------------------------------------------------------- cached input tokens, read from
 # the providers' own usage. $2 / $0.50 / $8 per million input / cached input / output tokens:
 CACHED_PRICE = {"input": 2.0, "output": 8.0, "cached_input": 0.5}

@@ -97,7 +97,15 @@ def test_no_secret_from_any_channel_reaches_a_file_or_the_console(tmp_path: Path
         jobs = ["env", "dotenv", "config", "literal"]  # the order the basic launcher runs them in
         for job in jobs:
             server.enqueue(200, completion(f"your key is {SECRETS[job]}"))
-            server.enqueue(401, {"error": {"message": f"Incorrect API key provided: {SECRETS[job]}"}})
+            server.enqueue(
+                401,
+                {
+                    "error": {
+                        "message": f"Incorrect API key provided: {SECRETS[job]}",
+                        "type": "invalid_request_error",
+                    }
+                },
+            )
         env = {
             "AZURE_OPENAI_API_KEY": SECRETS["env"],
             "AZURE_OPENAI_ENDPOINT": server.url,

@@ -3,7 +3,7 @@ slow headers (slowloris), odd JSON and 200 concurrent requests each get a JSON a
 caller's mistakes), client disconnects log one line, and ``/health`` keeps answering throughout.
 
 The abusive clients run in a child process (``python -m bench.serve_abuse --abuse URL``); ``/health`` is
-polled from this one with a generous per-request client timeout (:data:`HEALTH_TIMEOUT_S`): the test asserts
+polled from this one (its client timeout, :data:`HEALTH_HANG_GUARD_S`, only stops a hang): the test asserts
 every poll is *answered*, never how fast. The latency figures (the README's reliability section) are
 ``python -m bench.serve_abuse``'s, with the server, the clients and the prober in three processes.
 Request-sized work off the event loop and the header deadline are checked structurally: the thread the
@@ -44,7 +44,8 @@ from modelfactory.serve.server import open_without_key  # noqa: E402
 pytestmark = pytest.mark.server
 
 ROOT = Path(__file__).resolve().parents[1]
-HEALTH_TIMEOUT_S = 5.0  # generous: the test asserts every /health request completes within it
+HEALTH_HANG_GUARD_S = 120.0  # a /health poll's client timeout: only stops a hang, never a bound on speed
+BODY_TIMEOUT_S = 10.0  # also what a 1 MB body may take to arrive while 200 other requests are served
 ASK = [{"role": "user", "content": "Hi"}]
 HUGE_PROMPT = "word " * 200_000  # 1 MB: ~200k tokens for a 512-token model
 HUGE_STOPS = [f"stop-{i}" for i in range(123_000)]
@@ -250,9 +251,19 @@ class _Records(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.records: list[logging.LogRecord] = []
+        self.changed = threading.Condition()
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
+        with self.changed:
+            self.records.append(record)
+            self.changed.notify_all()
+
+    def wait_for(self, needle: str, count: int, timeout: float = 60) -> None:
+        """Until ``count`` records say ``needle`` (the timeout is a hang guard: the assertions tell)."""
+        with self.changed:
+            self.changed.wait_for(
+                lambda: sum(needle in r.getMessage() for r in self.records) >= count, timeout=timeout
+            )
 
 
 def test_client_disconnects_log_one_line_not_a_traceback(url: str) -> None:
@@ -279,7 +290,7 @@ def test_client_disconnects_log_one_line_not_a_traceback(url: str) -> None:
                 )
                 sock.recv(100)
         assert post(url, {"messages": ASK, "max_tokens": 1}).status_code == 200
-        time.sleep(0.5)  # the server notices the last disconnects
+        records.wait_for("went away", 3)  # the server has noticed the three disconnects mid-body
     finally:
         for lg in loggers:
             lg.removeHandler(records)
@@ -301,13 +312,13 @@ def test_health_answers_throughout_abuse(url: str) -> None:
     failures: list[str] = []
 
     def poll_health() -> None:
-        with httpx.Client(timeout=HEALTH_TIMEOUT_S) as client:
+        with httpx.Client(timeout=HEALTH_HANG_GUARD_S) as client:
             while not stop.is_set():
                 try:
                     polls.append(client.get(f"{url}/health").status_code)
-                except Exception as exc:  # a timeout: /health did not answer in HEALTH_TIMEOUT_S
+                except Exception as exc:  # refused, reset, or no answer at all
                     failures.append(repr(exc))
-                time.sleep(0.05)
+                stop.wait(0.05)  # paces the polls; returns at once when the abuse is over
 
     clients = subprocess.Popen(
         [sys.executable, "-m", "bench.serve_abuse", "--abuse", url],
@@ -336,7 +347,7 @@ def test_health_answers_throughout_abuse(url: str) -> None:
     assert answers["slow body"] == ["HTTP/1.1 408"] * 40
     assert answers["slow headers"] == ["HTTP/1.1 408"] * 40  # closed by server.header_timeout_s
     assert answers["concurrent"] == [200] * 200
-    # Every poll answered within HEALTH_TIMEOUT_S (no failure), and the poller did run during the abuse.
+    # Every poll answered (no failure), however slowly, and the poller did run during the abuse.
     assert failures == []
     assert polls and set(polls) == {200}
 

@@ -285,3 +285,60 @@ def test_a_remote_api_spec_is_priced_from_the_map_and_a_local_one_is_not() -> No
 
     assert price_for(RemoteSpec(model_id="gpt-4o")) is not None
     assert price_for(LocalSpec(model_id="gpt-4o")) is None  # local weights: no per-token price
+
+
+# --------------------------------------------------------------------------- endpoint URLs
+
+
+_ENDPOINTS = [  # (backend, its endpoint key, other kwargs it needs to be built)
+    ("modelfactory.OpenAIServerModel", "api_base", {"model_id": "m", "api_key": "k"}),
+    ("modelfactory.LiteLLMModel", "api_base", {"model_id": "openai/m"}),
+    ("modelfactory.HfApiModel", "base_url", {"model_id": "m"}),
+    (
+        "modelfactory.AzureOpenAIServerModel",
+        "azure_endpoint",
+        {"model_id": "d", "api_key": "k", "api_version": "2024-10-21"},
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("target", "key", "kwargs"), _ENDPOINTS, ids=[e[0].split(".")[1] for e in _ENDPOINTS]
+)
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://",
+        "https://",
+        "http:///v1",
+        "http://:8080/v1",
+        "http://user@/v1",
+        "ftp://h/v1",
+        "127.0.0.1:8000",
+        "",
+    ],
+)
+def test_an_endpoint_url_without_a_host_is_refused(
+    target: str, key: str, kwargs: dict[str, str], url: str
+) -> None:
+    from hydra.utils import get_class
+
+    with pytest.raises(ConfigError) as info:
+        get_class(target)(**{**kwargs, key: url})
+    problems = _problems(info)
+    assert list(problems) == [key] and "must be an http(s) URL with a host" in problems[key]
+
+
+@pytest.mark.parametrize(
+    ("target", "key", "kwargs"), _ENDPOINTS, ids=[e[0].split(".")[1] for e in _ENDPOINTS]
+)
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8000/v1", "https://x.example", "http://[::1]:8080", "https://u:p@h.example/v1"]
+)
+def test_an_endpoint_url_with_a_host_is_accepted(
+    target: str, key: str, kwargs: dict[str, str], url: str
+) -> None:
+    from hydra.utils import get_class
+
+    model = get_class(target)(**{**kwargs, key: url})
+    assert getattr(model.spec, key) == url

@@ -28,7 +28,9 @@ def test_streams_echoes_and_scripted_answers() -> None:
         deltas = list(model.generate_stream([{"role": "user", "content": "say this back"}]))
         assert "".join(d.content or "" for d in deltas) == "say this back"
         assert deltas[-1].token_usage is not None and deltas[-1].token_usage.total_tokens == 12
-        server.enqueue(429, {"error": {"message": "slow down"}}, headers={"retry-after": "0"})
+        server.enqueue(
+            429, {"error": {"message": "slow down", "type": "requests"}}, headers={"retry-after": "0"}
+        )
         with pytest.raises(BackendError) as info:
             model([{"role": "user", "content": "x"}])
         assert info.value.status == 429 and "slow down" in str(info.value)

@@ -33,6 +33,10 @@ API_BASE = "https://api.anthropic.com"
 VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096  # the Messages API requires max_tokens; litellm sends this default too
 _PARAMS = ("temperature", "top_p", "top_k", "metadata")  # generation params the Messages API takes
+# Anthropic's error types a later try can get past (its 429, 500, 504, 529): such an item goes online.
+# The others (invalid_request_error, authentication_error, billing_error, permission_error,
+# not_found_error) would be refused online too: their error row stands.
+_TRANSIENT = frozenset({"rate_limit_error", "api_error", "timeout_error", "overloaded_error"})
 
 
 class AnthropicBatches:
@@ -173,7 +177,7 @@ class AnthropicBatches:
                 yield str(row["custom_id"]), _reply(result["message"])
             elif kind == "errored":
                 err = (result.get("error") or {}).get("error") or result.get("error") or {}
-                retryable = err.get("type") in ("overloaded_error", "api_error", "rate_limit_error")
+                retryable = err.get("type") in _TRANSIENT
                 yield (
                     str(row["custom_id"]),
                     self.model._provider_error(

@@ -121,7 +121,15 @@ def test_bad_endpoint_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_key_never_in_dict_or_errors(azure_env: RecordingServer) -> None:
-    azure_env.enqueue(401, {"error": {"message": f"Access denied due to invalid subscription key {AZ_KEY}"}})
+    azure_env.enqueue(
+        401,
+        {
+            "error": {
+                "message": f"Access denied due to invalid subscription key {AZ_KEY}",
+                "type": "invalid_request_error",
+            }
+        },
+    )
     m = AzureOpenAIServerModel(max_retries=0)
     assert AZ_KEY not in repr(m.to_dict())
     assert m.to_dict()["api_version"] == API_VERSION
@@ -156,7 +164,9 @@ def test_entra_id_token_from_the_env_as_the_sdk_reads_it(
     model.generate(MSGS)
     assert azure_env.last.headers["authorization"] == f"Bearer {AD_TOKEN}"
     assert AD_TOKEN not in repr(model.to_dict())
-    azure_env.enqueue(401, {"error": {"message": f"token {AD_TOKEN} expired"}})
+    azure_env.enqueue(
+        401, {"error": {"message": f"token {AD_TOKEN} expired", "type": "invalid_request_error"}}
+    )
     with pytest.raises(BackendError) as info:
         model.generate(MSGS)
     assert AD_TOKEN not in str(info.value) and "check AZURE_OPENAI_AD_TOKEN" in str(info.value)

@@ -43,7 +43,7 @@ LOCAL = {"_target_": "modelfactory.CallableModel", "fn": "tests.backends.test_fa
     ("status", "kind"), [(429, "rate_limit"), (500, "server_error"), (503, "server_error"), (408, "timeout")]
 )
 def test_falls_back_on_configured_status(recording_server: RecordingServer, status: int, kind: str) -> None:
-    recording_server.enqueue(status, {"error": {"message": "busy"}})
+    recording_server.enqueue(status, {"error": {"message": "busy", "type": "server_error"}})
     model = FallbackModel(models=[api(recording_server), LOCAL])
     reply = model(MSGS, stop_sequences=[" STOP"])
     assert reply.content == "from the local model."
@@ -74,7 +74,7 @@ def test_connection_refused_falls_back() -> None:
 
 
 def test_non_configured_error_is_raised_at_once(recording_server: RecordingServer) -> None:
-    recording_server.enqueue(401, {"error": {"message": "bad key"}})
+    recording_server.enqueue(401, {"error": {"message": "bad key", "type": "invalid_request_error"}})
     model = FallbackModel(models=[api(recording_server), LOCAL])
     with pytest.raises(BackendError) as err:
         model(MSGS)
@@ -82,14 +82,14 @@ def test_non_configured_error_is_raised_at_once(recording_server: RecordingServe
 
 
 def test_fallback_on_any_includes_auth_errors(recording_server: RecordingServer) -> None:
-    recording_server.enqueue(401, {"error": {"message": "bad key"}})
+    recording_server.enqueue(401, {"error": {"message": "bad key", "type": "invalid_request_error"}})
     model = FallbackModel(models=[api(recording_server), LOCAL], fallback_on=["any"])
     assert model(MSGS).raw["served_by"]["index"] == 1
 
 
 def test_all_failed_lists_every_attempt(recording_server: RecordingServer) -> None:
     for _ in range(2):
-        recording_server.enqueue(503, {"error": {"message": "down"}})
+        recording_server.enqueue(503, {"error": {"message": "down", "type": "server_error"}})
     model = FallbackModel(models=[api(recording_server, model_id="a"), api(recording_server, model_id="b")])
     with pytest.raises(BackendError) as err:
         model(MSGS)
@@ -99,7 +99,7 @@ def test_all_failed_lists_every_attempt(recording_server: RecordingServer) -> No
 
 
 def test_stream_falls_back_before_the_first_delta(recording_server: RecordingServer) -> None:
-    recording_server.enqueue(500, {"error": {"message": "down"}})
+    recording_server.enqueue(500, {"error": {"message": "down", "type": "server_error"}})
     model = FallbackModel(models=[api(recording_server), api(recording_server, model_id="second")])
     text = "".join(d.content or "" for d in model.generate_stream(MSGS, stop_sequences=["server"]))
     assert text == "Hello from the recording "
@@ -139,7 +139,7 @@ def test_runner_rows_record_which_model_served(recording_server: RecordingServer
 
     from modelfactory.runner import run_items
 
-    recording_server.enqueue(429, {"error": {"message": "slow down"}})
+    recording_server.enqueue(429, {"error": {"message": "slow down", "type": "requests"}})
     model = FallbackModel(models=[api(recording_server), LOCAL])
     items = [{"id": "a", "messages": MSGS}, {"id": "b", "messages": MSGS}]
     run_items(model, items, concurrency=1, results_path=tmp_path / "results.jsonl", progress=False)

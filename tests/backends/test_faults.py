@@ -96,7 +96,7 @@ def expect_error(fn: Callable[[], Any]) -> BackendError:
 
 
 def test_429_with_retry_after_then_200(backend: str, srv: RecordingServer, clock: VirtualClock) -> None:
-    srv.enqueue(429, {"error": {"message": "slow down"}}, headers={"Retry-After": "1"})
+    srv.enqueue(429, {"error": {"message": "slow down", "type": "requests"}}, headers={"Retry-After": "1"})
     model = build(backend, srv.url, retry={"initial_wait": 0.01, "max_wait": 5})
     reply = model(MSGS)
     assert reply.content == REPLY
@@ -105,8 +105,8 @@ def test_429_with_retry_after_then_200(backend: str, srv: RecordingServer, clock
 
 
 def test_500_then_503_then_200(backend: str, srv: RecordingServer, clock: VirtualClock) -> None:
-    srv.enqueue(500, {"error": {"message": "boom"}})
-    srv.enqueue(503, {"error": {"message": "busy"}})
+    srv.enqueue(500, {"error": {"message": "boom", "type": "server_error"}})
+    srv.enqueue(503, {"error": {"message": "busy", "type": "server_error"}})
     model = build(backend, srv.url, retry=FAST)
     reply = model(MSGS)
     assert reply.content == REPLY
@@ -149,7 +149,7 @@ def test_empty_choices_then_200(backend: str, srv: RecordingServer) -> None:
 
 
 def test_stream_start_is_retried(backend: str, srv: RecordingServer, clock: VirtualClock) -> None:
-    srv.enqueue(503, {"error": {"message": "busy"}})
+    srv.enqueue(503, {"error": {"message": "busy", "type": "server_error"}})
     model = build(backend, srv.url, retry=FAST)
     deltas = list(model.generate_stream(MSGS))
     assert "".join(d.content or "" for d in deltas) == REPLY
@@ -189,7 +189,9 @@ def test_truncated_stream_is_not_retried_after_content(backend: str, srv: Record
 def test_client_errors_fail_at_once(
     backend: str, srv: RecordingServer, clock: VirtualClock, status: int, hint: str
 ) -> None:
-    srv.enqueue(status, {"error": {"message": f"{hint}: key {KEY} rejected"}})
+    srv.enqueue(
+        status, {"error": {"message": f"{hint}: key {KEY} rejected", "type": "invalid_request_error"}}
+    )
     model = build(backend, srv.url, retry=FAST)
     err = expect_error(lambda: model(MSGS))
     assert len(srv.requests) == 1
@@ -203,7 +205,7 @@ def test_client_errors_fail_at_once(
 
 def test_retries_run_out(backend: str, srv: RecordingServer, clock: VirtualClock) -> None:
     for _ in range(5):
-        srv.enqueue(503, {"error": {"message": "still busy"}})
+        srv.enqueue(503, {"error": {"message": "still busy", "type": "server_error"}})
     model = build(backend, srv.url, retry={**FAST, "max_attempts": 3})
     err = expect_error(lambda: model(MSGS))
     assert len(srv.requests) == 3
@@ -216,7 +218,7 @@ def test_retries_run_out(backend: str, srv: RecordingServer, clock: VirtualClock
 def test_retry_after_beyond_max_wait_gives_up_at_once(
     backend: str, srv: RecordingServer, clock: VirtualClock
 ) -> None:
-    srv.enqueue(429, {"error": {"message": "quota"}}, headers={"Retry-After": "120"})
+    srv.enqueue(429, {"error": {"message": "quota", "type": "requests"}}, headers={"Retry-After": "120"})
     model = build(backend, srv.url, retry={"max_wait": 5})
     err = expect_error(lambda: model(MSGS))
     assert len(srv.requests) == 1
@@ -240,7 +242,7 @@ def test_connection_refused_is_retried_then_reported(backend: str, clock: Virtua
 def test_sdk_retries_are_off_by_default(backend: str, srv: RecordingServer, clock: VirtualClock) -> None:
     """The defaults (3 attempts) are the only retries: 1 request per attempt, never the SDK's on top."""
     for _ in range(5):
-        srv.enqueue(500, {"error": {"message": "down"}})
+        srv.enqueue(500, {"error": {"message": "down", "type": "server_error"}})
     model = build(backend, srv.url, retry={"initial_wait": 0.01, "max_wait": 1})
     err = expect_error(lambda: model(MSGS))
     assert len(srv.requests) == 3 == err.attempts

@@ -332,7 +332,7 @@ def test_stream_honours_stop_sequences(recording_server: RecordingServer) -> Non
 
 @server
 def test_server_error_is_a_retryable_backend_error(recording_server: RecordingServer) -> None:
-    recording_server.enqueue(500, {"error": {"message": "the GPU caught fire"}})
+    recording_server.enqueue(500, {"error": {"message": "the GPU caught fire", "type": "server_error"}})
     with pytest.raises(BackendError) as info:
         make(recording_server)(MSGS)
     err = info.value
@@ -345,7 +345,9 @@ def test_server_error_is_a_retryable_backend_error(recording_server: RecordingSe
 
 @server
 def test_unauthorized_names_the_status_and_scrubs_the_token(recording_server: RecordingServer) -> None:
-    recording_server.enqueue(401, {"error": {"message": f"token {EXPLICIT} is not valid"}})
+    recording_server.enqueue(
+        401, {"error": {"message": f"token {EXPLICIT} is not valid", "type": "invalid_request_error"}}
+    )
     with pytest.raises(BackendError) as info:
         make(recording_server, token=EXPLICIT)(MSGS)
     assert info.value.status == 401
@@ -356,7 +358,7 @@ def test_unauthorized_names_the_status_and_scrubs_the_token(recording_server: Re
 
 @server
 def test_unauthorized_without_token_explains_the_token_policy(recording_server: RecordingServer) -> None:
-    recording_server.enqueue(401, {"error": "missing key"})
+    recording_server.enqueue(401, {"error": "missing key", "error_type": "authentication"})
     with pytest.raises(BackendError, match="only sent to Hugging Face hosts") as info:
         make(recording_server)(MSGS)
     assert info.value.status == 401
@@ -364,7 +366,7 @@ def test_unauthorized_without_token_explains_the_token_policy(recording_server: 
 
 @server
 def test_stream_error_status(recording_server: RecordingServer) -> None:
-    recording_server.enqueue(503, {"error": "overloaded"})
+    recording_server.enqueue(503, {"error": "overloaded", "error_type": "overloaded"})
     with pytest.raises(BackendError) as info:
         list(make(recording_server).generate_stream(MSGS))
     assert info.value.status == 503
@@ -490,12 +492,29 @@ def test_every_request_closes_its_response(
 
 
 @server
-def test_error_event_inside_a_stream(recording_server: RecordingServer) -> None:
-    event = 'data: {"error": "Input validation error: too long", "error_type": "validation"}\n\n'
-    recording_server.enqueue(200, event, headers={"content-type": "text/event-stream"})
+@pytest.mark.parametrize(
+    ("error_type", "exception", "retryable"),
+    [
+        ("validation", "ValidationError", False),  # the request is wrong: the same one fails again
+        ("generation", "GenerationError", False),
+        ("incomplete_generation", "IncompleteGenerationError", False),
+        ("overloaded", "OverloadedError", True),  # TGI's queue is full: a later try can succeed
+        ("something_new", "UnknownError", False),
+    ],
+)
+def test_error_event_inside_a_stream(
+    recording_server: RecordingServer, error_type: str, exception: str, retryable: bool
+) -> None:
+    recording_server.enqueue(
+        200,
+        f'data: {{"error": "Input validation error: too long", "error_type": "{error_type}"}}\n\n',
+        headers={"content-type": "text/event-stream"},
+    )
     with pytest.raises(BackendError, match="too long") as info:
         list(make(recording_server).generate_stream(MSGS))
     assert info.value.status is None
+    assert info.value.retryable is retryable
+    assert f"{exception}: " in str(info.value)  # huggingface_hub's class for that error_type
 
 
 def test_structured_output_on_a_provider_without_it_is_refused_up_front() -> None:

@@ -250,7 +250,7 @@ def test_litellm_claude_config_without_key(monkeypatch: pytest.MonkeyPatch) -> N
 
 @server
 def test_server_error_is_a_retryable_backend_error(recording_server: RecordingServer) -> None:
-    recording_server.enqueue(500, {"error": {"message": "the GPU caught fire"}})
+    recording_server.enqueue(500, {"error": {"message": "the GPU caught fire", "type": "server_error"}})
     with pytest.raises(BackendError) as info:
         make(recording_server)(MSGS)
     err = info.value
@@ -262,7 +262,9 @@ def test_server_error_is_a_retryable_backend_error(recording_server: RecordingSe
 
 @server
 def test_unauthorized_scrubs_the_key(recording_server: RecordingServer) -> None:
-    recording_server.enqueue(401, {"error": {"message": f"Incorrect API key provided: {KEY}"}})
+    recording_server.enqueue(
+        401, {"error": {"message": f"Incorrect API key provided: {KEY}", "type": "invalid_request_error"}}
+    )
     with pytest.raises(BackendError) as info:
         make(recording_server)(MSGS)
     assert info.value.status == 401
@@ -276,7 +278,7 @@ def test_env_secrets_are_scrubbed_too(
     recording_server: RecordingServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", ENV_KEY)
-    recording_server.enqueue(400, {"error": {"message": f"echo {ENV_KEY}"}})
+    recording_server.enqueue(400, {"error": {"message": f"echo {ENV_KEY}", "type": "invalid_request_error"}})
     with pytest.raises(BackendError) as info:
         make(recording_server)(MSGS)
     assert info.value.status == 400
@@ -285,7 +287,7 @@ def test_env_secrets_are_scrubbed_too(
 
 @server
 def test_unauthorized_without_key_explains_the_policy(recording_server: RecordingServer) -> None:
-    recording_server.enqueue(401, {"error": {"message": "bad key"}})
+    recording_server.enqueue(401, {"error": {"message": "bad key", "type": "invalid_request_error"}})
     with pytest.raises(BackendError, match="no key is read from the environment"):
         LiteLLMModel(model_id="openai/x", api_base=f"{recording_server.url}/v1", retry={"max_attempts": 1})(
             MSGS
@@ -294,7 +296,7 @@ def test_unauthorized_without_key_explains_the_policy(recording_server: Recordin
 
 @server
 def test_stream_error_status(recording_server: RecordingServer) -> None:
-    recording_server.enqueue(429, {"error": {"message": "slow down"}})
+    recording_server.enqueue(429, {"error": {"message": "slow down", "type": "requests"}})
     with pytest.raises(BackendError) as info:
         list(make(recording_server).generate_stream(MSGS))
     assert info.value.status == 429
@@ -303,14 +305,14 @@ def test_stream_error_status(recording_server: RecordingServer) -> None:
 
 @server
 def test_num_retries_retries_retryable_failures_without_stacking(recording_server: RecordingServer) -> None:
-    recording_server.enqueue(503, {"error": {"message": "busy"}})
+    recording_server.enqueue(503, {"error": {"message": "busy", "type": "server_error"}})
     fast = {"initial_wait": 0.01}
     reply = make(recording_server, num_retries=2, retry=fast)(MSGS)  # deprecated alias of retry.max_attempts
     assert reply.content == "Hello from the recording server"
     assert len(recording_server.requests) == 2
     recording_server.requests.clear()
     for _ in range(5):
-        recording_server.enqueue(500, {"error": {"message": "down"}})
+        recording_server.enqueue(500, {"error": {"message": "down", "type": "server_error"}})
     with pytest.raises(BackendError):
         make(recording_server, num_retries=1, retry=fast)(MSGS)
     assert len(recording_server.requests) == 2  # 1 + num_retries, never litellm's or openai's on top
@@ -318,7 +320,7 @@ def test_num_retries_retries_retryable_failures_without_stacking(recording_serve
 
 @server
 def test_client_errors_are_not_retried(recording_server: RecordingServer) -> None:
-    recording_server.enqueue(400, {"error": {"message": "bad request"}})
+    recording_server.enqueue(400, {"error": {"message": "bad request", "type": "invalid_request_error"}})
     with pytest.raises(BackendError):
         make(recording_server, num_retries=3)(MSGS)
     assert len(recording_server.requests) == 1

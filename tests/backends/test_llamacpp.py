@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -525,23 +526,22 @@ TEACHER_TOKENS = 12
 
 
 @pytest.fixture(scope="module")
-def hf_gguf(smol: LlamaCppModel) -> Any:
-    """The same GGUF dequantized by transformers (float32), read once."""
+def hf_gguf(smol: LlamaCppModel) -> Iterator[Any]:
+    """The same GGUF dequantized by transformers (float32): TransformersModel's copy of it, converted once
+    per machine into the user's cache (transformers' own float32 dequantization, saved as safetensors with
+    the GGUF's tokenizer). Dequantizing the GGUF here took 46-78 s every run; the cached copy loads in ~2 s,
+    and the real-model tests of test_transformers_gguf.py load the same copy."""
     pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    pytest.importorskip("gguf")
-    pytest.importorskip("accelerate")
-    path = smol.spec.gguf_path()
-    tok = transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    lm = transformers.AutoModelForCausalLM.from_pretrained(
-        str(path.parent), gguf_file=path.name, dtype="float32"
-    )
-    lm.eval()
-    return tok, lm
+    pytest.importorskip("transformers")
+    from modelfactory.backends.transformers import TransformersModel
+
+    model = TransformersModel(model_id=SMOL, dtype="float32", prompt_cache=False).load()
+    model.runtime.model.eval()
+    yield model.runtime.tokenizer, model.runtime.model  # the model object keeps its weights alive
 
 
-# Dequantizing the GGUF into transformers takes 46-78 s alone, several minutes beside two CPU hogs (test.sh's
-# second pass): a hang guard above the suite's 300 s default, not a duration bound.
+# The first load on a machine dequantizes the GGUF (46-78 s alone, several minutes beside two CPU hogs, as
+# in test.sh's second pass): a hang guard above the suite's 300 s default, not a duration bound.
 @pytest.mark.timeout(900)
 def test_top1_next_token_agrees_with_transformers_on_the_same_gguf(smol: LlamaCppModel, hf_gguf: Any) -> None:
     """Teacher-forced top-1 agreement: for 20 prompts, llama.cpp's greedy continuation (up to 12 tokens) is

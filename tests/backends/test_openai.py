@@ -236,7 +236,7 @@ def test_401_from_the_env_base_url_points_at_the_env_key(
 ) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", ENV_KEY)
     monkeypatch.setenv("OPENAI_BASE_URL", f"{recording_server.url}/v1")
-    recording_server.enqueue(401, {"error": {"message": "invalid key"}})
+    recording_server.enqueue(401, {"error": {"message": "invalid key", "type": "invalid_request_error"}})
     with pytest.raises(
         BackendError, match=r"invalid key \(check the API key: model.api_key or OPENAI_API_KEY\)"
     ):
@@ -306,13 +306,13 @@ def test_http_errors_become_backend_errors(
 
 
 def test_401_names_where_the_key_comes_from(recording_server: RecordingServer) -> None:
-    recording_server.enqueue(401, {"error": {"message": "invalid key"}})
+    recording_server.enqueue(401, {"error": {"message": "invalid key", "type": "invalid_request_error"}})
     with pytest.raises(BackendError, match=r"invalid key \(OPENAI_API_KEY is only sent to api.openai.com"):
         make(recording_server).generate(MSGS)
 
 
 def test_error_with_a_plain_string_body(recording_server: RecordingServer) -> None:
-    recording_server.enqueue(503, {"error": "overloaded"})
+    recording_server.enqueue(503, {"error": "overloaded", "error_type": "overloaded"})  # TGI's shape
     with pytest.raises(BackendError, match="overloaded") as info:
         make(recording_server).generate(MSGS)
     assert info.value.status == 503
@@ -404,7 +404,7 @@ def test_stream_with_stop(recording_server: RecordingServer) -> None:
 
 
 def test_stream_http_error(recording_server: RecordingServer) -> None:
-    recording_server.enqueue(429, {"error": {"message": "slow down"}})
+    recording_server.enqueue(429, {"error": {"message": "slow down", "type": "requests"}})
     with pytest.raises(BackendError, match="slow down") as info:
         list(make(recording_server).generate_stream(MSGS))
     assert info.value.status == 429
@@ -495,13 +495,15 @@ def test_http_and_sdk_paths_send_and_read_the_same(
     deltas = list(m.generate_stream(MSGS, stop_sequences=["<END>"]))
     assert "".join(d.content or "" for d in deltas) == "one two"
     assert deltas[-1].token_usage == TokenUsage(5, 7)
-    recording_server.enqueue(429, {"error": {"message": "slow down"}}, headers={"Retry-After": "7"})
+    recording_server.enqueue(
+        429, {"error": {"message": "slow down", "type": "requests"}}, headers={"Retry-After": "7"}
+    )
     with pytest.raises(BackendError) as info:
         m.generate(MSGS)
     err = info.value
     assert (err.status, err.retryable, err.retry_after) == (429, True, 7.0)
     assert "slow down" in str(err)
-    recording_server.enqueue(401, {"error": {"message": f"bad key {KEY}"}})
+    recording_server.enqueue(401, {"error": {"message": f"bad key {KEY}", "type": "invalid_request_error"}})
     with pytest.raises(BackendError) as info:
         m.generate(MSGS)
     assert info.value.status == 401 and not info.value.retryable

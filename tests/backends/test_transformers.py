@@ -733,6 +733,7 @@ def test_auto_dtype_policy(monkeypatch: pytest.MonkeyPatch) -> None:
     assert dtype == torch.float32 and "no bf16 matrix instructions" in reason
 
 
+@pytest.mark.allow_skip(reason="checks the error on a machine without a GPU; a CI runner may have one")
 @pytest.mark.parametrize("device", ["cuda", "cuda:1"])
 def test_cuda_without_a_gpu_is_a_clear_error(device: str) -> None:
     import torch

@@ -8,7 +8,8 @@
 Each request is answered as a Messages API reply would be: the text ``echo: <last user text>`` cut
 before the first of its ``stop_sequences`` (``stop_reason: stop_sequence``), usage in words. Tests
 steer it: ``hold`` (an Event: batches stay ``in_progress`` until it is set), ``outcomes`` (custom_id ->
-``errored`` | ``expired``, as a provider reports them), ``cache_read`` / ``cache_write`` (the prompt-cache
+``errored`` (an ``invalid_request_error``) | ``errored:<type>`` (any of :data:`ERROR_MESSAGES`) |
+``expired``, as a provider reports them), ``cache_read`` / ``cache_write`` (the prompt-cache
 tokens every reply's usage reports), ``on_create`` (run once a batch is stored, before the reply: a
 test kills its client there), and read ``submissions`` and ``bodies``.
 """
@@ -27,6 +28,20 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 _CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+# Anthropic's error types (https://docs.anthropic.com/en/api/errors; the anthropic SDK's ErrorObject union,
+# which tests/test_fakes_match_providers.py checks this against), each with a message as it might say it.
+# An ``errored`` batch result carries one of them: ``outcomes[custom_id] = "errored:<type>"``.
+ERROR_MESSAGES = {
+    "invalid_request_error": "bad request",
+    "authentication_error": "invalid x-api-key",
+    "billing_error": "your credit balance is too low",
+    "permission_error": "your API key does not have permission to use the specified resource",
+    "not_found_error": "the requested resource could not be found",
+    "rate_limit_error": "your account has hit a rate limit",
+    "api_error": "an unexpected error has occurred internal to Anthropic's systems",
+    "timeout_error": "the request timed out while processing",
+    "overloaded_error": "Anthropic's API is temporarily overloaded",
+}
 
 
 def answer(params: dict[str, Any], cache_read: int = 0, cache_write: int = 0) -> dict[str, Any]:
@@ -83,13 +98,11 @@ class FakeBatch:
             return {"type": "canceled"}
         if outcome == "expired":
             return {"type": "expired"}
-        if outcome == "errored":
+        if outcome is not None and outcome.partition(":")[0] == "errored":
+            kind = outcome.partition(":")[2] or "invalid_request_error"
             return {
                 "type": "errored",
-                "error": {
-                    "type": "error",
-                    "error": {"type": "invalid_request_error", "message": "bad request"},
-                },
+                "error": {"type": "error", "error": {"type": kind, "message": ERROR_MESSAGES[kind]}},
             }
         return {
             "type": "succeeded",
