@@ -28,7 +28,9 @@ def test_each_error_type_is_retryable_or_not_as_anthropic_means_it() -> None:
         assert adapter is not None
         params = {"model": "claude-test", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
         lines = [{"custom_id": cid, "params": params} for cid in [*server.outcomes, "fine"]]
-        results = dict(adapter.results(adapter.submit(lines, on_file=lambda _: None)))
+        results = dict(
+            adapter.results(adapter.submit(lines, on_file=lambda _: None, token="t", file_id=None))
+        )
     assert set(results) == {*server.outcomes, "fine"}
     assert not isinstance(results.pop("fine"), Exception)
     for cid, outcome in server.outcomes.items():

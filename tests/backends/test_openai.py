@@ -698,7 +698,7 @@ def test_client_kwargs_max_retries_is_the_retry_policy(
     assert all("retry.max_attempts=6" in r.getMessage() for r in said)
     assert model.client.max_retries == 0  # the SDK's own retries: off
     for _ in range(6):
-        recording_server.enqueue(503, {"error": {"message": "busy"}})
+        recording_server.enqueue(503, {"error": {"message": "busy", "type": "server_error"}})
     with pytest.raises(BackendError, match="busy"):
         model.generate(MSGS)
     assert len(recording_server.requests) == 6  # the first request and 5 retries, by our policy
