@@ -297,10 +297,19 @@ CHECKED_BUILDERS = {
     "tool_call_completion",
     "tool_call_reply",
     "anthropic_reply",
+    "tool_calls_stream",  # tests/test_agents.py's scripted streams and replies:
+    "text_stream",  # test_agent_scripts_have_openais_shape below
+    "reply",
 }
 # Bodies a test builds in a variable on purpose, by the place they are enqueued, with why they stand.
 BUILT_ON_PURPOSE = {
     ("tests/backends/test_openai.py", "body"): "completion_json() with its choices emptied: the fault tested",
+    ("tests/test_cache.py", "chunk()"): (
+        "chat.completion.chunk dicts of a streamed tool call (a local helper), as the cache records them"
+    ),
+    ("tests/test_serve_stream_oracle.py", "sse()"): (
+        "raw SSE bytes of an upstream echoing a guess in tool-call argument pieces, as the SDK reads them"
+    ),
     ("tests/backends/test_openai.py", "chunks"): (
         "chat.completion.chunk dicts of parallel tool calls; one numbering sends no index on purpose, as "
         "providers that are not OpenAI do"
@@ -378,15 +387,23 @@ def check_provider_body(body: Any) -> str:
     return "openai completion"
 
 
+def _vouched_for(path: str, node: ast.expr) -> bool:
+    """A body from a checked builder, or from a helper listed in BUILT_ON_PURPOSE (``name()``): also
+    each branch of ``a if stream else b`` and each element of a list of chunks."""
+    if isinstance(node, ast.IfExp):
+        return _vouched_for(path, node.body) and _vouched_for(path, node.orelse)
+    if isinstance(node, (ast.List, ast.Tuple)):
+        return bool(node.elts) and all(_vouched_for(path, e) for e in node.elts)
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        return node.func.id in CHECKED_BUILDERS or (path, node.func.id + "()") in BUILT_ON_PURPOSE
+    return False
+
+
 def test_every_enqueued_body_has_its_providers_shape() -> None:
     shapes: dict[str, int] = {}
     unchecked = []
     for where, node in enqueued_bodies():
-        if (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Name)
-            and node.func.id in CHECKED_BUILDERS
-        ):
+        if _vouched_for(where.split(":")[0], node):
             continue
         if isinstance(node, ast.Name):
             assert (where.split(":")[0], node.id) in BUILT_ON_PURPOSE, f"{where}: a body from {node.id}"
@@ -583,3 +600,14 @@ def test_anthropic_batch_fake_lists_as_the_sdk_reads_it() -> None:
         for item in page["data"]:
             sdk_model(MessageBatch, item)
         assert [b.id for b in client.messages.batches.list(limit=1)] == made[::-1]
+
+
+def test_agent_scripts_have_openais_shape() -> None:
+    """The streams and replies tests/test_agents.py scripts for its agents, against the SDK's types."""
+    from tests.test_agents import reply, text_stream, tool_calls_stream
+
+    calls = [("call_0", "search", {"q": "paris"}), ("call_1", "lookup", {"id": 3})]
+    for body in [*tool_calls_stream(calls), *text_stream("The answer is 42.")]:
+        assert check_provider_body(body) == "openai chunk"
+    for body in (reply("done"), reply(calls=calls)):
+        assert check_provider_body(body) == "openai completion"
