@@ -25,6 +25,7 @@ from ._signature import SpecSignature, bind_arguments, document
 from .cache import StreamRecorder, get_store, replay_deltas, request_key
 from .capabilities import spec_capabilities
 from .errors import BackendError, CacheMissError, ModelFactoryError, UnsupportedFeatureError
+from .generation import validate_generation
 from .messages import (
     ChatMessage,
     ChatMessageStreamDelta,
@@ -155,7 +156,8 @@ class Model(AsyncCalls):
                 raise UnsupportedFeatureError(f"{name} does not support native tool calling")
             tools = [tool_to_schema(t) for t in tools_to_call_from]
         params = spec.generation_defaults()
-        params.update({k: v for k, v in kwargs.items() if v is not None})
+        # per-call values checked like the config's (one definition: modelfactory.generation)
+        params.update(validate_generation(kwargs, prefix=""))
         caps = spec_capabilities(spec)  # what the provider accepts (modelfactory.capabilities)
         params = caps.apply(params)  # rejected sampling parameters dropped, max_tokens renamed
         return GenerationRequest(
