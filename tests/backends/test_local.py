@@ -266,3 +266,12 @@ def _rows(path: Path) -> dict[str, dict[str, Any]]:
     import json
 
     return {r["id"]: r for r in map(json.loads, path.read_text().splitlines())}
+
+
+def test_model_context_length_sets_the_limit(tiny: TransformersModel) -> None:
+    small = TransformersModel(model_id="builtin:tiny-llama", dtype="float32", context_length=64)
+    assert small.context_length == 64 and tiny.context_length == 512
+    with pytest.raises(ContextLengthError) as exc:
+        small(user("word " * 40))
+    assert exc.value.context == 64 and exc.value.prompt_tokens is not None
+    assert small(HI, max_tokens=2).token_usage.output_tokens <= 2

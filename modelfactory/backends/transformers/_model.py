@@ -169,7 +169,10 @@ class TransformersModel(Model):
 
     @property
     def context_length(self) -> int | None:
-        """The most tokens (prompt and reply together) the model takes: ``max_position_embeddings``."""
+        """The most tokens (prompt and reply together) a call may use: ``model.context_length``, else the
+        model's ``max_position_embeddings``."""
+        if self.spec.context_length is not None:
+            return self.spec.context_length
         n = getattr(getattr(self.runtime.model, "config", None), "max_position_embeddings", None)
         return n if isinstance(n, int) and n > 0 else None
 
