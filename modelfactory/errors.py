@@ -6,6 +6,7 @@ one class and SDK internals never leak through as bare ``KeyError``/``AttributeE
     ModelFactoryError
     ├── ConfigError            a config/kwarg is wrong; lists *every* problem (key, problem, fix)
     ├── MessageError           the messages / stop sequences handed to a call are malformed
+    │   └── ContextLengthError a prompt (with the reply asked for) longer than a local model's context
     ├── UnsupportedFeatureError  e.g. ``grammar`` asked of a backend that cannot honour it
     ├── MissingDependencyError an optional SDK is not installed; names the pip extra
     ├── CacheMissError         ``cache.mode: replay`` and the request is not in the cache file
@@ -24,6 +25,7 @@ __all__ = [
     "BackendError",
     "CacheMissError",
     "ConfigError",
+    "ContextLengthError",
     "DataError",
     "MessageError",
     "MissingDependencyError",
@@ -73,6 +75,59 @@ class DataError(ModelFactoryError, ValueError):
 
 class MessageError(ModelFactoryError, ValueError):
     """The messages, stop sequences or call arguments given to a model are malformed."""
+
+
+class ContextLengthError(MessageError):
+    """A prompt that does not fit the model's context window, with the reply it asks for.
+
+    ``prompt_tokens`` is the exact count, or None when the prompt was refused from its length in characters
+    alone (``prompt_chars``), before tokenizing it: then it has at least ``min_tokens`` tokens.
+    ``max_tokens`` is the reply budget the caller asked for (None: the model's default, which is shortened
+    to fit instead of refused). Refused before any generation, so never retried.
+    """
+
+    def __init__(
+        self,
+        *,
+        context: int,
+        prompt_tokens: int | None = None,
+        max_tokens: int | None = None,
+        prompt_chars: int | None = None,
+        min_tokens: int | None = None,
+        backend: str = "model",
+        context_key: str = "",
+    ) -> None:
+        self.context = context
+        self.prompt_tokens = prompt_tokens
+        self.max_tokens = max_tokens
+        self.prompt_chars = prompt_chars
+        self.min_tokens = min_tokens
+        self.backend = backend
+        self.context_key = context_key
+        if prompt_tokens is None:
+            size = f"the prompt has {prompt_chars:,} characters, so at least {min_tokens:,} tokens (not tokenized)"
+        else:
+            size = f"the prompt has {prompt_tokens:,} tokens"
+        ask = f" and max_tokens asks for {max_tokens:,} more" if max_tokens else ""
+        bigger = f" (or raise {context_key})" if context_key else ""
+        super().__init__(
+            f"{backend}: {size}{ask}, but the context window is {context:,} tokens. Fix: shorten or truncate "
+            "the conversation"
+            + (", or lower max_tokens" if max_tokens else "")
+            + f", or use a model with a bigger context{bigger}"
+        )
+
+    def __reduce__(self) -> Any:  # picklable with its fields (process pools, multirun launchers)
+        fields = {
+            "context": self.context,
+            "prompt_tokens": self.prompt_tokens,
+            "max_tokens": self.max_tokens,
+            "prompt_chars": self.prompt_chars,
+            "min_tokens": self.min_tokens,
+            "backend": self.backend,
+            "context_key": self.context_key,
+        }
+        return (_rebuild_kw, (type(self), fields))
 
 
 class UnsupportedFeatureError(ModelFactoryError, ValueError):

@@ -26,6 +26,7 @@ from ._smolagents_attrs import SmolagentsAttributes
 from .cache import StreamRecorder, get_store, replay_deltas, request_key
 from .capabilities import spec_capabilities
 from .errors import BackendError, CacheMissError, DataError, ModelFactoryError, UnsupportedFeatureError
+from .generation import validate_generation
 from .messages import (
     ChatMessage,
     ChatMessageStreamDelta,
@@ -175,7 +176,8 @@ class Model(SmolagentsAttributes, AsyncCalls):
         configured_choice = params.pop("tool_choice", DEFAULT_TOOL_CHOICE)
         kwargs = dict(kwargs)
         tool_choice = kwargs.pop("tool_choice") if "tool_choice" in kwargs else configured_choice
-        params.update({k: v for k, v in kwargs.items() if v is not None})
+        # per-call values checked like the config's (one definition: modelfactory.generation)
+        params.update(validate_generation(kwargs, prefix=""))
         caps = spec_capabilities(spec)  # what the provider accepts (modelfactory.capabilities)
         params = caps.apply(params)  # rejected sampling parameters dropped, max_tokens renamed
         return GenerationRequest(

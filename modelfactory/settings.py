@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from .cache import CacheSpec
 from .errors import ConfigError, Problem, did_you_mean
+from .generation import generation_problems
 from .pricing import Price
 from .retry import RetryPolicy
 from .secrets import (
@@ -224,11 +225,16 @@ class ModelSpec(BaseSettings):
         data, named = resolve(cls, data)
         owner = owner or cls.__name__
         named = [Problem(p.key, p.problem, p.fix, owner) for p in named]
+        # the generation defaults as given (before pydantic turns True into 1), checked as a call's kwargs
+        generation = [Problem(p.key, p.problem, p.fix, owner) for p in cls.generation_problems(data)]
         try:
             spec = cls(**data)
         except ValidationError as exc:
-            raise ConfigError(named + cls._problems(exc, owner), title=f"invalid {owner} config") from None
-        problems = named + spec.base_problems() + spec.problems()
+            found = cls._problems(exc, owner)
+            flagged = {p.key for p in found}  # said once per key: pydantic's word where it has one
+            generation = [p for p in generation if p.key not in flagged]
+            raise ConfigError(named + found + generation, title=f"invalid {owner} config") from None
+        problems = named + generation + spec.base_problems() + spec.problems()
         if problems:
             raise ConfigError(
                 [Problem(p.key, p.problem, p.fix, p.source or owner) for p in problems],
@@ -247,6 +253,17 @@ class ModelSpec(BaseSettings):
         if any(config.get(name) for name in cls.env_fallbacks_unless):
             return None
         return cls.env_fallbacks.get(field)
+
+    @classmethod
+    def generation_problems(cls, data: Mapping[str, Any]) -> list[Problem]:
+        """The generation defaults in ``data`` (a spec's kwargs) checked as a call's kwargs are, by the one
+        definition in :mod:`modelfactory.generation`: NaN, ``max_tokens=2.5``, a seed past 64 bits,
+        ``generation_kwargs.temperature=-1``."""
+        fields = {k: data.get(k) for k in ("temperature", "max_tokens", "top_p", "seed")}
+        extra = data.get("generation_kwargs")
+        return generation_problems(fields, prefix="") + (
+            generation_problems(extra, prefix="generation_kwargs") if isinstance(extra, Mapping) else []
+        )
 
     def problems(self) -> list[Problem]:
         """Cross-field checks a backend adds; run once every field is individually valid."""

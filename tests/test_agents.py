@@ -17,6 +17,7 @@ from tests.servers.recording import RecordingServer
 smolagents = pytest.importorskip("smolagents")
 
 KEY = "sk-agents-KEY-1111222233334444"
+CONTEXT = 16384  # an agent's prompts pass the tiny model's 512 positions: allowed here (its replies are noise anyway)
 
 
 def config(api_base: str, model_id: str = "scripted") -> dict[str, Any]:
@@ -115,7 +116,9 @@ def served() -> Iterator[str]:
     from modelfactory.backends.transformers import TransformersModel
     from modelfactory.serve import BackgroundServer, ServerSettings
 
-    tiny = TransformersModel(model_id="builtin:tiny-llama", dtype="float32", max_new_tokens=16).load()
+    tiny = TransformersModel(
+        model_id="builtin:tiny-llama", dtype="float32", max_new_tokens=16, context_length=CONTEXT
+    ).load()
     # The agent's system prompt is ~2.4k tokens, past the tiny model's 512 positions (its RoPE runs on).
     settings = ServerSettings(port=0, api_key=KEY, log_level="warning", max_context_tokens=8192)
     srv = BackgroundServer(tiny, settings).start()
@@ -164,7 +167,9 @@ def test_code_agent_on_the_local_model_prefills_only_each_steps_new_turns() -> N
     pytest.importorskip("torch")
     from modelfactory.backends.transformers import TransformersModel
 
-    tiny = TransformersModel(model_id="builtin:tiny-llama", dtype="float32", max_new_tokens=16)
+    tiny = TransformersModel(
+        model_id="builtin:tiny-llama", dtype="float32", max_new_tokens=16, context_length=CONTEXT
+    )
     tiny.clear_prompt_cache()
     agent = smolagents.CodeAgent(tools=[], model=tiny, max_steps=3, verbosity_level=0)
     agent.run("What is 6*7?")

@@ -207,11 +207,22 @@ def test_large_requests_never_hold_up_small_ones(
 
 
 def test_max_context_tokens_sets_the_limit(tiny: TransformersModel) -> None:
+    settings = ServerSettings(port=0, log_level="warning", max_context_tokens=256)
+    with BackgroundServer(tiny, settings) as url:
+        assert post(url, {"messages": user("word " * 100), "max_tokens": 1}).status_code == 200
+        error = error_of(post(url, {"messages": user("word " * 300)}), 400)
+        assert "maximum context length is 256 tokens" in error["message"]
+
+
+def test_a_bigger_max_context_tokens_does_not_take_the_model_past_its_own(tiny: TransformersModel) -> None:
+    """The server's pre-check lets it through; the model's own check (the one every caller meets) answers
+    the same 400."""
     settings = ServerSettings(port=0, log_level="warning", max_context_tokens=2048)
     with BackgroundServer(tiny, settings) as url:
-        assert post(url, {"messages": user("word " * 600), "max_tokens": 1}).status_code == 200
-        error = error_of(post(url, {"messages": user("word " * 2100)}), 400)
-        assert "maximum context length is 2048 tokens" in error["message"]
+        error = error_of(post(url, {"messages": user("word " * 600), "max_tokens": 1}), 400)
+        assert error["code"] == "context_length_exceeded" and error["param"] == "messages"
+        assert "maximum context length is 512 tokens" in error["message"]
+        assert post(url, {"messages": ASK, "max_tokens": 1}).status_code == 200
 
 
 @pytest.fixture(scope="module")

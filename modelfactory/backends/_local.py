@@ -1,19 +1,34 @@
 """What the in-process chat backends (transformers, llama.cpp) share: the text-only rows every chat
-template accepts, and the tools block for a template that does not render ``tools=`` itself.
+template accepts, the tools block for a template that does not render ``tools=`` itself, and the context
+check that refuses a prompt too long for the model before it costs memory.
 
-One copy here, so both backends refuse images alike and show tools to a model in the same words. (Their
-stops and streams share :func:`modelfactory.messages.settled_prefix`.)
+One copy here, so both backends refuse images alike, show tools to a model in the same words and refuse
+long prompts with the same error. (Their stops and streams share
+:func:`modelfactory.messages.settled_prefix`.)
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from ..errors import MessageError, UnsupportedFeatureError
+from ..errors import ContextLengthError, MessageError, UnsupportedFeatureError
 
-__all__ = ["text_message", "tools_block", "with_tools_block"]
+__all__ = [
+    "FALLBACK_CHARS_PER_TOKEN",
+    "check_prompt_chars",
+    "longest_token",
+    "reply_budget",
+    "requested_reply",
+    "text_message",
+    "tools_block",
+    "with_tools_block",
+]
+
+# The characters-per-token bound when a tokenizer's vocabulary cannot be read: no vocabulary in use has
+# many longer tokens. Only a fallback: the bound of a known vocabulary is exact (see longest_token).
+FALLBACK_CHARS_PER_TOKEN = 64
 
 
 def text_message(message: dict[str, Any], index: int, owner: str) -> dict[str, Any]:
@@ -53,3 +68,76 @@ def with_tools_block(rows: list[dict[str, Any]], tools: Sequence[dict[str, Any]]
     if rows and rows[0]["role"] == "system":
         return [{"role": "system", "content": f"{rows[0]['content']}\n\n{block}"}, *rows[1:]]
     return [{"role": "system", "content": block}, *rows]
+
+
+# --------------------------------------------------------------------------- the context check
+#
+# Why it exists: a prompt far past the context used to go to the tokenizer and then to the model, whose
+# attention over the whole sequence grows with its square: a 200 KB prompt took a process to 18 GB and was
+# OOM-killed. The check runs in every call path of both backends (generate, streams, generate_batch rows,
+# count_prompt_tokens, which modelfactory serve's pre-check calls): first a bound from the prompt's length
+# in characters (no tokenizing: a 10 MB prompt is refused in microseconds), then the exact token count.
+
+
+def longest_token(pieces: Iterable[str]) -> int:
+    """The most characters one token of a vocabulary can cover: its longest piece as the vocabulary spells
+    it (a byte-level piece spells each byte with one character, a SentencePiece one each character, a
+    byte-fallback ``<0x0A>`` covers one byte in six), so a text of N characters has at least
+    ``N / longest_token`` tokens. :data:`FALLBACK_CHARS_PER_TOKEN` for an empty vocabulary."""
+    return max((len(p) for p in pieces), default=0) or FALLBACK_CHARS_PER_TOKEN
+
+
+def check_prompt_chars(
+    chars: int,
+    context: int,
+    chars_per_token: int,
+    *,
+    backend: str,
+    max_tokens: int | None = None,
+    context_key: str = "",
+) -> None:
+    """Refuse a prompt of ``chars`` characters that cannot fit ``context`` tokens whatever its tokens are
+    (more than ``context * chars_per_token`` characters), before tokenizing it."""
+    if chars > context * chars_per_token:
+        raise ContextLengthError(
+            context=context,
+            prompt_chars=chars,
+            min_tokens=-(-chars // chars_per_token),
+            max_tokens=max_tokens,
+            backend=backend,
+            context_key=context_key,
+        )
+
+
+def requested_reply(params: Mapping[str, Any]) -> int | None:
+    """The reply budget a call (or the config's generation defaults) asks for: ``max_new_tokens`` or
+    ``max_tokens``; None when neither is set (the backend's own default applies)."""
+    for key in ("max_new_tokens", "max_tokens"):
+        value = params.get(key)
+        if value:
+            return int(value)
+    return None
+
+
+def reply_budget(
+    prompt_tokens: int,
+    context: int,
+    requested: int | None,
+    default: int,
+    *,
+    backend: str,
+    context_key: str = "",
+) -> int:
+    """How many tokens to generate after a prompt of ``prompt_tokens``: the ``requested`` budget if prompt
+    and reply fit ``context`` (else :class:`ContextLengthError`, as OpenAI answers); without one, the
+    backend's ``default`` shortened to the room left, so a default never refuses a prompt that fits. A
+    prompt that leaves no room for one token is refused either way."""
+    if prompt_tokens + (requested or 1) > context:
+        raise ContextLengthError(
+            context=context,
+            prompt_tokens=prompt_tokens,
+            max_tokens=requested,
+            backend=backend,
+            context_key=context_key,
+        )
+    return requested if requested else min(default, context - prompt_tokens)

@@ -20,7 +20,14 @@ from pydantic import (
     ValidationError,
 )
 
-from ..errors import BackendError, ConfigError, MessageError, ModelFactoryError, UnsupportedFeatureError
+from ..errors import (
+    BackendError,
+    ConfigError,
+    ContextLengthError,
+    MessageError,
+    ModelFactoryError,
+    UnsupportedFeatureError,
+)
 from ..generation import generation_problems
 from ..messages import ChatMessage
 
@@ -124,6 +131,10 @@ def error_for(exc: BaseException, is_local: bool, redact: Callable[[str], str] =
     key this server holds for it, which a client must never see."""
     if isinstance(exc, HTTPError):
         return exc
+    if isinstance(
+        exc, ContextLengthError
+    ):  # a local model's own context check (modelfactory.backends._local)
+        return context_length_exceeded(exc.context, exc.prompt_tokens, exc.max_tokens)
     if isinstance(exc, (MessageError, UnsupportedFeatureError, ConfigError)):
         return HTTPError(
             400, redact(str(exc)), code="unsupported" if isinstance(exc, UnsupportedFeatureError) else None

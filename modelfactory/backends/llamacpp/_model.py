@@ -18,7 +18,13 @@ from ...errors import (
 )
 from ...messages import ChatMessage, ChatMessageStreamDelta, TokenUsage, settled_prefix, trim_at_stop
 from ...model import GenerationRequest, Model
-from .._local import text_message, with_tools_block
+from .._local import (
+    check_prompt_chars,
+    longest_token,
+    reply_budget,
+    text_message,
+    with_tools_block,
+)
 
 __all__ = ["LlamaCppModel"]
 
@@ -256,6 +262,41 @@ class LlamaCppModel(Model):
             raise MessageError(f"the chat template cannot render these messages: {exc}") from None
         return str(text)
 
+    @property
+    def context_length(self) -> int:
+        """The context window in tokens, prompt and reply together: ``model.n_ctx`` as loaded (0 resolved
+        to the model's training length). Loads the model."""
+        return int(self.runtime.llama.n_ctx())
+
+    def count_prompt_tokens(
+        self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None
+    ) -> int:
+        """How many tokens ``messages`` (normalised) make once templated: what a call would evaluate.
+
+        A prompt too long for the context by its length alone raises :class:`ContextLengthError` without
+        being tokenized (``modelfactory serve`` calls this before it queues a request)."""
+        return len(self._prompt_ids(self.runtime, self.chat_prompt(messages, tools), None))
+
+    def _prompt_ids(self, rt: _Runtime, prompt: str, requested: int | None) -> list[int]:
+        """The prompt's token ids, refused first when its characters alone cannot fit the context. Needs
+        no lock: tokenizing only reads the vocabulary."""
+        llama = rt.llama
+        if not rt.chars_per_token:
+            try:
+                get = llama._model.token_get_text
+                rt.chars_per_token = longest_token(get(i) for i in range(llama.n_vocab()))
+            except Exception:  # a build without the accessor: the fallback bound
+                rt.chars_per_token = longest_token(())
+        check_prompt_chars(
+            len(prompt),
+            int(llama.n_ctx()),
+            rt.chars_per_token,
+            backend=type(self).__name__,
+            max_tokens=requested,
+            context_key="model.n_ctx",
+        )
+        return self.tokenize(prompt)
+
     def tokenize(self, prompt: str) -> list[int]:
         """Token ids of a rendered prompt (the template wrote every special token: none is added)."""
         return [
@@ -264,8 +305,9 @@ class LlamaCppModel(Model):
 
     # ------------------------------------------------------------------ sampling
 
-    def _sampling(self, params: dict[str, Any]) -> tuple[dict[str, Any], int, int | None]:
-        """``Llama.generate`` sampling arguments, the token budget, and the seed, from merged params.
+    def _sampling(self, params: dict[str, Any]) -> tuple[dict[str, Any], int | None, int | None]:
+        """``Llama.generate`` sampling arguments, the token budget asked for (None: the model's default,
+        ``max_new_tokens``), and the seed, from merged params.
 
         Greedy unless ``temperature`` > 0 (as TransformersModel); no repeat penalty unless asked for
         (``create_chat_completion`` defaults to 1.1, which changes greedy replies).
@@ -285,7 +327,7 @@ class LlamaCppModel(Model):
         if top_p is not None:
             sampling["top_p"] = float(top_p)
         sampling.update(params)
-        return sampling, int(max_new or self.spec.max_new_tokens), None if seed is None else int(seed)
+        return sampling, int(max_new) if max_new else None, None if seed is None else int(seed)
 
     def _grammar(self, rt: _Runtime, req: GenerationRequest, tool_choice: Any) -> Any:
         """The ``LlamaGrammar`` of ``grammar``, ``response_format`` or a required tool call (checked by
@@ -354,20 +396,22 @@ class LlamaCppModel(Model):
         prompt = self.chat_prompt(req.messages, req.tools)
         params = dict(req.params)
         tool_choice = params.pop("tool_choice", self.spec.tool_choice)
-        sampling, max_new, seed = self._sampling(params)
+        sampling, requested, seed = self._sampling(params)
         stops = list(req.provider_stop or [])
         with rt.lock:
             if rt.freed:  # freed by another thread between runtime and the lock
                 raise BackendError("the model was freed during the call", model_id=self.model_id)
             llama, llama_cpp = rt.llama, rt.llama_cpp
-            ids = self.tokenize(prompt)
-            n_ctx = llama.n_ctx()
-            if len(ids) >= n_ctx:
-                raise MessageError(
-                    f"the prompt has {len(ids)} tokens but the context window (model.n_ctx) is {n_ctx}: "
-                    "raise model.n_ctx or shorten the conversation"
-                )
-            max_new = min(max_new, n_ctx - len(ids))
+            ids = self._prompt_ids(rt, prompt, requested)
+            # an asked max_tokens that does not fit is refused; the default is shortened to fit
+            max_new = reply_budget(
+                len(ids),
+                llama.n_ctx(),
+                requested,
+                self.spec.max_new_tokens,
+                backend=type(self).__name__,
+                context_key="model.n_ctx",
+            )
             grammar = self._grammar(rt, req, tool_choice)
             if not self.spec.prompt_cache:
                 llama.reset()
@@ -379,7 +423,7 @@ class LlamaCppModel(Model):
             text, emitted = "", 0
             out_ids: list[int] = []
             finish, matched = "length", None
-            tokens = llama.generate(ids, grammar=grammar, **sampling) if max_new > 0 else iter(())
+            tokens = llama.generate(ids, grammar=grammar, **sampling)
             try:
                 for token in tokens:
                     if llama_cpp.llama_vocab_is_eog(vocab, token):

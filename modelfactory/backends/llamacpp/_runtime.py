@@ -29,6 +29,7 @@ class _Runtime:
     # from different worker threads (agenerate_stream), so the thread that releases may not be the owner.
     lock: threading.Lock = field(default_factory=threading.Lock)
     grammars: dict[str, Any] = field(default_factory=dict)  # checked GBNF text -> LlamaGrammar
+    chars_per_token: int = 0  # the vocabulary's longest piece (_local.longest_token); 0: not read yet
 
 
 _CACHE: dict[tuple[Any, ...], _Runtime] = {}

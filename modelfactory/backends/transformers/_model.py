@@ -17,6 +17,7 @@ from ...errors import (
 )
 from ...messages import ChatMessage, ChatMessageStreamDelta, TokenUsage, trim_at_stop
 from ...model import GenerationRequest, Model
+from .._local import check_prompt_chars, longest_token, reply_budget, requested_reply
 from ._chat import render_prompt
 from ._dtype import choose_dtype
 from ._loading import import_backend, load_runtime
@@ -32,6 +33,7 @@ class _Row:
     req: GenerationRequest
     prompt: str
     ids: list[int]
+    max_new: int  # the reply budget that fits the context with this prompt
 
 
 @dataclass
@@ -168,22 +170,52 @@ class TransformersModel(Model):
 
     @property
     def context_length(self) -> int | None:
-        """The most tokens (prompt and reply together) the model takes: ``max_position_embeddings``."""
+        """The most tokens (prompt and reply together) a call may use: ``model.context_length``, else the
+        model's ``max_position_embeddings``."""
+        if self.spec.context_length is not None:
+            return self.spec.context_length
         n = getattr(getattr(self.runtime.model, "config", None), "max_position_embeddings", None)
         return n if isinstance(n, int) and n > 0 else None
 
     def count_prompt_tokens(
         self, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]] | None = None
     ) -> int:
-        """How many tokens ``messages`` (normalised) make once templated: what a call would feed the model."""
-        prompt = self.chat_prompt(messages, tools)
-        return len(self.runtime.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        """How many tokens ``messages`` (normalised) make once templated: what a call would feed the model.
+
+        A prompt too long for the context by its length alone raises :class:`ContextLengthError` without
+        being tokenized (``modelfactory serve`` calls this before it queues a request)."""
+        return len(self._tokenize(self.chat_prompt(messages, tools), None))
+
+    def _tokenize(self, prompt: str, requested: int | None) -> list[int]:
+        """The prompt's token ids, refused first when its characters alone cannot fit the context."""
+        rt = self.runtime
+        context = self.context_length
+        if context is not None:
+            if not rt.chars_per_token:
+                try:
+                    vocab = rt.tokenizer.get_vocab()
+                except Exception:  # a tokenizer that cannot list its vocabulary: the fallback bound
+                    vocab = {}
+                rt.chars_per_token = longest_token(vocab)
+            check_prompt_chars(
+                len(prompt), context, rt.chars_per_token, backend=type(self).__name__, max_tokens=requested
+            )
+        # The template already wrote every special token (bos, role markers): add none on top.
+        return [int(i) for i in rt.tokenizer(prompt, add_special_tokens=False)["input_ids"]]
 
     def _encode(self, req: GenerationRequest) -> _Row:
+        """The request's prompt and ids, and the reply budget that fits the context with them (a prompt
+        that does not fit raises :class:`ContextLengthError` here, before any generation)."""
         prompt = self.chat_prompt(req.messages, req.tools)
-        # The template already wrote every special token (bos, role markers): add none on top.
-        ids = self.runtime.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        return _Row(req, prompt, [int(i) for i in ids])
+        requested = requested_reply(req.params)
+        ids = self._tokenize(prompt, requested)
+        default = self.spec.max_new_tokens
+        context = self.context_length
+        if context is None:
+            max_new = requested or default
+        else:
+            max_new = reply_budget(len(ids), context, requested, default, backend=type(self).__name__)
+        return _Row(req, prompt, ids, max_new)
 
     # ------------------------------------------------------------------ generation
 
@@ -200,9 +232,9 @@ class TransformersModel(Model):
                 input_ids[i, width - len(r.ids) :] = torch.tensor(r.ids, dtype=torch.long)
                 attention[i, width - len(r.ids) :] = 1
         params = dict(rows[0].req.params)
-        max_new = params.pop("max_new_tokens", None)
-        max_tokens = params.pop("max_tokens", None)
-        max_new = int(max_new or max_tokens or self.spec.max_new_tokens)
+        params.pop("max_new_tokens", None)
+        params.pop("max_tokens", None)
+        max_new = min(r.max_new for r in rows)  # the same params; a default budget shortened to fit
         temperature = params.pop("temperature", None)
         top_p = params.pop("top_p", None)
         seed = params.pop("seed", None)
@@ -338,7 +370,9 @@ class TransformersModel(Model):
         its own. ``kwargs`` (temperature, max_tokens, seed, ...) apply to every row. Greedy rows give
         the same tokens as one-by-one calls up to floating-point noise of padded batches (see the
         tests); seeded sampled rows are reproducible for the same batch. ``return_exceptions``: a row
-        whose conversation is invalid (or whose batch failed) gets its exception instead of a reply.
+        whose conversation is invalid or too long for the context (:class:`ContextLengthError`, refused
+        before any generation) gets its exception instead of a reply, and so does a row that fails when a
+        failed ``generate`` call is run again row by row; the other rows get their replies.
         With the response cache on, each row is looked up (and stored) as a single call would be.
         """
         conversations = list(conversations)
@@ -371,22 +405,38 @@ class TransformersModel(Model):
         rows.sort(key=lambda item: len(item[1].ids), reverse=True)
         for c, start in enumerate(range(0, len(rows), size)):
             chunk = rows[start : start + size]
+            replies: list[ChatMessage | Exception]
             try:
-                prep = self._prepare([r for _, r in chunk])
-                if prep.seed is not None:
-                    prep.seed += c  # chunks must not repeat each other's random draws
-                output = self._run(prep)
-                replies: list[Any] = [self._reply(prep, output, k, r.req) for k, (_, r) in enumerate(chunk)]
-                for (_, r), reply in zip(chunk, replies, strict=True):
-                    self._cache_store(r.req, reply)
+                replies = list(self._generate_rows([r for _, r in chunk], c))
             except Exception as exc:
                 err = exc if isinstance(exc, ModelFactoryError) else self._backend_error(exc)
                 if not return_exceptions:
                     raise err from (None if err is exc else exc)
-                replies = [err] * len(chunk)
+                # One row may have failed the whole generate call: run each alone, so the culprit gets its
+                # error and its batch-mates their replies (not its error row, repeated on every resume).
+                replies = [err] if len(chunk) == 1 else [self._row_or_error(r, c) for _, r in chunk]
             for (i, _), reply in zip(chunk, replies, strict=True):
                 results[i] = reply
         return results
+
+    def _generate_rows(self, rows: list[_Row], chunk: int) -> list[ChatMessage]:
+        """One ``generate`` call for ``rows`` (chunk number ``chunk`` of a batch), each reply stored in the
+        response cache."""
+        prep = self._prepare(rows)
+        if prep.seed is not None:
+            prep.seed += chunk  # chunks must not repeat each other's random draws
+        output = self._run(prep)
+        replies = [self._reply(prep, output, k, r.req) for k, r in enumerate(rows)]
+        for r, reply in zip(rows, replies, strict=True):
+            self._cache_store(r.req, reply)
+        return replies
+
+    def _row_or_error(self, row: _Row, chunk: int) -> ChatMessage | Exception:
+        """``row`` generated alone, or its error."""
+        try:
+            return self._generate_rows([row], chunk)[0]
+        except Exception as exc:
+            return exc if isinstance(exc, ModelFactoryError) else self._backend_error(exc)
 
     def _generate_stream(self, req: GenerationRequest) -> Iterator[ChatMessageStreamDelta]:
         prep = self._prepare([self._encode(req)])

@@ -43,6 +43,13 @@ class TransformersSpec(ModelSpec):
         "with native bf16 instructions and a model over ~16M parameters, else float32",
     )
     max_new_tokens: int = Field(128, gt=0, description="tokens to generate; max_tokens overrides it")
+    context_length: int | None = Field(
+        None,
+        gt=0,
+        description="the most tokens a call may use, prompt and reply together (longer prompts are refused "
+        "before they are tokenized); null: the model's max_position_embeddings. Past what the model was "
+        "trained on its replies degrade",
+    )
     do_sample: bool | None = Field(
         None, description="sample instead of greedy decoding; unset: sample when temperature > 0"
     )
