@@ -17,6 +17,8 @@ from ...errors import (
 )
 from ...messages import ChatMessage, ChatMessageStreamDelta, TokenUsage, trim_at_stop
 from ...model import GenerationRequest, Model
+from .._completion import Embeddings, TextCompletion
+from . import _completions
 from ._chat import render_prompt
 from ._dtype import choose_dtype
 from ._loading import import_backend, load_runtime
@@ -418,6 +420,27 @@ class TransformersModel(Model):
         yield ChatMessageStreamDelta(
             token_usage=TokenUsage(input_tokens=prep.prompt_lens[0], output_tokens=len(new_ids))
         )
+
+    # ------------------------------------------------------------------ completions and embeddings
+
+    def complete_text(self, prompt: str | Sequence[int], **kwargs: Any) -> TextCompletion:
+        """A plain-text completion of ``prompt`` (no chat template), with log-probabilities if asked:
+        :func:`._completions.complete_text` (``/v1/completions`` of ``modelfactory serve``)."""
+        try:
+            return _completions.complete_text(self, prompt, **kwargs)
+        except ModelFactoryError:
+            raise
+        except Exception as exc:
+            raise self._backend_error(exc) from exc
+
+    def embed(self, inputs: Sequence[str | Sequence[int]]) -> Embeddings:
+        """Mean-pooled last hidden states, one vector per input (``/v1/embeddings``)."""
+        try:
+            return _completions.embed(self, inputs)
+        except ModelFactoryError:
+            raise
+        except Exception as exc:
+            raise self._backend_error(exc) from exc
 
 
 # --------------------------------------------------------------------------- helpers
