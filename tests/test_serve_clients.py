@@ -156,14 +156,34 @@ def test_litellm_reads_replies_and_streams(server: BackgroundServer, client: Any
 # --------------------------------------------------------------------------- chat: honoured or refused
 
 
-def test_logprobs_on_chat_is_refused_not_ignored(server: BackgroundServer) -> None:
-    for extra in ({"logprobs": True}, {"logprobs": True, "top_logprobs": 2}, {"top_logprobs": 1}):
+def test_chat_logprobs_are_the_models_or_refused(
+    server: BackgroundServer, client: Any, tiny: TransformersModel
+) -> None:
+    """Non-streamed, each reply token's log-probability under the model (computed here from its forward
+    pass over the templated prompt); streamed, or top_logprobs without logprobs: a 400, never ignored."""
+    raw = client.chat.completions.with_raw_response.create(
+        model=NAME, messages=ASK, temperature=0, max_tokens=8, logprobs=True, top_logprobs=2
+    )
+    reply = strict(ChatCompletion, raw.http_response.json()).choices[0]
+    content = reply.logprobs.content
+    assert "".join(t.token for t in content) == reply.message.content
+    prompt = tiny.chat_prompt(ASK)
+    ids = tiny.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    new = tiny.tokenizer(reply.message.content, add_special_tokens=False)["input_ids"]
+    expected = _forward_logprobs(tiny, ids + new)[-len(new) :]
+    assert [t.logprob for t in content] == pytest.approx(expected, abs=1e-4)
+    for t in content:  # greedy: each token is the most likely one, first among its alternatives
+        assert len(t.top_logprobs) == 2 and t.top_logprobs[0].logprob == pytest.approx(t.logprob)
+        assert bytes(t.bytes) == t.token.encode()
+    for extra, param in (
+        ({"logprobs": True, "stream": True}, "logprobs"),
+        ({"top_logprobs": 1}, "top_logprobs"),
+    ):
         resp = post(server, "/v1/chat/completions", {"messages": ASK, "max_tokens": 4, **extra})
         assert resp.status_code == 400, resp.text
-        assert resp.json()["error"]["param"] == "logprobs"
-        assert "/v1/completions" in resp.json()["error"]["message"]
-    ok = post(server, "/v1/chat/completions", {"messages": ASK, "max_tokens": 4, "logprobs": False})
-    assert ok.status_code == 200
+        assert resp.json()["error"]["param"] == param
+    plain = post(server, "/v1/chat/completions", {"messages": ASK, "max_tokens": 4, "logprobs": False})
+    assert plain.status_code == 200 and plain.json()["choices"][0]["logprobs"] is None
 
 
 def test_tool_choice_is_honoured_or_refused(server: BackgroundServer) -> None:

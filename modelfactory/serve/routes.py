@@ -250,6 +250,15 @@ async def complete(
     body = completion_body(
         f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time()), state.name, reply, max_tokens
     )
+    if req.logprobs:  # the reply's tokens scored by the model that wrote them
+        score = state.model.reply_logprobs
+        try:
+            content = await asyncio.get_running_loop().run_in_executor(
+                state.dispatcher.pool, score, reply, req.top_logprobs or 0
+            )
+        except Exception as exc:
+            raise error_for(exc, state.is_local, redact) from None
+        body["choices"][0]["logprobs"] = {"content": content, "refusal": None}
     return cast(dict[str, Any], scrub_tree(body, redact))  # an upstream that echoed its key: not to clients
 
 
@@ -279,18 +288,30 @@ def _prepare(state: ServeState, req: ChatCompletionRequest, deployment: str | No
     params = req.params()
     tools = _tools(state, req, params)
     response_format = req.output_format()
-    if req.logprobs or req.top_logprobs:
-        raise HTTPError(
-            400,
-            "logprobs on chat completions are not supported by this server: send the prompt to "
-            "/v1/completions with logprobs (local models), or drop logprobs/top_logprobs",
-            param="logprobs",
-            code="unsupported",
-        )
+    _check_logprobs(state, req)
     extra = {"response_format": response_format, "tools_to_call_from": tools}
     _check_context(state, messages, tools, params.get("max_tokens"), response_format)
     max_tokens = params.get("max_tokens") or state.default_max
     return messages, stop, params, extra, max_tokens
+
+
+def _check_logprobs(state: ServeState, req: ChatCompletionRequest) -> None:
+    """``logprobs`` are answered (non-streamed, by a model that scores its replies: TransformersModel)
+    or refused, never ignored; ``top_logprobs`` without ``logprobs: true`` is a 400, as at OpenAI."""
+    if req.top_logprobs is not None and not req.logprobs:
+        raise HTTPError(400, "top_logprobs needs logprobs: true", param="top_logprobs", code="invalid_value")
+    if not req.logprobs:
+        return
+    if req.stream or not callable(getattr(state.model, "reply_logprobs", None)):
+        what = "streamed replies" if req.stream else f"{type(state.model).__name__}"
+        raise HTTPError(
+            400,
+            f"logprobs on chat completions are not supported for {what} by this server: send them "
+            "non-streamed to a served TransformersModel, or the prompt to /v1/completions with logprobs "
+            "(local models), or drop logprobs/top_logprobs",
+            param="logprobs",
+            code="unsupported",
+        )
 
 
 def _tools(state: ServeState, req: ChatCompletionRequest, params: dict[str, Any]) -> Any:

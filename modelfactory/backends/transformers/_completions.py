@@ -11,7 +11,7 @@ from ...errors import MessageError
 from .._completion import Embeddings, TextCompletion, TokenLogprobs, cut_at_stop
 from ._weights import GENERATE_LOCK
 
-__all__ = ["complete_text", "embed"]
+__all__ = ["complete_text", "embed", "reply_logprobs"]
 
 
 def _ids(tokenizer: Any, prompt: str | Sequence[int], what: str) -> list[int]:
@@ -145,3 +145,36 @@ def embed(model: Any, inputs: Sequence[str | Sequence[int]]) -> Embeddings:
             vectors.append(out.hidden_states[-1][0].float().mean(dim=0).tolist())
             total += len(ids)
     return Embeddings(vectors=vectors, prompt_tokens=total)
+
+
+def reply_logprobs(model: Any, prompt: str, new_ids: Sequence[int], top: int) -> list[dict[str, Any]]:
+    """OpenAI's chat ``logprobs.content`` for a reply: each generated token (special tokens, such as the
+    closing eos, left out as the reply's text leaves them out) with its log-probability given the
+    templated ``prompt`` and the tokens before it, and its ``top`` alternatives."""
+    rt = model.runtime
+    torch, tok = rt.torch, rt.tokenizer
+    ids = [int(i) for i in tok(prompt, add_special_tokens=False)["input_ids"]]
+    seq = ids + [int(i) for i in new_ids]
+    special = set(getattr(tok, "all_special_ids", []) or [])
+    with GENERATE_LOCK, torch.inference_mode():
+        logits = rt.model(torch.tensor([seq], dtype=torch.long, device=rt.device)).logits[0].float()
+    lsm = torch.log_softmax(logits, dim=-1)
+
+    def entry(token_id: int, logprob: float) -> dict[str, Any]:
+        text = tok.decode([token_id])
+        return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
+
+    out = []
+    for j in range(len(ids), len(seq)):
+        if seq[j] in special:
+            continue
+        row = lsm[j - 1]
+        item = entry(seq[j], float(row[seq[j]]))
+        alternatives = []
+        if top > 0:
+            values, indices = torch.topk(row, top)
+            alternatives = [
+                entry(int(i), float(v)) for v, i in zip(values.tolist(), indices.tolist(), strict=True)
+            ]
+        out.append({**item, "top_logprobs": alternatives})
+    return out

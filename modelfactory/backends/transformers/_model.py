@@ -433,6 +433,19 @@ class TransformersModel(Model):
         except Exception as exc:
             raise self._backend_error(exc) from exc
 
+    def reply_logprobs(self, reply: ChatMessage, top: int = 0) -> list[dict[str, Any]]:
+        """OpenAI's chat ``logprobs.content`` of a reply this model generated (from its ``raw`` prompt and
+        token ids): :func:`._completions.reply_logprobs`."""
+        raw = reply.raw if isinstance(reply.raw, dict) else {}
+        if not isinstance(raw.get("prompt"), str) or not isinstance(raw.get("generated_token_ids"), list):
+            raise UnsupportedFeatureError("logprobs: the reply does not hold its prompt and token ids")
+        try:
+            return _completions.reply_logprobs(self, raw["prompt"], raw["generated_token_ids"], top)
+        except ModelFactoryError:
+            raise
+        except Exception as exc:
+            raise self._backend_error(exc) from exc
+
     def embed(self, inputs: Sequence[str | Sequence[int]]) -> Embeddings:
         """Mean-pooled last hidden states, one vector per input (``/v1/embeddings``)."""
         try:
