@@ -18,7 +18,11 @@ def create_app(model: Any, settings: ServerSettings | None = None) -> Any:
     import_deps()
     from fastapi import FastAPI
 
-    from . import batch_routes, routes  # they import fastapi: only once the dependency check has passed
+    from . import (
+        batch_routes,
+        completion_routes,
+        routes,
+    )  # they import fastapi: only once the dependency check has passed
 
     state = ServeState.for_model(model, settings or ServerSettings())
     app = FastAPI(title="modelfactory", lifespan=_lifespan, docs_url=None, redoc_url=None, openapi_url=None)
@@ -27,6 +31,7 @@ def create_app(model: Any, settings: ServerSettings | None = None) -> Any:
     app.state.served_name = state.name
     routes.install(app)
     batch_routes.install(app)  # the Files + Batches API
+    completion_routes.install(app)  # /v1/completions and /v1/embeddings (local models)
     return app
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from ..messages import ChatMessageStreamDelta
 from .settings import ServerSettings
 
-__all__ = ["Dispatcher", "Job"]
+__all__ = ["Dispatcher", "Job", "batch_group"]
 
 
 @dataclass
@@ -30,6 +30,18 @@ class Job:
     params: dict[str, Any]
     future: asyncio.Future[Any]
     group: str = ""
+
+
+def batch_group(params: dict[str, Any]) -> str:
+    """The key of the requests that may share a ``generate_batch`` call: the same parameters. A seed
+    decides nothing in greedy decoding (``temperature`` 0, what lm-eval sends with its fixed seed), so
+    greedy requests batch whatever their seed; a sampled seeded one runs alone, so its reply depends on
+    its seed only, never on which other requests happened to arrive with it."""
+    if "seed" in params:
+        if params.get("temperature") != 0:
+            return uuid.uuid4().hex
+        params = {k: v for k, v in params.items() if k != "seed"}
+    return json.dumps(params, sort_keys=True)
 
 
 @dataclass
@@ -73,9 +85,7 @@ class Dispatcher:
     ) -> Any:
         loop = asyncio.get_running_loop()
         if self.batching and self.queue is not None and not any(v is not None for v in extra.values()):
-            # Same parameters batch together; a seeded request runs alone, so its reply depends on its
-            # seed only, never on which other requests happened to arrive with it.
-            group = uuid.uuid4().hex if "seed" in params else json.dumps(params, sort_keys=True)
+            group = batch_group(params)
             job = Job(messages, stop, params, loop.create_future(), group)
             await self.queue.put(job)
             return await job.future

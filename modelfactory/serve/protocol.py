@@ -81,11 +81,23 @@ class ChatCompletionRequest(BaseModel):
     n: StrictInt | None = Field(None, ge=1)
     response_format: dict[str, Any] | None = None
     tools: list[dict[str, Any]] | None = None
+    tool_choice: StrictStr | dict[str, Any] | None = None
+    logprobs: StrictBool | None = None
+    top_logprobs: StrictInt | None = Field(None, ge=0, le=20)
     _size: int = PrivateAttr(0)  # the body's bytes: which prep threads prepare it
 
     @property
     def size(self) -> int:
         return self._size
+
+    def output_format(self) -> dict[str, Any] | None:
+        """``response_format`` as the model takes it: ``{"type": "text"}`` (OpenAI's default, what many
+        clients always send) asks for nothing, so it is no format at all, not a 400 on a model that
+        constrains no output."""
+        fmt = self.response_format
+        if fmt is not None and fmt.get("type") == "text" and set(fmt) <= {"type"}:
+            return None
+        return fmt
 
     def params(self) -> dict[str, Any]:
         """Per-call generation kwargs for ``model.generate``."""
@@ -172,7 +184,7 @@ def finish_reason(reply: ChatMessage, max_tokens: int | None) -> str:
     return "stop"
 
 
-def usage_body(usage: Any, raw: Any = None) -> dict[str, Any] | None:
+def usage_body(usage: Any, raw: Any = None, stream: bool = False) -> dict[str, Any] | None:
     if usage is None:
         return None
     out: dict[str, Any] = {
@@ -185,6 +197,8 @@ def usage_body(usage: Any, raw: Any = None) -> dict[str, Any] | None:
         cached = raw.get("cached_prompt_tokens")
     if isinstance(cached, int):  # a local model's prompt cache: reported where OpenAI reports its own
         out["prompt_tokens_details"] = {"cached_tokens": cached}
+    elif stream:  # a stream's usage always says, as OpenAI's does (Inspect reads it): 0 when none came
+        out["prompt_tokens_details"] = {"cached_tokens": 0}
     return out
 
 
@@ -327,7 +341,7 @@ class StreamChunks:
 
     def usage(self, usage: Any) -> bytes:
         """The last chunk when ``stream_options.include_usage``: no choices, the usage of the whole reply."""
-        return _event({**self.base, "choices": [], "usage": usage_body(usage)})
+        return _event({**self.base, "choices": [], "usage": usage_body(usage, stream=True)})
 
     @staticmethod
     def error(err: HTTPError) -> bytes:

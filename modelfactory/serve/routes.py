@@ -35,6 +35,7 @@ from .protocol import (
     stream_tool_calls,
 )
 from .state import ServeState, context_length
+from .toolstream import ToolCallStream
 
 __all__ = ["install"]
 
@@ -228,7 +229,10 @@ async def _chat(state: ServeState, request: Request, deployment: str | None) -> 
         chunks = StreamChunks(
             f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time()), state.name, include_usage
         )
-        return await _stream(state, deltas, chunks, max_tokens)
+        # A local model writes its tool calls as JSON text: parsed here, as its non-streamed reply is.
+        parse = getattr(state.model, "parse_tool_calls", None)
+        calls = ToolCallStream(parse) if state.is_local and extra["tools_to_call_from"] and parse else None
+        return await _stream(state, deltas, chunks, max_tokens, calls)
     return JSONResponse(await complete(state, req, deployment))
 
 
@@ -246,6 +250,15 @@ async def complete(
     body = completion_body(
         f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time()), state.name, reply, max_tokens
     )
+    if req.logprobs:  # the reply's tokens scored by the model that wrote them
+        score = state.model.reply_logprobs
+        try:
+            content = await asyncio.get_running_loop().run_in_executor(
+                state.dispatcher.pool, score, reply, req.top_logprobs or 0
+            )
+        except Exception as exc:
+            raise error_for(exc, state.is_local, redact) from None
+        body["choices"][0]["logprobs"] = {"content": content, "refusal": None}
     return cast(dict[str, Any], scrub_tree(body, redact))  # an upstream that echoed its key: not to clients
 
 
@@ -273,10 +286,63 @@ def _prepare(state: ServeState, req: ChatCompletionRequest, deployment: str | No
     except MessageError as exc:
         raise HTTPError(400, str(exc), param="stop" if "stop" in str(exc) else "messages") from None
     params = req.params()
-    extra = {"response_format": req.response_format, "tools_to_call_from": req.tools}
-    _check_context(state, messages, req.tools, params.get("max_tokens"), req.response_format)
+    tools = _tools(state, req, params)
+    response_format = req.output_format()
+    _check_logprobs(state, req)
+    extra = {"response_format": response_format, "tools_to_call_from": tools}
+    _check_context(state, messages, tools, params.get("max_tokens"), response_format)
     max_tokens = params.get("max_tokens") or state.default_max
     return messages, stop, params, extra, max_tokens
+
+
+def _check_logprobs(state: ServeState, req: ChatCompletionRequest) -> None:
+    """``logprobs`` are answered (non-streamed, by a model that scores its replies: TransformersModel)
+    or refused, never ignored; ``top_logprobs`` without ``logprobs: true`` is a 400, as at OpenAI."""
+    if req.top_logprobs is not None and not req.logprobs:
+        raise HTTPError(400, "top_logprobs needs logprobs: true", param="top_logprobs", code="invalid_value")
+    if not req.logprobs:
+        return
+    if req.stream or not callable(getattr(state.model, "reply_logprobs", None)):
+        what = "streamed replies" if req.stream else f"{type(state.model).__name__}"
+        raise HTTPError(
+            400,
+            f"logprobs on chat completions are not supported for {what} by this server: send them "
+            "non-streamed to a served TransformersModel, or the prompt to /v1/completions with logprobs "
+            "(local models), or drop logprobs/top_logprobs",
+            param="logprobs",
+            code="unsupported",
+        )
+
+
+def _tools(state: ServeState, req: ChatCompletionRequest, params: dict[str, Any]) -> Any:
+    """The tools the model gets, with ``tool_choice`` honoured or refused, never ignored: ``none`` sends
+    no tools; ``required`` or a named function goes to a model that enforces it (an API backend sends it
+    upstream; LlamaCppModel constrains decoding with a grammar), and is a 400 for one that cannot."""
+    choice = req.tool_choice
+    if choice is None or choice == "auto" or not req.tools:
+        return req.tools
+    if choice == "none":
+        return None
+    if not (choice == "required" or (isinstance(choice, dict) and choice.get("type") == "function")):
+        raise HTTPError(
+            400,
+            f"tool_choice must be 'none', 'auto', 'required' or {{'type': 'function', 'function': "
+            f"{{'name': ...}}}}, got {choice!r}",
+            param="tool_choice",
+            code="invalid_value",
+        )
+    spec = getattr(state.model, "spec", None)
+    if state.is_local and not hasattr(spec, "tool_choice"):
+        raise HTTPError(
+            400,
+            f"tool_choice {choice!r} needs decoding constrained to a tool call, which "
+            f"{type(state.model).__name__} does not do: serve a LlamaCppModel (it constrains the call "
+            "with a grammar) or send tool_choice 'auto'",
+            param="tool_choice",
+            code="unsupported",
+        )
+    params["tool_choice"] = choice
+    return req.tools
 
 
 MAX_CHARS_PER_TOKEN = 64  # no vocabulary has many longer tokens: more characters than this per token of
@@ -348,6 +414,7 @@ async def _stream(
     deltas: AsyncGenerator[ChatMessageStreamDelta, None],
     chunks: StreamChunks,
     max_tokens: int | None,
+    calls: ToolCallStream | None = None,
 ) -> Any:
     # The first delta (or the error) before the headers: a model that fails at once gets a real status.
     redact = state.redactor()
@@ -362,6 +429,19 @@ async def _stream(
     # could begin a key (an upstream that echoes its key may split it across two chunks).
     content = state.stream_scrubber()
     arguments = _ToolArguments(state)
+
+    def tool_calls_held() -> tuple[list[bytes], bool]:
+        """A local model's text held back from its first ``{``: the chunks of its tool calls (and True),
+        or of that text as content after all."""
+        if calls is None:
+            return [], False
+        text, parsed = calls.finish()
+        out = []
+        if text and (text := content.feed(text)):
+            out.append(chunks.chunk({"content": text}))
+        for piece in parsed:
+            out.append(chunks.chunk({"tool_calls": arguments.feed(scrub_tree(piece, redact))}))
+        return out, bool(parsed)
 
     def held_back() -> list[bytes]:
         """The chunks for what the scrubbers held back as a possible key's start (the key never came
@@ -391,13 +471,20 @@ async def _stream(
                         break
                 if delta.token_usage is not None:
                     usage = delta.token_usage
-                text = content.feed(delta.content) if delta.content else ""
+                text = delta.content or ""
+                if text and calls is not None:
+                    text = calls.feed(text)
+                text = content.feed(text) if text else ""
                 if text:
                     yield chunks.chunk({"content": text})
                 if delta.tool_calls:
                     tool_calls = True
-                    calls = arguments.feed(scrub_tree(stream_tool_calls(delta.tool_calls), redact))
-                    yield chunks.chunk({"tool_calls": calls})
+                    native = arguments.feed(scrub_tree(stream_tool_calls(delta.tool_calls), redact))
+                    yield chunks.chunk({"tool_calls": native})
+            parsed, called = tool_calls_held()
+            tool_calls = tool_calls or called
+            for chunk in parsed:
+                yield chunk
             for chunk in held_back():
                 yield chunk
             yield chunks.chunk({}, stream_finish_reason(tool_calls, usage, max_tokens))

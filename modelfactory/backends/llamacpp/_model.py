@@ -14,10 +14,12 @@ from typing import Any, ClassVar
 from ...errors import (
     BackendError,
     MessageError,
+    ModelFactoryError,
     UnsupportedFeatureError,
 )
 from ...messages import ChatMessage, ChatMessageStreamDelta, TokenUsage, settled_prefix, trim_at_stop
 from ...model import GenerationRequest, Model
+from .._completion import Embeddings, TextCompletion
 from .._local import (
     check_prompt_chars,
     longest_token,
@@ -25,6 +27,7 @@ from .._local import (
     text_message,
     with_tools_block,
 )
+from . import _completions
 
 __all__ = ["LlamaCppModel"]
 
@@ -504,3 +507,24 @@ class LlamaCppModel(Model):
                 )
             elif item:
                 yield ChatMessageStreamDelta(content=item)
+
+    # ------------------------------------------------------------------ completions and embeddings
+
+    def complete_text(self, prompt: str | Sequence[int], **kwargs: Any) -> TextCompletion:
+        """A plain-text completion of ``prompt`` (no chat template), with log-probabilities if asked
+        (load with ``model_kwargs={logits_all: true}``): ``/v1/completions`` of ``modelfactory serve``."""
+        try:
+            return _completions.complete_text(self, prompt, **kwargs)
+        except ModelFactoryError:
+            raise
+        except Exception as exc:
+            raise self._backend_error(exc) from exc
+
+    def embed(self, inputs: Sequence[str | Sequence[int]]) -> Embeddings:
+        """llama.cpp's pooled embeddings, one per input (load with ``model_kwargs={embedding: true}``)."""
+        try:
+            return _completions.embed(self, inputs)
+        except ModelFactoryError:
+            raise
+        except Exception as exc:
+            raise self._backend_error(exc) from exc

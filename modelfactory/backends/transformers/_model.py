@@ -17,7 +17,9 @@ from ...errors import (
 )
 from ...messages import ChatMessage, ChatMessageStreamDelta, TokenUsage, trim_at_stop
 from ...model import GenerationRequest, Model
+from .._completion import Embeddings, TextCompletion
 from .._local import check_prompt_chars, longest_token, reply_budget, requested_reply
+from . import _completions
 from ._chat import render_prompt
 from ._dtype import choose_dtype
 from ._loading import import_backend, load_runtime
@@ -469,6 +471,40 @@ class TransformersModel(Model):
         yield ChatMessageStreamDelta(
             token_usage=TokenUsage(input_tokens=prep.prompt_lens[0], output_tokens=len(new_ids))
         )
+
+    # ------------------------------------------------------------------ completions and embeddings
+
+    def complete_text(self, prompt: str | Sequence[int], **kwargs: Any) -> TextCompletion:
+        """A plain-text completion of ``prompt`` (no chat template), with log-probabilities if asked:
+        :func:`._completions.complete_text` (``/v1/completions`` of ``modelfactory serve``)."""
+        try:
+            return _completions.complete_text(self, prompt, **kwargs)
+        except ModelFactoryError:
+            raise
+        except Exception as exc:
+            raise self._backend_error(exc) from exc
+
+    def reply_logprobs(self, reply: ChatMessage, top: int = 0) -> list[dict[str, Any]]:
+        """OpenAI's chat ``logprobs.content`` of a reply this model generated (from its ``raw`` prompt and
+        token ids): :func:`._completions.reply_logprobs`."""
+        raw = reply.raw if isinstance(reply.raw, dict) else {}
+        if not isinstance(raw.get("prompt"), str) or not isinstance(raw.get("generated_token_ids"), list):
+            raise UnsupportedFeatureError("logprobs: the reply does not hold its prompt and token ids")
+        try:
+            return _completions.reply_logprobs(self, raw["prompt"], raw["generated_token_ids"], top)
+        except ModelFactoryError:
+            raise
+        except Exception as exc:
+            raise self._backend_error(exc) from exc
+
+    def embed(self, inputs: Sequence[str | Sequence[int]]) -> Embeddings:
+        """Mean-pooled last hidden states, one vector per input (``/v1/embeddings``)."""
+        try:
+            return _completions.embed(self, inputs)
+        except ModelFactoryError:
+            raise
+        except Exception as exc:
+            raise self._backend_error(exc) from exc
 
 
 # --------------------------------------------------------------------------- helpers

@@ -1,0 +1,172 @@
+"""Plain-text completions (no chat template), their log-probabilities, and embeddings on a loaded
+llama.cpp model: what ``modelfactory serve`` answers ``/v1/completions`` and ``/v1/embeddings`` with
+(:mod:`modelfactory.backends._completion`).
+
+llama.cpp keeps every position's logits only when loaded with ``logits_all`` and makes embeddings only
+with ``embedding``: both are load settings (``model.model_kwargs``), so a model loaded without them
+refuses logprobs / embeddings with the setting to add, rather than answering without them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ...errors import MessageError, UnsupportedFeatureError
+from .._completion import Embeddings, TextCompletion, TokenLogprobs
+
+__all__ = ["complete_text", "embed"]
+
+
+def _ids(llama: Any, prompt: str | Sequence[int], what: str) -> list[int]:
+    if isinstance(prompt, str):
+        return [int(t) for t in llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=False)]
+    ids = list(prompt)
+    vocab = llama.n_vocab()
+    if not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < vocab for i in ids):
+        raise MessageError(f"{what}: token ids must be integers in [0, {vocab})")
+    return ids
+
+
+def complete_text(
+    model: Any,
+    prompt: str | Sequence[int],
+    *,
+    max_tokens: int = 16,
+    stop: list[str] | None = None,
+    echo: bool = False,
+    logprobs: int | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+) -> TextCompletion:
+    """Continue ``prompt`` by up to ``max_tokens`` tokens (0: score the prompt only), as
+    ``Llama.create_completion`` does, greedy unless ``temperature`` > 0."""
+    rt = model.runtime
+    with rt.lock:
+        llama = rt.llama
+        if logprobs is not None and not llama._logits_all:
+            raise UnsupportedFeatureError(
+                "logprobs: this LlamaCppModel keeps the last position's logits only; load it with "
+                "model.model_kwargs={logits_all: true} (n_ctx x vocabulary floats of memory)"
+            )
+        ids = _ids(llama, prompt, "prompt")
+        if not ids:
+            raise MessageError("prompt: empty (no tokens to continue)")
+        if len(ids) + max_tokens > llama.n_ctx():
+            raise MessageError(
+                f"prompt: {len(ids)} tokens + max_tokens {max_tokens} exceed the context window "
+                f"(model.n_ctx) of {llama.n_ctx()}"
+            )
+        head = (prompt if isinstance(prompt, str) else _text(llama, ids)) if echo else ""
+        if max_tokens == 0:  # create_completion takes 0 as "no limit": the prompt is scored here
+            scored = _prompt_logprobs(llama, ids, logprobs) if logprobs is not None and echo else None
+            if logprobs is not None and not echo:
+                scored = TokenLogprobs()
+            return TextCompletion(head, "length", len(ids), 0, scored)
+        llama.reset()  # a completion shares no prefix with the chat calls' kept state
+        out = llama.create_completion(
+            prompt=ids,
+            max_tokens=max_tokens,
+            stop=stop or None,
+            echo=False,
+            logprobs=logprobs,
+            temperature=float(temperature or 0.0),
+            top_p=1.0 if top_p is None else float(top_p),
+            seed=seed,
+            repeat_penalty=1.0,
+        )
+        llama.reset()
+        choice = out["choices"][0]
+        lp = choice.get("logprobs")
+        scored = None
+        if logprobs is not None:
+            scored = _prompt_logprobs(llama, ids, logprobs) if echo else TokenLogprobs()
+            if lp:
+                offset = len(head)
+                for piece in lp["tokens"]:
+                    scored.text_offset.append(offset)
+                    offset += len(piece)
+                scored.tokens += lp["tokens"]
+                # numpy float32s in llama-cpp-python's dicts: plain floats for JSON
+                scored.token_logprobs += [None if x is None else float(x) for x in lp["token_logprobs"]]
+                scored.top_logprobs += [
+                    None if t is None else {k: float(v) for k, v in t.items()} for t in lp["top_logprobs"]
+                ]
+        usage = out.get("usage") or {}
+        return TextCompletion(
+            text=head + choice["text"],
+            finish_reason=choice.get("finish_reason") or "length",
+            prompt_tokens=len(ids),
+            completion_tokens=int(usage.get("completion_tokens", 0)),
+            logprobs=scored,
+        )
+
+
+def _text(llama: Any, ids: list[int]) -> str:
+    return str(llama.detokenize(ids).decode("utf-8", errors="replace"))
+
+
+def _prompt_logprobs(llama: Any, ids: list[int], top: int) -> TokenLogprobs:
+    """Each prompt token's log-probability given those before it (None for the first), from llama.cpp's
+    logits at every position (``logits_all``)."""
+    import numpy as np
+
+    llama.reset()
+    llama.eval(ids)
+    scores = llama.scores[: len(ids)]
+    llama.reset()
+    out = TokenLogprobs()
+    offset = 0
+    for j, tok in enumerate(ids):
+        piece = _text(llama, [tok])
+        out.tokens.append(piece)
+        out.text_offset.append(offset)
+        offset += len(piece)
+        if j == 0:
+            out.token_logprobs.append(None)
+            out.top_logprobs.append(None)
+            continue
+        row = np.asarray(scores[j - 1], dtype=np.float64)
+        peak = row.max()
+        lsm = row - (peak + np.log(np.exp(row - peak).sum()))
+        out.token_logprobs.append(float(lsm[tok]))
+        if top > 0:
+            best = np.argsort(-lsm)[:top]
+            out.top_logprobs.append({_text(llama, [int(i)]): float(lsm[i]) for i in best})
+        else:
+            out.top_logprobs.append(None)
+    return out
+
+
+def embed(model: Any, inputs: Sequence[str | Sequence[int]]) -> Embeddings:
+    """llama.cpp's embedding of each input (``Llama.embed``), mean-pooled over tokens where the GGUF pools none."""
+    rt = model.runtime
+    with rt.lock:
+        llama = rt.llama
+        if not llama.context_params.embeddings:
+            raise UnsupportedFeatureError(
+                "embeddings: this LlamaCppModel was loaded for generation; load it with "
+                "model.model_kwargs={embedding: true}"
+            )
+        texts = [
+            t if isinstance(t, str) else _text(llama, _ids(llama, t, f"input[{n}]"))
+            for n, t in enumerate(inputs)
+        ]
+        vectors, total = [], 0
+        for text in texts:  # one at a time: in one batch, llama.cpp's per-token outputs mix inputs
+            llama.reset()
+            out, count = llama.embed(text, return_count=True)
+            vectors.append(_pooled(out))
+            total += int(count)
+        llama.reset()
+    return Embeddings(vectors=vectors, prompt_tokens=total)
+
+
+def _pooled(vector: Any) -> list[float]:
+    """A pooled vector as is; per-token vectors (a causal LM's GGUF pools nothing) mean-pooled, as
+    TransformersModel.embed pools its last hidden state."""
+    if vector and isinstance(vector[0], (list, tuple)):
+        width = len(vector[0])
+        return [sum(float(tok[i]) for tok in vector) / len(vector) for i in range(width)]
+    return [float(x) for x in vector]
