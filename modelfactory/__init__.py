@@ -47,6 +47,7 @@ __all__ = sorted({*_EXPORTS, *_BACKENDS}) + ["__version__"]
 
 if TYPE_CHECKING:
     from .backends.azure import AzureOpenAIModel, AzureOpenAIServerModel
+    from .backends.bedrock import AmazonBedrockModel
     from .backends.callable import CallableModel
     from .backends.fallback import FallbackModel
     from .backends.hf_inference import HfApiModel, InferenceClientModel
