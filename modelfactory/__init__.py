@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from .backends.fallback import FallbackModel
     from .backends.hf_inference import HfApiModel, InferenceClientModel
     from .backends.litellm import LiteLLMModel
+    from .backends.litellm_router import LiteLLMRouterModel
     from .backends.llamacpp import LlamaCppModel
     from .backends.openai import OpenAIModel, OpenAIServerModel
     from .backends.transformers import TransformersModel

@@ -23,6 +23,7 @@ BACKENDS: dict[str, str] = {
     "FallbackModel": "modelfactory.backends.fallback.FallbackModel",
     "LlamaCppModel": "modelfactory.backends.llamacpp.LlamaCppModel",
     "AmazonBedrockModel": "modelfactory.backends.bedrock.AmazonBedrockModel",
+    "LiteLLMRouterModel": "modelfactory.backends.litellm_router.LiteLLMRouterModel",
 }
 
 
