@@ -54,8 +54,10 @@ if TYPE_CHECKING:
     from .backends.litellm import LiteLLMModel
     from .backends.litellm_router import LiteLLMRouterModel
     from .backends.llamacpp import LlamaCppModel
+    from .backends.mlx import MLXModel
     from .backends.openai import OpenAIModel, OpenAIServerModel
     from .backends.transformers import TransformersModel
+    from .backends.vllm import VLLMModel
     from .errors import (
         BackendError,
         CacheMissError,

@@ -24,6 +24,8 @@ BACKENDS: dict[str, str] = {
     "LlamaCppModel": "modelfactory.backends.llamacpp.LlamaCppModel",
     "AmazonBedrockModel": "modelfactory.backends.bedrock.AmazonBedrockModel",
     "LiteLLMRouterModel": "modelfactory.backends.litellm_router.LiteLLMRouterModel",
+    "VLLMModel": "modelfactory.backends.vllm.VLLMModel",
+    "MLXModel": "modelfactory.backends.mlx.MLXModel",
 }
 
 
