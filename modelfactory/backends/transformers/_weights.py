@@ -46,6 +46,7 @@ class Runtime:
     prompt_cache: PromptCache = field(default_factory=PromptCache)
     cache_kwarg: str = "past_key_values"
     gguf: GgufWeights | None = None  # for a GGUF model: the file, and whether this load converted it
+    processor: Any = None  # a vision-language model's AutoProcessor (its prompts carry images)
 
 
 _CACHE: dict[tuple[Any, ...], Runtime] = {}
