@@ -47,13 +47,17 @@ __all__ = sorted({*_EXPORTS, *_BACKENDS}) + ["__version__"]
 
 if TYPE_CHECKING:
     from .backends.azure import AzureOpenAIModel, AzureOpenAIServerModel
+    from .backends.bedrock import AmazonBedrockModel
     from .backends.callable import CallableModel
     from .backends.fallback import FallbackModel
     from .backends.hf_inference import HfApiModel, InferenceClientModel
     from .backends.litellm import LiteLLMModel
+    from .backends.litellm_router import LiteLLMRouterModel
     from .backends.llamacpp import LlamaCppModel
+    from .backends.mlx import MLXModel
     from .backends.openai import OpenAIModel, OpenAIServerModel
     from .backends.transformers import TransformersModel
+    from .backends.vllm import VLLMModel
     from .errors import (
         BackendError,
         CacheMissError,

@@ -300,6 +300,21 @@ def _get(msg: Any, key: str) -> Any:
     return getattr(msg, key, None)
 
 
+def _is_pil_image(value: Any) -> bool:
+    """A PIL image (judged without importing PIL): what agents store screenshots as."""
+    return type(value).__module__.startswith("PIL.") and hasattr(value, "save")
+
+
+def pil_to_data_url(image: Any) -> str:
+    """A PIL image as a base64 PNG data URL, as smolagents encodes agents' screenshots for APIs."""
+    import base64
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
 def _normalize_part(part: Any, where: str, flatten: bool) -> dict[str, Any]:
     if isinstance(part, str):
         return {"type": "text", "text": part}
@@ -319,10 +334,10 @@ def _normalize_part(part: Any, where: str, flatten: bool) -> dict[str, Any]:
             url = url.get("url") if isinstance(url, Mapping) else url
         else:
             url = part.get("image")
+        if _is_pil_image(url):
+            url = pil_to_data_url(url)
         if not isinstance(url, str) or not url:
-            raise MessageError(
-                f"{where}: an image part needs a URL or base64 string (PIL images: encode them first)"
-            )
+            raise MessageError(f"{where}: an image part needs a URL, a base64 string or a PIL image")
         if not url.startswith(("http://", "https://", "data:")):
             url = f"data:image/png;base64,{url}"
         return {"type": "image_url", "image_url": {"url": url}}

@@ -233,8 +233,25 @@ def test_unknown_part_type() -> None:
 
 @pytest.mark.parametrize("image", [None, "", 123])
 def test_image_part_without_a_url(image: Any) -> None:
-    with pytest.raises(MessageError, match="an image part needs a URL or base64 string"):
+    with pytest.raises(MessageError, match="an image part needs a URL, a base64 string or a PIL image"):
         normalize_messages([{"role": "user", "content": [{"type": "image", "image": image}]}])
+
+
+@pytest.mark.parametrize("kind", ["image", "image_url"])
+def test_a_pil_image_part_is_sent_as_a_base64_png(kind: str) -> None:
+    """Agents store screenshots as PIL images: they go to API backends as PNG data URLs (smolagents'
+    encoding), pixels intact."""
+    import base64
+    import io
+
+    image_module = pytest.importorskip("PIL.Image")
+    image = image_module.new("RGB", (3, 2), (10, 200, 30))
+    part = {"type": "image", "image": image} if kind == "image" else {"type": kind, "image_url": image}
+    (msg,) = normalize_messages([{"role": "user", "content": [{"type": "text", "text": "see"}, part]}])
+    url = msg["content"][1]["image_url"]["url"]
+    assert url.startswith("data:image/png;base64,")
+    decoded = image_module.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+    assert decoded.size == (3, 2) and decoded.getpixel((2, 1)) == (10, 200, 30)
 
 
 @pytest.mark.parametrize(

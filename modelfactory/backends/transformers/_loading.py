@@ -13,6 +13,7 @@ from ...errors import BackendError, MissingDependencyError
 from ._gguf import converted_dir
 from ._prompt_cache import cache_kwarg
 from ._sources import HUB_KWARGS, hub_offline, hub_unreachable, in_hub_cache
+from ._vision import load_vision
 from ._weights import Runtime
 
 if TYPE_CHECKING:
@@ -58,12 +59,21 @@ def load_runtime(model: TransformersModel, key: tuple[Any, ...]) -> Runtime:
                 source, trust_remote_code=spec.trust_remote_code, **hub_kwargs
             )
             dtype, reason = model._dtype(torch, transformers, device, source, hub_kwargs)
-            weights = transformers.AutoModelForCausalLM.from_pretrained(
-                source,
-                dtype=dtype,
-                trust_remote_code=spec.trust_remote_code,
-                **{**model_kwargs, **hub_kwargs},
-            )
+            # a vision-language model first, as smolagents does (not for a GGUF: those are causal LMs)
+            vision = None
+            if gguf is None:
+                weights_kwargs = {**model_kwargs, **hub_kwargs}
+                vision = load_vision(
+                    transformers, source, dtype, spec.trust_remote_code, weights_kwargs, hub_kwargs
+                )
+            processor, weights = vision if vision is not None else (None, None)
+            if weights is None:
+                weights = transformers.AutoModelForCausalLM.from_pretrained(
+                    source,
+                    dtype=dtype,
+                    trust_remote_code=spec.trust_remote_code,
+                    **{**model_kwargs, **hub_kwargs},
+                )
     except (OSError, ValueError) as exc:
         raise _load_error(model, exc, local) from None
     weights.to(device)
@@ -92,6 +102,7 @@ def load_runtime(model: TransformersModel, key: tuple[Any, ...]) -> Runtime:
         load_s=time.perf_counter() - start,
         cache_kwarg=cache_kwarg(generation_utils),
         gguf=converted,
+        processor=processor,
     )
 
 

@@ -25,6 +25,7 @@ from ._dtype import choose_dtype
 from ._loading import import_backend, load_runtime
 from ._spec import TransformersSpec
 from ._stopping import cancel_criteria, criteria_list, settled_streamer, stop_criteria
+from ._vision import generate_with_images
 from ._weights import GENERATE_LOCK, Runtime, acquire, cached, discard
 
 __all__ = ["TransformersModel"]
@@ -351,6 +352,8 @@ class TransformersModel(Model):
         return reply
 
     def _generate(self, req: GenerationRequest) -> ChatMessage:
+        if self.runtime.processor is not None:  # a vision-language model: its processor builds the prompt
+            return generate_with_images(self, req)
         prep = self._prepare([self._encode(req)])
         return self._reply(prep, self._run(prep), 0, req)
 

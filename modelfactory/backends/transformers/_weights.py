@@ -47,6 +47,7 @@ class Runtime:
     cache_kwarg: str = "past_key_values"
     gguf: GgufWeights | None = None  # for a GGUF model: the file, and whether this load converted it
     chars_per_token: int = 0  # the tokenizer's longest piece (_local.longest_token); 0: not read yet
+    processor: Any = None  # a vision-language model's AutoProcessor (its prompts carry images)
 
 
 _CACHE: dict[tuple[Any, ...], Runtime] = {}
