@@ -26,6 +26,8 @@ PLATFORM = "Linux with a CUDA GPU"
 
 
 class VLLMSpec(ModelSpec):
+    # `modelfactory check` of every config reports this one as a warning off its platform
+    platform_only: ClassVar[str] = PLATFORM
     cache_exclude = frozenset({"gpu_memory_utilization", "tensor_parallel_size"})
     model_id: str = Field(description="a Hub id or local path vLLM loads, e.g. Qwen/Qwen2.5-7B-Instruct")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs to shard the model over")
