@@ -6,7 +6,7 @@ Items come from :mod:`modelfactory.datasets` (their names are re-exported here, 
   called with ``agenerate`` from ``concurrency`` tasks on one event loop (mode ``async``); other models
   from a thread pool (mode ``threads``). Either way ``concurrency`` requests are in flight and a model's
   own ``requests_per_minute`` limiter is shared by all of them. A model with
-  ``generate_batch(conversations, ...)`` (local models) gets ``batch_size`` items per call (with a
+  ``generate_batch(conversations, ...)`` (local models) gets ``local_batch_size`` items per call (with a
   response cache on, only if it declares ``batch_uses_cache``: otherwise the cache would be bypassed); a
   local model without it is called sequentially.
 - **Results**: one JSON row per item appended to ``results.jsonl`` as it finishes, flushed and fsynced,
@@ -40,6 +40,7 @@ from typing import Any, TypeVar, cast
 from .datasets import Item, as_item, load_dataset, load_dotenv, prompt_item
 from .errors import ConfigError, Problem
 from .generation import validate_generation
+from .job.spec import RunnerSpec
 from .pricing import Budget, Price, cost_usd, price_for, token_counter
 
 # aggregate_rows, read_results: re-exported (this module was their home before results.py).
@@ -82,7 +83,7 @@ class RunStats:
     mode: str = "threads"  # threads | async | batches | sequential | provider_batch
     concurrency: int = 1
     cost_usd: float | None = None  # of this run's rows; None: the model has no price (unknown, not 0)
-    batches_pending: int = 0  # mode=batch: provider batches left running (submit phase, max_wait)
+    batches_pending: int = 0  # provider_batch: batches left running (submit phase, max_wait)
     budget: Budget | None = field(default=None, repr=False)  # runner.max_cost_usd, when set
     latencies: list[float] = field(default_factory=list, repr=False)  # of successful items
     rows: list[dict[str, Any]] = field(default_factory=list, repr=False)  # only without a results file
@@ -230,7 +231,7 @@ def _run_async(
 
 
 def _run_batches(
-    model: Any, todo: Iterable[Item], batch_size: int, generation: dict[str, Any]
+    model: Any, todo: Iterable[Item], local_batch_size: int, generation: dict[str, Any]
 ) -> Iterator[dict[str, Any]]:
     generate_batch = model.generate_batch
     try:
@@ -238,7 +239,7 @@ def _run_batches(
     except (TypeError, ValueError):
         accepts = set()
     items = iter(todo)
-    while batch := list(itertools.islice(items, batch_size)):
+    while batch := list(itertools.islice(items, local_batch_size)):
         extra: dict[str, Any] = {}
         if "batch_size" in accepts:
             extra["batch_size"] = len(batch)  # the chunk is the batch
@@ -288,16 +289,15 @@ def run_items(
     model: Any,
     items: Iterable[Item | Mapping[str, Any]],
     *,
-    concurrency: int = 8,
-    batch_size: int = 8,
+    concurrency: int = RunnerSpec.model_fields["concurrency"].default,
+    local_batch_size: int = RunnerSpec.model_fields["local_batch_size"].default,
     results_path: str | os.PathLike[str] | None = None,
     progress: bool = True,
     retry_errors: bool = True,
     fsync: bool = True,
     desc: str | None = None,
     max_cost_usd: float | None = None,
-    mode: str = "online",
-    batch: Any = None,
+    provider_batch: Any = None,
     **generation: Any,
 ) -> RunStats:
     """Run every item through ``model`` and append one row per item to ``results_path`` (if given).
@@ -309,16 +309,15 @@ def run_items(
     ``max_cost_usd``: stop submitting once spent + in-flight estimates would pass it
     (:attr:`RunStats.budget` says why); the items not submitted have no row, so a resume runs them.
 
-    ``mode="batch"``: the pending items go through the provider's batch endpoint
-    (:mod:`modelfactory.batch`; ``batch`` a :class:`~modelfactory.batch.BatchOptions`), their ids kept in
+    ``provider_batch`` (a :class:`~modelfactory.batch.BatchOptions`; None: online calls): the pending
+    items go through the provider's batch endpoint (:mod:`modelfactory.batch`), their ids kept in
     ``batches.json`` next to ``results_path`` so a re-run collects them instead of submitting again.
     """
-    if mode not in ("online", "batch"):
-        raise ConfigError([Problem("runner.mode", f"unknown mode {mode!r}", "use online or batch")])
+    _refuse_renamed(generation)
     if concurrency < 1:
         raise ConfigError([Problem("runner.concurrency", f"must be >= 1, got {concurrency}")])
-    if batch_size < 1:
-        raise ConfigError([Problem("runner.batch_size", f"must be >= 1, got {batch_size}")])
+    if local_batch_size < 1:
+        raise ConfigError([Problem("runner.local_batch_size", f"must be >= 1, got {local_batch_size}")])
     all_items = [as_item(obj) for obj in items]
     ids = [it.id for it in all_items]
     if len(set(ids)) != len(ids):
@@ -339,7 +338,7 @@ def run_items(
     cache = getattr(getattr(model, "spec", None), "cache", None)
     # A generate_batch that does not look each row up in the response cache would bypass it.
     batch_ok = not getattr(cache, "enabled", False) or getattr(model, "batch_uses_cache", False)
-    if mode == "batch":
+    if provider_batch is not None:
         mode, workers = "provider_batch", min(concurrency, max(1, len(todo)))
     elif callable(getattr(model, "generate_batch", None)) and batch_ok:
         mode, workers = "batches", 1
@@ -367,7 +366,7 @@ def run_items(
     )
     start = time.perf_counter()
     if mode == "provider_batch":
-        from .batch import BatchOptions, run_batches
+        from .batch import run_batches
 
         def online(items: Sequence[Item]) -> Iterator[dict[str, Any]]:
             if _native_async(model):
@@ -378,7 +377,7 @@ def run_items(
             model,
             list(submitted),  # a batch submits every admitted item at once
             generation,
-            batch or BatchOptions(),
+            provider_batch,
             path,
             online,
             progress=progress,
@@ -389,7 +388,7 @@ def run_items(
     elif mode == "async":
         rows = _run_async(model, submitted, workers, generation)
     elif mode == "batches":
-        rows = _run_batches(model, submitted, batch_size, generation)
+        rows = _run_batches(model, submitted, local_batch_size, generation)
     else:
         rows = (_call_one(model, it, generation) for it in submitted)
     try:
@@ -436,6 +435,25 @@ def run_items(
 
         stats.batches_pending = len(BatchState.load(path.parent / BATCHES_FILE).running())
     return stats
+
+
+# run_items' keywords before issue 24's renames, each with its new name.
+_RENAMED_KWARGS = {
+    "batch_size": "local_batch_size",
+    "mode": "provider_batch (a BatchOptions; None: online)",
+    "batch": "provider_batch",
+}
+
+
+def _refuse_renamed(generation: Mapping[str, Any]) -> None:
+    """An old keyword would otherwise be sent to the model as a per-call parameter."""
+    problems = [
+        Problem(old, f"was renamed to {new}", f"run_items(..., {new.split(' ')[0]}=...)")
+        for old, new in _RENAMED_KWARGS.items()
+        if old in generation
+    ]
+    if problems:
+        raise ConfigError(problems, title="renamed run_items keywords")
 
 
 def _row_cost(row: dict[str, Any], price: Price | None) -> float | None:
