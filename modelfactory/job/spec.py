@@ -34,6 +34,7 @@ __all__ = [
     "ProviderBatchSpec",
     "RunnerSpec",
     "empty_dir_overrides",
+    "register_configs",
     "spec_problems",
 ]
 
@@ -276,3 +277,17 @@ def empty_dir_overrides(args: list[str]) -> list[Problem]:
         if eq and key in RUN_DIRS and not value.strip().strip("'\"").strip():
             problems.append(Problem(key, f"must be a directory path, got {value!r}", f"{key}=outputs/my_run"))
     return problems
+
+
+SCHEMA = "job_spec"  # the ConfigStore node conf/config.yaml's defaults list starts with
+
+
+def register_configs() -> None:
+    """The spec's defaults as Hydra's ``job_spec`` config (ConfigStore), the first entry of
+    ``conf/config.yaml``'s defaults list: the defaults are written here only, and ``runner.*`` /
+    ``output.*`` keys exist in the composed config (a misspelt override fails at compose time).
+    Called before every compose (``modelfactory run``, the CLI's commands); idempotent."""
+    from hydra.core.config_store import ConfigStore
+
+    node = {"runner": RunnerSpec().model_dump(), "output": OutputSpec().model_dump()}
+    ConfigStore.instance().store(name=SCHEMA, node=node, provider="modelfactory")

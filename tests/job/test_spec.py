@@ -75,3 +75,12 @@ def test_concurrency_is_an_integer_of_at_least_one_or_refused(value: object) -> 
     cfg = {"model": "m", "runner": {"concurrency": value}}
     with pytest.raises(ConfigError, match="runner.concurrency"):
         JobSpec.from_config(cfg)
+
+
+def test_a_misspelt_runner_override_fails_at_compose_time() -> None:
+    """The spec's keys are in the composed config (job_spec, registered with Hydra's ConfigStore): an
+    override of a key that is not there is refused by Hydra before any job starts."""
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match="concurency"):
+        app_config("model=custom_callable", "runner.concurency=2")
