@@ -1,4 +1,4 @@
-"""runner.mode=batch vs online against one fake provider (issue 13): wall time, requests sent and cost.
+"""runner.provider_batch vs online against one fake provider (issue 13): wall time, requests sent and cost.
 
     .venv/bin/python -m bench.batch_vs_online [items] [latency_s] [rpm]          # 1000 0.2 60
 
@@ -98,8 +98,7 @@ def run(mode: str, n: int, latency: float, rpm: float) -> dict[str, Any]:
             items,
             results_path=out,
             concurrency=16,
-            mode=mode,
-            batch=BatchOptions(poll_s=1.0),
+            provider_batch=BatchOptions(poll_s=1.0) if mode == "batch" else None,
             progress=False,
         )
         wall = time.perf_counter() - start

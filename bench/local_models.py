@@ -9,7 +9,7 @@ the contenders alternate:
 
 - **batch 1**: one prompt that asks for a long story, ``--tokens`` new tokens at most; output tokens per
   second of the whole call (template, tokenizing, prefill, decode, detokenizing, stops).
-- **runner, 8 prompts**: ``run_items(batch_size=8)`` as a dataset job runs them: TransformersModel decodes
+- **runner, 8 prompts**: ``run_items(local_batch_size=8)`` as a dataset job runs them: TransformersModel decodes
   the 8 as one batch (``generate_batch``), LlamaCppModel one after another (llama-cpp-python decodes one
   sequence per context); output tokens per second of wall time.
 - **cold start**: ``python run.py model=<config> prompt=...`` to its first reply, wall and CPU seconds,
@@ -80,7 +80,7 @@ def runner8(model: Any) -> tuple[float, int]:
         {"id": str(i), "messages": [{"role": "user", "content": f"Write a long story about {t}."}]}
         for i, t in enumerate(TOPICS)
     ]
-    stats = run_items(model, items, batch_size=8, concurrency=1, progress=False)
+    stats = run_items(model, items, local_batch_size=8, concurrency=1, progress=False)
     assert stats.failed == 0, [r["error"] for r in stats.rows if r["error"]]
     return stats.output_tokens / stats.elapsed_s, stats.output_tokens
 

@@ -20,16 +20,14 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
-
-from .errors import Problem
+from omegaconf import DictConfig, OmegaConf
 
 if TYPE_CHECKING:
     from .datasets import Item
+    from .job.spec import JobSpec
 
 __all__ = ["run_job", "task_items", "task_shard"]
 
@@ -107,145 +105,6 @@ def _error(exc: BaseException, redact: Any) -> dict[str, str]:
     return {"type": type(exc).__name__, "message": redact(str(exc))}
 
 
-@dataclass
-class _JobConfig:
-    """What a job reads from its config, checked all at once before anything runs."""
-
-    generation: dict[str, Any]
-    stops: list[str] | None
-    concurrency: int
-    batch_size: int
-    retry_errors: bool
-    progress: bool
-    fsync: bool
-    results_file: str
-    result_file: str
-    print_reply: bool
-
-
-def _positive_int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value if value >= 1 else None
-    return None
-
-
-def _stops(value: Any, problems: list[Problem]) -> list[str] | None:
-    """``stop_sequences``: one string is one stop (never split into characters), or a list of strings."""
-    from .overrides import unescape
-
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = [value]
-    fix = '\'stop_sequences=["\\n\\n", "END"]\' or stop_sequences=END'
-    if not isinstance(value, (list, tuple)):
-        problems.append(
-            Problem("stop_sequences", f"must be a string or a list of strings, got {value!r}", fix)
-        )
-        return None
-    bad = [i for i, s in enumerate(value) if not isinstance(s, str) or s == ""]
-    if bad:
-        shown = ", ".join(f"[{i}]={value[i]!r}" for i in bad[:5])
-        problems.append(Problem("stop_sequences", f"every stop must be a non-empty string: {shown}", fix))
-        return None
-    return list(dict.fromkeys(unescape(s) for s in value)) or None  # "\n" typed on the CLI
-
-
-def _job_config(cfg: DictConfig) -> _JobConfig:
-    """The job's settings from ``cfg``, or one :class:`ConfigError` listing every problem."""
-    from .errors import ConfigError
-    from .generation import generation_problems
-    from .jobchecks import flag, generation_key_problems
-
-    problems: list[Problem] = []
-    if cfg.get("model") is None:
-        problems.append(Problem("model", "not set", "model=transformers_tiny (modelfactory list shows them)"))
-    gen_node = cfg.get("generation")
-    generation: dict[str, Any] = {}
-    if gen_node is not None and not isinstance(gen_node, DictConfig):
-        problems.append(Problem("generation", f"must be a mapping, got {gen_node!r}", "generation.seed=1"))
-    elif gen_node is not None:  # null or removed (~generation): no per-call parameters
-        plain = OmegaConf.to_container(gen_node, resolve=True)
-        assert isinstance(plain, dict)
-        generation = {str(k): v for k, v in plain.items() if v is not None}
-        problems += generation_problems(generation)
-    stop_node = cfg.get("stop_sequences")
-    if isinstance(stop_node, (DictConfig, ListConfig)):
-        stop_node = OmegaConf.to_container(stop_node, resolve=True)
-    stops = _stops(stop_node, problems)
-
-    def section(name: str) -> DictConfig:
-        node = cfg.get(name)
-        if isinstance(node, DictConfig):
-            return node
-        problems.append(Problem(name, f"must be a mapping, got {node!r}", f"remove the {name}= override"))
-        return OmegaConf.create({})
-
-    runner, output = section("runner"), section("output")
-    ints: dict[str, int | None] = {}
-    for key, default in (("concurrency", 8), ("batch_size", 8)):
-        raw = runner.get(key, default)
-        ints[key] = _positive_int(raw)
-        if ints[key] is None:
-            problems.append(
-                Problem(f"runner.{key}", f"must be an integer >= 1, got {raw!r}", f"runner.{key}=8")
-            )
-    cost = runner.get("max_cost_usd")
-    if cost is not None and not (isinstance(cost, (int, float)) and not isinstance(cost, bool) and cost >= 0):
-        problems.append(
-            Problem(
-                "runner.max_cost_usd", f"must be a number >= 0 or null, got {cost!r}", "runner.max_cost_usd=5"
-            )
-        )
-    files: dict[str, Any] = {}
-    for key, default_name in (("results_file", "results.jsonl"), ("result_file", "result.json")):
-        raw = output.get(key, default_name)
-        files[key] = raw
-        if not isinstance(raw, str) or Path(raw).name in ("", ".", "..") or raw.endswith(("/", os.sep)):
-            problems.append(
-                Problem(f"output.{key}", f"must be a file name, got {raw!r}", f"output.{key}={default_name}")
-            )
-    flags = {
-        key: flag(runner, "runner", key, True, problems) for key in ("retry_errors", "progress", "fsync")
-    }
-    print_reply = flag(output, "output", "print_reply", True, problems)
-    problems += generation_key_problems(generation, _taken_by_the_app())
-    if runner.get("mode", "online") == "batch":
-        try:
-            _batch_options(runner)
-        except ConfigError as exc:
-            problems += exc.problems
-    if problems:
-        raise ConfigError(problems, title="invalid job config")
-    return _JobConfig(
-        generation=generation,
-        stops=stops,
-        concurrency=int(ints["concurrency"] or 1),
-        batch_size=int(ints["batch_size"] or 1),
-        retry_errors=flags["retry_errors"],
-        progress=flags["progress"],
-        fsync=flags["fsync"],
-        results_file=str(files["results_file"]),
-        result_file=str(files["result_file"]),
-        print_reply=print_reply,
-    )
-
-
-def _taken_by_the_app() -> dict[str, str]:
-    """``generation.*`` names the runner takes as settings of its own (``run_items``' keywords), each
-    with the key that sets it: passed on as a per-call parameter they would clash (a ``TypeError``)."""
-    import inspect
-
-    from .runner import run_items
-
-    where = {"stop_sequences": "stop_sequences", "results_path": "output.results_file", "desc": "model"}
-    names = [n for n in inspect.signature(run_items).parameters if n not in ("model", "items", "generation")]
-    names.append("stop_sequences")  # passed beside **generation
-    return {n: where.get(n, f"runner.{n}") for n in names}
-
-
 def run_job(
     cfg: DictConfig | Mapping[str, Any],
     output_dir: str | os.PathLike[str],
@@ -262,7 +121,7 @@ def run_job(
     adds to what is there). ``model_name``: the name recorded for the model (run.py: the chosen
     ``model=`` config). ``root``: a second place to look for a relative dataset path.
     ``raise_errors``: re-raise instead of recording (run.py: ``HYDRA_FULL_ERROR=1``).
-    ``batch_phase`` (``runner.mode=batch``): ``all`` (submit, wait, collect), ``submit`` (submit and
+    ``batch_phase`` (``runner.provider_batch.enabled``): ``all`` (submit, wait, collect), ``submit`` (submit and
     return: ``job.json`` says ``status: submitted`` until a ``collect`` run of the same dir ends the job;
     a multirun's jobs do this, see :mod:`modelfactory.batch.sweep`) or ``collect``.
 
@@ -301,6 +160,7 @@ def _run_job(
 ) -> int:
     from .errors import ConfigError, DataError
     from .factory import build_model
+    from .job.spec import JobSpec
     from .pricing import price_for
     from .results import aggregate_rows, read_job, read_results, write_job, write_json
     from .runner import run_items
@@ -341,13 +201,12 @@ def _run_job(
     code = 0
     budget_stop: str | None = None
     items: list[Any] = []
-    jc: _JobConfig | None = None
+    jc: JobSpec | None = None
     results_path: Path | None = None
     try:
-        jc = _job_config(cfg)
-        runner = cfg.runner
-        results_path = out_dir / jc.results_file
-        job["results_file"] = jc.results_file
+        jc = JobSpec.from_config(cfg)
+        results_path = out_dir / jc.output.results_file
+        job["results_file"] = jc.output.results_file
         # an api_key or a header among the per-call kwargs is written masked, as the model's own are
         result.update(stop_sequences=jc.stops, generation=redact_mapping(jc.generation))
         items = task_items(cfg, root)
@@ -364,16 +223,15 @@ def _run_job(
         stats = run_items(
             model,
             items,
-            concurrency=jc.concurrency,
-            batch_size=jc.batch_size,
+            concurrency=jc.runner.concurrency,
+            local_batch_size=jc.runner.local_batch_size,
             results_path=results_path,
-            progress=jc.progress and len(items) > 1,
-            retry_errors=jc.retry_errors,
-            fsync=jc.fsync,
+            progress=jc.runner.progress and len(items) > 1,
+            retry_errors=jc.runner.retry_errors,
+            fsync=jc.runner.fsync,
             desc=str(model_name or "items"),
-            max_cost_usd=None if runner.get("max_cost_usd") is None else float(runner.max_cost_usd),
-            mode=str(runner.get("mode", "online")),
-            batch=_batch_options(runner, batch_phase),
+            max_cost_usd=jc.runner.max_cost_usd,
+            provider_batch=_provider_batch(jc, batch_phase),
             stop_sequences=jc.stops,
             **jc.generation,
         )
@@ -440,10 +298,10 @@ def _run_job(
                 print(f"error: {row['error']['message']}", file=sys.stderr)
                 log.info("error: %s: %s", row["error"]["type"], row["error"]["message"])
                 code = 2 if row["error"]["type"] == "ConfigError" else 1
-        write_json(out_dir / jc.result_file, result)
+        write_json(out_dir / jc.output.result_file, result)
         if result["content"] is not None:
             log.info("reply: %s", result["content"])
-            if jc.print_reply:
+            if jc.output.print_reply:
                 print(result["content"])
     elif job["error"] is None or budget_stop is not None:
         rows = read_results(results_path)
@@ -464,10 +322,10 @@ def _run_job(
     return code
 
 
-def _batch_options(runner: Any, phase: str = "all") -> Any:
-    """``runner.batch.*`` as :class:`~modelfactory.batch.BatchOptions` (None in online mode)."""
-    if str(runner.get("mode", "online")) != "batch":
+def _provider_batch(spec: JobSpec, phase: str) -> Any:
+    """``runner.provider_batch`` as :class:`~modelfactory.batch.BatchOptions` (None: online calls)."""
+    if not spec.runner.provider_batch.enabled:
         return None
     from .batch import BatchOptions
 
-    return BatchOptions.from_config(runner.get("batch"), phase)
+    return BatchOptions.from_spec(spec.runner.provider_batch, phase)

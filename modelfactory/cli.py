@@ -9,7 +9,7 @@ modelfactory estimate model=openai_gpt4o task=dataset task.path=items.jsonl   # 
 modelfactory compare multirun/2026-12-01/10-00-00 multirun/2026-12-02/09-30-00 -o report.html
 modelfactory score outputs/2026-12-01/10-00-00 scorer=includes   # re-score a run's replies, no model call
 modelfactory compare outputs/2026-12-01/10-00-00 outputs/2026-12-02/09-30-00   # two scored runs, paired
-modelfactory batches list outputs/2026-12-01/10-00-00        # a runner.mode=batch run's provider batches
+modelfactory batches list outputs/2026-12-01/10-00-00        # a runner.provider_batch run's provider batches
 modelfactory batches cancel outputs/2026-12-01/10-00-00
 modelfactory merge multirun/2026-12-01/10-00-00   # a sharded sweep's results.jsonl, one per model/params
 """
@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p_compare.add_argument("--scorer", default=None, help="two run dirs: compare this scorer only")
     p_batches = sub.add_parser(
-        "batches", help="list or cancel the provider batches of a runner.mode=batch run"
+        "batches", help="list or cancel the provider batches of a runner.provider_batch run"
     )
     p_batches.add_argument("action", choices=["list", "cancel"])
     p_batches.add_argument("run_dir", type=Path, help="the run's output dir (holds batches.json)")

@@ -90,6 +90,9 @@ class ConfigDirs:
         from hydra._internal.utils import create_config_search_path
         from hydra.initialize import get_gh_backup, restore_gh_from_backup
 
+        from .job.spec import register_configs
+
+        register_configs()  # conf/config.yaml starts from the job spec's defaults (job_spec)
         backup = get_gh_backup()
         version.setbase("1.3")
         search_path = create_config_search_path(SHIPPED)

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from .config_dirs import SHIPPED, ConfigDirs, project_root
 from .envfile import load_dotenv
 from .errors import ConfigError
-from .jobchecks import empty_dir_overrides
+from .job.spec import empty_dir_overrides, register_configs
 from .overrides import mask_job_config, refusal_message, scrub_saved_config, secret_overrides
 
 __all__ = ["PROG", "completion_script", "main", "run_cli", "run_task"]
@@ -33,6 +33,7 @@ PROG = "modelfactory run"  # how the help and Hydra's flags name the app when ru
 EXIT_CONFIG = 2  # a config error, Hydra's own included (the README's exit codes)
 EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT
 _FULL_ERROR = "MODELFACTORY_FULL_ERROR"
+register_configs()  # conf/config.yaml starts from the job spec's defaults (job_spec)
 _jobs_started = 0  # a Hydra failure before any job ran is a config error (exit 2), not a job's (exit 1)
 
 
@@ -82,7 +83,7 @@ def run_task(cfg: DictConfig) -> int:
 def _batch_phase(cfg: DictConfig, hc: Any) -> str:
     """A batch job of a multirun whose callbacks collect at the sweep's end only submits its batches, so
     every job's batches are submitted before the sweep waits for any (modelfactory/batch/sweep.py)."""
-    if hc.mode != RunMode.MULTIRUN or OmegaConf.select(cfg, "runner.mode") != "batch":
+    if hc.mode != RunMode.MULTIRUN or OmegaConf.select(cfg, "runner.provider_batch.enabled") is not True:
         return "all"
     from .batch.sweep import sweep_collects  # only then: batch mode's imports cost start-up
 

@@ -76,7 +76,7 @@ class Model(SmolagentsAttributes, AsyncCalls):
       ``is_local``, ``batch_uses_cache``, ``best_for``;
     - generation: ``_generate`` (required), ``_generate_stream``, ``_agenerate``, ``_agenerate_stream``;
     - lifecycle: ``load``;
-    - provider batch endpoint (``runner.mode=batch``): ``batch_adapter``;
+    - provider batch endpoint (``runner.provider_batch``): ``batch_adapter``;
     - errors: ``_translate`` (its SDK's exceptions -> ``BackendError``, built with
       :mod:`modelfactory.backends._api` by the API backends), ``_endpoint``, ``_auth_hint``;
     - secrets and identity: ``secret_values``, ``cache_identity``, ``to_dict``.
@@ -363,7 +363,7 @@ class Model(SmolagentsAttributes, AsyncCalls):
         return self
 
     def batch_adapter(self) -> BatchAdapter | None:
-        """The provider's batch endpoint for ``runner.mode=batch`` (:mod:`modelfactory.batchapi`), reached
+        """The provider's batch endpoint for ``runner.provider_batch`` (:mod:`modelfactory.batchapi`), reached
         with this model's client and credentials; ``None``: the backend has none (the default). Each
         backend supplies its own, so :mod:`modelfactory.batch` drives any of them without knowing one."""
         return None

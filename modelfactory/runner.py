@@ -6,7 +6,7 @@ Items come from :mod:`modelfactory.datasets` (their names are re-exported here, 
   called with ``agenerate`` from ``concurrency`` tasks on one event loop (mode ``async``); other models
   from a thread pool (mode ``threads``). Either way ``concurrency`` requests are in flight and a model's
   own ``requests_per_minute`` limiter is shared by all of them. A model with
-  ``generate_batch(conversations, ...)`` (local models) gets ``batch_size`` items per call (with a
+  ``generate_batch(conversations, ...)`` (local models) gets ``local_batch_size`` items per call (with a
   response cache on, only if it declares ``batch_uses_cache``: otherwise the cache would be bypassed); a
   local model without it is called sequentially.
 - **Results**: one JSON row per item appended to ``results.jsonl`` as it finishes, flushed and fsynced,
@@ -20,18 +20,12 @@ Items come from :mod:`modelfactory.datasets` (their names are re-exported here, 
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import inspect
-import itertools
 import logging
 import os
-import queue
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -40,14 +34,15 @@ from typing import Any, TypeVar, cast
 from .datasets import Item, as_item, load_dataset, load_dotenv, prompt_item
 from .errors import ConfigError, Problem
 from .generation import validate_generation
-from .pricing import Budget, Price, cost_usd, price_for, token_counter
+from .job import strategies
+from .job.budget import admitted, job_budget, row_cost
+from .job.spec import RunnerSpec
+from .pricing import Budget, Price, price_for
 
 # aggregate_rows, read_results: re-exported (this module was their home before results.py).
 from .results import (
     ResultsWriter,
     aggregate_rows,
-    error_row,
-    ok_row,
     percentile,
     read_results,
     redact_row,
@@ -82,7 +77,7 @@ class RunStats:
     mode: str = "threads"  # threads | async | batches | sequential | provider_batch
     concurrency: int = 1
     cost_usd: float | None = None  # of this run's rows; None: the model has no price (unknown, not 0)
-    batches_pending: int = 0  # mode=batch: provider batches left running (submit phase, max_wait)
+    batches_pending: int = 0  # provider_batch: batches left running (submit phase, max_wait)
     budget: Budget | None = field(default=None, repr=False)  # runner.max_cost_usd, when set
     latencies: list[float] = field(default_factory=list, repr=False)  # of successful items
     rows: list[dict[str, Any]] = field(default_factory=list, repr=False)  # only without a results file
@@ -106,6 +101,19 @@ class RunStats:
     @property
     def output_tokens_per_s(self) -> float:
         return self.output_tokens / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def count(self, row: Mapping[str, Any]) -> None:
+        """One recorded row: its outcome, tokens, latency and cost."""
+        if row.get("cost_usd") is not None:
+            self.cost_usd = (self.cost_usd or 0.0) + row["cost_usd"]
+        if row["error"]:
+            self.failed += 1
+            return
+        self.ok += 1
+        self.latencies.append(row["latency_s"])
+        usage = row["usage"] or {}
+        self.input_tokens += int(usage.get("input_tokens") or 0)
+        self.output_tokens += int(usage.get("output_tokens") or 0)
 
     def to_dict(self) -> dict[str, Any]:
         skip = ("latencies", "rows", "budget")
@@ -134,135 +142,6 @@ def _redactor(model: Any, generation: dict[str, Any]) -> Callable[[str], str]:
     return redactor(getattr(model, "redact", None), generation)
 
 
-def _call_one(model: Any, item: Item, generation: dict[str, Any]) -> dict[str, Any]:
-    start = time.perf_counter()
-    try:
-        reply = model(item.messages, **generation)
-    except Exception as exc:  # one failing item is recorded; the run goes on
-        return error_row(item.id, exc, time.perf_counter() - start)
-    return ok_row(item.id, reply, time.perf_counter() - start)
-
-
-def _run_threads(
-    model: Any, todo: Iterable[Item], concurrency: int, generation: dict[str, Any]
-) -> Iterator[dict[str, Any]]:
-    """Rows as they finish; at most ``concurrency`` calls in flight, a few more items queued."""
-    pending: set[Future[dict[str, Any]]] = set()
-    items = iter(todo)
-    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="modelfactory-runner")
-    try:
-
-        def fill() -> None:
-            while len(pending) < 2 * concurrency:
-                item = next(items, None)
-                if item is None:
-                    return
-                pending.add(pool.submit(_call_one, model, item, generation))
-
-        fill()
-        while pending:
-            done, still = wait(pending, return_when=FIRST_COMPLETED)
-            pending.clear()
-            pending.update(still)
-            for fut in done:
-                yield fut.result()
-            fill()
-    finally:  # also on Ctrl-C or a closed generator: drop what has not started, wait for the rest
-        for fut in pending:
-            fut.cancel()
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _native_async(model: Any) -> bool:
-    """A :class:`Model` whose backend has its own async client (its ``_agenerate`` is not the default
-    worker-thread one): the runner drives it from one event loop instead of a thread pool."""
-    from .model import Model
-
-    return isinstance(model, Model) and type(model)._agenerate is not Model._agenerate
-
-
-async def _acall_one(model: Any, item: Item, generation: dict[str, Any]) -> dict[str, Any]:
-    start = time.perf_counter()
-    try:
-        reply = await model.agenerate(item.messages, **generation)
-    except Exception as exc:  # one failing item is recorded; the run goes on
-        return error_row(item.id, exc, time.perf_counter() - start)
-    return ok_row(item.id, reply, time.perf_counter() - start)
-
-
-def _run_async(
-    model: Any, todo: Iterable[Item], concurrency: int, generation: dict[str, Any]
-) -> Iterator[dict[str, Any]]:
-    """Rows as they finish, from ``concurrency`` tasks on one event loop in a helper thread (the same
-    rows as :func:`_run_threads`, from ``agenerate`` instead of ``generate``)."""
-    rows: queue.Queue[Any] = queue.Queue()
-    stop = threading.Event()
-    done = object()
-    items = iter(todo)
-
-    async def worker() -> None:
-        for item in items:  # one shared iterator: each item goes to exactly one task
-            if stop.is_set():
-                return
-            rows.put(await _acall_one(model, item, generation))
-
-    async def main() -> None:
-        try:
-            await asyncio.gather(*(worker() for _ in range(concurrency)))
-        except BaseException as exc:  # not expected (_acall_one records errors): hand it to the caller
-            rows.put(exc)
-        finally:
-            rows.put(done)
-
-    thread = threading.Thread(target=asyncio.run, args=(main(),), name="modelfactory-runner-async")
-    thread.start()
-    try:
-        while True:
-            row = rows.get()
-            if row is done:
-                break
-            if isinstance(row, BaseException):
-                raise row
-            yield row
-    finally:  # also on Ctrl-C or a closed generator: start nothing new, wait for the calls in flight
-        stop.set()
-        thread.join()
-
-
-def _run_batches(
-    model: Any, todo: Iterable[Item], batch_size: int, generation: dict[str, Any]
-) -> Iterator[dict[str, Any]]:
-    generate_batch = model.generate_batch
-    try:
-        accepts = set(inspect.signature(generate_batch).parameters)
-    except (TypeError, ValueError):
-        accepts = set()
-    items = iter(todo)
-    while batch := list(itertools.islice(items, batch_size)):
-        extra: dict[str, Any] = {}
-        if "batch_size" in accepts:
-            extra["batch_size"] = len(batch)  # the chunk is the batch
-        if "return_exceptions" in accepts:
-            extra["return_exceptions"] = True  # a bad row gets its exception, the others their replies
-        t0 = time.perf_counter()
-        try:
-            replies = list(generate_batch([it.messages for it in batch], **generation, **extra))
-            if len(replies) != len(batch):
-                raise RuntimeError(f"generate_batch returned {len(replies)} replies for {len(batch)} items")
-        except Exception as exc:
-            # Find the culprit: run this batch's items one by one, so only a bad item records an error.
-            log.warning("batch of %d failed (%s); running its items one by one", len(batch), exc)
-            for item in batch:
-                yield _call_one(model, item, generation)
-            continue
-        latency = time.perf_counter() - t0
-        for item, reply in zip(batch, replies, strict=True):
-            if isinstance(reply, BaseException):
-                yield error_row(item.id, reply, latency)
-            else:
-                yield ok_row(item.id, reply, latency)
-
-
 _Run = TypeVar("_Run", bound=Callable[..., "RunStats"])
 
 
@@ -288,16 +167,15 @@ def run_items(
     model: Any,
     items: Iterable[Item | Mapping[str, Any]],
     *,
-    concurrency: int = 8,
-    batch_size: int = 8,
+    concurrency: int = RunnerSpec.model_fields["concurrency"].default,
+    local_batch_size: int = RunnerSpec.model_fields["local_batch_size"].default,
     results_path: str | os.PathLike[str] | None = None,
     progress: bool = True,
     retry_errors: bool = True,
     fsync: bool = True,
     desc: str | None = None,
     max_cost_usd: float | None = None,
-    mode: str = "online",
-    batch: Any = None,
+    provider_batch: Any = None,
     **generation: Any,
 ) -> RunStats:
     """Run every item through ``model`` and append one row per item to ``results_path`` (if given).
@@ -309,114 +187,95 @@ def run_items(
     ``max_cost_usd``: stop submitting once spent + in-flight estimates would pass it
     (:attr:`RunStats.budget` says why); the items not submitted have no row, so a resume runs them.
 
-    ``mode="batch"``: the pending items go through the provider's batch endpoint
-    (:mod:`modelfactory.batch`; ``batch`` a :class:`~modelfactory.batch.BatchOptions`), their ids kept in
+    ``provider_batch`` (a :class:`~modelfactory.batch.BatchOptions`; None: online calls): the pending
+    items go through the provider's batch endpoint (:mod:`modelfactory.batch`), their ids kept in
     ``batches.json`` next to ``results_path`` so a re-run collects them instead of submitting again.
     """
-    if mode not in ("online", "batch"):
-        raise ConfigError([Problem("runner.mode", f"unknown mode {mode!r}", "use online or batch")])
-    if concurrency < 1:
-        raise ConfigError([Problem("runner.concurrency", f"must be >= 1, got {concurrency}")])
-    if batch_size < 1:
-        raise ConfigError([Problem("runner.batch_size", f"must be >= 1, got {batch_size}")])
-    all_items = [as_item(obj) for obj in items]
-    ids = [it.id for it in all_items]
-    if len(set(ids)) != len(ids):
-        dupes = sorted({i for i in ids if ids.count(i) > 1})[:5]
-        raise ConfigError([Problem("items", f"duplicate ids {dupes}", "give every item a unique id")])
-
+    _refuse_renamed(generation)
+    _check_sizes(concurrency, local_batch_size)
+    all_items = _unique(items)
     path = Path(results_path) if results_path is not None else None
-    done_ids: set[str] = set()
-    if path is not None:
-        repair_tail(path)
-        previous = read_results(path)
-        done_ids = {i for i, row in previous.items() if not (retry_errors and row.get("error"))}
-    todo = [it for it in all_items if it.id not in done_ids]
-
-    from .model import runs_locally  # here: the runner imports no model layer until it runs one
-
+    todo = _pending(all_items, path, retry_errors)
     generation = validate_generation(generation, prefix="")  # every bad parameter at once, before a call
-    cache = getattr(getattr(model, "spec", None), "cache", None)
-    # A generate_batch that does not look each row up in the response cache would bypass it.
-    batch_ok = not getattr(cache, "enabled", False) or getattr(model, "batch_uses_cache", False)
-    if mode == "batch":
-        mode, workers = "provider_batch", min(concurrency, max(1, len(todo)))
-    elif callable(getattr(model, "generate_batch", None)) and batch_ok:
-        mode, workers = "batches", 1
-    elif runs_locally(model) or concurrency == 1:  # in this process: never from several threads
-        mode, workers = "sequential", 1
-    elif _native_async(model):
-        mode, workers = "async", min(concurrency, max(1, len(todo)))
-    else:
-        mode, workers = "threads", min(concurrency, max(1, len(todo)))
+    mode, workers = strategies.choose(model, provider_batch, concurrency, len(todo))
     stats = RunStats(total=len(all_items), skipped=len(all_items) - len(todo), mode=mode, concurrency=workers)
     price = price_for(model)
-    budget = _budget(model, price, max_cost_usd, generation, batch=mode == "provider_batch")
-    stats.budget = budget
+    stats.budget = budget = job_budget(model, price, max_cost_usd, generation, batch=mode == "provider_batch")
     stats.cost_usd = None if price is None else 0.0
     if not todo:
         return stats
-    submitted: Iterable[Item] = todo if budget is None else _within(budget, model, todo, generation)
-
-    redact = _redactor(model, generation)
-    writer = ResultsWriter(path, fsync)
+    submitted: Iterable[Item] = todo if budget is None else admitted(budget, model, todo, generation)
+    rows = strategies.rows(
+        mode, model, submitted, generation, workers=workers, local_batch_size=local_batch_size,
+        provider_batch=provider_batch, path=path, progress=progress, desc=desc or "items",
+    )  # fmt: skip
     bar = (
         None
         if mode == "provider_batch"
         else _progress_bar(len(todo), progress, desc or "items", stats.skipped)
     )
+    _record(rows, stats, _redactor(model, generation), price, ResultsWriter(path, fsync), bar, path)
+    if mode == "provider_batch" and path is not None:
+        from .batch import BATCHES_FILE, BatchState
+
+        stats.batches_pending = len(BatchState.load(path.parent / BATCHES_FILE).running())
+    return stats
+
+
+def _check_sizes(concurrency: int, local_batch_size: int) -> None:
+    if concurrency < 1:
+        raise ConfigError([Problem("runner.concurrency", f"must be >= 1, got {concurrency}")])
+    if local_batch_size < 1:
+        raise ConfigError([Problem("runner.local_batch_size", f"must be >= 1, got {local_batch_size}")])
+
+
+def _unique(items: Iterable[Item | Mapping[str, Any]]) -> list[Item]:
+    """The items, or a :class:`ConfigError` when two share an id (rows are keyed by it)."""
+    all_items = [as_item(obj) for obj in items]
+    ids = [it.id for it in all_items]
+    if len(set(ids)) != len(ids):
+        dupes = sorted({i for i in ids if ids.count(i) > 1})[:5]
+        raise ConfigError([Problem("items", f"duplicate ids {dupes}", "give every item a unique id")])
+    return all_items
+
+
+def _pending(items: list[Item], path: Path | None, retry_errors: bool) -> list[Item]:
+    """The items a resume still has to run: not done in ``path`` (an error row counts as not done
+    with ``retry_errors``)."""
+    if path is None:
+        return items
+    repair_tail(path)
+    done = {i for i, row in read_results(path).items() if not (retry_errors and row.get("error"))}
+    return [it for it in items if it.id not in done]
+
+
+def _record(
+    rows: Iterator[dict[str, Any]],
+    stats: RunStats,
+    redact: Callable[[str], str],
+    price: Price | None,
+    writer: ResultsWriter,
+    bar: Any,
+    path: Path | None,
+) -> None:
+    """Each row redacted, priced, settled with the budget, written, and counted in ``stats``."""
     start = time.perf_counter()
-    if mode == "provider_batch":
-        from .batch import BatchOptions, run_batches
-
-        def online(items: Sequence[Item]) -> Iterator[dict[str, Any]]:
-            if _native_async(model):
-                return _run_async(model, items, workers, generation)
-            return _run_threads(model, items, workers, generation)
-
-        rows = run_batches(
-            model,
-            list(submitted),  # a batch submits every admitted item at once
-            generation,
-            batch or BatchOptions(),
-            path,
-            online,
-            progress=progress,
-            desc=desc or "items",
-        )
-    elif mode == "threads":
-        rows = _run_threads(model, submitted, workers, generation)
-    elif mode == "async":
-        rows = _run_async(model, submitted, workers, generation)
-    elif mode == "batches":
-        rows = _run_batches(model, submitted, batch_size, generation)
-    else:
-        rows = (_call_one(model, it, generation) for it in submitted)
     try:
         for row in rows:
             row = redact_row(row, redact)
-            row["cost_usd"] = _row_cost(row, price)
-            if budget is not None:
-                budget.settle(row["id"], 0.0 if row["error"] else row["cost_usd"])
-            if row["cost_usd"] is not None:
-                stats.cost_usd = (stats.cost_usd or 0.0) + row["cost_usd"]
+            row["cost_usd"] = row_cost(row, price)
+            if stats.budget is not None:
+                stats.budget.settle(row["id"], 0.0 if row["error"] else row["cost_usd"])
             writer.write(row)
             if path is None:
                 stats.rows.append(row)
-            if row["error"]:
-                stats.failed += 1
-            else:
-                stats.ok += 1
-                stats.latencies.append(row["latency_s"])
-                usage = row["usage"] or {}
-                stats.input_tokens += int(usage.get("input_tokens") or 0)
-                stats.output_tokens += int(usage.get("output_tokens") or 0)
+            stats.count(row)
             stats.elapsed_s = time.perf_counter() - start
             if bar is not None:
                 bar.set_postfix(errors=stats.failed, tok_s=f"{stats.output_tokens_per_s:.1f}", refresh=False)
                 bar.update(1)
     except KeyboardInterrupt:
-        if mode == "provider_batch":  # wherever Ctrl-C lands: the batches it leaves running, and how to go on
+        if stats.mode == "provider_batch":  # wherever Ctrl-C lands: the batches left running, how to go on
             from .batch import interrupted_note
 
             note = interrupted_note(path)
@@ -431,83 +290,25 @@ def run_items(
         writer.close()
         if bar is not None:
             bar.close()
-    if mode == "provider_batch" and path is not None:
-        from .batch import BATCHES_FILE, BatchState
-
-        stats.batches_pending = len(BatchState.load(path.parent / BATCHES_FILE).running())
-    return stats
 
 
-def _row_cost(row: dict[str, Any], price: Price | None) -> float | None:
-    """What the row's call cost: None for an error or an unpriced model (unknown, never a made-up 0),
-    0 for a reply served from the response cache (nothing was billed), else its usage at the price
-    (the batch rate for a batch row)."""
-    if row["error"] or price is None:
-        return None
-    if row.get("cached"):
-        return 0.0
-    return cost_usd(row["usage"], price, batch=bool(row.get("batch")))
+# run_items' keywords before issue 24's renames, each with its new name.
+_RENAMED_KWARGS = {
+    "batch_size": "local_batch_size",
+    "mode": "provider_batch (a BatchOptions; None: online)",
+    "batch": "provider_batch",
+}
 
 
-# Output tokens assumed for a call whose max_tokens is not set, when a budget needs an estimate.
-DEFAULT_OUTPUT_ESTIMATE = 256
-
-
-def _budget(
-    model: Any, price: Price | None, limit: float | None, generation: dict[str, Any], *, batch: bool = False
-) -> Budget | None:
-    if limit is None:
-        return None
-    if limit < 0:
-        raise ConfigError([Problem("runner.max_cost_usd", f"must be >= 0, got {limit}")])
-    if price is None:
-        raise ConfigError(
-            [
-                Problem(
-                    "runner.max_cost_usd",
-                    f"a budget needs a price, and {getattr(model, 'model_id', model)!r} has none",
-                    "give the model a price (model.price={input: 2.5, output: 10}, USD per million tokens) "
-                    "or drop runner.max_cost_usd",
-                )
-            ]
-        )
-    return Budget(limit, price, batch=batch)  # batch items are estimated at the batch rate
-
-
-def _within(budget: Budget, model: Any, todo: Iterable[Item], generation: dict[str, Any]) -> Iterator[Item]:
-    """The items the budget admits, in order, estimated as they are taken; stops at the first refusal.
-    An item the response cache answers costs nothing: it is let through without an estimate."""
-    count, _ = token_counter(model)
-    spec = getattr(model, "spec", None)
-    out = generation.get("max_tokens") or getattr(spec, "max_tokens", None) or DEFAULT_OUTPUT_ESTIMATE
-    cached = _cache_probe(model, generation)
-    for item in todo:
-        if cached(item):
-            yield item
-            continue
-        if not budget.admit(item.id, count(item.messages), int(out)):
-            log.warning("%s", budget.reason)
-            return
-        yield item
-
-
-def _cache_probe(model: Any, generation: dict[str, Any]) -> Callable[[Item], bool]:
-    """Whether the response cache holds an item's reply (for a budget: a hit is free). Always False for a
-    model without a cache on; a lookup that fails counts as a miss (the call itself reports it)."""
-    from .model import Model
-
-    cache = getattr(getattr(model, "spec", None), "cache", None)
-    if not isinstance(model, Model) or not getattr(cache, "enabled", False):
-        return lambda item: False
-    from .batch.driver import prepare  # the request an online call of the item sends
-
-    def probe(item: Item) -> bool:
-        try:
-            return model._cache_lookup(prepare(model, item, generation)) is not None
-        except Exception:  # noqa: BLE001 - a replay miss, a bad item: not a hit
-            return False
-
-    return probe
+def _refuse_renamed(generation: Mapping[str, Any]) -> None:
+    """An old keyword would otherwise be sent to the model as a per-call parameter."""
+    problems = [
+        Problem(old, f"was renamed to {new}", f"run_items(..., {new.split(' ')[0]}=...)")
+        for old, new in _RENAMED_KWARGS.items()
+        if old in generation
+    ]
+    if problems:
+        raise ConfigError(problems, title="renamed run_items keywords")
 
 
 def _progress_bar(total: int, enabled: bool, desc: str, skipped: int) -> Any:

@@ -21,7 +21,10 @@ pytest_plugins = ["tests.ci_skips"]
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    from modelfactory.job.spec import register_configs
     from tests.ci_skips import ci_is_strict  # loaded by now, as a plugin
+
+    register_configs()  # tests compose conf/config.yaml with Hydra's API, as `modelfactory run` does
 
     # A suite started in the background of a script (`cmd &` without job control) inherits SIGINT ignored,
     # and so would every run.py a test starts: the Ctrl-C tests would see a run that cannot be interrupted.

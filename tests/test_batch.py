@@ -1,4 +1,4 @@
-"""runner.mode=batch end to end: `modelfactory serve` as the OpenAI Batch provider (driven by the openai
+"""runner.provider_batch end to end: `modelfactory serve` as the OpenAI Batch provider (driven by the openai
 SDK's own client.files / client.batches), a local Anthropic Message Batches server, and run.py killed
 between submission and completion."""
 
@@ -133,8 +133,7 @@ def test_batch_rows_equal_online_rows_and_fill_the_cache(served: BackgroundServe
         client_of(served, cache=cache),
         ITEMS,
         results_path=tmp_path / "b" / "results.jsonl",
-        mode="batch",
-        batch=BatchOptions(poll_s=0.05, max_requests=3),
+        provider_batch=BatchOptions(poll_s=0.05, max_requests=3),
         **gen,
     )
     assert (stats.ok, stats.failed, stats.mode) == (len(ITEMS), 0, "provider_batch")
@@ -165,8 +164,7 @@ def test_batch_rows_equal_online_rows_and_fill_the_cache(served: BackgroundServe
         client_of(served, cache=cache),
         ITEMS,
         results_path=tmp_path / "c" / "results.jsonl",
-        mode="batch",
-        batch=FAST,
+        provider_batch=FAST,
         **gen,
     )
     assert again.ok == len(ITEMS) and served.app.state.serve.batches.created == before
@@ -193,8 +191,7 @@ def test_items_a_batch_did_not_answer_go_online_or_stay_errors(tmp_path: Path) -
             model,
             ITEMS[:4],
             results_path=tmp_path / "a" / "results.jsonl",
-            mode="batch",
-            batch=FAST,
+            provider_batch=FAST,
             progress=False,
         )
         got = rows(tmp_path / "a" / "results.jsonl")
@@ -205,8 +202,7 @@ def test_items_a_batch_did_not_answer_go_online_or_stay_errors(tmp_path: Path) -
             model,
             ITEMS[:4],
             results_path=tmp_path / "e" / "results.jsonl",
-            mode="batch",
-            batch=BatchOptions(poll_s=0.05, on_missing="error"),
+            provider_batch=BatchOptions(poll_s=0.05, on_missing="error"),
             progress=False,
         )
         got = rows(tmp_path / "e" / "results.jsonl")
@@ -216,8 +212,8 @@ def test_items_a_batch_did_not_answer_go_online_or_stay_errors(tmp_path: Path) -
 
 
 def test_a_model_without_a_batch_endpoint_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="runner.mode"):
-        run_items(CallableModel(fn=echo), ITEMS, mode="batch", progress=False)
+    with pytest.raises(ConfigError, match="runner.provider_batch.enabled"):
+        run_items(CallableModel(fn=echo), ITEMS, provider_batch=BatchOptions(), progress=False)
 
 
 # --------------------------------------------------------------------------- Anthropic
@@ -236,8 +232,7 @@ def test_anthropic_message_batches(tmp_path: Path) -> None:
             claude(server),
             ITEMS,
             results_path=tmp_path / "results.jsonl",
-            mode="batch",
-            batch=BatchOptions(poll_s=0.05, on_missing="error"),
+            provider_batch=BatchOptions(poll_s=0.05, on_missing="error"),
             stop_sequences=[" |"],
             temperature=0,
             progress=False,
@@ -266,8 +261,7 @@ def test_anthropic_message_batches(tmp_path: Path) -> None:
             claude(server),
             ITEMS,
             results_path=tmp_path / "results.jsonl",
-            mode="batch",
-            batch=FAST,
+            provider_batch=FAST,
             stop_sequences=[" |"],
             temperature=0,
             progress=False,
@@ -283,8 +277,7 @@ def test_max_wait_leaves_the_batch_running_and_a_rerun_collects_it(tmp_path: Pat
             claude(server),
             ITEMS[:3],
             results_path=tmp_path / "results.jsonl",
-            mode="batch",
-            batch=BatchOptions(poll_s=0.05, max_wait=0.2),
+            provider_batch=BatchOptions(poll_s=0.05, max_wait=0.2),
             progress=False,
         )
         assert stats.failed == 3
@@ -294,8 +287,7 @@ def test_max_wait_leaves_the_batch_running_and_a_rerun_collects_it(tmp_path: Pat
             claude(server),
             ITEMS[:3],
             results_path=tmp_path / "results.jsonl",
-            mode="batch",
-            batch=FAST,
+            provider_batch=FAST,
             progress=False,
         )
         assert stats.ok == 3 and server.submissions == 1
@@ -316,8 +308,7 @@ def test_batches_cancel_stops_a_running_batch_and_a_rerun_submits_anew(
             claude(server),
             ITEMS[:2],
             results_path=tmp_path / "results.jsonl",
-            mode="batch",
-            batch=BatchOptions(poll_s=0.05, max_wait=0.1),
+            provider_batch=BatchOptions(poll_s=0.05, max_wait=0.1),
             progress=False,
         )
         assert cli.main(["batches", "list", str(tmp_path)]) == 0
@@ -331,8 +322,7 @@ def test_batches_cancel_stops_a_running_batch_and_a_rerun_submits_anew(
             claude(server),
             ITEMS[:2],
             results_path=tmp_path / "results.jsonl",
-            mode="batch",
-            batch=FAST,
+            provider_batch=FAST,
             progress=False,
         )
         assert stats.ok == 2 and server.submissions == 2
@@ -374,7 +364,7 @@ def test_run_killed_after_submitting_resumes_without_a_second_submission(
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     try:
         out = tmp_path / "run"
-        cmd = _run_py(out, srv.url, "runner.mode=batch", "runner.batch.poll_s=0.1")
+        cmd = _run_py(out, srv.url, "runner.provider_batch.enabled=true", "runner.provider_batch.poll_s=0.1")
         proc = subprocess.Popen(
             cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
@@ -433,8 +423,7 @@ def test_azure_batch_end_to_end(tmp_path: Path) -> None:
             model,
             ITEMS[:3],
             results_path=tmp_path / "results.jsonl",
-            mode="batch",
-            batch=FAST,
+            provider_batch=FAST,
             stop_sequences=[" |"],
             progress=False,
         )

@@ -1,4 +1,4 @@
-"""runner.mode=batch pays once: a run killed at any step of a batch submission, then resumed into the
+"""runner.provider_batch pays once: a run killed at any step of a batch submission, then resumed into the
 same dir, submits every item at most once (one batch at the provider, each custom_id in it once).
 
 The run is a real subprocess. It dies either by ``kill -9`` from the fake provider while the upload or
@@ -44,7 +44,7 @@ if provider == "openai":
 else:
     model = LiteLLMModel(model_id="anthropic/claude-test", api_base=url, api_key="test-key", max_tokens=64)
 items = [{{"id": f"q{{i}}", "prompt": f"question {{i}}"}} for i in range({N})]
-stats = run_items(model, items, results_path=out, mode="batch", batch=BatchOptions(poll_s=0.05), progress=False)
+stats = run_items(model, items, results_path=out, provider_batch=BatchOptions(poll_s=0.05), progress=False)
 print(stats.ok, stats.failed, stats.skipped)
 """
 
@@ -173,7 +173,7 @@ def test_a_corrupt_batches_json_stops_the_run_before_anything_is_submitted(tmp_p
         items = [{"id": "q0", "prompt": "hi"}]
         with pytest.raises(DataError, match="batches.json is unreadable"):
             run_items(
-                model, items, results_path=tmp_path / "r.jsonl", mode="batch", batch=BatchOptions(poll_s=0.05)
+                model, items, results_path=tmp_path / "r.jsonl", provider_batch=BatchOptions(poll_s=0.05)
             )
         assert server.submissions == 0
 

@@ -435,7 +435,7 @@ def test_runner_batches_a_local_model_with_its_cache_on(tmp_path: Path) -> None:
             temperature=0,
             cache={"mode": mode, "path": str(db)},
         )
-        stats = run_items(model, items, batch_size=2, progress=False)
+        stats = run_items(model, items, local_batch_size=2, progress=False)
         assert stats.mode == "batches" and stats.ok == 5 and stats.failed == 0
         out[mode] = {r["id"]: r["content"] for r in stats.rows}
     assert out["replay"] == out["read_write"] and rows(db) == 5

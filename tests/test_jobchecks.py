@@ -23,13 +23,13 @@ BAD = [
     ("output.results_file=sub/", "output.results_file"),
 ]
 BATCH = [
-    ("runner.batch.poll_s=nan", "runner.batch.poll_s"),
-    ("runner.batch.poll_s=inf", "runner.batch.poll_s"),
-    ("runner.batch.poll_s=abc", "runner.batch.poll_s"),
-    ("runner.batch.poll_s=0", "runner.batch.poll_s"),
-    ("runner.batch.max_wait=-1", "runner.batch.max_wait"),
-    ("runner.batch.max_wait=nan", "runner.batch.max_wait"),
-    ("runner.batch.max_requests=2.5", "runner.batch.max_requests"),
+    ("runner.provider_batch.poll_s=nan", "runner.provider_batch.poll_s"),
+    ("runner.provider_batch.poll_s=inf", "runner.provider_batch.poll_s"),
+    ("runner.provider_batch.poll_s=abc", "runner.provider_batch.poll_s"),
+    ("runner.provider_batch.poll_s=0", "runner.provider_batch.poll_s"),
+    ("runner.provider_batch.max_wait=-1", "runner.provider_batch.max_wait"),
+    ("runner.provider_batch.max_wait=nan", "runner.provider_batch.max_wait"),
+    ("runner.provider_batch.max_requests=2.5", "runner.provider_batch.max_requests"),
 ]
 
 
@@ -38,7 +38,7 @@ def test_a_bad_setting_is_a_config_error_naming_its_key(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], override: str, key: str
 ) -> None:
     data = write_items(tmp_path / "items.jsonl", ["one"])
-    extra = ["runner.mode=batch"] if override.startswith("runner.batch.") else []
+    extra = ["runner.provider_batch.enabled=true"] if override.startswith("runner.provider_batch.") else []
     cfg = app_config("model=custom_callable", "task=dataset", f"task.path={data}", *extra, override)
     assert app.run_job(cfg, tmp_path / "out") == 2
     err = capsys.readouterr().err

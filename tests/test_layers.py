@@ -57,7 +57,8 @@ LAYERS: list[tuple[str, ...]] = [
         "modelfactory.datasets",
         "modelfactory.results",
         "modelfactory.runlock",
-        "modelfactory.jobchecks",
+        "modelfactory.job",  # the job spec: the one reader of the app's config
+        "modelfactory.job.",
         "modelfactory.jobmetrics",
         "modelfactory.runner",
         "modelfactory.batch",

@@ -215,7 +215,7 @@ def test_batch_replies_carry_cached_tokens_at_the_batch_rate(tmp_path: Any) -> N
     with BatchAPIServer(api_key="sk-test") as server:
         server.cached_tokens = 3
         model = _api("test-model", api_base=f"{server.url}/v1", price=CACHED_PRICE)
-        (row,) = run_items(model, item, mode="batch", batch=BatchOptions(poll_s=0.05), progress=False).rows
+        (row,) = run_items(model, item, provider_batch=BatchOptions(poll_s=0.05), progress=False).rows
     # "echo: question 1 | tail": 5 completion tokens; 4 prompt tokens, 3 of them cached; half price:
     # (1 x $2 + 3 x $0.5 + 5 x $8) / 1M x 0.5 = $43.5 / 1M x 0.5
     assert (row["usage"]["input_tokens"], row["usage"]["cached_input_tokens"]) == (4, 3)
@@ -232,7 +232,7 @@ def test_batch_replies_carry_cached_tokens_at_the_batch_rate(tmp_path: Any) -> N
                 "price": CACHED_PRICE,
             }
         )
-        (row,) = run_items(claude, item, mode="batch", batch=BatchOptions(poll_s=0.05), progress=False).rows
+        (row,) = run_items(claude, item, provider_batch=BatchOptions(poll_s=0.05), progress=False).rows
     # 4 uncached + 600 read + 100 written = 704 prompt tokens, 600 cached (writes at the input rate);
     # "echo: question 1 | tail" has 5 words: (104 x $2 + 600 x $0.5 + 5 x $8) / 1M x 0.5 = $548 / 1M x 0.5
     assert (row["usage"]["input_tokens"], row["usage"]["cached_input_tokens"]) == (704, 600)

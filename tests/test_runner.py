@@ -275,7 +275,7 @@ class BatchModel(FakeModel):
 def test_local_model_batches_and_isolates_a_bad_item(tmp_path: Path) -> None:
     model = BatchModel(fail={"q5"})
     out = tmp_path / "r.jsonl"
-    stats = run_items(model, items(10), batch_size=4, concurrency=16, results_path=out, progress=False)
+    stats = run_items(model, items(10), local_batch_size=4, concurrency=16, results_path=out, progress=False)
     assert stats.mode == "batches" and model.batches == [4, 4, 2]
     assert model.calls == ["q4", "q5", "q6", "q7"]  # the failed batch, item by item
     rows = read_results(out)
@@ -307,7 +307,9 @@ class RowErrorBatchModel(FakeModel):
 
 def test_batch_rows_with_exceptions_are_recorded_without_a_rerun() -> None:
     model = RowErrorBatchModel(fail={"q1"})
-    stats = run_items(model, items(3), batch_size=2, progress=False, stop_sequences=["\n"], temperature=0.0)
+    stats = run_items(
+        model, items(3), local_batch_size=2, progress=False, stop_sequences=["\n"], temperature=0.0
+    )
     assert model.calls == []  # no item-by-item fallback was needed
     assert model.seen[0] == {
         "batch_size": 2,

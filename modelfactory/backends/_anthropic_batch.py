@@ -64,7 +64,7 @@ class AnthropicBatches:
                         "export ANTHROPIC_API_KEY=... (or model.api_key=${oc.env:MY_KEY_VAR})",
                     )
                 ],
-                title="runner.mode=batch",
+                title="runner.provider_batch",
             )
         headers = {"x-api-key": key, "anthropic-version": VERSION, "content-type": "application/json"}
         transport = httpx.HTTPTransport(retries=3)  # connection failures; the control calls are idempotent

@@ -1,4 +1,4 @@
-"""Provider batch APIs (``runner.mode=batch``): OpenAI and Azure OpenAI Batch, Anthropic Message Batches.
+"""Provider batch APIs (``runner.provider_batch``): OpenAI and Azure OpenAI Batch, Anthropic Message Batches.
 
 Layout: ``base`` (``batches.json``; the adapter interface is :mod:`modelfactory.batchapi`, and each
 backend supplies its own adapter: ``Model.batch_adapter()``), ``driver`` (submit, persist, poll, collect

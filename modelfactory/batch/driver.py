@@ -1,4 +1,4 @@
-"""``runner.mode=batch``: a job's pending items through a provider's batch endpoint.
+"""``runner.provider_batch.enabled=true``: a job's pending items through a provider's batch endpoint.
 
 Pending items (after resume) that hit the response cache are answered from it; the rest become one or
 more provider batches (split at the provider's request and size limits), each request's ``custom_id``
@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..batchapi import Mark, crash_point
 from ..datasets import Item
@@ -35,6 +35,9 @@ from ..messages import trim_at_stop
 from ..model import GenerationRequest
 from ..results import error_row, ok_row
 from .base import BATCHES_FILE, BatchAdapter, BatchProgress, BatchRecord, BatchState, custom_id_for
+
+if TYPE_CHECKING:
+    from ..job.spec import ProviderBatchSpec
 
 __all__ = [
     "PHASES",
@@ -56,7 +59,7 @@ MAX_POLL_FAILURES = 5  # failed polls in a row after which wait_all stops waitin
 
 @dataclass
 class BatchOptions:
-    """``runner.batch.*``."""
+    """``runner.provider_batch.*``."""
 
     poll_s: float = 30.0  # first wait between polls; it grows x1.5 up to 8x this
     max_wait: float | None = None  # seconds; past it the job stops waiting (batches keep running)
@@ -66,37 +69,24 @@ class BatchOptions:
 
     @classmethod
     def from_config(cls, batch: Any, phase: str = "all") -> BatchOptions:
-        """From a ``runner.batch`` mapping (a config node or a dict; missing keys take the defaults)."""
-        from ..jobchecks import number
+        """From a ``runner.provider_batch`` mapping (a config node or a dict; missing keys take the
+        defaults), checked by :class:`~modelfactory.job.spec.ProviderBatchSpec`."""
+        from ..job.spec import ProviderBatchSpec, spec_problems
 
-        b = batch or {}
-        problems: list[Problem] = []
-        poll_s = number(
-            b.get("poll_s", 30), "runner.batch.poll_s", problems, low=0, above=True,
-            fix="runner.batch.poll_s=30", optional=False,
-        )  # fmt: skip
-        max_wait = number(
-            b.get("max_wait"), "runner.batch.max_wait", problems, low=0, above=False,
-            fix="runner.batch.max_wait=3600 (seconds; null: until the batches end)", optional=True,
-        )  # fmt: skip
-        max_requests = b.get("max_requests")
-        if max_requests is not None and (not isinstance(max_requests, int) or isinstance(max_requests, bool)):
-            problems.append(
-                Problem(
-                    "runner.batch.max_requests",
-                    f"must be an integer >= 1 or null, got {max_requests!r}",
-                    "runner.batch.max_requests=1000",
-                )
-            )
-            max_requests = None
-        on_missing = b.get("on_missing", "online")
+        plain = _plain(batch) if batch is not None else {}
+        problems = spec_problems({"model": "-", "runner": {"provider_batch": plain}})
         if problems:
-            raise ConfigError(problems, title="invalid runner.batch settings")
+            raise ConfigError(problems, title="invalid runner.provider_batch settings")
+        return cls.from_spec(ProviderBatchSpec.model_validate(plain), phase)
+
+    @classmethod
+    def from_spec(cls, spec: ProviderBatchSpec, phase: str = "all") -> BatchOptions:
+        """From the job spec's ``runner.provider_batch``."""
         return cls(
-            poll_s=float(poll_s or 30),
-            max_wait=max_wait,
-            on_missing=str(on_missing),
-            max_requests=max_requests,
+            poll_s=spec.poll_s,
+            max_wait=spec.max_wait,
+            on_missing=spec.on_missing,
+            max_requests=spec.max_requests,
             phase=phase,
         )
 
@@ -105,23 +95,33 @@ class BatchOptions:
         if self.phase not in PHASES:
             problems.append(Problem("batch phase", f"unknown phase {self.phase!r}", "all, submit or collect"))
         if not (math.isfinite(self.poll_s) and self.poll_s > 0):
-            problems.append(Problem("runner.batch.poll_s", f"must be > 0, got {self.poll_s}", "e.g. 30"))
+            problems.append(
+                Problem("runner.provider_batch.poll_s", f"must be > 0, got {self.poll_s}", "e.g. 30")
+            )
         if self.max_wait is not None and not (math.isfinite(self.max_wait) and self.max_wait >= 0):
             problems.append(
-                Problem("runner.batch.max_wait", f"must be >= 0 or null, got {self.max_wait}", "")
+                Problem("runner.provider_batch.max_wait", f"must be >= 0 or null, got {self.max_wait}", "")
             )
         if self.on_missing not in ("online", "error"):
             problems.append(
                 Problem(
-                    "runner.batch.on_missing", f"unknown value {self.on_missing!r}", "use online or error"
+                    "runner.provider_batch.on_missing",
+                    f"unknown value {self.on_missing!r}",
+                    "use online or error",
                 )
             )
         if self.max_requests is not None and self.max_requests < 1:
             problems.append(
-                Problem("runner.batch.max_requests", f"must be >= 1, got {self.max_requests}", "")
+                Problem("runner.provider_batch.max_requests", f"must be >= 1, got {self.max_requests}", "")
             )
         if problems:
-            raise ConfigError(problems, title="invalid runner.batch settings")
+            raise ConfigError(problems, title="invalid runner.provider_batch settings")
+
+
+def _plain(node: Any) -> Any:
+    from omegaconf import DictConfig, OmegaConf
+
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
 def adapter_for(model: Any) -> BatchAdapter:
@@ -134,13 +134,13 @@ def adapter_for(model: Any) -> BatchAdapter:
     raise ConfigError(
         [
             Problem(
-                "runner.mode",
-                f"batch: {type(model).__name__} ({getattr(model, 'model_id', '?')}) has no batch endpoint "
+                "runner.provider_batch.enabled",
+                f"{type(model).__name__} ({getattr(model, 'model_id', '?')}) has no batch endpoint "
                 "(batch mode covers OpenAI, Azure OpenAI, `modelfactory serve` and litellm anthropic/ models)",
-                "use runner.mode=online for this model",
+                "runner.provider_batch.enabled=false (online calls) for this model",
             )
         ],
-        title="runner.mode=batch",
+        title="runner.provider_batch",
     )
 
 
@@ -371,7 +371,7 @@ def _wait(
                             yield error_row(
                                 item_id,
                                 model._provider_error(
-                                    f"batch {rec.id} still running {waited} runner.batch.max_wait="
+                                    f"batch {rec.id} still running {waited} runner.provider_batch.max_wait="
                                     f"{options.max_wait}s: re-run into the same dir to collect it, or "
                                     f"`modelfactory batches cancel {_dir(state)}`"
                                 ),

@@ -20,7 +20,9 @@ def _load(run_dir: Path) -> tuple[BatchState, Path]:
         raise ConfigError(
             [
                 Problem(
-                    "run dir", f"no {BATCHES_FILE} in {run_dir}", "give the dir of a runner.mode=batch run"
+                    "run dir",
+                    f"no {BATCHES_FILE} in {run_dir}",
+                    "give the dir of a runner.provider_batch run",
                 )
             ],
             title="modelfactory batches",

@@ -1,4 +1,4 @@
-"""A multirun in ``runner.mode=batch``: every job submits its batches, then the sweep waits for all of
+"""A multirun with ``runner.provider_batch.enabled=true``: every job submits its batches, then the sweep waits for all of
 them together, and only then collects each job.
 
 Without it each job would submit and wait in turn (a launcher runs ``n_jobs`` at a time), so the last
@@ -153,7 +153,7 @@ def _groups(jobs: list[_Job]) -> list[Any]:
     for job in jobs:
         try:
             with _as_job(job):
-                options = BatchOptions.from_config(OmegaConf.select(job.cfg, "runner.batch"))
+                options = BatchOptions.from_config(OmegaConf.select(job.cfg, "runner.provider_batch"))
                 adapter = adapter_for(build_model(job.cfg.model))
         except Exception as exc:  # noqa: BLE001 - that job's collecting run reports it
             log.warning("%s: cannot poll its batches: %s: %s", job.dir, type(exc).__name__, exc)
@@ -202,7 +202,7 @@ def collect_sweep(
 ) -> dict[str, int]:
     """Wait for the batches of every submitted job under ``sweep_dir`` together, then collect each job;
     ``{job dir: exit code}``. ``poll_s``: the first wait between polls (default: the smallest
-    ``runner.batch.poll_s`` of the jobs)."""
+    ``runner.provider_batch.poll_s`` of the jobs)."""
     from .driver import BatchOptions, wait_all
 
     jobs = []
@@ -216,7 +216,9 @@ def collect_sweep(
     groups = _groups(jobs)
     progress = progress and all(OmegaConf.select(j.cfg, "runner.progress", default=True) for j in jobs)
     if poll_s is None:
-        polls = [BatchOptions.from_config(OmegaConf.select(j.cfg, "runner.batch")).poll_s for j in jobs]
+        polls = [
+            BatchOptions.from_config(OmegaConf.select(j.cfg, "runner.provider_batch")).poll_s for j in jobs
+        ]
         poll_s = min(polls)
     running = sum(len(g.state.running()) for g in groups)
     print(

@@ -252,13 +252,13 @@ def test_the_runner_records_the_oversized_item_alone_and_resumes_only_it(
         {"id": "c", "prompt": "Tell me a story."},
     ]
     path = tmp_path / "results.jsonl"
-    stats = run_items(tiny, items, results_path=path, batch_size=3, progress=False, temperature=0)
+    stats = run_items(tiny, items, results_path=path, local_batch_size=3, progress=False, temperature=0)
     assert stats.mode == "batches"
     rows = _rows(path)
     assert rows["a"]["error"] is None and rows["c"]["error"] is None
     assert rows["huge"]["error"]["type"] == "ContextLengthError"
     assert "context window is 512 tokens" in rows["huge"]["error"]["message"]
-    again = run_items(tiny, items, results_path=path, batch_size=3, progress=False, temperature=0)
+    again = run_items(tiny, items, results_path=path, local_batch_size=3, progress=False, temperature=0)
     assert again.skipped == 2  # a resume runs the oversized item again, alone
 
 
