@@ -523,6 +523,25 @@ def _expect(fn: Any, problem: tuple[type[ModelFactoryError], str | list[str]] | 
     return None
 
 
+def _generation_problem(params: dict[str, Any]) -> tuple[type[ModelFactoryError], list[str]] | None:
+    """The documented generation rules (README, call contract): ``temperature`` a finite number from 0 to 2,
+    ``seed`` an integer in 64 bits (a bool is neither); checked before the messages, as a ConfigError."""
+
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    keys = []
+    t = params.get("temperature")
+    if t is not None and not (number(t) and math.isfinite(t) and 0 <= t <= 2):
+        keys.append("temperature")
+    seed = params.get("seed")
+    if seed is not None and not (
+        isinstance(seed, int) and not isinstance(seed, bool) and -(2**63) <= seed < 2**64
+    ):
+        keys.append("seed")
+    return (ConfigError, keys) if keys else None
+
+
 def _call_problem(messages: Any, stop: Any = None) -> tuple[type[ModelFactoryError], list[str]] | None:
     keys = [k for k in (_message_problem(messages), _stop_problem(stop)) if k is not None]
     return (MessageError, keys) if keys else None
@@ -534,7 +553,8 @@ def test_fuzzed_messages_on_a_callable_model(messages: Any, stop: Any, temperatu
     model = CallableModel(fn=ECHO, retry=ONE_TRY)
     reply = _expect(lambda: model(messages, stop_sequences=stop), _call_problem(messages, stop))
     assert reply is None or reply.content.startswith("Echo: ")
-    reply = _expect(lambda: model(messages, temperature=temperature), _call_problem(messages))  # to the fn
+    problem = _generation_problem({"temperature": temperature}) or _call_problem(messages)
+    reply = _expect(lambda: model(messages, temperature=temperature), problem)  # to the fn
     assert reply is None or reply.content.startswith("Echo: ")
 
 
@@ -548,7 +568,7 @@ def test_fuzzed_messages_on_the_wire(
     server: RecordingServer, messages: Any, stop: Any, extra: dict[str, Any]
 ) -> None:
     model = openai_model(server)
-    problem = _call_problem(messages, stop)
+    problem = _generation_problem(extra) or _call_problem(messages, stop)
     if problem is None and not _json_ok([messages, extra]):  # NaN, bytes, ...: refused before sending
         problem = (BackendError, ["not JSON compliant", "not JSON serializable"])
     reply = _expect(lambda: model(messages, stop_sequences=stop, **extra), problem)

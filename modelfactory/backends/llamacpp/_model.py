@@ -398,7 +398,8 @@ class LlamaCppModel(Model):
         rt = self.runtime
         prompt = self.chat_prompt(req.messages, req.tools)
         params = dict(req.params)
-        tool_choice = params.pop("tool_choice", self.spec.tool_choice)
+        params.pop("tool_choice", None)  # the request carries it (Model._request: the call's, else the spec's)
+        tool_choice = req.tool_choice if req.tool_choice is not None else self.spec.tool_choice
         sampling, requested, seed = self._sampling(params)
         stops = list(req.provider_stop or [])
         with rt.lock:
