@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from .backends.litellm import LiteLLMModel
     from .backends.llamacpp import LlamaCppModel
     from .backends.openai import OpenAIModel, OpenAIServerModel
+    from .backends.openvino import OpenVINOModel
     from .backends.transformers import TransformersModel
     from .errors import (
         BackendError,
