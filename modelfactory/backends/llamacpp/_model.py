@@ -125,8 +125,8 @@ class LlamaCppModel(Model):
     is_local: ClassVar[bool] = True  # in-process, one call at a time: the runner goes sequentially
     best_for: ClassVar[str] = (
         "one conversation at a time on a CPU (a chat, an agent loop), grammars and JSON schemas; it answers "
-        "one request at a time, so for a dataset or `modelfactory serve` under load TransformersModel's "
-        "generate_batch is faster (README: Which local backend for which job)"
+        "one request at a time, so for a dataset or `modelfactory serve` under load OpenVINOModel (continuous "
+        "batching) or TransformersModel's generate_batch is faster (README: Which local backend for which job)"
     )
 
     def __init__(self, /, **kwargs: Any) -> None:
