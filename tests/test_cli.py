@@ -89,6 +89,7 @@ def test_check_bad_override_is_a_problem_not_a_traceback(capsys: pytest.CaptureF
         ("llamacpp_smollm2", "LlamaCppModel", "one conversation at a time on a CPU"),
         ("transformers_smollm2", "TransformersModel", "batched work"),
         ("transformers_tiny", "TransformersModel", "batched work"),
+        ("openvino_smollm2", "OpenVINOModel", "datasets and many clients on a CPU"),
     ],
 )
 def test_check_says_which_local_backend_suits_which_job(

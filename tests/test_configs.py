@@ -42,6 +42,7 @@ def test_every_design_config_is_shipped() -> None:
         "local_server",
         "gpu_server",  # the per-job vLLM / llama.cpp server of the SLURM GPU recipes
         "llamacpp_smollm2",
+        "openvino_smollm2",
     }
 
 

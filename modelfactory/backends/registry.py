@@ -26,6 +26,7 @@ BACKENDS: dict[str, str] = {
     "LiteLLMRouterModel": "modelfactory.backends.litellm_router.LiteLLMRouterModel",
     "VLLMModel": "modelfactory.backends.vllm.VLLMModel",
     "MLXModel": "modelfactory.backends.mlx.MLXModel",
+    "OpenVINOModel": "modelfactory.backends.openvino.OpenVINOModel",
 }
 
 

@@ -4,6 +4,7 @@ Requests for a model with ``generate_batch`` (local models) that arrive within `
 each other, or while the model is busy, and share their generation parameters, go through one
 ``generate_batch`` call (up to ``max_batch_size`` rows; each row keeps its own stops). Other models get
 one call per request from a pool of ``max_concurrency`` threads; streams too, and are never batched.
+So does a model with ``continuous_batching = True``, which decodes concurrent calls together itself.
 """
 
 import asyncio
@@ -60,7 +61,9 @@ class Dispatcher:
         self.pool = ThreadPoolExecutor(self.settings.max_concurrency, thread_name_prefix="modelfactory-serve")
         self.batch_pool = ThreadPoolExecutor(1, thread_name_prefix="modelfactory-batch")
         batch = getattr(self.model, "generate_batch", None)
-        self.batching = callable(batch)
+        # A model that batches concurrent calls itself (OpenVINOModel's continuous batching) gets each
+        # request as it comes, from the pool: holding requests for a window would only delay them.
+        self.batching = callable(batch) and getattr(self.model, "continuous_batching", False) is not True
         params: Any = {}
         if callable(batch):
             with contextlib.suppress(TypeError, ValueError):

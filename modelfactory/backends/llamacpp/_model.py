@@ -135,8 +135,8 @@ class LlamaCppModel(Model):
     is_local: ClassVar[bool] = True  # in-process, one call at a time: the runner goes sequentially
     best_for: ClassVar[str] = (
         "one conversation at a time on a CPU (a chat, an agent loop), grammars and JSON schemas; it answers "
-        "one request at a time, so for a dataset or `modelfactory serve` under load TransformersModel's "
-        "generate_batch is faster (README: Which local backend for which job)"
+        "one request at a time, so for a dataset or `modelfactory serve` under load OpenVINOModel (continuous "
+        "batching) or TransformersModel's generate_batch is faster (README: Which local backend for which job)"
     )
 
     def __init__(self, /, **kwargs: Any) -> None:
@@ -398,7 +398,9 @@ class LlamaCppModel(Model):
         rt = self.runtime
         prompt = self.chat_prompt(req.messages, req.tools)
         params = dict(req.params)
-        params.pop("tool_choice", None)  # the request carries it (Model._request: the call's, else the spec's)
+        params.pop(
+            "tool_choice", None
+        )  # the request carries it (Model._request: the call's, else the spec's)
         tool_choice = req.tool_choice if req.tool_choice is not None else self.spec.tool_choice
         sampling, requested, seed = self._sampling(params)
         stops = list(req.provider_stop or [])
