@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from .cache import CacheSpec
 from .errors import ConfigError, Problem, did_you_mean
 from .pricing import Price
+from .reasoning import Effort, reasoning_problems
 from .retry import RetryPolicy
 from .secrets import (
     REDACTED,
@@ -114,6 +115,9 @@ class ModelSpec(BaseSettings):
     model_config = SettingsConfigDict(extra="forbid", validate_default=True, case_sensitive=True)
 
     backend_name: ClassVar[str] = "model"
+    # How `reasoning_effort` goes on the wire (modelfactory.reasoning): openai | litellm | local; None:
+    # the backend has no reasoning setting (only `none` is accepted).
+    reasoning_style: ClassVar[str | None] = None
     # True for a spec whose model is a remote API (ApiSpec): priced per token, smolagents' API-client
     # names apply. Read by pricing and aliases, which sit below this module and cannot import ApiSpec.
     remote_api: ClassVar[bool] = False
@@ -170,6 +174,11 @@ class ModelSpec(BaseSettings):
     max_tokens: int | None = Field(None, gt=0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     seed: int | None = None
+    reasoning_effort: Effort | None = Field(
+        None,
+        description="none | minimal | low | medium | high | max, mapped per provider and model family "
+        "(modelfactory.reasoning); null: the provider's default",
+    )
     generation_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="other generation parameters, passed to the provider as-is"
     )
@@ -227,7 +236,7 @@ class ModelSpec(BaseSettings):
             spec = cls(**data)
         except ValidationError as exc:
             raise ConfigError(named + cls._problems(exc, owner), title=f"invalid {owner} config") from None
-        problems = named + spec.base_problems() + spec.problems()
+        problems = named + spec.base_problems() + reasoning_problems(spec) + spec.problems()
         if problems:
             raise ConfigError(
                 [Problem(p.key, p.problem, p.fix, p.source or owner) for p in problems],

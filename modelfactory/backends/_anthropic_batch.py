@@ -32,7 +32,7 @@ log = logging.getLogger("modelfactory.runner")
 API_BASE = "https://api.anthropic.com"
 VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096  # the Messages API requires max_tokens; litellm sends this default too
-_PARAMS = ("temperature", "top_p", "top_k", "metadata")  # generation params the Messages API takes
+_PARAMS = ("temperature", "top_p", "top_k", "metadata", "thinking")  # what the Messages API takes
 
 
 class AnthropicBatches:

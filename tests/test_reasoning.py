@@ -1,0 +1,163 @@
+"""reasoning_effort on the wire: each backend x each level sends what its provider documents, checked on
+the real recording server (127.0.0.1) against the providers' own SDK types."""
+
+from __future__ import annotations
+
+import contextlib
+import typing
+from typing import Any
+
+import pytest
+
+from modelfactory.backends.litellm import LiteLLMModel
+from modelfactory.backends.openai import OpenAIServerModel
+from modelfactory.errors import ConfigError
+from modelfactory.reasoning import ANTHROPIC_BUDGETS, EFFORTS, reasoning_rule, template_kwargs
+from tests.servers.recording import RecordingServer
+
+MSGS = [{"role": "user", "content": "Say hello"}]
+KEY = "sk-test-KEY-0123456789abcdef"
+pytestmark = [
+    pytest.mark.server,
+    pytest.mark.filterwarnings("ignore:Item 'summary' on TypedDict:UserWarning"),
+]
+
+# (model id, the levels OpenAI documents for it)
+OPENAI_ROWS = [
+    ("o3-mini", ("low", "medium", "high")),
+    ("gpt-5-mini", ("minimal", "low", "medium", "high")),
+    ("gpt-5.1", ("none", "low", "medium", "high")),
+    ("gpt-5.2", ("none", "low", "medium", "high", "max")),
+]
+
+
+def _openai_effort_values() -> tuple[str, ...]:
+    from openai.types.shared import ReasoningEffort
+
+    (literal, _none) = typing.get_args(ReasoningEffort)  # Optional[Literal[...]]
+    return typing.get_args(literal)
+
+
+def _openai(srv: RecordingServer, **kw: Any) -> OpenAIServerModel:
+    return OpenAIServerModel(api_base=f"{srv.url}/v1", api_key=KEY, retry={"max_attempts": 1}, **kw)
+
+
+@pytest.mark.parametrize(("model_id", "accepted"), OPENAI_ROWS)
+@pytest.mark.parametrize("effort", EFFORTS)
+def test_openai_sends_each_accepted_level_and_refuses_the_others(
+    recording_server: RecordingServer, model_id: str, accepted: tuple[str, ...], effort: str
+) -> None:
+    if effort not in accepted:
+        with pytest.raises(ConfigError) as err:
+            _openai(recording_server, model_id=model_id, reasoning_effort=effort)
+        assert all(level in str(err.value) for level in accepted)
+        return
+    _openai(recording_server, model_id=model_id, reasoning_effort=effort, temperature=0.3)(MSGS)
+    body = recording_server.last.body
+    sent = body["reasoning_effort"]
+    assert sent == {"max": "xhigh"}.get(effort, effort)
+    assert sent in _openai_effort_values()  # a value the openai SDK's own type names
+    # gpt-5.1+ keeps its sampling parameters only when it does not reason
+    assert ("temperature" in body) == (effort == "none")
+
+
+def test_a_model_that_does_not_reason_takes_only_none(recording_server: RecordingServer) -> None:
+    with pytest.raises(ConfigError, match="it takes: none"):
+        _openai(recording_server, model_id="gpt-4o", reasoning_effort="low")
+    _openai(recording_server, model_id="gpt-4o", reasoning_effort="none")(MSGS)
+    assert "reasoning_effort" not in recording_server.last.body
+
+
+def test_a_per_call_effort_is_mapped_and_checked(recording_server: RecordingServer) -> None:
+    model = _openai(recording_server, model_id="gpt-5.2", reasoning_effort="low")
+    model(MSGS, reasoning_effort="max")
+    assert recording_server.last.body["reasoning_effort"] == "xhigh"
+    with pytest.raises(ConfigError, match="minimal"):
+        model(MSGS, reasoning_effort="minimal")
+
+
+@pytest.mark.parametrize("effort", EFFORTS)
+def test_litellm_anthropic_extended_thinking(recording_server: RecordingServer, effort: str) -> None:
+    from anthropic.types import MessageCreateParams  # noqa: F401  (the SDK is there to check against)
+    from anthropic.types.thinking_config_enabled_param import ThinkingConfigEnabledParam
+
+    def make() -> LiteLLMModel:
+        return LiteLLMModel(
+            model_id="anthropic/claude-sonnet-4-5",
+            api_base=recording_server.url,
+            api_key=KEY,
+            max_tokens=100,
+            temperature=0.2,
+            reasoning_effort=effort,
+            retry={"max_attempts": 1},
+        )
+
+    if effort == "minimal":
+        with pytest.raises(ConfigError, match="none, low, medium, high, max"):
+            make()
+        return
+    make()(MSGS)
+    body = recording_server.last.body
+    assert recording_server.last.path == "/v1/messages"
+    if effort == "none":
+        assert "thinking" not in body and body["max_tokens"] == 100 and body["temperature"] == 0.2
+        return
+    budget = ANTHROPIC_BUDGETS[effort]
+    assert body["thinking"] == {"type": "enabled", "budget_tokens": budget}
+    assert set(body["thinking"]) <= set(typing.get_type_hints(ThinkingConfigEnabledParam))
+    assert budget >= 1024 and body["max_tokens"] == 100 + budget  # budget below max_tokens, answer kept
+    assert "temperature" not in body  # the API refuses it while thinking
+
+
+@pytest.mark.parametrize(
+    ("model_id", "effort", "config"),
+    [
+        ("gemini/gemini-3-pro-preview", "low", {"thinkingLevel": "low"}),
+        ("gemini/gemini-3-pro-preview", "high", {"thinkingLevel": "high"}),
+        ("gemini/gemini-2.5-flash", "none", {"thinkingBudget": 0}),
+    ],
+)
+def test_litellm_gemini_thinking(
+    recording_server: RecordingServer, model_id: str, effort: str, config: dict[str, Any]
+) -> None:
+    model = LiteLLMModel(
+        model_id=model_id,
+        api_base=recording_server.url,
+        api_key=KEY,
+        reasoning_effort=effort,
+        retry={"max_attempts": 1},
+    )
+    # the recording server answers in OpenAI's shape, not Gemini's: the request is what counts
+    with contextlib.suppress(Exception):
+        model(MSGS)
+    sent = recording_server.last.body["generationConfig"]["thinkingConfig"]
+    assert {k: sent[k] for k in config} == config
+
+
+def test_gemini_3_pro_refuses_medium() -> None:
+    with pytest.raises(ConfigError, match="it takes: low, high"):
+        LiteLLMModel(model_id="gemini/gemini-3-pro-preview", reasoning_effort="medium")
+
+
+@pytest.mark.parametrize("effort", EFFORTS)
+def test_local_templates_get_the_thinking_switch(effort: str) -> None:
+    from modelfactory.backends.transformers._spec import TransformersSpec
+
+    spec = TransformersSpec.from_kwargs({"model_id": "HuggingFaceTB/SmolLM3-3B", "reasoning_effort": effort})
+    assert template_kwargs(spec) == {"enable_thinking": effort != "none"}
+    assert reasoning_rule("local", "anything").accepted == EFFORTS
+
+
+def test_anthropic_batch_lines_carry_the_thinking_budget() -> None:
+    from anthropic.types.message_create_params import MessageCreateParamsNonStreaming
+
+    model = LiteLLMModel(
+        model_id="anthropic/claude-sonnet-4-5", api_key=KEY, max_tokens=100, reasoning_effort="high"
+    )
+    adapter = model.batch_adapter()
+    assert adapter is not None
+    line = adapter.line("r1", model._request(MSGS, None, None, None, None, {}))
+    params = line["params"]
+    assert params["thinking"] == {"type": "enabled", "budget_tokens": ANTHROPIC_BUDGETS["high"]}
+    assert params["max_tokens"] == 100 + ANTHROPIC_BUDGETS["high"]
+    assert set(params) <= set(typing.get_type_hints(MessageCreateParamsNonStreaming))
