@@ -161,3 +161,74 @@ def test_anthropic_batch_lines_carry_the_thinking_budget() -> None:
     assert params["thinking"] == {"type": "enabled", "budget_tokens": ANTHROPIC_BUDGETS["high"]}
     assert params["max_tokens"] == 100 + ANTHROPIC_BUDGETS["high"]
     assert set(params) <= set(typing.get_type_hints(MessageCreateParamsNonStreaming))
+
+
+# --------------------------------------------------------------------------- reasoning text, tokens, cost
+
+
+def test_openai_reasoning_tokens_are_read_and_priced_at_the_output_rate(
+    recording_server: RecordingServer,
+) -> None:
+    from modelfactory.pricing import Price, cost_usd
+
+    recording_server.usage = {
+        "prompt_tokens": 10,
+        "completion_tokens": 50,
+        "total_tokens": 60,
+        "completion_tokens_details": {"reasoning_tokens": 40},
+    }
+    reply = _openai(recording_server, model_id="o3-mini", reasoning_effort="high")(MSGS)
+    usage = reply.token_usage
+    assert usage is not None and usage.reasoning_tokens == 40 and usage.output_tokens == 50
+    assert usage.to_dict()["reasoning_tokens"] == 40
+    price = Price(input=1.0, output=10.0)
+    assert cost_usd(usage, price) == pytest.approx((10 * 1.0 + 50 * 10.0) / 1e6)
+
+
+def test_anthropic_cache_writes_cost_the_write_rate() -> None:
+    from modelfactory.backends._anthropic_batch import usage_of
+    from modelfactory.pricing import Price, cost_usd
+
+    usage = usage_of(
+        {
+            "input_tokens": 10,
+            "cache_creation_input_tokens": 1000,
+            "cache_read_input_tokens": 100,
+            "output_tokens": 5,
+        }
+    )
+    assert (usage.input_tokens, usage.cached_input_tokens, usage.cache_write_input_tokens) == (
+        1110,
+        100,
+        1000,
+    )
+    price = Price(input=3.0, output=15.0, cached_input=0.3, cache_write_input=3.75)
+    assert cost_usd(usage, price) == pytest.approx((10 * 3.0 + 100 * 0.3 + 1000 * 3.75 + 5 * 15.0) / 1e6)
+    assert cost_usd(usage.to_dict(), price) == cost_usd(usage, price)  # a result row's usage prices the same
+
+
+def test_reasoning_content_is_kept_apart_and_never_sent_back(recording_server: RecordingServer) -> None:
+    recording_server.enqueue(
+        200,
+        {
+            "id": "c1",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "deepseek-reasoner",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "4", "reasoning_content": "2+2 is 4"},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8},
+        },
+    )
+    model = _openai(recording_server, model_id="deepseek-reasoner")
+    reply = model(MSGS)
+    assert (reply.content, reply.reasoning_content) == ("4", "2+2 is 4")
+    assert reply.to_dict()["reasoning_content"] == "2+2 is 4"
+    model([*MSGS, reply.to_dict(), {"role": "user", "content": "again"}])
+    sent = recording_server.last.body["messages"][1]
+    assert sent == {"role": "assistant", "content": "4"}

@@ -208,8 +208,15 @@ def _blocks(message: dict[str, Any]) -> Any:
 
 def _reply(message: dict[str, Any]) -> ChatMessage:
     text = "".join(b.get("text", "") for b in message.get("content") or [] if b.get("type") == "text")
+    thinking = "".join(
+        b.get("thinking", "") for b in message.get("content") or [] if b.get("type") == "thinking"
+    )
     return ChatMessage(
-        role="assistant", content=text, token_usage=usage_of(message.get("usage") or {}), raw=message
+        role="assistant",
+        content=text,
+        token_usage=usage_of(message.get("usage") or {}),
+        raw=message,
+        reasoning_content=thinking or None,
     )
 
 
@@ -217,8 +224,8 @@ def usage_of(usage: dict[str, Any]) -> TokenUsage:
     """Anthropic's usage in our terms. Its ``input_tokens`` are only the prompt tokens after the last
     cache breakpoint; cache reads and writes are counted apart (``cache_read_input_tokens``,
     ``cache_creation_input_tokens``). Ours count every prompt token (OpenAI's convention), the cache
-    reads among them as ``cached_input_tokens`` (billed at the cached rate; cache writes at the input
-    rate)."""
+    reads among them as ``cached_input_tokens`` (billed at the cached rate), the writes as
+    ``cache_write_input_tokens`` (billed at the write rate, 1.25x input for Anthropic's 5-minute cache)."""
 
     def n(key: str) -> int:
         value = usage.get(key)
@@ -229,6 +236,7 @@ def usage_of(usage: dict[str, Any]) -> TokenUsage:
         input_tokens=n("input_tokens") + cached + n("cache_creation_input_tokens"),
         output_tokens=n("output_tokens"),
         cached_input_tokens=cached,
+        cache_write_input_tokens=n("cache_creation_input_tokens"),
     )
 
 

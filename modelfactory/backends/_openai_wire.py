@@ -178,17 +178,26 @@ def usage_of(usage: Any) -> TokenUsage | None:
     """Token counts of a chat completion: ``prompt_tokens`` (every prompt token, cached ones included),
     ``completion_tokens``, and the cached part of the prompt: ``prompt_tokens_details.cached_tokens``
     (OpenAI, Azure, vLLM, ``modelfactory serve``; litellm fills it for every provider), else litellm's
-    ``cache_read_input_tokens`` (its Anthropic usage keeps that name too)."""
+    ``cache_read_input_tokens`` (its Anthropic usage keeps that name too); the reasoning part of the
+    completion (``completion_tokens_details.reasoning_tokens``) and litellm's Anthropic cache writes
+    (``cache_creation_input_tokens``)."""
     if usage is None:
         return None
     cached = _count(_read(_read(usage, "prompt_tokens_details"), "cached_tokens"))
     if not cached:
         cached = _count(_read(usage, "cache_read_input_tokens"))
     inp = _count(_read(usage, "prompt_tokens"))
+    out = _count(_read(usage, "completion_tokens"))
     return TokenUsage(
         input_tokens=inp,
-        output_tokens=_count(_read(usage, "completion_tokens")),
+        output_tokens=out,
         cached_input_tokens=min(cached, inp),
+        reasoning_tokens=min(
+            _count(_read(_read(usage, "completion_tokens_details"), "reasoning_tokens")), out
+        ),
+        cache_write_input_tokens=min(
+            _count(_read(usage, "cache_creation_input_tokens")), inp - min(cached, inp)
+        ),
     )
 
 
@@ -207,7 +216,13 @@ def parse_completion(response: Any) -> ChatMessage:
         tool_calls=_tool_calls(getattr(message, "tool_calls", None)),
         token_usage=usage_of(getattr(response, "usage", None)),
         raw=response,
+        # litellm (Anthropic thinking, Gemini thoughts), vLLM and DeepSeek return it beside the content
+        reasoning_content=_text_or_none(getattr(message, "reasoning_content", None)),
     )
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 class ToolCallIndexer:
