@@ -134,6 +134,25 @@ class ToolCall:
 
 
 @dataclass
+class TokenLogprob:
+    """One generated token's log-probability and its top alternatives (``logprobs=True, top_logprobs=k``):
+    what a multiple-choice scorer reads. Shared by the API and local backends."""
+
+    token: str
+    logprob: float
+    top: list[tuple[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"token": self.token, "logprob": self.logprob, "top": [list(t) for t in self.top]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TokenLogprob:
+        return cls(
+            str(data["token"]), float(data["logprob"]), [(str(t), float(p)) for t, p in data.get("top") or []]
+        )
+
+
+@dataclass
 class ChatMessage:
     """What every adapter returns: ``.content`` plus tool calls, usage and the provider's raw reply."""
 
@@ -144,6 +163,7 @@ class ChatMessage:
     token_usage: TokenUsage | None = None
     # the model's reasoning text where the provider returns it (kept apart from `content`; never sent back)
     reasoning_content: str | None = None
+    logprobs: list[TokenLogprob] | None = None  # per generated token, when the call asked for them
 
     def __str__(self) -> str:
         """The reply itself, so ``print(model(messages))`` shows what the model said (as smolagents' docs
@@ -166,6 +186,7 @@ class ChatMessage:
             "tool_calls": [t.to_dict() for t in self.tool_calls] if self.tool_calls else None,
             "token_usage": self.token_usage.to_dict() if self.token_usage else None,
             **({"reasoning_content": self.reasoning_content} if self.reasoning_content is not None else {}),
+            **({"logprobs": [t.to_dict() for t in self.logprobs]} if self.logprobs is not None else {}),
         }
 
     # smolagents calls ``.dict()`` on model outputs when it serialises agent memory.
@@ -198,6 +219,7 @@ class ChatMessage:
             tool_calls=tool_calls,
             token_usage=TokenUsage.from_dict(usage) if usage else None,
             reasoning_content=data.get("reasoning_content"),
+            logprobs=[TokenLogprob.from_dict(t) for t in data["logprobs"]] if data.get("logprobs") else None,
         )
 
 

@@ -232,3 +232,64 @@ def test_reasoning_content_is_kept_apart_and_never_sent_back(recording_server: R
     model([*MSGS, reply.to_dict(), {"role": "user", "content": "again"}])
     sent = recording_server.last.body["messages"][1]
     assert sent == {"role": "assistant", "content": "4"}
+
+
+# --------------------------------------------------------------------------- logprobs (API backends)
+
+
+def _logprob_reply() -> dict[str, Any]:
+    return {
+        "id": "c1",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "gpt-4o",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "B"},
+                "finish_reason": "stop",
+                "logprobs": {
+                    "content": [
+                        {
+                            "token": "B",
+                            "logprob": -0.1,
+                            "bytes": [66],
+                            "top_logprobs": [
+                                {"token": "B", "logprob": -0.1, "bytes": [66]},
+                                {"token": "A", "logprob": -2.5, "bytes": [65]},
+                            ],
+                        }
+                    ],
+                    "refusal": None,
+                },
+            }
+        ],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+    }
+
+
+@pytest.mark.parametrize("backend", ["openai", "litellm"])
+def test_logprobs_per_call(recording_server: RecordingServer, backend: str) -> None:
+    from openai.types.chat import ChatCompletion
+
+    from modelfactory.messages import ChatMessage, TokenLogprob
+
+    payload = _logprob_reply()
+    ChatCompletion.model_validate(payload, strict=False)  # the fake speaks the SDK's own type
+    recording_server.enqueue(200, payload)
+    if backend == "openai":
+        model: Any = _openai(recording_server, model_id="gpt-4o")
+    else:
+        model = LiteLLMModel(
+            model_id="openai/gpt-4o",
+            api_base=f"{recording_server.url}/v1",
+            api_key=KEY,
+            retry={"max_attempts": 1},
+        )
+    reply = model(MSGS, logprobs=True, top_logprobs=2)
+    body = recording_server.last.body
+    assert (body["logprobs"], body["top_logprobs"]) == (True, 2)
+    assert reply.logprobs == [TokenLogprob("B", -0.1, [("B", -0.1), ("A", -2.5)])]
+    assert ChatMessage.from_dict(reply.to_dict()).logprobs == reply.logprobs
+    model(MSGS)  # not asked: none
+    assert "logprobs" not in recording_server.last.body

@@ -12,6 +12,7 @@ from typing import Any
 from ..messages import (
     ChatMessage,
     ChatMessageStreamDelta,
+    TokenLogprob,
     TokenUsage,
     ToolCall,
     ToolCallFunction,
@@ -218,7 +219,23 @@ def parse_completion(response: Any) -> ChatMessage:
         raw=response,
         # litellm (Anthropic thinking, Gemini thoughts), vLLM and DeepSeek return it beside the content
         reasoning_content=_text_or_none(getattr(message, "reasoning_content", None)),
+        logprobs=logprobs_of(_read(choices[0], "logprobs")),
     )
+
+
+def logprobs_of(logprobs: Any) -> list[TokenLogprob] | None:
+    """OpenAI's ``choices[0].logprobs.content`` (token, logprob, top_logprobs) in our terms; None when the
+    call did not ask for them."""
+    content = _read(logprobs, "content")
+    if not isinstance(content, list):
+        return None
+    out = []
+    for item in content:
+        top = [
+            (str(_read(t, "token")), float(_read(t, "logprob"))) for t in _read(item, "top_logprobs") or []
+        ]
+        out.append(TokenLogprob(str(_read(item, "token")), float(_read(item, "logprob")), top))
+    return out
 
 
 def _text_or_none(value: Any) -> str | None:
