@@ -21,6 +21,7 @@ SHIPPED = {
     "local_server",
     "gpu_server",  # the per-job vLLM / llama.cpp server of the SLURM GPU recipes
     "llamacpp_smollm2",
+    "openai_responses",  # OpenAI's Responses API (issue 26)
 }
 
 

@@ -293,3 +293,39 @@ def test_logprobs_per_call(recording_server: RecordingServer, backend: str) -> N
     assert ChatMessage.from_dict(reply.to_dict()).logprobs == reply.logprobs
     model(MSGS)  # not asked: none
     assert "logprobs" not in recording_server.last.body
+
+
+# --------------------------------------------------------------------------- the sweep of issue 26
+
+
+def test_a_reasoning_sweep_across_backends_reports_reasoning_tokens_and_cost(
+    recording_server: RecordingServer, tmp_path: Any
+) -> None:
+    import csv
+
+    from tests.test_sweeps import sweep
+
+    recording_server.usage = {
+        "prompt_tokens": 10,
+        "completion_tokens": 30,
+        "total_tokens": 40,
+        "completion_tokens_details": {"reasoning_tokens": 20},
+    }
+    proc = sweep(
+        tmp_path,
+        "-m",
+        "model=litellm_claude,openai_responses",
+        "++model.reasoning_effort=low,high",  # `++`: Hydra checks overrides on the default model first
+        f"++model.api_base={recording_server.url}",
+        "task=dataset",
+        "task.limit=2",
+        env={"ANTHROPIC_API_KEY": KEY, "OPENAI_API_KEY": KEY},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with (tmp_path / "summary.csv").open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and all(r["ok"] == "2" and r["failed"] == "0" for r in rows), rows
+    assert all(int(r["tokens_reasoning"]) > 0 and float(r["cost_usd"]) > 0 for r in rows), rows
+    sent = [rec.body for rec in recording_server.requests]
+    assert {b["thinking"]["budget_tokens"] for b in sent if "thinking" in b} == {1024, 16384}
+    assert {b["reasoning"]["effort"] for b in sent if "reasoning" in b} == {"low", "high"}

@@ -22,6 +22,7 @@ BACKENDS: dict[str, str] = {
     "CallableModel": "modelfactory.backends.callable.CallableModel",
     "FallbackModel": "modelfactory.backends.fallback.FallbackModel",
     "LlamaCppModel": "modelfactory.backends.llamacpp.LlamaCppModel",
+    "OpenAIResponsesModel": "modelfactory.backends.openai_responses.OpenAIResponsesModel",
 }
 
 
