@@ -329,3 +329,11 @@ def test_a_reasoning_sweep_across_backends_reports_reasoning_tokens_and_cost(
     sent = [rec.body for rec in recording_server.requests]
     assert {b["thinking"]["budget_tokens"] for b in sent if "thinking" in b} == {1024, 16384}
     assert {b["reasoning"]["effort"] for b in sent if "reasoning" in b} == {"low", "high"}
+
+
+def test_the_fakes_thinking_reply_is_an_anthropic_message(recording_server: RecordingServer) -> None:
+    from anthropic.types import Message
+
+    body = {"model": "claude-sonnet-4-5", "thinking": {"type": "enabled", "budget_tokens": 1024}}
+    message = Message.model_validate(recording_server.anthropic_message(body))
+    assert [b.type for b in message.content] == ["thinking", "text"]

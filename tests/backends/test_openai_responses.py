@@ -86,3 +86,25 @@ def test_tools_and_structured_output_requests(recording_server: RecordingServer)
 def test_streaming_is_refused_clearly(recording_server: RecordingServer) -> None:
     with pytest.raises(UnsupportedFeatureError, match="does not stream"):
         list(make(recording_server).generate_stream(MSGS))
+
+
+def test_async_call_and_tool_results_as_input_items(recording_server: RecordingServer) -> None:
+    import asyncio
+
+    history = [
+        *MSGS,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": {"x": 1}}}
+            ],
+        },
+        {"role": "tool", "content": "42", "tool_call_id": "call_1"},
+    ]
+    reply = asyncio.run(make(recording_server, model_id="gpt-4.1").agenerate(history))
+    assert reply.content
+    items = recording_server.last.body["input"]
+    assert items[1] == {"type": "function_call", "call_id": "call_1", "name": "f", "arguments": '{"x": 1}'}
+    assert items[2] == {"type": "function_call_output", "call_id": "call_1", "output": "42"}
+    _check_request(recording_server.last.body)
