@@ -44,6 +44,8 @@ SAMPLING_PARAMS: tuple[str, ...] = (*_GPT_5, "top_k")
 # LiteLLM's supports_sampling_params: false (Claude Opus 4.7+): the API refuses these (AnthropicModelInfo).
 _MAP_NO_SAMPLING = ("temperature", "top_p", "top_k")
 _MAX_COMPLETION = (("max_tokens", "max_completion_tokens"),)
+# gpt-5.x that keep their sampling parameters with reasoning_effort: none (OpenAI's gpt-5.1 guide)
+_SAMPLING_WITHOUT_REASONING = ("gpt-5.1", "gpt-5.2", "gpt-5.3", "gpt-5.4", "gpt-5.5")
 
 # (family, takes `stop`, sampling parameters it rejects, renamed parameters, why) -- checked against
 # the providers' API references and LiteLLM's per-family configs.
@@ -126,6 +128,7 @@ def request_capabilities(
     supports_temperature: bool | None = None,
     *,
     provider_map: bool = True,
+    reasoning_effort: str | None = None,
 ) -> RequestCapabilities:
     """The parameters a request to ``model_id`` may carry; explicit settings (from the config) win.
     ``provider_map``: also consult LiteLLM's map (API models; a local model's id means nothing there)."""
@@ -135,6 +138,9 @@ def request_capabilities(
         renamed = ()  # a local model takes our own names (max_tokens), whatever its id says
     if family is None and provider_map and _litellm_sampling(model_id) is False:
         dropped, source = _MAP_NO_SAMPLING, "LiteLLM's map: supports_sampling_params false"
+    if reasoning_effort == "none" and dropped and _base(model_id).startswith(_SAMPLING_WITHOUT_REASONING):
+        # OpenAI: gpt-5.1 and later take temperature / top_p / logprobs when they do not reason
+        dropped, source = (), "capability map: gpt-5.1+ with reasoning_effort none takes sampling parameters"
     if supports_stop is not None or supports_temperature is not None:
         source = "config" if source == "default" else f"config over {source}"
     if supports_temperature is True:
@@ -150,15 +156,18 @@ def request_capabilities(
     )
 
 
-def spec_capabilities(spec: Any) -> RequestCapabilities:
-    """:func:`request_capabilities` for a model spec (its ``model_id`` and ``supports_*`` fields)."""
+def spec_capabilities(spec: Any, reasoning_effort: str | None = None) -> RequestCapabilities:
+    """:func:`request_capabilities` for a model spec (its ``model_id``, ``supports_*`` fields and
+    ``reasoning_effort``, or the call's ``reasoning_effort`` when given)."""
     from .settings import ApiSpec
 
+    effort = reasoning_effort if reasoning_effort is not None else getattr(spec, "reasoning_effort", None)
     return request_capabilities(
         str(getattr(spec, "model_id", "")),
         getattr(spec, "supports_stop", None),
         getattr(spec, "supports_temperature", None),
         provider_map=isinstance(spec, ApiSpec),
+        reasoning_effort=effort if isinstance(effort, str) else None,
     )
 
 

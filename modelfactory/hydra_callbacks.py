@@ -36,6 +36,7 @@ METRIC_COLUMNS = [
     "p95_latency_s",
     "tokens_in",
     "tokens_out",
+    "tokens_reasoning",
     "elapsed_s",
     "items_per_s",
     "out_tokens_per_s",

@@ -50,6 +50,7 @@ def job_metrics(job_dir: str | Path, results_file: str | None = None) -> dict[st
         "p95_latency_s": agg["p95_latency_s"],
         "tokens_in": agg["tokens_in"],
         "tokens_out": agg["tokens_out"],
+        "tokens_reasoning": agg["tokens_reasoning"],  # the part of tokens_out spent reasoning
         "elapsed_s": elapsed,
         "items_per_s": round(done / elapsed, 3) if elapsed else None,
         "out_tokens_per_s": round(agg["tokens_out"] / elapsed, 1) if elapsed else None,

@@ -66,13 +66,18 @@ class TokenUsage:
 
     ``input_tokens`` counts every prompt token (OpenAI's convention); ``cached_input_tokens`` is the part
     of them the provider read from its prompt cache (OpenAI ``prompt_tokens_details.cached_tokens``,
-    Anthropic ``cache_read_input_tokens``), billed at the cached-input rate (:mod:`modelfactory.pricing`).
+    Anthropic ``cache_read_input_tokens``), billed at the cached-input rate (:mod:`modelfactory.pricing`);
+    ``cache_write_input_tokens`` the part written to it (Anthropic ``cache_creation_input_tokens``), billed
+    at the write rate. ``reasoning_tokens`` is the part of ``output_tokens`` spent reasoning (OpenAI
+    ``completion_tokens_details.reasoning_tokens``): a breakdown, billed with the output.
     """
 
     input_tokens: int = 0
     output_tokens: int = 0
     total_tokens: int = field(init=False)
     cached_input_tokens: int = 0
+    reasoning_tokens: int = 0
+    cache_write_input_tokens: int = 0
 
     def __post_init__(self) -> None:
         self.total_tokens = self.input_tokens + self.output_tokens
@@ -83,8 +88,9 @@ class TokenUsage:
             "output_tokens": self.output_tokens,
             "total_tokens": self.total_tokens,
         }
-        if self.cached_input_tokens:  # only when the provider reported some: rows stay as they were
-            out["cached_input_tokens"] = self.cached_input_tokens
+        for key in _USAGE_EXTRAS:  # only when the provider reported some: rows stay as they were
+            if getattr(self, key):
+                out[key] = getattr(self, key)
         return out
 
     @classmethod
@@ -92,15 +98,18 @@ class TokenUsage:
         return cls(
             int(data.get("input_tokens") or 0),
             int(data.get("output_tokens") or 0),
-            cached_input_tokens=int(data.get("cached_input_tokens") or 0),
+            **{key: int(data.get(key) or 0) for key in _USAGE_EXTRAS},
         )
 
     def __add__(self, other: TokenUsage) -> TokenUsage:
         return TokenUsage(
             self.input_tokens + other.input_tokens,
             self.output_tokens + other.output_tokens,
-            cached_input_tokens=self.cached_input_tokens + other.cached_input_tokens,
+            **{key: getattr(self, key) + getattr(other, key) for key in _USAGE_EXTRAS},
         )
+
+
+_USAGE_EXTRAS = ("cached_input_tokens", "reasoning_tokens", "cache_write_input_tokens")
 
 
 @dataclass
@@ -125,6 +134,25 @@ class ToolCall:
 
 
 @dataclass
+class TokenLogprob:
+    """One generated token's log-probability and its top alternatives (``logprobs=True, top_logprobs=k``):
+    what a multiple-choice scorer reads. Shared by the API and local backends."""
+
+    token: str
+    logprob: float
+    top: list[tuple[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"token": self.token, "logprob": self.logprob, "top": [list(t) for t in self.top]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TokenLogprob:
+        return cls(
+            str(data["token"]), float(data["logprob"]), [(str(t), float(p)) for t, p in data.get("top") or []]
+        )
+
+
+@dataclass
 class ChatMessage:
     """What every adapter returns: ``.content`` plus tool calls, usage and the provider's raw reply."""
 
@@ -133,6 +161,9 @@ class ChatMessage:
     tool_calls: list[ToolCall] | None = None
     raw: Any = field(default=None, repr=False)  # a whole provider response: too long for a repr
     token_usage: TokenUsage | None = None
+    # the model's reasoning text where the provider returns it (kept apart from `content`; never sent back)
+    reasoning_content: str | None = None
+    logprobs: list[TokenLogprob] | None = None  # per generated token, when the call asked for them
 
     def __str__(self) -> str:
         """The reply itself, so ``print(model(messages))`` shows what the model said (as smolagents' docs
@@ -154,6 +185,8 @@ class ChatMessage:
             "content": self.content,
             "tool_calls": [t.to_dict() for t in self.tool_calls] if self.tool_calls else None,
             "token_usage": self.token_usage.to_dict() if self.token_usage else None,
+            **({"reasoning_content": self.reasoning_content} if self.reasoning_content is not None else {}),
+            **({"logprobs": [t.to_dict() for t in self.logprobs]} if self.logprobs is not None else {}),
         }
 
     # smolagents calls ``.dict()`` on model outputs when it serialises agent memory.
@@ -185,6 +218,8 @@ class ChatMessage:
             content=data.get("content"),
             tool_calls=tool_calls,
             token_usage=TokenUsage.from_dict(usage) if usage else None,
+            reasoning_content=data.get("reasoning_content"),
+            logprobs=[TokenLogprob.from_dict(t) for t in data["logprobs"]] if data.get("logprobs") else None,
         )
 
 

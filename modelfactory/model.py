@@ -39,6 +39,7 @@ from .messages import (
     trim_at_stop,
 )
 from .ratelimit import RateLimiter
+from .reasoning import apply_reasoning
 from .retry import call_with_retry, is_retryable_status
 from .secrets import REDACTED, redact_env, scrub, scrub_tree
 from .settings import ModelSpec
@@ -178,7 +179,9 @@ class Model(SmolagentsAttributes, AsyncCalls):
         tool_choice = kwargs.pop("tool_choice") if "tool_choice" in kwargs else configured_choice
         # per-call values checked like the config's (one definition: modelfactory.generation)
         params.update(validate_generation(kwargs, prefix=""))
-        caps = spec_capabilities(spec)  # what the provider accepts (modelfactory.capabilities)
+        effort = params.get("reasoning_effort", getattr(spec, "reasoning_effort", None))
+        params = apply_reasoning(spec, params)  # the effort in the provider's terms (modelfactory.reasoning)
+        caps = spec_capabilities(spec, effort)  # what the provider accepts (modelfactory.capabilities)
         params = caps.apply(params)  # rejected sampling parameters dropped, max_tokens renamed
         return GenerationRequest(
             messages=normalize_messages(

@@ -50,6 +50,9 @@ class Price(BaseModel):
     input: float = Field(ge=0, description="USD per million input (prompt) tokens")
     output: float = Field(ge=0, description="USD per million output (completion) tokens")
     cached_input: float | None = Field(None, ge=0, description="USD per million cached input tokens")
+    cache_write_input: float | None = Field(
+        None, ge=0, description="USD per million input tokens written to the prompt cache (null: input rate)"
+    )
     batch_discount: float = Field(
         DEFAULT_BATCH_DISCOUNT, ge=0, le=1, description="fraction off for batch-API calls (0.5 = half price)"
     )
@@ -71,7 +74,9 @@ def cost_usd(
     """The cost of one call in USD; ``None`` when either the usage or the price is unknown.
 
     ``usage.input_tokens`` counts every prompt token (the OpenAI convention); a usage object with a
-    ``cached_input_tokens`` attribute (or key: a result row's ``usage``) has those billed at the cached rate.
+    ``cached_input_tokens`` attribute (or key: a result row's ``usage``) has those billed at the cached rate,
+    its ``cache_write_input_tokens`` at the cache-write rate (Anthropic: 1.25x input). Reasoning tokens
+    are part of ``output_tokens`` (every provider bills them as output), so they cost the output rate.
     """
     if usage is None or price is None:
         return None
@@ -84,8 +89,13 @@ def cost_usd(
 
     n_in, n_out = int(get("input_tokens", 0) or 0), int(get("output_tokens", 0) or 0)
     cached = min(int(get("cached_input_tokens", 0) or 0), n_in)
+    written = min(int(get("cache_write_input_tokens", 0) or 0), n_in - cached)
     inp, cached_rate, out = price.rates(batch=batch)
-    return (n_in - cached) * inp + cached * cached_rate + n_out * out
+    write_rate = inp
+    if price.cache_write_input is not None:
+        factor = (1.0 - price.batch_discount) if batch else 1.0
+        write_rate = price.cache_write_input * factor / _PER_MILLION
+    return (n_in - cached - written) * inp + cached * cached_rate + written * write_rate + n_out * out
 
 
 def estimate_cost(
@@ -162,6 +172,7 @@ def _price_from_entry(entry: dict[str, Any]) -> Price | None:
     if not isinstance(inp, (int, float)) or not isinstance(out, (int, float)):
         return None
     cached = entry.get("cache_read_input_token_cost")
+    write = entry.get("cache_creation_input_token_cost")
     batch_in = entry.get("input_cost_per_token_batches")
     discount = DEFAULT_BATCH_DISCOUNT
     if isinstance(batch_in, (int, float)) and inp > 0:
@@ -170,6 +181,7 @@ def _price_from_entry(entry: dict[str, Any]) -> Price | None:
         input=inp * _PER_MILLION,
         output=out * _PER_MILLION,
         cached_input=cached * _PER_MILLION if isinstance(cached, (int, float)) else None,
+        cache_write_input=write * _PER_MILLION if isinstance(write, (int, float)) else None,
         batch_discount=round(discount, 6),
     )
 

@@ -206,7 +206,7 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 
 def aggregate_rows(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """Counts, latency (mean, p95 over successful items), token totals and cost of result rows."""
-    ok = failed = tokens_in = tokens_out = 0
+    ok = failed = tokens_in = tokens_out = tokens_reasoning = 0
     latencies: list[float] = []
     costs: list[float] = []
     for row in rows:
@@ -221,6 +221,7 @@ def aggregate_rows(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         usage = row.get("usage") or {}
         tokens_in += int(usage.get("input_tokens") or 0)
         tokens_out += int(usage.get("output_tokens") or 0)
+        tokens_reasoning += int(usage.get("reasoning_tokens") or 0)  # a part of tokens_out
     return {
         "ok": ok,
         "failed": failed,
@@ -228,6 +229,7 @@ def aggregate_rows(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         "p95_latency_s": percentile(latencies, 95),
         "tokens_in": tokens_in,
         "tokens_out": tokens_out,
+        "tokens_reasoning": tokens_reasoning,
         # None when no row was priced (a local model, an unknown price): unknown, not free
         "cost_usd": round(sum(costs), 6) if costs else None,
     }

@@ -19,6 +19,7 @@ from .cache import CacheSpec
 from .errors import ConfigError, Problem, did_you_mean
 from .generation import generation_problems
 from .pricing import Price
+from .reasoning import Effort, reasoning_problems
 from .retry import RetryPolicy
 from .secrets import (
     REDACTED,
@@ -116,6 +117,9 @@ class ModelSpec(BaseSettings):
     model_config = SettingsConfigDict(extra="forbid", validate_default=True, case_sensitive=True)
 
     backend_name: ClassVar[str] = "model"
+    # How `reasoning_effort` goes on the wire (modelfactory.reasoning): openai | litellm | local; None:
+    # the backend has no reasoning setting (only `none` is accepted).
+    reasoning_style: ClassVar[str | None] = None
     # True for a spec whose model is a remote API (ApiSpec): priced per token, smolagents' API-client
     # names apply. Read by pricing and aliases, which sit below this module and cannot import ApiSpec.
     remote_api: ClassVar[bool] = False
@@ -172,6 +176,11 @@ class ModelSpec(BaseSettings):
     max_tokens: int | None = Field(None, gt=0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     seed: int | None = None
+    reasoning_effort: Effort | None = Field(
+        None,
+        description="none | minimal | low | medium | high | max, mapped per provider and model family "
+        "(modelfactory.reasoning); null: the provider's default",
+    )
     generation_kwargs: dict[str, Any] = Field(
         default_factory=dict, description="other generation parameters, passed to the provider as-is"
     )
@@ -234,7 +243,7 @@ class ModelSpec(BaseSettings):
             flagged = {p.key for p in found}  # said once per key: pydantic's word where it has one
             generation = [p for p in generation if p.key not in flagged]
             raise ConfigError(named + found + generation, title=f"invalid {owner} config") from None
-        problems = named + generation + spec.base_problems() + spec.problems()
+        problems = named + generation + spec.base_problems() + reasoning_problems(spec) + spec.problems()
         if problems:
             raise ConfigError(
                 [Problem(p.key, p.problem, p.fix, p.source or owner) for p in problems],

@@ -205,12 +205,65 @@ class RecordingServer:
             "type": "message",
             "role": "assistant",
             "model": model,
-            "content": [{"type": "text", "text": self.reply_for(body)}],
+            "content": [
+                # extended thinking asked for: a thinking block first, as the Messages API answers
+                *(
+                    [{"type": "thinking", "thinking": "thought", "signature": "sig_rec"}]
+                    if isinstance(body, dict) and isinstance(body.get("thinking"), dict)
+                    else []
+                ),
+                {"type": "text", "text": self.reply_for(body)},
+            ],
             "stop_reason": "end_turn",
             "stop_sequence": None,
             "usage": {
                 "input_tokens": self.usage["prompt_tokens"],
                 "output_tokens": self.usage["completion_tokens"],
+            },
+        }
+
+    def response(self, body: Any) -> dict[str, Any]:
+        """A Responses API reply (``/v1/responses``): a reasoning summary when the request asked for
+        reasoning, then the output text."""
+        model = body.get("model", "unknown") if isinstance(body, dict) else "unknown"
+        text = self.reply_for({"messages": body.get("input")} if isinstance(body, dict) else body)
+        output: list[dict[str, Any]] = []
+        reasoning = isinstance(body, dict) and isinstance(body.get("reasoning"), dict)
+        if reasoning:
+            output.append(
+                {
+                    "id": "rs_rec",
+                    "type": "reasoning",
+                    "summary": [{"type": "summary_text", "text": "thought"}],
+                }
+            )
+        output.append(
+            {
+                "id": "msg_rec",
+                "type": "message",
+                "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": text, "annotations": []}],
+            }
+        )
+        n_in, n_out = self.usage["prompt_tokens"], self.usage["completion_tokens"]
+        n_reason = n_out // 2 if reasoning else 0
+        return {
+            "id": "resp_rec",
+            "object": "response",
+            "created_at": int(time.time()),
+            "model": model,
+            "status": "completed",
+            "output": output,
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": [],
+            "usage": {
+                "input_tokens": n_in,
+                "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+                "output_tokens": n_out,
+                "output_tokens_details": {"reasoning_tokens": n_reason},
+                "total_tokens": n_in + n_out,
             },
         }
 
@@ -359,6 +412,15 @@ class RecordingServer:
                         else (body.encode() if isinstance(body, str) else json.dumps(body).encode())
                     )
                     self._send(scripted.status, payload, "application/json", scripted.headers, cut)
+                    return
+                if rec.path.endswith("/responses"):  # OpenAI's Responses API
+                    self._send(
+                        200,
+                        json.dumps(server.response(rec.body)).encode(),
+                        "application/json",
+                        scripted.headers,
+                        cut,
+                    )
                     return
                 if rec.path.endswith("/v1/messages"):  # Anthropic's Messages API (litellm anthropic/...)
                     self._send(

@@ -25,6 +25,8 @@ SHIPPED = {
     "litellm_router",
     "vllm_qwen",  # Linux + CUDA GPU only
     "mlx_smollm2",  # macOS on Apple silicon only
+    "openai_responses",  # OpenAI's Responses API (issue 26)
+    "openvino_smollm2",
 }
 # configs whose backend runs on one platform only: `check` reports them elsewhere, naming the platform
 PLATFORM_BOUND = {"vllm_qwen": "Linux with a CUDA GPU", "mlx_smollm2": "macOS on Apple silicon"}

@@ -43,12 +43,22 @@ def test_every_design_config_is_shipped() -> None:
         "gpu_server",  # the per-job vLLM / llama.cpp server of the SLURM GPU recipes
         "llamacpp_smollm2",
         "openvino_smollm2",
+        "openai_responses",  # OpenAI's Responses API (issue 26)
+        "bedrock_nova",
+        "litellm_router",
+        "vllm_qwen",  # Linux + CUDA GPU only
+        "mlx_smollm2",  # macOS on Apple silicon only
     }
 
 
 # How to point each API config at the local server: overrides, and env vars (keys are placeholders).
 _TO_SERVER: dict[str, tuple[list[str], dict[str, str]]] = {
     "openai_gpt4o": (["model.api_base={url}/v1"], {"OPENAI_API_KEY": "sk-test"}),
+    # o4-mini takes no temperature (modelfactory.capabilities): a model that does, to see it sent
+    "openai_responses": (
+        ["model.api_base={url}/v1", "model.model_id=gpt-4.1"],
+        {"OPENAI_API_KEY": "sk-test"},
+    ),
     "local_server": (["model.api_base={url}/v1"], {}),
     "hf_api": (["model.base_url={url}"], {}),
     "litellm_claude": (["model.api_base={url}"], {"ANTHROPIC_API_KEY": "sk-ant-test"}),

@@ -92,8 +92,8 @@ def test_litellm_map_prices_when_installed() -> None:
     # gpt-4o: $2.50 in / $10 out per million, cached $1.25, batch half price (OpenAI's price page)
     assert price_for(_api("gpt-4o")) == Price(input=2.5, output=10.0, cached_input=1.25, batch_discount=0.5)
     assert price_for("anthropic/claude-sonnet-4-5") == Price(
-        input=3.0, output=15.0, cached_input=0.3, batch_discount=0.5
-    )
+        input=3.0, output=15.0, cached_input=0.3, cache_write_input=3.75, batch_discount=0.5
+    )  # Anthropic's cache writes: 1.25x input
     assert price_for(_api("no-such-model-anywhere")) is None
 
 

@@ -32,7 +32,7 @@ log = logging.getLogger("modelfactory.runner")
 API_BASE = "https://api.anthropic.com"
 VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096  # the Messages API requires max_tokens; litellm sends this default too
-_PARAMS = ("temperature", "top_p", "top_k", "metadata")  # generation params the Messages API takes
+_PARAMS = ("temperature", "top_p", "top_k", "metadata", "thinking")  # what the Messages API takes
 # Anthropic's error types a later try can get past (its 429, 500, 504, 529): such an item goes online.
 # The others (invalid_request_error, authentication_error, billing_error, permission_error,
 # not_found_error) would be refused online too: their error row stands.
@@ -212,8 +212,15 @@ def _blocks(message: dict[str, Any]) -> Any:
 
 def _reply(message: dict[str, Any]) -> ChatMessage:
     text = "".join(b.get("text", "") for b in message.get("content") or [] if b.get("type") == "text")
+    thinking = "".join(
+        b.get("thinking", "") for b in message.get("content") or [] if b.get("type") == "thinking"
+    )
     return ChatMessage(
-        role="assistant", content=text, token_usage=usage_of(message.get("usage") or {}), raw=message
+        role="assistant",
+        content=text,
+        token_usage=usage_of(message.get("usage") or {}),
+        raw=message,
+        reasoning_content=thinking or None,
     )
 
 
@@ -221,8 +228,8 @@ def usage_of(usage: dict[str, Any]) -> TokenUsage:
     """Anthropic's usage in our terms. Its ``input_tokens`` are only the prompt tokens after the last
     cache breakpoint; cache reads and writes are counted apart (``cache_read_input_tokens``,
     ``cache_creation_input_tokens``). Ours count every prompt token (OpenAI's convention), the cache
-    reads among them as ``cached_input_tokens`` (billed at the cached rate; cache writes at the input
-    rate)."""
+    reads among them as ``cached_input_tokens`` (billed at the cached rate), the writes as
+    ``cache_write_input_tokens`` (billed at the write rate, 1.25x input for Anthropic's 5-minute cache)."""
 
     def n(key: str) -> int:
         value = usage.get(key)
@@ -233,6 +240,7 @@ def usage_of(usage: dict[str, Any]) -> TokenUsage:
         input_tokens=n("input_tokens") + cached + n("cache_creation_input_tokens"),
         output_tokens=n("output_tokens"),
         cached_input_tokens=cached,
+        cache_write_input_tokens=n("cache_creation_input_tokens"),
     )
 
 

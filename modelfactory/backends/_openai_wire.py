@@ -12,6 +12,7 @@ from typing import Any
 from ..messages import (
     ChatMessage,
     ChatMessageStreamDelta,
+    TokenLogprob,
     TokenUsage,
     ToolCall,
     ToolCallFunction,
@@ -178,17 +179,26 @@ def usage_of(usage: Any) -> TokenUsage | None:
     """Token counts of a chat completion: ``prompt_tokens`` (every prompt token, cached ones included),
     ``completion_tokens``, and the cached part of the prompt: ``prompt_tokens_details.cached_tokens``
     (OpenAI, Azure, vLLM, ``modelfactory serve``; litellm fills it for every provider), else litellm's
-    ``cache_read_input_tokens`` (its Anthropic usage keeps that name too)."""
+    ``cache_read_input_tokens`` (its Anthropic usage keeps that name too); the reasoning part of the
+    completion (``completion_tokens_details.reasoning_tokens``) and litellm's Anthropic cache writes
+    (``cache_creation_input_tokens``)."""
     if usage is None:
         return None
     cached = _count(_read(_read(usage, "prompt_tokens_details"), "cached_tokens"))
     if not cached:
         cached = _count(_read(usage, "cache_read_input_tokens"))
     inp = _count(_read(usage, "prompt_tokens"))
+    out = _count(_read(usage, "completion_tokens"))
     return TokenUsage(
         input_tokens=inp,
-        output_tokens=_count(_read(usage, "completion_tokens")),
+        output_tokens=out,
         cached_input_tokens=min(cached, inp),
+        reasoning_tokens=min(
+            _count(_read(_read(usage, "completion_tokens_details"), "reasoning_tokens")), out
+        ),
+        cache_write_input_tokens=min(
+            _count(_read(usage, "cache_creation_input_tokens")), inp - min(cached, inp)
+        ),
     )
 
 
@@ -207,7 +217,29 @@ def parse_completion(response: Any) -> ChatMessage:
         tool_calls=_tool_calls(getattr(message, "tool_calls", None)),
         token_usage=usage_of(getattr(response, "usage", None)),
         raw=response,
+        # litellm (Anthropic thinking, Gemini thoughts), vLLM and DeepSeek return it beside the content
+        reasoning_content=_text_or_none(getattr(message, "reasoning_content", None)),
+        logprobs=logprobs_of(_read(choices[0], "logprobs")),
     )
+
+
+def logprobs_of(logprobs: Any) -> list[TokenLogprob] | None:
+    """OpenAI's ``choices[0].logprobs.content`` (token, logprob, top_logprobs) in our terms; None when the
+    call did not ask for them."""
+    content = _read(logprobs, "content")
+    if not isinstance(content, list):
+        return None
+    out = []
+    for item in content:
+        top = [
+            (str(_read(t, "token")), float(_read(t, "logprob"))) for t in _read(item, "top_logprobs") or []
+        ]
+        out.append(TokenLogprob(str(_read(item, "token")), float(_read(item, "logprob")), top))
+    return out
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 class ToolCallIndexer:

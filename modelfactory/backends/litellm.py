@@ -110,6 +110,7 @@ _PROVIDER_KEYS: dict[str, tuple[str, ...]] = {
 
 class LiteLLMSpec(ApiSpec):
     sdk = ("litellm", "litellm")
+    reasoning_style = "litellm"
     cache_exclude = frozenset({"num_retries"})
     model_id: str = Field(description="a litellm model string, e.g. anthropic/claude-3-5-sonnet-latest")
     api_base: str | None = Field(None, description="the provider's base URL, e.g. http://127.0.0.1:4000/v1")

@@ -52,6 +52,7 @@ class OpenAIClientSpec(ApiSpec):
 
     retry_alias = "max_retries"
     sdk = ("openai", "openai")
+    reasoning_style = "openai"
     cache_exclude = frozenset({"max_retries", "client_kwargs"})
     own_client_args: ClassVar[dict[str, str]] = _OWN_CLIENT_ARGS
     max_retries: int | None = Field(

@@ -27,6 +27,7 @@ BACKENDS: dict[str, str] = {
     "VLLMModel": "modelfactory.backends.vllm.VLLMModel",
     "MLXModel": "modelfactory.backends.mlx.MLXModel",
     "OpenVINOModel": "modelfactory.backends.openvino.OpenVINOModel",
+    "OpenAIResponsesModel": "modelfactory.backends.openai_responses.OpenAIResponsesModel",
 }
 
 

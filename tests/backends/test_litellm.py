@@ -219,7 +219,7 @@ def test_litellm_claude_config_takes_the_key_from_the_env(
     assert ENV_KEY not in OmegaConf.to_yaml(cfg)  # stays an interpolation on disk
     model = modelfactory.build_model(cfg, api_base=recording_server.url)
     assert isinstance(model, LiteLLMModel)
-    assert model.model_id == "anthropic/claude-3-5-sonnet-latest"
+    assert model.model_id == "anthropic/claude-sonnet-4-5"
     assert ENV_KEY not in str(model.to_dict())
     recording_server.enqueue(200, anthropic_reply("Hi from claude\n\nmore"))
     reply = model([{"role": "system", "content": "be brief"}, *MSGS], stop_sequences=["\n\n"])

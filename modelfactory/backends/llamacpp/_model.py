@@ -19,6 +19,7 @@ from ...errors import (
 )
 from ...messages import ChatMessage, ChatMessageStreamDelta, TokenUsage, settled_prefix, trim_at_stop
 from ...model import GenerationRequest, Model
+from ...reasoning import template_kwargs
 from .._completion import Embeddings, TextCompletion
 from .._local import (
     check_prompt_chars,
@@ -254,13 +255,14 @@ class LlamaCppModel(Model):
                 backend=type(self).__name__,
             )
         rows = [text_message(m, i, "LlamaCppModel") for i, m in enumerate(messages)]
+        extra = template_kwargs(self.spec)  # enable_thinking (modelfactory.reasoning)
         try:
-            text = formatter(messages=rows).prompt
+            text = formatter(messages=rows, **extra).prompt
             if tools:
-                with_tools = formatter(messages=rows, tools=list(tools)).prompt
+                with_tools = formatter(messages=rows, tools=list(tools), **extra).prompt
                 if with_tools != text:
                     return str(with_tools)
-                text = formatter(messages=with_tools_block(rows, tools)).prompt
+                text = formatter(messages=with_tools_block(rows, tools), **extra).prompt
         except Exception as exc:  # jinja2 errors, raise_exception() of a template
             raise MessageError(f"the chat template cannot render these messages: {exc}") from None
         return str(text)

@@ -72,6 +72,7 @@ def default_threads() -> int:
 
 
 class LlamaCppSpec(ModelSpec):
+    reasoning_style = "local"  # `enable_thinking` in the chat template (modelfactory.reasoning)
     # n_threads decides speed, not tokens (each output row is computed by one thread); verbose only logs.
     cache_exclude: ClassVar[frozenset[str]] = frozenset({"n_threads", "n_threads_batch", "verbose"})
 

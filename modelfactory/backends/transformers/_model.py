@@ -17,6 +17,7 @@ from ...errors import (
 )
 from ...messages import ChatMessage, ChatMessageStreamDelta, TokenUsage, trim_at_stop
 from ...model import GenerationRequest, Model
+from ...reasoning import template_kwargs
 from .._completion import Embeddings, TextCompletion
 from .._local import check_prompt_chars, longest_token, reply_budget, requested_reply
 from . import _completions
@@ -170,7 +171,13 @@ class TransformersModel(Model):
                 model_id=self.model_id,
                 backend=type(self).__name__,
             )
-        return render_prompt(tok, messages, tools, template, self.spec.apply_chat_template_kwargs)
+        return render_prompt(
+            tok,
+            messages,
+            tools,
+            template,
+            {**template_kwargs(self.spec), **self.spec.apply_chat_template_kwargs},
+        )
 
     @property
     def context_length(self) -> int | None:

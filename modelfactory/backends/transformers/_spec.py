@@ -22,6 +22,7 @@ _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
 class TransformersSpec(ModelSpec):
+    reasoning_style = "local"  # `enable_thinking` in the chat template (modelfactory.reasoning)
     # where it runs, how rows are grouped, how many threads: the same reply
     cache_exclude = frozenset({"device", "batch_size", "num_threads"})
     model_id: str = Field(

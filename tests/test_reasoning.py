@@ -1,0 +1,339 @@
+"""reasoning_effort on the wire: each backend x each level sends what its provider documents, checked on
+the real recording server (127.0.0.1) against the providers' own SDK types."""
+
+from __future__ import annotations
+
+import contextlib
+import typing
+from typing import Any
+
+import pytest
+
+from modelfactory.backends.litellm import LiteLLMModel
+from modelfactory.backends.openai import OpenAIServerModel
+from modelfactory.errors import ConfigError
+from modelfactory.reasoning import ANTHROPIC_BUDGETS, EFFORTS, reasoning_rule, template_kwargs
+from tests.servers.recording import RecordingServer
+
+MSGS = [{"role": "user", "content": "Say hello"}]
+KEY = "sk-test-KEY-0123456789abcdef"
+pytestmark = [
+    pytest.mark.server,
+    pytest.mark.filterwarnings("ignore:Item 'summary' on TypedDict:UserWarning"),
+]
+
+# (model id, the levels OpenAI documents for it)
+OPENAI_ROWS = [
+    ("o3-mini", ("low", "medium", "high")),
+    ("gpt-5-mini", ("minimal", "low", "medium", "high")),
+    ("gpt-5.1", ("none", "low", "medium", "high")),
+    ("gpt-5.2", ("none", "low", "medium", "high", "max")),
+]
+
+
+def _openai_effort_values() -> tuple[str, ...]:
+    from openai.types.shared import ReasoningEffort
+
+    (literal, _none) = typing.get_args(ReasoningEffort)  # Optional[Literal[...]]
+    return typing.get_args(literal)
+
+
+def _openai(srv: RecordingServer, **kw: Any) -> OpenAIServerModel:
+    return OpenAIServerModel(api_base=f"{srv.url}/v1", api_key=KEY, retry={"max_attempts": 1}, **kw)
+
+
+@pytest.mark.parametrize(("model_id", "accepted"), OPENAI_ROWS)
+@pytest.mark.parametrize("effort", EFFORTS)
+def test_openai_sends_each_accepted_level_and_refuses_the_others(
+    recording_server: RecordingServer, model_id: str, accepted: tuple[str, ...], effort: str
+) -> None:
+    if effort not in accepted:
+        with pytest.raises(ConfigError) as err:
+            _openai(recording_server, model_id=model_id, reasoning_effort=effort)
+        assert all(level in str(err.value) for level in accepted)
+        return
+    _openai(recording_server, model_id=model_id, reasoning_effort=effort, temperature=0.3)(MSGS)
+    body = recording_server.last.body
+    sent = body["reasoning_effort"]
+    assert sent == {"max": "xhigh"}.get(effort, effort)
+    assert sent in _openai_effort_values()  # a value the openai SDK's own type names
+    # gpt-5.1+ keeps its sampling parameters only when it does not reason
+    assert ("temperature" in body) == (effort == "none")
+
+
+def test_a_model_that_does_not_reason_takes_only_none(recording_server: RecordingServer) -> None:
+    with pytest.raises(ConfigError, match="it takes: none"):
+        _openai(recording_server, model_id="gpt-4o", reasoning_effort="low")
+    _openai(recording_server, model_id="gpt-4o", reasoning_effort="none")(MSGS)
+    assert "reasoning_effort" not in recording_server.last.body
+
+
+def test_a_per_call_effort_is_mapped_and_checked(recording_server: RecordingServer) -> None:
+    model = _openai(recording_server, model_id="gpt-5.2", reasoning_effort="low")
+    model(MSGS, reasoning_effort="max")
+    assert recording_server.last.body["reasoning_effort"] == "xhigh"
+    with pytest.raises(ConfigError, match="minimal"):
+        model(MSGS, reasoning_effort="minimal")
+
+
+@pytest.mark.parametrize("effort", EFFORTS)
+def test_litellm_anthropic_extended_thinking(recording_server: RecordingServer, effort: str) -> None:
+    from anthropic.types import MessageCreateParams  # noqa: F401  (the SDK is there to check against)
+    from anthropic.types.thinking_config_enabled_param import ThinkingConfigEnabledParam
+
+    def make() -> LiteLLMModel:
+        return LiteLLMModel(
+            model_id="anthropic/claude-sonnet-4-5",
+            api_base=recording_server.url,
+            api_key=KEY,
+            max_tokens=100,
+            temperature=0.2,
+            reasoning_effort=effort,
+            retry={"max_attempts": 1},
+        )
+
+    if effort == "minimal":
+        with pytest.raises(ConfigError, match="none, low, medium, high, max"):
+            make()
+        return
+    make()(MSGS)
+    body = recording_server.last.body
+    assert recording_server.last.path == "/v1/messages"
+    if effort == "none":
+        assert "thinking" not in body and body["max_tokens"] == 100 and body["temperature"] == 0.2
+        return
+    budget = ANTHROPIC_BUDGETS[effort]
+    assert body["thinking"] == {"type": "enabled", "budget_tokens": budget}
+    assert set(body["thinking"]) <= set(typing.get_type_hints(ThinkingConfigEnabledParam))
+    assert budget >= 1024 and body["max_tokens"] == 100 + budget  # budget below max_tokens, answer kept
+    assert "temperature" not in body  # the API refuses it while thinking
+
+
+@pytest.mark.parametrize(
+    ("model_id", "effort", "config"),
+    [
+        ("gemini/gemini-3-pro-preview", "low", {"thinkingLevel": "low"}),
+        ("gemini/gemini-3-pro-preview", "high", {"thinkingLevel": "high"}),
+        ("gemini/gemini-2.5-flash", "none", {"thinkingBudget": 0}),
+    ],
+)
+def test_litellm_gemini_thinking(
+    recording_server: RecordingServer, model_id: str, effort: str, config: dict[str, Any]
+) -> None:
+    model = LiteLLMModel(
+        model_id=model_id,
+        api_base=recording_server.url,
+        api_key=KEY,
+        reasoning_effort=effort,
+        retry={"max_attempts": 1},
+    )
+    # the recording server answers in OpenAI's shape, not Gemini's: the request is what counts
+    with contextlib.suppress(Exception):
+        model(MSGS)
+    sent = recording_server.last.body["generationConfig"]["thinkingConfig"]
+    assert {k: sent[k] for k in config} == config
+
+
+def test_gemini_3_pro_refuses_medium() -> None:
+    with pytest.raises(ConfigError, match="it takes: low, high"):
+        LiteLLMModel(model_id="gemini/gemini-3-pro-preview", reasoning_effort="medium")
+
+
+@pytest.mark.parametrize("effort", EFFORTS)
+def test_local_templates_get_the_thinking_switch(effort: str) -> None:
+    from modelfactory.backends.transformers._spec import TransformersSpec
+
+    spec = TransformersSpec.from_kwargs({"model_id": "HuggingFaceTB/SmolLM3-3B", "reasoning_effort": effort})
+    assert template_kwargs(spec) == {"enable_thinking": effort != "none"}
+    assert reasoning_rule("local", "anything").accepted == EFFORTS
+
+
+def test_anthropic_batch_lines_carry_the_thinking_budget() -> None:
+    from anthropic.types.message_create_params import MessageCreateParamsNonStreaming
+
+    model = LiteLLMModel(
+        model_id="anthropic/claude-sonnet-4-5", api_key=KEY, max_tokens=100, reasoning_effort="high"
+    )
+    adapter = model.batch_adapter()
+    assert adapter is not None
+    line = adapter.line("r1", model._request(MSGS, None, None, None, None, {}))
+    params = line["params"]
+    assert params["thinking"] == {"type": "enabled", "budget_tokens": ANTHROPIC_BUDGETS["high"]}
+    assert params["max_tokens"] == 100 + ANTHROPIC_BUDGETS["high"]
+    assert set(params) <= set(typing.get_type_hints(MessageCreateParamsNonStreaming))
+
+
+# --------------------------------------------------------------------------- reasoning text, tokens, cost
+
+
+def test_openai_reasoning_tokens_are_read_and_priced_at_the_output_rate(
+    recording_server: RecordingServer,
+) -> None:
+    from modelfactory.pricing import Price, cost_usd
+
+    recording_server.usage = {
+        "prompt_tokens": 10,
+        "completion_tokens": 50,
+        "total_tokens": 60,
+        "completion_tokens_details": {"reasoning_tokens": 40},
+    }
+    reply = _openai(recording_server, model_id="o3-mini", reasoning_effort="high")(MSGS)
+    usage = reply.token_usage
+    assert usage is not None and usage.reasoning_tokens == 40 and usage.output_tokens == 50
+    assert usage.to_dict()["reasoning_tokens"] == 40
+    price = Price(input=1.0, output=10.0)
+    assert cost_usd(usage, price) == pytest.approx((10 * 1.0 + 50 * 10.0) / 1e6)
+
+
+def test_anthropic_cache_writes_cost_the_write_rate() -> None:
+    from modelfactory.backends._anthropic_batch import usage_of
+    from modelfactory.pricing import Price, cost_usd
+
+    usage = usage_of(
+        {
+            "input_tokens": 10,
+            "cache_creation_input_tokens": 1000,
+            "cache_read_input_tokens": 100,
+            "output_tokens": 5,
+        }
+    )
+    assert (usage.input_tokens, usage.cached_input_tokens, usage.cache_write_input_tokens) == (
+        1110,
+        100,
+        1000,
+    )
+    price = Price(input=3.0, output=15.0, cached_input=0.3, cache_write_input=3.75)
+    assert cost_usd(usage, price) == pytest.approx((10 * 3.0 + 100 * 0.3 + 1000 * 3.75 + 5 * 15.0) / 1e6)
+    assert cost_usd(usage.to_dict(), price) == cost_usd(usage, price)  # a result row's usage prices the same
+
+
+def test_reasoning_content_is_kept_apart_and_never_sent_back(recording_server: RecordingServer) -> None:
+    recording_server.enqueue(
+        200,
+        {
+            "id": "c1",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "deepseek-reasoner",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "4", "reasoning_content": "2+2 is 4"},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8},
+        },
+    )
+    model = _openai(recording_server, model_id="deepseek-reasoner")
+    reply = model(MSGS)
+    assert (reply.content, reply.reasoning_content) == ("4", "2+2 is 4")
+    assert reply.to_dict()["reasoning_content"] == "2+2 is 4"
+    model([*MSGS, reply.to_dict(), {"role": "user", "content": "again"}])
+    sent = recording_server.last.body["messages"][1]
+    assert sent == {"role": "assistant", "content": "4"}
+
+
+# --------------------------------------------------------------------------- logprobs (API backends)
+
+
+def _logprob_reply() -> dict[str, Any]:
+    return {
+        "id": "c1",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "gpt-4o",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "B"},
+                "finish_reason": "stop",
+                "logprobs": {
+                    "content": [
+                        {
+                            "token": "B",
+                            "logprob": -0.1,
+                            "bytes": [66],
+                            "top_logprobs": [
+                                {"token": "B", "logprob": -0.1, "bytes": [66]},
+                                {"token": "A", "logprob": -2.5, "bytes": [65]},
+                            ],
+                        }
+                    ],
+                    "refusal": None,
+                },
+            }
+        ],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+    }
+
+
+@pytest.mark.parametrize("backend", ["openai", "litellm"])
+def test_logprobs_per_call(recording_server: RecordingServer, backend: str) -> None:
+    from openai.types.chat import ChatCompletion
+
+    from modelfactory.messages import ChatMessage, TokenLogprob
+
+    payload = _logprob_reply()
+    ChatCompletion.model_validate(payload, strict=False)  # the fake speaks the SDK's own type
+    recording_server.enqueue(200, payload)
+    if backend == "openai":
+        model: Any = _openai(recording_server, model_id="gpt-4o")
+    else:
+        model = LiteLLMModel(
+            model_id="openai/gpt-4o",
+            api_base=f"{recording_server.url}/v1",
+            api_key=KEY,
+            retry={"max_attempts": 1},
+        )
+    reply = model(MSGS, logprobs=True, top_logprobs=2)
+    body = recording_server.last.body
+    assert (body["logprobs"], body["top_logprobs"]) == (True, 2)
+    assert reply.logprobs == [TokenLogprob("B", -0.1, [("B", -0.1), ("A", -2.5)])]
+    assert ChatMessage.from_dict(reply.to_dict()).logprobs == reply.logprobs
+    model(MSGS)  # not asked: none
+    assert "logprobs" not in recording_server.last.body
+
+
+# --------------------------------------------------------------------------- the sweep of issue 26
+
+
+def test_a_reasoning_sweep_across_backends_reports_reasoning_tokens_and_cost(
+    recording_server: RecordingServer, tmp_path: Any
+) -> None:
+    import csv
+
+    from tests.test_sweeps import sweep
+
+    recording_server.usage = {
+        "prompt_tokens": 10,
+        "completion_tokens": 30,
+        "total_tokens": 40,
+        "completion_tokens_details": {"reasoning_tokens": 20},
+    }
+    proc = sweep(
+        tmp_path,
+        "-m",
+        "model=litellm_claude,openai_responses",
+        "++model.reasoning_effort=low,high",  # `++`: Hydra checks overrides on the default model first
+        f"++model.api_base={recording_server.url}",
+        "task=dataset",
+        "task.limit=2",
+        env={"ANTHROPIC_API_KEY": KEY, "OPENAI_API_KEY": KEY},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with (tmp_path / "summary.csv").open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and all(r["ok"] == "2" and r["failed"] == "0" for r in rows), rows
+    assert all(int(r["tokens_reasoning"]) > 0 and float(r["cost_usd"]) > 0 for r in rows), rows
+    sent = [rec.body for rec in recording_server.requests]
+    assert {b["thinking"]["budget_tokens"] for b in sent if "thinking" in b} == {1024, 16384}
+    assert {b["reasoning"]["effort"] for b in sent if "reasoning" in b} == {"low", "high"}
+
+
+def test_the_fakes_thinking_reply_is_an_anthropic_message(recording_server: RecordingServer) -> None:
+    from anthropic.types import Message
+
+    body = {"model": "claude-sonnet-4-5", "thinking": {"type": "enabled", "budget_tokens": 1024}}
+    message = Message.model_validate(recording_server.anthropic_message(body))
+    assert [b.type for b in message.content] == ["thinking", "text"]
