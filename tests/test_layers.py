@@ -39,7 +39,7 @@ LAYERS: list[tuple[str, ...]] = [
         "modelfactory.tools",
     ),
     # what a spec is made of: the cache settings, prices, smolagents' names for its fields
-    ("modelfactory.cache", "modelfactory.pricing", "modelfactory.aliases"),
+    ("modelfactory.cache", "modelfactory.pricing", "modelfactory.aliases", "modelfactory.reasoning"),
     ("modelfactory.settings",),
     # the call contract, and the batch endpoint interface each backend may supply (Model.batch_adapter)
     (

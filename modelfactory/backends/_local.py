@@ -141,3 +141,28 @@ def reply_budget(
             context_key=context_key,
         )
     return requested if requested else min(default, context - prompt_tokens)
+
+
+def tool_call_schema(tools: Sequence[dict[str, Any]], choice: Any) -> dict[str, Any]:
+    """The JSON schema of one call of a tool (what a local backend constrains a required call to): ``{"name": <a tool>, "arguments": <its parameters>}``."""
+    if isinstance(choice, dict):  # OpenAI's {"type": "function", "function": {"name": ...}}
+        wanted = (choice.get("function") or {}).get("name")
+        tools = [t for t in tools if t.get("function", t).get("name") == wanted]
+        if not tools:
+            raise MessageError(f"tool_choice names {wanted!r}, which is not among the tools given")
+    elif choice != "required":
+        raise MessageError(
+            f"tool_choice must be 'auto', 'required' or {{'function': {{'name': ...}}}}, got {choice!r}"
+        )
+    options = []
+    for tool in tools:
+        fn = tool.get("function", tool)
+        params = fn.get("parameters") or {"type": "object", "properties": {}}
+        options.append(
+            {
+                "type": "object",
+                "properties": {"name": {"const": fn["name"]}, "arguments": params},
+                "required": ["name", "arguments"],
+            }
+        )
+    return options[0] if len(options) == 1 else {"anyOf": options}

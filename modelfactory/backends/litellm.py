@@ -52,7 +52,7 @@ __all__ = ["LiteLLMModel", "LiteLLMSpec", "import_litellm"]
 # Sent as the key to a custom api_base when the config names none (litellm would read the env key).
 NO_KEY = "EMPTY"
 # litellm.completion arguments the adapter sets itself.
-_RESERVED = frozenset(
+RESERVED = frozenset(
     {
         "model",
         "messages",
@@ -73,7 +73,7 @@ _RESERVED = frozenset(
 # Providers' own hosts: a base URL env var naming one of these is not "somewhere else".
 _OFFICIAL_HOSTS = (*OPENAI_HOSTS, "api.anthropic.com")
 # Providers whose chat APIs take only string content (smolagents flattens messages for these).
-_TEXT_ONLY_PREFIXES = ("ollama", "groq", "cerebras")
+TEXT_ONLY_PREFIXES = ("ollama", "groq", "cerebras")
 _configured = threading.Lock()
 _LITELLM_PREFIX = re.compile(r"^(litellm\.\w+:\s*)+")
 
@@ -140,7 +140,7 @@ class LiteLLMSpec(ApiSpec):
         smolagents' LiteLLMModel does for these prefixes)."""
         if isinstance(data, dict) and data.get("flatten_messages_as_text") is None:
             model_id = data.get("model_id")
-            if isinstance(model_id, str) and model_id.startswith(_TEXT_ONLY_PREFIXES):
+            if isinstance(model_id, str) and model_id.startswith(TEXT_ONLY_PREFIXES):
                 data = {**data, "flatten_messages_as_text": True}
         return data
 
@@ -150,7 +150,7 @@ class LiteLLMSpec(ApiSpec):
             ("completion_kwargs", self.completion_kwargs),
             ("generation_kwargs", self.generation_kwargs),
         ):
-            for key in reserved_params(params, _RESERVED):
+            for key in reserved_params(params, RESERVED):
                 if key in ("num_retries", "max_retries"):
                     fix = "use model.retry.max_attempts (litellm's own retries stay off so they never stack)"
                 elif key in type(self).model_fields:
@@ -280,7 +280,7 @@ class LiteLLMModel(Model):
         return any(os.environ.get(e) for e in envs)
 
     def _call_kwargs(self, req: GenerationRequest, *, stream: bool) -> dict[str, Any]:
-        bad = reserved_params(req.params, _RESERVED)
+        bad = reserved_params(req.params, RESERVED)
         if bad:
             raise MessageError(
                 f"{type(self).__name__}: {', '.join(bad)} cannot be passed as a generation kwarg "

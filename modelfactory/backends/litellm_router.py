@@ -21,7 +21,7 @@ from ..model import GenerationRequest
 from ..settings import ApiSpec
 from . import _openai_wire as wire
 from ._api import reserved_params
-from .litellm import _RESERVED, _TEXT_ONLY_PREFIXES, LiteLLMModel, import_litellm
+from .litellm import RESERVED, TEXT_ONLY_PREFIXES, LiteLLMModel, import_litellm
 
 __all__ = ["LiteLLMRouterModel", "LiteLLMRouterSpec"]
 
@@ -67,7 +67,7 @@ class LiteLLMRouterSpec(ApiSpec):
         """As smolagents does: flattened messages for groups named like the text-only providers."""
         if isinstance(data, dict) and data.get("flatten_messages_as_text") is None:
             model_id = data.get("model_id")
-            if isinstance(model_id, str) and model_id.startswith(_TEXT_ONLY_PREFIXES):
+            if isinstance(model_id, str) and model_id.startswith(TEXT_ONLY_PREFIXES):
                 data = {**data, "flatten_messages_as_text": True}
         return data
 
@@ -83,7 +83,7 @@ class LiteLLMRouterSpec(ApiSpec):
         for key in reserved_params(self.client_kwargs, _ROUTER_RESERVED):
             fix = "use model.model_list" if key == "model_list" else "use model.retry.max_attempts"
             out.append(Problem(f"client_kwargs.{key}", "is set by the adapter", fix))
-        for key in reserved_params(self.completion_kwargs, _RESERVED):
+        for key in reserved_params(self.completion_kwargs, RESERVED):
             out.append(
                 Problem(
                     f"completion_kwargs.{key}",
@@ -121,7 +121,7 @@ class LiteLLMRouterModel(LiteLLMModel):
         return Router(model_list=spec.model_list, num_retries=0, **spec.client_kwargs)
 
     def _call_kwargs(self, req: GenerationRequest, *, stream: bool) -> dict[str, Any]:
-        bad = reserved_params(req.params, _RESERVED)
+        bad = reserved_params(req.params, RESERVED)
         if bad:
             raise MessageError(
                 f"{type(self).__name__}: {', '.join(bad)} cannot be passed as a generation kwarg "

@@ -26,6 +26,7 @@ from .._local import (
     longest_token,
     reply_budget,
     text_message,
+    tool_call_schema,
     with_tools_block,
 )
 from . import _completions
@@ -97,31 +98,6 @@ def _schema_of(response_format: Any) -> Any:
     if kind == "text":
         return None
     raise MessageError(f"response_format type {kind!r}: LlamaCppModel takes json_schema, json_object or text")
-
-
-def _tool_call_schema(tools: Sequence[dict[str, Any]], choice: Any) -> dict[str, Any]:
-    """The JSON schema of one call of a tool: ``{"name": <a tool>, "arguments": <its parameters>}``."""
-    if isinstance(choice, dict):  # OpenAI's {"type": "function", "function": {"name": ...}}
-        wanted = (choice.get("function") or {}).get("name")
-        tools = [t for t in tools if t.get("function", t).get("name") == wanted]
-        if not tools:
-            raise MessageError(f"tool_choice names {wanted!r}, which is not among the tools given")
-    elif choice != "required":
-        raise MessageError(
-            f"tool_choice must be 'auto', 'required' or {{'function': {{'name': ...}}}}, got {choice!r}"
-        )
-    options = []
-    for tool in tools:
-        fn = tool.get("function", tool)
-        params = fn.get("parameters") or {"type": "object", "properties": {}}
-        options.append(
-            {
-                "type": "object",
-                "properties": {"name": {"const": fn["name"]}, "arguments": params},
-                "required": ["name", "arguments"],
-            }
-        )
-    return options[0] if len(options) == 1 else {"anyOf": options}
 
 
 class LlamaCppModel(Model):
@@ -372,7 +348,7 @@ class LlamaCppModel(Model):
             if schema is not None:
                 gbnf = from_schema(schema, "response_format")
         if req.tools and tool_choice != "auto" and gbnf is None:
-            gbnf = from_schema(_tool_call_schema(req.tools, tool_choice), "tools")
+            gbnf = from_schema(tool_call_schema(req.tools, tool_choice), "tools")
         if gbnf is None:
             return None
         grammar = rt.grammars.get(gbnf)

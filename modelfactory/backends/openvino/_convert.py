@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import BackendError, ConfigError, MissingDependencyError, Problem
-from ..transformers._gguf import _one_converter, file_sha256
+from ..transformers._gguf import file_sha256, one_converter
 from ..transformers._sources import hub_offline, hub_unreachable
 
 __all__ = ["MANIFEST", "IRSource", "cache_root", "converted_path", "ir_directory"]
@@ -136,7 +136,7 @@ def convert_gguf(gguf_path: Path, weight_format: str, *, backend: str, model_id:
             __import__(package)
         except ImportError:
             raise MissingDependencyError(package, _EXTRA, backend) from None
-    with _one_converter(final, backend, model_id):
+    with one_converter(final, backend, model_id):
         if (final / MANIFEST).is_file():  # another process converted it while this one waited
             return IRSource(str(final), context_length=_manifest_context(final))
         start = time.perf_counter()

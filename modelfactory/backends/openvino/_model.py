@@ -13,8 +13,7 @@ from typing import Any, ClassVar
 from ...errors import BackendError, MessageError, ModelFactoryError, UnsupportedFeatureError
 from ...messages import ChatMessage, ChatMessageStreamDelta, TokenUsage, settled_prefix, trim_at_stop
 from ...model import GenerationRequest, Model
-from .._local import text_message, with_tools_block
-from ..llamacpp._model import _tool_call_schema
+from .._local import text_message, tool_call_schema, with_tools_block
 from ._convert import ir_directory
 from ._runtime import Request, _Runtime, acquire, forget, import_genai
 from ._spec import _PARAMS, OpenVINOSpec
@@ -290,7 +289,7 @@ class OpenVINOModel(Model):
             if schema is not None:
                 out["json_schema"] = schema
         if req.tools and tool_choice != "auto" and not out:
-            out["json_schema"] = json.dumps(_tool_call_schema(req.tools, tool_choice))
+            out["json_schema"] = json.dumps(tool_call_schema(req.tools, tool_choice))
         return genai.StructuredOutputConfig(**out) if out else None
 
     def _prepare(self, req: GenerationRequest) -> _Prepared:

@@ -98,7 +98,7 @@ def converted_dir(transformers: Any, gguf_path: Path, *, backend: str, model_id:
             importlib.import_module(package)
         except ImportError:
             raise MissingDependencyError(package, _EXTRA, backend) from None
-    with _one_converter(final, backend, model_id):
+    with one_converter(final, backend, model_id):
         if (final / MANIFEST).is_file():  # another process converted it while this one waited
             return GgufWeights(str(gguf_path), str(final), converted=False)
         start = time.perf_counter()
@@ -141,7 +141,7 @@ def lock_path(final: Path) -> Path:
 
 
 @contextlib.contextmanager
-def _one_converter(final: Path, backend: str, model_id: str) -> Iterator[None]:
+def one_converter(final: Path, backend: str, model_id: str) -> Iterator[None]:
     """Held while converting ``final``: a second process (a sweep's jobs starting together on a fresh
     machine, parallel test workers) waits for the first one's copy instead of dequantizing the same file
     beside it, tens of CPU-seconds each. Where there is no ``fcntl`` (Windows) both convert; the atomic
