@@ -57,7 +57,13 @@ def test_cost_on_rows_and_job(tmp_path: Path) -> None:
     assert [r["cost_usd"] for r in rows] == [pytest.approx(PER_CALL)] * 3
     job = json.loads((tmp_path / "out" / "job.json").read_text())
     assert job["cost_usd"] == pytest.approx(3 * PER_CALL)
-    assert job["price"] == {"input": 1000.0, "output": 2000.0, "cached_input": None, "batch_discount": 0.5}
+    assert job["price"] == {
+        "input": 1000.0,
+        "output": 2000.0,
+        "cached_input": None,
+        "cache_write_input": None,
+        "batch_discount": 0.5,
+    }
     assert "budget" not in job
 
 
