@@ -179,8 +179,11 @@ def test_none_means_not_set_as_in_smolagents() -> None:
 
 
 def test_generation_kwargs_smolagents_forwards_go_to_generation_kwargs() -> None:
-    model = modelfactory.LiteLLMModel("openai/gpt-4o", frequency_penalty=0.5, top_k=3, reasoning_effort="low")
-    assert model.spec.generation_kwargs == {"frequency_penalty": 0.5, "top_k": 3, "reasoning_effort": "low"}
+    model = modelfactory.LiteLLMModel(
+        "openai/o3-mini", frequency_penalty=0.5, top_k=3, reasoning_effort="low"
+    )
+    assert model.spec.generation_kwargs == {"frequency_penalty": 0.5, "top_k": 3}
+    assert model.spec.reasoning_effort == "low"  # a setting of its own now, checked per model (issue 26)
     assert {"frequency_penalty", "presence_penalty", "top_k", "repetition_penalty"} <= GENERATION_PARAMS
     with pytest.raises(ConfigError) as info:  # a typo is still a typo
         modelfactory.LiteLLMModel("openai/gpt-4o", frequency_penalti=0.5)
