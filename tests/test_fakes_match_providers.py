@@ -304,6 +304,12 @@ CHECKED_BUILDERS = {
 # Bodies a test builds in a variable on purpose, by the place they are enqueued, with why they stand.
 BUILT_ON_PURPOSE = {
     ("tests/backends/test_openai.py", "body"): "completion_json() with its choices emptied: the fault tested",
+    ("tests/test_reasoning.py", "payload"): (
+        "_logprob_reply(): an OpenAI reply with logprobs, checked against ChatCompletion in that test"
+    ),
+    ("tests/test_reasoning.py", "deepseek"): (
+        "a reply with DeepSeek's message.reasoning_content, a key OpenAI's ChatCompletion does not have"
+    ),
     ("tests/test_cache.py", "chunk()"): (
         "chat.completion.chunk dicts of a streamed tool call (a local helper), as the cache records them"
     ),

@@ -208,23 +208,21 @@ def test_anthropic_cache_writes_cost_the_write_rate() -> None:
 
 
 def test_reasoning_content_is_kept_apart_and_never_sent_back(recording_server: RecordingServer) -> None:
-    recording_server.enqueue(
-        200,
-        {
-            "id": "c1",
-            "object": "chat.completion",
-            "created": 0,
-            "model": "deepseek-reasoner",
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": "4", "reasoning_content": "2+2 is 4"},
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8},
-        },
-    )
+    deepseek = {  # DeepSeek's reply: its message carries reasoning_content beside content
+        "id": "c1",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "deepseek-reasoner",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "4", "reasoning_content": "2+2 is 4"},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8},
+    }
+    recording_server.enqueue(200, deepseek)
     model = _openai(recording_server, model_id="deepseek-reasoner")
     reply = model(MSGS)
     assert (reply.content, reply.reasoning_content) == ("4", "2+2 is 4")

@@ -82,7 +82,7 @@ def hf_fp32(ov_cache: Path) -> Any:
 def test_the_shipped_config_validates_and_builds_without_loading() -> None:
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.load(ROOT / "conf" / "model" / "openvino_smollm2.yaml")
+    cfg = OmegaConf.load(ROOT / "modelfactory" / "conf" / "model" / "openvino_smollm2.yaml")
     assert validate_config(cfg, environment=True) == []
     model = build_model(cfg)
     assert isinstance(model, OpenVINOModel) and not model.is_loaded
@@ -329,7 +329,7 @@ def test_the_runner_uses_generate_batch(smol: OpenVINOModel) -> None:
     from modelfactory.runner import run_items
 
     items = [{"id": str(i), "messages": [{"role": "user", "content": f"What is {i} + 1?"}]} for i in range(6)]
-    stats = run_items(smol, items, batch_size=6, progress=False, max_tokens=8)
+    stats = run_items(smol, items, local_batch_size=6, progress=False, max_tokens=8)
     assert stats.mode == "batches" and stats.failed == 0 and stats.ok == 6 and len(stats.rows) == 6
 
 
