@@ -304,6 +304,9 @@ CHECKED_BUILDERS = {
 # Bodies a test builds in a variable on purpose, by the place they are enqueued, with why they stand.
 BUILT_ON_PURPOSE = {
     ("tests/backends/test_openai.py", "body"): "completion_json() with its choices emptied: the fault tested",
+    ("tests/backends/test_openai_responses.py", "body"): (
+        "the fake's Responses reply with a function call, checked against openai's Response in that test"
+    ),
     ("tests/test_reasoning.py", "payload"): (
         "_logprob_reply(): an OpenAI reply with logprobs, checked against ChatCompletion in that test"
     ),

@@ -54,22 +54,23 @@ def test_tools_and_structured_output_requests(recording_server: RecordingServer)
         },
     }
     schema = {"name": "answer", "schema": {"type": "object", "properties": {"a": {"type": "string"}}}}
-    recording_server.enqueue(
-        200,
-        {
-            **recording_server.response({"model": "o4-mini", "input": MSGS}),
-            "output": [
-                {
-                    "id": "fc_1",
-                    "type": "function_call",
-                    "call_id": "call_1",
-                    "name": "get_weather",
-                    "arguments": '{"city": "Paris"}',
-                    "status": "completed",
-                }
-            ],
-        },
-    )
+    from openai.types.responses import Response
+
+    body = {  # the fake's reply with a function call in place of the text
+        **recording_server.response({"model": "o4-mini", "input": MSGS}),
+        "output": [
+            {
+                "id": "fc_1",
+                "type": "function_call",
+                "call_id": "call_1",
+                "name": "get_weather",
+                "arguments": '{"city": "Paris"}',
+                "status": "completed",
+            }
+        ],
+    }
+    Response.model_validate(body)  # still the SDK's type
+    recording_server.enqueue(200, body)
     model = make(recording_server)
     reply = model(MSGS, tools_to_call_from=[tool])
     body = recording_server.last.body
