@@ -10,9 +10,10 @@ at ``check`` time, not on item 900. An error
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
@@ -31,9 +32,16 @@ class Score:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        if not out["metadata"]:
-            del out["metadata"]
+        """The row's JSON: every field, ``metadata`` (a deep copy) only when it holds something. Written out
+        field by field: ``dataclasses.asdict`` took ~20 µs a score, most of a string scorer's cost per row."""
+        out: dict[str, Any] = {
+            "value": self.value,
+            "answer": self.answer,
+            "explanation": self.explanation,
+            "error": self.error,
+        }
+        if self.metadata:
+            out["metadata"] = copy.deepcopy(self.metadata)
         return out
 
     @classmethod

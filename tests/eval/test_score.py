@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import json
+from typing import Any
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from modelfactory.errors import ConfigError
 from modelfactory.eval.score import Score
@@ -90,3 +97,34 @@ def test_score_row_is_what_a_results_row_gains() -> None:
             },
         }
     }
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@given(
+    value=st.none() | st.floats(allow_nan=False),
+    answer=st.none() | st.text(max_size=20),
+    explanation=st.text(max_size=20),
+    error=st.none() | st.text(max_size=20),
+    metadata=st.dictionaries(st.text(max_size=8), _json, max_size=3),
+)
+def test_to_dict_is_every_field_and_a_copy(
+    value: float | None, answer: str | None, explanation: str, error: str | None, metadata: dict[str, Any]
+) -> None:
+    score = Score(value, answer=answer, explanation=explanation, error=error, metadata=metadata)
+    out = score.to_dict()
+    expected = dataclasses.asdict(score)  # what a row held before to_dict was written out by hand
+    if not metadata:
+        del expected["metadata"]
+    assert out == expected
+    assert {f.name for f in dataclasses.fields(Score)} - set(out) <= ({"metadata"} if not metadata else set())
+    json.dumps(out)  # a results row is JSON
+    if metadata:
+        before = copy.deepcopy(metadata)
+        out["metadata"].clear()
+        assert score.metadata == before  # the row owns its copy
