@@ -22,6 +22,7 @@ from ...model import GenerationRequest, Model
 from ...reasoning import template_kwargs
 from .._completion import Embeddings, TextCompletion
 from .._local import (
+    LocalWeights,
     check_prompt_chars,
     longest_token,
     reply_budget,
@@ -33,15 +34,7 @@ from . import _completions
 
 __all__ = ["LlamaCppModel"]
 
-from ._runtime import (
-    _CACHE,
-    _CACHE_LOCK,
-    _acquire,
-    _import_llama_cpp,
-    _release,
-    _Runtime,
-    close_at_exit,
-)
+from ._runtime import WEIGHTS, _import_llama_cpp, _Runtime, close_at_exit
 from ._spec import _PARAMS, LlamaCppSpec
 
 # --------------------------------------------------------------------------- generation
@@ -100,7 +93,7 @@ def _schema_of(response_format: Any) -> Any:
     raise MessageError(f"response_format type {kind!r}: LlamaCppModel takes json_schema, json_object or text")
 
 
-class LlamaCppModel(Model):
+class LlamaCppModel(LocalWeights[_Runtime], Model):
     """Chat with a GGUF model through llama.cpp. Build with ``model_id`` = a GGUF path or ``pkg:`` file."""
 
     Spec = LlamaCppSpec
@@ -116,45 +109,18 @@ class LlamaCppModel(Model):
         "batching) or TransformersModel's generate_batch is faster (README: Which local backend for which job)"
     )
 
-    def __init__(self, /, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._runtime: _Runtime | None = None
+    weights = WEIGHTS
 
-    # ------------------------------------------------------------------ loading
+    # ------------------------------------------------------------------ loading (_local.LocalWeights)
 
-    @property
-    def runtime(self) -> _Runtime:
-        """The loaded ``Llama``: loaded on first use, shared by models with the same load settings."""
-        rt = self._runtime
-        if rt is None or rt.freed:
-            _import_llama_cpp()  # a missing llama_cpp names the extra, loaded elsewhere or not
-            key = self.spec.load_key()
-            rt = self._runtime = _acquire(key, lambda: self._load(key))
-        return rt
+    def _runtime_key(self) -> tuple[Any, ...]:
+        _import_llama_cpp()  # a missing llama_cpp names the extra, loaded elsewhere or not
+        return self.spec.load_key()
 
     @property
     def llama(self) -> Any:
         """The ``llama_cpp.Llama`` object (loads it). Not thread-safe: hold no reference across calls."""
         return self.runtime.llama
-
-    def load(self) -> LlamaCppModel:
-        """Load the GGUF now instead of on the first call."""
-        _ = self.runtime
-        return self
-
-    @property
-    def is_loaded(self) -> bool:
-        return self._runtime is not None and not self._runtime.freed
-
-    def free(self) -> None:
-        """Release the loaded model (shared with every model built with the same load settings)."""
-        rt, self._runtime = self._runtime, None
-        if rt is None or rt.freed:
-            return
-        with _CACHE_LOCK:
-            if _CACHE.get(rt.key) is rt:
-                del _CACHE[rt.key]
-        _release(rt)
 
     def clear_prompt_cache(self) -> None:
         """Forget the evaluated tokens kept from the last call on this model's Llama, whichever model made
@@ -162,14 +128,13 @@ class LlamaCppModel(Model):
         Loads nothing."""
         rt = self._runtime
         if rt is None or rt.freed:
-            with _CACHE_LOCK:
-                rt = _CACHE.get(self.spec.load_key())
+            rt = WEIGHTS.get(self.spec.load_key())
         if rt is not None:
             with rt.lock:
                 if not rt.freed:
                     rt.llama.reset()
 
-    def _load(self, key: tuple[Any, ...]) -> _Runtime:
+    def _load_runtime(self, key: tuple[Any, ...]) -> _Runtime:
         start = time.perf_counter()
         llama_cpp = _import_llama_cpp()
         spec = self.spec

@@ -13,9 +13,9 @@ from typing import Any, ClassVar
 from ...errors import BackendError, MessageError, ModelFactoryError, UnsupportedFeatureError
 from ...messages import ChatMessage, ChatMessageStreamDelta, TokenUsage, settled_prefix, trim_at_stop
 from ...model import GenerationRequest, Model
-from .._local import text_message, tool_call_schema, with_tools_block
+from .._local import LocalWeights, text_message, tool_call_schema, with_tools_block
 from ._convert import ir_directory
-from ._runtime import Request, _Runtime, acquire, forget, import_genai
+from ._runtime import WEIGHTS, Request, _Runtime, import_genai
 from ._spec import _PARAMS, OpenVINOSpec
 
 __all__ = ["OpenVINOModel"]
@@ -70,7 +70,7 @@ def _genai_stops(stops: Sequence[str]) -> set[str]:
     return {s for s in stops if s}
 
 
-class OpenVINOModel(Model):
+class OpenVINOModel(LocalWeights[_Runtime], Model):
     """Chat with a model run by OpenVINO GenAI. ``model_id``: an IR dir, a Hub IR repo, or a GGUF file."""
 
     Spec = OpenVINOSpec
@@ -90,36 +90,13 @@ class OpenVINOModel(Model):
         "which job)"
     )
 
-    def __init__(self, /, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._runtime: _Runtime | None = None
+    weights = WEIGHTS
 
-    # ------------------------------------------------------------------ loading
+    # ------------------------------------------------------------------ loading (_local.LocalWeights)
 
-    @property
-    def runtime(self) -> _Runtime:
-        """The loaded pipeline: loaded on first use, shared by models with the same load settings."""
-        rt = self._runtime
-        if rt is None or rt.freed:
-            import_genai()
-            key = self.spec.load_key()
-            rt = self._runtime = acquire(key, lambda: self._load(key))
-        return rt
-
-    def load(self) -> OpenVINOModel:
-        """Load (converting a GGUF file once) now instead of on the first call."""
-        _ = self.runtime
-        return self
-
-    @property
-    def is_loaded(self) -> bool:
-        return self._runtime is not None and not self._runtime.freed
-
-    def free(self) -> None:
-        """Release the loaded pipeline (shared with every model built with the same load settings)."""
-        rt, self._runtime = self._runtime, None
-        if rt is not None and not rt.freed:
-            forget(rt)
+    def _runtime_key(self) -> tuple[Any, ...]:
+        import_genai()  # a missing openvino_genai names the extra, loaded elsewhere or not
+        return self.spec.load_key()
 
     @property
     def context_length(self) -> int | None:
@@ -141,7 +118,7 @@ class OpenVINOModel(Model):
             props["KV_CACHE_PRECISION"] = spec.kv_cache_precision
         return props
 
-    def _load(self, key: tuple[Any, ...]) -> _Runtime:
+    def _load_runtime(self, key: tuple[Any, ...]) -> _Runtime:
         start = time.perf_counter()
         genai = import_genai()
         spec = self.spec

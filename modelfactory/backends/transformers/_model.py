@@ -19,7 +19,7 @@ from ...messages import ChatMessage, ChatMessageStreamDelta, TokenUsage, trim_at
 from ...model import GenerationRequest, Model
 from ...reasoning import template_kwargs
 from .._completion import Embeddings, TextCompletion
-from .._local import check_prompt_chars, longest_token, reply_budget, requested_reply
+from .._local import LocalWeights, check_prompt_chars, longest_token, reply_budget, requested_reply
 from . import _completions
 from ._chat import render_prompt
 from ._dtype import choose_dtype
@@ -27,7 +27,7 @@ from ._loading import import_backend, load_runtime
 from ._spec import TransformersSpec
 from ._stopping import cancel_criteria, criteria_list, settled_streamer, stop_criteria
 from ._vision import generate_with_images
-from ._weights import GENERATE_LOCK, Runtime, acquire, cached, discard
+from ._weights import GENERATE_LOCK, WEIGHTS, Runtime
 
 __all__ = ["TransformersModel"]
 
@@ -53,7 +53,7 @@ class _Prepared:
     cached_tokens: int = 0  # prompt tokens whose KV came from the previous call (batch of one only)
 
 
-class TransformersModel(Model):
+class TransformersModel(LocalWeights[Runtime], Model):
     """Chat with a local causal LM. ``builtin:tiny-llama`` ships with the package and runs offline."""
 
     Spec = TransformersSpec
@@ -69,21 +69,17 @@ class TransformersModel(Model):
         "which job)"
     )
 
-    def __init__(self, /, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._runtime: Runtime | None = None
+    weights = WEIGHTS
 
-    # ------------------------------------------------------------------ loading
+    # ------------------------------------------------------------------ loading (_local.LocalWeights)
 
-    @property
-    def runtime(self) -> Runtime:
-        """Tokenizer and weights: loaded on first use, shared through the process-wide weight cache."""
-        rt = self._runtime
-        if rt is None or rt.freed:
-            torch, _ = import_backend(type(self).__name__)  # a missing torch names the extra, cached or not
-            key = self.cache_key(torch)
-            rt = self._runtime = acquire(key, lambda: load_runtime(self, key))
-        return rt
+    def _runtime_key(self) -> tuple[Any, ...]:
+        torch, _ = import_backend(type(self).__name__)  # a missing torch names the extra, cached or not
+        return self.cache_key(torch)
+
+    def _load_runtime(self, key: tuple[Any, ...]) -> Runtime:
+        """Tokenizer and weights, read as :func:`._loading.load_runtime` says."""
+        return load_runtime(self, key)
 
     def cache_key(self, torch: Any = None) -> tuple[Any, ...]:
         """The weight-cache key: (source, revision, dtype, device, trust_remote_code, model_kwargs), with
@@ -95,25 +91,13 @@ class TransformersModel(Model):
         key[3] = "cuda:0" if device == "cuda" else device
         return tuple(key)
 
-    def load(self) -> TransformersModel:
-        """Load (or fetch from the cache) the tokenizer and weights now instead of on the first call."""
-        _ = self.runtime
-        return self
-
-    @property
-    def is_loaded(self) -> bool:
-        return self._runtime is not None and not self._runtime.freed
-
     def free(self) -> None:
         """Release the weights: drop them from the process cache and from every model sharing them.
 
         Waits for a generation in progress to end. A later call loads them again.
         """
         with GENERATE_LOCK:
-            rt, self._runtime = self._runtime, None
-            if rt is None or rt.freed:
-                return
-            discard(rt)
+            super().free()
 
     def clear_prompt_cache(self) -> None:
         """Forget the KV cache kept from the last call on these weights (see ``prompt_cache``), whichever
@@ -124,7 +108,7 @@ class TransformersModel(Model):
             # Not loaded by this model, or its copy freed since (clear_cache, another model's free()): the
             # weights the next call will use are the cached ones, maybe loaded by another model. No load.
             if (rt is None or rt.freed) and torch is not None:
-                rt = cached(self.cache_key(torch))
+                rt = WEIGHTS.get(self.cache_key(torch))
             if rt is not None:
                 rt.prompt_cache.clear()
 
@@ -361,7 +345,7 @@ class TransformersModel(Model):
 
     def _generate(self, req: GenerationRequest) -> ChatMessage:
         if self.runtime.processor is not None:  # a vision-language model: its processor builds the prompt
-            return generate_with_images(self, req)
+            return generate_with_images(self.runtime, self.spec, req)
         prep = self._prepare([self._encode(req)])
         return self._reply(prep, self._run(prep), 0, req)
 
