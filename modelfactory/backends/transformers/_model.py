@@ -11,7 +11,6 @@ from typing import Any
 
 from ...errors import (
     BackendError,
-    MessageError,
     ModelFactoryError,
     UnsupportedFeatureError,
 )
@@ -20,6 +19,7 @@ from ...model import GenerationRequest, Model
 from ...reasoning import template_kwargs
 from .._completion import Embeddings, TextCompletion
 from .._local import LocalWeights, check_prompt_chars, longest_token, reply_budget, requested_reply
+from .._local_output import backend_errors, row_error, row_stops
 from . import _completions
 from ._chat import render_prompt
 from ._dtype import choose_dtype
@@ -373,18 +373,10 @@ class TransformersModel(LocalWeights[Runtime], Model):
         With the response cache on, each row is looked up (and stored) as a single call would be.
         """
         conversations = list(conversations)
-        n = len(conversations)
-        if stop_sequences is not None and not isinstance(stop_sequences, str):
-            stop_list = list(stop_sequences)
-            per_row = bool(stop_list) and all(s is None or not isinstance(s, str) for s in stop_list)
-        else:
-            per_row = False
-        if per_row and len(stop_list) != n:
-            raise MessageError(f"stop_sequences has {len(stop_list)} lists for {n} conversations")
-        results: list[Any] = [None] * n
+        stop_rows = row_stops(stop_sequences, len(conversations))
+        results: list[Any] = [None] * len(conversations)
         rows: list[tuple[int, _Row]] = []
-        for i, conv in enumerate(conversations):
-            stops = stop_list[i] if per_row else stop_sequences
+        for i, (conv, stops) in enumerate(zip(conversations, stop_rows, strict=True)):
             try:
                 req = self._request(conv, stops, grammar, response_format, tools_to_call_from, kwargs)
                 cached = self._cache_lookup(req)  # the response cache, row by row: a hit is not generated
@@ -393,7 +385,7 @@ class TransformersModel(LocalWeights[Runtime], Model):
                     continue
                 rows.append((i, self._encode(req)))
             except Exception as exc:
-                err = _row_error(self, exc, i)
+                err = row_error(self, exc, i)
                 if not return_exceptions:
                     raise err from (None if err is exc else exc)
                 results[i] = err
@@ -472,12 +464,8 @@ class TransformersModel(LocalWeights[Runtime], Model):
     def complete_text(self, prompt: str | Sequence[int], **kwargs: Any) -> TextCompletion:
         """A plain-text completion of ``prompt`` (no chat template), with log-probabilities if asked:
         :func:`._completions.complete_text` (``/v1/completions`` of ``modelfactory serve``)."""
-        try:
+        with backend_errors(self):
             return _completions.complete_text(self, prompt, **kwargs)
-        except ModelFactoryError:
-            raise
-        except Exception as exc:
-            raise self._backend_error(exc) from exc
 
     def reply_logprobs(self, reply: ChatMessage, top: int = 0) -> list[dict[str, Any]]:
         """OpenAI's chat ``logprobs.content`` of a reply this model generated (from its ``raw`` prompt and
@@ -485,21 +473,13 @@ class TransformersModel(LocalWeights[Runtime], Model):
         raw = reply.raw if isinstance(reply.raw, dict) else {}
         if not isinstance(raw.get("prompt"), str) or not isinstance(raw.get("generated_token_ids"), list):
             raise UnsupportedFeatureError("logprobs: the reply does not hold its prompt and token ids")
-        try:
+        with backend_errors(self):
             return _completions.reply_logprobs(self, raw["prompt"], raw["generated_token_ids"], top)
-        except ModelFactoryError:
-            raise
-        except Exception as exc:
-            raise self._backend_error(exc) from exc
 
     def embed(self, inputs: Sequence[str | Sequence[int]]) -> Embeddings:
         """Mean-pooled last hidden states, one vector per input (``/v1/embeddings``)."""
-        try:
+        with backend_errors(self):
             return _completions.embed(self, inputs)
-        except ModelFactoryError:
-            raise
-        except Exception as exc:
-            raise self._backend_error(exc) from exc
 
 
 # --------------------------------------------------------------------------- helpers
@@ -538,15 +518,3 @@ def _plain_decoding(gen_kwargs: dict[str, Any], defaults: Any) -> bool:
         and (setting("num_beams") or 1) == 1
         and (setting("num_return_sequences") or 1) == 1
     )
-
-
-def _row_error(model: Model, exc: Exception, index: int) -> Exception:
-    """The error of one conversation of a batch, naming it."""
-    if isinstance(exc, (MessageError, UnsupportedFeatureError)) and type(exc).__init__ in (
-        MessageError.__init__,
-        UnsupportedFeatureError.__init__,
-    ):
-        return type(exc)(f"conversations[{index}]: {exc}")
-    if isinstance(exc, ModelFactoryError):
-        return exc
-    return model._backend_error(exc)
