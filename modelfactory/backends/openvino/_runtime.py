@@ -50,7 +50,7 @@ class _Runtime:
     cv: threading.Condition = field(default_factory=threading.Condition)
     ids: Iterator[int] = field(default_factory=itertools.count)
     thread: threading.Thread | None = None
-    steps: int = 0  # engine steps run (tests and stats)
+    steps: int = 0  # engine steps started (tests and stats)
     most_running: int = 0  # the most requests one step decoded together
     live: set[Request] = field(default_factory=set)
     tok_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -82,6 +82,8 @@ class _Runtime:
                 if self.freed:
                     return
                 pipe = self.pipe
+                # counted before it runs: a caller that sees its request end (inside step) sees it counted
+                self.steps += 1
             try:
                 pipe.step()
             except Exception as exc:
@@ -96,7 +98,6 @@ class _Runtime:
                     self.cv.notify_all()
                 continue
             with self.cv:
-                self.steps += 1
                 try:
                     running = int(pipe.get_metrics().scheduled_requests)
                 except Exception:
