@@ -8,10 +8,13 @@ The shapes are backend-neutral; each backend fills them (``TransformersModel.com
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Embeddings", "TextCompletion", "TokenLogprobs", "cut_at_stop"]
+from ..errors import MessageError
+
+__all__ = ["Embeddings", "TextCompletion", "TokenLogprobs", "cut_at_stop", "prompt_ids"]
 
 
 @dataclass
@@ -57,3 +60,16 @@ def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
     """``text`` up to its earliest stop sequence, and whether one was found."""
     cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
     return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def prompt_ids(
+    prompt: str | Sequence[int], tokenize: Callable[[str], list[int]], vocab: int, what: str
+) -> list[int]:
+    """A prompt's token ids: a string through ``tokenize``, a list of ids as given (lm-eval sends its own
+    tokenization), each checked to be in the vocabulary (``what`` names the field in the error)."""
+    if isinstance(prompt, str):
+        return tokenize(prompt)
+    ids = list(prompt)
+    if not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < vocab for i in ids):
+        raise MessageError(f"{what}: token ids must be integers in [0, {vocab})")
+    return ids

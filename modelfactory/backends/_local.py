@@ -1,22 +1,26 @@
-"""What the in-process chat backends (transformers, llama.cpp) share: the text-only rows every chat
-template accepts, the tools block for a template that does not render ``tools=`` itself, and the context
-check that refuses a prompt too long for the model before it costs memory.
+"""What the in-process backends (transformers, llama.cpp, OpenVINO) share: the weight cache and the
+load/free lifecycle (:class:`WeightCache`, :class:`LocalWeights`), the text-only rows every chat template
+accepts, the tools block for a template that does not render ``tools=`` itself, and the context check
+that refuses a prompt too long for the model before it costs memory.
 
-One copy here, so both backends refuse images alike, show tools to a model in the same words and refuse
-long prompts with the same error. (Their stops and streams share
+One copy here, so the backends load and free alike, refuse images alike, show tools to a model in the same
+words and refuse long prompts with the same error. (Their stops and streams share
 :func:`modelfactory.messages.settled_prefix`.)
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from ..errors import ContextLengthError, MessageError, UnsupportedFeatureError
 
 __all__ = [
     "FALLBACK_CHARS_PER_TOKEN",
+    "LocalWeights",
+    "WeightCache",
     "check_prompt_chars",
     "longest_token",
     "reply_budget",
@@ -29,6 +33,132 @@ __all__ = [
 # The characters-per-token bound when a tokenizer's vocabulary cannot be read: no vocabulary in use has
 # many longer tokens. Only a fallback: the bound of a known vocabulary is exact (see longest_token).
 FALLBACK_CHARS_PER_TOKEN = 64
+
+
+# --------------------------------------------------------------------------- the weight cache and lifecycle
+
+
+class Loaded(Protocol):
+    """A loaded runtime (weights, tokenizer, ...): its weight-cache key, and whether it was freed."""
+
+    key: tuple[Any, ...]
+    freed: bool
+
+
+R = TypeVar("R", bound=Loaded)
+S = TypeVar("S", bound="LocalWeights[Any]")
+
+
+class WeightCache(Generic[R]):
+    """The process-wide cache of one local backend: models built with the same load key share one loaded
+    runtime (a sweep over generation parameters loads the weights once), loaded once however many
+    threads ask. ``release`` drops the weights of each runtime taken out of the cache; ``after``, when
+    given, runs once after a release of one or more (e.g. one ``gc.collect`` for all of them)."""
+
+    def __init__(
+        self, release: Callable[[R], None], after: Callable[[Sequence[R]], None] | None = None
+    ) -> None:
+        self._release_one = release
+        self._after = after
+        self._cache: dict[tuple[Any, ...], R] = {}
+        self._lock = threading.Lock()
+        self._key_locks: dict[tuple[Any, ...], threading.Lock] = {}
+
+    def acquire(self, key: tuple[Any, ...], load: Callable[[], R]) -> R:
+        """The cached runtime for ``key``, or the one ``load()`` builds."""
+        with self._lock:
+            rt = self._cache.get(key)
+            if rt is not None and not rt.freed:
+                return rt
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:  # two threads building the same model load it once
+            with self._lock:
+                rt = self._cache.get(key)
+            if rt is None or rt.freed:
+                rt = load()
+                with self._lock:
+                    self._cache[key] = rt
+            return rt
+
+    def get(self, key: tuple[Any, ...]) -> R | None:
+        """The runtime loaded for ``key``, if any (loads nothing)."""
+        with self._lock:
+            return self._cache.get(key)
+
+    def items(self) -> list[tuple[tuple[Any, ...], R]]:
+        with self._lock:
+            return list(self._cache.items())
+
+    def discard(self, rt: R) -> None:
+        """Drop ``rt`` from the cache and release it."""
+        with self._lock:
+            if self._cache.get(rt.key) is rt:
+                del self._cache[rt.key]
+        self._release([rt])
+
+    def _release(self, rts: Sequence[R]) -> None:
+        for rt in rts:
+            self._release_one(rt)
+        if self._after is not None:
+            self._after(rts)
+
+    def take_all(self) -> list[R]:
+        """Empty the cache; the runtimes it held (not released: the caller decides how)."""
+        with self._lock:
+            rts = list(self._cache.values())
+            self._cache.clear()
+            self._key_locks.clear()
+        return rts
+
+    def clear(self) -> int:
+        """Release every cached runtime; how many. Models load again on their next call."""
+        rts = self.take_all()
+        self._release(rts)
+        return len(rts)
+
+
+class LocalWeights(Generic[R]):
+    """The load/free lifecycle of a local model (a mixin of its ``Model`` class): ``runtime`` loads on first
+    use (through the backend's :class:`WeightCache`), ``load()`` loads now, ``free()`` releases the weights
+    for every model sharing them, and a later call loads them again.
+
+    A backend gives ``weights`` (its cache), ``_runtime_key`` (the load key; importing the backend's
+    library first, so a missing one names its extra, cached or not) and ``_load_runtime(key)``.
+    """
+
+    weights: ClassVar[WeightCache[Any]]
+    _runtime: R | None = None
+
+    def _runtime_key(self) -> tuple[Any, ...]:
+        raise NotImplementedError
+
+    def _load_runtime(self, key: tuple[Any, ...]) -> R:
+        raise NotImplementedError
+
+    @property
+    def runtime(self) -> R:
+        """The loaded runtime: loaded on first use, shared by the models with the same load key."""
+        rt = self._runtime
+        if rt is None or rt.freed:
+            key = self._runtime_key()
+            rt = self._runtime = self.weights.acquire(key, lambda: self._load_runtime(key))
+        return rt
+
+    def load(self: S) -> S:
+        """Load (or take from the cache) the weights now instead of on the first call; returns the model."""
+        _ = self.runtime
+        return self
+
+    @property
+    def is_loaded(self) -> bool:
+        return self._runtime is not None and not self._runtime.freed
+
+    def free(self) -> None:
+        """Release the weights: from the process cache and from every model sharing them (a later call
+        loads them again)."""
+        rt, self._runtime = self._runtime, None
+        if rt is not None and not rt.freed:
+            self.weights.discard(rt)
 
 
 def text_message(message: dict[str, Any], index: int, owner: str) -> dict[str, Any]:

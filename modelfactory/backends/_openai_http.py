@@ -21,6 +21,7 @@ Replies are :class:`JSONObject`: the server's JSON as a dict that also reads lik
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
@@ -225,59 +226,52 @@ def _event(route: Route, line: str) -> Any:
     return chunk
 
 
-def _request_args(route: Route, body: Mapping[str, Any], token: Any) -> dict[str, Any]:
-    json_body, extra = split_headers(body)  # a call's extra_headers are headers, not a JSON field
-    return {
-        "headers": {**_headers(route, token), **extra},
-        "params": route.params or None,
-        "json": json_body,
-        "timeout": route.timeout,
-    }
+class _Call:
+    """What the four senders share, written once: the request's arguments, the status check, the reply's
+    JSON, the server-sent events, and every failure turned into one :class:`Failure` (a transport failure
+    after the first chunk is "lost", not "refused": ``started``)."""
+
+    def __init__(self, route: Route) -> None:
+        self.route = route
+        self.started = False
+
+    def args(self, body: Mapping[str, Any], token: Any) -> dict[str, Any]:
+        json_body, extra = split_headers(body)  # a call's extra_headers are headers, not a JSON field
+        return {
+            "headers": {**_headers(self.route, token), **extra},
+            "params": self.route.params or None,
+            "json": json_body,
+            "timeout": self.route.timeout,
+        }
+
+    @contextlib.contextmanager
+    def failures(self) -> Iterator[None]:
+        try:
+            yield
+        except Failure:
+            raise
+        except Exception as exc:
+            failure = _transport_failure(self.route, exc, started=self.started)
+            if failure is None:
+                raise
+            raise failure from exc
+
+    def check(self, response: Any, text: str) -> None:
+        if response.status_code >= 400:
+            raise _status_failure(self.route, response.status_code, response.headers, text)
+
+    def reply(self, response: Any, text: str) -> Any:
+        self.check(response, text)
+        return _parse(self.route, text)
+
+    def event(self, line: str) -> Any:
+        chunk = _event(self.route, line)
+        self.started = self.started or (chunk is not None and chunk is not _DONE)
+        return chunk
 
 
 def _token(route: Route) -> Any:
     return route.token_provider() if route.token_provider is not None else None
-
-
-def post(client: Any, route: Route, body: Mapping[str, Any]) -> Any:
-    """POST one chat completion; the reply's JSON."""
-    try:
-        response = client.post(route.url, **_request_args(route, body, _token(route)))
-        text = response.text
-    except Failure:
-        raise
-    except Exception as exc:
-        failure = _transport_failure(route, exc, started=False)
-        if failure is None:
-            raise
-        raise failure from exc
-    if response.status_code >= 400:
-        raise _status_failure(route, response.status_code, response.headers, text)
-    return _parse(route, text)
-
-
-def stream(client: Any, route: Route, body: Mapping[str, Any]) -> Iterator[Any]:
-    """POST a streamed chat completion; yields each chunk's JSON. Closing the iterator ends the request."""
-    started = False
-    try:
-        with client.stream("POST", route.url, **_request_args(route, body, _token(route))) as response:
-            if response.status_code >= 400:
-                response.read()
-                raise _status_failure(route, response.status_code, response.headers, response.text)
-            for line in response.iter_lines():
-                chunk = _event(route, line)
-                if chunk is _DONE:
-                    return
-                if chunk is not None:
-                    started = True
-                    yield chunk
-    except Failure:
-        raise
-    except Exception as exc:
-        failure = _transport_failure(route, exc, started=started)
-        if failure is None:
-            raise
-        raise failure from exc
 
 
 async def _atoken(route: Route) -> Any:
@@ -285,43 +279,50 @@ async def _atoken(route: Route) -> Any:
     return await token if inspect.isawaitable(token) else token
 
 
+def post(client: Any, route: Route, body: Mapping[str, Any]) -> Any:
+    """POST one chat completion; the reply's JSON."""
+    call = _Call(route)
+    with call.failures():
+        response = client.post(route.url, **call.args(body, _token(route)))
+        text = response.text
+    return call.reply(response, text)
+
+
 async def apost(client: Any, route: Route, body: Mapping[str, Any]) -> Any:
     """:func:`post` on an async client."""
-    try:
-        response = await client.post(route.url, **_request_args(route, body, await _atoken(route)))
+    call = _Call(route)
+    with call.failures():
+        response = await client.post(route.url, **call.args(body, await _atoken(route)))
         text = response.text
-    except Failure:
-        raise
-    except Exception as exc:
-        failure = _transport_failure(route, exc, started=False)
-        if failure is None:
-            raise
-        raise failure from exc
-    if response.status_code >= 400:
-        raise _status_failure(route, response.status_code, response.headers, text)
-    return _parse(route, text)
+    return call.reply(response, text)
+
+
+def stream(client: Any, route: Route, body: Mapping[str, Any]) -> Iterator[Any]:
+    """POST a streamed chat completion; yields each chunk's JSON. Closing the iterator ends the request."""
+    call = _Call(route)
+    with call.failures(), client.stream("POST", route.url, **call.args(body, _token(route))) as response:
+        if response.status_code >= 400:
+            response.read()
+            call.check(response, response.text)
+        for line in response.iter_lines():
+            chunk = call.event(line)
+            if chunk is _DONE:
+                return
+            if chunk is not None:
+                yield chunk
 
 
 async def astream(client: Any, route: Route, body: Mapping[str, Any]) -> AsyncGenerator[Any, None]:
     """:func:`stream` on an async client."""
-    started = False
-    try:
-        args = _request_args(route, body, await _atoken(route))
-        async with client.stream("POST", route.url, **args) as response:
+    call = _Call(route)
+    with call.failures():
+        async with client.stream("POST", route.url, **call.args(body, await _atoken(route))) as response:
             if response.status_code >= 400:
                 await response.aread()
-                raise _status_failure(route, response.status_code, response.headers, response.text)
+                call.check(response, response.text)
             async for line in response.aiter_lines():
-                chunk = _event(route, line)
+                chunk = call.event(line)
                 if chunk is _DONE:
                     return
                 if chunk is not None:
-                    started = True
                     yield chunk
-    except Failure:
-        raise
-    except Exception as exc:
-        failure = _transport_failure(route, exc, started=started)
-        if failure is None:
-            raise
-        raise failure from exc

@@ -108,6 +108,16 @@ _PROVIDER_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
+def text_only_default(data: Any) -> Any:
+    """A spec's raw data with ``flatten_messages_as_text`` on for a ``model_id`` of a provider that takes
+    only string content, unless the config says otherwise (what smolagents' LiteLLMModel does)."""
+    if isinstance(data, dict) and data.get("flatten_messages_as_text") is None:
+        model_id = data.get("model_id")
+        if isinstance(model_id, str) and model_id.startswith(TEXT_ONLY_PREFIXES):
+            data = {**data, "flatten_messages_as_text": True}
+    return data
+
+
 class LiteLLMSpec(ApiSpec):
     sdk = ("litellm", "litellm")
     reasoning_style = "litellm"
@@ -138,11 +148,7 @@ class LiteLLMSpec(ApiSpec):
     def _flatten_default(cls, data: Any) -> Any:
         """Providers that take only string content get flattened messages unless told otherwise (what
         smolagents' LiteLLMModel does for these prefixes)."""
-        if isinstance(data, dict) and data.get("flatten_messages_as_text") is None:
-            model_id = data.get("model_id")
-            if isinstance(model_id, str) and model_id.startswith(TEXT_ONLY_PREFIXES):
-                data = {**data, "flatten_messages_as_text": True}
-        return data
+        return text_only_default(data)
 
     def problems(self) -> list[Problem]:
         out = []
@@ -309,16 +315,21 @@ class LiteLLMModel(Model):
 
         return AnthropicBatches(self)
 
+    def _sender(self) -> Any:
+        """What ``completion`` / ``acompletion`` are called on: the ``litellm`` module (a Router for
+        :class:`~modelfactory.backends.litellm_router.LiteLLMRouterModel`)."""
+        return self.litellm
+
     def _generate(self, req: GenerationRequest) -> ChatMessage:
         kwargs = self._call_kwargs(req, stream=False)
         try:
-            return wire.parse_completion(self.litellm.completion(**kwargs))
+            return wire.parse_completion(self._sender().completion(**kwargs))
         except Exception as exc:
             raise self._translate(exc) from exc
 
     def _generate_stream(self, req: GenerationRequest) -> Iterator[ChatMessageStreamDelta]:
         try:
-            stream = self.litellm.completion(**self._call_kwargs(req, stream=True))
+            stream = self._sender().completion(**self._call_kwargs(req, stream=True))
             yield from wire.iter_stream(stream)
         except Exception as exc:
             raise self._translate(exc) from exc
@@ -326,13 +337,13 @@ class LiteLLMModel(Model):
     async def _agenerate(self, req: GenerationRequest) -> ChatMessage:
         kwargs = self._call_kwargs(req, stream=False)
         try:
-            return wire.parse_completion(await self.litellm.acompletion(**kwargs))
+            return wire.parse_completion(await self._sender().acompletion(**kwargs))
         except Exception as exc:
             raise self._translate(exc) from exc
 
     async def _agenerate_stream(self, req: GenerationRequest) -> AsyncIterator[ChatMessageStreamDelta]:
         try:
-            stream = await self.litellm.acompletion(**self._call_kwargs(req, stream=True))
+            stream = await self._sender().acompletion(**self._call_kwargs(req, stream=True))
             async for delta in wire.aiter_stream(stream):
                 yield delta
         except Exception as exc:

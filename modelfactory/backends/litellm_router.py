@@ -10,18 +10,16 @@ key fields. Retries: the Router's own are off (``num_retries=0``), our ``retry``
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
 from ..errors import MessageError, Problem
-from ..messages import ChatMessage, ChatMessageStreamDelta
 from ..model import GenerationRequest
 from ..settings import ApiSpec
 from . import _openai_wire as wire
 from ._api import reserved_params
-from .litellm import RESERVED, TEXT_ONLY_PREFIXES, LiteLLMModel, import_litellm
+from .litellm import RESERVED, LiteLLMModel, import_litellm, text_only_default
 
 __all__ = ["LiteLLMRouterModel", "LiteLLMRouterSpec"]
 
@@ -65,11 +63,7 @@ class LiteLLMRouterSpec(ApiSpec):
     @classmethod
     def _flatten_default(cls, data: Any) -> Any:
         """As smolagents does: flattened messages for groups named like the text-only providers."""
-        if isinstance(data, dict) and data.get("flatten_messages_as_text") is None:
-            model_id = data.get("model_id")
-            if isinstance(model_id, str) and model_id.startswith(TEXT_ONLY_PREFIXES):
-                data = {**data, "flatten_messages_as_text": True}
-        return data
+        return text_only_default(data)
 
     def problems(self) -> list[Problem]:
         out = []
@@ -132,33 +126,8 @@ class LiteLLMRouterModel(LiteLLMModel):
         kwargs.update(wire.request_fields(req, stream=stream))
         return kwargs
 
-    def _generate(self, req: GenerationRequest) -> ChatMessage:
-        kwargs = self._call_kwargs(req, stream=False)
-        try:
-            return wire.parse_completion(self.router.completion(**kwargs))
-        except Exception as exc:
-            raise self._translate(exc) from exc
-
-    def _generate_stream(self, req: GenerationRequest) -> Iterator[ChatMessageStreamDelta]:
-        try:
-            yield from wire.iter_stream(self.router.completion(**self._call_kwargs(req, stream=True)))
-        except Exception as exc:
-            raise self._translate(exc) from exc
-
-    async def _agenerate(self, req: GenerationRequest) -> ChatMessage:
-        kwargs = self._call_kwargs(req, stream=False)
-        try:
-            return wire.parse_completion(await self.router.acompletion(**kwargs))
-        except Exception as exc:
-            raise self._translate(exc) from exc
-
-    async def _agenerate_stream(self, req: GenerationRequest) -> AsyncIterator[ChatMessageStreamDelta]:
-        try:
-            stream = await self.router.acompletion(**self._call_kwargs(req, stream=True))
-            async for delta in wire.aiter_stream(stream):
-                yield delta
-        except Exception as exc:
-            raise self._translate(exc) from exc
+    def _sender(self) -> Any:
+        return self.router
 
     def _auth_hint(self) -> str:
         return " (check the api_key in the deployment's litellm_params of model.model_list)"

@@ -21,6 +21,7 @@ from ..settings import ApiSpec, check_http_url, env_field
 from . import _api as api
 from . import _openai_http as http
 from . import _openai_wire as wire
+from ._openai_transport import HTTPTransport, OpenAITransport, SDKTransport, uses_sdk
 
 __all__ = ["OpenAIModel", "OpenAIServerModel", "OpenAIServerSpec", "import_openai"]
 
@@ -210,13 +211,18 @@ class OpenAIServerModel(Model):
 
         return OpenAIBatches(self)
 
-    # ------------------------------------------------------------------ plain HTTP: no SDK import
+    # ------------------------------------------------------------------ the transport: chosen at build
 
-    @functools.cached_property
-    def _uses_sdk(self) -> bool:
-        """Calls go over plain HTTP (see _openai_http: ~1 s less cold start) unless ``client_kwargs`` hold a
-        setting only the SDK's client knows; then through the SDK's client."""
-        return bool(set(self.spec.client_kwargs) - http.HTTP_CLIENT_ARGS)
+    def __init__(self, /, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._transport: OpenAITransport = self._choose_transport()
+
+    def _choose_transport(self) -> OpenAITransport:
+        """Plain HTTP (see _openai_http: ~1 s less cold start) unless ``client_kwargs`` hold a setting only
+        the SDK's client knows; then the SDK's client."""
+        if uses_sdk(self.spec.client_kwargs):
+            return SDKTransport(self)
+        return HTTPTransport(self._route, self.spec.client_kwargs, self._http_error)
 
     def _route(self) -> http.Route:
         """Where a chat completion goes and with which headers, as ``openai.OpenAI`` would send it."""
@@ -251,31 +257,6 @@ class OpenAIServerModel(Model):
             auth_hint=self._auth_hint(),
         )
 
-    @functools.cached_property
-    def _http(self) -> Any:
-        given = self.spec.client_kwargs.get("http_client")
-        return (
-            given
-            if given is not None and type(given).__name__ != "AsyncClient"
-            else http.new_client(is_async=False)
-        )
-
-    @property
-    def _ahttp(self) -> Any:
-        """The async HTTP client of the running event loop (a pool cannot outlive the loop that opened it)."""
-        kwargs = self.spec.client_kwargs
-        given = kwargs.get("async_http_client")
-        if given is None and type(kwargs.get("http_client")).__name__ == "AsyncClient":
-            given = kwargs["http_client"]
-        if given is not None:
-            return given
-        loop = asyncio.get_running_loop()
-        cached = self.__dict__.get("_ahttp_client")
-        if cached is None or cached[0] is not loop:
-            cached = (loop, http.new_client(is_async=True))
-            self.__dict__["_ahttp_client"] = cached
-        return cached[1]
-
     def _http_error(self, exc: Exception) -> Exception:
         if isinstance(exc, http.Failure):
             return self._provider_error(
@@ -283,69 +264,43 @@ class OpenAIServerModel(Model):
             )
         return self._provider_error(str(exc), retryable=True)  # an empty reply (no choices)
 
-    # ------------------------------------------------------------------ calls
+    # ------------------------------------------------------------------ calls: one way, whatever the transport
 
     def _generate(self, req: GenerationRequest) -> ChatMessage:
-        if not self._uses_sdk:
-            body = wire.request_body(self.model_id, req, stream=False)
-            try:
-                return wire.parse_completion(http.post(self._http, self._route(), body))
-            except (http.Failure, wire.EmptyReplyError) as exc:
-                raise self._http_error(exc) from exc
+        transport = self._transport
         try:
-            response = wire.post_chat(self.client, wire.chat_kwargs(self.model_id, req, stream=False))
-            return wire.parse_completion(response)
+            return wire.parse_completion(transport.post(self._body(req, stream=False)))
         except Exception as exc:
-            raise self._translate(exc) from exc
+            raise transport.error(exc) from exc
 
     def _generate_stream(self, req: GenerationRequest) -> Iterator[ChatMessageStreamDelta]:
-        if not self._uses_sdk:
-            body = wire.request_body(self.model_id, req, stream=True)
-            try:
-                yield from wire.iter_stream(http.stream(self._http, self._route(), body))
-            except http.Failure as exc:
-                raise self._http_error(exc) from exc
-            return
+        transport = self._transport
         try:
-            stream = wire.post_chat(self.client, wire.chat_kwargs(self.model_id, req, stream=True))
-            yield from wire.iter_stream(stream)
+            yield from wire.iter_stream(transport.stream(self._body(req, stream=True)))
         except Exception as exc:
-            raise self._translate(exc) from exc
+            raise transport.error(exc) from exc
 
     async def _agenerate(self, req: GenerationRequest) -> ChatMessage:
-        if not self._uses_sdk:
-            body = wire.request_body(self.model_id, req, stream=False)
-            try:
-                return wire.parse_completion(await http.apost(self._ahttp, self._route(), body))
-            except (http.Failure, wire.EmptyReplyError) as exc:
-                raise self._http_error(exc) from exc
+        transport = self._transport
         try:
-            kwargs = wire.chat_kwargs(self.model_id, req, stream=False)
-            return wire.parse_completion(await wire.apost_chat(self.aclient, kwargs))
+            return wire.parse_completion(await transport.apost(self._body(req, stream=False)))
         except Exception as exc:
-            raise self._translate(exc) from exc
+            raise transport.error(exc) from exc
 
     async def _agenerate_stream(self, req: GenerationRequest) -> AsyncIterator[ChatMessageStreamDelta]:
-        if not self._uses_sdk:
-            body = wire.request_body(self.model_id, req, stream=True)
-            chunks = http.astream(self._ahttp, self._route(), body)
+        transport = self._transport
+        chunks = transport.astream(self._body(req, stream=True))
+        try:
             try:
                 async for delta in wire.aiter_stream(chunks):
                     yield delta
-            except http.Failure as exc:
-                raise self._http_error(exc) from exc
             finally:
                 await chunks.aclose()  # an abandoned stream releases its connection
-            return
-        try:
-            stream = await wire.apost_chat(self.aclient, wire.chat_kwargs(self.model_id, req, stream=True))
-            try:
-                async for delta in wire.aiter_stream(stream):
-                    yield delta
-            finally:
-                await stream.close()  # an abandoned stream releases its connection
         except Exception as exc:
-            raise self._translate(exc) from exc
+            raise transport.error(exc) from exc
+
+    def _body(self, req: GenerationRequest, *, stream: bool) -> dict[str, Any]:
+        return wire.request_body(self.model_id, req, stream=stream)
 
     def _auth_hint(self) -> str:
         if self.spec.api_key is None and not self.spec.is_openai_host() and not self.spec.base_from_env():

@@ -24,6 +24,7 @@ from ..messages import (
 )
 from ..model import GenerationRequest
 from . import _openai_http as http
+from ._openai_transport import HTTPTransport, OpenAITransport
 from ._openai_wire import _count, _read
 from .openai import OPENAI_BASE, OpenAIServerModel
 
@@ -147,6 +148,9 @@ def _trimmed(reply: ChatMessage, req: GenerationRequest) -> ChatMessage:
 class OpenAIResponsesModel(OpenAIServerModel):
     """OpenAI's Responses API, over plain HTTP (non-streaming)."""
 
+    def _choose_transport(self) -> OpenAITransport:
+        return HTTPTransport(self._route, self.spec.client_kwargs, self._http_error)  # no SDK path yet
+
     def _route(self) -> http.Route:
         route = super()._route()
         base = (self.spec.api_base or OPENAI_BASE).rstrip("/")
@@ -154,7 +158,7 @@ class OpenAIResponsesModel(OpenAIServerModel):
 
     def _generate(self, req: GenerationRequest) -> ChatMessage:
         try:
-            reply = parse_response(http.post(self._http, self._route(), response_body(self.model_id, req)))
+            reply = parse_response(self._transport.post(response_body(self.model_id, req)))
         except http.Failure as exc:
             raise self._http_error(exc) from exc
         return _trimmed(reply, req)
@@ -164,7 +168,7 @@ class OpenAIResponsesModel(OpenAIServerModel):
 
     async def _agenerate(self, req: GenerationRequest) -> ChatMessage:
         try:
-            reply = await http.apost(self._ahttp, self._route(), response_body(self.model_id, req))
+            reply = await self._transport.apost(response_body(self.model_id, req))
             return _trimmed(parse_response(reply), req)
         except http.Failure as exc:
             raise self._http_error(exc) from exc

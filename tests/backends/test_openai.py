@@ -437,12 +437,13 @@ def test_organization_and_project_headers(recording_server: RecordingServer) -> 
 
 def test_client_is_created_lazily(recording_server: RecordingServer) -> None:
     m = make(recording_server)
-    assert "_http" not in m.__dict__ and "client" not in m.__dict__
+    transport = m._transport  # chosen once, at build time
+    assert "client" not in transport.__dict__ and "client" not in m.__dict__
     assert recording_server.requests == []
     m.generate(MSGS)
-    http_client = m.__dict__["_http"]
+    http_client = transport.__dict__["client"]
     m.generate(MSGS)
-    assert m._http is http_client  # one connection pool for every call
+    assert m._transport is transport and transport.client is http_client  # one pool for every call
     assert len(recording_server.requests) == 2
     assert "client" not in m.__dict__  # the SDK's client is built only when asked for (m.client)
 
@@ -477,6 +478,8 @@ def test_http_and_sdk_paths_send_and_read_the_same(
     out = m.generate(MSGS, stop_sequences=["END"], top_k=4)
     rec = recording_server.last
     assert ("client" in m.__dict__) is bool(client_kwargs)
+    # the transport was chosen once, when the model was built
+    assert type(m._transport).__name__ == ("SDKTransport" if client_kwargs else "HTTPTransport")
     assert (rec.path, rec.headers["authorization"], rec.headers["openai-organization"]) == (
         "/v1/chat/completions",
         f"Bearer {KEY}",

@@ -13,19 +13,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from ...errors import MessageError, UnsupportedFeatureError
-from .._completion import Embeddings, TextCompletion, TokenLogprobs
+from .._completion import Embeddings, TextCompletion, TokenLogprobs, prompt_ids
 
 __all__ = ["complete_text", "embed"]
 
 
 def _ids(llama: Any, prompt: str | Sequence[int], what: str) -> list[int]:
-    if isinstance(prompt, str):
-        return [int(t) for t in llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=False)]
-    ids = list(prompt)
-    vocab = llama.n_vocab()
-    if not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < vocab for i in ids):
-        raise MessageError(f"{what}: token ids must be integers in [0, {vocab})")
-    return ids
+    def tokenize(text: str) -> list[int]:
+        return [int(t) for t in llama.tokenize(text.encode("utf-8"), add_bos=True, special=False)]
+
+    return prompt_ids(prompt, tokenize, llama.n_vocab(), what)
 
 
 def complete_text(
@@ -45,19 +42,7 @@ def complete_text(
     rt = model.runtime
     with rt.lock:
         llama = rt.llama
-        if logprobs is not None and not llama._logits_all:
-            raise UnsupportedFeatureError(
-                "logprobs: this LlamaCppModel keeps the last position's logits only; load it with "
-                "model.model_kwargs={logits_all: true} (n_ctx x vocabulary floats of memory)"
-            )
-        ids = _ids(llama, prompt, "prompt")
-        if not ids:
-            raise MessageError("prompt: empty (no tokens to continue)")
-        if len(ids) + max_tokens > llama.n_ctx():
-            raise MessageError(
-                f"prompt: {len(ids)} tokens + max_tokens {max_tokens} exceed the context window "
-                f"(model.n_ctx) of {llama.n_ctx()}"
-            )
+        ids = _checked_ids(llama, prompt, max_tokens, logprobs)
         head = (prompt if isinstance(prompt, str) else _text(llama, ids)) if echo else ""
         if max_tokens == 0:  # create_completion takes 0 as "no limit": the prompt is scored here
             scored = _prompt_logprobs(llama, ids, logprobs) if logprobs is not None and echo else None
@@ -78,21 +63,10 @@ def complete_text(
         )
         llama.reset()
         choice = out["choices"][0]
-        lp = choice.get("logprobs")
         scored = None
         if logprobs is not None:
             scored = _prompt_logprobs(llama, ids, logprobs) if echo else TokenLogprobs()
-            if lp:
-                offset = len(head)
-                for piece in lp["tokens"]:
-                    scored.text_offset.append(offset)
-                    offset += len(piece)
-                scored.tokens += lp["tokens"]
-                # numpy float32s in llama-cpp-python's dicts: plain floats for JSON
-                scored.token_logprobs += [None if x is None else float(x) for x in lp["token_logprobs"]]
-                scored.top_logprobs += [
-                    None if t is None else {k: float(v) for k, v in t.items()} for t in lp["top_logprobs"]
-                ]
+            _add_logprobs(scored, choice.get("logprobs"), len(head))
         usage = out.get("usage") or {}
         return TextCompletion(
             text=head + choice["text"],
@@ -101,6 +75,41 @@ def complete_text(
             completion_tokens=int(usage.get("completion_tokens", 0)),
             logprobs=scored,
         )
+
+
+def _checked_ids(llama: Any, prompt: str | Sequence[int], max_tokens: int, logprobs: int | None) -> list[int]:
+    """The prompt's ids, refused when logprobs are asked of a model that keeps no logits, or when the
+    prompt is empty or leaves no room for ``max_tokens``."""
+    if logprobs is not None and not llama._logits_all:
+        raise UnsupportedFeatureError(
+            "logprobs: this LlamaCppModel keeps the last position's logits only; load it with "
+            "model.model_kwargs={logits_all: true} (n_ctx x vocabulary floats of memory)"
+        )
+    ids = _ids(llama, prompt, "prompt")
+    if not ids:
+        raise MessageError("prompt: empty (no tokens to continue)")
+    if len(ids) + max_tokens > llama.n_ctx():
+        raise MessageError(
+            f"prompt: {len(ids)} tokens + max_tokens {max_tokens} exceed the context window "
+            f"(model.n_ctx) of {llama.n_ctx()}"
+        )
+    return ids
+
+
+def _add_logprobs(scored: TokenLogprobs, lp: Any, offset: int) -> None:
+    """llama.cpp's logprobs of the completion's tokens, after ``scored`` (the prompt's, when echoed);
+    ``offset``: where the completion starts in the returned text."""
+    if not lp:
+        return
+    for piece in lp["tokens"]:
+        scored.text_offset.append(offset)
+        offset += len(piece)
+    scored.tokens += lp["tokens"]
+    # numpy float32s in llama-cpp-python's dicts: plain floats for JSON
+    scored.token_logprobs += [None if x is None else float(x) for x in lp["token_logprobs"]]
+    scored.top_logprobs += [
+        None if t is None else {k: float(v) for k, v in t.items()} for t in lp["top_logprobs"]
+    ]
 
 
 def _text(llama: Any, ids: list[int]) -> str:

@@ -3,25 +3,23 @@
 from __future__ import annotations
 
 import codecs
-import contextlib
 import json
 import random
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Generator, Iterator, Sequence
 from typing import Any, ClassVar
 
 from ...errors import (
     BackendError,
     MessageError,
-    ModelFactoryError,
     UnsupportedFeatureError,
 )
-from ...messages import ChatMessage, ChatMessageStreamDelta, TokenUsage, settled_prefix, trim_at_stop
+from ...messages import ChatMessage, ChatMessageStreamDelta
 from ...model import GenerationRequest, Model
 from ...reasoning import template_kwargs
 from .._completion import Embeddings, TextCompletion
 from .._local import (
+    LocalWeights,
     check_prompt_chars,
     longest_token,
     reply_budget,
@@ -29,36 +27,23 @@ from .._local import (
     tool_call_schema,
     with_tools_block,
 )
+from .._local_output import (
+    Outcome,
+    SettledText,
+    backend_errors,
+    last_outcome,
+    local_reply,
+    response_schema,
+    stream_deltas,
+)
 from . import _completions
 
 __all__ = ["LlamaCppModel"]
 
-from ._runtime import (
-    _CACHE,
-    _CACHE_LOCK,
-    _acquire,
-    _import_llama_cpp,
-    _release,
-    _Runtime,
-    close_at_exit,
-)
+from ._runtime import WEIGHTS, _import_llama_cpp, _Runtime, close_at_exit
 from ._spec import _PARAMS, LlamaCppSpec
 
 # --------------------------------------------------------------------------- generation
-
-
-@dataclass
-class _Outcome:
-    """The end of one generation: what a reply (or a stream's last delta) is built from."""
-
-    text: str
-    prompt: str
-    prompt_tokens: int
-    output_ids: list[int]
-    finish_reason: str
-    stop_sequence: str | None
-    cached_prompt_tokens: int
-    evaluated_tokens: int | None
 
 
 def _reused_prefix(cached: Sequence[int], prompt: Sequence[int]) -> int:
@@ -82,25 +67,34 @@ def _evaluated(llama_cpp: Any, llama: Any) -> int | None:
         return None
 
 
-def _schema_of(response_format: Any) -> Any:
-    """The JSON schema a ``response_format`` asks for (True: any JSON object)."""
-    if not isinstance(response_format, dict):
-        raise MessageError(f"response_format must be a dict, got {type(response_format).__name__}")
-    kind = response_format.get("type")
-    if kind == "json_schema":
-        inner = response_format.get("json_schema") or {}
-        schema = inner.get("schema") if isinstance(inner, dict) else None
-        if not isinstance(schema, dict):
-            raise MessageError("response_format json_schema: missing json_schema.schema")
-        return schema
-    if kind == "json_object":
-        return response_format.get("schema") or True
-    if kind == "text":
-        return None
-    raise MessageError(f"response_format type {kind!r}: LlamaCppModel takes json_schema, json_object or text")
+def _sample(
+    rt: _Runtime, tokens: Iterator[int], text: SettledText, out_ids: list[int], max_new: int
+) -> Generator[str, None, str]:
+    """Read the sampled ``tokens`` (the caller holds the lock) into ``out_ids`` and ``text``: yields each
+    settled piece; returns the finish reason (``stop`` at an end-of-generation token or a stop)."""
+    llama, llama_cpp = rt.llama, rt.llama_cpp
+    vocab = llama._model.vocab
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    try:
+        for token in tokens:
+            if llama_cpp.llama_vocab_is_eog(vocab, token):
+                return "stop"
+            out_ids.append(int(token))
+            piece = text.grow(text.text + decoder.decode(llama.detokenize([token])))
+            if piece:
+                yield piece
+            if text.matched is not None:
+                return "stop"
+            if len(out_ids) >= max_new:
+                break
+        return "length"
+    finally:
+        close = getattr(tokens, "close", None)
+        if close is not None:
+            close()
 
 
-class LlamaCppModel(Model):
+class LlamaCppModel(LocalWeights[_Runtime], Model):
     """Chat with a GGUF model through llama.cpp. Build with ``model_id`` = a GGUF path or ``pkg:`` file."""
 
     Spec = LlamaCppSpec
@@ -116,45 +110,18 @@ class LlamaCppModel(Model):
         "batching) or TransformersModel's generate_batch is faster (README: Which local backend for which job)"
     )
 
-    def __init__(self, /, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._runtime: _Runtime | None = None
+    weights = WEIGHTS
 
-    # ------------------------------------------------------------------ loading
+    # ------------------------------------------------------------------ loading (_local.LocalWeights)
 
-    @property
-    def runtime(self) -> _Runtime:
-        """The loaded ``Llama``: loaded on first use, shared by models with the same load settings."""
-        rt = self._runtime
-        if rt is None or rt.freed:
-            _import_llama_cpp()  # a missing llama_cpp names the extra, loaded elsewhere or not
-            key = self.spec.load_key()
-            rt = self._runtime = _acquire(key, lambda: self._load(key))
-        return rt
+    def _runtime_key(self) -> tuple[Any, ...]:
+        _import_llama_cpp()  # a missing llama_cpp names the extra, loaded elsewhere or not
+        return self.spec.load_key()
 
     @property
     def llama(self) -> Any:
         """The ``llama_cpp.Llama`` object (loads it). Not thread-safe: hold no reference across calls."""
         return self.runtime.llama
-
-    def load(self) -> LlamaCppModel:
-        """Load the GGUF now instead of on the first call."""
-        _ = self.runtime
-        return self
-
-    @property
-    def is_loaded(self) -> bool:
-        return self._runtime is not None and not self._runtime.freed
-
-    def free(self) -> None:
-        """Release the loaded model (shared with every model built with the same load settings)."""
-        rt, self._runtime = self._runtime, None
-        if rt is None or rt.freed:
-            return
-        with _CACHE_LOCK:
-            if _CACHE.get(rt.key) is rt:
-                del _CACHE[rt.key]
-        _release(rt)
 
     def clear_prompt_cache(self) -> None:
         """Forget the evaluated tokens kept from the last call on this model's Llama, whichever model made
@@ -162,14 +129,13 @@ class LlamaCppModel(Model):
         Loads nothing."""
         rt = self._runtime
         if rt is None or rt.freed:
-            with _CACHE_LOCK:
-                rt = _CACHE.get(self.spec.load_key())
+            rt = WEIGHTS.get(self.spec.load_key())
         if rt is not None:
             with rt.lock:
                 if not rt.freed:
                     rt.llama.reset()
 
-    def _load(self, key: tuple[Any, ...]) -> _Runtime:
+    def _load_runtime(self, key: tuple[Any, ...]) -> _Runtime:
         start = time.perf_counter()
         llama_cpp = _import_llama_cpp()
         spec = self.spec
@@ -344,7 +310,7 @@ class LlamaCppModel(Model):
         if req.response_format is not None:
             if gbnf is not None:
                 raise MessageError("give grammar or response_format, not both")
-            schema = _schema_of(req.response_format)
+            schema = response_schema(req.response_format, "LlamaCppModel")
             if schema is not None:
                 gbnf = from_schema(schema, "response_format")
         if req.tools and tool_choice != "auto" and gbnf is None:
@@ -370,8 +336,8 @@ class LlamaCppModel(Model):
 
     # ------------------------------------------------------------------ generation
 
-    def _decode(self, req: GenerationRequest) -> Iterator[str | _Outcome]:
-        """Generate for ``req``: yields settled text pieces, then one ``_Outcome``. Holds the lock until
+    def _decode(self, req: GenerationRequest) -> Iterator[str | Outcome]:
+        """Generate for ``req``: yields settled text pieces, then one :class:`Outcome`. Holds the lock until
         it ends (or is closed), so a stream keeps the model to itself while it is read."""
         rt = self.runtime
         prompt = self.chat_prompt(req.messages, req.tools)
@@ -381,7 +347,7 @@ class LlamaCppModel(Model):
         )  # the request carries it (Model._request: the call's, else the spec's)
         tool_choice = req.tool_choice if req.tool_choice is not None else self.spec.tool_choice
         sampling, requested, seed = self._sampling(params)
-        stops = list(req.provider_stop or [])
+        text = SettledText(req.provider_stop or [])
         with rt.lock:
             if rt.freed:  # freed by another thread between runtime and the lock
                 raise BackendError("the model was freed during the call", model_id=self.model_id)
@@ -402,110 +368,39 @@ class LlamaCppModel(Model):
             cached = _reused_prefix(llama._input_ids.tolist(), ids) if llama.n_tokens else 0
             evaluated_before = _evaluated(llama_cpp, llama)
             llama.set_seed(seed if seed is not None else random.randrange(2**31))
-            vocab = llama._model.vocab
-            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-            text, emitted = "", 0
             out_ids: list[int] = []
-            finish, matched = "length", None
             tokens = llama.generate(ids, grammar=grammar, **sampling)
-            try:
-                for token in tokens:
-                    if llama_cpp.llama_vocab_is_eog(vocab, token):
-                        finish = "stop"
-                        break
-                    out_ids.append(int(token))
-                    text += decoder.decode(llama.detokenize([token]))
-                    # No stop can begin before `emitted` (it was settled): look only at the rest.
-                    n, final = (
-                        settled_prefix(text[emitted:], stops) if stops else (len(text) - emitted, False)
-                    )
-                    if n:
-                        yield text[emitted : emitted + n]
-                        emitted += n
-                    if final:
-                        matched = next(s for s in stops if text.startswith(s, emitted))
-                        text = text[:emitted]
-                        finish = "stop"
-                        break
-                    if len(out_ids) >= max_new:
-                        break
-            finally:
-                close = getattr(tokens, "close", None)
-                if close is not None:
-                    close()
-            if matched is None and stops:  # ended otherwise: the held-back text, cut at its first stop
-                cut = trim_at_stop(text, stops)
-                if len(cut) < len(text):
-                    matched = next(s for s in stops if text.startswith(s, len(cut)))
-                text = cut
-            if emitted < len(text):
-                yield text[emitted:]
+            finish = yield from _sample(rt, tokens, text, out_ids, max_new)
+            rest, _ = text.end()
+            if rest:
+                yield rest
             after = _evaluated(llama_cpp, llama)
-        yield _Outcome(
-            text=text,
-            prompt=prompt,
-            prompt_tokens=len(ids),
-            output_ids=out_ids,
-            finish_reason=finish,
-            stop_sequence=matched,
-            cached_prompt_tokens=cached,
-            evaluated_tokens=None if after is None or evaluated_before is None else after - evaluated_before,
+        evaluated = None if after is None or evaluated_before is None else after - evaluated_before
+        yield Outcome(
+            text.text,
+            prompt,
+            len(ids),
+            out_ids,
+            finish,
+            text.matched,
+            {"cached_prompt_tokens": cached, "evaluated_tokens": evaluated},
         )
 
     def _generate(self, req: GenerationRequest) -> ChatMessage:
-        outcome = None
-        for item in self._decode(req):
-            if isinstance(item, _Outcome):
-                outcome = item
-        assert outcome is not None
-        reply = ChatMessage(
-            role="assistant",
-            content=outcome.text,
-            token_usage=TokenUsage(input_tokens=outcome.prompt_tokens, output_tokens=len(outcome.output_ids)),
-            raw={
-                "prompt": outcome.prompt,
-                "generated_token_ids": outcome.output_ids,
-                "finish_reason": outcome.finish_reason,
-                "stop_sequence": outcome.stop_sequence,
-                "cached_prompt_tokens": outcome.cached_prompt_tokens,
-                "evaluated_tokens": outcome.evaluated_tokens,
-            },
-        )
-        if req.tools:
-            # A JSON {"name": ..., "arguments": ...} in the text becomes a ToolCall; plain text stays
-            # content (smolagents then reports its own parsing error).
-            with contextlib.suppress(BackendError):
-                self.parse_tool_calls(reply)
-        return reply
+        return local_reply(self, last_outcome(self._decode(req)), req)
 
     def _generate_stream(self, req: GenerationRequest) -> Iterator[ChatMessageStreamDelta]:
-        for item in self._decode(req):
-            if isinstance(item, _Outcome):
-                yield ChatMessageStreamDelta(
-                    token_usage=TokenUsage(
-                        input_tokens=item.prompt_tokens, output_tokens=len(item.output_ids)
-                    )
-                )
-            elif item:
-                yield ChatMessageStreamDelta(content=item)
+        yield from stream_deltas(self._decode(req))
 
     # ------------------------------------------------------------------ completions and embeddings
 
     def complete_text(self, prompt: str | Sequence[int], **kwargs: Any) -> TextCompletion:
         """A plain-text completion of ``prompt`` (no chat template), with log-probabilities if asked
         (load with ``model_kwargs={logits_all: true}``): ``/v1/completions`` of ``modelfactory serve``."""
-        try:
+        with backend_errors(self):
             return _completions.complete_text(self, prompt, **kwargs)
-        except ModelFactoryError:
-            raise
-        except Exception as exc:
-            raise self._backend_error(exc) from exc
 
     def embed(self, inputs: Sequence[str | Sequence[int]]) -> Embeddings:
         """llama.cpp's pooled embeddings, one per input (load with ``model_kwargs={embedding: true}``)."""
-        try:
+        with backend_errors(self):
             return _completions.embed(self, inputs)
-        except ModelFactoryError:
-            raise
-        except Exception as exc:
-            raise self._backend_error(exc) from exc

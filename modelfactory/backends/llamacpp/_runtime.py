@@ -8,13 +8,11 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...errors import (
-    MissingDependencyError,
-)
-
-__all__ = ["cached_llamas", "clear_cache"]
-
+from ...errors import MissingDependencyError
+from .._local import WeightCache
 from ._spec import _EXTRA
+
+__all__ = ["WEIGHTS", "cached_llamas", "clear_cache"]
 
 
 @dataclass(eq=False)
@@ -32,28 +30,6 @@ class _Runtime:
     chars_per_token: int = 0  # the vocabulary's longest piece (_local.longest_token); 0: not read yet
 
 
-_CACHE: dict[tuple[Any, ...], _Runtime] = {}
-_CACHE_LOCK = threading.Lock()
-_KEY_LOCKS: dict[tuple[Any, ...], threading.Lock] = {}
-_atexit_registered = False
-
-
-def _acquire(key: tuple[Any, ...], load: Any) -> _Runtime:
-    with _CACHE_LOCK:
-        rt = _CACHE.get(key)
-        if rt is not None:
-            return rt
-        key_lock = _KEY_LOCKS.setdefault(key, threading.Lock())
-    with key_lock:  # two threads building the same model load it once
-        with _CACHE_LOCK:
-            rt = _CACHE.get(key)
-        if rt is None:
-            rt = load()
-            with _CACHE_LOCK:
-                _CACHE[key] = rt
-        return rt
-
-
 def _release(rt: _Runtime, timeout: float = -1) -> None:
     """Close ``rt``'s Llama once no call holds it (``timeout`` s at most, -1: wait as long as it takes)."""
     if not rt.lock.acquire(timeout=timeout):
@@ -68,33 +44,27 @@ def _release(rt: _Runtime, timeout: float = -1) -> None:
         rt.lock.release()
 
 
+WEIGHTS: WeightCache[_Runtime] = WeightCache(_release)
+_atexit_registered = False
+
+
 def clear_cache() -> int:
     """Free every loaded llama.cpp model; returns how many. Models load again on their next call."""
-    with _CACHE_LOCK:
-        rts = list(_CACHE.values())
-        _CACHE.clear()
-        _KEY_LOCKS.clear()
-    for rt in rts:
-        _release(rt)
-    return len(rts)
+    return WEIGHTS.clear()
 
 
 def _close_at_exit() -> None:
     """Close the loaded models at interpreter exit, skipping one still held by a call (never block exit)."""
-    with _CACHE_LOCK:
-        rts = list(_CACHE.values())
-        _CACHE.clear()
-    for rt in rts:
+    for rt in WEIGHTS.take_all():
         _release(rt, timeout=1.0)
 
 
 def cached_llamas() -> list[dict[str, Any]]:
     """What is loaded: one dict per ``Llama`` (file, n_ctx, threads, GPU layers)."""
-    with _CACHE_LOCK:
-        return [
-            {"path": k[0], "n_ctx": k[1], "n_threads": k[2], "n_gpu_layers": k[4], "load_s": rt.load_s}
-            for k, rt in _CACHE.items()
-        ]
+    return [
+        {"path": k[0], "n_ctx": k[1], "n_threads": k[2], "n_gpu_layers": k[4], "load_s": rt.load_s}
+        for k, rt in WEIGHTS.items()
+    ]
 
 
 def _import_llama_cpp() -> Any:

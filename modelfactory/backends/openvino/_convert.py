@@ -19,15 +19,13 @@ import gc
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ...errors import BackendError, ConfigError, MissingDependencyError, Problem
-from ..transformers._gguf import file_sha256, one_converter
+from ..transformers._gguf import file_sha256, one_converter, publish
 from ..transformers._sources import hub_offline, hub_unreachable
 
 __all__ = ["MANIFEST", "IRSource", "cache_root", "converted_path", "ir_directory"]
@@ -143,18 +141,14 @@ def convert_gguf(gguf_path: Path, weight_format: str, *, backend: str, model_id:
         log.warning(
             "converting %s to OpenVINO %s once; later loads read %s", gguf_path.name, weight_format, final
         )
-        try:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-        except OSError as exc:
-            raise _cache_error(exc, final, backend, model_id) from None
-        try:
+
+        def write(tmp: Path) -> dict[str, Any]:
             context = _rewrite(
                 gguf_path, tmp / "model.gguf", weight_format, backend=backend, model_id=model_id
             )
             _save_ir(tmp / "model.gguf", backend=backend, model_id=model_id)
             (tmp / "model.gguf").unlink()
-            manifest = {
+            return {
                 "gguf_file": str(gguf_path),
                 "sha256": file_sha256(gguf_path),
                 "weight_format": weight_format,
@@ -162,16 +156,9 @@ def convert_gguf(gguf_path: Path, weight_format: str, *, backend: str, model_id:
                 "context_length": context,
                 "convert_s": round(time.perf_counter() - start, 1),
             }
-            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-            try:
-                os.rename(tmp, final)  # atomic; fails if another process renamed its copy first
-            except OSError:
-                if not (final / MANIFEST).is_file():
-                    raise
-        except OSError as exc:
-            raise _cache_error(exc, final, backend, model_id) from None
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+
+        manifest = publish(final, MANIFEST, write, lambda exc: _cache_error(exc, final, backend, model_id))
+        context = manifest["context_length"]
         return IRSource(str(final), True, time.perf_counter() - start, context)
 
 

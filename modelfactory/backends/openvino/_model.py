@@ -10,27 +10,25 @@ from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ...errors import BackendError, MessageError, ModelFactoryError, UnsupportedFeatureError
-from ...messages import ChatMessage, ChatMessageStreamDelta, TokenUsage, settled_prefix, trim_at_stop
+from ...errors import BackendError, MessageError, UnsupportedFeatureError
+from ...messages import ChatMessage, ChatMessageStreamDelta, trim_at_stop
 from ...model import GenerationRequest, Model
-from .._local import text_message, tool_call_schema, with_tools_block
+from .._local import LocalWeights, text_message, tool_call_schema, with_tools_block
+from .._local_output import (
+    Outcome,
+    SettledText,
+    last_outcome,
+    local_reply,
+    response_schema,
+    row_error,
+    row_stops,
+    stream_deltas,
+)
 from ._convert import ir_directory
-from ._runtime import Request, _Runtime, acquire, forget, import_genai
+from ._runtime import WEIGHTS, Request, _Runtime, import_genai
 from ._spec import _PARAMS, OpenVINOSpec
 
 __all__ = ["OpenVINOModel"]
-
-
-@dataclass
-class _Outcome:
-    """The end of one generation: what a reply (or a stream's last delta) is built from."""
-
-    text: str
-    prompt: str
-    prompt_tokens: int
-    output_ids: list[int]
-    finish_reason: str
-    stop_sequence: str | None
 
 
 @dataclass
@@ -44,20 +42,8 @@ class _Prepared:
 
 def _schema_text(response_format: Any) -> str | None:
     """The JSON schema text a ``response_format`` asks for (None: plain text)."""
-    if not isinstance(response_format, dict):
-        raise MessageError(f"response_format must be a dict, got {type(response_format).__name__}")
-    kind = response_format.get("type")
-    if kind == "json_schema":
-        inner = response_format.get("json_schema") or {}
-        schema = inner.get("schema") if isinstance(inner, dict) else None
-        if not isinstance(schema, dict):
-            raise MessageError("response_format json_schema: missing json_schema.schema")
-        return json.dumps(schema)
-    if kind == "json_object":
-        return json.dumps(response_format.get("schema") or {"type": "object"})
-    if kind == "text":
-        return None
-    raise MessageError(f"response_format type {kind!r}: OpenVINOModel takes json_schema, json_object or text")
+    schema = response_schema(response_format, "OpenVINOModel")
+    return None if schema is None else json.dumps({"type": "object"} if schema is True else schema)
 
 
 def _genai_stops(stops: Sequence[str]) -> set[str]:
@@ -70,7 +56,7 @@ def _genai_stops(stops: Sequence[str]) -> set[str]:
     return {s for s in stops if s}
 
 
-class OpenVINOModel(Model):
+class OpenVINOModel(LocalWeights[_Runtime], Model):
     """Chat with a model run by OpenVINO GenAI. ``model_id``: an IR dir, a Hub IR repo, or a GGUF file."""
 
     Spec = OpenVINOSpec
@@ -90,36 +76,13 @@ class OpenVINOModel(Model):
         "which job)"
     )
 
-    def __init__(self, /, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._runtime: _Runtime | None = None
+    weights = WEIGHTS
 
-    # ------------------------------------------------------------------ loading
+    # ------------------------------------------------------------------ loading (_local.LocalWeights)
 
-    @property
-    def runtime(self) -> _Runtime:
-        """The loaded pipeline: loaded on first use, shared by models with the same load settings."""
-        rt = self._runtime
-        if rt is None or rt.freed:
-            import_genai()
-            key = self.spec.load_key()
-            rt = self._runtime = acquire(key, lambda: self._load(key))
-        return rt
-
-    def load(self) -> OpenVINOModel:
-        """Load (converting a GGUF file once) now instead of on the first call."""
-        _ = self.runtime
-        return self
-
-    @property
-    def is_loaded(self) -> bool:
-        return self._runtime is not None and not self._runtime.freed
-
-    def free(self) -> None:
-        """Release the loaded pipeline (shared with every model built with the same load settings)."""
-        rt, self._runtime = self._runtime, None
-        if rt is not None and not rt.freed:
-            forget(rt)
+    def _runtime_key(self) -> tuple[Any, ...]:
+        import_genai()  # a missing openvino_genai names the extra, loaded elsewhere or not
+        return self.spec.load_key()
 
     @property
     def context_length(self) -> int | None:
@@ -141,7 +104,7 @@ class OpenVINOModel(Model):
             props["KV_CACHE_PRECISION"] = spec.kv_cache_precision
         return props
 
-    def _load(self, key: tuple[Any, ...]) -> _Runtime:
+    def _load_runtime(self, key: tuple[Any, ...]) -> _Runtime:
         start = time.perf_counter()
         genai = import_genai()
         spec = self.spec
@@ -300,14 +263,13 @@ class OpenVINOModel(Model):
 
     # ------------------------------------------------------------------ generation
 
-    def _decode(self, prep: _Prepared, request: Request) -> Generator[str | _Outcome, None, None]:
+    def _decode(self, prep: _Prepared, request: Request) -> Generator[str | Outcome, None, None]:
         """Read ``handle``'s tokens as the engine makes them: yields settled text pieces, then one
-        ``_Outcome``. Closing the generator early cancels the request."""
+        :class:`Outcome`. Closing the generator early cancels the request."""
         rt = self.runtime
-        stops = prep.stops
+        text = SettledText(prep.stops)
         out_ids: list[int] = []
-        text, emitted = "", 0
-        finish, matched = "length", None
+        finish = "length"
         finished = False
         try:
             for new, reason in self._tokens(rt, prep, request):
@@ -317,17 +279,13 @@ class OpenVINOModel(Model):
                         continue
                     out_ids.append(token)
                 if new:
-                    text = rt.decode(out_ids)
-                    settled = text[:-1] if text.endswith("\ufffd") else text  # a character still incomplete
-                    n, final = (
-                        settled_prefix(settled[emitted:], stops) if stops else (len(settled) - emitted, False)
-                    )
-                    if n:
-                        yield text[emitted : emitted + n]
-                        emitted += n
-                    if final:
-                        matched = next(s for s in stops if text.startswith(s, emitted))
-                        text, finish = text[:emitted], "stop"
+                    full = rt.decode(out_ids)
+                    settled = full[:-1] if full.endswith("\ufffd") else full  # a character still incomplete
+                    piece = text.grow(full, settled)
+                    if piece:
+                        yield piece
+                    if text.matched is not None:
+                        finish = "stop"
                         break
                 if reason:
                     finished = True
@@ -339,15 +297,12 @@ class OpenVINOModel(Model):
                 request.cancel()
                 with rt.cv:
                     rt.live.discard(request)
-        if matched is None and stops:  # ended otherwise: the held-back text, cut at its first stop
-            cut = trim_at_stop(text, stops)
-            if len(cut) < len(text):
-                matched = next(s for s in stops if text.startswith(s, len(cut)))
-                finish = "stop"
-            text = cut
-        if emitted < len(text):
-            yield text[emitted:]
-        yield _Outcome(text, prep.prompt, len(prep.ids), out_ids, finish, matched)
+        rest, cut = text.end()
+        if cut:
+            finish = "stop"
+        if rest:
+            yield rest
+        yield Outcome(text.text, prep.prompt, len(prep.ids), out_ids, finish, text.matched)
 
     def _tokens(self, rt: _Runtime, prep: _Prepared, request: Request) -> Iterator[tuple[list[int], str]]:
         """``rt.tokens``, with a constraint xgrammar cannot compile reported as the caller's mistake."""
@@ -360,31 +315,8 @@ class OpenVINOModel(Model):
                 ) from None
             raise
 
-    def _reply(self, outcome: _Outcome, req: GenerationRequest) -> ChatMessage:
-        reply = ChatMessage(
-            role="assistant",
-            content=outcome.text,
-            token_usage=TokenUsage(input_tokens=outcome.prompt_tokens, output_tokens=len(outcome.output_ids)),
-            raw={
-                "prompt": outcome.prompt,
-                "generated_token_ids": outcome.output_ids,
-                "finish_reason": outcome.finish_reason,
-                "stop_sequence": outcome.stop_sequence,
-            },
-        )
-        if req.tools:
-            # A JSON {"name": ..., "arguments": ...} in the text becomes a ToolCall; plain text stays content.
-            with contextlib.suppress(BackendError):
-                self.parse_tool_calls(reply)
-        return reply
-
     def _finish(self, prep: _Prepared, request: Request) -> ChatMessage:
-        outcome = None
-        for item in self._decode(prep, request):
-            if isinstance(item, _Outcome):
-                outcome = item
-        assert outcome is not None
-        return self._reply(outcome, prep.req)
+        return local_reply(self, last_outcome(self._decode(prep, request)), prep.req)
 
     def _generate(self, req: GenerationRequest) -> ChatMessage:
         prep = self._prepare(req)
@@ -394,12 +326,7 @@ class OpenVINOModel(Model):
         prep = self._prepare(req)
         gen = self._decode(prep, self.runtime.submit(prep.ids, prep.config))
         try:
-            for item in gen:
-                if isinstance(item, _Outcome):
-                    usage = TokenUsage(input_tokens=item.prompt_tokens, output_tokens=len(item.output_ids))
-                    yield ChatMessageStreamDelta(token_usage=usage)
-                elif item:
-                    yield ChatMessageStreamDelta(content=item)
+            yield from stream_deltas(gen)
         finally:
             gen.close()
 
@@ -422,27 +349,19 @@ class OpenVINOModel(Model):
         With the response cache on, each row is looked up (and stored) as a single call would be.
         """
         conversations = list(conversations)
-        n = len(conversations)
-        per_row = False
-        stop_list: list[Any] = []
-        if stop_sequences is not None and not isinstance(stop_sequences, str):
-            stop_list = list(stop_sequences)
-            per_row = bool(stop_list) and all(s is None or not isinstance(s, str) for s in stop_list)
-        if per_row and len(stop_list) != n:
-            raise MessageError(f"stop_sequences has {len(stop_list)} lists for {n} conversations")
-        results: list[Any] = [None] * n
+        stop_rows = row_stops(stop_sequences, len(conversations))
+        results: list[Any] = [None] * len(conversations)
         pending: list[tuple[int, _Prepared, Request]] = []
 
         def fail(i: int, exc: Exception, rest: Sequence[tuple[int, _Prepared, Request]]) -> None:
-            err = _row_error(self, exc, i)
+            err = row_error(self, exc, i)
             if not return_exceptions:
                 for _, _, request in rest:
                     request.cancel()
                 raise err from (None if err is exc else exc)
             results[i] = err
 
-        for i, conv in enumerate(conversations):
-            stops = stop_list[i] if per_row else stop_sequences
+        for i, (conv, stops) in enumerate(zip(conversations, stop_rows, strict=True)):
             try:
                 req = self._request(conv, stops, grammar, response_format, tools_to_call_from, kwargs)
                 cached = self._cache_lookup(req)
@@ -463,15 +382,3 @@ class OpenVINOModel(Model):
             except Exception as exc:
                 fail(i, exc, pending[k + 1 :])
         return results
-
-
-def _row_error(model: Model, exc: Exception, index: int) -> Exception:
-    """The error of one conversation of a batch, naming it."""
-    if isinstance(exc, (MessageError, UnsupportedFeatureError)) and type(exc).__init__ in (
-        MessageError.__init__,
-        UnsupportedFeatureError.__init__,
-    ):
-        return type(exc)(f"conversations[{index}]: {exc}")
-    if isinstance(exc, ModelFactoryError):
-        return exc
-    return model._backend_error(exc)

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...errors import BackendError, MissingDependencyError
+from .._local import WeightCache
 
-__all__ = ["cached_pipelines", "clear_cache"]
+__all__ = ["WEIGHTS", "cached_pipelines", "clear_cache"]
 
 _EXTRA = "openvino"
 
@@ -49,7 +50,7 @@ class _Runtime:
     cv: threading.Condition = field(default_factory=threading.Condition)
     ids: Iterator[int] = field(default_factory=itertools.count)
     thread: threading.Thread | None = None
-    steps: int = 0  # engine steps run (tests and stats)
+    steps: int = 0  # engine steps started (tests and stats)
     most_running: int = 0  # the most requests one step decoded together
     live: set[Request] = field(default_factory=set)
     tok_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -81,6 +82,8 @@ class _Runtime:
                 if self.freed:
                     return
                 pipe = self.pipe
+                # counted before it runs: a caller that sees its request end (inside step) sees it counted
+                self.steps += 1
             try:
                 pipe.step()
             except Exception as exc:
@@ -95,7 +98,6 @@ class _Runtime:
                     self.cv.notify_all()
                 continue
             with self.cv:
-                self.steps += 1
                 try:
                     running = int(pipe.get_metrics().scheduled_requests)
                 except Exception:
@@ -154,27 +156,6 @@ def _first_line(exc: BaseException) -> str:
     return text.split(": ", 1)[1] if text.startswith("[") and ": " in text else text
 
 
-_CACHE: dict[tuple[Any, ...], _Runtime] = {}
-_CACHE_LOCK = threading.Lock()
-_KEY_LOCKS: dict[tuple[Any, ...], threading.Lock] = {}
-
-
-def acquire(key: tuple[Any, ...], load: Any) -> _Runtime:
-    with _CACHE_LOCK:
-        rt = _CACHE.get(key)
-        if rt is not None and not rt.freed:
-            return rt
-        key_lock = _KEY_LOCKS.setdefault(key, threading.Lock())
-    with key_lock:  # two threads building the same model load it once
-        with _CACHE_LOCK:
-            rt = _CACHE.get(key)
-        if rt is None or rt.freed:
-            rt = load()
-            with _CACHE_LOCK:
-                _CACHE[key] = rt
-        return rt
-
-
 def release(rt: _Runtime) -> None:
     """Stop ``rt``'s engine and drop its pipeline (calls in flight get a BackendError)."""
     with rt.cv:
@@ -186,36 +167,20 @@ def release(rt: _Runtime) -> None:
     rt.pipe = None
 
 
-def forget(rt: _Runtime) -> None:
-    with _CACHE_LOCK:
-        if _CACHE.get(rt.key) is rt:
-            del _CACHE[rt.key]
-    release(rt)
+WEIGHTS: WeightCache[_Runtime] = WeightCache(release)
 
 
 def clear_cache() -> int:
     """Free every loaded OpenVINO pipeline; returns how many. Models load again on their next call."""
-    with _CACHE_LOCK:
-        rts = list(_CACHE.values())
-        _CACHE.clear()
-        _KEY_LOCKS.clear()
-    for rt in rts:
-        release(rt)
-    return len(rts)
+    return WEIGHTS.clear()
 
 
 def cached_pipelines() -> list[dict[str, Any]]:
     """What is loaded: one dict per pipeline (IR directory, load time, engine steps)."""
-    with _CACHE_LOCK:
-        return [
-            {
-                "directory": rt.directory,
-                "load_s": rt.load_s,
-                "steps": rt.steps,
-                "most_running": rt.most_running,
-            }
-            for rt in _CACHE.values()
-        ]
+    return [
+        {"directory": rt.directory, "load_s": rt.load_s, "steps": rt.steps, "most_running": rt.most_running}
+        for _, rt in WEIGHTS.items()
+    ]
 
 
 def import_genai() -> Any:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ...errors import MessageError
-from .._completion import Embeddings, TextCompletion, TokenLogprobs, cut_at_stop
+from .._completion import Embeddings, TextCompletion, TokenLogprobs, cut_at_stop, prompt_ids
 from ._weights import GENERATE_LOCK
 
 __all__ = ["complete_text", "embed", "reply_logprobs"]
@@ -16,14 +16,10 @@ __all__ = ["complete_text", "embed", "reply_logprobs"]
 
 def _ids(tokenizer: Any, prompt: str | Sequence[int], what: str) -> list[int]:
     """A prompt's token ids: a string through the tokenizer (its own special tokens, as a completions
-    server adds them), a list of ids as given (lm-eval sends its own tokenization)."""
-    if isinstance(prompt, str):
-        return [int(i) for i in tokenizer(prompt)["input_ids"]]
-    ids = list(prompt)
-    vocab = len(tokenizer)
-    if not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < vocab for i in ids):
-        raise MessageError(f"{what}: token ids must be integers in [0, {vocab})")
-    return ids
+    server adds them), a list of ids as given."""
+    return prompt_ids(
+        prompt, lambda text: [int(i) for i in tokenizer(text)["input_ids"]], len(tokenizer), what
+    )
 
 
 def complete_text(

@@ -21,7 +21,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from ...errors import BackendError, MissingDependencyError
 
 __all__ = [
     "MANIFEST",
+    "publish",
     "GgufWeights",
     "cache_root",
     "converted_dir",
@@ -107,31 +108,48 @@ def converted_dir(transformers: Any, gguf_path: Path, *, backend: str, model_id:
             gguf_path.name,
             final,
         )
-        try:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-        except OSError as exc:
-            raise _cache_error(exc, final, backend, model_id) from None
-        try:
+
+        def write(tmp: Path) -> dict[str, Any]:
             _convert(transformers, gguf_path, tmp, backend=backend, model_id=model_id)
-            manifest = {
+            return {
                 "gguf_file": str(gguf_path),
                 "sha256": final.name.split("-", 1)[0],
                 "transformers": transformers.__version__,
                 "dtype": "float32",
                 "convert_s": round(time.perf_counter() - start, 1),
             }
-            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-            try:
-                os.rename(tmp, final)  # atomic; fails if another process renamed its copy first
-            except OSError:
-                if not (final / MANIFEST).is_file():
-                    raise
-        except OSError as exc:
-            raise _cache_error(exc, final, backend, model_id) from None
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+
+        publish(final, MANIFEST, write, lambda exc: _cache_error(exc, final, backend, model_id))
         return GgufWeights(str(gguf_path), str(final), converted=True, convert_s=time.perf_counter() - start)
+
+
+def publish(
+    final: Path,
+    manifest_name: str,
+    write: Callable[[Path], dict[str, Any]],
+    cache_error: Callable[[OSError], Exception],
+) -> dict[str, Any]:
+    """Make the converted directory ``final`` whole or not at all: ``write(tmp)`` fills a fresh directory
+    beside it and returns the manifest, written last (as ``manifest_name``), then the directory is renamed
+    into place (atomic; another process's copy renamed first wins). A write error is ``cache_error``'s."""
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    except OSError as exc:
+        raise cache_error(exc) from None
+    try:
+        manifest = write(tmp)
+        (tmp / manifest_name).write_text(json.dumps(manifest, indent=2) + "\n")
+        try:
+            os.rename(tmp, final)  # atomic; fails if another process renamed its copy first
+        except OSError:
+            if not (final / manifest_name).is_file():
+                raise
+    except OSError as exc:
+        raise cache_error(exc) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return manifest
 
 
 def lock_path(final: Path) -> Path:

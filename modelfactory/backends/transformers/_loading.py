@@ -6,87 +6,58 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ...errors import BackendError, MissingDependencyError
-from ._gguf import converted_dir
+from ._gguf import GgufWeights, converted_dir
 from ._prompt_cache import cache_kwarg
 from ._sources import HUB_KWARGS, hub_offline, hub_unreachable, in_hub_cache
+from ._spec import TransformersSpec
 from ._vision import load_vision
 from ._weights import Runtime
 
-if TYPE_CHECKING:
-    from ._model import TransformersModel
-
-__all__ = ["import_backend", "load_runtime", "quiet_loading", "resolve_device"]
+__all__ = ["Loadable", "import_backend", "load_runtime", "quiet_loading", "resolve_device"]
 
 
-def load_runtime(model: TransformersModel, key: tuple[Any, ...]) -> Runtime:
+class Loadable(Protocol):
+    """What loading reads of the model (``TransformersModel``; named here by what it offers, so this
+    module never imports ``_model``, which imports it)."""
+
+    spec: TransformersSpec
+
+    @property
+    def model_id(self) -> str: ...
+
+    def redact(self, text: str) -> str: ...
+
+    def _dtype(
+        self, torch: Any, transformers: Any, device: Any, source: str, config_kwargs: dict[str, Any]
+    ) -> tuple[Any, str]: ...
+
+
+@dataclass
+class _Source:
+    """Where the tokenizer and weights are read from, and with which hub arguments."""
+
+    path: str
+    local: bool
+    hub_kwargs: dict[str, Any]
+    model_kwargs: dict[str, Any]
+    gguf: GgufWeights | None = None  # a GGUF model: its dequantized copy, read as a local directory
+
+
+def load_runtime(model: Loadable, key: tuple[Any, ...]) -> Runtime:
     """Load ``model``'s tokenizer and weights (``key``: its weight-cache key), or raise a clear error."""
     start = time.perf_counter()
     torch, transformers = import_backend(type(model).__name__)
-    spec = model.spec
     device = resolve_device(model, torch)
-    source = spec.source()
-    local = Path(source).is_dir()
-    hub_kwargs: dict[str, Any] = {"revision": spec.revision}
-    hub_kwargs.update({k: spec.model_kwargs[k] for k in HUB_KWARGS if k in spec.model_kwargs})
-    if not local and not hub_kwargs.get("local_files_only"):
-        if hub_offline():
-            hub_kwargs["local_files_only"] = True
-        else:
-            unreachable = hub_unreachable()
-            if unreachable is not None:
-                if not in_hub_cache(source, spec.revision, hub_kwargs.get("cache_dir")):
-                    raise _unreachable_error(model, unreachable)
-                hub_kwargs["local_files_only"] = True  # cached: load it without the Hub
-    model_kwargs = spec.model_kwargs
-    gguf = spec.gguf()
-    converted = None
-    if gguf is not None:  # read (or first write) the dequantized copy: a plain local model directory
-        converted = converted_dir(
-            transformers,
-            _gguf_path(source, gguf, local, hub_kwargs, transformers, model),
-            backend=type(model).__name__,
-            model_id=model.model_id,
-        )
-        source, local, hub_kwargs = converted.directory, True, {}
-        model_kwargs = {k: v for k, v in model_kwargs.items() if k not in HUB_KWARGS}
-    try:
-        with quiet_loading(transformers, local):
-            tokenizer = transformers.AutoTokenizer.from_pretrained(
-                source, trust_remote_code=spec.trust_remote_code, **hub_kwargs
-            )
-            dtype, reason = model._dtype(torch, transformers, device, source, hub_kwargs)
-            # a vision-language model first, as smolagents does (not for a GGUF: those are causal LMs)
-            vision = None
-            if gguf is None:
-                weights_kwargs = {**model_kwargs, **hub_kwargs}
-                vision = load_vision(
-                    transformers, source, dtype, spec.trust_remote_code, weights_kwargs, hub_kwargs
-                )
-            processor, weights = vision if vision is not None else (None, None)
-            if weights is None:
-                weights = transformers.AutoModelForCausalLM.from_pretrained(
-                    source,
-                    dtype=dtype,
-                    trust_remote_code=spec.trust_remote_code,
-                    **{**model_kwargs, **hub_kwargs},
-                )
-    except (OSError, ValueError) as exc:
-        raise _load_error(model, exc, local) from None
+    src = _source(model, transformers)
+    tokenizer, weights, processor, reason = _read(model, src, torch, transformers, device)
     weights.to(device)
     weights.eval()
-    eos = weights.generation_config.eos_token_id
-    if eos is None:
-        eos = tokenizer.eos_token_id
-    eos_ids = frozenset([eos] if isinstance(eos, int) else (eos or []))
-    pad_id = tokenizer.pad_token_id
-    if pad_id is None:
-        pad_id = weights.generation_config.pad_token_id
-    if pad_id is None and eos_ids:
-        pad_id = min(eos_ids)
+    eos_ids, pad_id = _special_ids(weights, tokenizer)
     from transformers.generation import utils as generation_utils
 
     return Runtime(
@@ -101,9 +72,80 @@ def load_runtime(model: TransformersModel, key: tuple[Any, ...]) -> Runtime:
         dtype_reason=reason,
         load_s=time.perf_counter() - start,
         cache_kwarg=cache_kwarg(generation_utils),
-        gguf=converted,
+        gguf=src.gguf,
         processor=processor,
     )
+
+
+def _source(model: Loadable, transformers: Any) -> _Source:
+    """Where to read from: a local directory, the hub (offline when it must be: cached, or no network),
+    or the dequantized copy of a GGUF file (converted on first use)."""
+    spec = model.spec
+    path = spec.source()
+    local = Path(path).is_dir()
+    hub_kwargs: dict[str, Any] = {"revision": spec.revision}
+    hub_kwargs.update({k: spec.model_kwargs[k] for k in HUB_KWARGS if k in spec.model_kwargs})
+    if not local and not hub_kwargs.get("local_files_only"):
+        if hub_offline():
+            hub_kwargs["local_files_only"] = True
+        else:
+            unreachable = hub_unreachable()
+            if unreachable is not None:
+                if not in_hub_cache(path, spec.revision, hub_kwargs.get("cache_dir")):
+                    raise _unreachable_error(model, unreachable)
+                hub_kwargs["local_files_only"] = True  # cached: load it without the Hub
+    gguf = spec.gguf()
+    if gguf is None:
+        return _Source(path, local, hub_kwargs, spec.model_kwargs)
+    # read (or first write) the dequantized copy: a plain local model directory
+    converted = converted_dir(
+        transformers,
+        _gguf_path(path, gguf, local, hub_kwargs, transformers, model),
+        backend=type(model).__name__,
+        model_id=model.model_id,
+    )
+    model_kwargs = {k: v for k, v in spec.model_kwargs.items() if k not in HUB_KWARGS}
+    return _Source(converted.directory, True, {}, model_kwargs, converted)
+
+
+def _read(
+    model: Loadable, src: _Source, torch: Any, transformers: Any, device: Any
+) -> tuple[Any, Any, Any, str]:
+    """The tokenizer, the weights, a vision-language model's processor (or None), and why this dtype."""
+    trust = model.spec.trust_remote_code
+    try:
+        with quiet_loading(transformers, src.local):
+            tokenizer = transformers.AutoTokenizer.from_pretrained(
+                src.path, trust_remote_code=trust, **src.hub_kwargs
+            )
+            dtype, reason = model._dtype(torch, transformers, device, src.path, src.hub_kwargs)
+            weights_kwargs = {**src.model_kwargs, **src.hub_kwargs}
+            # a vision-language model first, as smolagents does (not for a GGUF: those are causal LMs)
+            vision = None
+            if src.gguf is None:
+                vision = load_vision(transformers, src.path, dtype, trust, weights_kwargs, src.hub_kwargs)
+            if vision is not None:
+                return tokenizer, vision[1], vision[0], reason
+            weights = transformers.AutoModelForCausalLM.from_pretrained(
+                src.path, dtype=dtype, trust_remote_code=trust, **weights_kwargs
+            )
+            return tokenizer, weights, None, reason
+    except (OSError, ValueError) as exc:
+        raise _load_error(model, exc, src.local) from None
+
+
+def _special_ids(weights: Any, tokenizer: Any) -> tuple[frozenset[int], int | None]:
+    """The end-of-sequence ids (the generation config's, else the tokenizer's) and the padding id."""
+    eos = weights.generation_config.eos_token_id
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    eos_ids = frozenset([eos] if isinstance(eos, int) else (eos or []))
+    pad_id = tokenizer.pad_token_id
+    if pad_id is None:
+        pad_id = weights.generation_config.pad_token_id
+    if pad_id is None and eos_ids:
+        pad_id = min(eos_ids)
+    return eos_ids, pad_id
 
 
 def _gguf_path(
@@ -112,7 +154,7 @@ def _gguf_path(
     local: bool,
     hub_kwargs: dict[str, Any],
     transformers: Any,
-    model: TransformersModel,
+    model: Loadable,
 ) -> Path:
     """The GGUF file on this machine: in the local directory, or fetched from (or found in the cache of)
     the hub repo ``source``."""
@@ -124,7 +166,7 @@ def _gguf_path(
         raise _load_error(model, exc, local) from None
 
 
-def _unreachable_error(model: TransformersModel, why: str) -> BackendError:
+def _unreachable_error(model: Loadable, why: str) -> BackendError:
     mid = model.model_id
     return BackendError(
         model.redact(
@@ -138,7 +180,7 @@ def _unreachable_error(model: TransformersModel, why: str) -> BackendError:
     )
 
 
-def _load_error(model: TransformersModel, exc: Exception, local: bool) -> BackendError:
+def _load_error(model: Loadable, exc: Exception, local: bool) -> BackendError:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     mid = model.model_id
     if local:
@@ -160,7 +202,7 @@ def _load_error(model: TransformersModel, exc: Exception, local: bool) -> Backen
     return BackendError(model.redact(message), model_id=mid, backend=type(model).__name__)
 
 
-def resolve_device(model: TransformersModel, torch: Any) -> Any:
+def resolve_device(model: Loadable, torch: Any) -> Any:
     """The torch device ``model.device`` names (``auto``: CUDA if present), or a clear error."""
     wanted = model.spec.device
     if wanted == "auto":

@@ -11,7 +11,6 @@ from typing import Any
 
 from ...errors import (
     BackendError,
-    MessageError,
     ModelFactoryError,
     UnsupportedFeatureError,
 )
@@ -19,7 +18,8 @@ from ...messages import ChatMessage, ChatMessageStreamDelta, TokenUsage, trim_at
 from ...model import GenerationRequest, Model
 from ...reasoning import template_kwargs
 from .._completion import Embeddings, TextCompletion
-from .._local import check_prompt_chars, longest_token, reply_budget, requested_reply
+from .._local import LocalWeights, check_prompt_chars, longest_token, reply_budget, requested_reply
+from .._local_output import backend_errors, row_error, row_stops
 from . import _completions
 from ._chat import render_prompt
 from ._dtype import choose_dtype
@@ -27,7 +27,7 @@ from ._loading import import_backend, load_runtime
 from ._spec import TransformersSpec
 from ._stopping import cancel_criteria, criteria_list, settled_streamer, stop_criteria
 from ._vision import generate_with_images
-from ._weights import GENERATE_LOCK, Runtime, acquire, cached, discard
+from ._weights import GENERATE_LOCK, WEIGHTS, Runtime
 
 __all__ = ["TransformersModel"]
 
@@ -53,7 +53,7 @@ class _Prepared:
     cached_tokens: int = 0  # prompt tokens whose KV came from the previous call (batch of one only)
 
 
-class TransformersModel(Model):
+class TransformersModel(LocalWeights[Runtime], Model):
     """Chat with a local causal LM. ``builtin:tiny-llama`` ships with the package and runs offline."""
 
     Spec = TransformersSpec
@@ -69,21 +69,17 @@ class TransformersModel(Model):
         "which job)"
     )
 
-    def __init__(self, /, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._runtime: Runtime | None = None
+    weights = WEIGHTS
 
-    # ------------------------------------------------------------------ loading
+    # ------------------------------------------------------------------ loading (_local.LocalWeights)
 
-    @property
-    def runtime(self) -> Runtime:
-        """Tokenizer and weights: loaded on first use, shared through the process-wide weight cache."""
-        rt = self._runtime
-        if rt is None or rt.freed:
-            torch, _ = import_backend(type(self).__name__)  # a missing torch names the extra, cached or not
-            key = self.cache_key(torch)
-            rt = self._runtime = acquire(key, lambda: load_runtime(self, key))
-        return rt
+    def _runtime_key(self) -> tuple[Any, ...]:
+        torch, _ = import_backend(type(self).__name__)  # a missing torch names the extra, cached or not
+        return self.cache_key(torch)
+
+    def _load_runtime(self, key: tuple[Any, ...]) -> Runtime:
+        """Tokenizer and weights, read as :func:`._loading.load_runtime` says."""
+        return load_runtime(self, key)
 
     def cache_key(self, torch: Any = None) -> tuple[Any, ...]:
         """The weight-cache key: (source, revision, dtype, device, trust_remote_code, model_kwargs), with
@@ -95,25 +91,13 @@ class TransformersModel(Model):
         key[3] = "cuda:0" if device == "cuda" else device
         return tuple(key)
 
-    def load(self) -> TransformersModel:
-        """Load (or fetch from the cache) the tokenizer and weights now instead of on the first call."""
-        _ = self.runtime
-        return self
-
-    @property
-    def is_loaded(self) -> bool:
-        return self._runtime is not None and not self._runtime.freed
-
     def free(self) -> None:
         """Release the weights: drop them from the process cache and from every model sharing them.
 
         Waits for a generation in progress to end. A later call loads them again.
         """
         with GENERATE_LOCK:
-            rt, self._runtime = self._runtime, None
-            if rt is None or rt.freed:
-                return
-            discard(rt)
+            super().free()
 
     def clear_prompt_cache(self) -> None:
         """Forget the KV cache kept from the last call on these weights (see ``prompt_cache``), whichever
@@ -124,7 +108,7 @@ class TransformersModel(Model):
             # Not loaded by this model, or its copy freed since (clear_cache, another model's free()): the
             # weights the next call will use are the cached ones, maybe loaded by another model. No load.
             if (rt is None or rt.freed) and torch is not None:
-                rt = cached(self.cache_key(torch))
+                rt = WEIGHTS.get(self.cache_key(torch))
             if rt is not None:
                 rt.prompt_cache.clear()
 
@@ -361,7 +345,7 @@ class TransformersModel(Model):
 
     def _generate(self, req: GenerationRequest) -> ChatMessage:
         if self.runtime.processor is not None:  # a vision-language model: its processor builds the prompt
-            return generate_with_images(self, req)
+            return generate_with_images(self.runtime, self.spec, req)
         prep = self._prepare([self._encode(req)])
         return self._reply(prep, self._run(prep), 0, req)
 
@@ -389,18 +373,10 @@ class TransformersModel(Model):
         With the response cache on, each row is looked up (and stored) as a single call would be.
         """
         conversations = list(conversations)
-        n = len(conversations)
-        if stop_sequences is not None and not isinstance(stop_sequences, str):
-            stop_list = list(stop_sequences)
-            per_row = bool(stop_list) and all(s is None or not isinstance(s, str) for s in stop_list)
-        else:
-            per_row = False
-        if per_row and len(stop_list) != n:
-            raise MessageError(f"stop_sequences has {len(stop_list)} lists for {n} conversations")
-        results: list[Any] = [None] * n
+        stop_rows = row_stops(stop_sequences, len(conversations))
+        results: list[Any] = [None] * len(conversations)
         rows: list[tuple[int, _Row]] = []
-        for i, conv in enumerate(conversations):
-            stops = stop_list[i] if per_row else stop_sequences
+        for i, (conv, stops) in enumerate(zip(conversations, stop_rows, strict=True)):
             try:
                 req = self._request(conv, stops, grammar, response_format, tools_to_call_from, kwargs)
                 cached = self._cache_lookup(req)  # the response cache, row by row: a hit is not generated
@@ -409,7 +385,7 @@ class TransformersModel(Model):
                     continue
                 rows.append((i, self._encode(req)))
             except Exception as exc:
-                err = _row_error(self, exc, i)
+                err = row_error(self, exc, i)
                 if not return_exceptions:
                     raise err from (None if err is exc else exc)
                 results[i] = err
@@ -488,12 +464,8 @@ class TransformersModel(Model):
     def complete_text(self, prompt: str | Sequence[int], **kwargs: Any) -> TextCompletion:
         """A plain-text completion of ``prompt`` (no chat template), with log-probabilities if asked:
         :func:`._completions.complete_text` (``/v1/completions`` of ``modelfactory serve``)."""
-        try:
+        with backend_errors(self):
             return _completions.complete_text(self, prompt, **kwargs)
-        except ModelFactoryError:
-            raise
-        except Exception as exc:
-            raise self._backend_error(exc) from exc
 
     def reply_logprobs(self, reply: ChatMessage, top: int = 0) -> list[dict[str, Any]]:
         """OpenAI's chat ``logprobs.content`` of a reply this model generated (from its ``raw`` prompt and
@@ -501,21 +473,13 @@ class TransformersModel(Model):
         raw = reply.raw if isinstance(reply.raw, dict) else {}
         if not isinstance(raw.get("prompt"), str) or not isinstance(raw.get("generated_token_ids"), list):
             raise UnsupportedFeatureError("logprobs: the reply does not hold its prompt and token ids")
-        try:
+        with backend_errors(self):
             return _completions.reply_logprobs(self, raw["prompt"], raw["generated_token_ids"], top)
-        except ModelFactoryError:
-            raise
-        except Exception as exc:
-            raise self._backend_error(exc) from exc
 
     def embed(self, inputs: Sequence[str | Sequence[int]]) -> Embeddings:
         """Mean-pooled last hidden states, one vector per input (``/v1/embeddings``)."""
-        try:
+        with backend_errors(self):
             return _completions.embed(self, inputs)
-        except ModelFactoryError:
-            raise
-        except Exception as exc:
-            raise self._backend_error(exc) from exc
 
 
 # --------------------------------------------------------------------------- helpers
@@ -554,15 +518,3 @@ def _plain_decoding(gen_kwargs: dict[str, Any], defaults: Any) -> bool:
         and (setting("num_beams") or 1) == 1
         and (setting("num_return_sequences") or 1) == 1
     )
-
-
-def _row_error(model: Model, exc: Exception, index: int) -> Exception:
-    """The error of one conversation of a batch, naming it."""
-    if isinstance(exc, (MessageError, UnsupportedFeatureError)) and type(exc).__init__ in (
-        MessageError.__init__,
-        UnsupportedFeatureError.__init__,
-    ):
-        return type(exc)(f"conversations[{index}]: {exc}")
-    if isinstance(exc, ModelFactoryError):
-        return exc
-    return model._backend_error(exc)

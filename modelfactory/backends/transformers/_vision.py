@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import base64
 import io
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ...errors import UnsupportedFeatureError
 from ...messages import ChatMessage, GenerationRequest, TokenUsage
-from ._weights import GENERATE_LOCK
-
-if TYPE_CHECKING:
-    from ._model import TransformersModel
+from ._spec import TransformersSpec
+from ._weights import GENERATE_LOCK, Runtime
 
 __all__ = ["generate_with_images", "load_vision"]
 
@@ -75,10 +73,9 @@ def _rows(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def generate_with_images(model: TransformersModel, req: GenerationRequest) -> ChatMessage:
-    """One reply of a vision-language model: the processor's prompt (text and pixels), greedy unless the
-    request samples; the stops are trimmed by the base class."""
-    rt = model.runtime
+def generate_with_images(rt: Runtime, spec: TransformersSpec, req: GenerationRequest) -> ChatMessage:
+    """One reply of a vision-language model (``rt``: its loaded runtime): the processor's prompt (text and
+    pixels), greedy unless the request samples; the stops are trimmed by the base class."""
     torch = rt.torch
     inputs = rt.processor.apply_chat_template(
         _rows(req.messages), add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
@@ -87,9 +84,9 @@ def generate_with_images(model: TransformersModel, req: GenerationRequest) -> Ch
     if "pixel_values" in inputs:
         inputs["pixel_values"] = inputs["pixel_values"].to(rt.dtype)
     params = dict(req.params)
-    max_new = int(params.pop("max_tokens", None) or model.spec.max_new_tokens)
+    max_new = int(params.pop("max_tokens", None) or spec.max_new_tokens)
     temperature = params.pop("temperature", None)
-    do_sample = temperature > 0 if temperature is not None else bool(model.spec.do_sample)
+    do_sample = temperature > 0 if temperature is not None else bool(spec.do_sample)
     seed = params.pop("seed", None)
     kwargs: dict[str, Any] = {"max_new_tokens": max_new, "do_sample": do_sample, "pad_token_id": rt.pad_id}
     if do_sample and temperature:

@@ -1,4 +1,5 @@
-"""The process-wide weight cache: models built with the same weight-cache key share one loaded copy.
+"""The transformers runtime and its process-wide weight cache (:class:`~.._local.WeightCache`): models
+built with the same weight-cache key share one loaded copy.
 
 A sweep over generation parameters (or several configs naming one model) loads the weights once;
 :func:`clear_cache` / ``TransformersModel.free`` release them. It also owns the one generation lock.
@@ -13,18 +14,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._local import WeightCache
 from ._gguf import GgufWeights
 from ._prompt_cache import PromptCache
 
-__all__ = [
-    "GENERATE_LOCK",
-    "Runtime",
-    "acquire",
-    "cached",
-    "cached_models",
-    "clear_cache",
-    "discard",
-]
+__all__ = ["GENERATE_LOCK", "WEIGHTS", "Runtime", "cached_models", "clear_cache"]
 
 
 @dataclass(eq=False)
@@ -50,82 +44,46 @@ class Runtime:
     processor: Any = None  # a vision-language model's AutoProcessor (its prompts carry images)
 
 
-_CACHE: dict[tuple[Any, ...], Runtime] = {}
-_CACHE_LOCK = threading.Lock()
-_KEY_LOCKS: dict[tuple[Any, ...], threading.Lock] = {}
 # One generation at a time in the process: a seeded call reseeds torch's *global* RNG (which ``generate``
 # samples from), and torch already uses every core for one call. Concurrency comes from batching.
 GENERATE_LOCK = threading.RLock()
 
 
-def acquire(key: tuple[Any, ...], load: Any) -> Runtime:
-    """The cached runtime for ``key``, or the one ``load()`` builds (once, however many threads ask)."""
-    with _CACHE_LOCK:
-        rt = _CACHE.get(key)
-        if rt is not None:
-            return rt
-        key_lock = _KEY_LOCKS.setdefault(key, threading.Lock())
-    with key_lock:  # two threads building the same model load it once
-        with _CACHE_LOCK:
-            rt = _CACHE.get(key)
-        if rt is None:
-            rt = load()
-            with _CACHE_LOCK:
-                _CACHE[key] = rt
-        return rt
-
-
-def cached(key: tuple[Any, ...]) -> Runtime | None:
-    """The runtime loaded for ``key``, if any (loads nothing)."""
-    with _CACHE_LOCK:
-        return _CACHE.get(key)
-
-
-def discard(rt: Runtime) -> None:
-    """Release ``rt``'s weights and drop it from the cache (the caller holds :data:`GENERATE_LOCK`)."""
-    with _CACHE_LOCK:
-        if _CACHE.get(rt.key) is rt:
-            del _CACHE[rt.key]
-    _release([rt])
-
-
-def _release(rts: Sequence[Runtime]) -> None:
-    """Drop the weights of ``rts`` (under the generation lock: no call is using them)."""
-    cuda = False
-    for rt in rts:
-        cuda = cuda or getattr(rt.device, "type", "") == "cuda"
+def _release(rt: Runtime) -> None:
+    """Drop the weights of ``rt`` (under the generation lock: no call is using them)."""
+    with GENERATE_LOCK:
         rt.freed = True
         rt.model = None
         rt.prompt_cache.clear()
+
+
+def _collect(rts: Sequence[Runtime]) -> None:
+    """Give the memory of released weights back: once for all of them (and CUDA's cached blocks)."""
     gc.collect()
-    if cuda:
+    if any(getattr(rt.device, "type", "") == "cuda" for rt in rts):
         with contextlib.suppress(Exception):
             import torch
 
             torch.cuda.empty_cache()
 
 
+WEIGHTS: WeightCache[Runtime] = WeightCache(_release, _collect)
+
+
 def clear_cache() -> int:
     """Free every cached model's weights; returns how many were freed. Models reload on their next call."""
-    with GENERATE_LOCK:
-        with _CACHE_LOCK:
-            rts = list(_CACHE.values())
-            _CACHE.clear()
-            _KEY_LOCKS.clear()
-        _release(rts)
-    return len(rts)
+    return WEIGHTS.clear()
 
 
 def cached_models() -> list[dict[str, Any]]:
     """What the weight cache holds: one dict per loaded model (source, revision, dtype, device, gguf_file)."""
-    with _CACHE_LOCK:
-        return [
-            {
-                "source": k[0],
-                "revision": k[1],
-                "dtype": str(rt.dtype).replace("torch.", ""),
-                "device": str(rt.device),
-                "gguf_file": k[6],
-            }
-            for k, rt in _CACHE.items()
-        ]
+    return [
+        {
+            "source": k[0],
+            "revision": k[1],
+            "dtype": str(rt.dtype).replace("torch.", ""),
+            "device": str(rt.device),
+            "gguf_file": k[6],
+        }
+        for k, rt in WEIGHTS.items()
+    ]
