@@ -149,7 +149,7 @@ def estimate(configs: ConfigDirs, overrides: list[str]) -> int:
     overrides describe, without sending a request (local models: the tokenizer is loaded, not run)."""
     from hydra.errors import HydraException
 
-    from .app import task_items
+    from .job.items import task_items
     from .errors import ModelFactoryError
     from .factory import build_model
     from .pricing import estimate_job

@@ -21,7 +21,7 @@ from modelfactory import CallableModel, LiteLLMModel, OpenAIServerModel, cli
 from modelfactory.batch import BatchOptions, BatchState
 from modelfactory.errors import ConfigError
 from modelfactory.messages import ChatMessage, TokenUsage
-from modelfactory.runner import run_items
+from modelfactory.job.runner import run_items
 from modelfactory.serve import BackgroundServer, ServerSettings
 from tests.servers.anthropic_batches import AnthropicBatchServer
 

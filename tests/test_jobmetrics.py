@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from modelfactory.jobmetrics import job_metrics
-from modelfactory.results import percentile
+from modelfactory.job.record import percentile
 
 
 def _write(job: Path, rows: list[dict[str, object]], info: dict[str, object] | None) -> None:

@@ -54,20 +54,17 @@ LAYERS: list[tuple[str, ...]] = [
     ("modelfactory.backends", "modelfactory.backends."),
     (
         "modelfactory.overrides",
-        "modelfactory.datasets",
-        "modelfactory.results",
         "modelfactory.runlock",
-        "modelfactory.job",  # the job spec: the one reader of the app's config
+        "modelfactory.job",  # spec, items, strategies, budget, record, runner: a job's parts
         "modelfactory.job.",
         "modelfactory.jobmetrics",
-        "modelfactory.runner",
         "modelfactory.batch",
         "modelfactory.batch.",
         "modelfactory.eval",  # scorers, metrics, compare, rescore: the runner will score rows with them
         "modelfactory.eval.",
     ),
     (
-        "modelfactory.app",
+        "modelfactory.job.app",  # run_job: spec -> model -> runner -> record -> exit code
         "modelfactory.hydra_callbacks",
         "modelfactory.batch.sweep",  # a Hydra callback: collects a multirun's jobs with app.run_job
         "modelfactory.report",
@@ -273,11 +270,10 @@ def test_no_backend_imports_another_backends_private_names() -> None:
 # Names that moved to break a circle or an upward import, still importable where users found them:
 # (old module, name, the module that owns it now).
 MOVED = [
-    ("modelfactory.hydra_callbacks", "collect_jobs", "modelfactory.results"),
+    ("modelfactory.hydra_callbacks", "collect_jobs", "modelfactory.job.record"),
     ("modelfactory.tracking", "TrackingCallback", "modelfactory.tracking.callback"),  # conf/config.yaml's
     ("modelfactory.tracking", "make_tracker", "modelfactory.tracking.callback"),
     ("modelfactory.backends.transformers", "tools_block", "modelfactory.backends._local"),
-    ("modelfactory.datasets", "load_dotenv", "modelfactory.envfile"),  # one .env loader for every entry
 ]
 
 

@@ -17,8 +17,8 @@ import pytest
 from modelfactory import CallableModel, app
 from modelfactory.errors import ConfigError
 from modelfactory.runlock import LOCK_FILE, dir_lock
-from modelfactory.runner import run_items
-from tests.test_app import app_config, run_app, write_items
+from modelfactory.job.runner import run_items
+from tests.job.test_app import app_config, run_app, write_items
 
 HOLD = (
     "import sys\n"

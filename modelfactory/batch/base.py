@@ -18,7 +18,7 @@ from pathlib import Path
 # The adapter interface lives below the backends, which implement it (Model.batch_adapter).
 from ..batchapi import BatchAdapter, BatchProgress
 from ..errors import DataError
-from ..results import write_atomic
+from ..job.record import write_atomic
 
 __all__ = ["BATCHES_FILE", "BatchAdapter", "BatchProgress", "BatchRecord", "BatchState", "custom_id_for"]
 
@@ -72,7 +72,7 @@ class BatchState:
             ) from exc
 
     def save(self) -> None:
-        """Written whole, or not at all (:func:`~modelfactory.results.write_atomic`)."""
+        """Written whole, or not at all (:func:`~modelfactory.job.record.write_atomic`)."""
         if self.path is None:
             return
         data = {"version": 1, "batches": [asdict(b) for b in self.batches]}

@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..datasets import Item, load_dataset, prompt_item
+from ..job.items import Item, load_dataset, prompt_item
 from ..errors import ConfigError, MissingDependencyError, Problem
 
 __all__ = ["CAPITALS_FILE", "humaneval_items", "humaneval_problems", "item_view", "task_items"]

@@ -9,7 +9,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from ..datasets import Item
+from .items import Item
 from ..errors import ConfigError, Problem
 from ..pricing import Budget, Price, cost_usd, token_counter
 

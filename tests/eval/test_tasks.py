@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from modelfactory.datasets import load_dataset
+from modelfactory.job.items import load_dataset
 from modelfactory.errors import ConfigError
 from modelfactory.eval.scoring import build_scorers, check_targets
 from modelfactory.eval.tasks import CAPITALS_FILE, item_view, task_items

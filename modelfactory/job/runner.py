@@ -1,6 +1,6 @@
 """Items in, replies out: a dataset (or one prompt) run through a model, recorded row by row.
 
-Items come from :mod:`modelfactory.datasets` (their names are re-exported here, where they used to live).
+Items come from :mod:`modelfactory.job.items`; rows go through :mod:`modelfactory.job.record`.
 
 - **Concurrency**: API models with a native async client (OpenAI, Azure, LiteLLM, HfApiModel) are
   called with ``agenerate`` from ``concurrency`` tasks on one event loop (mode ``async``); other models
@@ -30,35 +30,16 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-# load_dataset, load_dotenv, prompt_item: re-exported (this module was their home before datasets.py).
-from .datasets import Item, as_item, load_dataset, load_dotenv, prompt_item
-from .errors import ConfigError, Problem
-from .generation import validate_generation
-from .job import strategies
-from .job.budget import admitted, job_budget, row_cost
-from .job.spec import RunnerSpec
-from .pricing import Budget, Price, price_for
+from ..errors import ConfigError, Problem
+from ..generation import validate_generation
+from . import strategies
+from .budget import admitted, job_budget, row_cost
+from .spec import RunnerSpec
+from ..pricing import Budget, Price, price_for
+from .items import Item, as_item
+from .record import ResultsWriter, percentile, read_results, redact_row, repair_tail
 
-# aggregate_rows, read_results: re-exported (this module was their home before results.py).
-from .results import (
-    ResultsWriter,
-    aggregate_rows,
-    percentile,
-    read_results,
-    redact_row,
-    repair_tail,
-)
-
-__all__ = [
-    "Item",
-    "RunStats",
-    "aggregate_rows",
-    "load_dataset",
-    "load_dotenv",
-    "prompt_item",
-    "read_results",
-    "run_items",
-]
+__all__ = ["RunStats", "run_items"]
 
 log = logging.getLogger("modelfactory.runner")
 
@@ -137,7 +118,7 @@ def _redactor(model: Any, generation: dict[str, Any]) -> Callable[[str], str]:
     """What scrubs a row's text: the model's credentials (its spec's keys, headers, URL userinfo), the
     credentials among the per-call ``generation`` kwargs (``extra_headers``, an ``api_key``), and
     secret-named environment values, whatever variable each credential came from."""
-    from .secrets import redactor
+    from ..secrets import redactor
 
     return redactor(getattr(model, "redact", None), generation)
 
@@ -154,7 +135,7 @@ def _one_run_per_dir(run: _Run) -> _Run:
         path = kwargs.get("results_path")
         if path is None:
             return run(model, items, **kwargs)
-        from .runlock import dir_lock
+        from ..runlock import dir_lock
 
         with dir_lock(Path(path).parent, key="results_path"):
             return run(model, items, **kwargs)
@@ -216,7 +197,7 @@ def run_items(
     )
     _record(rows, stats, _redactor(model, generation), price, ResultsWriter(path, fsync), bar, path)
     if mode == "provider_batch" and path is not None:
-        from .batch import BATCHES_FILE, BatchState
+        from ..batch import BATCHES_FILE, BatchState
 
         stats.batches_pending = len(BatchState.load(path.parent / BATCHES_FILE).running())
     return stats
@@ -276,7 +257,7 @@ def _record(
                 bar.update(1)
     except KeyboardInterrupt:
         if stats.mode == "provider_batch":  # wherever Ctrl-C lands: the batches left running, how to go on
-            from .batch import interrupted_note
+            from ..batch import interrupted_note
 
             note = interrupted_note(path)
             if note is not None:

@@ -3,7 +3,7 @@
 ``run.py`` composes the config with Hydra and calls :func:`run_job`; a test, a notebook or another
 launcher can call it with any config shaped like ``conf/config.yaml`` (a ``DictConfig`` or a plain
 mapping). What Hydra alone knows is passed in: the output directory and the name the model config was
-chosen by. Everything a job leaves on disk is written through :mod:`modelfactory.results`.
+chosen by. Everything a job leaves on disk is written through :mod:`modelfactory.job.record`.
 
 Exit codes: 0 all good, 1 a backend or item failed, 2 a config or dataset problem (or an unreadable
 record of the run dir, ``batches.json``, or another run holding the dir), 3 the job stopped at
@@ -26,79 +26,11 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf
 
 if TYPE_CHECKING:
-    from .datasets import Item
-    from .job.spec import JobSpec
+    from .spec import JobSpec
 
-__all__ = ["run_job", "task_items", "task_shard"]
+__all__ = ["run_job"]
 
 log = logging.getLogger("modelfactory.run")  # the job log's name, as when this code lived in run.py
-
-
-def _dataset_path(value: str, root: Path | None) -> Path:
-    """A relative path is looked up from the current directory, then from ``root`` (the project)."""
-    p = Path(os.path.expanduser(value))
-    if p.is_absolute():
-        return p
-    here = Path.cwd() / p
-    if root is not None and not here.exists() and (root / p).exists():
-        return root / p
-    return here
-
-
-def task_items(cfg: Any, root: str | os.PathLike[str] | None = None) -> list[Item]:
-    """The items of ``cfg.task``: one prompt, or a dataset file (relative paths also tried under ``root``)."""
-    from .datasets import load_dataset, prompt_item, shard_items
-    from .errors import ConfigError, Problem
-
-    task = cfg.get("task")
-    if not isinstance(task, Mapping):
-        raise ConfigError(
-            [Problem("task", f"must be a task config, got {task!r}", "task=prompt or task=dataset")]
-        )
-    kind = task.get("type", "prompt")
-    if kind == "prompt":
-        prompt, system = task.get("prompt"), task.get("system_prompt")
-        if isinstance(prompt, (int, float)) and not isinstance(prompt, bool):
-            prompt = str(prompt)  # prompt=42 on the command line: Hydra typed it a number
-        problems = []
-        if not isinstance(prompt, str):
-            problems.append(Problem("prompt", f"must be a string, got {prompt!r}", "prompt='Your question'"))
-        if system is not None and not isinstance(system, str):
-            problems.append(Problem("system_prompt", f"must be a string or null, got {system!r}", ""))
-        if problems:
-            raise ConfigError(problems, title="invalid task")
-        assert isinstance(prompt, str)
-        return [prompt_item(prompt, system)]
-    if kind == "dataset":
-        path, limit = task.get("path"), task.get("limit")
-        problems = []
-        if not path or not isinstance(path, str):
-            problems.append(
-                Problem("task.path", f"must be a file path, got {path!r}", "task.path=items.jsonl")
-            )
-        if limit is not None and not (isinstance(limit, int) and not isinstance(limit, bool) and limit > 0):
-            problems.append(
-                Problem("task.limit", f"must be a positive integer or null, got {limit!r}", "task.limit=20")
-            )
-        if problems:
-            raise ConfigError(problems, title="invalid task")
-        assert isinstance(path, str)
-        items = load_dataset(_dataset_path(path, Path(root) if root is not None else None))
-        items = items[:limit] if limit else items  # before sharding: the shards split these N
-        shards, shard = task_shard(cfg)
-        return shard_items(items, shards, shard)
-    raise ConfigError(
-        [Problem("task.type", f"unknown task type {kind!r}", "use task=prompt or task=dataset")]
-    )
-
-
-def task_shard(cfg: Any) -> tuple[Any, Any]:
-    """``(task.shards, task.shard)``: which 1/N of the dataset this job runs (``(1, 0)``: all of it)."""
-    task = cfg.get("task")
-    if not isinstance(task, Mapping):  # no task at all: a config error, reported by task_items
-        return 1, 0
-    shards = task.get("shards", 1)
-    return (1 if shards is None else shards), (task.get("shard") or 0)
 
 
 def _error(exc: BaseException, redact: Any) -> dict[str, str]:
@@ -131,9 +63,9 @@ def run_job(
     Every log record made during the job (the job log, ``run.log``, a library's own lines) is scrubbed
     of the job's credentials and URL userinfo as it is made (:func:`~modelfactory.secrets.scrubbed_logs`).
     """
-    from .errors import ConfigError
-    from .runlock import dir_lock
-    from .secrets import redact_env, scrubbed_logs
+    from ..errors import ConfigError
+    from ..runlock import dir_lock
+    from ..secrets import redact_env, scrubbed_logs
 
     job_redact: list[Any] = [redact_env]  # the model's own, once it is built
     with ExitStack() as held:
@@ -158,13 +90,14 @@ def _run_job(
     batch_phase: str,
     job_redact: list[Any],
 ) -> int:
-    from .errors import ConfigError, DataError
-    from .factory import build_model
-    from .job.spec import JobSpec
-    from .pricing import price_for
-    from .results import aggregate_rows, read_job, read_results, write_job, write_json
+    from ..errors import ConfigError, DataError
+    from ..factory import build_model
+    from .spec import JobSpec
+    from ..pricing import price_for
+    from .items import task_items, task_shard
+    from .record import aggregate_rows, read_job, read_results, write_job, write_json
     from .runner import run_items
-    from .secrets import credential_values, redact_env, redact_mapping, redactor, remember_secrets
+    from ..secrets import credential_values, redact_env, redact_mapping, redactor, remember_secrets
 
     if not isinstance(cfg, DictConfig):
         cfg = OmegaConf.create(dict(cfg))
@@ -326,6 +259,6 @@ def _provider_batch(spec: JobSpec, phase: str) -> Any:
     """``runner.provider_batch`` as :class:`~modelfactory.batch.BatchOptions` (None: online calls)."""
     if not spec.runner.provider_batch.enabled:
         return None
-    from .batch import BatchOptions
+    from ..batch import BatchOptions
 
     return BatchOptions.from_spec(spec.runner.provider_batch, phase)

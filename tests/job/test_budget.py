@@ -10,11 +10,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from modelfactory import app, build_model, run_items
+from modelfactory.job import app, build_model, run_items
 from modelfactory.errors import ConfigError
 from tests.servers.recording import RecordingServer
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.server
 
 # $1,000 / $2,000 per million tokens: one call (5 in, 7 out) = 5 x 0.001 + 7 x 0.002 = $0.019

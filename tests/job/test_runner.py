@@ -1,4 +1,4 @@
-"""modelfactory.runner: datasets, concurrency, batches, results.jsonl, resume, redaction, progress."""
+"""modelfactory.job.runner: datasets, concurrency, batches, results.jsonl, resume, redaction, progress."""
 
 from __future__ import annotations
 
@@ -12,19 +12,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from modelfactory import ChatMessage, ConfigError, OpenAIServerModel, TokenUsage
-from modelfactory.runner import (
-    Item,
-    aggregate_rows,
-    load_dataset,
-    load_dotenv,
-    prompt_item,
-    read_results,
-    run_items,
-)
+from modelfactory.envfile import load_dotenv
+from modelfactory.job.items import Item, load_dataset, prompt_item
+from modelfactory.job.record import aggregate_rows, read_results
+from modelfactory.job.runner import run_items
 from tests.servers.recording import RecordingServer
 from tests.timing import meet, together
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def rows_of(path: Path) -> list[dict[str, Any]]:

@@ -1,5 +1,5 @@
 """run.py end to end, as a user runs it: a real subprocess, real Hydra, real local servers; then the job
-itself (``modelfactory.app.run_job``) in-process."""
+itself (``modelfactory.job.app.run_job``) in-process."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from modelfactory import app
+from modelfactory.job import app
 from modelfactory.errors import ConfigError
 from tests.servers.recording import RecordingServer
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_app(
@@ -288,7 +288,7 @@ def test_run_job_takes_a_plain_mapping_and_resumes_a_dataset(
 
 def test_run_job_a_failing_item_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = write_items(tmp_path / "items.jsonl", ["fine", "boom here"])
-    fn = "model.fn=tests.test_app.echo_or_fail"
+    fn = "model.fn=tests.job.test_app.echo_or_fail"
     cfg = app_config(
         "model=custom_callable", fn, "task=dataset", f"task.path={data}", "runner.progress=false"
     )
