@@ -21,8 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .config_dirs import ConfigDirs, project_root
-from .envfile import load_dotenv
+from ._config_dirs import ConfigDirs, project_root
+from ._envfile import load_dotenv
 from .errors import Problem
 from .secrets import mask_urls
 
@@ -284,10 +284,10 @@ def _run_args(argv: list[str]) -> list[str] | None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    load_dotenv()  # ./.env, for every command (envfile.py: the one loader); set variables win
+    load_dotenv()  # ./.env, for every command (_envfile.py: the one loader); set variables win
     run_args = _run_args(argv)
     if run_args is not None:
-        from .hydra_app import run_cli
+        from ._hydra_app import run_cli
 
         run_cli(run_args)
         return 0

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from modelfactory.batch import BatchState
-from modelfactory.batchapi import CRASH_ENV
+from modelfactory._batchapi import CRASH_ENV
 from tests.servers.anthropic_batches import AnthropicBatchServer
 from tests.servers.openai_batches import BatchAPIServer
 

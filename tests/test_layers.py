@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
         "modelfactory.secrets",
         "modelfactory.backends.registry",
         "modelfactory.testing",
-        "modelfactory.envfile",
+        "modelfactory._envfile",
         "modelfactory.examples",  # the function the shipped custom_callable config runs
         "modelfactory.examples.",
     ),
@@ -48,13 +48,13 @@ LAYERS: list[tuple[str, ...]] = [
         "modelfactory._smolagents_attrs",
         "modelfactory._signature",
         "modelfactory.capabilities",
-        "modelfactory.batchapi",
+        "modelfactory._batchapi",
     ),
     ("modelfactory.factory",),
     ("modelfactory.backends", "modelfactory.backends."),
     (
-        "modelfactory.overrides",
-        "modelfactory.runlock",
+        "modelfactory._overrides",
+        "modelfactory._runlock",
         "modelfactory.job",  # spec, items, strategies, budget, record, runner: a job's parts
         "modelfactory.job.",
         "modelfactory.jobmetrics",
@@ -74,8 +74,8 @@ LAYERS: list[tuple[str, ...]] = [
         "modelfactory.serve",
         "modelfactory.serve.",
         "modelfactory.conf",  # the shipped configs (package data; its __init__ makes it pkg://-readable)
-        "modelfactory.config_dirs",  # the shipped configs with the user's config dir over them
-        "modelfactory.hydra_app",  # `modelfactory run`: the Hydra app and its task function
+        "modelfactory._config_dirs",  # the shipped configs with the user's config dir over them
+        "modelfactory._hydra_app",  # `modelfactory run`: the Hydra app and its task function
         "modelfactory.cli",
     ),
     ("modelfactory",),  # the public namespace, above everything it exports

@@ -16,7 +16,7 @@ from modelfactory.backends.registry import BACKENDS, backend_path
 from modelfactory.factory import BACKENDS as FACTORY_BACKENDS
 from modelfactory.factory import locate_target
 from modelfactory.model import Model
-from modelfactory.overrides import refusal_message
+from modelfactory._overrides import refusal_message
 from modelfactory.settings import ModelSpec
 
 

@@ -1,4 +1,4 @@
-"""The run dir's record of submitted batches (and the adapter interface, from :mod:`modelfactory.batchapi`).
+"""The run dir's record of submitted batches (and the adapter interface, from :mod:`modelfactory._batchapi`).
 
 An adapter (each backend supplies its own: ``Model.batch_adapter()``) turns one prepared request into
 one line of a provider batch, submits lines as one batch, reports a batch's progress, reads its results
@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 # The adapter interface lives below the backends, which implement it (Model.batch_adapter).
-from ..batchapi import BatchAdapter, BatchProgress
+from .._batchapi import BatchAdapter, BatchProgress
 from ..errors import DataError
 from ..job.record import write_atomic
 

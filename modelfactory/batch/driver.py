@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..batchapi import Mark, crash_point
+from .._batchapi import Mark, crash_point
 from ..job.items import Item
 from ..errors import CacheMissError, ConfigError, ModelFactoryError, Problem
 from ..messages import trim_at_stop

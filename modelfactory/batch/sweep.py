@@ -169,7 +169,7 @@ def _collect(job: _Job, waited_s: float) -> int:
 
     from ..job.app import run_job
     from ..job.record import read_job, write_job
-    from ..runlock import dir_lock
+    from .._runlock import dir_lock
 
     callbacks = _other_callbacks(job)
     with _as_job(job), dir_lock(job.dir):  # the job's run and the wait added to its record: one run

@@ -57,14 +57,14 @@ def run_job(
     return: ``job.json`` says ``status: submitted`` until a ``collect`` run of the same dir ends the job;
     a multirun's jobs do this, see :mod:`modelfactory.batch.sweep`) or ``collect``.
 
-    The job holds ``output_dir``'s run lock (:mod:`modelfactory.runlock`) for its whole run: a second
+    The job holds ``output_dir``'s run lock (:mod:`modelfactory._runlock`) for its whole run: a second
     run into the same dir exits 2 at once, naming the process that holds it, and touches nothing there.
 
     Every log record made during the job (the job log, ``run.log``, a library's own lines) is scrubbed
     of the job's credentials and URL userinfo as it is made (:func:`~modelfactory.secrets.scrubbed_logs`).
     """
     from ..errors import ConfigError
-    from ..runlock import dir_lock
+    from .._runlock import dir_lock
     from ..secrets import redact_env, scrubbed_logs
 
     job_redact: list[Any] = [redact_env]  # the model's own, once it is built

@@ -127,7 +127,7 @@ _Run = TypeVar("_Run", bound=Callable[..., "RunStats"])
 
 
 def _one_run_per_dir(run: _Run) -> _Run:
-    """``run_items`` holding its results dir's run lock (:mod:`modelfactory.runlock`) while it runs: a
+    """``run_items`` holding its results dir's run lock (:mod:`modelfactory._runlock`) while it runs: a
     second run into the same dir (its rows, its ``batches.json``) fails at once instead of paying again."""
 
     @functools.wraps(run)
@@ -135,7 +135,7 @@ def _one_run_per_dir(run: _Run) -> _Run:
         path = kwargs.get("results_path")
         if path is None:
             return run(model, items, **kwargs)
-        from ..runlock import dir_lock
+        from .._runlock import dir_lock
 
         with dir_lock(Path(path).parent, key="results_path"):
             return run(model, items, **kwargs)

@@ -224,7 +224,7 @@ def _default(model: type[BaseModel], path: list[str]) -> Any:
 
 def _stops(value: Any, problems: list[Problem]) -> list[str] | None:
     """``stop_sequences``: one string is one stop (never split into characters), or a list of strings."""
-    from ..overrides import unescape
+    from .._overrides import unescape
 
     if value is None:
         return None

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from modelfactory import ChatMessage, ConfigError, OpenAIServerModel, TokenUsage
-from modelfactory.envfile import load_dotenv
+from modelfactory._envfile import load_dotenv
 from modelfactory.job.items import Item, load_dataset, prompt_item
 from modelfactory.job.record import aggregate_rows, read_results
 from modelfactory.job.runner import run_items
