@@ -22,9 +22,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from ._config_dirs import SHIPPED, ConfigDirs, project_root
 from ._envfile import load_dotenv
+from ._overrides import mask_job_config, refusal_message, scrub_saved_config, secret_overrides
 from .errors import ConfigError
 from .job.spec import empty_dir_overrides, register_configs
-from ._overrides import mask_job_config, refusal_message, scrub_saved_config, secret_overrides
 
 __all__ = ["PROG", "completion_script", "main", "run_cli", "run_task"]
 

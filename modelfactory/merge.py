@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .jobmetrics import job_metrics
 from .job.record import (
     RESULTS_FILE,
     aggregate_rows,
@@ -33,6 +32,7 @@ from .job.record import (
     results_path,
     write_json,
 )
+from .jobmetrics import job_metrics
 
 __all__ = ["MergedSet", "merge_jobs", "merge_sweep", "shard_label"]
 

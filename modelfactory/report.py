@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .jobmetrics import job_metrics
 from .job.record import collect_jobs, write_atomic
+from .jobmetrics import job_metrics
 
 __all__ = ["compare_cli", "compare_sweeps", "markdown_table", "report_jobs", "write_report"]
 

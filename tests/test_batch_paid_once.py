@@ -20,8 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
-from modelfactory.batch import BatchState
 from modelfactory._batchapi import CRASH_ENV
+from modelfactory.batch import BatchState
 from tests.servers.anthropic_batches import AnthropicBatchServer
 from tests.servers.openai_batches import BatchAPIServer
 

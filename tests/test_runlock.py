@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from modelfactory import CallableModel, app
-from modelfactory.errors import ConfigError
+from modelfactory import CallableModel
 from modelfactory._runlock import LOCK_FILE, dir_lock
+from modelfactory.errors import ConfigError
+from modelfactory.job import app
 from modelfactory.job.runner import run_items
 from tests.job.test_app import app_config, run_app, write_items
 

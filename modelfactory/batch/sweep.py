@@ -167,9 +167,9 @@ def _collect(job: _Job, waited_s: float) -> int:
     """Run the job again in its dir with ``batch_phase="collect"``, callbacks notified; its exit code."""
     from hydra.core.utils import JobReturn, JobStatus
 
+    from .._runlock import dir_lock
     from ..job.app import run_job
     from ..job.record import read_job, write_job
-    from .._runlock import dir_lock
 
     callbacks = _other_callbacks(job)
     with _as_job(job), dir_lock(job.dir):  # the job's run and the wait added to its record: one run

@@ -200,8 +200,8 @@ class TrackingCallback(Callback):
         def end() -> None:
             from hydra.core.utils import JobStatus
 
-            from ..jobmetrics import job_metrics
             from ..job.record import JOB_FILE, read_job, results_path
+            from ..jobmetrics import job_metrics
 
             job_dir = Path(str(config.hydra.runtime.output_dir))
             configured = OmegaConf.select(config, "output.results_file", default=None)

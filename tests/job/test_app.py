@@ -13,8 +13,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from modelfactory.job import app
 from modelfactory.errors import ConfigError
+from modelfactory.job import app
 from tests.servers.recording import RecordingServer
 
 ROOT = Path(__file__).resolve().parents[2]

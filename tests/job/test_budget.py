@@ -10,8 +10,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from modelfactory.job import app, build_model, run_items
+from modelfactory import build_model, run_items
 from modelfactory.errors import ConfigError
+from modelfactory.job import app
 from tests.servers.recording import RecordingServer
 
 ROOT = Path(__file__).resolve().parents[2]

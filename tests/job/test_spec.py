@@ -11,11 +11,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
-from modelfactory.job import app
 from modelfactory.batch import BatchOptions
 from modelfactory.errors import ConfigError
-from modelfactory.job.spec import JobSpec, OutputSpec, RunnerSpec
+from modelfactory.job import app
 from modelfactory.job.runner import run_items
+from modelfactory.job.spec import JobSpec, OutputSpec, RunnerSpec
 from tests.job.test_app import app_config, write_items
 
 
