@@ -1,4 +1,4 @@
-"""One job of the app, with no Hydra in it: config -> task items -> run -> job record -> exit code.
+"""One job of the app, with no Hydra in it: spec -> items -> model -> runner -> record -> exit code.
 
 ``run.py`` composes the config with Hydra and calls :func:`run_job`; a test, a notebook or another
 launcher can call it with any config shaped like ``conf/config.yaml`` (a ``DictConfig`` or a plain
@@ -26,15 +26,14 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf
 
 if TYPE_CHECKING:
+    from .items import Item
+    from .record import JobRecord
+    from .runner import RunStats
     from .spec import JobSpec
 
 __all__ = ["run_job"]
 
 log = logging.getLogger("modelfactory.run")  # the job log's name, as when this code lived in run.py
-
-
-def _error(exc: BaseException, redact: Any) -> dict[str, str]:
-    return {"type": type(exc).__name__, "message": redact(str(exc))}
 
 
 def run_job(
@@ -63,11 +62,11 @@ def run_job(
     Every log record made during the job (the job log, ``run.log``, a library's own lines) is scrubbed
     of the job's credentials and URL userinfo as it is made (:func:`~modelfactory.secrets.scrubbed_logs`).
     """
-    from ..errors import ConfigError
     from .._runlock import dir_lock
+    from ..errors import ConfigError
     from ..secrets import redact_env, scrubbed_logs
 
-    job_redact: list[Any] = [redact_env]  # the model's own, once it is built
+    job_redact: list[Callable[[str], str]] = [redact_env]  # the model's own, once it is built
     with ExitStack() as held:
         try:  # one run per dir, taken before anything there is read or written
             held.enter_context(dir_lock(output_dir))
@@ -78,181 +77,199 @@ def run_job(
             log.info("error: %s", exc)
             return 2
         with scrubbed_logs(lambda text: job_redact[0](text)):
-            return _run_job(cfg, output_dir, model_name, root, raise_errors, batch_phase, job_redact)
+            return _run_job(cfg, Path(output_dir), model_name, root, raise_errors, batch_phase, job_redact)
 
 
 def _run_job(
     cfg: DictConfig | Mapping[str, Any],
-    output_dir: str | os.PathLike[str],
+    out_dir: Path,
     model_name: str | None,
     root: str | os.PathLike[str] | None,
     raise_errors: bool,
     batch_phase: str,
-    job_redact: list[Any],
+    job_redact: list[Callable[[str], str]],
 ) -> int:
+    """The job, top to bottom: the spec, the items, the model, the run, the record, the exit code."""
     from ..errors import ConfigError, DataError
-    from ..factory import build_model
-    from .spec import JobSpec
     from ..pricing import price_for
-    from .items import task_items, task_shard
-    from .record import aggregate_rows, read_job, read_results, write_job, write_json
+    from ..secrets import redact_mapping
+    from .items import task_items
     from .runner import run_items
-    from ..secrets import credential_values, redact_env, redact_mapping, redactor, remember_secrets
+    from .spec import JobSpec
 
-    if not isinstance(cfg, DictConfig):
-        cfg = OmegaConf.create(dict(cfg))
-    out_dir = Path(output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    task = cfg.get("task")
-    kind = task.get("type", "prompt") if isinstance(task, Mapping) else None
-    previous = read_job(out_dir) or {}  # a resumed job adds to its earlier runs
-    job: dict[str, Any] = {
-        "model": model_name,
-        "task": kind,
-        "results_file": None,  # readers (the sweep summary) find the rows by it
-        "items": None,
-        "error": None,
-        "elapsed_s": previous.get("elapsed_s") or 0.0,
-        "runs": int(previous.get("runs") or 0) + 1,
-        "last_run": None,
-    }
-    shards, shard = task_shard(cfg)
-    if kind == "dataset" and shards != 1:  # the sweep summary and `modelfactory merge` group shards by it
-        job["shard"] = {"index": shard, "count": shards}
-    result: dict[str, Any] = {
-        "model_name": model_name,
-        "model_config": None,
-        "messages": None,
-        "stop_sequences": None,
-        "generation": None,
-        "content": None,
-        "token_usage": None,
-        "latency_s": None,
-        "error": None,
-    }
-    redact: Callable[[str], str] = redact_env
-    code = 0
-    budget_stop: str | None = None
-    items: list[Any] = []
-    jc: JobSpec | None = None
-    results_path: Path | None = None
+    cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(dict(cfg))
+    record = _start_record(cfg, out_dir, model_name)
+    code, spec, items, stats = 0, None, [], None
     try:
-        jc = JobSpec.from_config(cfg)
-        results_path = out_dir / jc.output.results_file
-        job["results_file"] = jc.output.results_file
+        spec = JobSpec.from_config(cfg)
+        record.files(spec.output.results_file, spec.output.result_file)
         # an api_key or a header among the per-call kwargs is written masked, as the model's own are
-        result.update(stop_sequences=jc.stops, generation=redact_mapping(jc.generation))
+        record.result.update(stop_sequences=spec.stops, generation=redact_mapping(spec.generation))
         items = task_items(cfg, root)
-        job["items"] = len(items)
-        if kind == "prompt":
-            result["messages"] = items[0].messages
-        model = build_model(cfg.model)
-        redact = job_redact[0] = redactor(getattr(model, "redact", None), jc.generation)
-        # a traceback printed after the job (HYDRA_FULL_ERROR=1, run.py) is scrubbed of them too
-        held = getattr(model, "secret_values", None)
-        remember_secrets([*(held() if callable(held) else []), *credential_values(jc.generation)])
-        if hasattr(model, "to_dict"):
-            result["model_config"] = model.to_dict()
-        stats = run_items(
-            model,
-            items,
-            concurrency=jc.runner.concurrency,
-            local_batch_size=jc.runner.local_batch_size,
-            results_path=results_path,
-            progress=jc.runner.progress and len(items) > 1,
-            retry_errors=jc.runner.retry_errors,
-            fsync=jc.runner.fsync,
-            desc=str(model_name or "items"),
-            max_cost_usd=jc.runner.max_cost_usd,
-            provider_batch=_provider_batch(jc, batch_phase),
-            stop_sequences=jc.stops,
-            **jc.generation,
-        )
-        job["elapsed_s"] = round(float(job["elapsed_s"]) + stats.elapsed_s, 4)
-        job["last_run"] = stats.to_dict()
+        record.job["items"] = len(items)
+        if record.task == "prompt":
+            record.result["messages"] = items[0].messages
+        model = _build_model(cfg.model, spec, record, job_redact)
+        stats = run_items(model, items, **_runner_kwargs(spec, record, len(items), model_name, batch_phase))
         price = price_for(model)
-        job["price"] = None if price is None else price.model_dump()
-        # over every run's rows (a resumed job included); None: unknown (no price), never a made-up 0
-        job["cost_usd"] = aggregate_rows(read_results(results_path).values())["cost_usd"]
-        if stats.budget is not None:
-            job["budget"] = stats.budget.to_dict()
-            if stats.budget.reason is not None:
-                budget_stop = stats.budget.reason
+        record.ran(stats, None if price is None else price.model_dump())
         if batch_phase == "submit" and stats.batches_pending:
-            submitted = stats.batches_pending  # the sweep's collecting run writes the rest of the record
-            job.update(status="submitted", root=None if root is None else str(root))
-            job["error"] = {
-                "type": "BatchesPending",
-                "message": f"{submitted} batch(es) submitted and not collected yet: the sweep collects "
-                f"them when every job has submitted; or re-run this job into {out_dir} to collect them",
-            }
+            _submitted(record, stats.batches_pending, root)
     except KeyboardInterrupt:  # Ctrl-C: the rows written so far stay; a rerun resumes from them
         if raise_errors:
             raise
-        done = len(read_results(results_path)) if results_path is not None else 0
-        job["error"] = result["error"] = {
-            "type": "KeyboardInterrupt",
-            "message": f"interrupted (Ctrl-C) with {done} rows in the results file; run again to resume",
-        }
-        job["interrupted"] = True
-        job["exit_code"] = 130
-        write_job(out_dir, job)
-        print(
-            f"interrupted: {done} rows kept in {results_path}; run the same command again to resume",
-            file=sys.stderr,
-        )
-        log.info("interrupted")
-        return 130
+        return _interrupted(record)
     except Exception as exc:  # config, dataset, build, or a bug: recorded; a sweep goes on
         if raise_errors:
             raise
-        job["error"] = result["error"] = _error(exc, redact)
-        print(f"error: {job['error']['message']}", file=sys.stderr)
-        log.info("error: %s: %s", job["error"]["type"], job["error"]["message"])  # the job log
+        record.failed({"type": type(exc).__name__, "message": job_redact[0](str(exc))})
+        _say_error(record.job["error"])
         code = 2 if isinstance(exc, (ConfigError, DataError)) else 1
-    if budget_stop is not None and job["error"] is None:  # the summary's error column says why it stopped
-        job["error"] = {"type": "BudgetExceeded", "message": budget_stop}
-    job["exit_code"] = code
-    write_job(out_dir, job)
-    if jc is None or results_path is None:  # the config itself is wrong: nothing more to write
+    budget_stop = stats.budget.reason if stats is not None and stats.budget is not None else None
+    if budget_stop is not None and record.job["error"] is None:  # the summary's error column says why
+        record.job["error"] = {"type": "BudgetExceeded", "message": budget_stop}
+    record.write(code)
+    if spec is None:  # the config itself is wrong: nothing more to write
         return code
-    if job.get("status") == "submitted":
-        pending = job["error"]["message"]
-        print(f"{len(items)} items: {pending}")
-        log.info("%s", pending)
-        return code
+    return _finish(record, spec, stats, items, budget_stop, code)
 
-    if kind == "prompt":
-        row = read_results(results_path).get(items[0].id) if items and not job["error"] else None
-        if row is not None:
-            result.update(content=row["content"], token_usage=row["usage"], latency_s=row["latency_s"])
-            if row["error"]:
-                result["error"] = row["error"]
-                print(f"error: {row['error']['message']}", file=sys.stderr)
-                log.info("error: %s: %s", row["error"]["type"], row["error"]["message"])
-                code = 2 if row["error"]["type"] == "ConfigError" else 1
-        write_json(out_dir / jc.output.result_file, result)
-        if result["content"] is not None:
-            log.info("reply: %s", result["content"])
-            if jc.output.print_reply:
-                print(result["content"])
-    elif job["error"] is None or budget_stop is not None:
-        rows = read_results(results_path)
-        failed = sum(1 for it in items if (rows.get(it.id) or {}).get("error"))
-        skipped = (job["last_run"] or {}).get("skipped") or 0
-        earlier = f" ({skipped} done in an earlier run)" if skipped else ""
-        summary = f"{len(items)} items: {len(items) - failed} ok, {failed} failed{earlier} -> {results_path}"
-        log.info(summary)
-        print(summary)
-        code = 1 if failed else 0
+
+def _finish(
+    record: JobRecord,
+    spec: JobSpec,
+    stats: RunStats | None,
+    items: list[Item],
+    budget_stop: str | None,
+    code: int,
+) -> int:
+    """What the job prints and its exit code, from the run's own stats (nothing re-read)."""
+    if record.job.get("status") == "submitted":
+        print(f"{len(items)} items: {record.job['error']['message']}")
+        log.info("%s", record.job["error"]["message"])
+        return code
+    if record.task == "prompt":
+        code = _finish_prompt(record, stats, items, spec.output.print_reply, code)
+    elif record.job["error"] is None or budget_stop is not None:
+        assert stats is not None  # the run ended without an exception
+        code = _finish_dataset(record, stats, len(items))
     if budget_stop is not None:  # items were left unsubmitted: the job did not finish
         print(f"error: {budget_stop}", file=sys.stderr)
         log.info("stopped: %s", budget_stop)
         code = code or 3
-    if job["exit_code"] != code:  # decided by the rows: job.json keeps the exit code a sweep cannot see
-        job["exit_code"] = code
-        write_job(out_dir, job)
+    if (
+        record.job["exit_code"] != code
+    ):  # decided by the rows: job.json keeps the exit code a sweep cannot see
+        record.write(code)
     return code
+
+
+def _start_record(cfg: DictConfig, out_dir: Path, model_name: str | None) -> JobRecord:
+    """The job's record, before anything is checked: what task, which shard."""
+    from .items import task_shard
+    from .record import JobRecord
+
+    task = cfg.get("task")
+    record = JobRecord(out_dir, model_name, task.get("type", "prompt") if isinstance(task, Mapping) else None)
+    shards, shard = task_shard(cfg)
+    if record.task == "dataset" and shards != 1:  # the sweep summary and `modelfactory merge` group by it
+        record.job["shard"] = {"index": shard, "count": shards}
+    return record
+
+
+def _build_model(cfg: Any, spec: JobSpec, record: JobRecord, job_redact: list[Callable[[str], str]]) -> Any:
+    """The model, its credentials known to the job's scrubber (``job_redact``) and to tracebacks."""
+    from ..factory import build_model
+    from ..secrets import credential_values, redactor, remember_secrets
+
+    model = build_model(cfg)
+    job_redact[0] = redactor(getattr(model, "redact", None), spec.generation)
+    # a traceback printed after the job (HYDRA_FULL_ERROR=1, run.py) is scrubbed of them too
+    held = getattr(model, "secret_values", None)
+    remember_secrets([*(held() if callable(held) else []), *credential_values(spec.generation)])
+    if hasattr(model, "to_dict"):
+        record.result["model_config"] = model.to_dict()
+    return model
+
+
+def _runner_kwargs(
+    spec: JobSpec, record: JobRecord, n_items: int, model_name: str | None, batch_phase: str
+) -> dict[str, Any]:
+    """:func:`~modelfactory.job.runner.run_items`' keywords from the spec (``runner.*``, the call's)."""
+    return {
+        "concurrency": spec.runner.concurrency,
+        "local_batch_size": spec.runner.local_batch_size,
+        "results_path": record.results_path,
+        "progress": spec.runner.progress and n_items > 1,
+        "retry_errors": spec.runner.retry_errors,
+        "fsync": spec.runner.fsync,
+        "desc": str(model_name or "items"),
+        "max_cost_usd": spec.runner.max_cost_usd,
+        "provider_batch": _provider_batch(spec, batch_phase),
+        "keep_rows": record.task == "prompt",  # the reply goes into result.json
+        "stop_sequences": spec.stops,
+        **spec.generation,
+    }
+
+
+def _submitted(record: JobRecord, pending: int, root: str | os.PathLike[str] | None) -> None:
+    """``batch_phase="submit"``: the sweep's collecting run writes the rest of the record."""
+    record.job.update(status="submitted", root=None if root is None else str(root))
+    record.job["error"] = {
+        "type": "BatchesPending",
+        "message": f"{pending} batch(es) submitted and not collected yet: the sweep collects them when "
+        f"every job has submitted; or re-run this job into {record.dir} to collect them",
+    }
+
+
+def _interrupted(record: JobRecord) -> int:
+    """Ctrl-C: recorded with the rows kept, exit code 130."""
+    from .record import read_results
+
+    path = record.results_path
+    done = len(read_results(path)) if path is not None else 0
+    message = f"interrupted (Ctrl-C) with {done} rows in the results file; run again to resume"
+    record.failed({"type": "KeyboardInterrupt", "message": message})
+    record.job["interrupted"] = True
+    record.write(130)
+    print(f"interrupted: {done} rows kept in {path}; run the same command again to resume", file=sys.stderr)
+    log.info("interrupted")
+    return 130
+
+
+def _finish_prompt(
+    record: JobRecord, stats: RunStats | None, items: list[Item], print_reply: bool, code: int
+) -> int:
+    """``result.json`` from the prompt's row (the run kept it), the reply printed; the exit code."""
+    row = None
+    if stats is not None and items and record.job["error"] is None:
+        row = next((r for r in stats.rows if r["id"] == items[0].id), None)
+    if row is not None:
+        record.result.update(content=row["content"], token_usage=row["usage"], latency_s=row["latency_s"])
+        if row["error"]:
+            record.result["error"] = row["error"]
+            _say_error(row["error"])
+            code = 2 if row["error"]["type"] == "ConfigError" else 1
+    record.write_result()
+    if record.result["content"] is not None:
+        log.info("reply: %s", record.result["content"])
+        if print_reply:
+            print(record.result["content"])
+    return code
+
+
+def _finish_dataset(record: JobRecord, stats: RunStats, n_items: int) -> int:
+    """The one-line summary, from the run's own counts (earlier runs' errors included); the exit code."""
+    failed = stats.job_failed
+    earlier = f" ({stats.skipped} done in an earlier run)" if stats.skipped else ""
+    summary = f"{n_items} items: {n_items - failed} ok, {failed} failed{earlier} -> {record.results_path}"
+    log.info(summary)
+    print(summary)
+    return 1 if failed else 0
+
+
+def _say_error(error: Mapping[str, str]) -> None:
+    print(f"error: {error['message']}", file=sys.stderr)
+    log.info("error: %s: %s", error["type"], error["message"])  # the job log
 
 
 def _provider_batch(spec: JobSpec, phase: str) -> Any:

@@ -97,43 +97,52 @@ def load_dataset(path: str | os.PathLike[str]) -> list[Item]:
     ``system`` string), and optionally ``target`` (a string, or a list of accepted answers: what the
     scorers compare the reply with). Other fields are kept in :attr:`Item.meta`.
     """
-    p = Path(path)
     source = str(path)
-    if not p.exists():
-        raise ConfigError(
-            [Problem("task.path", f"dataset file not found: {p.resolve()}", "check the path", source)],
-            title="cannot load dataset",
-        )
-    if not p.is_file():
-        raise ConfigError(
-            [
-                Problem(
-                    "task.path", f"not a file: {p.resolve()}", "give the path of a .jsonl/.yaml file", source
-                )
-            ],
-            title="cannot load dataset",
-        )
-    suffix = p.suffix.lower()
-    if suffix not in (".jsonl", ".json", ".yaml", ".yml"):
-        raise ConfigError(
-            [
-                Problem(
-                    "task.path",
-                    f"unknown dataset format {suffix or '(no extension)'!r}",
-                    "use a .jsonl, .json, .yaml or .yml file",
-                    source,
-                )
-            ],
-            title="cannot load dataset",
-        )
+    p, suffix = _dataset_file(path)
     text = _decode(p.read_bytes(), source)
-    if suffix == ".jsonl":
-        records, problems = _parse_jsonl(text, source)
-    elif suffix == ".json":
-        records, problems = _parse_json_array(text, source)
+    parse = {".jsonl": _parse_jsonl, ".json": _parse_json_array}.get(suffix, _parse_yaml)
+    records, problems = parse(text, source)
+    items, item_problems = _items_of(records, source)
+    problems += item_problems
+    if not items and not problems:
+        problems.append(Problem("task.path", "the dataset has no items", "add at least one item", source))
+    if problems:
+        shown = problems[:_MAX_PROBLEMS]
+        if len(problems) > _MAX_PROBLEMS:
+            shown.append(Problem("...", f"and {len(problems) - _MAX_PROBLEMS} more problem(s)", "", source))
+        raise ConfigError(shown, title=f"invalid dataset {source}")
+    return items
+
+
+_FORMATS = (".jsonl", ".json", ".yaml", ".yml")
+
+
+def _dataset_file(path: str | os.PathLike[str]) -> tuple[Path, str]:
+    """The dataset file and its format (its lowercased suffix), or a :class:`ConfigError` saying why not."""
+    p, source = Path(path), str(path)
+    suffix = p.suffix.lower()
+    if not p.exists():
+        problem = Problem("task.path", f"dataset file not found: {p.resolve()}", "check the path", source)
+    elif not p.is_file():
+        problem = Problem(
+            "task.path", f"not a file: {p.resolve()}", "give the path of a .jsonl/.yaml file", source
+        )
+    elif suffix not in _FORMATS:
+        problem = Problem(
+            "task.path",
+            f"unknown dataset format {suffix or '(no extension)'!r}",
+            "use a .jsonl, .json, .yaml or .yml file",
+            source,
+        )
     else:
-        records, problems = _parse_yaml(text, source)
+        return p, suffix
+    raise ConfigError([problem], title="cannot load dataset")
+
+
+def _items_of(records: list[tuple[str, Any]], source: str) -> tuple[list[Item], list[Problem]]:
+    """Each parsed record as an :class:`Item`, every bad record and duplicate id as a problem."""
     items: list[Item] = []
+    problems: list[Problem] = []
     seen: dict[str, str] = {}
     for where, record in records:
         item, item_problems = _to_item(record, where, source)
@@ -152,14 +161,7 @@ def load_dataset(path: str | os.PathLike[str]) -> list[Item]:
             continue
         seen[item.id] = where
         items.append(item)
-    if not items and not problems:
-        problems.append(Problem("task.path", "the dataset has no items", "add at least one item", source))
-    if problems:
-        shown = problems[:_MAX_PROBLEMS]
-        if len(problems) > _MAX_PROBLEMS:
-            shown.append(Problem("...", f"and {len(problems) - _MAX_PROBLEMS} more problem(s)", "", source))
-        raise ConfigError(shown, title=f"invalid dataset {source}")
-    return items
+    return items, problems
 
 
 def _decode(data: bytes, source: str) -> str:

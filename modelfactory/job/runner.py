@@ -32,12 +32,12 @@ from typing import Any, TypeVar, cast
 
 from ..errors import ConfigError, Problem
 from ..generation import validate_generation
+from ..pricing import Budget, Price, price_for
 from . import strategies
 from .budget import admitted, job_budget, row_cost
-from .spec import RunnerSpec
-from ..pricing import Budget, Price, price_for
 from .items import Item, as_item
 from .record import ResultsWriter, percentile, read_results, redact_row, repair_tail
+from .spec import RunnerSpec
 
 __all__ = ["RunStats", "run_items"]
 
@@ -50,6 +50,8 @@ class RunStats:
 
     total: int = 0  # items given
     skipped: int = 0  # already done in the results file (resume)
+    earlier_failed: int = 0  # of the skipped: their newest row is an error (kept with retry_errors=False)
+    earlier_cost_usd: float | None = None  # what the skipped items' newest rows cost (None: unpriced)
     ok: int = 0
     failed: int = 0
     input_tokens: int = 0
@@ -61,11 +63,31 @@ class RunStats:
     batches_pending: int = 0  # provider_batch: batches left running (submit phase, max_wait)
     budget: Budget | None = field(default=None, repr=False)  # runner.max_cost_usd, when set
     latencies: list[float] = field(default_factory=list, repr=False)  # of successful items
-    rows: list[dict[str, Any]] = field(default_factory=list, repr=False)  # only without a results file
+    # the newest row of every item (the skipped ones' first): without a results file, or with keep_rows
+    rows: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     @property
     def done(self) -> int:
         return self.ok + self.failed
+
+    @property
+    def job_failed(self) -> int:
+        """The items whose newest row is an error: this run's and the earlier ones kept."""
+        return self.failed + self.earlier_failed
+
+    @property
+    def job_cost_usd(self) -> float | None:
+        """What every item's newest row cost, earlier runs' included (None: no row was priced)."""
+        if self.cost_usd is None and self.earlier_cost_usd is None:
+            return None
+        return round((self.cost_usd or 0.0) + (self.earlier_cost_usd or 0.0), 6)
+
+    def count_earlier(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """The newest rows of the items skipped as done before: their errors and cost."""
+        for row in rows:
+            self.earlier_failed += 1 if row.get("error") else 0
+            if isinstance(row.get("cost_usd"), (int, float)):
+                self.earlier_cost_usd = (self.earlier_cost_usd or 0.0) + row["cost_usd"]
 
     @property
     def mean_latency_s(self) -> float | None:
@@ -101,6 +123,8 @@ class RunStats:
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
         data["budget"] = None if self.budget is None else self.budget.to_dict()
         data["cost_usd"] = None if self.cost_usd is None else round(self.cost_usd, 6)
+        if self.earlier_cost_usd is not None:
+            data["earlier_cost_usd"] = round(self.earlier_cost_usd, 6)
         data.update(
             mean_latency_s=None if self.mean_latency_s is None else round(self.mean_latency_s, 4),
             p95_latency_s=self.p95_latency_s,
@@ -157,13 +181,17 @@ def run_items(
     desc: str | None = None,
     max_cost_usd: float | None = None,
     provider_batch: Any = None,
+    keep_rows: bool | None = None,
     **generation: Any,
 ) -> RunStats:
     """Run every item through ``model`` and append one row per item to ``results_path`` (if given).
 
     ``generation``: per-call keyword arguments (``stop_sequences``, ``temperature``, ``max_tokens``, ...).
     Items already done in ``results_path`` are skipped (errored ones too, when ``retry_errors=False``).
-    Without ``results_path`` the rows are kept in :attr:`RunStats.rows`. Never raises for a failing item.
+    Without ``results_path`` (or with ``keep_rows=True``) the newest row of every item is kept in
+    :attr:`RunStats.rows` (those done before first); the stats count the skipped items' errors and cost too
+    (:attr:`RunStats.job_failed`, :attr:`RunStats.job_cost_usd`), so nobody re-reads the file for a
+    summary. Never raises for a failing item.
     Every row gets ``cost_usd`` (None when the model has no price, see :mod:`modelfactory.pricing`).
     ``max_cost_usd``: stop submitting once spent + in-flight estimates would pass it
     (:attr:`RunStats.budget` says why); the items not submitted have no row, so a resume runs them.
@@ -176,10 +204,13 @@ def run_items(
     _check_sizes(concurrency, local_batch_size)
     all_items = _unique(items)
     path = Path(results_path) if results_path is not None else None
-    todo = _pending(all_items, path, retry_errors)
+    todo, earlier = _pending(all_items, path, retry_errors)
     generation = validate_generation(generation, prefix="")  # every bad parameter at once, before a call
     mode, workers = strategies.choose(model, provider_batch, concurrency, len(todo))
-    stats = RunStats(total=len(all_items), skipped=len(all_items) - len(todo), mode=mode, concurrency=workers)
+    stats = RunStats(total=len(all_items), skipped=len(earlier), mode=mode, concurrency=workers)
+    stats.count_earlier(earlier)
+    keep = path is None if keep_rows is None else keep_rows
+    stats.rows.extend(earlier if keep else [])
     price = price_for(model)
     stats.budget = budget = job_budget(model, price, max_cost_usd, generation, batch=mode == "provider_batch")
     stats.cost_usd = None if price is None else 0.0
@@ -195,7 +226,7 @@ def run_items(
         if mode == "provider_batch"
         else _progress_bar(len(todo), progress, desc or "items", stats.skipped)
     )
-    _record(rows, stats, _redactor(model, generation), price, ResultsWriter(path, fsync), bar, path)
+    _record(rows, stats, _redactor(model, generation), price, ResultsWriter(path, fsync), bar, keep, path)
     if mode == "provider_batch" and path is not None:
         from ..batch import BATCHES_FILE, BatchState
 
@@ -220,14 +251,17 @@ def _unique(items: Iterable[Item | Mapping[str, Any]]) -> list[Item]:
     return all_items
 
 
-def _pending(items: list[Item], path: Path | None, retry_errors: bool) -> list[Item]:
-    """The items a resume still has to run: not done in ``path`` (an error row counts as not done
-    with ``retry_errors``)."""
+def _pending(
+    items: list[Item], path: Path | None, retry_errors: bool
+) -> tuple[list[Item], list[dict[str, Any]]]:
+    """The items a resume still has to run (not done in ``path``; an error row counts as not done with
+    ``retry_errors``), and the newest rows of the others, in the items' order."""
     if path is None:
-        return items
+        return items, []
     repair_tail(path)
-    done = {i for i, row in read_results(path).items() if not (retry_errors and row.get("error"))}
-    return [it for it in items if it.id not in done]
+    rows = read_results(path)
+    done = {i: row for i, row in rows.items() if not (retry_errors and row.get("error"))}
+    return [it for it in items if it.id not in done], [done[it.id] for it in items if it.id in done]
 
 
 def _record(
@@ -237,6 +271,7 @@ def _record(
     price: Price | None,
     writer: ResultsWriter,
     bar: Any,
+    keep: bool,
     path: Path | None,
 ) -> None:
     """Each row redacted, priced, settled with the budget, written, and counted in ``stats``."""
@@ -248,7 +283,7 @@ def _record(
             if stats.budget is not None:
                 stats.budget.settle(row["id"], 0.0 if row["error"] else row["cost_usd"])
             writer.write(row)
-            if path is None:
+            if keep:
                 stats.rows.append(row)
             stats.count(row)
             stats.elapsed_s = time.perf_counter() - start
