@@ -82,12 +82,19 @@ class RunStats:
             return None
         return round((self.cost_usd or 0.0) + (self.earlier_cost_usd or 0.0), 6)
 
-    def count_earlier(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        """The newest rows of the items skipped as done before: their errors and cost."""
-        for row in rows:
-            self.earlier_failed += 1 if row.get("error") else 0
+    @classmethod
+    def resumed(
+        cls, total: int, earlier: list[dict[str, Any]], mode: str, concurrency: int, keep_rows: bool
+    ) -> RunStats:
+        """A run's stats before it starts: ``earlier``, the newest rows of the items skipped as done
+        before, counted (their errors and cost) and, with ``keep_rows``, kept."""
+        stats = cls(total=total, skipped=len(earlier), mode=mode, concurrency=concurrency)
+        for row in earlier:
+            stats.earlier_failed += 1 if row.get("error") else 0
             if isinstance(row.get("cost_usd"), (int, float)):
-                self.earlier_cost_usd = (self.earlier_cost_usd or 0.0) + row["cost_usd"]
+                stats.earlier_cost_usd = (stats.earlier_cost_usd or 0.0) + row["cost_usd"]
+        stats.rows.extend(earlier if keep_rows else [])
+        return stats
 
     @property
     def mean_latency_s(self) -> float | None:
@@ -187,12 +194,10 @@ def run_items(
     """Run every item through ``model`` and append one row per item to ``results_path`` (if given).
 
     ``generation``: per-call keyword arguments (``stop_sequences``, ``temperature``, ``max_tokens``, ...).
-    Items already done in ``results_path`` are skipped (errored ones too, when ``retry_errors=False``).
-    Without ``results_path`` (or with ``keep_rows=True``) the newest row of every item is kept in
-    :attr:`RunStats.rows` (those done before first); the stats count the skipped items' errors and cost too
-    (:attr:`RunStats.job_failed`, :attr:`RunStats.job_cost_usd`), so nobody re-reads the file for a
-    summary. Never raises for a failing item.
-    Every row gets ``cost_usd`` (None when the model has no price, see :mod:`modelfactory.pricing`).
+    Items already done in ``results_path`` are skipped (errored ones too, when ``retry_errors=False``);
+    the stats count their errors and cost too (``job_failed``, ``job_cost_usd``: nobody re-reads the
+    file). Without ``results_path`` (or with ``keep_rows``) :attr:`RunStats.rows` holds every item's
+    newest row. Never raises for a failing item. Every row gets ``cost_usd`` (None: the model has no price).
     ``max_cost_usd``: stop submitting once spent + in-flight estimates would pass it
     (:attr:`RunStats.budget` says why); the items not submitted have no row, so a resume runs them.
 
@@ -207,10 +212,8 @@ def run_items(
     todo, earlier = _pending(all_items, path, retry_errors)
     generation = validate_generation(generation, prefix="")  # every bad parameter at once, before a call
     mode, workers = strategies.choose(model, provider_batch, concurrency, len(todo))
-    stats = RunStats(total=len(all_items), skipped=len(earlier), mode=mode, concurrency=workers)
-    stats.count_earlier(earlier)
     keep = path is None if keep_rows is None else keep_rows
-    stats.rows.extend(earlier if keep else [])
+    stats = RunStats.resumed(len(all_items), earlier, mode, workers, keep)
     price = price_for(model)
     stats.budget = budget = job_budget(model, price, max_cost_usd, generation, batch=mode == "provider_batch")
     stats.cost_usd = None if price is None else 0.0
@@ -221,11 +224,7 @@ def run_items(
         mode, model, submitted, generation, workers=workers, local_batch_size=local_batch_size,
         provider_batch=provider_batch, path=path, progress=progress, desc=desc or "items",
     )  # fmt: skip
-    bar = (
-        None
-        if mode == "provider_batch"
-        else _progress_bar(len(todo), progress, desc or "items", stats.skipped)
-    )
+    bar = _progress_bar(len(todo), progress and mode != "provider_batch", desc or "items", stats.skipped)
     _record(rows, stats, _redactor(model, generation), price, ResultsWriter(path, fsync), bar, keep, path)
     if mode == "provider_batch" and path is not None:
         from ..batch import BATCHES_FILE, BatchState
