@@ -1,5 +1,5 @@
 """``python run.py [overrides]`` from a clone: the same app as ``modelfactory run [overrides]``
-(:mod:`modelfactory.hydra_app`), kept for the commands in the README and people's shell history.
+(:mod:`modelfactory._hydra_app`), kept for the commands in the README and people's shell history.
 
 python run.py                                   # one prompt, offline: the default model
                                                 # (transformers_smollm2: SmolLM2-135M-Instruct)
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from modelfactory.hydra_app import run_cli
+from modelfactory._hydra_app import run_cli
 
 if __name__ == "__main__":
     run_cli(sys.argv[1:], prog=sys.argv[0])

@@ -30,8 +30,8 @@ from typing import Any
 from modelfactory import CallableModel, OpenAIServerModel
 from modelfactory.batch import BatchOptions
 from modelfactory.errors import BackendError
+from modelfactory.job.runner import run_items
 from modelfactory.messages import ChatMessage, TokenUsage
-from modelfactory.runner import run_items
 from modelfactory.serve import BackgroundServer, ServerSettings
 
 # gpt-4o's list price, USD per million tokens (the batch discount: half, OpenAI's batch price)

@@ -95,13 +95,13 @@ class RssSampler:
 
 def _through_runner(model: Any, items: list[Any], concurrency: int, results: Path) -> None:
     """Rows go to ``results`` as they finish (none are kept in memory)."""
-    from modelfactory.runner import run_items
+    from modelfactory.job.runner import run_items
 
     run_items(model, items, concurrency=concurrency, results_path=results, progress=False, fsync=False)
 
 
 def _through_threads(model: Any, items: list[Any], concurrency: int, results: Path) -> None:
-    """The fallback without modelfactory.runner: a thread pool, one row per item written to ``results``."""
+    """The fallback without modelfactory.job.runner: a thread pool, one row per item written to ``results``."""
 
     def one(item: Any) -> dict[str, Any]:
         try:
@@ -130,7 +130,7 @@ def run_load(
     from modelfactory.errors import BackendError
 
     try:
-        from modelfactory.runner import Item
+        from modelfactory.job.items import Item
     except ImportError:  # the runner is optional here
         from types import SimpleNamespace as Item  # type: ignore[assignment]
 
@@ -165,7 +165,7 @@ def run_load(
         "requests": requests,
         "concurrency": concurrency,
         "max_attempts": max_attempts,
-        "through": "modelfactory.runner.run_items" if use_runner else "ThreadPoolExecutor",
+        "through": "modelfactory.job.runner.run_items" if use_runner else "ThreadPoolExecutor",
         "rows": len(rows),
         "ok": len(ok_rows),
         "failed": len(rows) - len(ok_rows),

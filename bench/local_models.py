@@ -91,7 +91,7 @@ def batch1(model: Any) -> tuple[float, int, float]:
 
 
 def _runner(model: Any, count: int) -> tuple[float, int, float]:
-    from modelfactory.runner import run_items
+    from modelfactory.job.runner import run_items
 
     items = [
         {"id": str(i), "messages": [{"role": "user", "content": f"Write a long story about {t} ({i})."}]}

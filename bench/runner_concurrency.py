@@ -7,7 +7,7 @@ answers every chat completion after ``delay_s``. Every contender is timed the sa
 the whole batch, measured here, after the same warm-up (one untimed batch of ``concurrency`` items
 through that very contender: imports, clients, and as many open connections as it will use).
 
-- ours: ``modelfactory.runner.run_items`` with ``OpenAIServerModel`` at ``concurrency``, as a job runs
+- ours: ``modelfactory.job.runner.run_items`` with ``OpenAIServerModel`` at ``concurrency``, as a job runs
   it: each row written to ``results.jsonl``, flushed and fsynced before the next (a crash loses only the
   items in flight), progress off;
 - smolagents, pool: its model called from a ``concurrency``-thread ``ThreadPoolExecutor``, replies kept
@@ -115,7 +115,9 @@ def main() -> None:
     from smolagents import OpenAIServerModel as SmolOpenAIServerModel
 
     from modelfactory import OpenAIServerModel
-    from modelfactory.runner import Item, read_results, run_items
+    from modelfactory.job.items import Item
+    from modelfactory.job.record import read_results
+    from modelfactory.job.runner import run_items
 
     proc = subprocess.Popen(
         [PY, "-m", "bench.runner_concurrency", "serve", str(delay)],

@@ -33,9 +33,9 @@ _EXPORTS: dict[str, str] = {
     "Problem": "modelfactory.errors",
     "build_model": "modelfactory.factory",
     "validate_config": "modelfactory.factory",
-    "run_items": "modelfactory.runner",
-    "load_dataset": "modelfactory.datasets",
-    "RunStats": "modelfactory.runner",
+    "run_items": "modelfactory.job.runner",
+    "load_dataset": "modelfactory.job.items",
+    "RunStats": "modelfactory.job.runner",
     "write_report": "modelfactory.report",
     "compare_sweeps": "modelfactory.report",
     "Price": "modelfactory.pricing",
@@ -70,6 +70,8 @@ if TYPE_CHECKING:
         UnsupportedFeatureError,
     )
     from .factory import build_model, validate_config
+    from .job.items import load_dataset
+    from .job.runner import RunStats, run_items
     from .messages import (
         ChatMessage,
         ChatMessageStreamDelta,
@@ -81,7 +83,6 @@ if TYPE_CHECKING:
     from .model import GenerationRequest, Model
     from .pricing import Price, cost_usd, price_for
     from .report import compare_sweeps, write_report
-    from .runner import RunStats, load_dataset, run_items
 
 
 def __getattr__(name: str) -> Any:

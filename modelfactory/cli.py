@@ -21,8 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .config_dirs import ConfigDirs, project_root
-from .envfile import load_dotenv
+from ._config_dirs import ConfigDirs, project_root
+from ._envfile import load_dotenv
 from .errors import Problem
 from .secrets import mask_urls
 
@@ -149,9 +149,9 @@ def estimate(configs: ConfigDirs, overrides: list[str]) -> int:
     overrides describe, without sending a request (local models: the tokenizer is loaded, not run)."""
     from hydra.errors import HydraException
 
-    from .app import task_items
     from .errors import ModelFactoryError
     from .factory import build_model
+    from .job.items import task_items
     from .pricing import estimate_job
 
     try:
@@ -284,13 +284,18 @@ def _run_args(argv: list[str]) -> list[str] | None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    load_dotenv()  # ./.env, for every command (envfile.py: the one loader); set variables win
+    load_dotenv()  # ./.env, for every command (_envfile.py: the one loader); set variables win
     run_args = _run_args(argv)
     if run_args is not None:
-        from .hydra_app import run_cli
+        from ._hydra_app import run_cli
 
         run_cli(run_args)
         return 0
+    return _dispatch(_parser().parse_args(argv))
+
+
+def _parser() -> argparse.ArgumentParser:
+    """Every command but ``run`` (Hydra parses that one's command line, see :func:`_run_args`)."""
     parser = argparse.ArgumentParser(prog="modelfactory", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--config-dir",
@@ -330,7 +335,10 @@ def main(argv: list[str] | None = None) -> int:
     p_merge.add_argument(
         "--out", type=Path, default=None, help="where to write (default: <sweep_dir>/merged)"
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "merge":  # reads a sweep dir only: no config needed
         return merge(args.sweep_dir, args.out)
     if args.command == "score":
@@ -361,18 +369,23 @@ def main(argv: list[str] | None = None) -> int:
         return serve(configs, args.overrides)
     if args.command == "estimate":
         return estimate(configs, args.overrides)
+    return _check_command(configs, args.overrides)
+
+
+def _check_command(configs: ConfigDirs, overrides: list[str]) -> int:
+    """``modelfactory check``: every problem of the configs at once, warnings and notes; exit 1 on a problem."""
     warnings: list[Problem] = []
-    problems = check(configs, args.overrides, warnings)
+    problems = check(configs, overrides, warnings)
     # a value echoed by Hydra or a validator may be a URL holding credentials (model.api_base=https://u:KEY@h)
     for w in warnings:
         print(
             mask_urls(f"warning: {w.source}: {w.key}: {w.problem}" + (f"\n    fix: {w.fix}" if w.fix else ""))
         )
-    for note in capability_notes(configs, args.overrides) + backend_notes(configs, args.overrides):
+    for note in capability_notes(configs, overrides) + backend_notes(configs, overrides):
         print(mask_urls(f"note: {note}"))
     for p in problems:
         print(mask_urls(f"{p.source}: {p.key}: {p.problem}" + (f"\n    fix: {p.fix}" if p.fix else "")))
-    checked = args.overrides and any(o.startswith("model=") for o in args.overrides)
+    checked = overrides and any(o.startswith("model=") for o in overrides)
     print(f"{len(problems)} problem(s)" + ("" if checked else f" in {len(model_names(configs))} configs"))
     return 1 if problems else 0
 

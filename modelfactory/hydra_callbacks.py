@@ -4,7 +4,7 @@
 ok/failed, mean and p95 latency, tokens in/out, throughput, cost in USD or "unknown"), printed and saved as ``summary.csv`` and
 ``summary.md`` in the sweep directory, with ``report.html`` beside them (charts; see
 :mod:`modelfactory.report`). It reads what the jobs left on disk (``job.json`` and the results
-file it names, through :mod:`modelfactory.results`; ``.hydra/overrides.yaml``), so it works the same
+file it names, through :mod:`modelfactory.job.record`; ``.hydra/overrides.yaml``), so it works the same
 with every launcher whose jobs write to a file system the launching machine sees (basic, joblib,
 submitit local/SLURM, Ray on a shared disk).
 """
@@ -20,9 +20,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from .results import RESULTS_FILE as RESULTS_FILE  # the old name here, kept for imports of it
-from .results import collect_jobs as collect_jobs  # moved to results.py (the reader of job files); kept
-from .results import write_atomic
+from .job.record import RESULTS_FILE as RESULTS_FILE  # the old name here, kept for imports of it
+from .job.record import collect_jobs as collect_jobs  # moved to job/record.py (the reader of job files); kept
+from .job.record import write_atomic
 
 __all__ = ["SummaryCallback", "collect_jobs", "summarize_sweep"]
 

@@ -2,7 +2,7 @@
 
 ``summary.*`` carries mean/p95 latency and totals; a tracker and the report also want the median, the
 error rate and the cost, per job. Everything comes from what the job left on disk, through
-:mod:`modelfactory.results` (``job.json`` and the results file it names), so it is the same whichever
+:mod:`modelfactory.job.record` (``job.json`` and the results file it names), so it is the same whichever
 launcher ran the job and whichever process reads it.
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .results import aggregate_rows, percentile, read_job, read_results, results_path
+from .job.record import aggregate_rows, percentile, read_job, read_results, results_path
 
 __all__ = ["job_metrics"]
 

@@ -21,8 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .jobmetrics import job_metrics
-from .results import (
+from .job.record import (
     RESULTS_FILE,
     aggregate_rows,
     atomic_open,
@@ -33,6 +32,7 @@ from .results import (
     results_path,
     write_json,
 )
+from .jobmetrics import job_metrics
 
 __all__ = ["MergedSet", "merge_jobs", "merge_sweep", "shard_label"]
 
@@ -191,7 +191,7 @@ def _record(merged: MergedSet, root: Path) -> dict[str, Any]:
 
 
 def merge_jobs(jobs: list[dict[str, Any]], sweep_dir: str | Path) -> list[dict[str, Any]]:
-    """The sweep summary's job records (:func:`modelfactory.results.collect_jobs`) with each sharded set
+    """The sweep summary's job records (:func:`modelfactory.job.record.collect_jobs`) with each sharded set
     merged into one record; unsharded jobs unchanged. Where a shard is missing or failed, ``error`` says so."""
     root = Path(sweep_dir)
     return [job if merged is None else _record(merged, root) for merged, job in _group(jobs, root)]

@@ -46,7 +46,7 @@ from .settings import ModelSpec
 from .tools import tool_to_schema
 
 if TYPE_CHECKING:
-    from .batchapi import BatchAdapter
+    from ._batchapi import BatchAdapter
 
 T = TypeVar("T")
 
@@ -366,7 +366,7 @@ class Model(SmolagentsAttributes, AsyncCalls):
         return self
 
     def batch_adapter(self) -> BatchAdapter | None:
-        """The provider's batch endpoint for ``runner.provider_batch`` (:mod:`modelfactory.batchapi`), reached
+        """The provider's batch endpoint for ``runner.provider_batch`` (:mod:`modelfactory._batchapi`), reached
         with this model's client and credentials; ``None``: the backend has none (the default). Each
         backend supplies its own, so :mod:`modelfactory.batch` drives any of them without knowing one."""
         return None

@@ -5,7 +5,7 @@ per job, then one panel per swept parameter (each metric against that parameter'
 per model). Charts are inline SVG drawn here and the only script is a few lines of table sorting, so the
 file opens offline, from an e-mail or an artifact store: no CDN, no fonts, no request at view time.
 
-It reads what the jobs left on disk (:func:`modelfactory.results.collect_jobs`, as the sweep summary
+It reads what the jobs left on disk (:func:`modelfactory.job.record.collect_jobs`, as the sweep summary
 does, plus :func:`modelfactory.jobmetrics.job_metrics` for the median, the error rate and the cost).
 """
 
@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .job.record import collect_jobs, write_atomic
 from .jobmetrics import job_metrics
-from .results import collect_jobs, write_atomic
 
 __all__ = ["compare_cli", "compare_sweeps", "markdown_table", "report_jobs", "write_report"]
 

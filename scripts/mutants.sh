@@ -26,7 +26,7 @@ case "$where" in "$copy"/*) ;; *) echo "mutants: modelfactory imports from $wher
 mutants=(
   "hf|modelfactory/backends/hf_inference.py|retryable = isinstance(exc, hub_errors.OverloadedError)|retryable = False|tests/backends/test_hf_inference.py::test_error_event_inside_a_stream"
   "anthropic|modelfactory/backends/_anthropic_batch.py|retryable = err.get(\"type\") in _TRANSIENT|retryable = True|tests/backends/test_anthropic_batch.py"
-  "repair_tail|modelfactory/results.py|            f.seek(0, os.SEEK_END)<NL>            f.write(b\"\\n\")|            f.truncate(start)|tests/test_results_repair.py"
+  "repair_tail|modelfactory/job/record.py|            f.seek(0, os.SEEK_END)<NL>            f.write(b\"\\n\")|            f.truncate(start)|tests/job/test_record_repair.py"
   "pricing|modelfactory/pricing.py|discount = min(max(1.0 - batch_in / inp, 0.0), 1.0)|discount = min(max(batch_in / inp, 0.0), 1.0)|tests/test_pricing.py::test_batch_rates_are_the_maps_batch_prices"
   "settings|modelfactory/settings.py|if parsed.scheme not in (\"http\", \"https\") or not parsed.hostname:|if parsed.scheme not in (\"http\", \"https\"):|tests/test_settings.py::test_an_endpoint_url_without_a_host_is_refused"
   "content_length|modelfactory/serve/routes.py|        if too_big:<NL>            raise body_too_large(limit)|        if too_big:<NL>            pass|tests/test_serve_declared_length.py"

@@ -320,7 +320,7 @@ def test_response_cache_applies_to_async_calls(recording_server: RecordingServer
 
 
 def test_runner_drives_native_async_models_on_one_event_loop() -> None:
-    from modelfactory.runner import run_items
+    from modelfactory.job.runner import run_items
 
     items = [{"id": f"q{i}", "prompt": f"question number {i}"} for i in range(16)]
     with RecordingServer(echo=True) as srv:
@@ -341,7 +341,7 @@ def test_runner_drives_native_async_models_on_one_event_loop() -> None:
 
 
 def test_runner_async_records_a_failing_item(recording_server: RecordingServer) -> None:
-    from modelfactory.runner import run_items
+    from modelfactory.job.runner import run_items
 
     recording_server.enqueue(400, {"error": {"message": "bad one", "type": "invalid_request_error"}})
     m = openai_model(recording_server, **NO_RETRY)
@@ -355,7 +355,7 @@ def test_runner_async_records_a_failing_item(recording_server: RecordingServer) 
 
 
 def test_runner_keeps_threads_for_models_without_an_async_client() -> None:
-    from modelfactory.runner import run_items
+    from modelfactory.job.runner import run_items
 
     stats = run_items(CallableModel(fn=lambda messages: "ok"), [{"id": "a", "prompt": "x"}], progress=False)
     assert stats.mode == "threads"

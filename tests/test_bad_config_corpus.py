@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from omegaconf import DictConfig
 
-from modelfactory import app
+from modelfactory.job import app
 
 ROOT = Path(__file__).resolve().parents[1]
 ECHO = "model=custom_callable"  # examples.custom_model: "Echo: <prompt>\nObservation: done. END"

@@ -325,7 +325,7 @@ def test_check_makes_no_network_call_and_loads_no_weights() -> None:
 
 
 def test_dataset_file_that_does_not_exist(tmp_path: Path) -> None:
-    from modelfactory.runner import load_dataset
+    from modelfactory.job.items import load_dataset
 
     with pytest.raises(ConfigError, match="not found") as info:
         load_dataset(tmp_path / "nope.jsonl")
@@ -333,7 +333,7 @@ def test_dataset_file_that_does_not_exist(tmp_path: Path) -> None:
 
 
 def test_dataset_file_with_invalid_utf8(tmp_path: Path) -> None:
-    from modelfactory.runner import load_dataset
+    from modelfactory.job.items import load_dataset
 
     path = tmp_path / "bad.jsonl"
     path.write_bytes(b'{"id": "a", "prompt": "fine"}\n{"id": "b", "prompt": "caf\xe9 \xff"}\n')

@@ -20,8 +20,8 @@ import pytest
 from modelfactory import CallableModel, LiteLLMModel, OpenAIServerModel, cli
 from modelfactory.batch import BatchOptions, BatchState
 from modelfactory.errors import ConfigError
+from modelfactory.job.runner import run_items
 from modelfactory.messages import ChatMessage, TokenUsage
-from modelfactory.runner import run_items
 from modelfactory.serve import BackgroundServer, ServerSettings
 from tests.servers.anthropic_batches import AnthropicBatchServer
 

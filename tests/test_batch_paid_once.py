@@ -20,8 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
+from modelfactory._batchapi import CRASH_ENV
 from modelfactory.batch import BatchState
-from modelfactory.batchapi import CRASH_ENV
 from tests.servers.anthropic_batches import AnthropicBatchServer
 from tests.servers.openai_batches import BatchAPIServer
 
@@ -34,7 +34,7 @@ WORKER = f"""
 import sys
 from modelfactory import LiteLLMModel, OpenAIServerModel
 from modelfactory.batch import BatchOptions
-from modelfactory.runner import run_items
+from modelfactory.job.runner import run_items
 
 provider, url, out = sys.argv[1:4]
 if provider == "openai":
@@ -165,7 +165,7 @@ def test_a_corrupt_batches_json_stops_the_run_before_anything_is_submitted(tmp_p
     from modelfactory import LiteLLMModel
     from modelfactory.batch import BatchOptions
     from modelfactory.errors import DataError
-    from modelfactory.runner import run_items
+    from modelfactory.job.runner import run_items
 
     (tmp_path / "batches.json").write_text('{"version": 1, "batches": [{"provider": "anthropic"')  # torn
     with AnthropicBatchServer() as server:

@@ -376,7 +376,7 @@ def test_run_py_records_then_replays(tmp_path: Path) -> None:
 
 
 def test_runner_looks_up_each_item_instead_of_batching(tmp_path: Path) -> None:
-    from modelfactory.runner import run_items
+    from modelfactory.job.runner import run_items
 
     class Batching(CallableModel):
         def generate_batch(self, conversations: Any, **kwargs: Any) -> list[Any]:
@@ -423,7 +423,7 @@ def test_local_generate_batch_looks_up_and_stores_each_row(tmp_path: Path) -> No
 def test_runner_batches_a_local_model_with_its_cache_on(tmp_path: Path) -> None:
     pytest.importorskip("torch")
     from modelfactory.backends.transformers import TransformersModel
-    from modelfactory.runner import run_items
+    from modelfactory.job.runner import run_items
 
     db = tmp_path / "r.sqlite"
     items = [{"id": str(i), "messages": [{"role": "user", "content": f"item {i}"}]} for i in range(5)]
@@ -496,7 +496,7 @@ def test_a_reply_echoing_a_credential_is_stored_scrubbed(tmp_path: Path) -> None
 def test_a_corrupt_row_is_an_error_naming_the_file_and_the_fix(tmp_path: Path, stored: str) -> None:
     """Not a traceback, not an OK row with null content: the item fails with the file, the row and the fix."""
     from modelfactory.errors import DataError
-    from modelfactory.runner import run_items
+    from modelfactory.job.runner import run_items
 
     db = tmp_path / "c.sqlite"
     model = CallableModel(

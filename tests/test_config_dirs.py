@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from modelfactory._config_dirs import ConfigDirs, auto_user_dir, shipped_dir
 from modelfactory.cli import main
-from modelfactory.config_dirs import ConfigDirs, auto_user_dir, shipped_dir
 
 MINE = "_target_: modelfactory.CallableModel\nfn: mymod.reply\n"
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from modelfactory import CallableModel
 from modelfactory.errors import ConfigError
 from modelfactory.generation import SEED_MAX, generation_problems, validate_generation
-from modelfactory.runner import run_items
+from modelfactory.job.runner import run_items
 
 ECHO = "examples.custom_model.custom_model"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from modelfactory import hydra_app
+from modelfactory import _hydra_app as hydra_app
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -104,9 +104,9 @@ def test_the_task_function_is_importable_by_name() -> None:
     """Hydra hands the launcher the function under ``hydra.main``; submitit pickles it. By reference
     (its module and name), so the job process imports it from the installed package."""
     task = hydra_app.main.__wrapped__  # type: ignore[attr-defined]
-    assert task.__module__ == "modelfactory.hydra_app"
+    assert task.__module__ == "modelfactory._hydra_app"
     assert pickle.loads(pickle.dumps(task)) is task
-    assert b"modelfactory.hydra_app" in pickle.dumps(task)
+    assert b"modelfactory._hydra_app" in pickle.dumps(task)
     assert pickle.loads(pickle.dumps(hydra_app.run_task)) is hydra_app.run_task
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from modelfactory import app
-from tests.test_app import app_config, run_app, write_items
+from modelfactory.job import app
+from tests.job.test_app import app_config, run_app, write_items
 
 BAD = [
     ("runner.fsync=null", "runner.fsync"),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from modelfactory.job.record import percentile
 from modelfactory.jobmetrics import job_metrics
-from modelfactory.results import percentile
 
 
 def _write(job: Path, rows: list[dict[str, object]], info: dict[str, object] | None) -> None:

@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
         "modelfactory.secrets",
         "modelfactory.backends.registry",
         "modelfactory.testing",
-        "modelfactory.envfile",
+        "modelfactory._envfile",
         "modelfactory.examples",  # the function the shipped custom_callable config runs
         "modelfactory.examples.",
     ),
@@ -48,26 +48,23 @@ LAYERS: list[tuple[str, ...]] = [
         "modelfactory._smolagents_attrs",
         "modelfactory._signature",
         "modelfactory.capabilities",
-        "modelfactory.batchapi",
+        "modelfactory._batchapi",
     ),
     ("modelfactory.factory",),
     ("modelfactory.backends", "modelfactory.backends."),
     (
-        "modelfactory.overrides",
-        "modelfactory.datasets",
-        "modelfactory.results",
-        "modelfactory.runlock",
-        "modelfactory.job",  # the job spec: the one reader of the app's config
+        "modelfactory._overrides",
+        "modelfactory._runlock",
+        "modelfactory.job",  # spec, items, strategies, budget, record, runner: a job's parts
         "modelfactory.job.",
         "modelfactory.jobmetrics",
-        "modelfactory.runner",
         "modelfactory.batch",
         "modelfactory.batch.",
         "modelfactory.eval",  # scorers, metrics, compare, rescore: the runner will score rows with them
         "modelfactory.eval.",
     ),
     (
-        "modelfactory.app",
+        "modelfactory.job.app",  # run_job: spec -> model -> runner -> record -> exit code
         "modelfactory.hydra_callbacks",
         "modelfactory.batch.sweep",  # a Hydra callback: collects a multirun's jobs with app.run_job
         "modelfactory.report",
@@ -77,8 +74,8 @@ LAYERS: list[tuple[str, ...]] = [
         "modelfactory.serve",
         "modelfactory.serve.",
         "modelfactory.conf",  # the shipped configs (package data; its __init__ makes it pkg://-readable)
-        "modelfactory.config_dirs",  # the shipped configs with the user's config dir over them
-        "modelfactory.hydra_app",  # `modelfactory run`: the Hydra app and its task function
+        "modelfactory._config_dirs",  # the shipped configs with the user's config dir over them
+        "modelfactory._hydra_app",  # `modelfactory run`: the Hydra app and its task function
         "modelfactory.cli",
     ),
     ("modelfactory",),  # the public namespace, above everything it exports
@@ -224,7 +221,7 @@ def test_no_circle_even_through_annotation_only_imports() -> None:
     imports it is still a circle of knowledge (``transformers._loading`` <-> ``_model`` was one): the
     helper names what it needs as a Protocol, or takes the values themselves."""
     graph = edges(function_level=True, annotations=True)
-    assert ("modelfactory.model", "modelfactory.batchapi") in graph - edges(function_level=True)
+    assert ("modelfactory.model", "modelfactory._batchapi") in graph - edges(function_level=True)
     assert cycle(graph - KNOWN_CIRCLES - KNOWN_UPWARD) is None
 
 
@@ -283,11 +280,10 @@ def test_no_backend_imports_another_backends_private_names() -> None:
 # Names that moved to break a circle or an upward import, still importable where users found them:
 # (old module, name, the module that owns it now).
 MOVED = [
-    ("modelfactory.hydra_callbacks", "collect_jobs", "modelfactory.results"),
+    ("modelfactory.hydra_callbacks", "collect_jobs", "modelfactory.job.record"),
     ("modelfactory.tracking", "TrackingCallback", "modelfactory.tracking.callback"),  # conf/config.yaml's
     ("modelfactory.tracking", "make_tracker", "modelfactory.tracking.callback"),
     ("modelfactory.backends.transformers", "tools_block", "modelfactory.backends._local"),
-    ("modelfactory.datasets", "load_dotenv", "modelfactory.envfile"),  # one .env loader for every entry
 ]
 
 

@@ -17,7 +17,7 @@ def test_every_item_gets_exactly_one_row(max_attempts: int) -> None:
     with failing_server(fail_rate=0.01) as url:
         report = run_load(url, requests=500, concurrency=64, max_attempts=max_attempts)
     assert report["problems"] == [], report
-    assert report["through"] == "modelfactory.runner.run_items"
+    assert report["through"] == "modelfactory.job.runner.run_items"
     assert (report["rows"], report["lost"], report["duplicated"], report["mismatched"]) == (500, 0, 0, 0)
     assert report["ok"] + report["failed"] == 500
     if max_attempts == 1:  # each failure is an error row; one request per item, never a hidden retry

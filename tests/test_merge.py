@@ -9,11 +9,10 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from modelfactory.app import task_items
 from modelfactory.cli import main as cli_main
-from modelfactory.datasets import Item, load_dataset, shard_items, shard_of
 from modelfactory.errors import ConfigError
 from modelfactory.hydra_callbacks import summarize_sweep
+from modelfactory.job.items import Item, load_dataset, shard_items, shard_of, task_items
 from modelfactory.merge import merge_sweep
 from tests.test_sweeps import ROOT, summary_rows, sweep
 

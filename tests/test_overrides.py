@@ -1,4 +1,4 @@
-"""modelfactory.overrides: which command-line overrides carry a secret, and what to do instead."""
+"""modelfactory._overrides: which command-line overrides carry a secret, and what to do instead."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from modelfactory.overrides import (
+from modelfactory._overrides import (
     mask_job_config,
     refusal_message,
     scrub_saved_config,

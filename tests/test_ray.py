@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from modelfactory.cli import main as cli_main
-from modelfactory.datasets import load_dataset, shard_items, shard_of
+from modelfactory.job.items import load_dataset, shard_items, shard_of
 from tests.servers.ray_cluster import LOOPBACK_ENV, LocalRayCluster
 from tests.servers.recording import RecordingServer
 from tests.test_secrets import assert_nowhere, completion

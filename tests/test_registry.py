@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 import modelfactory
+from modelfactory._overrides import refusal_message
 from modelfactory.backends.azure import AzureOpenAIServerSpec
 from modelfactory.backends.callable import CallableSpec
 from modelfactory.backends.hf_inference import HfApiSpec
@@ -16,7 +17,6 @@ from modelfactory.backends.registry import BACKENDS, backend_path
 from modelfactory.factory import BACKENDS as FACTORY_BACKENDS
 from modelfactory.factory import locate_target
 from modelfactory.model import Model
-from modelfactory.overrides import refusal_message
 from modelfactory.settings import ModelSpec
 
 

@@ -14,15 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from modelfactory import CallableModel, app
+from modelfactory import CallableModel
+from modelfactory._runlock import LOCK_FILE, dir_lock
 from modelfactory.errors import ConfigError
-from modelfactory.runlock import LOCK_FILE, dir_lock
-from modelfactory.runner import run_items
-from tests.test_app import app_config, run_app, write_items
+from modelfactory.job import app
+from modelfactory.job.runner import run_items
+from tests.job.test_app import app_config, run_app, write_items
 
 HOLD = (
     "import sys\n"
-    "from modelfactory.runlock import dir_lock\n"
+    "from modelfactory._runlock import dir_lock\n"
     "with dir_lock(sys.argv[1]):\n"
     "    print('held', flush=True)\n"
     "    sys.stdin.read()\n"

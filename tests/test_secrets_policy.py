@@ -17,10 +17,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
+from modelfactory._overrides import scrub_saved_config, secret_overrides
 from modelfactory.backends.openai import OpenAIServerModel
 from modelfactory.cache import request_key
 from modelfactory.model import GenerationRequest
-from modelfactory.overrides import scrub_saved_config, secret_overrides
 from modelfactory.secrets import (
     REDACTED,
     StreamScrubber,

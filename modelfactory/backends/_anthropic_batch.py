@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlparse
 
-from ..batchapi import CLOCK_SKEW_S, BatchProgress, Mark, crash_point
+from .._batchapi import CLOCK_SKEW_S, BatchProgress, Mark, crash_point
 from ..errors import ConfigError, Problem
 from ..messages import ChatMessage, GenerationRequest, TokenUsage
 from ..retry import is_retryable_status

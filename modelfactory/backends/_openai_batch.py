@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..batchapi import CLOCK_SKEW_S, BatchProgress, Mark, crash_point
+from .._batchapi import CLOCK_SKEW_S, BatchProgress, Mark, crash_point
 from ..messages import ChatMessage, GenerationRequest
 from ..retry import is_retryable_status
 from . import _openai_wire as wire

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 from pydantic import SecretStr, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from ..batchapi import BatchAdapter
+from .._batchapi import BatchAdapter
 from ..errors import Problem
 from ..settings import check_http_url, env_field
 from . import _api as api

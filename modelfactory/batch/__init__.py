@@ -1,6 +1,6 @@
 """Provider batch APIs (``runner.provider_batch``): OpenAI and Azure OpenAI Batch, Anthropic Message Batches.
 
-Layout: ``base`` (``batches.json``; the adapter interface is :mod:`modelfactory.batchapi`, and each
+Layout: ``base`` (``batches.json``; the adapter interface is :mod:`modelfactory._batchapi`, and each
 backend supplies its own adapter: ``Model.batch_adapter()``), ``driver`` (submit, persist, poll, collect
 rows), ``manage`` (``modelfactory batches list|cancel``) and ``sweep`` (a multirun submits every job's
 batches, then waits for all of them together; imported by Hydra as a callback, never from here).

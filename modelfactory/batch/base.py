@@ -1,4 +1,4 @@
-"""The run dir's record of submitted batches (and the adapter interface, from :mod:`modelfactory.batchapi`).
+"""The run dir's record of submitted batches (and the adapter interface, from :mod:`modelfactory._batchapi`).
 
 An adapter (each backend supplies its own: ``Model.batch_adapter()``) turns one prepared request into
 one line of a provider batch, submits lines as one batch, reports a batch's progress, reads its results
@@ -16,9 +16,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 # The adapter interface lives below the backends, which implement it (Model.batch_adapter).
-from ..batchapi import BatchAdapter, BatchProgress
+from .._batchapi import BatchAdapter, BatchProgress
 from ..errors import DataError
-from ..results import write_atomic
+from ..job.record import write_atomic
 
 __all__ = ["BATCHES_FILE", "BatchAdapter", "BatchProgress", "BatchRecord", "BatchState", "custom_id_for"]
 
@@ -72,7 +72,7 @@ class BatchState:
             ) from exc
 
     def save(self) -> None:
-        """Written whole, or not at all (:func:`~modelfactory.results.write_atomic`)."""
+        """Written whole, or not at all (:func:`~modelfactory.job.record.write_atomic`)."""
         if self.path is None:
             return
         data = {"version": 1, "batches": [asdict(b) for b in self.batches]}

@@ -28,12 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..batchapi import Mark, crash_point
-from ..datasets import Item
+from .._batchapi import Mark, crash_point
 from ..errors import CacheMissError, ConfigError, ModelFactoryError, Problem
+from ..job.items import Item
+from ..job.record import error_row, ok_row
 from ..messages import trim_at_stop
 from ..model import GenerationRequest
-from ..results import error_row, ok_row
 from .base import BATCHES_FILE, BatchAdapter, BatchProgress, BatchRecord, BatchState, custom_id_for
 
 if TYPE_CHECKING:

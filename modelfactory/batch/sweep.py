@@ -63,7 +63,7 @@ def _number(path: Path) -> tuple[int, str]:
 
 def submitted_jobs(sweep_dir: str | Path) -> list[Path]:
     """The job dirs under ``sweep_dir`` whose ``job.json`` says ``status: submitted``."""
-    from ..results import JOB_FILE, read_job
+    from ..job.record import JOB_FILE, read_job
 
     dirs = {p.parent for p in Path(sweep_dir).rglob(JOB_FILE)}
     return sorted((d for d in dirs if (read_job(d) or {}).get("status") == "submitted"), key=_number)
@@ -79,7 +79,7 @@ class _Job:
 
 def _load(job_dir: Path) -> _Job:
     from ..errors import ConfigError, Problem
-    from ..results import read_job
+    from ..job.record import read_job
 
     saved = job_dir / ".hydra" / "config.yaml"
     if not saved.is_file():
@@ -167,9 +167,9 @@ def _collect(job: _Job, waited_s: float) -> int:
     """Run the job again in its dir with ``batch_phase="collect"``, callbacks notified; its exit code."""
     from hydra.core.utils import JobReturn, JobStatus
 
-    from ..app import run_job
-    from ..results import read_job, write_job
-    from ..runlock import dir_lock
+    from .._runlock import dir_lock
+    from ..job.app import run_job
+    from ..job.record import read_job, write_job
 
     callbacks = _other_callbacks(job)
     with _as_job(job), dir_lock(job.dir):  # the job's run and the wait added to its record: one run

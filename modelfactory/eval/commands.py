@@ -12,7 +12,7 @@ __all__ = ["compare_command", "is_run_dir", "score_command"]
 
 def is_run_dir(path: Path) -> bool:
     """A single run's dir (its own results / job record), not a sweep dir of several jobs."""
-    from ..results import JOB_FILE, RESULTS_FILE
+    from ..job.record import JOB_FILE, RESULTS_FILE
 
     return (path / JOB_FILE).is_file() or (path / RESULTS_FILE).is_file()
 

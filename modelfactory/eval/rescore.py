@@ -1,6 +1,6 @@
 """Score a finished run again without calling any model: ``modelfactory score RUN_DIR [scorer=...]``.
 
-Reads the run's replies (``results.jsonl``, through :mod:`modelfactory.results`) and its task (the
+Reads the run's replies (``results.jsonl``, through :mod:`modelfactory.job.record`) and its task (the
 saved ``.hydra/config.yaml``), scores every reply, and writes ``scores.jsonl`` (one row per item:
 ``{"id", "scores": {label: {value, answer, explanation, error}}}``) and ``scores.json`` (per scorer: the
 :class:`~modelfactory.eval.metrics.Summary`) next to the results. A row whose call failed is unscored.
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, Problem
-from ..results import read_job, read_results, results_path
+from ..job.record import read_job, read_results, results_path
 from .metrics import Summary, summarize
 from .scoring import build_scorers, check_targets, score_many
 from .tasks import item_view, task_items

@@ -9,9 +9,9 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from ..datasets import Item
 from ..errors import ConfigError, Problem
 from ..pricing import Budget, Price, cost_usd, token_counter
+from .items import Item
 
 __all__ = ["DEFAULT_OUTPUT_ESTIMATE", "admitted", "job_budget", "row_cost"]
 

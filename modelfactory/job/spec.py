@@ -55,7 +55,7 @@ class ProviderBatchSpec(BaseModel):
 
 
 class RunnerSpec(BaseModel):
-    """``runner.*``: how a job runs its items (:func:`modelfactory.runner.run_items`)."""
+    """``runner.*``: how a job runs its items (:func:`modelfactory.job.runner.run_items`)."""
 
     model_config = _STRICT
 
@@ -107,7 +107,7 @@ class JobSpec(BaseModel):
     stops: list[str] | None = None
     runner: RunnerSpec = RunnerSpec()
     output: OutputSpec = OutputSpec()
-    task: dict[str, Any] | None = None  # read by app.task_items (prompt, dataset, humaneval; scorers)
+    task: dict[str, Any] | None = None  # read by job.items.task_items (prompt, dataset, humaneval; scorers)
     tracking: dict[str, Any] | None = None  # read by modelfactory.tracking
     server: dict[str, Any] | None = None  # read by modelfactory.serve.settings.ServerSettings
 
@@ -224,7 +224,7 @@ def _default(model: type[BaseModel], path: list[str]) -> Any:
 
 def _stops(value: Any, problems: list[Problem]) -> list[str] | None:
     """``stop_sequences``: one string is one stop (never split into characters), or a list of strings."""
-    from ..overrides import unescape
+    from .._overrides import unescape
 
     if value is None:
         return None

@@ -8,7 +8,7 @@
 - ``async``: a model with its own async client, ``concurrency`` tasks on one event loop.
 - ``threads``: any other model, from a thread pool of ``concurrency``.
 
-Each strategy yields one row per item (:mod:`modelfactory.results`' ``ok_row``/``error_row``) as the items
+Each strategy yields one row per item (:mod:`modelfactory.job.record`' ``ok_row``/``error_row``) as the items
 finish; a failing item is an error row, never an exception.
 """
 
@@ -26,8 +26,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
-from ..datasets import Item
-from ..results import error_row, ok_row
+from .items import Item
+from .record import error_row, ok_row
 
 __all__ = ["MODES", "choose", "rows"]
 

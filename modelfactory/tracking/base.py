@@ -97,7 +97,7 @@ def read_state(directory: str | Path, backend: str) -> dict[str, Any] | None:
 
 
 def _write_state(directory: Path, backend: str, state: dict[str, Any]) -> None:
-    from ..results import write_atomic
+    from ..job.record import write_atomic
 
     write_atomic(_state_path(directory, backend), json.dumps(state, indent=2) + "\n")
 

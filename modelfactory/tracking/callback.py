@@ -78,7 +78,7 @@ def _sweep_name(sweep_dir: Path, project_dir: Path) -> str:
 
 
 def _sweep_totals(sweep_dir: Path) -> dict[str, float]:
-    from ..results import collect_jobs
+    from ..job.record import collect_jobs
 
     jobs = collect_jobs(sweep_dir)
     return {
@@ -200,8 +200,8 @@ class TrackingCallback(Callback):
         def end() -> None:
             from hydra.core.utils import JobStatus
 
+            from ..job.record import JOB_FILE, read_job, results_path
             from ..jobmetrics import job_metrics
-            from ..results import JOB_FILE, read_job, results_path
 
             job_dir = Path(str(config.hydra.runtime.output_dir))
             configured = OmegaConf.select(config, "output.results_file", default=None)

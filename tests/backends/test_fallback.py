@@ -137,7 +137,7 @@ def test_built_from_the_shipped_config_and_hydra_instantiate() -> None:
 def test_runner_rows_record_which_model_served(recording_server: RecordingServer, tmp_path: Any) -> None:
     import json
 
-    from modelfactory.runner import run_items
+    from modelfactory.job.runner import run_items
 
     recording_server.enqueue(429, {"error": {"message": "slow down", "type": "requests"}})
     model = FallbackModel(models=[api(recording_server), LOCAL])

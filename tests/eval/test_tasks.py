@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from modelfactory.datasets import load_dataset
 from modelfactory.errors import ConfigError
 from modelfactory.eval.scoring import build_scorers, check_targets
 from modelfactory.eval.tasks import CAPITALS_FILE, item_view, task_items
+from modelfactory.job.items import load_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,12 +11,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
-from modelfactory import app
 from modelfactory.batch import BatchOptions
 from modelfactory.errors import ConfigError
+from modelfactory.job import app
+from modelfactory.job.runner import run_items
 from modelfactory.job.spec import JobSpec, OutputSpec, RunnerSpec
-from modelfactory.runner import run_items
-from tests.test_app import app_config, write_items
+from tests.job.test_app import app_config, write_items
 
 
 def test_the_shipped_config_repeats_the_spec_defaults() -> None:

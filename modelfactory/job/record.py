@@ -29,6 +29,7 @@ from typing import IO, Any
 __all__ = [
     "JOB_FILE",
     "RESULTS_FILE",
+    "JobRecord",
     "ResultsWriter",
     "aggregate_rows",
     "atomic_open",
@@ -302,6 +303,61 @@ def job_record_problem(job_dir: str | os.PathLike[str]) -> str:
 def write_job(job_dir: str | os.PathLike[str], job: Mapping[str, Any]) -> None:
     """Write the job record (replacing an earlier run's: a resumed job carries its totals over)."""
     write_json(Path(job_dir) / JOB_FILE, job)
+
+
+class JobRecord:
+    """What one job records: ``job.json`` (every job; a resumed job adds to its earlier runs) and, for a
+    one-prompt task, ``result.json`` (the reply with its config), built up as the job goes and written
+    through :func:`write_job` / :func:`write_json`."""
+
+    def __init__(self, job_dir: str | os.PathLike[str], model_name: str | None, task: str | None) -> None:
+        self.dir = Path(job_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.task = task
+        previous = read_job(self.dir) or {}
+        self.job: dict[str, Any] = {
+            "model": model_name,
+            "task": task,
+            "results_file": None,  # readers (the sweep summary) find the rows by it
+            "items": None,
+            "error": None,
+            "elapsed_s": previous.get("elapsed_s") or 0.0,
+            "runs": int(previous.get("runs") or 0) + 1,
+            "last_run": None,
+        }
+        self.result: dict[str, Any] = dict.fromkeys(
+            ("model_name", "model_config", "messages", "stop_sequences", "generation", "content")
+            + ("token_usage", "latency_s", "error")
+        )
+        self.result["model_name"] = model_name
+        self.results_path: Path | None = None  # known once the config is read
+        self.result_file: str | None = None
+
+    def files(self, results_file: str, result_file: str) -> None:
+        self.results_path = self.dir / results_file
+        self.job["results_file"] = results_file
+        self.result_file = result_file
+
+    def ran(self, stats: Any, price: Mapping[str, Any] | None) -> None:
+        """A :class:`~modelfactory.job.runner.RunStats`: this run's numbers, the job's totals."""
+        self.job["elapsed_s"] = round(float(self.job["elapsed_s"]) + stats.elapsed_s, 4)
+        self.job["last_run"] = stats.to_dict()
+        self.job["price"] = price
+        self.job["cost_usd"] = stats.job_cost_usd  # every item's newest row; None: unknown, never 0
+        if stats.budget is not None:
+            self.job["budget"] = stats.budget.to_dict()
+
+    def failed(self, error: dict[str, str]) -> None:
+        self.job["error"] = self.result["error"] = error
+
+    def write(self, exit_code: int) -> None:
+        """``job.json``, with the exit code (a multirun's jobs have no process exit status of their own)."""
+        self.job["exit_code"] = exit_code
+        write_job(self.dir, self.job)
+
+    def write_result(self) -> None:
+        assert self.result_file is not None
+        write_json(self.dir / self.result_file, self.result)
 
 
 def results_path(

@@ -13,14 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modelfactory.errors import DataError
-from modelfactory.results import JOB_FILE, atomic_open, collect_jobs, read_job, write_job
+from modelfactory.job.record import JOB_FILE, atomic_open, collect_jobs, read_job, write_job
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # The job record rewritten in a process whose files may not grow past 200 bytes: a full disk.
 FULL_DISK = """
 import resource, signal, sys
-from modelfactory.results import write_job
+from modelfactory.job.record import write_job
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead of killing
 resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200))
 try:

@@ -1,5 +1,5 @@
 """run.py end to end, as a user runs it: a real subprocess, real Hydra, real local servers; then the job
-itself (``modelfactory.app.run_job``) in-process."""
+itself (``modelfactory.job.app.run_job``) in-process."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from modelfactory import app
 from modelfactory.errors import ConfigError
+from modelfactory.job import app
 from tests.servers.recording import RecordingServer
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_app(
@@ -288,7 +288,7 @@ def test_run_job_takes_a_plain_mapping_and_resumes_a_dataset(
 
 def test_run_job_a_failing_item_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = write_items(tmp_path / "items.jsonl", ["fine", "boom here"])
-    fn = "model.fn=tests.test_app.echo_or_fail"
+    fn = "model.fn=tests.job.test_app.echo_or_fail"
     cfg = app_config(
         "model=custom_callable", fn, "task=dataset", f"task.path={data}", "runner.progress=false"
     )
@@ -350,3 +350,30 @@ def test_run_job_with_the_offline_tiny_model(tmp_path: Path) -> None:
     assert row["usage"] == res["token_usage"] and row["content"] == res["content"]
     job = read_json(tmp_path / "job.json")
     assert job["model"] == "transformers_tiny" and job["items"] == 1 and job["last_run"]["ok"] == 1
+
+
+def test_a_resume_counts_the_earlier_runs_rows_from_the_runs_own_stats(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With retry_errors=false an earlier error row is kept: the resumed job still reports it failed and
+    exits 1, the prompt job's result.json keeps the earlier reply (the run hands its rows over; the app
+    reads no results file back)."""
+    data = write_items(tmp_path / "items.jsonl", ["fine", "boom here", "also fine"])
+    fn = "model.fn=tests.job.test_app.echo_or_fail"
+    base = ("model=custom_callable", fn, "task=dataset", f"task.path={data}", "runner.progress=false")
+    out = tmp_path / "ds"
+    assert app.run_job(app_config(*base), out) == 1
+    capsys.readouterr()
+    assert app.run_job(app_config(*base, "runner.retry_errors=false"), out) == 1
+    assert "3 items: 2 ok, 1 failed (3 done in an earlier run)" in capsys.readouterr().out
+    job = read_json(out / "job.json")
+    assert job["last_run"]["skipped"] == 3 and job["last_run"]["earlier_failed"] == 1
+    assert job["exit_code"] == 1 and len(read_rows(out / "results.jsonl")) == 3
+
+    prompt = tmp_path / "prompt"
+    assert app.run_job(app_config("model=custom_callable", fn, "prompt=hello"), prompt) == 0
+    (prompt / "result.json").unlink()
+    assert app.run_job(app_config("model=custom_callable", fn, "prompt=hello"), prompt) == 0
+    again = read_json(prompt / "result.json")
+    assert again["content"] == "ok: hello" and again["error"] is None
+    assert read_json(prompt / "job.json")["last_run"]["skipped"] == 1

@@ -1,5 +1,5 @@
 """``modelfactory run [overrides]``: the app. Hydra composes the config (the shipped ``modelfactory/conf``
-with the user's config dir over it, :mod:`modelfactory.config_dirs`), :func:`modelfactory.app.run_job`
+with the user's config dir over it, :mod:`modelfactory._config_dirs`), :func:`modelfactory.job.app.run_job`
 runs the job.
 
 The task function (:func:`run_task`) is a plain module-level function of the installed package, so a
@@ -20,11 +20,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from .config_dirs import SHIPPED, ConfigDirs, project_root
-from .envfile import load_dotenv
+from ._config_dirs import SHIPPED, ConfigDirs, project_root
+from ._envfile import load_dotenv
+from ._overrides import mask_job_config, refusal_message, scrub_saved_config, secret_overrides
 from .errors import ConfigError
 from .job.spec import empty_dir_overrides, register_configs
-from .overrides import mask_job_config, refusal_message, scrub_saved_config, secret_overrides
 
 __all__ = ["PROG", "completion_script", "main", "run_cli", "run_task"]
 
@@ -63,8 +63,8 @@ def _importable_here() -> None:
 
 
 def run_task(cfg: DictConfig) -> int:
-    """One job under Hydra: scrub what Hydra saved, then :func:`modelfactory.app.run_job`."""
-    from .app import run_job
+    """One job under Hydra: scrub what Hydra saved, then :func:`modelfactory.job.app.run_job`."""
+    from .job.app import run_job
 
     load_dotenv()  # a job in a process of its own (a Ray worker): ./.env where it runs; set vars win
     _importable_here()

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from modelfactory.results import read_results, repair_tail
+from modelfactory.job.record import read_results, repair_tail
 
 rows = st.lists(
     st.fixed_dictionaries({"id": st.text(min_size=1, max_size=8), "content": st.text(max_size=40)}),

@@ -10,11 +10,12 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from modelfactory import app, build_model, run_items
+from modelfactory import build_model, run_items
 from modelfactory.errors import ConfigError
+from modelfactory.job import app
 from tests.servers.recording import RecordingServer
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.server
 
 # $1,000 / $2,000 per million tokens: one call (5 in, 7 out) = 5 x 0.001 + 7 x 0.002 = $0.019
@@ -108,6 +109,34 @@ def test_budget_counts_calls_in_flight(recording_server: RecordingServer) -> Non
     assert stats.budget is not None and stats.budget.reason is not None
     assert stats.ok == len(recording_server.requests) == 3
     assert stats.cost_usd == pytest.approx(3 * PER_CALL)
+
+
+def test_a_resumed_runs_stats_carry_the_earlier_rows_cost(
+    recording_server: RecordingServer, tmp_path: Path
+) -> None:
+    """The stats of a resumed run price every item's newest row (the skipped ones' from the file the
+    resume reads anyway), and keep_rows hands the rows over, the earlier ones first."""
+    model = build_model(
+        {
+            "_target_": "modelfactory.OpenAIServerModel",
+            "model_id": "test-model",
+            "api_base": f"{recording_server.url}/v1",
+            "api_key": "sk-test",
+            "price": {"input": 1000, "output": 2000},
+        }
+    )
+    items = [{"id": f"q{i}", "prompt": f"q{i}"} for i in range(3)]
+    path = tmp_path / "results.jsonl"
+    first = run_items(model, items[:2], results_path=path, progress=False, max_tokens=7)
+    assert first.earlier_cost_usd is None and first.job_cost_usd == pytest.approx(2 * PER_CALL)
+    assert first.rows == []  # a results file holds them
+    again = run_items(model, items, results_path=path, progress=False, keep_rows=True, max_tokens=7)
+    assert (again.skipped, again.ok, len(recording_server.requests)) == (2, 1, 3)
+    assert again.cost_usd == pytest.approx(PER_CALL)
+    assert again.earlier_cost_usd == pytest.approx(2 * PER_CALL)
+    assert again.job_cost_usd == pytest.approx(3 * PER_CALL)
+    assert again.to_dict()["earlier_cost_usd"] == pytest.approx(2 * PER_CALL)
+    assert [r["id"] for r in again.rows] == ["q0", "q1", "q2"]
 
 
 def test_budget_without_a_price_is_a_config_error() -> None:

@@ -1,9 +1,9 @@
-"""Items in: a dataset file (or one prompt) read and validated into :class:`Item` objects.
+"""A job's task -> its items: a dataset file (or one prompt) read and validated into :class:`Item` objects.
 
 :func:`load_dataset` reads JSONL (one ``{"id", "messages" | "prompt"}`` object per line), a JSON array or
 a YAML list, and reports every problem at once as a :class:`ConfigError` naming the file and the line (or
-item), so a user fixes a bad file in one pass instead of one error per run. (``load_dotenv``, the
-``.env`` loader, lives in :mod:`modelfactory.envfile`; its old import path here still works.)
+item), so a user fixes a bad file in one pass instead of one error per run. :func:`task_items` turns a
+job's ``task`` config (one prompt, or a dataset with ``limit`` and ``shards``) into the items it runs.
 """
 
 from __future__ import annotations
@@ -16,10 +16,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .envfile import load_dotenv  # moved: envfile.py is the one .env loader of every entry point
-from .errors import ConfigError, MessageError, Problem
+from ..errors import ConfigError, MessageError, Problem
 
-__all__ = ["Item", "as_item", "load_dataset", "load_dotenv", "prompt_item", "shard_items", "shard_of"]
+__all__ = [
+    "Item",
+    "as_item",
+    "load_dataset",
+    "prompt_item",
+    "shard_items",
+    "shard_of",
+    "task_items",
+    "task_shard",
+]
 
 _MAX_PROBLEMS = 20  # a file with thousands of bad lines: report the first ones, then a count
 
@@ -89,43 +97,52 @@ def load_dataset(path: str | os.PathLike[str]) -> list[Item]:
     ``system`` string), and optionally ``target`` (a string, or a list of accepted answers: what the
     scorers compare the reply with). Other fields are kept in :attr:`Item.meta`.
     """
-    p = Path(path)
     source = str(path)
-    if not p.exists():
-        raise ConfigError(
-            [Problem("task.path", f"dataset file not found: {p.resolve()}", "check the path", source)],
-            title="cannot load dataset",
-        )
-    if not p.is_file():
-        raise ConfigError(
-            [
-                Problem(
-                    "task.path", f"not a file: {p.resolve()}", "give the path of a .jsonl/.yaml file", source
-                )
-            ],
-            title="cannot load dataset",
-        )
-    suffix = p.suffix.lower()
-    if suffix not in (".jsonl", ".json", ".yaml", ".yml"):
-        raise ConfigError(
-            [
-                Problem(
-                    "task.path",
-                    f"unknown dataset format {suffix or '(no extension)'!r}",
-                    "use a .jsonl, .json, .yaml or .yml file",
-                    source,
-                )
-            ],
-            title="cannot load dataset",
-        )
+    p, suffix = _dataset_file(path)
     text = _decode(p.read_bytes(), source)
-    if suffix == ".jsonl":
-        records, problems = _parse_jsonl(text, source)
-    elif suffix == ".json":
-        records, problems = _parse_json_array(text, source)
+    parse = {".jsonl": _parse_jsonl, ".json": _parse_json_array}.get(suffix, _parse_yaml)
+    records, problems = parse(text, source)
+    items, item_problems = _items_of(records, source)
+    problems += item_problems
+    if not items and not problems:
+        problems.append(Problem("task.path", "the dataset has no items", "add at least one item", source))
+    if problems:
+        shown = problems[:_MAX_PROBLEMS]
+        if len(problems) > _MAX_PROBLEMS:
+            shown.append(Problem("...", f"and {len(problems) - _MAX_PROBLEMS} more problem(s)", "", source))
+        raise ConfigError(shown, title=f"invalid dataset {source}")
+    return items
+
+
+_FORMATS = (".jsonl", ".json", ".yaml", ".yml")
+
+
+def _dataset_file(path: str | os.PathLike[str]) -> tuple[Path, str]:
+    """The dataset file and its format (its lowercased suffix), or a :class:`ConfigError` saying why not."""
+    p, source = Path(path), str(path)
+    suffix = p.suffix.lower()
+    if not p.exists():
+        problem = Problem("task.path", f"dataset file not found: {p.resolve()}", "check the path", source)
+    elif not p.is_file():
+        problem = Problem(
+            "task.path", f"not a file: {p.resolve()}", "give the path of a .jsonl/.yaml file", source
+        )
+    elif suffix not in _FORMATS:
+        problem = Problem(
+            "task.path",
+            f"unknown dataset format {suffix or '(no extension)'!r}",
+            "use a .jsonl, .json, .yaml or .yml file",
+            source,
+        )
     else:
-        records, problems = _parse_yaml(text, source)
+        return p, suffix
+    raise ConfigError([problem], title="cannot load dataset")
+
+
+def _items_of(records: list[tuple[str, Any]], source: str) -> tuple[list[Item], list[Problem]]:
+    """Each parsed record as an :class:`Item`, every bad record and duplicate id as a problem."""
     items: list[Item] = []
+    problems: list[Problem] = []
     seen: dict[str, str] = {}
     for where, record in records:
         item, item_problems = _to_item(record, where, source)
@@ -144,14 +161,7 @@ def load_dataset(path: str | os.PathLike[str]) -> list[Item]:
             continue
         seen[item.id] = where
         items.append(item)
-    if not items and not problems:
-        problems.append(Problem("task.path", "the dataset has no items", "add at least one item", source))
-    if problems:
-        shown = problems[:_MAX_PROBLEMS]
-        if len(problems) > _MAX_PROBLEMS:
-            shown.append(Problem("...", f"and {len(problems) - _MAX_PROBLEMS} more problem(s)", "", source))
-        raise ConfigError(shown, title=f"invalid dataset {source}")
-    return items
+    return items, problems
 
 
 def _decode(data: bytes, source: str) -> str:
@@ -259,7 +269,7 @@ def _to_item(record: Any, where: str, source: str) -> tuple[Item | None, list[Pr
     elif has_messages:
         value = record["messages"]
         try:
-            from .messages import normalize_messages
+            from ..messages import normalize_messages
 
             normalize_messages(value)  # validation only: the model normalises again at call time
             messages = [dict(m) for m in value]
@@ -323,3 +333,70 @@ def as_item(obj: Any) -> Item:
             raise ConfigError(problems, title="invalid item")
         return item
     raise TypeError(f"run_items takes Item objects or dicts with id and messages, got {type(obj).__name__}")
+
+
+# ------------------------------------------------------------------------------------ a job's task
+
+
+def _dataset_path(value: str, root: Path | None) -> Path:
+    """A relative path is looked up from the current directory, then from ``root`` (the project)."""
+    p = Path(os.path.expanduser(value))
+    if p.is_absolute():
+        return p
+    here = Path.cwd() / p
+    if root is not None and not here.exists() and (root / p).exists():
+        return root / p
+    return here
+
+
+def task_items(cfg: Any, root: str | os.PathLike[str] | None = None) -> list[Item]:
+    """The items of ``cfg.task``: one prompt, or a dataset file (relative paths also tried under ``root``)."""
+    task = cfg.get("task")
+    if not isinstance(task, Mapping):
+        raise ConfigError(
+            [Problem("task", f"must be a task config, got {task!r}", "task=prompt or task=dataset")]
+        )
+    kind = task.get("type", "prompt")
+    if kind == "prompt":
+        prompt, system = task.get("prompt"), task.get("system_prompt")
+        if isinstance(prompt, (int, float)) and not isinstance(prompt, bool):
+            prompt = str(prompt)  # prompt=42 on the command line: Hydra typed it a number
+        problems = []
+        if not isinstance(prompt, str):
+            problems.append(Problem("prompt", f"must be a string, got {prompt!r}", "prompt='Your question'"))
+        if system is not None and not isinstance(system, str):
+            problems.append(Problem("system_prompt", f"must be a string or null, got {system!r}", ""))
+        if problems:
+            raise ConfigError(problems, title="invalid task")
+        assert isinstance(prompt, str)
+        return [prompt_item(prompt, system)]
+    if kind == "dataset":
+        path, limit = task.get("path"), task.get("limit")
+        problems = []
+        if not path or not isinstance(path, str):
+            problems.append(
+                Problem("task.path", f"must be a file path, got {path!r}", "task.path=items.jsonl")
+            )
+        if limit is not None and not (isinstance(limit, int) and not isinstance(limit, bool) and limit > 0):
+            problems.append(
+                Problem("task.limit", f"must be a positive integer or null, got {limit!r}", "task.limit=20")
+            )
+        if problems:
+            raise ConfigError(problems, title="invalid task")
+        assert isinstance(path, str)
+        items = load_dataset(_dataset_path(path, Path(root) if root is not None else None))
+        items = items[:limit] if limit else items  # before sharding: the shards split these N
+        shards, shard = task_shard(cfg)
+        return shard_items(items, shards, shard)
+    raise ConfigError(
+        [Problem("task.type", f"unknown task type {kind!r}", "use task=prompt or task=dataset")]
+    )
+
+
+def task_shard(cfg: Any) -> tuple[Any, Any]:
+    """``(task.shards, task.shard)``: which 1/N of the dataset this job runs (``(1, 0)``: all of it)."""
+    task = cfg.get("task")
+    if not isinstance(task, Mapping):  # no task at all: a config error, reported by task_items
+        return 1, 0
+    shards = task.get("shards", 1)
+    return (1 if shards is None else shards), (task.get("shard") or 0)

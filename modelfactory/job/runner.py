@@ -1,6 +1,6 @@
 """Items in, replies out: a dataset (or one prompt) run through a model, recorded row by row.
 
-Items come from :mod:`modelfactory.datasets` (their names are re-exported here, where they used to live).
+Items come from :mod:`modelfactory.job.items`; rows go through :mod:`modelfactory.job.record`.
 
 - **Concurrency**: API models with a native async client (OpenAI, Azure, LiteLLM, HfApiModel) are
   called with ``agenerate`` from ``concurrency`` tasks on one event loop (mode ``async``); other models
@@ -30,35 +30,16 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-# load_dataset, load_dotenv, prompt_item: re-exported (this module was their home before datasets.py).
-from .datasets import Item, as_item, load_dataset, load_dotenv, prompt_item
-from .errors import ConfigError, Problem
-from .generation import validate_generation
-from .job import strategies
-from .job.budget import admitted, job_budget, row_cost
-from .job.spec import RunnerSpec
-from .pricing import Budget, Price, price_for
+from ..errors import ConfigError, Problem
+from ..generation import validate_generation
+from ..pricing import Budget, Price, price_for
+from . import strategies
+from .budget import admitted, job_budget, row_cost
+from .items import Item, as_item
+from .record import ResultsWriter, percentile, read_results, redact_row, repair_tail
+from .spec import RunnerSpec
 
-# aggregate_rows, read_results: re-exported (this module was their home before results.py).
-from .results import (
-    ResultsWriter,
-    aggregate_rows,
-    percentile,
-    read_results,
-    redact_row,
-    repair_tail,
-)
-
-__all__ = [
-    "Item",
-    "RunStats",
-    "aggregate_rows",
-    "load_dataset",
-    "load_dotenv",
-    "prompt_item",
-    "read_results",
-    "run_items",
-]
+__all__ = ["RunStats", "run_items"]
 
 log = logging.getLogger("modelfactory.runner")
 
@@ -69,6 +50,8 @@ class RunStats:
 
     total: int = 0  # items given
     skipped: int = 0  # already done in the results file (resume)
+    earlier_failed: int = 0  # of the skipped: their newest row is an error (kept with retry_errors=False)
+    earlier_cost_usd: float | None = None  # what the skipped items' newest rows cost (None: unpriced)
     ok: int = 0
     failed: int = 0
     input_tokens: int = 0
@@ -80,11 +63,38 @@ class RunStats:
     batches_pending: int = 0  # provider_batch: batches left running (submit phase, max_wait)
     budget: Budget | None = field(default=None, repr=False)  # runner.max_cost_usd, when set
     latencies: list[float] = field(default_factory=list, repr=False)  # of successful items
-    rows: list[dict[str, Any]] = field(default_factory=list, repr=False)  # only without a results file
+    # the newest row of every item (the skipped ones' first): without a results file, or with keep_rows
+    rows: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     @property
     def done(self) -> int:
         return self.ok + self.failed
+
+    @property
+    def job_failed(self) -> int:
+        """The items whose newest row is an error: this run's and the earlier ones kept."""
+        return self.failed + self.earlier_failed
+
+    @property
+    def job_cost_usd(self) -> float | None:
+        """What every item's newest row cost, earlier runs' included (None: no row was priced)."""
+        if self.cost_usd is None and self.earlier_cost_usd is None:
+            return None
+        return round((self.cost_usd or 0.0) + (self.earlier_cost_usd or 0.0), 6)
+
+    @classmethod
+    def resumed(
+        cls, total: int, earlier: list[dict[str, Any]], mode: str, concurrency: int, keep_rows: bool
+    ) -> RunStats:
+        """A run's stats before it starts: ``earlier``, the newest rows of the items skipped as done
+        before, counted (their errors and cost) and, with ``keep_rows``, kept."""
+        stats = cls(total=total, skipped=len(earlier), mode=mode, concurrency=concurrency)
+        for row in earlier:
+            stats.earlier_failed += 1 if row.get("error") else 0
+            if isinstance(row.get("cost_usd"), (int, float)):
+                stats.earlier_cost_usd = (stats.earlier_cost_usd or 0.0) + row["cost_usd"]
+        stats.rows.extend(earlier if keep_rows else [])
+        return stats
 
     @property
     def mean_latency_s(self) -> float | None:
@@ -120,6 +130,8 @@ class RunStats:
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
         data["budget"] = None if self.budget is None else self.budget.to_dict()
         data["cost_usd"] = None if self.cost_usd is None else round(self.cost_usd, 6)
+        if self.earlier_cost_usd is not None:
+            data["earlier_cost_usd"] = round(self.earlier_cost_usd, 6)
         data.update(
             mean_latency_s=None if self.mean_latency_s is None else round(self.mean_latency_s, 4),
             p95_latency_s=self.p95_latency_s,
@@ -137,7 +149,7 @@ def _redactor(model: Any, generation: dict[str, Any]) -> Callable[[str], str]:
     """What scrubs a row's text: the model's credentials (its spec's keys, headers, URL userinfo), the
     credentials among the per-call ``generation`` kwargs (``extra_headers``, an ``api_key``), and
     secret-named environment values, whatever variable each credential came from."""
-    from .secrets import redactor
+    from ..secrets import redactor
 
     return redactor(getattr(model, "redact", None), generation)
 
@@ -146,7 +158,7 @@ _Run = TypeVar("_Run", bound=Callable[..., "RunStats"])
 
 
 def _one_run_per_dir(run: _Run) -> _Run:
-    """``run_items`` holding its results dir's run lock (:mod:`modelfactory.runlock`) while it runs: a
+    """``run_items`` holding its results dir's run lock (:mod:`modelfactory._runlock`) while it runs: a
     second run into the same dir (its rows, its ``batches.json``) fails at once instead of paying again."""
 
     @functools.wraps(run)
@@ -154,7 +166,7 @@ def _one_run_per_dir(run: _Run) -> _Run:
         path = kwargs.get("results_path")
         if path is None:
             return run(model, items, **kwargs)
-        from .runlock import dir_lock
+        from .._runlock import dir_lock
 
         with dir_lock(Path(path).parent, key="results_path"):
             return run(model, items, **kwargs)
@@ -176,14 +188,16 @@ def run_items(
     desc: str | None = None,
     max_cost_usd: float | None = None,
     provider_batch: Any = None,
+    keep_rows: bool | None = None,
     **generation: Any,
 ) -> RunStats:
     """Run every item through ``model`` and append one row per item to ``results_path`` (if given).
 
     ``generation``: per-call keyword arguments (``stop_sequences``, ``temperature``, ``max_tokens``, ...).
-    Items already done in ``results_path`` are skipped (errored ones too, when ``retry_errors=False``).
-    Without ``results_path`` the rows are kept in :attr:`RunStats.rows`. Never raises for a failing item.
-    Every row gets ``cost_usd`` (None when the model has no price, see :mod:`modelfactory.pricing`).
+    Items already done in ``results_path`` are skipped (errored ones too, when ``retry_errors=False``);
+    the stats count their errors and cost too (``job_failed``, ``job_cost_usd``: nobody re-reads the
+    file). Without ``results_path`` (or with ``keep_rows``) :attr:`RunStats.rows` holds every item's
+    newest row. Never raises for a failing item. Every row gets ``cost_usd`` (None: the model has no price).
     ``max_cost_usd``: stop submitting once spent + in-flight estimates would pass it
     (:attr:`RunStats.budget` says why); the items not submitted have no row, so a resume runs them.
 
@@ -195,10 +209,11 @@ def run_items(
     _check_sizes(concurrency, local_batch_size)
     all_items = _unique(items)
     path = Path(results_path) if results_path is not None else None
-    todo = _pending(all_items, path, retry_errors)
+    todo, earlier = _pending(all_items, path, retry_errors)
     generation = validate_generation(generation, prefix="")  # every bad parameter at once, before a call
     mode, workers = strategies.choose(model, provider_batch, concurrency, len(todo))
-    stats = RunStats(total=len(all_items), skipped=len(all_items) - len(todo), mode=mode, concurrency=workers)
+    keep = path is None if keep_rows is None else keep_rows
+    stats = RunStats.resumed(len(all_items), earlier, mode, workers, keep)
     price = price_for(model)
     stats.budget = budget = job_budget(model, price, max_cost_usd, generation, batch=mode == "provider_batch")
     stats.cost_usd = None if price is None else 0.0
@@ -209,14 +224,10 @@ def run_items(
         mode, model, submitted, generation, workers=workers, local_batch_size=local_batch_size,
         provider_batch=provider_batch, path=path, progress=progress, desc=desc or "items",
     )  # fmt: skip
-    bar = (
-        None
-        if mode == "provider_batch"
-        else _progress_bar(len(todo), progress, desc or "items", stats.skipped)
-    )
-    _record(rows, stats, _redactor(model, generation), price, ResultsWriter(path, fsync), bar, path)
+    bar = _progress_bar(len(todo), progress and mode != "provider_batch", desc or "items", stats.skipped)
+    _record(rows, stats, _redactor(model, generation), price, ResultsWriter(path, fsync), bar, keep, path)
     if mode == "provider_batch" and path is not None:
-        from .batch import BATCHES_FILE, BatchState
+        from ..batch import BATCHES_FILE, BatchState
 
         stats.batches_pending = len(BatchState.load(path.parent / BATCHES_FILE).running())
     return stats
@@ -239,14 +250,17 @@ def _unique(items: Iterable[Item | Mapping[str, Any]]) -> list[Item]:
     return all_items
 
 
-def _pending(items: list[Item], path: Path | None, retry_errors: bool) -> list[Item]:
-    """The items a resume still has to run: not done in ``path`` (an error row counts as not done
-    with ``retry_errors``)."""
+def _pending(
+    items: list[Item], path: Path | None, retry_errors: bool
+) -> tuple[list[Item], list[dict[str, Any]]]:
+    """The items a resume still has to run (not done in ``path``; an error row counts as not done with
+    ``retry_errors``), and the newest rows of the others, in the items' order."""
     if path is None:
-        return items
+        return items, []
     repair_tail(path)
-    done = {i for i, row in read_results(path).items() if not (retry_errors and row.get("error"))}
-    return [it for it in items if it.id not in done]
+    rows = read_results(path)
+    done = {i: row for i, row in rows.items() if not (retry_errors and row.get("error"))}
+    return [it for it in items if it.id not in done], [done[it.id] for it in items if it.id in done]
 
 
 def _record(
@@ -256,6 +270,7 @@ def _record(
     price: Price | None,
     writer: ResultsWriter,
     bar: Any,
+    keep: bool,
     path: Path | None,
 ) -> None:
     """Each row redacted, priced, settled with the budget, written, and counted in ``stats``."""
@@ -267,7 +282,7 @@ def _record(
             if stats.budget is not None:
                 stats.budget.settle(row["id"], 0.0 if row["error"] else row["cost_usd"])
             writer.write(row)
-            if path is None:
+            if keep:
                 stats.rows.append(row)
             stats.count(row)
             stats.elapsed_s = time.perf_counter() - start
@@ -276,7 +291,7 @@ def _record(
                 bar.update(1)
     except KeyboardInterrupt:
         if stats.mode == "provider_batch":  # wherever Ctrl-C lands: the batches left running, how to go on
-            from .batch import interrupted_note
+            from ..batch import interrupted_note
 
             note = interrupted_note(path)
             if note is not None:
