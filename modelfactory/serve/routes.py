@@ -14,15 +14,15 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, cast
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from ..errors import MessageError
-from ..messages import ChatMessage, ChatMessageStreamDelta, normalize_messages, normalize_stop_sequences
-from ..secrets import StreamScrubber, scrub_tree
+from ..messages import ChatMessage, normalize_messages, normalize_stop_sequences
+from ..secrets import scrub_tree
+from .chat_stream import stream_response
 from .protocol import (
-    DONE,
     ChatCompletionRequest,
     HTTPError,
     StreamChunks,
@@ -31,8 +31,6 @@ from .protocol import (
     context_length_exceeded,
     error_for,
     parse_request,
-    stream_finish_reason,
-    stream_tool_calls,
 )
 from .state import ServeState, context_length
 from .toolstream import ToolCallStream
@@ -232,7 +230,7 @@ async def _chat(state: ServeState, request: Request, deployment: str | None) -> 
         # A local model writes its tool calls as JSON text: parsed here, as its non-streamed reply is.
         parse = getattr(state.model, "parse_tool_calls", None)
         calls = ToolCallStream(parse) if state.is_local and extra["tools_to_call_from"] and parse else None
-        return await _stream(state, deltas, chunks, max_tokens, calls)
+        return await stream_response(state, deltas, chunks, max_tokens, calls)
     return JSONResponse(await complete(state, req, deployment))
 
 
@@ -378,128 +376,3 @@ def _check_context(
         raise error_for(exc, state.is_local, state.redactor()) from None
     if prompt + (max_tokens or 1) > context:
         raise context_length_exceeded(context, prompt, max_tokens)
-
-
-class _ToolArguments:
-    """Streamed tool calls' ``function.arguments``, each call (by its ``index``) through its own
-    :class:`~modelfactory.secrets.StreamScrubber`: arguments arrive in pieces, and a key an upstream echoes
-    into them may be split across two chunks."""
-
-    def __init__(self, state: ServeState) -> None:
-        self._state = state
-        self._by_index: dict[Any, StreamScrubber] = {}
-
-    def feed(self, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        for call in calls:
-            fn = call.get("function")
-            if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
-                scrubber = self._by_index.get(call.get("index"))
-                if scrubber is None:
-                    scrubber = self._by_index[call.get("index")] = self._state.stream_scrubber()
-                fn["arguments"] = scrubber.feed(fn["arguments"])
-        return calls
-
-    def flush(self) -> list[dict[str, Any]]:
-        """The pieces held back, one delta per call that has some (sent before the finish chunk)."""
-        out = []
-        for index, scrubber in self._by_index.items():
-            rest = scrubber.flush()
-            if rest:
-                out.append({"index": index, "function": {"arguments": rest}})
-        return out
-
-
-async def _stream(
-    state: ServeState,
-    deltas: AsyncGenerator[ChatMessageStreamDelta, None],
-    chunks: StreamChunks,
-    max_tokens: int | None,
-    calls: ToolCallStream | None = None,
-) -> Any:
-    # The first delta (or the error) before the headers: a model that fails at once gets a real status.
-    redact = state.redactor()
-    try:
-        first: ChatMessageStreamDelta | None = await deltas.__anext__()
-    except StopAsyncIteration:
-        first = None
-    except Exception as exc:
-        await deltas.aclose()
-        raise error_for(exc, state.is_local, redact) from None
-    # The content and each tool call's arguments are scrubbed as they stream, holding back a tail that
-    # could begin a key (an upstream that echoes its key may split it across two chunks).
-    content = state.stream_scrubber()
-    arguments = _ToolArguments(state)
-
-    def tool_calls_held() -> tuple[list[bytes], bool]:
-        """A local model's text held back from its first ``{``: the chunks of its tool calls (and True),
-        or of that text as content after all."""
-        if calls is None:
-            return [], False
-        text, parsed = calls.finish()
-        out = []
-        if text and (text := content.feed(text)):
-            out.append(chunks.chunk({"content": text}))
-        for piece in parsed:
-            out.append(chunks.chunk({"tool_calls": arguments.feed(scrub_tree(piece, redact))}))
-        return out, bool(parsed)
-
-    def held_back() -> list[bytes]:
-        """The chunks for what the scrubbers held back as a possible key's start (the key never came
-        whole): the content's tail, then each tool call's arguments' tail."""
-        out = []
-        rest = content.flush()
-        if rest:
-            out.append(chunks.chunk({"content": rest}))
-        held = arguments.flush()
-        if held:
-            out.append(chunks.chunk({"tool_calls": held}))
-        return out
-
-    async def body() -> AsyncIterator[bytes]:
-        usage = None
-        tool_calls = False
-        try:
-            yield chunks.chunk({"role": "assistant", "content": ""})
-            pending = [first] if first is not None else []
-            while True:
-                if pending:
-                    delta = pending.pop()
-                else:
-                    try:
-                        delta = await deltas.__anext__()
-                    except StopAsyncIteration:
-                        break
-                if delta.token_usage is not None:
-                    usage = delta.token_usage
-                text = delta.content or ""
-                if text and calls is not None:
-                    text = calls.feed(text)
-                text = content.feed(text) if text else ""
-                if text:
-                    yield chunks.chunk({"content": text})
-                if delta.tool_calls:
-                    tool_calls = True
-                    native = arguments.feed(scrub_tree(stream_tool_calls(delta.tool_calls), redact))
-                    yield chunks.chunk({"tool_calls": native})
-            parsed, called = tool_calls_held()
-            tool_calls = tool_calls or called
-            for chunk in parsed:
-                yield chunk
-            for chunk in held_back():
-                yield chunk
-            yield chunks.chunk({}, stream_finish_reason(tool_calls, usage, max_tokens))
-            if chunks.include_usage:
-                yield chunks.usage(usage)
-        except Exception as exc:  # after the headers: an error event, as OpenAI sends them
-            for chunk in held_back():
-                yield chunk
-            yield chunks.error(error_for(exc, state.is_local, redact))
-        finally:
-            await deltas.aclose()
-        yield DONE
-
-    return StreamingResponse(
-        body(),
-        media_type="text/event-stream",
-        headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
-    )
