@@ -228,6 +228,37 @@ def test_greedy_seeded_requests_share_a_batch(server: BackgroundServer, tiny: Tr
     assert sum(sizes) == len(questions) and max(sizes) > 1, sizes
 
 
+def test_sampled_seeded_requests_share_a_batch(server: BackgroundServer) -> None:
+    """lm-eval sends ``seed`` (1234) with every request, sampled ones too, ``num_concurrent`` at a time:
+    they share generate_batch calls, and each reply is the one the same request gets alone (each row
+    samples from its own generator)."""
+    questions = ["Hi", "Tell me a story.", "Count to ten.", "What do bees make?"]
+    seeds = [1234, 1234, 7, 2**40]
+    bodies = [
+        {"messages": [{"role": "user", "content": q}], "temperature": 0.8, "max_tokens": 8, "seed": s}
+        for q, s in zip(questions, seeds, strict=True)
+    ]
+
+    def ask(body: dict[str, Any]) -> str:
+        resp = post(server, "/v1/chat/completions", body)
+        assert resp.status_code == 200, resp.text
+        return str(resp.json()["choices"][0]["message"]["content"])
+
+    alone = [ask(body) for body in bodies]  # one at a time: each a generate_batch call of one row
+    before = len(server.dispatcher.batches)
+    barrier = threading.Barrier(len(bodies))
+
+    def together(body: dict[str, Any]) -> str:
+        barrier.wait()
+        return ask(body)
+
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        got = list(pool.map(together, bodies))
+    assert got == alone
+    sizes = server.dispatcher.batches[before:]  # one entry per generate_batch call
+    assert sum(sizes) == len(bodies) and len(sizes) < len(bodies), sizes
+
+
 # --------------------------------------------------------------------------- streamed tool calls
 
 

@@ -24,6 +24,7 @@ from . import _completions
 from ._chat import render_prompt
 from ._dtype import choose_dtype
 from ._loading import import_backend, load_runtime
+from ._sampling import row_sampler, samples_per_row
 from ._spec import TransformersSpec
 from ._stopping import cancel_criteria, criteria_list, settled_streamer, stop_criteria
 from ._vision import generate_with_images
@@ -46,11 +47,12 @@ class _Prepared:
     input_ids: Any  # (rows, width) tensor on the model's device, left-padded
     prompt_lens: list[int]  # unpadded prompt length of each row
     gen_kwargs: dict[str, Any]
-    seed: int | None
+    seed: int | None  # torch's global generator seeded with it (sampling that cannot draw per row)
     stop: Any  # the per-row stop criteria, or None
     max_new_tokens: int
     stops: list[list[str]] = field(default_factory=list)
     cached_tokens: int = 0  # prompt tokens whose KV came from the previous call (batch of one only)
+    row_seeds: bool = False  # each row drawn from its own generator (:mod:`._sampling`)
 
 
 class TransformersModel(Model):
@@ -62,6 +64,7 @@ class TransformersModel(Model):
     text_only = True  # a causal LM: content parts are joined into text (smolagents' flatten_messages_as_text)
     is_local = True  # weights in this process: one call at a time, failures are ours
     batch_uses_cache = True  # generate_batch looks each row up in the response cache (the runner batches)
+    batch_seeds_per_row = True  # a seeded sampled row draws from its own generator (._sampling)
     best_for = (
         "batched work (a dataset through the runner, `modelfactory serve` under load: generate_batch), GPUs, "
         "hub checkpoints; for one conversation at a time on a CPU (a chat, an agent loop) LlamaCppModel on a "
@@ -248,7 +251,8 @@ class TransformersModel(Model):
         max_new = min(r.max_new for r in rows)  # the same params; a default budget shortened to fit
         temperature = params.pop("temperature", None)
         top_p = params.pop("top_p", None)
-        seed = params.pop("seed", None)
+        params.pop("seed", None)
+        seeds = [r.req.params.get("seed") for r in rows]  # one per row (generate_batch takes a list)
         if "do_sample" in params:
             do_sample = bool(params.pop("do_sample"))
         elif temperature is not None:
@@ -268,6 +272,15 @@ class TransformersModel(Model):
             if top_p is not None:
                 gen_kwargs["top_p"] = float(top_p)
         gen_kwargs.update(params)
+        seed, row_seeds = None, False
+        if any(s is not None for s in seeds):
+            if samples_per_row(gen_kwargs, rt.model.generation_config):
+                gen_kwargs["logits_processor"] = row_sampler(
+                    torch, gen_kwargs, rt.model.generation_config, seeds
+                )
+                row_seeds = True
+            else:
+                seed = next(int(s) for s in seeds if s is not None)
         stops = [list(r.req.provider_stop or []) for r in rows]
         stop = None
         if any(stops):
@@ -278,14 +291,16 @@ class TransformersModel(Model):
             input_ids=input_ids.to(rt.device),
             prompt_lens=[len(r.ids) for r in rows],
             gen_kwargs=gen_kwargs,
-            seed=None if seed is None else int(seed),
+            seed=seed,
             stop=stop,
             max_new_tokens=max_new,
             stops=stops,
+            row_seeds=row_seeds,
         )
 
     def _run(self, prep: _Prepared, **extra: Any) -> Any:
-        """``model.generate`` under the generation lock, with torch's RNG reseeded (and restored) if seeded.
+        """``model.generate`` under the generation lock; a seeded call leaves torch's global generator as it
+        was (reseeded for the call where it samples from it, see :class:`_Prepared`).
 
         A batch of one reuses (and then leaves behind) the KV cache of the shared token prefix with the
         previous such call when ``prompt_cache`` is on; returns the output ids either way.
@@ -305,12 +320,13 @@ class TransformersModel(Model):
                     kwargs[rt.cache_kwarg] = cache
                 kwargs["return_dict_in_generate"] = True
             with torch.inference_mode(), torch_threads(torch, self.spec.num_threads):
-                if prep.seed is None:
+                if prep.seed is None and not prep.row_seeds:
                     output = rt.model.generate(prep.input_ids, **kwargs)
                 else:
                     devices = [rt.device.index or 0] if rt.device.type == "cuda" else []
                     with torch.random.fork_rng(devices=devices):
-                        torch.manual_seed(prep.seed)
+                        if prep.seed is not None:
+                            torch.manual_seed(prep.seed)
                         output = rt.model.generate(prep.input_ids, **kwargs)
             if not reuse:
                 return output
@@ -380,9 +396,11 @@ class TransformersModel(Model):
         """Generate a reply to each conversation, ``batch_size`` rows per ``generate`` call (left-padded).
 
         ``stop_sequences``: one list for every row, or one list (or ``None``) per row; each row stops on
-        its own. ``kwargs`` (temperature, max_tokens, seed, ...) apply to every row. Greedy rows give
-        the same tokens as one-by-one calls up to floating-point noise of padded batches (see the
-        tests); seeded sampled rows are reproducible for the same batch. ``return_exceptions``: a row
+        its own. ``kwargs`` (temperature, max_tokens, seed, ...) apply to every row, but ``seed`` may also
+        be a list, one seed (or ``None``) per row. Greedy rows give the same tokens as one-by-one calls up
+        to floating-point noise of padded batches (see the tests), and so do seeded sampled rows: each
+        draws from its own generator, so its reply depends on its seed, not on its batch-mates (one
+        seed for every row: each row is sampled as if called alone with it). ``return_exceptions``: a row
         whose conversation is invalid or too long for the context (:class:`ContextLengthError`, refused
         before any generation) gets its exception instead of a reply, and so does a row that fails when a
         failed ``generate`` call is run again row by row; the other rows get their replies.
@@ -397,12 +415,13 @@ class TransformersModel(Model):
             per_row = False
         if per_row and len(stop_list) != n:
             raise MessageError(f"stop_sequences has {len(stop_list)} lists for {n} conversations")
+        row_kwargs = _per_row_seeds(kwargs, n)
         results: list[Any] = [None] * n
         rows: list[tuple[int, _Row]] = []
         for i, conv in enumerate(conversations):
             stops = stop_list[i] if per_row else stop_sequences
             try:
-                req = self._request(conv, stops, grammar, response_format, tools_to_call_from, kwargs)
+                req = self._request(conv, stops, grammar, response_format, tools_to_call_from, row_kwargs[i])
                 cached = self._cache_lookup(req)  # the response cache, row by row: a hit is not generated
                 if cached is not None:
                     results[i] = cached
@@ -554,6 +573,20 @@ def _plain_decoding(gen_kwargs: dict[str, Any], defaults: Any) -> bool:
         and (setting("num_beams") or 1) == 1
         and (setting("num_return_sequences") or 1) == 1
     )
+
+
+def _per_row_seeds(kwargs: dict[str, Any], n: int) -> list[dict[str, Any]]:
+    """Each row's call kwargs: ``kwargs``, with a ``seed`` list (one seed or None per row) given out row by
+    row (a row's None: no seed of its own, the model's configured one if any)."""
+    seeds = kwargs.get("seed")
+    if not isinstance(seeds, (list, tuple)):
+        return [kwargs] * n
+    if len(seeds) != n:
+        raise MessageError(
+            f"seed has {len(seeds)} values for {n} conversations: give one seed or one per row"
+        )
+    rest = {k: v for k, v in kwargs.items() if k != "seed"}
+    return [rest if seed is None else {**rest, "seed": seed} for seed in seeds]
 
 
 def _row_error(model: Model, exc: Exception, index: int) -> Exception:
