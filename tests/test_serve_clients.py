@@ -201,6 +201,38 @@ def test_tool_choice_is_honoured_or_refused(server: BackgroundServer) -> None:
     assert strict(ChatCompletion, none.json()).choices[0].message.tool_calls is None
 
 
+def test_an_api_backend_gets_the_clients_tool_choice_and_refuses_logprobs() -> None:
+    """Serve in front of an API backend (OpenAIServerModel on the recording server) sends upstream the
+    tool_choice the client sent, an absent one as ``auto`` (OpenAI's default), never the library's agent
+    default ``required``; ``none`` sends no tools. logprobs: a 400, never silently dropped."""
+    from modelfactory import OpenAIServerModel
+    from modelfactory.testing import RecordingServer
+
+    with RecordingServer(reply="fine") as upstream:
+        model = OpenAIServerModel(model_id="up", api_base=f"{upstream.url}/v1", api_key="k", max_retries=0)
+        served = BackgroundServer(model, ServerSettings(port=0, api_key=KEY, log_level="warning"))
+        with served:
+            body = {"messages": ASK, "tools": TOOLS}
+            named = {"type": "function", "function": {"name": "get_weather"}}
+            for sent, expected in (
+                (None, "auto"),
+                ("auto", "auto"),
+                ("required", "required"),
+                (named, named),
+            ):
+                extra = {} if sent is None else {"tool_choice": sent}
+                resp = post(served, "/v1/chat/completions", {**body, **extra})
+                assert resp.status_code == 200, resp.text
+                assert upstream.last.body["tool_choice"] == expected
+                assert upstream.last.body["tools"][0]["function"]["name"] == "get_weather"
+            resp = post(served, "/v1/chat/completions", {**body, "tool_choice": "none"})
+            assert resp.status_code == 200 and "tools" not in upstream.last.body
+            asked = len(upstream.requests)
+            resp = post(served, "/v1/chat/completions", {"messages": ASK, "logprobs": True})
+            assert resp.status_code == 400 and resp.json()["error"]["param"] == "logprobs"
+            assert len(upstream.requests) == asked  # refused before any upstream call
+
+
 # --------------------------------------------------------------------------- seeded batching
 
 

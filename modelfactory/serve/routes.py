@@ -260,6 +260,19 @@ async def complete(
     return cast(dict[str, Any], scrub_tree(body, redact))  # an upstream that echoed its key: not to clients
 
 
+def _text_chars(message: dict[str, Any]) -> int:
+    """The characters of a message's text: an image part counts none (its tokens are the processor's to
+    count, and its base64 says nothing about them)."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return len(content)
+    if isinstance(content, list):
+        return sum(
+            len(str(p.get("text") or "")) for p in content if isinstance(p, dict) and p.get("type") == "text"
+        )
+    return len(str(message))
+
+
 async def _prepared(state: ServeState, req: ChatCompletionRequest, deployment: str | None) -> Any:
     """:func:`_prepare` in a worker thread: what grows with the request (messages, stops, the prompt's
     length) never runs on the event loop, which keeps answering other requests and ``/health``; a large
@@ -314,14 +327,18 @@ def _check_logprobs(state: ServeState, req: ChatCompletionRequest) -> None:
 
 def _tools(state: ServeState, req: ChatCompletionRequest, params: dict[str, Any]) -> Any:
     """The tools the model gets, with ``tool_choice`` honoured or refused, never ignored: ``none`` sends
-    no tools; ``required`` or a named function goes to a model that enforces it (an API backend sends it
-    upstream; LlamaCppModel constrains decoding with a grammar), and is a 400 for one that cannot."""
-    choice = req.tool_choice
-    if choice is None or choice == "auto" or not req.tools:
+    no tools; ``auto`` (also what an absent one means, as at OpenAI, unless the served model's config
+    names one) goes to the model as ``auto``, never as the library's agent default ``required``;
+    ``required`` or a named function goes to a model that enforces it (an API backend sends it upstream;
+    LlamaCppModel and OpenVINOModel constrain decoding) and is a 400 for one that cannot."""
+    if not req.tools:
         return req.tools
+    choice = req.tool_choice if req.tool_choice is not None else _configured_tool_choice(state.model)
     if choice == "none":
         return None
-    if not (choice == "required" or (isinstance(choice, dict) and choice.get("type") == "function")):
+    if not (
+        choice in ("auto", "required") or (isinstance(choice, dict) and choice.get("type") == "function")
+    ):
         raise HTTPError(
             400,
             f"tool_choice must be 'none', 'auto', 'required' or {{'type': 'function', 'function': "
@@ -329,8 +346,7 @@ def _tools(state: ServeState, req: ChatCompletionRequest, params: dict[str, Any]
             param="tool_choice",
             code="invalid_value",
         )
-    spec = getattr(state.model, "spec", None)
-    if state.is_local and not hasattr(spec, "tool_choice"):
+    if choice != "auto" and state.is_local and not hasattr(getattr(state.model, "spec", None), "tool_choice"):
         raise HTTPError(
             400,
             f"tool_choice {choice!r} needs decoding constrained to a tool call, which "
@@ -341,6 +357,16 @@ def _tools(state: ServeState, req: ChatCompletionRequest, params: dict[str, Any]
         )
     params["tool_choice"] = choice
     return req.tools
+
+
+def _configured_tool_choice(model: Any) -> Any:
+    """The served model's own ``tool_choice`` (its config's ``tool_choice`` field, as LlamaCppModel's, or
+    ``generation_kwargs.tool_choice``), else ``auto``: what a request that names none gets."""
+    spec = getattr(model, "spec", None)
+    configured = getattr(spec, "tool_choice", None)
+    if configured is None:
+        configured = (getattr(spec, "generation_kwargs", None) or {}).get("tool_choice")
+    return configured if configured is not None else "auto"
 
 
 MAX_CHARS_PER_TOKEN = 64  # no vocabulary has many longer tokens: more characters than this per token of
@@ -366,7 +392,7 @@ def _check_context(
     context = state.context_length
     if context is None:
         return
-    chars = sum(len(m["content"]) if isinstance(m.get("content"), str) else len(str(m)) for m in messages)
+    chars = sum(_text_chars(m) for m in messages)
     chars += sum(len(json.dumps(part, default=str)) for part in (tools, response_format) if part)
     if chars > context * MAX_CHARS_PER_TOKEN:
         raise context_length_exceeded(context, None, max_tokens, "the messages and tools")

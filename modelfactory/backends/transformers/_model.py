@@ -27,7 +27,7 @@ from ._loading import import_backend, load_runtime
 from ._sampling import row_sampler, samples_per_row
 from ._spec import TransformersSpec
 from ._stopping import cancel_criteria, criteria_list, settled_streamer, stop_criteria
-from ._vision import generate_with_images
+from ._vision import count_image_prompt, generate_with_images, stream_with_images
 from ._weights import GENERATE_LOCK, Runtime, acquire, cached, discard
 
 __all__ = ["TransformersModel"]
@@ -188,7 +188,11 @@ class TransformersModel(Model):
         model's ``max_position_embeddings``."""
         if self.spec.context_length is not None:
             return self.spec.context_length
-        n = getattr(getattr(self.runtime.model, "config", None), "max_position_embeddings", None)
+        config: Any = getattr(self.runtime.model, "config", None)
+        text_config = getattr(config, "get_text_config", None)
+        if callable(text_config):  # a vision-language model's is its language model's
+            config = text_config()
+        n = getattr(config, "max_position_embeddings", None)
         return n if isinstance(n, int) and n > 0 else None
 
     def count_prompt_tokens(
@@ -197,7 +201,10 @@ class TransformersModel(Model):
         """How many tokens ``messages`` (normalised) make once templated: what a call would feed the model.
 
         A prompt too long for the context by its length alone raises :class:`ContextLengthError` without
-        being tokenized (``modelfactory serve`` calls this before it queues a request)."""
+        being tokenized (``modelfactory serve`` calls this before it queues a request). A vision-language
+        model counts what its processor makes of the conversation, image tokens included."""
+        if self.runtime.processor is not None:
+            return count_image_prompt(self, list(messages), tools)
         return len(self._tokenize(self.chat_prompt(messages, tools), None))
 
     def _tokenize(self, prompt: str, requested: int | None) -> list[int]:
@@ -426,6 +433,12 @@ class TransformersModel(Model):
                 if cached is not None:
                     results[i] = cached
                     continue
+                if (
+                    self.runtime.processor is not None
+                ):  # a vision-language model: each row through its processor
+                    results[i] = generate_with_images(self, req)
+                    self._cache_store(req, results[i])
+                    continue
                 rows.append((i, self._encode(req)))
             except Exception as exc:
                 err = _row_error(self, exc, i)
@@ -471,6 +484,9 @@ class TransformersModel(Model):
             return exc if isinstance(exc, ModelFactoryError) else self._backend_error(exc)
 
     def _generate_stream(self, req: GenerationRequest) -> Iterator[ChatMessageStreamDelta]:
+        if self.runtime.processor is not None:  # a vision-language model: its processor builds the prompt
+            yield from stream_with_images(self, req)
+            return
         prep = self._prepare([self._encode(req)])
         rt = self.runtime
         streamer = settled_streamer(rt.tokenizer, req.stop_sequences)
@@ -517,6 +533,11 @@ class TransformersModel(Model):
     def reply_logprobs(self, reply: ChatMessage, top: int = 0) -> list[dict[str, Any]]:
         """OpenAI's chat ``logprobs.content`` of a reply this model generated (from its ``raw`` prompt and
         token ids): :func:`._completions.reply_logprobs`."""
+        if self.runtime.processor is not None:
+            raise UnsupportedFeatureError(
+                "logprobs: TransformersModel scores the replies of text models only, not of a "
+                "vision-language model (its prompt holds images): drop logprobs/top_logprobs"
+            )
         raw = reply.raw if isinstance(reply.raw, dict) else {}
         if not isinstance(raw.get("prompt"), str) or not isinstance(raw.get("generated_token_ids"), list):
             raise UnsupportedFeatureError("logprobs: the reply does not hold its prompt and token ids")
