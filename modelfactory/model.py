@@ -100,7 +100,7 @@ class Model(SmolagentsAttributes, AsyncCalls):
     # generate_batch looks each row up in the response cache itself, so a caller may batch a model whose
     # cache is on (otherwise it must call one item at a time for the cache to see each request).
     batch_uses_cache: ClassVar[bool] = False
-    # generate_batch takes ``seed`` as a list (one per row) and samples each row from its own generator, so
+    # generate_batch takes ``seeds`` (one per row) and samples each row from its own generator, so
     # a seeded row's reply does not depend on its batch-mates (``modelfactory serve`` batches seeded
     # sampled requests only for such a model).
     batch_seeds_per_row: ClassVar[bool] = False

@@ -142,8 +142,10 @@ class Dispatcher:
     def _run_batch(self, batch: list[Job]) -> list[Any]:
         kwargs = {k: v for k, v in batch[0].params.items() if k != "seed"}
         seeds = [j.params.get("seed") for j in batch]
-        if any(seed is not None for seed in seeds):  # one per row where the model takes that, else any
-            kwargs["seed"] = seeds if self.seeds_per_row else next(s for s in seeds if s is not None)
+        if self.seeds_per_row and any(seed is not None for seed in seeds):
+            kwargs["seeds"] = seeds  # one per row: each row samples from its own generator
+        elif any(seed is not None for seed in seeds):  # greedy rows: any seed (it decides nothing)
+            kwargs["seed"] = next(s for s in seeds if s is not None)
         if self.row_errors:
             kwargs["return_exceptions"] = True
         replies = self.model.generate_batch(

@@ -492,13 +492,13 @@ def test_batch_sampling_is_seeded_and_honours_stops(tiny: TransformersModel) -> 
 def test_a_seeded_sampled_row_is_its_reply_alone(
     tiny: TransformersModel, rows: list[tuple[int, int | None]], top_p: float | None
 ) -> None:
-    """Each row samples from its own generator: a row with a seed (a list gives one per row) gets the text
+    """Each row samples from its own generator: a row with a seed (``seeds``: one per row) gets the text
     it gets alone with that seed, whatever rows share its batch and in whatever order; a row without one
     gets the model's configured seed (0)."""
     extra = {} if top_p is None else {"top_p": top_p}
     convs = [CONVERSATIONS[i] for i, _ in rows]
     seeds = [seed for _, seed in rows]
-    batch = tiny.generate_batch(convs, seed=seeds, **extra)
+    batch = tiny.generate_batch(convs, seeds=seeds, **extra)
     for conv, seed, row in zip(convs, seeds, batch, strict=True):
         alone = tiny(conv, **extra) if seed is None else tiny(conv, seed=seed, **extra)
         assert row.content == alone.content
@@ -507,8 +507,8 @@ def test_a_seeded_sampled_row_is_its_reply_alone(
 def test_one_seed_for_a_batch_samples_each_row_as_alone(tiny: TransformersModel) -> None:
     rows = tiny.generate_batch(CONVERSATIONS[:4], seed=11, batch_size=2)  # two generate calls
     assert [r.content for r in rows] == [tiny(c, seed=11).content for c in CONVERSATIONS[:4]]
-    with pytest.raises(MessageError, match="seed has 2 values for 3 conversations"):
-        tiny.generate_batch(CONVERSATIONS[:3], seed=[1, 2])
+    with pytest.raises(MessageError, match="seeds has 2 values for 3 conversations"):
+        tiny.generate_batch(CONVERSATIONS[:3], seeds=[1, 2])
 
 
 def test_batch_errors_name_the_row(greedy: TransformersModel, one_by_one: list[Any]) -> None:

@@ -71,7 +71,7 @@ def test_batches_and_streams_carry_the_images(vlm_dir: Path) -> None:
     model = TransformersModel(str(vlm_dir), max_tokens=6, device="cpu")
     images = [Image.new("RGB", (40, 30), c) for c in [(200, 10, 10), (10, 10, 200)]]
     alone = [model.generate(_ask(im), temperature=0.8, seed=i).content for i, im in enumerate(images)]
-    rows = model.generate_batch([_ask(im) for im in images], temperature=0.8, seed=[0, 1])
+    rows = model.generate_batch([_ask(im) for im in images], temperature=0.8, seeds=[0, 1])
     assert [r.content for r in rows] == alone
     greedy = model.generate(_ask(images[0]))
     deltas = list(model.generate_stream(_ask(images[0])))

@@ -259,7 +259,7 @@ class TransformersModel(Model):
         temperature = params.pop("temperature", None)
         top_p = params.pop("top_p", None)
         params.pop("seed", None)
-        seeds = [r.req.params.get("seed") for r in rows]  # one per row (generate_batch takes a list)
+        seeds = [r.req.params.get("seed") for r in rows]  # one per row (generate_batch's seeds)
         if "do_sample" in params:
             do_sample = bool(params.pop("do_sample"))
         elif temperature is not None:
@@ -398,16 +398,17 @@ class TransformersModel(Model):
         *,
         batch_size: int | None = None,
         return_exceptions: bool = False,
+        seeds: Sequence[int | None] | None = None,
         **kwargs: Any,
     ) -> list[Any]:
         """Generate a reply to each conversation, ``batch_size`` rows per ``generate`` call (left-padded).
 
         ``stop_sequences``: one list for every row, or one list (or ``None``) per row; each row stops on
-        its own. ``kwargs`` (temperature, max_tokens, seed, ...) apply to every row, but ``seed`` may also
-        be a list, one seed (or ``None``) per row. Greedy rows give the same tokens as one-by-one calls up
-        to floating-point noise of padded batches (see the tests), and so do seeded sampled rows: each
+        its own. ``kwargs`` (temperature, max_tokens, seed, ...) apply to every row; ``seeds`` instead of
+        ``seed`` gives one seed (or ``None``) per row. Greedy rows give the same tokens as one-by-one calls
+        up to floating-point noise of padded batches (see the tests), and so do seeded sampled rows: each
         draws from its own generator, so its reply depends on its seed, not on its batch-mates (one
-        seed for every row: each row is sampled as if called alone with it). ``return_exceptions``: a row
+        ``seed`` for every row: each row is sampled as if called alone with it). ``return_exceptions``: a row
         whose conversation is invalid or too long for the context (:class:`ContextLengthError`, refused
         before any generation) gets its exception instead of a reply, and so does a row that fails when a
         failed ``generate`` call is run again row by row; the other rows get their replies.
@@ -422,7 +423,7 @@ class TransformersModel(Model):
             per_row = False
         if per_row and len(stop_list) != n:
             raise MessageError(f"stop_sequences has {len(stop_list)} lists for {n} conversations")
-        row_kwargs = _per_row_seeds(kwargs, n)
+        row_kwargs = _per_row_seeds(kwargs, seeds, n)
         results: list[Any] = [None] * n
         rows: list[tuple[int, _Row]] = []
         for i, conv in enumerate(conversations):
@@ -596,18 +597,18 @@ def _plain_decoding(gen_kwargs: dict[str, Any], defaults: Any) -> bool:
     )
 
 
-def _per_row_seeds(kwargs: dict[str, Any], n: int) -> list[dict[str, Any]]:
-    """Each row's call kwargs: ``kwargs``, with a ``seed`` list (one seed or None per row) given out row by
-    row (a row's None: no seed of its own, the model's configured one if any)."""
-    seeds = kwargs.get("seed")
-    if not isinstance(seeds, (list, tuple)):
+def _per_row_seeds(
+    kwargs: dict[str, Any], seeds: Sequence[int | None] | None, n: int
+) -> list[dict[str, Any]]:
+    """Each row's call kwargs: ``kwargs``, plus row ``i``'s ``seeds[i]`` when given (None: no seed of its
+    own, the model's configured one if any)."""
+    if seeds is None:
         return [kwargs] * n
-    if len(seeds) != n:
-        raise MessageError(
-            f"seed has {len(seeds)} values for {n} conversations: give one seed or one per row"
-        )
-    rest = {k: v for k, v in kwargs.items() if k != "seed"}
-    return [rest if seed is None else {**rest, "seed": seed} for seed in seeds]
+    if isinstance(seeds, (str, bytes)) or len(seeds) != n:
+        raise MessageError(f"seeds has {len(seeds)} values for {n} conversations: give one per conversation")
+    if "seed" in kwargs:
+        raise MessageError("give seed (one for every row) or seeds (one per row), not both")
+    return [kwargs if seed is None else {**kwargs, "seed": seed} for seed in seeds]
 
 
 def _row_error(model: Model, exc: Exception, index: int) -> Exception:
