@@ -74,7 +74,7 @@ class Model(SmolagentsAttributes, AsyncCalls):
     What a backend may declare or override, all of it here (the "backend hooks" section below):
 
     - declarations: ``Spec``, ``supports_grammar`` / ``supports_response_format`` / ``supports_tools``,
-      ``is_local``, ``batch_uses_cache``, ``best_for``;
+      ``is_local``, ``batch_uses_cache``, ``batch_seeds_per_row``, ``best_for``;
     - generation: ``_generate`` (required), ``_generate_stream``, ``_agenerate``, ``_agenerate_stream``;
     - lifecycle: ``load``;
     - provider batch endpoint (``runner.provider_batch``): ``batch_adapter``;
@@ -100,6 +100,10 @@ class Model(SmolagentsAttributes, AsyncCalls):
     # generate_batch looks each row up in the response cache itself, so a caller may batch a model whose
     # cache is on (otherwise it must call one item at a time for the cache to see each request).
     batch_uses_cache: ClassVar[bool] = False
+    # generate_batch takes ``seeds`` (one per row) and samples each row from its own generator, so
+    # a seeded row's reply does not depend on its batch-mates (``modelfactory serve`` batches seeded
+    # sampled requests only for such a model).
+    batch_seeds_per_row: ClassVar[bool] = False
     # Which jobs to pick this backend for, and what to pick instead for the others: one line that
     # ``modelfactory check`` prints for a config using it (the local backends say it; "" says nothing).
     best_for: ClassVar[str] = ""

@@ -296,155 +296,155 @@ class RecordingServer:
 
     # -------------------------------------------------------------- HTTP
     def _handler(self) -> type[BaseHTTPRequestHandler]:
+        """The request handler class, bound to this server (each request reads its state through it)."""
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # headers and body go out in separate writes
-
-            def log_message(self, *args: Any) -> None:  # keep test output clean
-                pass
-
-            def _record(self) -> Recorded:
-                length = int(self.headers.get("content-length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                try:
-                    body: Any = json.loads(raw) if raw else None
-                except ValueError:
-                    body = raw.decode("utf-8", "replace")
-                parsed = urlparse(self.path)
-                rec = Recorded(
-                    method=self.command,
-                    path=parsed.path,
-                    query={k: v[0] for k, v in parse_qs(parsed.query).items()},
-                    headers={k.lower(): v for k, v in self.headers.items()},
-                    body=body,
-                    raw=raw,
-                )
-                with server._lock:
-                    server.requests.append(rec)
-                return rec
-
-            def _send(
-                self, status: int, payload: bytes, ctype: str, headers: dict[str, str], truncate: bool = False
-            ) -> None:
-                self.send_response(status)
-                self.send_header("content-type", ctype)
-                self.send_header("content-length", str(len(payload)))
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.end_headers()
-                if truncate:  # promise the whole body, send half of it, hang up
-                    self.wfile.write(payload[: len(payload) // 2])
-                    self.wfile.flush()
-                    self._hang_up()
-                    return
-                self.wfile.write(payload)
-
-            def _hang_up(self, reset: bool = False) -> None:
-                self.close_connection = True
-                with contextlib.suppress(OSError):
-                    if reset:  # SO_LINGER 0: close() sends a TCP RST instead of a FIN
-                        linger = struct.pack("ii", 1, 0)
-                        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
-                    else:
-                        self.connection.shutdown(socket.SHUT_RDWR)
-                    self.connection.close()
-
-            def do_GET(self) -> None:
-                if self.path == "/_stats":  # for a load test driving a server in another process
-                    with server._lock:
-                        stats = {
-                            "requests": len(server.requests),
-                            "injected_failures": server.injected_failures,
-                        }
-                    self._send(200, json.dumps(stats).encode(), "application/json", {})
-                    return
-                self._record()
-                body = {
-                    "object": "list",
-                    "data": [{"id": "recorded-model", "object": "model", "created": 0, "owned_by": "tests"}],
-                }
-                self._send(200, json.dumps(body).encode(), "application/json", {})
-
-            def do_POST(self) -> None:
-                with server._lock:
-                    server.in_flight += 1
-                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
-                try:
-                    if server.gate is not None:
-                        with contextlib.suppress(threading.BrokenBarrierError):
-                            server.gate.wait()  # broken (timed out): answer; max_in_flight tells
-                    self._answer_post()
-                finally:
-                    with server._lock:
-                        server.in_flight -= 1
-
-            def _answer_post(self) -> None:
-                rec = self._record()
-                with server._lock:
-                    if server._script:
-                        scripted = server._script.popleft()
-                    elif server.fail_rate and server._rng.random() < server.fail_rate:
-                        server.injected_failures += 1
-                        failure = {"message": "injected failure", "type": "server_error"}
-                        scripted = Scripted(server.fail_status, {"error": failure})
-                    else:
-                        scripted = Scripted()
-                if scripted.delay:
-                    time.sleep(scripted.delay)
-                if scripted.kind == "reset":
-                    self._hang_up(reset=True)
-                    return
-                cut = scripted.kind == "truncate"
-                if isinstance(scripted.body, list) and scripted.status == 200:  # a scripted stream
-                    data = b"".join(f"data: {json.dumps(c)}\n\n".encode() for c in scripted.body)
-                    data += b"data: [DONE]\n\n"
-                    self._send(200, data, "text/event-stream", scripted.headers, cut)
-                    return
-                if scripted.body is not None or scripted.status != 200:
-                    body = scripted.body
-                    if body is None:
-                        body = {"error": {"message": "scripted", "type": "server_error"}}
-                    payload = (
-                        body
-                        if isinstance(body, bytes)
-                        else (body.encode() if isinstance(body, str) else json.dumps(body).encode())
-                    )
-                    self._send(scripted.status, payload, "application/json", scripted.headers, cut)
-                    return
-                if rec.path.endswith("/responses"):  # OpenAI's Responses API
-                    self._send(
-                        200,
-                        json.dumps(server.response(rec.body)).encode(),
-                        "application/json",
-                        scripted.headers,
-                        cut,
-                    )
-                    return
-                if rec.path.endswith("/v1/messages"):  # Anthropic's Messages API (litellm anthropic/...)
-                    self._send(
-                        200,
-                        json.dumps(server.anthropic_message(rec.body)).encode(),
-                        "application/json",
-                        scripted.headers,
-                        cut,
-                    )
-                    return
-                if isinstance(rec.body, dict) and rec.body.get("stream"):
-                    data = b"".join(f"data: {json.dumps(c)}\n\n".encode() for c in server.chunks(rec.body))
-                    data += b"data: [DONE]\n\n"
-                    self._send(200, data, "text/event-stream", scripted.headers, cut)
-                    return
-                self._send(
-                    200,
-                    json.dumps(server.completion(rec.body)).encode(),
-                    "application/json",
-                    scripted.headers,
-                    cut,
-                )
+        class Handler(_Handler):
+            owner = server
 
         return Handler
+
+    def _next_answer(self) -> Scripted:
+        """What the next ``POST`` gets: the first queued answer, an injected failure (``fail_rate``), or
+        the default reply."""
+        with self._lock:
+            if self._script:
+                return self._script.popleft()
+            if self.fail_rate and self._rng.random() < self.fail_rate:
+                self.injected_failures += 1
+                failure = {"message": "injected failure", "type": "server_error"}
+                return Scripted(self.fail_status, {"error": failure})
+            return Scripted()
+
+    def _default_answer(self, rec: Recorded) -> tuple[bytes, str]:
+        """The unscripted reply to ``rec`` and its content type, by the API its path names: OpenAI's
+        Responses, Anthropic's Messages, else a chat completion (a stream when the body asks for one)."""
+        if rec.path.endswith("/responses"):  # OpenAI's Responses API
+            return json.dumps(self.response(rec.body)).encode(), "application/json"
+        if rec.path.endswith("/v1/messages"):  # Anthropic's Messages API (litellm anthropic/...)
+            return json.dumps(self.anthropic_message(rec.body)).encode(), "application/json"
+        if isinstance(rec.body, dict) and rec.body.get("stream"):
+            return _sse(self.chunks(rec.body)), "text/event-stream"
+        return json.dumps(self.completion(rec.body)).encode(), "application/json"
+
+
+def _sse(chunks: list[Any]) -> bytes:
+    """``chunks`` as a server-sent-events stream, ending with ``[DONE]``."""
+    return b"".join(f"data: {json.dumps(c)}\n\n".encode() for c in chunks) + b"data: [DONE]\n\n"
+
+
+def _payload(body: Any) -> bytes:
+    """A scripted body on the wire: bytes as they are, text encoded, anything else as JSON (None: an
+    OpenAI-style server error)."""
+    if body is None:
+        body = {"error": {"message": "scripted", "type": "server_error"}}
+    if isinstance(body, bytes):
+        return body
+    return body.encode() if isinstance(body, str) else json.dumps(body).encode()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Answers one connection's requests for :attr:`owner` (set by :meth:`RecordingServer._handler`)."""
+
+    owner: RecordingServer
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in separate writes
+
+    def log_message(self, *args: Any) -> None:  # keep test output clean
+        pass
+
+    def _record(self) -> Recorded:
+        length = int(self.headers.get("content-length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body: Any = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw.decode("utf-8", "replace")
+        parsed = urlparse(self.path)
+        rec = Recorded(
+            method=self.command,
+            path=parsed.path,
+            query={k: v[0] for k, v in parse_qs(parsed.query).items()},
+            headers={k.lower(): v for k, v in self.headers.items()},
+            body=body,
+            raw=raw,
+        )
+        with self.owner._lock:
+            self.owner.requests.append(rec)
+        return rec
+
+    def _send(
+        self, status: int, payload: bytes, ctype: str, headers: dict[str, str], truncate: bool = False
+    ) -> None:
+        self.send_response(status)
+        self.send_header("content-type", ctype)
+        self.send_header("content-length", str(len(payload)))
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.end_headers()
+        if truncate:  # promise the whole body, send half of it, hang up
+            self.wfile.write(payload[: len(payload) // 2])
+            self.wfile.flush()
+            self._hang_up()
+            return
+        self.wfile.write(payload)
+
+    def _hang_up(self, reset: bool = False) -> None:
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            if reset:  # SO_LINGER 0: close() sends a TCP RST instead of a FIN
+                linger = struct.pack("ii", 1, 0)
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+            else:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            self.connection.close()
+
+    def do_GET(self) -> None:
+        server = self.owner
+        if self.path == "/_stats":  # for a load test driving a server in another process
+            with server._lock:
+                stats = {"requests": len(server.requests), "injected_failures": server.injected_failures}
+            self._send(200, json.dumps(stats).encode(), "application/json", {})
+            return
+        self._record()
+        body = {
+            "object": "list",
+            "data": [{"id": "recorded-model", "object": "model", "created": 0, "owned_by": "tests"}],
+        }
+        self._send(200, json.dumps(body).encode(), "application/json", {})
+
+    def do_POST(self) -> None:
+        server = self.owner
+        with server._lock:
+            server.in_flight += 1
+            server.max_in_flight = max(server.max_in_flight, server.in_flight)
+        try:
+            if server.gate is not None:
+                with contextlib.suppress(threading.BrokenBarrierError):
+                    server.gate.wait()  # broken (timed out): answer; max_in_flight tells
+            self._answer_post()
+        finally:
+            with server._lock:
+                server.in_flight -= 1
+
+    def _answer_post(self) -> None:
+        """Record the request, then send what :meth:`RecordingServer._next_answer` says: a fault, a
+        scripted stream or body, or the default reply."""
+        rec = self._record()
+        scripted = self.owner._next_answer()
+        if scripted.delay:
+            time.sleep(scripted.delay)
+        if scripted.kind == "reset":
+            self._hang_up(reset=True)
+            return
+        cut = scripted.kind == "truncate"
+        if isinstance(scripted.body, list) and scripted.status == 200:  # a scripted stream
+            self._send(200, _sse(scripted.body), "text/event-stream", scripted.headers, cut)
+        elif scripted.body is not None or scripted.status != 200:
+            self._send(scripted.status, _payload(scripted.body), "application/json", scripted.headers, cut)
+        else:
+            payload, ctype = self.owner._default_answer(rec)
+            self._send(200, payload, ctype, scripted.headers, cut)
 
 
 def main() -> None:

@@ -123,6 +123,18 @@ def test_a_required_tool_call_streams_as_tool_call_deltas(served: tuple[str, str
     assert not "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"])
 
 
+def test_chat_logprobs_are_scored_or_refused_per_backend(served: tuple[str, str]) -> None:
+    """TransformersModel scores its reply's tokens; LlamaCppModel does not on chat: a 400, never dropped."""
+    backend, url = served
+    resp = _post(url, {"messages": WEATHER, "logprobs": True, "temperature": 0, "max_tokens": 4})
+    if backend == "llamacpp":
+        assert resp.status_code == 400 and resp.json()["error"]["param"] == "logprobs", resp.text
+        return
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert len(body["choices"][0]["logprobs"]["content"]) == body["usage"]["completion_tokens"]
+
+
 @smolagents.tool
 def get_weather(city: str) -> str:
     """The current weather in a city.

@@ -201,6 +201,38 @@ def test_tool_choice_is_honoured_or_refused(server: BackgroundServer) -> None:
     assert strict(ChatCompletion, none.json()).choices[0].message.tool_calls is None
 
 
+def test_an_api_backend_gets_the_clients_tool_choice_and_refuses_logprobs() -> None:
+    """Serve in front of an API backend (OpenAIServerModel on the recording server) sends upstream the
+    tool_choice the client sent, an absent one as ``auto`` (OpenAI's default), never the library's agent
+    default ``required``; ``none`` sends no tools. logprobs: a 400, never silently dropped."""
+    from modelfactory import OpenAIServerModel
+    from modelfactory.testing import RecordingServer
+
+    with RecordingServer(reply="fine") as upstream:
+        model = OpenAIServerModel(model_id="up", api_base=f"{upstream.url}/v1", api_key="k", max_retries=0)
+        served = BackgroundServer(model, ServerSettings(port=0, api_key=KEY, log_level="warning"))
+        with served:
+            body = {"messages": ASK, "tools": TOOLS}
+            named = {"type": "function", "function": {"name": "get_weather"}}
+            for sent, expected in (
+                (None, "auto"),
+                ("auto", "auto"),
+                ("required", "required"),
+                (named, named),
+            ):
+                extra = {} if sent is None else {"tool_choice": sent}
+                resp = post(served, "/v1/chat/completions", {**body, **extra})
+                assert resp.status_code == 200, resp.text
+                assert upstream.last.body["tool_choice"] == expected
+                assert upstream.last.body["tools"][0]["function"]["name"] == "get_weather"
+            resp = post(served, "/v1/chat/completions", {**body, "tool_choice": "none"})
+            assert resp.status_code == 200 and "tools" not in upstream.last.body
+            asked = len(upstream.requests)
+            resp = post(served, "/v1/chat/completions", {"messages": ASK, "logprobs": True})
+            assert resp.status_code == 400 and resp.json()["error"]["param"] == "logprobs"
+            assert len(upstream.requests) == asked  # refused before any upstream call
+
+
 # --------------------------------------------------------------------------- seeded batching
 
 
@@ -226,6 +258,37 @@ def test_greedy_seeded_requests_share_a_batch(server: BackgroundServer, tiny: Tr
     assert got == expected
     sizes = server.dispatcher.batches[before:]
     assert sum(sizes) == len(questions) and max(sizes) > 1, sizes
+
+
+def test_sampled_seeded_requests_share_a_batch(server: BackgroundServer) -> None:
+    """lm-eval sends ``seed`` (1234) with every request, sampled ones too, ``num_concurrent`` at a time:
+    they share generate_batch calls, and each reply is the one the same request gets alone (each row
+    samples from its own generator)."""
+    questions = ["Hi", "Tell me a story.", "Count to ten.", "What do bees make?"]
+    seeds = [1234, 1234, 7, 2**40]
+    bodies = [
+        {"messages": [{"role": "user", "content": q}], "temperature": 0.8, "max_tokens": 8, "seed": s}
+        for q, s in zip(questions, seeds, strict=True)
+    ]
+
+    def ask(body: dict[str, Any]) -> str:
+        resp = post(server, "/v1/chat/completions", body)
+        assert resp.status_code == 200, resp.text
+        return str(resp.json()["choices"][0]["message"]["content"])
+
+    alone = [ask(body) for body in bodies]  # one at a time: each a generate_batch call of one row
+    before = len(server.dispatcher.batches)
+    barrier = threading.Barrier(len(bodies))
+
+    def together(body: dict[str, Any]) -> str:
+        barrier.wait()
+        return ask(body)
+
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        got = list(pool.map(together, bodies))
+    assert got == alone
+    sizes = server.dispatcher.batches[before:]  # one entry per generate_batch call
+    assert sum(sizes) == len(bodies) and len(sizes) < len(bodies), sizes
 
 
 # --------------------------------------------------------------------------- streamed tool calls

@@ -2,7 +2,8 @@
 
 Requests for a model with ``generate_batch`` (local models) that arrive within ``batch_window_ms`` of
 each other, or while the model is busy, and share their generation parameters, go through one
-``generate_batch`` call (up to ``max_batch_size`` rows; each row keeps its own stops). Other models get
+``generate_batch`` call (up to ``max_batch_size`` rows; each row keeps its own stops, and its own seed
+where the model samples each row from its own generator: ``batch_seeds_per_row``). Other models get
 one call per request from a pool of ``max_concurrency`` threads; streams too, and are never batched.
 So does a model with ``continuous_batching = True``, which decodes concurrent calls together itself.
 """
@@ -33,13 +34,14 @@ class Job:
     group: str = ""
 
 
-def batch_group(params: dict[str, Any]) -> str:
-    """The key of the requests that may share a ``generate_batch`` call: the same parameters. A seed
-    decides nothing in greedy decoding (``temperature`` 0, what lm-eval sends with its fixed seed), so
-    greedy requests batch whatever their seed; a sampled seeded one runs alone, so its reply depends on
-    its seed only, never on which other requests happened to arrive with it."""
+def batch_group(params: dict[str, Any], seeds_per_row: bool = False) -> str:
+    """The key of the requests that may share a ``generate_batch`` call: the same parameters but the
+    seed. A seed decides nothing in greedy decoding (``temperature`` 0, what lm-eval sends with its fixed
+    seed), and a model that samples each row from its own generator (``batch_seeds_per_row``) gets each
+    row's seed: either way a reply depends on its seed only, never on which other requests happened to
+    arrive with it. A sampled seeded request to any other model runs alone."""
     if "seed" in params:
-        if params.get("temperature") != 0:
+        if params.get("temperature") != 0 and not seeds_per_row:
             return uuid.uuid4().hex
         params = {k: v for k, v in params.items() if k != "seed"}
     return json.dumps(params, sort_keys=True)
@@ -69,6 +71,7 @@ class Dispatcher:
             with contextlib.suppress(TypeError, ValueError):
                 params = inspect.signature(batch).parameters
         self.row_errors = "return_exceptions" in params
+        self.seeds_per_row = getattr(self.model, "batch_seeds_per_row", False) is True
 
     async def start(self) -> None:
         if self.batching:
@@ -88,7 +91,7 @@ class Dispatcher:
     ) -> Any:
         loop = asyncio.get_running_loop()
         if self.batching and self.queue is not None and not any(v is not None for v in extra.values()):
-            group = batch_group(params)
+            group = batch_group(params, self.seeds_per_row)
             job = Job(messages, stop, params, loop.create_future(), group)
             await self.queue.put(job)
             return await job.future
@@ -137,7 +140,12 @@ class Dispatcher:
                     job.future.set_result(reply)
 
     def _run_batch(self, batch: list[Job]) -> list[Any]:
-        kwargs: dict[str, Any] = dict(batch[0].params)
+        kwargs = {k: v for k, v in batch[0].params.items() if k != "seed"}
+        seeds = [j.params.get("seed") for j in batch]
+        if self.seeds_per_row and any(seed is not None for seed in seeds):
+            kwargs["seeds"] = seeds  # one per row: each row samples from its own generator
+        elif any(seed is not None for seed in seeds):  # greedy rows: any seed (it decides nothing)
+            kwargs["seed"] = next(s for s in seeds if s is not None)
         if self.row_errors:
             kwargs["return_exceptions"] = True
         replies = self.model.generate_batch(

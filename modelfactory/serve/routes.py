@@ -14,15 +14,15 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, cast
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from ..errors import MessageError
-from ..messages import ChatMessage, ChatMessageStreamDelta, normalize_messages, normalize_stop_sequences
-from ..secrets import StreamScrubber, scrub_tree
+from ..messages import ChatMessage, normalize_messages, normalize_stop_sequences
+from ..secrets import scrub_tree
+from .chat_stream import stream_response
 from .protocol import (
-    DONE,
     ChatCompletionRequest,
     HTTPError,
     StreamChunks,
@@ -31,8 +31,6 @@ from .protocol import (
     context_length_exceeded,
     error_for,
     parse_request,
-    stream_finish_reason,
-    stream_tool_calls,
 )
 from .state import ServeState, context_length
 from .toolstream import ToolCallStream
@@ -232,7 +230,7 @@ async def _chat(state: ServeState, request: Request, deployment: str | None) -> 
         # A local model writes its tool calls as JSON text: parsed here, as its non-streamed reply is.
         parse = getattr(state.model, "parse_tool_calls", None)
         calls = ToolCallStream(parse) if state.is_local and extra["tools_to_call_from"] and parse else None
-        return await _stream(state, deltas, chunks, max_tokens, calls)
+        return await stream_response(state, deltas, chunks, max_tokens, calls)
     return JSONResponse(await complete(state, req, deployment))
 
 
@@ -260,6 +258,19 @@ async def complete(
             raise error_for(exc, state.is_local, redact) from None
         body["choices"][0]["logprobs"] = {"content": content, "refusal": None}
     return cast(dict[str, Any], scrub_tree(body, redact))  # an upstream that echoed its key: not to clients
+
+
+def _text_chars(message: dict[str, Any]) -> int:
+    """The characters of a message's text: an image part counts none (its tokens are the processor's to
+    count, and its base64 says nothing about them)."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return len(content)
+    if isinstance(content, list):
+        return sum(
+            len(str(p.get("text") or "")) for p in content if isinstance(p, dict) and p.get("type") == "text"
+        )
+    return len(str(message))
 
 
 async def _prepared(state: ServeState, req: ChatCompletionRequest, deployment: str | None) -> Any:
@@ -316,14 +327,18 @@ def _check_logprobs(state: ServeState, req: ChatCompletionRequest) -> None:
 
 def _tools(state: ServeState, req: ChatCompletionRequest, params: dict[str, Any]) -> Any:
     """The tools the model gets, with ``tool_choice`` honoured or refused, never ignored: ``none`` sends
-    no tools; ``required`` or a named function goes to a model that enforces it (an API backend sends it
-    upstream; LlamaCppModel constrains decoding with a grammar), and is a 400 for one that cannot."""
-    choice = req.tool_choice
-    if choice is None or choice == "auto" or not req.tools:
+    no tools; ``auto`` (also what an absent one means, as at OpenAI, unless the served model's config
+    names one) goes to the model as ``auto``, never as the library's agent default ``required``;
+    ``required`` or a named function goes to a model that enforces it (an API backend sends it upstream;
+    LlamaCppModel and OpenVINOModel constrain decoding) and is a 400 for one that cannot."""
+    if not req.tools:
         return req.tools
+    choice = req.tool_choice if req.tool_choice is not None else _configured_tool_choice(state.model)
     if choice == "none":
         return None
-    if not (choice == "required" or (isinstance(choice, dict) and choice.get("type") == "function")):
+    if not (
+        choice in ("auto", "required") or (isinstance(choice, dict) and choice.get("type") == "function")
+    ):
         raise HTTPError(
             400,
             f"tool_choice must be 'none', 'auto', 'required' or {{'type': 'function', 'function': "
@@ -331,8 +346,7 @@ def _tools(state: ServeState, req: ChatCompletionRequest, params: dict[str, Any]
             param="tool_choice",
             code="invalid_value",
         )
-    spec = getattr(state.model, "spec", None)
-    if state.is_local and not hasattr(spec, "tool_choice"):
+    if choice != "auto" and state.is_local and not hasattr(getattr(state.model, "spec", None), "tool_choice"):
         raise HTTPError(
             400,
             f"tool_choice {choice!r} needs decoding constrained to a tool call, which "
@@ -343,6 +357,16 @@ def _tools(state: ServeState, req: ChatCompletionRequest, params: dict[str, Any]
         )
     params["tool_choice"] = choice
     return req.tools
+
+
+def _configured_tool_choice(model: Any) -> Any:
+    """The served model's own ``tool_choice`` (its config's ``tool_choice`` field, as LlamaCppModel's, or
+    ``generation_kwargs.tool_choice``), else ``auto``: what a request that names none gets."""
+    spec = getattr(model, "spec", None)
+    configured = getattr(spec, "tool_choice", None)
+    if configured is None:
+        configured = (getattr(spec, "generation_kwargs", None) or {}).get("tool_choice")
+    return configured if configured is not None else "auto"
 
 
 MAX_CHARS_PER_TOKEN = 64  # no vocabulary has many longer tokens: more characters than this per token of
@@ -368,7 +392,7 @@ def _check_context(
     context = state.context_length
     if context is None:
         return
-    chars = sum(len(m["content"]) if isinstance(m.get("content"), str) else len(str(m)) for m in messages)
+    chars = sum(_text_chars(m) for m in messages)
     chars += sum(len(json.dumps(part, default=str)) for part in (tools, response_format) if part)
     if chars > context * MAX_CHARS_PER_TOKEN:
         raise context_length_exceeded(context, None, max_tokens, "the messages and tools")
@@ -378,128 +402,3 @@ def _check_context(
         raise error_for(exc, state.is_local, state.redactor()) from None
     if prompt + (max_tokens or 1) > context:
         raise context_length_exceeded(context, prompt, max_tokens)
-
-
-class _ToolArguments:
-    """Streamed tool calls' ``function.arguments``, each call (by its ``index``) through its own
-    :class:`~modelfactory.secrets.StreamScrubber`: arguments arrive in pieces, and a key an upstream echoes
-    into them may be split across two chunks."""
-
-    def __init__(self, state: ServeState) -> None:
-        self._state = state
-        self._by_index: dict[Any, StreamScrubber] = {}
-
-    def feed(self, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        for call in calls:
-            fn = call.get("function")
-            if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
-                scrubber = self._by_index.get(call.get("index"))
-                if scrubber is None:
-                    scrubber = self._by_index[call.get("index")] = self._state.stream_scrubber()
-                fn["arguments"] = scrubber.feed(fn["arguments"])
-        return calls
-
-    def flush(self) -> list[dict[str, Any]]:
-        """The pieces held back, one delta per call that has some (sent before the finish chunk)."""
-        out = []
-        for index, scrubber in self._by_index.items():
-            rest = scrubber.flush()
-            if rest:
-                out.append({"index": index, "function": {"arguments": rest}})
-        return out
-
-
-async def _stream(
-    state: ServeState,
-    deltas: AsyncGenerator[ChatMessageStreamDelta, None],
-    chunks: StreamChunks,
-    max_tokens: int | None,
-    calls: ToolCallStream | None = None,
-) -> Any:
-    # The first delta (or the error) before the headers: a model that fails at once gets a real status.
-    redact = state.redactor()
-    try:
-        first: ChatMessageStreamDelta | None = await deltas.__anext__()
-    except StopAsyncIteration:
-        first = None
-    except Exception as exc:
-        await deltas.aclose()
-        raise error_for(exc, state.is_local, redact) from None
-    # The content and each tool call's arguments are scrubbed as they stream, holding back a tail that
-    # could begin a key (an upstream that echoes its key may split it across two chunks).
-    content = state.stream_scrubber()
-    arguments = _ToolArguments(state)
-
-    def tool_calls_held() -> tuple[list[bytes], bool]:
-        """A local model's text held back from its first ``{``: the chunks of its tool calls (and True),
-        or of that text as content after all."""
-        if calls is None:
-            return [], False
-        text, parsed = calls.finish()
-        out = []
-        if text and (text := content.feed(text)):
-            out.append(chunks.chunk({"content": text}))
-        for piece in parsed:
-            out.append(chunks.chunk({"tool_calls": arguments.feed(scrub_tree(piece, redact))}))
-        return out, bool(parsed)
-
-    def held_back() -> list[bytes]:
-        """The chunks for what the scrubbers held back as a possible key's start (the key never came
-        whole): the content's tail, then each tool call's arguments' tail."""
-        out = []
-        rest = content.flush()
-        if rest:
-            out.append(chunks.chunk({"content": rest}))
-        held = arguments.flush()
-        if held:
-            out.append(chunks.chunk({"tool_calls": held}))
-        return out
-
-    async def body() -> AsyncIterator[bytes]:
-        usage = None
-        tool_calls = False
-        try:
-            yield chunks.chunk({"role": "assistant", "content": ""})
-            pending = [first] if first is not None else []
-            while True:
-                if pending:
-                    delta = pending.pop()
-                else:
-                    try:
-                        delta = await deltas.__anext__()
-                    except StopAsyncIteration:
-                        break
-                if delta.token_usage is not None:
-                    usage = delta.token_usage
-                text = delta.content or ""
-                if text and calls is not None:
-                    text = calls.feed(text)
-                text = content.feed(text) if text else ""
-                if text:
-                    yield chunks.chunk({"content": text})
-                if delta.tool_calls:
-                    tool_calls = True
-                    native = arguments.feed(scrub_tree(stream_tool_calls(delta.tool_calls), redact))
-                    yield chunks.chunk({"tool_calls": native})
-            parsed, called = tool_calls_held()
-            tool_calls = tool_calls or called
-            for chunk in parsed:
-                yield chunk
-            for chunk in held_back():
-                yield chunk
-            yield chunks.chunk({}, stream_finish_reason(tool_calls, usage, max_tokens))
-            if chunks.include_usage:
-                yield chunks.usage(usage)
-        except Exception as exc:  # after the headers: an error event, as OpenAI sends them
-            for chunk in held_back():
-                yield chunk
-            yield chunks.error(error_for(exc, state.is_local, redact))
-        finally:
-            await deltas.aclose()
-        yield DONE
-
-    return StreamingResponse(
-        body(),
-        media_type="text/event-stream",
-        headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
-    )

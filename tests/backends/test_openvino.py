@@ -445,3 +445,42 @@ def test_serve_sends_each_request_as_it_comes_and_the_engine_batches_them(smol: 
         together = list(pool.map(lambda p: smol(p, max_tokens=16).content, prompts))
     assert together == singles
     assert smol.runtime.steps - steps < 3 * 16  # the three were decoded in shared steps
+
+
+def test_serve_honours_tool_choice_required_and_refuses_chat_logprobs(smol: OpenVINOModel) -> None:
+    """Through `modelfactory serve`: tool_choice "required" constrains the reply to a call (structured
+    output), and chat logprobs, which OpenVINOModel does not score, are a 400, never dropped."""
+    import httpx
+
+    from modelfactory.serve import BackgroundServer, ServerSettings
+
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string"}},
+                    "required": ["city"],
+                },
+            },
+        }
+    ]
+    ask = [{"role": "user", "content": "Hello there!"}]
+    with BackgroundServer(smol, ServerSettings(port=0, log_level="warning")) as url:
+        chat = f"{url}/v1/chat/completions"
+        body = {
+            "messages": ask,
+            "tools": tools,
+            "tool_choice": "required",
+            "temperature": 0,
+            "max_tokens": 40,
+        }
+        resp = httpx.post(chat, json=body, timeout=300)
+        assert resp.status_code == 200, resp.text
+        choice = resp.json()["choices"][0]
+        assert choice["finish_reason"] == "tool_calls", choice
+        assert choice["message"]["tool_calls"][0]["function"]["name"] == "get_weather"
+        resp = httpx.post(chat, json={"messages": ask, "logprobs": True, "max_tokens": 4}, timeout=300)
+        assert resp.status_code == 400 and resp.json()["error"]["param"] == "logprobs"

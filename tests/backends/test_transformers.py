@@ -480,6 +480,37 @@ def test_batch_sampling_is_seeded_and_honours_stops(tiny: TransformersModel) -> 
     assert single.content == tiny(CONVERSATIONS[0], seed=5).content  # a batch of one is a plain call
 
 
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    rows=st.lists(
+        st.tuples(st.integers(0, len(CONVERSATIONS) - 1), st.one_of(st.none(), st.integers(0, 2**63 - 1))),
+        min_size=2,
+        max_size=4,
+    ),
+    top_p=st.sampled_from([None, 0.9]),
+)
+def test_a_seeded_sampled_row_is_its_reply_alone(
+    tiny: TransformersModel, rows: list[tuple[int, int | None]], top_p: float | None
+) -> None:
+    """Each row samples from its own generator: a row with a seed (``seeds``: one per row) gets the text
+    it gets alone with that seed, whatever rows share its batch and in whatever order; a row without one
+    gets the model's configured seed (0)."""
+    extra = {} if top_p is None else {"top_p": top_p}
+    convs = [CONVERSATIONS[i] for i, _ in rows]
+    seeds = [seed for _, seed in rows]
+    batch = tiny.generate_batch(convs, seeds=seeds, **extra)
+    for conv, seed, row in zip(convs, seeds, batch, strict=True):
+        alone = tiny(conv, **extra) if seed is None else tiny(conv, seed=seed, **extra)
+        assert row.content == alone.content
+
+
+def test_one_seed_for_a_batch_samples_each_row_as_alone(tiny: TransformersModel) -> None:
+    rows = tiny.generate_batch(CONVERSATIONS[:4], seed=11, batch_size=2)  # two generate calls
+    assert [r.content for r in rows] == [tiny(c, seed=11).content for c in CONVERSATIONS[:4]]
+    with pytest.raises(MessageError, match="seeds has 2 values for 3 conversations"):
+        tiny.generate_batch(CONVERSATIONS[:3], seeds=[1, 2])
+
+
 def test_batch_errors_name_the_row(greedy: TransformersModel, one_by_one: list[Any]) -> None:
     bad = [*CONVERSATIONS[:2], [{"role": "wizard", "content": "x"}]]
     with pytest.raises(MessageError, match=r"conversations\[2\]: messages\[0\]: unknown role"):

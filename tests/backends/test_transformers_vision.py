@@ -63,3 +63,17 @@ def test_a_causal_lm_still_loads_as_one() -> None:
     model = TransformersModel("builtin:tiny-llama", max_tokens=2, device="cpu")
     assert model.generate([{"role": "user", "content": "Hi"}]).content is not None
     assert model.runtime.processor is None
+
+
+def test_batches_and_streams_carry_the_images(vlm_dir: Path) -> None:
+    """generate_batch (what the runner and serve call) and generate_stream answer an image conversation as
+    generate does: each row with its own image (and its own seed), the stream adding up to the reply."""
+    model = TransformersModel(str(vlm_dir), max_tokens=6, device="cpu")
+    images = [Image.new("RGB", (40, 30), c) for c in [(200, 10, 10), (10, 10, 200)]]
+    alone = [model.generate(_ask(im), temperature=0.8, seed=i).content for i, im in enumerate(images)]
+    rows = model.generate_batch([_ask(im) for im in images], temperature=0.8, seeds=[0, 1])
+    assert [r.content for r in rows] == alone
+    greedy = model.generate(_ask(images[0]))
+    deltas = list(model.generate_stream(_ask(images[0])))
+    assert "".join(d.content or "" for d in deltas) == greedy.content
+    assert deltas[-1].token_usage == greedy.token_usage

@@ -182,7 +182,9 @@ class OpenVINOModel(LocalWeights[_Runtime], Model):
     def _config(self, req: GenerationRequest, prompt_tokens: int) -> tuple[Any, list[str]]:
         genai = import_genai()
         params = dict(req.params)
-        tool_choice = params.pop("tool_choice", self.spec.tool_choice)
+        params.pop("tool_choice", None)
+        # the request carries it (Model._request: the call's, else the configured one), as for llama.cpp
+        tool_choice = req.tool_choice if req.tool_choice is not None else self.spec.tool_choice
         unknown = sorted(set(params) - _PARAMS)
         if unknown:
             raise MessageError(

@@ -11,6 +11,7 @@ from typing import Any
 
 from ...errors import (
     BackendError,
+    MessageError,
     ModelFactoryError,
     UnsupportedFeatureError,
 )
@@ -24,9 +25,10 @@ from . import _completions
 from ._chat import render_prompt
 from ._dtype import choose_dtype
 from ._loading import import_backend, load_runtime
+from ._sampling import row_sampler, samples_per_row
 from ._spec import TransformersSpec
 from ._stopping import cancel_criteria, criteria_list, settled_streamer, stop_criteria
-from ._vision import generate_with_images
+from ._vision import count_image_prompt, generate_with_images, stream_with_images
 from ._weights import GENERATE_LOCK, WEIGHTS, Runtime
 
 __all__ = ["TransformersModel"]
@@ -46,11 +48,12 @@ class _Prepared:
     input_ids: Any  # (rows, width) tensor on the model's device, left-padded
     prompt_lens: list[int]  # unpadded prompt length of each row
     gen_kwargs: dict[str, Any]
-    seed: int | None
+    seed: int | None  # torch's global generator seeded with it (sampling that cannot draw per row)
     stop: Any  # the per-row stop criteria, or None
     max_new_tokens: int
     stops: list[list[str]] = field(default_factory=list)
     cached_tokens: int = 0  # prompt tokens whose KV came from the previous call (batch of one only)
+    row_seeds: bool = False  # each row drawn from its own generator (:mod:`._sampling`)
 
 
 class TransformersModel(LocalWeights[Runtime], Model):
@@ -62,6 +65,7 @@ class TransformersModel(LocalWeights[Runtime], Model):
     text_only = True  # a causal LM: content parts are joined into text (smolagents' flatten_messages_as_text)
     is_local = True  # weights in this process: one call at a time, failures are ours
     batch_uses_cache = True  # generate_batch looks each row up in the response cache (the runner batches)
+    batch_seeds_per_row = True  # a seeded sampled row draws from its own generator (._sampling)
     best_for = (
         "batched work (a dataset through the runner, `modelfactory serve` under load: generate_batch), GPUs, "
         "hub checkpoints; for one conversation at a time on a CPU (a chat, an agent loop) LlamaCppModel on a "
@@ -169,7 +173,11 @@ class TransformersModel(LocalWeights[Runtime], Model):
         model's ``max_position_embeddings``."""
         if self.spec.context_length is not None:
             return self.spec.context_length
-        n = getattr(getattr(self.runtime.model, "config", None), "max_position_embeddings", None)
+        config: Any = getattr(self.runtime.model, "config", None)
+        text_config = getattr(config, "get_text_config", None)
+        if callable(text_config):  # a vision-language model's is its language model's
+            config = text_config()
+        n = getattr(config, "max_position_embeddings", None)
         return n if isinstance(n, int) and n > 0 else None
 
     def count_prompt_tokens(
@@ -178,7 +186,10 @@ class TransformersModel(LocalWeights[Runtime], Model):
         """How many tokens ``messages`` (normalised) make once templated: what a call would feed the model.
 
         A prompt too long for the context by its length alone raises :class:`ContextLengthError` without
-        being tokenized (``modelfactory serve`` calls this before it queues a request)."""
+        being tokenized (``modelfactory serve`` calls this before it queues a request). A vision-language
+        model counts what its processor makes of the conversation, image tokens included."""
+        if self.runtime.processor is not None:
+            return count_image_prompt(self, list(messages), tools)
         return len(self._tokenize(self.chat_prompt(messages, tools), None))
 
     def _tokenize(self, prompt: str, requested: int | None) -> list[int]:
@@ -232,7 +243,8 @@ class TransformersModel(LocalWeights[Runtime], Model):
         max_new = min(r.max_new for r in rows)  # the same params; a default budget shortened to fit
         temperature = params.pop("temperature", None)
         top_p = params.pop("top_p", None)
-        seed = params.pop("seed", None)
+        params.pop("seed", None)
+        seeds = [r.req.params.get("seed") for r in rows]  # one per row (generate_batch's seeds)
         if "do_sample" in params:
             do_sample = bool(params.pop("do_sample"))
         elif temperature is not None:
@@ -252,6 +264,15 @@ class TransformersModel(LocalWeights[Runtime], Model):
             if top_p is not None:
                 gen_kwargs["top_p"] = float(top_p)
         gen_kwargs.update(params)
+        seed, row_seeds = None, False
+        if any(s is not None for s in seeds):
+            if samples_per_row(gen_kwargs, rt.model.generation_config):
+                gen_kwargs["logits_processor"] = row_sampler(
+                    torch, gen_kwargs, rt.model.generation_config, seeds
+                )
+                row_seeds = True
+            else:
+                seed = next(int(s) for s in seeds if s is not None)
         stops = [list(r.req.provider_stop or []) for r in rows]
         stop = None
         if any(stops):
@@ -262,14 +283,16 @@ class TransformersModel(LocalWeights[Runtime], Model):
             input_ids=input_ids.to(rt.device),
             prompt_lens=[len(r.ids) for r in rows],
             gen_kwargs=gen_kwargs,
-            seed=None if seed is None else int(seed),
+            seed=seed,
             stop=stop,
             max_new_tokens=max_new,
             stops=stops,
+            row_seeds=row_seeds,
         )
 
     def _run(self, prep: _Prepared, **extra: Any) -> Any:
-        """``model.generate`` under the generation lock, with torch's RNG reseeded (and restored) if seeded.
+        """``model.generate`` under the generation lock; a seeded call leaves torch's global generator as it
+        was (reseeded for the call where it samples from it, see :class:`_Prepared`).
 
         A batch of one reuses (and then leaves behind) the KV cache of the shared token prefix with the
         previous such call when ``prompt_cache`` is on; returns the output ids either way.
@@ -289,12 +312,13 @@ class TransformersModel(LocalWeights[Runtime], Model):
                     kwargs[rt.cache_kwarg] = cache
                 kwargs["return_dict_in_generate"] = True
             with torch.inference_mode(), torch_threads(torch, self.spec.num_threads):
-                if prep.seed is None:
+                if prep.seed is None and not prep.row_seeds:
                     output = rt.model.generate(prep.input_ids, **kwargs)
                 else:
                     devices = [rt.device.index or 0] if rt.device.type == "cuda" else []
                     with torch.random.fork_rng(devices=devices):
-                        torch.manual_seed(prep.seed)
+                        if prep.seed is not None:
+                            torch.manual_seed(prep.seed)
                         output = rt.model.generate(prep.input_ids, **kwargs)
             if not reuse:
                 return output
@@ -345,7 +369,7 @@ class TransformersModel(LocalWeights[Runtime], Model):
 
     def _generate(self, req: GenerationRequest) -> ChatMessage:
         if self.runtime.processor is not None:  # a vision-language model: its processor builds the prompt
-            return generate_with_images(self.runtime, self.spec, req)
+            return generate_with_images(self, req)
         prep = self._prepare([self._encode(req)])
         return self._reply(prep, self._run(prep), 0, req)
 
@@ -359,29 +383,40 @@ class TransformersModel(LocalWeights[Runtime], Model):
         *,
         batch_size: int | None = None,
         return_exceptions: bool = False,
+        seeds: Sequence[int | None] | None = None,
         **kwargs: Any,
     ) -> list[Any]:
         """Generate a reply to each conversation, ``batch_size`` rows per ``generate`` call (left-padded).
 
         ``stop_sequences``: one list for every row, or one list (or ``None``) per row; each row stops on
-        its own. ``kwargs`` (temperature, max_tokens, seed, ...) apply to every row. Greedy rows give
-        the same tokens as one-by-one calls up to floating-point noise of padded batches (see the
-        tests); seeded sampled rows are reproducible for the same batch. ``return_exceptions``: a row
+        its own. ``kwargs`` (temperature, max_tokens, seed, ...) apply to every row; ``seeds`` instead of
+        ``seed`` gives one seed (or ``None``) per row. Greedy rows give the same tokens as one-by-one calls
+        up to floating-point noise of padded batches (see the tests), and so do seeded sampled rows: each
+        draws from its own generator, so its reply depends on its seed, not on its batch-mates (one
+        ``seed`` for every row: each row is sampled as if called alone with it). ``return_exceptions``: a row
         whose conversation is invalid or too long for the context (:class:`ContextLengthError`, refused
         before any generation) gets its exception instead of a reply, and so does a row that fails when a
         failed ``generate`` call is run again row by row; the other rows get their replies.
         With the response cache on, each row is looked up (and stored) as a single call would be.
         """
         conversations = list(conversations)
-        stop_rows = row_stops(stop_sequences, len(conversations))
-        results: list[Any] = [None] * len(conversations)
+        n = len(conversations)
+        stop_rows = row_stops(stop_sequences, n)
+        row_kwargs = _per_row_seeds(kwargs, seeds, n)
+        results: list[Any] = [None] * n
         rows: list[tuple[int, _Row]] = []
         for i, (conv, stops) in enumerate(zip(conversations, stop_rows, strict=True)):
             try:
-                req = self._request(conv, stops, grammar, response_format, tools_to_call_from, kwargs)
+                req = self._request(conv, stops, grammar, response_format, tools_to_call_from, row_kwargs[i])
                 cached = self._cache_lookup(req)  # the response cache, row by row: a hit is not generated
                 if cached is not None:
                     results[i] = cached
+                    continue
+                if (
+                    self.runtime.processor is not None
+                ):  # a vision-language model: each row through its processor
+                    results[i] = generate_with_images(self, req)
+                    self._cache_store(req, results[i])
                     continue
                 rows.append((i, self._encode(req)))
             except Exception as exc:
@@ -428,6 +463,9 @@ class TransformersModel(LocalWeights[Runtime], Model):
             return exc if isinstance(exc, ModelFactoryError) else self._backend_error(exc)
 
     def _generate_stream(self, req: GenerationRequest) -> Iterator[ChatMessageStreamDelta]:
+        if self.runtime.processor is not None:  # a vision-language model: its processor builds the prompt
+            yield from stream_with_images(self, req)
+            return
         prep = self._prepare([self._encode(req)])
         rt = self.runtime
         streamer = settled_streamer(rt.tokenizer, req.stop_sequences)
@@ -470,6 +508,11 @@ class TransformersModel(LocalWeights[Runtime], Model):
     def reply_logprobs(self, reply: ChatMessage, top: int = 0) -> list[dict[str, Any]]:
         """OpenAI's chat ``logprobs.content`` of a reply this model generated (from its ``raw`` prompt and
         token ids): :func:`._completions.reply_logprobs`."""
+        if self.runtime.processor is not None:
+            raise UnsupportedFeatureError(
+                "logprobs: TransformersModel scores the replies of text models only, not of a "
+                "vision-language model (its prompt holds images): drop logprobs/top_logprobs"
+            )
         raw = reply.raw if isinstance(reply.raw, dict) else {}
         if not isinstance(raw.get("prompt"), str) or not isinstance(raw.get("generated_token_ids"), list):
             raise UnsupportedFeatureError("logprobs: the reply does not hold its prompt and token ids")
@@ -518,3 +561,17 @@ def _plain_decoding(gen_kwargs: dict[str, Any], defaults: Any) -> bool:
         and (setting("num_beams") or 1) == 1
         and (setting("num_return_sequences") or 1) == 1
     )
+
+
+def _per_row_seeds(
+    kwargs: dict[str, Any], seeds: Sequence[int | None] | None, n: int
+) -> list[dict[str, Any]]:
+    """Each row's call kwargs: ``kwargs``, plus row ``i``'s ``seeds[i]`` when given (None: no seed of its
+    own, the model's configured one if any)."""
+    if seeds is None:
+        return [kwargs] * n
+    if isinstance(seeds, (str, bytes)) or len(seeds) != n:
+        raise MessageError(f"seeds has {len(seeds)} values for {n} conversations: give one per conversation")
+    if "seed" in kwargs:
+        raise MessageError("give seed (one for every row) or seeds (one per row), not both")
+    return [kwargs if seed is None else {**kwargs, "seed": seed} for seed in seeds]
