@@ -31,8 +31,18 @@ done | tee "$OUT/commits.txt"
 {
     echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2) x $(nproc)," \
         "flags: $(grep -o 'avx512_bf16\|avx2' /proc/cpuinfo | sort -u | tr '\n' ' ')"
-    "$PY" -c 'import importlib.metadata as m; print(" ".join(f"{p} {m.version(p)}" for p in
-        ("pytest", "pytest-xdist", "torch", "transformers", "llama_cpp_python", "mlflow")))' || true
+    "$PY" - <<'EOF'
+import importlib.metadata as m
+
+names = ("pytest", "pytest-xdist", "torch", "transformers", "llama_cpp_python", "openvino-genai", "mlflow", "mlflow-skinny")
+found = {}
+for name in names:
+    try:
+        found[name] = m.version(name)
+    except m.PackageNotFoundError:
+        found[name] = "absent"
+print(" ".join(f"{k} {v}" for k, v in found.items()))
+EOF
 } | tee "$OUT/machine.txt"
 
 export HF_HUB_OFFLINE=1 LITELLM_LOCAL_MODEL_COST_MAP=True CI=true OMP_NUM_THREADS=1
