@@ -17,7 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 
 LINE = re.compile(r"^\s*(\d+(?:\.\d+)?)s (call|setup|teardown)\s+(\S+?)::(.+)$")
-OUTCOME = re.compile(r"=+ (.*\d+ (?:passed|failed|error).*) in ([\d.]+)s")
+OUTCOME = re.compile(r"^=* ?(\d+ (?:passed|failed|errors?)\b.*?) in ([\d.]+)s")
 
 
 def parse(log: Path) -> tuple[dict[str, float], list[tuple[float, str, str]], str]:
