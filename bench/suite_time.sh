@@ -7,7 +7,8 @@
 #
 # Environment: BASE (a commit, default: merge-base HEAD main), NEW (default HEAD), ROUNDS (1),
 # WORKERS (-n, 2), PY (python with the dev extras, default: python on PATH), OUT (/tmp/suite_time),
-# LIMIT (seconds per pytest run, 2400). Each commit is exported with git archive (committed files only),
+# LIMIT (seconds per pytest run, 2400), ORDER (the order within a round, "base new"; "new base" to check
+# that a load trend during the runs does not favour the second). Each commit is exported with git archive (committed files only),
 # run with PYTHONPATH on it; logs, loadavg samples and the summed table land in OUT.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -18,6 +19,7 @@ WORKERS=${WORKERS:-2}
 PY=${PY:-python}
 OUT=${OUT:-/tmp/suite_time}
 LIMIT=${LIMIT:-2400}
+ORDER=${ORDER:-base new}
 SELECTION=("$@")
 [ ${#SELECTION[@]} -eq 0 ] && SELECTION=(tests --ignore=tests/test_ray.py)
 
@@ -48,7 +50,7 @@ EOF
 export HF_HUB_OFFLINE=1 LITELLM_LOCAL_MODEL_COST_MAP=True CI=true OMP_NUM_THREADS=1
 logs=()
 for round in $(seq 1 "$ROUNDS"); do
-    for label in base new; do
+    for label in $ORDER; do
         name="r$round-$label"
         (while :; do echo "$(date +%s) $(cut -d' ' -f1-3 /proc/loadavg)"; sleep 30; done) >"$OUT/$name.load" &
         sampler=$!
