@@ -7,9 +7,10 @@
 #
 # Environment: BASE (a commit, default: merge-base HEAD main), NEW (default HEAD), ROUNDS (1),
 # WORKERS (-n, 2), PY (python with the dev extras, default: python on PATH), OUT (/tmp/suite_time),
-# LIMIT (seconds per pytest run, 2400), ORDER (the order within a round, "base new"; "new base" to check
-# that a load trend during the runs does not favour the second). Each commit is exported with git archive (committed files only),
-# run with PYTHONPATH on it; logs, loadavg samples and the summed table land in OUT.
+# LIMIT (seconds per pytest run, 2400), ORDER (the order within a round, "base new"; "new base" checks
+# that a load trend during the runs does not favour the second). Each commit is exported with git archive
+# (committed files only) and run with PYTHONPATH on it; logs, loadavg samples and the summed table land
+# in OUT.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BASE=${BASE:-$(git -C "$ROOT" merge-base HEAD main)}
