@@ -404,6 +404,9 @@ def test_smolagents_own_model_tests(tmp_path: Path) -> None:
         AZURE_OPENAI_ENDPOINT="https://example-resource.openai.azure.com", OPENAI_API_VERSION="2024-10-21"
     )
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(REPO), env.get("PYTHONPATH", "")])
+    # the file needs no plugin of the dev venv (hypothesis, hydra's, anyio, xdist, timeout...); not loading
+    # them saved 1.3-5.9 s of CPU (of 22-25 s) in two paired runs, with the same outcomes
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     cmd = [
         sys.executable,
         "-m",

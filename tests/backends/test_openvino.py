@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +45,34 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="session")
-def ov_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A fresh user cache dir for the session: the GGUF is converted once, here, by the first load."""
-    root = tmp_path_factory.mktemp("xdg")
+def ov_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh cache dir for this run's OpenVINO IRs: the GGUF is converted once per run, into it, by the
+    first load (:func:`smol`; the xdist workers share it, in pytest's temp root, fresh for each run).
+
+    It is ``XDG_CACHE_HOME`` only around this module's tests and loads (:func:`_ov_cache_env`): set for
+    the whole session it sent every later load of the worker there too, so transformers dequantized
+    SmolLM2 again into an empty cache (``hf_fp32``, and any later module's SmolLM2) and the peer-suite
+    cache of test_smolagents_compat was empty."""
+    base = tmp_path_factory.getbasetemp()
+    # under xdist each worker's basetemp is popen-gwN inside the run's own pytest-N; without it, basetemp
+    # is pytest-N itself (its parent is kept across runs: a cache there would be converted only once)
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "xdg-openvino"
+    root.mkdir(exist_ok=True)
+    return root
+
+
+USER_XDG_CACHE_HOME = os.environ.get("XDG_CACHE_HOME")  # as the session started (None: ~/.cache)
+
+
+@contextmanager
+def _xdg_cache_home(root: Path | str | None) -> Iterator[None]:
     old = os.environ.get("XDG_CACHE_HOME")
-    os.environ["XDG_CACHE_HOME"] = str(root)
+    if root is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = str(root)
     try:
-        yield root
+        yield
     finally:
         if old is None:
             os.environ.pop("XDG_CACHE_HOME", None)
@@ -58,22 +80,40 @@ def ov_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             os.environ["XDG_CACHE_HOME"] = old
 
 
+@pytest.fixture(autouse=True)
+def _ov_cache_env(ov_cache: Path) -> Iterator[None]:
+    with _xdg_cache_home(ov_cache):
+        yield
+
+
 @pytest.fixture(scope="session")
 def smol(ov_cache: Path) -> OpenVINOModel:
-    model = OpenVINOModel(model_id=SMOL, max_new_tokens=48, prompt_cache=False).load()
-    assert model.runtime.converted  # this load converted it, into the session's cache dir
+    """Loaded once per worker. The first worker to load it converts the GGUF (and must: the cache is
+    fresh); a worker loading it after that must read that IR, not convert again (the lock in _convert)."""
+    import fcntl
+
+    with _xdg_cache_home(ov_cache), open(ov_cache / "smol.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one load at a time, so "converted" says who came first
+        first = not (ov_cache / "smol.loaded").exists()
+        model = OpenVINOModel(model_id=SMOL, max_new_tokens=48, prompt_cache=False).load()
+        assert model.runtime.converted is first  # the first load converted it, into this run's cache dir
+        (ov_cache / "smol.loaded").touch()
     return model
 
 
 @pytest.fixture(scope="session")
-def hf_fp32(ov_cache: Path) -> Any:
-    """TransformersModel fp32 on the same GGUF (dequantized exactly), greedy."""
+def hf_fp32() -> Any:
+    """TransformersModel fp32 on the same GGUF (dequantized exactly), greedy. Loaded here, from the
+    user's cache (dequantized once per machine, shared with test_transformers_gguf and test_llamacpp):
+    the dequantization is not what this module tests."""
     pytest.importorskip("torch")
     from modelfactory.backends.transformers import TransformersModel
 
-    return TransformersModel(
+    model = TransformersModel(
         model_id=SMOL, dtype="float32", device="cpu", max_new_tokens=48, prompt_cache=False
     )
+    with _xdg_cache_home(USER_XDG_CACHE_HOME):
+        return model.load()
 
 
 # --------------------------------------------------------------------------- config and conversion
@@ -177,7 +217,9 @@ CAPITALS = ["France", "Japan", "Italy", "Germany", "Spain", "Canada", "Egypt", "
 TEACHER_TOKENS = 12
 
 
-@pytest.mark.timeout(900)  # a hang guard: transformers dequantizes the GGUF on a fresh cache (~40-80 s)
+@pytest.mark.timeout(
+    900
+)  # a hang guard: transformers dequantizes the GGUF on a machine's first load (~40-80 s)
 @pytest.mark.parametrize(("weight_format", "at_least"), [("int8", 0.93), ("fp16", 0.97)])
 def test_top1_next_token_agrees_with_transformers_fp32(
     smol: OpenVINOModel, hf_fp32: Any, weight_format: str, at_least: float
