@@ -4,9 +4,9 @@
 ok/failed, mean and p95 latency, tokens in/out, throughput, cost in USD or "unknown"; for a task with
 scorers, per scorer its mean, stderr, 95% CI and n, the items left unscored and a judge's cost, from
 :func:`modelfactory.jobmetrics.job_scores`), printed and saved as ``summary.csv`` and ``summary.md`` in
-the sweep directory, with ``report.html`` beside them (charts; see :mod:`modelfactory.report`). It reads what the jobs left on disk (``job.json`` and the results
-file it names, through :mod:`modelfactory.job.record`; ``.hydra/overrides.yaml``), so it works the same
-with every launcher whose jobs write to a file system the launching machine sees (basic, joblib,
+the sweep directory, with ``report.html`` beside them (charts; see :mod:`modelfactory.report`). It reads
+what the jobs left on disk (``job.json`` and the results file it names, through
+:mod:`modelfactory.job.record`; ``.hydra/overrides.yaml``), so it works the same with every launcher whose jobs write to a file system the launching machine sees (basic, joblib,
 submitit local/SLURM, Ray on a shared disk).
 """
 
