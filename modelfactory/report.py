@@ -485,12 +485,23 @@ def _clip(text: Any, limit: int = 600) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _scored_rows(job_dir: Path) -> dict[str, dict[str, Any]]:
+    """The job's newest row per item, with its ``scores``: the runner's, else those ``modelfactory score``
+    wrote to ``scores.jsonl`` afterwards."""
+    from .eval.rescore import SCORES_FILE
+    from .job.record import read_job, read_results, results_path
+
+    rows = read_results(results_path(job_dir, read_job(job_dir)))
+    if not any(isinstance(r.get("scores"), dict) for r in rows.values()):
+        later = read_results(job_dir / SCORES_FILE)
+        rows = {k: {**r, "scores": (later.get(k) or {}).get("scores") or {}} for k, r in rows.items()}
+    return rows
+
+
 def _samples(jobs: Sequence[dict[str, Any]], swept: Sequence[str]) -> str:
     """Prompt, target and each job's reply with its scores, side by side, one row per item (the first
     :data:`SAMPLE_LIMIT`); every text escaped."""
-    from .job.record import read_job, read_results, results_path
-
-    rows_of = [read_results(results_path(j["path"], read_job(j["path"]))) for j in jobs]
+    rows_of = [_scored_rows(Path(j["path"])) for j in jobs]
     views: dict[str, dict[str, Any]] = {}
     for job in jobs:
         views.update({k: v for k, v in _task_items(Path(job["path"])).items() if k not in views})

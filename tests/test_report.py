@@ -313,3 +313,21 @@ def test_scored_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     assert f'data-report-ready="{text.count(chr(60) + "svg class=" + chr(34) + "chart")}"' in dom.stdout
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in dom.stdout  # the reply stayed text in the live DOM
     assert console_lines(dom.stderr) == []
+
+
+def test_a_run_scored_afterwards_shows_its_scores_in_the_samples(tmp_path: Path) -> None:
+    """``modelfactory score`` writes scores.json / scores.jsonl beside rows that carry none."""
+    from modelfactory.eval.rescore import rescore_run
+    from tests.scored_sweep import scored_job, write_items
+
+    items = write_items(tmp_path / "items.jsonl")
+    job = scored_job(tmp_path / "sweep", 0, "m", {"fr": "Paris", "jp": "Kyoto"}, items, with_job_scores=False)
+    rows = [json.loads(line) for line in (job / "results.jsonl").read_text().splitlines()]
+    (job / "results.jsonl").write_text("".join(json.dumps({**r, "scores": None}) + "\n" for r in rows))
+    before = write_report(tmp_path / "sweep").read_text()
+    assert "<h2>Samples</h2>" not in before and "sc ok" not in before
+    rescore_run(job, workers=1)
+    page = write_report(tmp_path / "sweep").read_text()
+    assert [j["score:includes"] for j in report_jobs(tmp_path / "sweep")] == [0.5]
+    samples = page[page.index("<h2>Samples</h2>") :]
+    assert samples.count('<span class="sc ok"') == 2 and samples.count('<span class="sc no"') == 2
