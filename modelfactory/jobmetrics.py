@@ -8,13 +8,18 @@ launcher ran the job and whichever process reads it.
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from .job.record import aggregate_rows, percentile, read_job, read_results, results_path
 
-__all__ = ["job_metrics"]
+__all__ = ["job_metrics", "job_scores", "score_metrics"]
+
+SCORES_SUMMARY_FILE = "scores.json"  # what ``modelfactory score`` writes (eval/rescore.py), read back here
+SUMMARY_KEYS = ("mean", "stderr", "ci_low", "ci_high", "n", "unscored")
 
 
 def _cost(rows: Iterable[Mapping[str, Any]], info: Mapping[str, Any]) -> float | None:
@@ -56,3 +61,69 @@ def job_metrics(job_dir: str | Path, results_file: str | None = None) -> dict[st
         "out_tokens_per_s": round(agg["tokens_out"] / elapsed, 1) if elapsed else None,
         "cost_usd": _cost(rows, info),
     }
+
+
+def _summaries(doc: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The ``{label: Summary.to_dict()}`` entries of a mapping (other keys, such as a cost, skipped)."""
+    return {
+        str(label): {k: summary.get(k) for k in SUMMARY_KEYS}
+        for label, summary in doc.items()
+        if isinstance(summary, Mapping) and "mean" in summary
+    }
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _row_judge_cost(rows: Iterable[Mapping[str, Any]]) -> float | None:
+    """The judge's cost summed over the rows' scores (``metadata.judge_cost_usd``); None if none priced."""
+    costs = [
+        float(score["metadata"]["judge_cost_usd"])
+        for row in rows
+        for score in (row.get("scores") or {}).values()
+        if isinstance(score, Mapping)
+        and isinstance(score.get("metadata"), Mapping)
+        and isinstance(score["metadata"].get("judge_cost_usd"), (int, float))
+    ]
+    return round(math.fsum(costs), 6) if costs else None
+
+
+def job_scores(job_dir: str | Path) -> tuple[dict[str, dict[str, Any]], float | None]:
+    """Per scorer label, the job's score summary (mean, stderr, ci_low, ci_high, n, unscored), and the
+    judge's cost in USD (None: no judge, or nothing priced it). From ``job.json["scores"]`` (the runner
+    scored the rows), else ``scores.json`` (``modelfactory score`` ran on the job dir later); the judge's
+    cost from either file's ``judge_cost_usd``, else summed from the rows' scores. ``({}, None)``: not
+    scored (a sweep without scorers keeps its table as it was)."""
+    root = Path(job_dir)
+    info = read_job(root) or {}
+    saved = _read_json(root / SCORES_SUMMARY_FILE)
+    scores = _summaries(info.get("scores") or {}) if isinstance(info.get("scores"), Mapping) else {}
+    if not scores:
+        scores = _summaries(saved)
+    judge = info.get("judge_cost_usd", saved.get("judge_cost_usd"))
+    if not isinstance(judge, (int, float)) and scores:
+        judge = _row_judge_cost(read_results(results_path(root, info)).values())
+    return scores, float(judge) if isinstance(judge, (int, float)) else None
+
+
+def score_metrics(job_dir: str | Path) -> dict[str, float]:
+    """A tracker's score metrics of one job: ``score/<label>`` (the mean), ``score/<label>_stderr``,
+    ``score/<label>_ci_low``, ``score/<label>_ci_high``, ``score/<label>_n``, ``score/<label>_unscored``
+    and ``score/judge_cost_usd``; an unknown number (no scored item) is left out, never logged as 0."""
+    scores, judge = job_scores(job_dir)
+    out: dict[str, float] = {}
+    for label, summary in scores.items():
+        for key, suffix in zip(
+            SUMMARY_KEYS, ("", "_stderr", "_ci_low", "_ci_high", "_n", "_unscored"), strict=True
+        ):
+            value = summary.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                out[f"score/{label}{suffix}"] = float(value)
+    if judge is not None:
+        out["score/judge_cost_usd"] = judge
+    return out

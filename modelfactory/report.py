@@ -1,12 +1,16 @@
 """``report.html``: a sweep (or several, ``modelfactory compare``) as one self-contained page.
 
-The summary table (sortable) and bar charts: latency p50/p95, throughput, tokens, cost and error rate
-per job, then one panel per swept parameter (each metric against that parameter's values, one series
+The summary table (sortable, with a mean, 95% CI and n per scorer when the task has scorers) and bar
+charts: latency p50/p95, throughput, tokens, cost and error rate per job, then one panel per swept parameter (each metric against that parameter's values, one series
 per model). Charts are inline SVG drawn here and the only script is a few lines of table sorting, so the
 file opens offline, from an e-mail or an artifact store: no CDN, no fonts, no request at view time.
+A scored sweep adds "Score vs cost" (per scorer: the score against model + judge cost per job, one colour
+per model, the 95% CI as a whisker; and the score per job) and "Samples" (prompt, target, and each job's
+reply with its scores side by side, every text escaped).
 
 It reads what the jobs left on disk (:func:`modelfactory.job.record.collect_jobs`, as the sweep summary
-does, plus :func:`modelfactory.jobmetrics.job_metrics` for the median, the error rate and the cost).
+does, plus :func:`modelfactory.jobmetrics.job_metrics` for the median, the error rate and the cost, and
+:func:`~modelfactory.jobmetrics.job_scores`; the samples' prompts and targets from the task each job saved).
 """
 
 from __future__ import annotations
@@ -14,13 +18,15 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import html
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .job.record import collect_jobs, write_atomic
-from .jobmetrics import job_metrics
+from .jobmetrics import job_metrics, job_scores
+from .secrets import mask_urls, redact_env
 
 __all__ = ["compare_cli", "compare_sweeps", "markdown_table", "report_jobs", "write_report"]
 
@@ -58,7 +64,41 @@ def report_jobs(sweep_dir: str | Path, sweep_label: str | None = None) -> list[d
         job["error_pct"] = None if extra["error_rate"] is None else round(100 * float(extra["error_rate"]), 2)
         job["cost_usd"] = extra["cost_usd"]
         job["sweep"] = sweep_label
+        job["path"] = str(root / job["dir"])
+        job["scores"], job["judge_cost_usd"] = job_scores(root / job["dir"])
+        for label, summary in job["scores"].items():
+            job[f"score:{label}"] = summary.get("mean")
+            low, high = summary.get("ci_low"), summary.get("ci_high")
+            job[f"score:{label}:ci"] = None if low is None or high is None else f"{_fmt(low)}–{_fmt(high)}"
+            job[f"score:{label}:n"] = summary.get("n")
+        counts = [int(s["unscored"]) for s in job["scores"].values() if isinstance(s.get("unscored"), int)]
+        job["unscored"] = max(counts) if counts else None
     return jobs
+
+
+def _labels_scored(jobs: Sequence[dict[str, Any]]) -> list[str]:
+    """The scorer labels of the jobs, in the order first seen (none: the sweep had no scorers)."""
+    labels: list[str] = []
+    for job in jobs:
+        labels += [label for label in job.get("scores") or {} if label not in labels]
+    return labels
+
+
+def _columns(jobs: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The table's metric columns: :data:`COLUMNS`, with per scorer its mean, 95% CI and n, the items
+    left unscored and the judge's cost before the job error (only when the jobs were scored)."""
+    labels = _labels_scored(jobs)
+    if not labels:
+        return list(COLUMNS)
+    scored = [
+        (f"score:{lb}{k}", f"{lb}{h}")
+        for lb in labels
+        for k, h in (("", ""), (":ci", " 95% CI"), (":n", " n"))
+    ]
+    scored.append(("unscored", "unscored"))
+    if any(j.get("judge_cost_usd") is not None for j in jobs):
+        scored.append(("judge_cost_usd", "judge $"))
+    return COLUMNS[:-1] + scored + COLUMNS[-1:]
 
 
 def _swept(jobs: Sequence[dict[str, Any]]) -> list[str]:
@@ -117,7 +157,8 @@ def markdown_table(jobs: Sequence[dict[str, Any]]) -> str:
     """One row per job (with a ``sweep`` column when several sweeps are compared), as Markdown."""
     keys = _override_keys(jobs)
     several = len({j.get("sweep") for j in jobs}) > 1
-    header = (["sweep"] if several else []) + ["job", "model", *keys] + [h for _, h in COLUMNS]
+    columns = _columns(jobs)
+    header = (["sweep"] if several else []) + ["job", "model", *keys] + [h for _, h in columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for job in jobs:
         row = ([str(job.get("sweep") or "")] if several else []) + [
@@ -125,7 +166,7 @@ def markdown_table(jobs: Sequence[dict[str, Any]]) -> str:
             _fmt(job.get("model")),
         ]
         row += [str(job["overrides"].get(k, "")) for k in keys]
-        row += [_fmt(job.get(k)) for k, _ in COLUMNS]
+        row += [_fmt(job.get(k)) for k, _ in columns]
         lines.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in row) + " |")
     return "\n".join(lines) + "\n"
 
@@ -293,6 +334,206 @@ def _param_charts(jobs: Sequence[dict[str, Any]], key: str) -> list[str]:
     return charts
 
 
+def scatter_chart(
+    title: str, points: Sequence[tuple[str, str, float, float, float | None, float | None]], x_unit: str
+) -> str:
+    """Points ``(label, series, x, y, y_low, y_high)`` as an inline ``<svg>``: one colour per series (a
+    legend below), the 95% CI as a vertical whisker, y from 0 to at least 1 (a score)."""
+    width, height = 560, 320
+    left, right, top, bottom = 64, 16, 40, 72
+    pw, ph = width - left - right, height - top - bottom
+    out = [
+        f'<svg class="chart" role="img" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}"><title>{_esc(title)}</title>',
+        f'<text x="{left}" y="18" class="t">{_esc(title)}</text>',
+    ]
+    if not points:
+        out.append(
+            f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle" class="na">no data</text></svg>'
+        )
+        return "".join(out)
+    xmax = _nice_max(1.08 * max(p[2] for p in points))  # the costliest point inside the frame
+    ymax = _nice_max(max([1.0] + [float(v) for p in points for v in (p[3], p[5]) if v is not None]))
+    series = list(dict.fromkeys(p[1] for p in points))
+
+    def xy(x: float, y: float) -> tuple[float, float]:
+        return left + pw * x / xmax, top + ph - ph * y / ymax
+
+    for i in range(5):  # grid, y ticks (score) and x ticks (cost)
+        gy, gx = top + ph - ph * i / 4, left + pw * i / 4
+        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{gy:.1f}" y2="{gy:.1f}" class="g"/>')
+        out.append(
+            f'<text x="{left - 6}" y="{gy + 4:.1f}" text-anchor="end" class="k">{_tick(ymax * i / 4)}</text>'
+        )
+        out.append(
+            f'<text x="{gx:.1f}" y="{top + ph + 14}" text-anchor="middle" class="k">{_tick(xmax * i / 4)}</text>'
+        )
+    out.append(
+        f'<text x="{left + pw / 2}" y="{top + ph + 30}" text-anchor="middle" class="k">{_esc(x_unit)}</text>'
+    )
+    out.append(f'<line x1="{left}" x2="{left + pw}" y1="{top + ph}" y2="{top + ph}" class="a"/>')
+    for label, name, x, y, low, high in points:
+        colour = PALETTE[series.index(name) % len(PALETTE)]
+        px, py = xy(x, y)
+        if low is not None and high is not None:
+            _, y0 = xy(x, low)
+            _, y1 = xy(x, high)
+            out.append(f'<line x1="{px:.1f}" x2="{px:.1f}" y1="{y0:.1f}" y2="{y1:.1f}" stroke="{colour}"/>')
+        tip = f"{label}: {_fmt(y)} at {_fmt(x)} {x_unit}"
+        out.append(
+            f'<circle cx="{px:.1f}" cy="{py:.1f}" r="5" fill="{colour}"><title>{_esc(tip)}</title></circle>'
+        )
+    x = left
+    for j, name in enumerate(series):  # legend, under the axis
+        text = name if len(name) <= 18 else name[:17] + "…"
+        out.append(
+            f'<rect x="{x}" y="{height - 18}" width="10" height="10" fill="{PALETTE[j % len(PALETTE)]}"/>'
+        )
+        out.append(f'<text x="{x + 13}" y="{height - 9}" class="k">{_esc(text)}</text>')
+        x += 24 + 7 * len(text)
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _total_cost(job: dict[str, Any]) -> float | None:
+    """What the job cost with its judge: None when the model's cost is unknown (never a made-up 0)."""
+    cost = job.get("cost_usd")
+    if not isinstance(cost, (int, float)):
+        return None
+    judge = job.get("judge_cost_usd")
+    return float(cost) + (float(judge) if isinstance(judge, (int, float)) else 0.0)
+
+
+def _score_charts(jobs: Sequence[dict[str, Any]], swept: Sequence[str]) -> list[str]:
+    """Per scorer: the score against the cost (model + judge) per job, one colour per model, when any job
+    was priced; and the score per job as bars."""
+    labels = [_job_label(j, swept) for j in jobs]
+    charts = []
+    for scorer in _labels_scored(jobs):
+        points = []
+        for job, label in zip(jobs, labels, strict=True):
+            summary = (job.get("scores") or {}).get(scorer) or {}
+            cost, mean = _total_cost(job), summary.get("mean")
+            if cost is not None and isinstance(mean, (int, float)):
+                points.append(
+                    (
+                        label,
+                        str(job.get("model")),
+                        cost,
+                        float(mean),
+                        summary.get("ci_low"),
+                        summary.get("ci_high"),
+                    )
+                )
+        if points:
+            charts.append(scatter_chart(f"{scorer} vs cost per job (model + judge)", points, "USD"))
+        means = [((j.get("scores") or {}).get(scorer) or {}).get("mean") for j in jobs]
+        charts.append(bar_chart(f"Score: {scorer} (mean)", labels, [(scorer, means)], "score"))
+    return charts
+
+
+SAMPLE_LIMIT = 200  # items shown in the per-sample view (a HumanEval sweep has 164)
+
+
+def _task_items(job_dir: Path) -> dict[str, dict[str, Any]]:
+    """The job's items as its scorers saw them (prompt, target), from the task saved in ``.hydra``;
+    empty when there is none (a job run without Hydra) or it cannot be read."""
+    from .errors import ModelFactoryError
+    from .eval.rescore import saved_task
+    from .eval.tasks import item_view, task_items
+
+    try:
+        return {item.id: item_view(item) for item in task_items(saved_task(job_dir))}
+    except (ModelFactoryError, OSError, ValueError):
+        return {}
+
+
+def _prompt(view: dict[str, Any], row: dict[str, Any]) -> str:
+    messages = view.get("messages") or row.get("messages") or []
+    texts = [m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+    last = texts[-1] if texts else row.get("prompt", "")
+    text = last if isinstance(last, str) else json.dumps(last, ensure_ascii=False)
+    return mask_urls(redact_env(text))  # the rows are redacted when written; a dataset's text is not
+
+
+def _sample_cell(row: dict[str, Any] | None) -> str:
+    if row is None:
+        return '<td class="x na">not run</td>'
+    if row.get("error"):
+        error = row["error"]
+        reply = f'<div class="err">{_esc(error.get("type", "") if isinstance(error, dict) else "")}: '
+        reply += f"{_esc(_clip(error.get('message', '') if isinstance(error, dict) else error))}</div>"
+    else:
+        reply = f'<div class="r">{_esc(_clip(row.get("content") or ""))}</div>'
+    marks = []
+    for label, score in (row.get("scores") or {}).items():
+        if not isinstance(score, dict):
+            continue
+        value = score.get("value")
+        kind = (
+            "na" if value is None else ("ok" if float(value) >= 1 else "no" if float(value) <= 0 else "part")
+        )
+        why = score.get("error") or score.get("explanation") or ""
+        marks.append(
+            f'<span class="sc {kind}" title="{_esc(why)}">{_esc(label)} {_esc(_fmt(value) if value is not None else "unscored")}</span>'
+        )
+    return f'<td class="x">{reply}{"".join(marks)}</td>'
+
+
+def _clip(text: Any, limit: int = 600) -> str:
+    text = str(text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _scored_rows(job_dir: Path) -> dict[str, dict[str, Any]]:
+    """The job's newest row per item, with its ``scores``: the runner's, else those ``modelfactory score``
+    wrote to ``scores.jsonl`` afterwards."""
+    from .eval.rescore import SCORES_FILE
+    from .job.record import read_job, read_results, results_path
+
+    rows = read_results(results_path(job_dir, read_job(job_dir)))
+    if not any(isinstance(r.get("scores"), dict) for r in rows.values()):
+        later = read_results(job_dir / SCORES_FILE)
+        rows = {k: {**r, "scores": (later.get(k) or {}).get("scores") or {}} for k, r in rows.items()}
+    return rows
+
+
+def _samples(jobs: Sequence[dict[str, Any]], swept: Sequence[str]) -> str:
+    """Prompt, target and each job's reply with its scores, side by side, one row per item (the first
+    :data:`SAMPLE_LIMIT`); every text escaped."""
+    rows_of = [_scored_rows(Path(j["path"])) for j in jobs]
+    views: dict[str, dict[str, Any]] = {}
+    for job in jobs:
+        views.update({k: v for k, v in _task_items(Path(job["path"])).items() if k not in views})
+    ids = list(dict.fromkeys(i for rows in rows_of for i in rows))
+    heads = ["item", "prompt", "target", *(_job_label(j, swept) for j in jobs)]
+    out = ['<div class="wide"><table class="samples"><thead><tr>']
+    out += [f"<th>{_esc(h)}</th>" for h in heads] + ["</tr></thead><tbody>"]
+    for item_id in ids[:SAMPLE_LIMIT]:
+        first = next(rows[item_id] for rows in rows_of if item_id in rows)
+        view = views.get(item_id, {})
+        target = view.get("target", first.get("target"))
+        target_text = (
+            " | ".join(map(str, target))
+            if isinstance(target, list)
+            else ("" if target is None else str(target))
+        )
+        out.append(
+            f'<tr><td class="s">{_esc(item_id)}</td><td class="x">{_esc(_clip(_prompt(view, first)))}</td>'
+        )
+        out.append(
+            f'<td class="x">{_esc(target_text)}</td>'
+            + "".join(_sample_cell(rows.get(item_id)) for rows in rows_of)
+            + "</tr>"
+        )
+    out.append("</tbody></table></div>")
+    if len(ids) > SAMPLE_LIMIT:
+        out.append(
+            f'<p class="meta">the first {SAMPLE_LIMIT} of {len(ids)} items; every row is in each job\'s results file</p>'
+        )
+    return "".join(out)
+
+
 # ---------------------------------------------------------------------------------------------- page
 
 _CSS = """
@@ -307,6 +548,10 @@ max-width:360px;color:#b00020}
 .chart{border:1px solid #e5e7eb;border-radius:6px;background:#fff}
 .chart .t{font-size:13px;font-weight:600;fill:#222}.chart .k{font-size:10px;fill:#555}
 .chart .na{font-size:10px;fill:#999}.chart .g{stroke:#eee}.chart .a{stroke:#999}
+table.samples th{text-align:left}table.samples td.x{text-align:left;white-space:normal;vertical-align:top;max-width:320px}
+.samples .r,.samples .err{white-space:pre-wrap;font-family:ui-monospace,monospace;margin-bottom:4px}
+.samples .err{color:#b00020}.sc{display:inline-block;border-radius:3px;padding:0 4px;margin:1px 3px 0 0}
+.sc.ok{background:#d9f2d9}.sc.no{background:#f8d7da}.sc.part{background:#fff3cd}.sc.na{background:#eee;color:#666}
 """
 
 _JS = """
@@ -337,7 +582,8 @@ _JS = """
 def _html_table(jobs: Sequence[dict[str, Any]]) -> str:
     keys = _override_keys(jobs)
     several = len({j.get("sweep") for j in jobs}) > 1
-    heads = (["sweep"] if several else []) + ["job", "model", *keys] + [h for _, h in COLUMNS]
+    columns = _columns(jobs)
+    heads = (["sweep"] if several else []) + ["job", "model", *keys] + [h for _, h in columns]
     out = ['<div class="wide"><table class="sortable"><thead><tr>']
     out += [f"<th>{_esc(h)}</th>" for h in heads]
     out.append("</tr></thead><tbody>")
@@ -347,7 +593,7 @@ def _html_table(jobs: Sequence[dict[str, Any]]) -> str:
             ("s", job.get("model")),
         ]
         cells += [("s", job["overrides"].get(k, "")) for k in keys]
-        cells += [("e" if k == "error" else "", job.get(k)) for k, _ in COLUMNS]
+        cells += [("e" if k == "error" else "", job.get(k)) for k, _ in columns]
         out.append("<tr>" + "".join(f'<td class="{c}">{_esc(_fmt(v))}</td>' for c, v in cells) + "</tr>")
     out.append("</tbody></table></div>")
     return "".join(out)
@@ -370,6 +616,11 @@ def render(jobs: Sequence[dict[str, Any]], title: str, sources: Sequence[str]) -
         "<h2>Per job</h2>",
         '<div class="grid">' + "".join(_job_charts(jobs, swept)) + "</div>",
     ]
+    if _labels_scored(jobs):
+        parts.append("<h2>Score vs cost</h2>")
+        parts.append('<div class="grid">' + "".join(_score_charts(jobs, swept)) + "</div>")
+        parts.append("<h2>Samples</h2>")
+        parts.append(_samples(jobs, swept))
     params = [k for k in swept if len({_value(j, k) for j in jobs}) > 1]
     if params:
         parts.append("<h2>By swept parameter</h2>")

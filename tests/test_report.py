@@ -114,6 +114,7 @@ def test_report_of_a_job_that_died_before_any_row(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     make_job(sweep, 0, ["model=a"], [], None)
     page = write_report(sweep).read_text()
+    assert "<h2>Samples</h2>" not in page and "Score vs cost" not in page  # no scorers: no score sections
     assert "did not finish" in page and page.count("no data") >= 4  # empty charts say so, no crash
 
 
@@ -166,6 +167,43 @@ def test_a_multirun_writes_report_html_next_to_the_summary(tmp_path: Path) -> No
     page = (tmp_path / "report.html").read_text()
     assert page.count("<tr>") == 3 and "<h3>generation.temperature</h3>" in page
     assert not (tmp_path / ".tracking").exists()  # tracking=none (the default) leaves nothing behind
+
+
+def test_scored_report_shows_scores_cost_and_every_sample_escaped(tmp_path: Path) -> None:
+    from tests.scored_sweep import scored_job, write_items
+
+    items = write_items(tmp_path / "items.jsonl")
+    sweep = tmp_path / "sweep"
+    # job 0 (priced) never reached item "it"; job 1: one right, one wrong (markup), one failed call
+    scored_job(sweep, 0, "good", {"fr": "Paris", "jp": "It is Tokyo."}, items, cost=0.002)
+    scored_job(sweep, 1, "bad", {"fr": "Paris", "jp": "<script>alert(1)</script>", "it": None}, items)
+    jobs = report_jobs(sweep)
+    assert [j["score:includes"] for j in jobs] == [1.0, 0.5] and [j["unscored"] for j in jobs] == [0, 1]
+    table = markdown_table(jobs)
+    assert (
+        "| cost $ | includes | includes 95% CI | includes n | exact | exact 95% CI | exact n | unscored | job error |"
+        in table
+    )
+    assert "| 0.004 | 1 | 1–1 | 2 | 0.5 | 0–1 | 2 | 0 |  |" in table  # good: exact 1 of 2 now
+
+    page = write_report(sweep).read_text()
+    # per job 6 (one job priced: the cost chart too); per scorer, score vs cost (one point: only job 0 is
+    # priced) and the score bars; per model (the swept parameter) 5
+    assert page.count('<svg class="chart"') == 6 + 2 * 2 + 5 and page.count("<circle") == 2
+    assert "includes vs cost per job (model + judge)" in page and "Score: exact (mean)" in page
+    samples = page[page.index("<h2>Samples</h2>") : page.index("<h2>By swept parameter</h2>")]
+    assert samples.count("<tr>") == 1 + 3  # header + one row per item
+    assert "<th>0 good</th><th>1 bad</th>" in samples  # each model's reply side by side
+    assert 'What is the capital of &lt;Italy&gt; &amp; co?</td><td class="x">Rome</td>' in samples
+    assert '<td class="x na">not run</td>' in samples  # job 0 has no row for "it"
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in samples and "<script>alert" not in page  # escaped
+    assert "APIError: &lt;b&gt;down&lt;/b&gt;" in samples and samples.count("unscored</span>") == 2
+    assert (
+        '<span class="sc no" title="&#x27;it is tokyo.&#x27; is none of [&#x27;Tokyo&#x27;]">exact 0</span>'
+        in samples
+    )
+    assert page.count("<script>") == 1
+    assert not re.search(r"""<link|<img|<iframe|\bsrc\s*=|\bhref\s*=|url\(|@import|https?://""", page)
 
 
 # ------------------------------------------------------------------------------------------ in Chromium
@@ -256,3 +294,40 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert f'data-report-ready="{charts}"' in dom.stdout  # the script ran to its end and saw every chart
     assert console_lines(dom.stderr) == []
+
+
+@pytest.mark.slow
+def test_scored_report_renders_in_headless_chromium(tmp_path: Path) -> None:
+    from tests.scored_sweep import scored_sweep
+
+    page = write_report(scored_sweep(tmp_path / "s"))
+    text = page.read_text()
+    assert "<h2>Samples</h2>" in text
+    shot = tmp_path / "scored.png"
+    proc = browse(page, tmp_path, f"--screenshot={shot}")
+    assert shot.is_file(), proc.stderr[-2000:]
+    assert console_lines(proc.stderr) == []
+    inked, coloured = screenshot_stats(shot)
+    assert inked > 0.03 and coloured > 2000, (inked, coloured)
+    dom = browse(page, tmp_path, "--dump-dom")
+    assert f'data-report-ready="{text.count(chr(60) + "svg class=" + chr(34) + "chart")}"' in dom.stdout
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in dom.stdout  # the reply stayed text in the live DOM
+    assert console_lines(dom.stderr) == []
+
+
+def test_a_run_scored_afterwards_shows_its_scores_in_the_samples(tmp_path: Path) -> None:
+    """``modelfactory score`` writes scores.json / scores.jsonl beside rows that carry none."""
+    from modelfactory.eval.rescore import rescore_run
+    from tests.scored_sweep import scored_job, write_items
+
+    items = write_items(tmp_path / "items.jsonl")
+    job = scored_job(tmp_path / "sweep", 0, "m", {"fr": "Paris", "jp": "Kyoto"}, items, with_job_scores=False)
+    rows = [json.loads(line) for line in (job / "results.jsonl").read_text().splitlines()]
+    (job / "results.jsonl").write_text("".join(json.dumps({**r, "scores": None}) + "\n" for r in rows))
+    before = write_report(tmp_path / "sweep").read_text()
+    assert "<h2>Samples</h2>" not in before and "sc ok" not in before
+    rescore_run(job, workers=1)
+    page = write_report(tmp_path / "sweep").read_text()
+    assert [j["score:includes"] for j in report_jobs(tmp_path / "sweep")] == [0.5]
+    samples = page[page.index("<h2>Samples</h2>") :]
+    assert samples.count('<span class="sc ok"') == 2 and samples.count('<span class="sc no"') == 2

@@ -459,3 +459,67 @@ def test_no_planted_key_reaches_the_tracker_store(
         runs = [r for r in _wandb_runs(tmp_path) if r["job_type"] == "job"]
         assert {r["config"]["model.api_key"] for r in runs if "model.api_key" in r["config"]} == {REDACTED}
         assert {r["summary"]["failed"] for r in runs} == {1}
+
+
+# ------------------------------------------------------------------------------------------ scores
+
+
+def _job_end(job_dir: Path, tracking: dict[str, Any]) -> None:
+    """The callback around a finished single run in ``job_dir``, in this process (as the basic launcher)."""
+    cfg = OmegaConf.create(
+        {
+            "tracking": tracking,
+            "hydra": {"mode": "RUN", "runtime": {"output_dir": str(job_dir), "cwd": str(job_dir.parent)}},
+        }
+    )
+    callback = TrackingCallback()
+    callback.on_job_start(cfg)
+    assert read_state(job_dir, tracking["backend"]) is not None
+    callback.on_job_end(cfg, None)
+
+
+def _expected_scores(job_dir: Path) -> dict[str, float]:
+    summaries = json.loads((job_dir / "job.json").read_text())["scores"]
+    out = {}
+    for label, s in summaries.items():
+        out |= {f"score/{label}": s["mean"], f"score/{label}_stderr": s["stderr"]}
+        out |= {f"score/{label}_ci_low": s["ci_low"], f"score/{label}_ci_high": s["ci_high"]}
+        out |= {f"score/{label}_n": s["n"], f"score/{label}_unscored": s["unscored"]}
+    return out
+
+
+@pytest.mark.slow
+def test_mlflow_logs_each_scorer_as_metrics(tmp_path: Path, mlflow_template: Path) -> None:
+    from tests.scored_sweep import scored_sweep
+
+    sweep = scored_sweep(tmp_path)
+    db = mlflow_store(mlflow_template, tmp_path / "mlruns.db")
+    tracking = {"backend": "mlflow", "uri": f"sqlite:///{db}", "experiment": "scores", "artifacts": False}
+    for job in ("0", "1"):
+        _job_end(sweep / job, tracking)
+    runs = {r.data.tags["modelfactory.job_dir"]: r for r in _mlflow_runs(db, "scores")}
+    for job in ("0", "1"):
+        metrics = runs[str((sweep / job).resolve())].data.metrics
+        expected = _expected_scores(sweep / job)
+        assert {k: v for k, v in metrics.items() if k.startswith("score/")} == expected
+        assert metrics["ok"] == (3 if job == "0" else 2)
+    bad = runs[str((sweep / "1").resolve())].data.metrics
+    assert (bad["score/includes"], bad["score/includes_n"], bad["score/includes_unscored"]) == (0.5, 2, 1)
+
+
+@pytest.mark.slow
+def test_wandb_logs_each_scorer_as_metrics(tmp_path: Path) -> None:
+    from tests.scored_sweep import scored_sweep
+
+    sweep = scored_sweep(tmp_path)
+    tracking = {"backend": "wandb", "mode": "offline", "dir": str(tmp_path / "w"), "artifacts": False}
+    _job_end(sweep / "0", tracking)
+    import wandb
+
+    wandb.teardown()  # the W&B service writes the offline run file behind us: wait for it to finish
+    (run,) = _wandb_runs(tmp_path / "w")
+    expected = _expected_scores(sweep / "0")
+    assert {k: v for k, v in run["summary"].items() if k.startswith("score/")} == expected, run
+    assert run["history"][0]["score/includes"] == 1.0 and run["history"][0]["score/exact"] == pytest.approx(
+        2 / 3
+    )

@@ -11,7 +11,8 @@
   a worker for joblib, submitit or Ray): one run per job under the parent, its id kept in
   ``<job dir>/.tracking/<backend>.json``, so a resumed job continues its run instead of opening another;
   params (overrides + redacted model config) at the start, metrics and artifacts read back from the job's
-  files at the end;
+  files at the end (the scores too, when the task has scorers: ``score/<label>`` and its ``_stderr``,
+  ``_ci_low``, ``_ci_high``, ``_n``, ``_unscored``; ``score/judge_cost_usd``);
 - ``on_multirun_end``: the sweep's totals and ``summary.*`` / ``report.html`` on the parent run (the summary
   callback runs first: Hydra calls ``on_multirun_end`` in reverse order, and this one is listed first).
 
@@ -201,12 +202,13 @@ class TrackingCallback(Callback):
             from hydra.core.utils import JobStatus
 
             from ..job.record import JOB_FILE, read_job, results_path
-            from ..jobmetrics import job_metrics
+            from ..jobmetrics import job_metrics, score_metrics
 
             job_dir = Path(str(config.hydra.runtime.output_dir))
             configured = OmegaConf.select(config, "output.results_file", default=None)
             result_file = str(OmegaConf.select(config, "output.result_file", default="result.json"))
             metrics = {k: float(v) for k, v in job_metrics(job_dir, configured).items() if v is not None}
+            metrics.update(score_metrics(job_dir))  # score/<label>, _stderr, _ci_low, _ci_high, ...
             info = read_job(job_dir) or {}
             failed = bool(info.get("error")) or getattr(job_return, "status", None) == JobStatus.FAILED
             paths = (results_path(job_dir, info, configured), job_dir / JOB_FILE, job_dir / result_file)
