@@ -18,10 +18,10 @@ from typing import Any
 
 from ..errors import ConfigError, Problem
 from ..job.record import read_job, read_results, results_path
-from .metrics import Summary, summarize
+from .metrics import Summary, summarize, summarize_epochs
 from .score import Scorer
 from .scoring import build_scorers, check_targets, score_many
-from .tasks import item_view, task_items
+from .tasks import epochs_of, item_view, task_items
 
 __all__ = [
     "SCORES_FILE",
@@ -156,7 +156,8 @@ def rescore_run(
         raise ConfigError(
             [Problem("run_dir", f"no results in {results_path(run, job)}", "")], title="cannot score"
         )
-    return score_rows(run, built, items, rows, workers=workers)
+    epochs, reducer = epochs_of(task)
+    return score_rows(run, built, items, rows, workers=workers, reducer=reducer if epochs > 1 else None)
 
 
 def score_rows(
@@ -166,9 +167,11 @@ def score_rows(
     rows: Mapping[str, Mapping[str, Any]],
     *,
     workers: int = 2,
+    reducer: str | None = None,
 ) -> Rescored:
     """The core of :func:`rescore_run`: score ``rows`` (id -> newest results row) against ``items``
-    (id -> :func:`~modelfactory.eval.tasks.item_view`), write ``scores.jsonl`` and ``scores.json``."""
+    (id -> :func:`~modelfactory.eval.tasks.item_view`), write ``scores.jsonl`` and ``scores.json``;
+    ``reducer`` (``task.epochs`` > 1): each item's epochs reduced by it, grouped by ``item_id``."""
     pairs = []
     for item_id, row in rows.items():
         item = items.get(item_id, {"id": item_id})
@@ -185,18 +188,27 @@ def score_rows(
                 score.value = None
             scores[label] = score.to_dict()
         out_rows.append({"id": item_id, "scores": scores})
-    summaries, judge_cost = summarize_scores([r["scores"] for r in out_rows], list(per_scorer))
+    groups = [str(items.get(i, {}).get("item_id", i)) for i in rows] if reducer else None
+    summaries, judge_cost = summarize_scores(
+        [r["scores"] for r in out_rows], list(per_scorer), groups=groups, reducer=reducer or "mean"
+    )
     _write_jsonl(run / SCORES_FILE, _merged_rows(run / SCORES_FILE, out_rows))
     write_summaries(run, summaries, judge_cost)
     return Rescored(run, summaries, len(out_rows), judge_cost)
 
 
 def summarize_scores(
-    row_scores: Sequence[Mapping[str, Mapping[str, Any]]], labels: Sequence[str]
+    row_scores: Sequence[Mapping[str, Mapping[str, Any]]],
+    labels: Sequence[str],
+    *,
+    groups: Sequence[str] | None = None,
+    reducer: str = "mean",
 ) -> tuple[dict[str, Summary], float | None]:
     """Per scorer label, the :class:`Summary` of the rows' ``scores`` (``Score.to_dict()`` each; an
     entry with an ``error``, or missing, is unscored), and the judges' cost (None: no judge, or one
-    unpriced). What ``modelfactory score`` and a job's end both compute, so they agree by construction."""
+    unpriced). ``groups`` (``task.epochs`` > 1): each row's item id; an item's epochs are reduced with
+    ``reducer`` first (:func:`~modelfactory.eval.metrics.summarize_epochs`). What ``modelfactory score``
+    and a job's end both compute, so they agree by construction."""
     summaries = {}
     costs: list[float | None] = []
     for label in labels:
@@ -209,7 +221,13 @@ def summarize_scores(
             metadata = score.get("metadata") if isinstance(score, Mapping) else None
             if isinstance(metadata, Mapping) and "judge_cost_usd" in metadata:
                 costs.append(metadata["judge_cost_usd"])
-        summaries[label] = summarize(values)
+        if groups is None:
+            summaries[label] = summarize(values)
+            continue
+        per_item: dict[str, list[float | None]] = {}
+        for group, value in zip(groups, values, strict=True):
+            per_item.setdefault(group, []).append(value)
+        summaries[label] = summarize_epochs(per_item, reducer)
     known = [c for c in costs if c is not None]
     return summaries, math.fsum(known) if costs and len(known) == len(costs) else None
 

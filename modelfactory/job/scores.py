@@ -6,6 +6,11 @@ summaries written at the end, all with :mod:`modelfactory.eval`.
   the first scorer) names the score a search maximizes.
 - **Each row** (:meth:`JobScores.__call__`, the runner's ``score`` callable) gains
   ``"scores": {label: Score.to_dict()}``; an error row's entries are unscored (``value`` None), never 0.
+- **Epochs** (``task.epochs`` > 1): each item runs that many times (ids ``<id>#<e>``, rows with
+  ``item_id`` and ``epoch``), and an item's scores are reduced by ``task.epochs_reducer`` (``mean``,
+  ``max``, ``pass@k``) before the summary. Each epoch is a new call of the same messages: sample
+  (``generation.temperature`` > 0), no ``generation.seed`` (refused: every epoch would be the same),
+  and no response cache in ``read``/``read_write`` mode (it would answer every epoch with the first reply).
 - **End** (:meth:`JobScores.finish`): the newest row of every item; a row without a scorer's entry (an
   earlier run's, before the scorer was added) is scored now and appended. Per scorer the
   :class:`~modelfactory.eval.metrics.Summary` goes into ``scores.json`` (as ``modelfactory score`` writes
@@ -30,7 +35,8 @@ from ..errors import ConfigError, Problem
 from ..eval.rescore import summarize_scores, write_summaries
 from ..eval.score import Scorer
 from ..eval.scoring import build_scorers, check_targets, score_row
-from ..eval.tasks import item_view
+from ..eval.tasks import epochs_of, expand_epochs, item_view
+from ..eval.tasks import task_items as eval_task_items
 from .items import Item, shard_items, task_items, task_shard
 from .record import ResultsWriter, read_results
 
@@ -48,11 +54,17 @@ def task_config(cfg: Any) -> dict[str, Any]:
 def job_items(cfg: Any, root: str | os.PathLike[str] | None = None) -> list[Item]:
     """A job's items: HumanEval (``task.type=humaneval``, then ``task.shards``) or a prompt / dataset."""
     task = task_config(cfg)
+    epochs, _ = epochs_of(task)
+    seed = (cfg.get("generation") or {}).get("seed")
+    if epochs > 1 and seed is not None:
+        raise ConfigError(
+            [Problem("task.epochs", f"{epochs} epochs with generation.seed={seed}: every epoch the same sample",
+                     "drop generation.seed (and sample: generation.temperature > 0)")]
+        )  # fmt: skip
     if task.get("type") != "humaneval":
-        return task_items(cfg, root)
-    from ..eval.tasks import task_items as eval_task_items
-
-    return shard_items(eval_task_items(task), *task_shard(cfg))
+        return expand_epochs(task_items(cfg, root), epochs)
+    items = eval_task_items({**task, "epochs": 1})  # the shards split problems, each with all its epochs
+    return expand_epochs(shard_items(items, *task_shard(cfg)), epochs)
 
 
 @dataclass
@@ -62,6 +74,7 @@ class JobScores:
     scorers: list[Scorer]
     views: dict[str, dict[str, Any]]
     primary: str
+    reducer: str | None = None  # task.epochs_reducer when task.epochs > 1: rows grouped by item_id
 
     @classmethod
     def from_task(cls, task: Mapping[str, Any], items: list[Item]) -> JobScores | None:
@@ -79,7 +92,8 @@ class JobScores:
                 [Problem("task.primary_scorer", f"no scorer labelled {primary!r}", f"one of: {labels}")],
                 title="invalid task",
             )
-        return cls(scorers, views, str(primary))
+        epochs, reducer = epochs_of(task)
+        return cls(scorers, views, str(primary), reducer if epochs > 1 else None)
 
     @property
     def labels(self) -> list[str]:
@@ -89,6 +103,8 @@ class JobScores:
         """The row with its ``scores`` (an error row: unscored entries saying why)."""
         reply = None if row.get("error") else row.get("content")
         view = self.views.get(str(row["id"]), {"id": row["id"]})
+        if "epoch" in view:  # task.epochs > 1: which item, which sample
+            row.update(item_id=view["item_id"], epoch=view["epoch"])
         row.update(score_row(self.scorers, view, reply if isinstance(reply, str) else None))
         return row
 
@@ -104,7 +120,10 @@ class JobScores:
                     writer.write(self(row))
             finally:
                 writer.close()
-        summaries, judge_cost = summarize_scores([r.get("scores") or {} for r in rows], self.labels)
+        groups = [self.views[str(r["id"])].get("item_id", r["id"]) for r in rows] if self.reducer else None
+        summaries, judge_cost = summarize_scores(
+            [r.get("scores") or {} for r in rows], self.labels, groups=groups, reducer=self.reducer or "mean"
+        )
         write_summaries(results.parent, summaries, judge_cost)
         out: dict[str, Any] = {
             "scores": {label: s.to_dict() for label, s in summaries.items()},

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -178,3 +179,77 @@ def test_humaneval_runs_and_scores_in_the_sandbox(tmp_path: Path, fn: str, expec
     job = read_json(tmp_path / "job.json")
     assert job["items"] == 2 and job["primary"] == {"scorer": "code", "value": expected}
     assert job["scores"]["code"]["n"] == 2 and job["scores"]["code"]["unscored"] == 0
+
+
+_CALLS: dict[str, int] = {}
+_CALLS_LOCK = threading.Lock()
+
+
+def right_first(messages: list[dict[str, Any]], **_: Any) -> str:
+    """``right <k> ...``: right on the first ``k`` calls of that prompt (epochs of one item), then wrong."""
+    text = str(messages[-1]["content"])
+    with _CALLS_LOCK:
+        _CALLS[text] = _CALLS.get(text, 0) + 1
+        call = _CALLS[text]
+    return "yes" if call <= int(text.split()[1]) else "no"
+
+
+@pytest.mark.parametrize(
+    "reducer, expected",
+    [
+        ("mean", (0 / 3 + 1 / 3 + 3 / 3) / 3),
+        ("max", 2 / 3),
+        ("pass@1", 4 / 9),
+        ("pass@2", (0 + 2 / 3 + 1) / 3),
+    ],
+)
+def test_epochs_reduce_each_items_samples(tmp_path: Path, reducer: str, expected: float) -> None:
+    _CALLS.clear()
+    data = tmp_path / "items.jsonl"
+    data.write_text("".join(json.dumps({"id": f"q{k}", "prompt": f"right {k} {tmp_path.name}", "target": "yes"})
+                            + "\n" for k in (0, 1, 3)))  # fmt: skip
+    cfg = dataset_cfg(data, epochs=3, epochs_reducer=reducer)
+    cfg["model"]["fn"] = "tests.job.test_scores.right_first"
+    assert app.run_job(cfg, tmp_path / "out") == 0
+    rows = read_rows(tmp_path / "out" / "results.jsonl")
+    assert sorted(r["id"] for r in rows) == [f"q{k}#{e}" for k in (0, 1, 3) for e in range(3)]
+    assert all(r["item_id"] == r["id"].split("#")[0] and r["epoch"] == int(r["id"][-1]) for r in rows)
+    job = read_json(tmp_path / "out" / "job.json")
+    assert job["items"] == 9 and job["scores"]["includes"]["n"] == 3  # n counts items, not samples
+    assert job["primary"]["value"] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    "task, key",
+    [
+        ({"epochs": 0}, "task.epochs"),
+        ({"epochs": 2, "epochs_reducer": "median"}, "task.epochs_reducer"),
+        ({"epochs": 2, "epochs_reducer": "pass@3"}, "task.epochs_reducer"),
+    ],
+)
+def test_bad_epochs_exit_2_before_any_call(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], task: dict[str, Any], key: str
+) -> None:
+    cfg = dataset_cfg(write_kinds(tmp_path / "items.jsonl", ["right"]), **task)
+    assert app.run_job(cfg, tmp_path / "out") == 2
+    assert key in capsys.readouterr().err and not (tmp_path / "out" / "results.jsonl").exists()
+
+
+def test_epochs_with_a_fixed_seed_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = dataset_cfg(write_kinds(tmp_path / "items.jsonl", ["right"]), epochs=2)
+    cfg["generation"]["seed"] = 7
+    assert app.run_job(cfg, tmp_path / "out") == 2
+    assert "generation.seed=7" in capsys.readouterr().err
+
+
+def test_score_reduces_epochs_as_the_run_did(tmp_path: Path) -> None:
+    data = tmp_path / "items.jsonl"
+    data.write_text("".join(json.dumps({"id": f"q{k}", "prompt": f"right {k}", "target": "yes"}) + "\n"
+                            for k in (0, 1, 3)))  # fmt: skip
+    out = tmp_path / "out"
+    proc = run_cli(out, "model=custom_callable", "model.fn=tests.job.test_scores.right_first", "task=dataset",
+                   f"task.path={data}", "task.scorers=[includes]", "task.epochs=3", "task.epochs_reducer=pass@2")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    job = read_json(out / "job.json")
+    assert job["primary"]["value"] == pytest.approx((0 + 2 / 3 + 1) / 3)
+    assert rescore_run(out).summaries["includes"].to_dict() == job["scores"]["includes"]
