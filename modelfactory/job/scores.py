@@ -55,16 +55,41 @@ def job_items(cfg: Any, root: str | os.PathLike[str] | None = None) -> list[Item
     """A job's items: HumanEval (``task.type=humaneval``, then ``task.shards``) or a prompt / dataset."""
     task = task_config(cfg)
     epochs, _ = epochs_of(task)
-    seed = (cfg.get("generation") or {}).get("seed")
-    if epochs > 1 and seed is not None:
-        raise ConfigError(
-            [Problem("task.epochs", f"{epochs} epochs with generation.seed={seed}: every epoch the same sample",
-                     "drop generation.seed (and sample: generation.temperature > 0)")]
-        )  # fmt: skip
+    if epochs > 1:
+        _check_samples_differ(cfg, epochs)
     if task.get("type") != "humaneval":
         return expand_epochs(task_items(cfg, root), epochs)
     items = eval_task_items({**task, "epochs": 1})  # the shards split problems, each with all its epochs
     return expand_epochs(shard_items(items, *task_shard(cfg)), epochs)
+
+
+def _check_samples_differ(cfg: Any, epochs: int) -> None:
+    """Epochs are new samples of the same messages: a fixed ``generation.seed`` or a response cache that
+    answers (``read_write``, ``replay``) would give every epoch the first one's reply."""
+    problems = []
+    seed = (cfg.get("generation") or {}).get("seed")
+    if seed is not None:
+        problems.append(
+            Problem(
+                "task.epochs",
+                f"{epochs} epochs with generation.seed={seed}: every epoch the same sample",
+                "drop generation.seed (and sample: generation.temperature > 0)",
+            )
+        )
+    model = cfg.get("model")
+    cache = model.get("cache") if isinstance(model, (Mapping, DictConfig)) else None
+    mode = cache.get("mode") if isinstance(cache, (Mapping, DictConfig)) else None
+    if mode in ("read_write", "replay"):
+        problems.append(
+            Problem(
+                "task.epochs",
+                f"{epochs} epochs with model.cache.mode={mode}: the cache "
+                "answers every epoch with the first reply",
+                "model.cache.mode=off",
+            )
+        )
+    if problems:
+        raise ConfigError(problems, title="epochs that would not sample")  # fmt: skip
 
 
 @dataclass

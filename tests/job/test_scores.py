@@ -235,11 +235,17 @@ def test_bad_epochs_exit_2_before_any_call(
     assert key in capsys.readouterr().err and not (tmp_path / "out" / "results.jsonl").exists()
 
 
-def test_epochs_with_a_fixed_seed_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_epochs_that_would_not_sample_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = dataset_cfg(write_kinds(tmp_path / "items.jsonl", ["right"]), epochs=2)
     cfg["generation"]["seed"] = 7
+    cfg["model"]["cache"] = {"mode": "read_write", "path": str(tmp_path / "cache.sqlite")}
     assert app.run_job(cfg, tmp_path / "out") == 2
-    assert "generation.seed=7" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "generation.seed=7" in err and "model.cache.mode=read_write" in err
+    assert not (tmp_path / "out" / "results.jsonl").exists()
+    cfg["generation"]["seed"] = None
+    cfg["model"]["cache"]["mode"] = "off"
+    assert app.run_job(cfg, tmp_path / "ok") == 0  # the same epochs, sampling: fine
 
 
 def test_score_reduces_epochs_as_the_run_did(tmp_path: Path) -> None:
