@@ -26,7 +26,7 @@ from ._overrides import mask_job_config, refusal_message, scrub_saved_config, se
 from .errors import ConfigError
 from .job.spec import empty_dir_overrides, register_configs
 
-__all__ = ["PROG", "completion_script", "main", "run_cli", "run_task"]
+__all__ = ["PROG", "completion_script", "main", "primary_score", "run_cli", "run_task"]
 
 log = logging.getLogger("modelfactory.run")
 PROG = "modelfactory run"  # how the help and Hydra's flags name the app when run as the console script
@@ -95,8 +95,10 @@ def _user_full_error() -> bool:
     return os.environ.get(_FULL_ERROR, os.environ.get("HYDRA_FULL_ERROR", "")) == "1"
 
 
-def _job(cfg: DictConfig) -> None:
-    """What Hydra calls per job in this process: :func:`run_task`, then the exit code of a single run."""
+def _job(cfg: DictConfig) -> float | None:
+    """What Hydra calls per job in this process: :func:`run_task`, then the exit code of a single run;
+    in a multirun, the job's primary score (:func:`primary_score`: what ``hydra/sweeper=search``
+    maximizes)."""
     global _jobs_started
     _jobs_started += 1
     try:
@@ -105,8 +107,27 @@ def _job(cfg: DictConfig) -> None:
         mask_job_config(cfg)
     # A failing job in a sweep is recorded (job.json, results.jsonl); only a single run sets the exit code.
     # Ctrl-C stops a sweep too.
-    if code == EXIT_INTERRUPTED or (code and HydraConfig.get().mode != RunMode.MULTIRUN):
+    hc = HydraConfig.get()
+    if code == EXIT_INTERRUPTED or (code and hc.mode != RunMode.MULTIRUN):
         sys.exit(code)
+    return primary_score(hc.runtime.output_dir, code) if hc.mode == RunMode.MULTIRUN else None
+
+
+def primary_score(output_dir: str | os.PathLike[str], code: int) -> float | None:
+    """A finished job's primary score (``job.json``'s ``primary.value``, the mean of ``task.primary_scorer``,
+    default the first of ``task.scorers``), or None (never NaN: it would crash Optuna's study) when the
+    job failed (exit 1, 2), stopped at its ``runner.max_cost_usd`` (exit 3: a mean over part of the
+    items), scored no item, or its task has no scorers. A search counts a None trial as failed and goes on.
+    """
+    import math
+
+    from .job.record import read_job
+
+    primary = (read_job(output_dir) or {}).get("primary") if code == 0 else None
+    value = primary.get("value") if isinstance(primary, dict) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        return None
+    return float(value)
 
 
 main = hydra.main(version_base="1.3", config_path=SHIPPED, config_name="config")(_job)

@@ -155,3 +155,26 @@ def test_a_dotenv_is_loaded_by_every_command(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "from-dotenv" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    "primary, code, expected",
+    [
+        ({"scorer": "includes", "value": 0.25}, 0, 0.25),
+        ({"scorer": "includes", "value": 1}, 0, 1.0),
+        ({"scorer": "includes", "value": 0.25}, 1, None),  # an item failed: not a trial to learn from
+        ({"scorer": "includes", "value": 0.25}, 3, None),  # stopped at its budget: a mean over a subset
+        ({"scorer": "includes", "value": None}, 0, None),  # nothing scored
+        ({"scorer": "includes", "value": float("nan")}, 0, None),  # NaN would crash the Optuna study
+        (None, 0, None),  # a task without scorers
+    ],
+)
+def test_a_multirun_job_returns_its_primary_score_or_none(
+    tmp_path: Path, primary: object, code: int, expected: float | None
+) -> None:
+    from modelfactory._hydra_app import primary_score
+
+    (tmp_path / "job.json").write_text(json.dumps({"primary": primary} if primary else {"items": 1}))
+    got = primary_score(tmp_path, code)
+    assert got == expected and (got is None or isinstance(got, float))
+    assert primary_score(tmp_path / "missing", 0) is None  # no record: the job did not finish

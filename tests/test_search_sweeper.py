@@ -1,17 +1,20 @@
 """``hydra/sweeper=search`` (modelfactory/conf/hydra/sweeper/search.yaml): the real Optuna sweeper of the
 ``search`` extra, built from the shipped config, maximizes what each job returns and is reproducible.
 
-The app's own jobs return the primary score once the runner scores rows (issue 25, item 6); here a task
-function of the test returns a score of ``generation.temperature`` whose best value is known, so the test
-says whether the shipped config searches in the right direction (the plugin's own default is minimize).
+A task function of the test returns a score of ``generation.temperature`` whose best value is known, so
+the test says whether the shipped config searches in the right direction (the plugin's own default is
+minimize); then the app itself (``run.py -m hydra/sweeper=search``) searches a scored task on a
+``CallableModel`` whose accuracy grows with the temperature, each job returning its primary score.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -98,3 +101,43 @@ def test_search_maximizes_the_returned_score_reproducibly(tmp_path: Path) -> Non
     assert max(v for _, v in guided) >= max(v for _, v in startup)
     again, _ = _search(tmp_path, "b")
     assert again == trials  # sampler.seed: 0, the same scores give the same trials
+
+
+def tempered(messages: list[dict[str, Any]], temperature: float | None = None, **_: Any) -> str:
+    """Answers item ``right <i>`` of ten right exactly when ``i < 10 * temperature``: accuracy grows with
+    the temperature (a ``CallableModel`` fn: per-call parameters reach it by name)."""
+    i = int(str(messages[-1]["content"]).split()[-1])
+    return "yes" if i < 10 * (temperature or 0.0) else "no"
+
+
+@pytest.mark.slow
+def test_the_app_searches_its_primary_score(tmp_path: Path) -> None:
+    data = tmp_path / "items.jsonl"
+    data.write_text("".join(json.dumps({"id": f"q{i}", "prompt": f"right {i}", "target": "yes"}) + "\n"
+                            for i in range(10)))  # fmt: skip
+    sweep_dir = tmp_path / "search"
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), "-m", "hydra/sweeper=search", "hydra.sweeper.n_trials=3",
+         "model=custom_callable", "model.fn=tests.test_search_sweeper.tempered", "task=dataset",
+         f"task.path={data}", "task.scorers=[includes]", "generation.temperature=interval(0.0,1.0)",
+         "runner.progress=false", f"hydra.sweep.dir={sweep_dir}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = [json.loads((d / "job.json").read_text()) for d in sorted(sweep_dir.glob("[0-9]*"))]
+    temps = [
+        yaml.safe_load((d / ".hydra" / "config.yaml").read_text())["generation"]["temperature"]
+        for d in sorted(sweep_dir.glob("[0-9]*"))
+    ]
+    assert len(jobs) == 3
+    for job, t in zip(jobs, temps, strict=True):  # each trial's score is what its temperature earns
+        assert job["primary"] == {
+            "scorer": "includes",
+            "value": pytest.approx(sum(i < 10 * t for i in range(10)) / 10),
+        }
+    results = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    best = max(range(3), key=lambda j: jobs[j]["primary"]["value"])
+    assert results["best_value"] == pytest.approx(jobs[best]["primary"]["value"])  # the best trial found
+    assert results["best_params"] == {"generation.temperature": pytest.approx(temps[best])}

@@ -126,6 +126,7 @@ def test_the_wheel_installed_in_a_fresh_venv_runs_from_anywhere(tmp_path: Path) 
         "modelfactory/conf/hydra/launcher/slurm.yaml",
         "modelfactory/assets/tiny-llama/config.json",
         "modelfactory/py.typed",
+        "modelfactory/eval/data/capitals.jsonl",  # task=capitals' items (pkg://modelfactory.eval/...)
     } <= names
     assert any(n.startswith("modelfactory/assets/tiny-llama/") and n.endswith(".safetensors") for n in names)
     venv = _venv_with(wheel, tmp_path)
@@ -166,7 +167,13 @@ def test_the_wheel_installed_in_a_fresh_venv_runs_from_anywhere(tmp_path: Path) 
     (project / "conf" / "model" / "mine.yaml").write_text(
         "_target_: modelfactory.CallableModel\nfn: mymod.reply\n"
     )
-    (project / "mymod.py").write_text("def reply(messages, **kwargs):\n    return 'mine says hi'\n")
+    (project / "mymod.py").write_text(
+        "def reply(messages, **kwargs):\n    return 'mine says hi'\n\n\n"
+        "def every_capital(messages, **kwargs):\n"  # names every target: scores 1 on each item
+        "    import json\n    from modelfactory.eval.tasks import CAPITALS_FILE\n"
+        "    rows = [json.loads(line) for line in CAPITALS_FILE.read_text().splitlines()]\n"
+        "    return ', '.join(str(r['target']) for r in rows)\n"
+    )
     listed = set(_mf(venv, project, "list").split())
     assert {"mine", "openai_gpt4o", "transformers_tiny"} <= listed
     assert "0 problem(s)" in _mf(venv, project, "check")
@@ -179,3 +186,10 @@ def test_the_wheel_installed_in_a_fresh_venv_runs_from_anywhere(tmp_path: Path) 
     rows = _sweep_rows(sweep)
     assert [r["error"] for r in rows] == [None, None]
     assert rows[0]["content"] == "mine says hi" and rows[1]["content"].startswith("Echo: ")
+    # task=capitals reads its items from the installed package, not from a clone: scored in the run
+    capitals = tmp_path / "capitals"
+    out = _mf(venv, project, "run", "model=custom_callable", "model.fn=mymod.every_capital",
+              "task=capitals", "task.limit=3", f"hydra.run.dir={capitals}")  # fmt: skip
+    assert "includes: 1.000" in out
+    job = json.loads((capitals / "job.json").read_text())
+    assert job["primary"] == {"scorer": "includes", "value": 1.0} and job["scores"]["includes"]["n"] == 3

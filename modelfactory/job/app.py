@@ -11,6 +11,10 @@ its budget (``runner.max_cost_usd``; the reason is in ``job.json``'s ``budget``)
 ``job.json`` records it, the rows written stay for a resume). A job never raises for those (a sweep goes
 on); it records the error in ``job.json`` (and ``result.json`` for one prompt) and prints it on stderr.
 ``job.json``'s ``exit_code`` keeps the code (a multirun's jobs have no process exit status of their own).
+
+A task with ``scorers`` is scored as it runs (:mod:`modelfactory.job.scores`): its scorers and targets are
+checked before any model call (exit 2), each row gets its ``scores``, and ``job.json`` gets ``scores``
+(per scorer: mean, stderr, ci_low, ci_high, n, unscored) and ``primary`` (``{"scorer", "value"}``).
 """
 
 from __future__ import annotations
@@ -93,8 +97,8 @@ def _run_job(
     from ..errors import ConfigError, DataError
     from ..pricing import price_for
     from ..secrets import redact_mapping
-    from .items import task_items
     from .runner import run_items
+    from .scores import JobScores, job_items, task_config
     from .spec import JobSpec
 
     cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(dict(cfg))
@@ -105,16 +109,21 @@ def _run_job(
         record.files(spec.output.results_file, spec.output.result_file)
         # an api_key or a header among the per-call kwargs is written masked, as the model's own are
         record.result.update(stop_sequences=spec.stops, generation=redact_mapping(spec.generation))
-        items = task_items(cfg, root)
+        items = job_items(cfg, root)
         record.job["items"] = len(items)
+        scores = JobScores.from_task(task_config(cfg), items)  # a bad scorer or target: before any call
         if record.task == "prompt":
             record.result["messages"] = items[0].messages
         model = _build_model(cfg.model, spec, record, job_redact)
-        stats = run_items(model, items, **_runner_kwargs(spec, record, len(items), model_name, batch_phase))
+        kwargs = _runner_kwargs(spec, record, len(items), model_name, batch_phase)
+        stats = run_items(model, items, score=scores, **kwargs)
         price = price_for(model)
         record.ran(stats, None if price is None else price.model_dump())
         if batch_phase == "submit" and stats.batches_pending:
             _submitted(record, stats.batches_pending, root)
+        elif scores is not None and record.results_path is not None:  # all rows in: the summaries
+            record.job.update(scores.finish(record.results_path, spec.runner.fsync))
+            _say_scores(record.job["scores"])
     except KeyboardInterrupt:  # Ctrl-C: the rows written so far stay; a rerun resumes from them
         if raise_errors:
             raise
@@ -265,6 +274,16 @@ def _finish_dataset(record: JobRecord, stats: RunStats, n_items: int) -> int:
     log.info(summary)
     print(summary)
     return 1 if failed else 0
+
+
+def _say_scores(scores: Mapping[str, Mapping[str, Any]]) -> None:
+    """Each scorer's mean with its CI, printed and logged (``job.json`` and ``scores.json`` keep them)."""
+    from ..eval.metrics import Summary
+
+    for label, summary in scores.items():
+        line = f"{label}: {Summary(**summary)}"
+        print(line)
+        log.info("%s", line)
 
 
 def _say_error(error: Mapping[str, str]) -> None:

@@ -22,6 +22,7 @@ __all__ = [
     "Item",
     "as_item",
     "load_dataset",
+    "package_file",
     "prompt_item",
     "shard_items",
     "shard_of",
@@ -338,8 +339,32 @@ def as_item(obj: Any) -> Item:
 # ------------------------------------------------------------------------------------ a job's task
 
 
+PKG_PREFIX = "pkg://"
+
+
+def package_file(value: str) -> Path | None:
+    """``pkg://PACKAGE/PATH`` (e.g. ``pkg://modelfactory.eval/data/capitals.jsonl``): a data file shipped
+    inside an installed package, found wherever it is installed and whatever the current directory;
+    None for any other path. An unknown package is a :class:`ConfigError` naming ``task.path``."""
+    if not value.startswith(PKG_PREFIX):
+        return None
+    package, _, inner = value[len(PKG_PREFIX) :].partition("/")
+    from importlib import resources
+
+    try:
+        return Path(str(resources.files(package).joinpath(inner)))
+    except (ModuleNotFoundError, TypeError, ValueError) as exc:
+        raise ConfigError(
+            [Problem("task.path", f"no package {package!r} for {value}: {exc}", "pkg://PACKAGE/PATH")]
+        ) from None
+
+
 def _dataset_path(value: str, root: Path | None) -> Path:
-    """A relative path is looked up from the current directory, then from ``root`` (the project)."""
+    """A relative path is looked up from the current directory, then from ``root`` (the project);
+    ``pkg://PACKAGE/PATH`` in the installed package (:func:`package_file`)."""
+    shipped = package_file(value)
+    if shipped is not None:
+        return shipped
     p = Path(os.path.expanduser(value))
     if p.is_absolute():
         return p

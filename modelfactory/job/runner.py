@@ -11,7 +11,8 @@ Items come from :mod:`modelfactory.job.items`; rows go through :mod:`modelfactor
   local model without it is called sequentially.
 - **Results**: one JSON row per item appended to ``results.jsonl`` as it finishes, flushed and fsynced,
   so a crash loses at most the items in flight. Rows carry ``id``, ``content``, ``usage``, ``latency_s``
-  and ``error``; secrets the model knows (and secret-looking environment variables) are masked.
+  and ``error`` (and ``scores``, when a ``score`` callable is given: the task's scorers); secrets the
+  model knows (and secret-looking environment variables) are masked.
 - **Resume**: running again on the same file skips every id whose latest row has no error. Rows that
   recorded an error are run again by default (``retry_errors=True``: errors are mostly transient: rate
   limits, timeouts, a server restart); the newest row of an id wins.
@@ -189,6 +190,7 @@ def run_items(
     max_cost_usd: float | None = None,
     provider_batch: Any = None,
     keep_rows: bool | None = None,
+    score: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     **generation: Any,
 ) -> RunStats:
     """Run every item through ``model`` and append one row per item to ``results_path`` (if given).
@@ -200,6 +202,8 @@ def run_items(
     newest row. Never raises for a failing item. Every row gets ``cost_usd`` (None: the model has no price).
     ``max_cost_usd``: stop submitting once spent + in-flight estimates would pass it
     (:attr:`RunStats.budget` says why); the items not submitted have no row, so a resume runs them.
+    ``score``: called on each row (priced, redacted) before it is written, returns it with its
+    ``scores`` (:class:`~modelfactory.job.scores.JobScores`); None: rows are not scored.
 
     ``provider_batch`` (a :class:`~modelfactory.batch.BatchOptions`; None: online calls): the pending
     items go through the provider's batch endpoint (:mod:`modelfactory.batch`), their ids kept in
@@ -225,7 +229,8 @@ def run_items(
         provider_batch=provider_batch, path=path, progress=progress, desc=desc or "items",
     )  # fmt: skip
     bar = _progress_bar(len(todo), progress and mode != "provider_batch", desc or "items", stats.skipped)
-    _record(rows, stats, _redactor(model, generation), price, ResultsWriter(path, fsync), bar, keep, path)
+    writer = ResultsWriter(path, fsync)
+    _record(rows, stats, _redactor(model, generation), price, writer, bar, keep, path, score)
     if mode == "provider_batch" and path is not None:
         from ..batch import BATCHES_FILE, BatchState
 
@@ -272,8 +277,9 @@ def _record(
     bar: Any,
     keep: bool,
     path: Path | None,
+    score: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> None:
-    """Each row redacted, priced, settled with the budget, written, and counted in ``stats``."""
+    """Each row redacted, priced, settled with the budget, scored, written, and counted in ``stats``."""
     start = time.perf_counter()
     try:
         for row in rows:
@@ -281,6 +287,8 @@ def _record(
             row["cost_usd"] = row_cost(row, price)
             if stats.budget is not None:
                 stats.budget.settle(row["id"], 0.0 if row["error"] else row["cost_usd"])
+            if score is not None:
+                row = score(row)
             writer.write(row)
             if keep:
                 stats.rows.append(row)

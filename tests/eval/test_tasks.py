@@ -11,7 +11,7 @@ import yaml
 from modelfactory.errors import ConfigError
 from modelfactory.eval.scoring import build_scorers, check_targets
 from modelfactory.eval.tasks import CAPITALS_FILE, item_view, task_items
-from modelfactory.job.items import load_dataset
+from modelfactory.job.items import load_dataset, package_file
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,7 +50,7 @@ def test_capitals_ships_50_items_with_targets() -> None:
     task = yaml.safe_load((ROOT / "modelfactory" / "conf" / "task" / "capitals.yaml").read_text())
     items = task_items(task)
     assert len(items) == 50 and len({i.id for i in items}) == 50
-    assert (ROOT / task["path"]).resolve() == CAPITALS_FILE.resolve()
+    assert package_file(task["path"]).resolve() == CAPITALS_FILE.resolve()  # pkg://: from any cwd
     scorers = build_scorers(task["scorers"], key="task.scorers")
     check_targets([item_view(i) for i in items], scorers)  # every item has a target
     france = next(i for i in items if i.id == "capital-france")
