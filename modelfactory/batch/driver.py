@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._batchapi import Mark, crash_point
 from ..errors import CacheMissError, ConfigError, ModelFactoryError, Problem
-from ..job.items import Item
+from ..job.items import Item, request_for
 from ..job.record import error_row, ok_row
 from ..messages import trim_at_stop
 from ..model import GenerationRequest
@@ -148,17 +148,6 @@ def state_path(results_path: Path | None) -> Path | None:
     return None if results_path is None else results_path.parent / BATCHES_FILE
 
 
-def prepare(model: Any, item: Item, generation: dict[str, Any]) -> GenerationRequest:
-    """The request an online call of ``item`` would send (same defaults, stops, normalisation)."""
-    gen = dict(generation)
-    stop = gen.pop("stop_sequences", None)
-    response_format = gen.pop("response_format", None)
-    tools = gen.pop("tools_to_call_from", None)
-    grammar = gen.pop("grammar", None)
-    req: GenerationRequest = model._request(item.messages, stop, grammar, response_format, tools, gen)
-    return req
-
-
 def run_batches(
     model: Any,
     todo: Sequence[Item],
@@ -177,7 +166,7 @@ def run_batches(
     reqs: dict[str, GenerationRequest] = {}
     for item in todo:
         try:
-            req = prepare(model, item, generation)
+            req = request_for(model, item, generation)
             cached = model._cache_lookup(req)
         except (ModelFactoryError, CacheMissError) as exc:
             yield error_row(item.id, exc, 0.0)

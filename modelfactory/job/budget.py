@@ -79,11 +79,11 @@ def _cache_probe(model: Any, generation: dict[str, Any]) -> Callable[[Item], boo
     cache = getattr(getattr(model, "spec", None), "cache", None)
     if not isinstance(model, Model) or not getattr(cache, "enabled", False):
         return lambda item: False
-    from ..batch.driver import prepare  # the request an online call of the item sends
+    from .items import request_for  # the request an online call of the item sends
 
     def probe(item: Item) -> bool:
         try:
-            return model._cache_lookup(prepare(model, item, generation)) is not None
+            return model._cache_lookup(request_for(model, item, generation)) is not None
         except Exception:  # noqa: BLE001 - a replay miss, a bad item: not a hit
             return False
 

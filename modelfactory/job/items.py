@@ -14,9 +14,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, MessageError, Problem
+
+if TYPE_CHECKING:
+    from ..model import GenerationRequest
 
 __all__ = [
     "Item",
@@ -425,3 +428,15 @@ def task_shard(cfg: Any) -> tuple[Any, Any]:
         return 1, 0
     shards = task.get("shards", 1)
     return (1 if shards is None else shards), (task.get("shard") or 0)
+
+
+def request_for(model: Any, item: Item, generation: dict[str, Any]) -> GenerationRequest:
+    """The request an online call of ``item`` sends (same defaults, stops, normalisation): what the budget's
+    cache probe and the provider-batch driver both look up, so neither borrows it from the other."""
+    gen = dict(generation)
+    stop = gen.pop("stop_sequences", None)
+    response_format = gen.pop("response_format", None)
+    tools = gen.pop("tools_to_call_from", None)
+    grammar = gen.pop("grammar", None)
+    req: GenerationRequest = model._request(item.messages, stop, grammar, response_format, tools, gen)
+    return req
