@@ -590,6 +590,41 @@ def test_openai_batch_fake_speaks_the_sdks_types() -> None:
             sdk_model(ErrorObject, refusal.json()["error"])
 
 
+@pytest.mark.parametrize(
+    "reasoning", [None, {"effort": "high", "summary": "auto"}], ids=["plain", "reasoning"]
+)
+def test_openai_batch_fake_answers_responses_lines_as_the_sdk_types_them(
+    reasoning: dict[str, str] | None,
+) -> None:
+    """A ``/v1/responses`` batch (what ``OpenAIResponsesModel`` submits): each output line's body a strict ``openai.types.responses.Response``; a line whose url is not the batch's is refused."""
+    from openai import OpenAI
+    from openai.types.responses import Response
+
+    from tests.servers.openai_batches import BatchAPIServer
+
+    body = {"model": "o4-mini", "input": ASK["messages"], **({"reasoning": reasoning} if reasoning else {})}
+    line = {"custom_id": "a", "method": "POST", "url": "/v1/responses", "body": body}
+    with BatchAPIServer() as server:
+        client = OpenAI(base_url=f"{server.url}/v1", api_key=server.api_key, max_retries=0)
+        up = client.files.create(file=("in.jsonl", json.dumps(line).encode()), purpose="batch")
+        made = client.batches.create(input_file_id=up.id, endpoint="/v1/responses", completion_window="24h")
+        done = client.batches.retrieve(made.id)
+        assert (done.status, done.endpoint) == ("completed", "/v1/responses")
+        assert done.output_file_id is not None
+        (row,) = [json.loads(x) for x in client.files.content(done.output_file_id).text.splitlines()]
+        sdk_model(Response, row["response"]["body"])
+        kinds = [item["type"] for item in row["response"]["body"]["output"]]
+        assert kinds == (["reasoning", "message"] if reasoning else ["message"])
+        chat = {**line, "url": "/v1/chat/completions"}
+        up = client.files.create(file=("in.jsonl", json.dumps(chat).encode()), purpose="batch")
+        refused = httpx.post(
+            f"{server.url}/v1/batches",
+            json={"input_file_id": up.id, "endpoint": "/v1/responses", "completion_window": "24h"},
+            headers={"authorization": f"Bearer {server.api_key}"},
+        )
+        assert refused.status_code == 400 and "url /v1/responses" in refused.json()["error"]["message"]
+
+
 def test_openai_batch_fake_lists_and_keeps_metadata_as_the_sdk_reads_them() -> None:
     """Batches (with ``metadata``) and their cursor-paged list, as ``openai.types.Batch`` and the SDK's
     own ``client.batches.list`` (auto-paging on ``has_more`` / ``after``) read them; the files list too."""

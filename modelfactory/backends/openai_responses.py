@@ -11,7 +11,8 @@ Streams are the API's typed server-sent events (``response.output_text.delta``,
 backend's (:class:`StreamReader`): text pieces, tool-call pieces shaped as smolagents merges them (the
 name and ``call_id`` on a call's first piece, then argument fragments, one ``index`` per call), the usage
 last. The requests go through the model's transport, chosen once at build as for the chat backend: plain
-HTTP, or the SDK's client (``client.post("/responses", ...)``) when ``client_kwargs`` need it.
+HTTP, or the SDK's client (``client.post("/responses", ...)``) when ``client_kwargs`` need it. Batch mode
+is OpenAI's Batch API with ``/v1/responses`` as its endpoint (:meth:`OpenAIResponsesModel.batch_adapter`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import json
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from typing import Any
 
+from .._batchapi import BatchAdapter
 from ..messages import (
     ChatMessage,
     ChatMessageStreamDelta,
@@ -34,7 +36,7 @@ from ..messages import (
 from ..model import GenerationRequest
 from . import _openai_http as http
 from ._openai_transport import HTTPTransport, OpenAITransport, SDKTransport, uses_sdk
-from ._openai_wire import _count, _read, split_headers
+from ._openai_wire import EXTRA_HEADERS, _count, _read, split_headers
 from .openai import OPENAI_BASE, OpenAIServerModel
 
 __all__ = [
@@ -85,12 +87,16 @@ def _input(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def response_body(model_id: str, req: GenerationRequest) -> dict[str, Any]:
-    """The JSON body of a Responses API request."""
+    """The JSON body of a Responses API request (the call's headers under ``extra_headers``, for the
+    sender to take out, as ``_openai_wire.request_body`` leaves them)."""
     body: dict[str, Any] = {"model": model_id, "input": _input(req.messages)}
     for key, value in req.params.items():
         if key == "reasoning_effort":
             body["reasoning"] = {"effort": value, "summary": "auto"}
-        elif key != "extra_headers":
+        elif key == EXTRA_HEADERS:  # this call's headers: the sender takes them out of the body
+            if value:
+                body[EXTRA_HEADERS] = {str(k): str(v) for k, v in dict(value).items()}
+        else:
             body[_RENAMED.get(key, key)] = value
     if req.response_format is not None:
         schema = req.response_format.get("json_schema") if isinstance(req.response_format, dict) else None
@@ -300,8 +306,27 @@ async def apost_responses(client: Any, body: dict[str, Any]) -> Any:
     )
 
 
+def batch_line_body(model_id: str, req: GenerationRequest) -> dict[str, Any]:
+    """A Batch API line's body: the request's body without per-call headers (a line has none)."""
+    return split_headers(response_body(model_id, req))[0]
+
+
+def batch_reply(body: Any) -> ChatMessage:
+    """A Batch API output line's ``response.body``: a Responses API reply, read as the SDK's type."""
+    from openai.types.responses import Response
+
+    return parse_response(Response.model_validate(body))
+
+
 class OpenAIResponsesModel(OpenAIServerModel):
     """OpenAI's Responses API: plain HTTP, or the SDK's client when ``client_kwargs`` need it; streams."""
+
+    def batch_adapter(self) -> BatchAdapter:
+        """OpenAI's Batch API with ``/v1/responses`` as the endpoint and each line's url (not the chat
+        completions' one this class would inherit)."""
+        from ._openai_batch import OpenAIBatches
+
+        return OpenAIBatches(self, url="/v1/responses", body=batch_line_body, parse=batch_reply)
 
     def _choose_transport(self) -> OpenAITransport:
         if uses_sdk(self.spec.client_kwargs):

@@ -3,7 +3,9 @@ its requests and the fake's replies checked against the openai SDK's own types."
 
 from __future__ import annotations
 
+import json
 import typing
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -302,3 +304,55 @@ def test_async_call_and_tool_results_as_input_items(recording_server: RecordingS
     assert items[1] == {"type": "function_call", "call_id": "call_1", "name": "f", "arguments": '{"x": 1}'}
     assert items[2] == {"type": "function_call_output", "call_id": "call_1", "output": "42"}
     _check_request(recording_server.last.body)
+
+
+def test_batch_mode_sends_responses_lines_and_reads_responses_replies(tmp_path: Path) -> None:
+    """Provider batches (OpenAI's Batch API, the local fake of tests/servers/openai_batches.py):
+    ``/v1/responses`` as the batch endpoint and every line's url, a Responses API body in each line (no
+    `stop`: cut afterwards, as online), the replies read as the SDK's Response (text, reasoning tokens)."""
+    from modelfactory.batch import BatchOptions
+    from modelfactory.job.runner import run_items
+    from tests.servers.openai_batches import BatchAPIServer
+
+    items = [{"id": f"q{i}", "prompt": f"question {i} | tail"} for i in range(3)]
+    with BatchAPIServer(api_key=KEY) as server:
+        model = OpenAIResponsesModel(
+            model_id="o4-mini",
+            api_base=f"{server.url}/v1",
+            api_key=KEY,
+            reasoning_effort="high",
+            max_tokens=64,
+            retry={"max_attempts": 1},
+        )
+        stats = run_items(
+            model,
+            items,
+            results_path=tmp_path / "results.jsonl",
+            provider_batch=BatchOptions(poll_s=0.05, on_missing="error"),
+            stop_sequences=[" |"],
+            progress=False,
+        )
+        got = {r["id"]: r for r in map(json.loads, (tmp_path / "results.jsonl").read_text().splitlines())}
+        assert (stats.ok, stats.failed) == (3, 0), got
+        (batch,) = server.batches.values()
+        assert batch.endpoint == "/v1/responses" and server.submissions == 1
+        assert {line["url"] for line in server.lines} == {"/v1/responses"}
+        for line in server.lines:
+            _check_request(line["body"])
+            assert "messages" not in line["body"] and "stop" not in line["body"]
+        (q1,) = [line["body"] for line in server.lines if line["custom_id"] == "q1"]
+        assert q1 == {
+            "model": "o4-mini",
+            "input": [{"role": "user", "content": "question 1 | tail"}],
+            "reasoning": {"effort": "high", "summary": "auto"},
+            "max_output_tokens": 64,
+        }
+        assert got["q1"]["content"] == "echo: question 1"  # cut at the stop after the batch
+        assert got["q1"]["usage"]["reasoning_tokens"] == 2 and got["q1"]["batch_id"] == batch.id
+
+
+def test_per_call_headers_go_as_headers(recording_server: RecordingServer) -> None:
+    for client_kwargs in ({}, SDK_ONLY):
+        make(recording_server, client_kwargs=client_kwargs)(MSGS, extra_headers={"X-Trace": "t-1"})
+        assert recording_server.last.headers["x-trace"] == "t-1"
+        assert "extra_headers" not in recording_server.last.body
