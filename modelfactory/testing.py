@@ -290,7 +290,11 @@ class RecordingServer:
             at = {"output_index": n, "item_id": item.get("id", "")}
             kind = item.get("type")
             if kind == "message":
-                emit("response.output_item.added", output_index=n, item={**item, "content": []})
+                emit(
+                    "response.output_item.added",
+                    output_index=n,
+                    item={**item, "content": [], "status": "in_progress"},
+                )
                 for c, part in enumerate(item.get("content") or []):
                     text = part.get("text", "")
                     emit("response.content_part.added", **at, content_index=c, part={**part, "text": ""})
