@@ -252,11 +252,14 @@ class ToolCallStreamDelta:
 class ChatMessageStreamDelta:
     """One piece of a streamed reply: a content piece (always a string, ``""`` when the piece is only
     tool calls or usage, so ``text += delta.content`` works), tool-call pieces
-    (:class:`ToolCallStreamDelta`), and on the last delta the usage counts."""
+    (:class:`ToolCallStreamDelta`), and on the last delta the usage counts. ``reasoning_content``: a piece
+    of the model's reasoning text where the provider streams it (OpenAI's Responses API reasoning
+    summary), kept apart from ``content``; not a field of smolagents' class, which ignores it."""
 
     content: str | None = ""
     tool_calls: list[ToolCallStreamDelta] | None = None
     token_usage: TokenUsage | None = None
+    reasoning_content: str | None = None
 
 
 def agglomerate_stream_deltas(
@@ -266,11 +269,14 @@ def agglomerate_stream_deltas(
     (arguments concatenated: the JSON text, as smolagents' function of this name leaves it), its usage
     summed."""
     content: list[str] = []
+    reasoning: list[str] = []
     calls: dict[int, dict[str, Any]] = {}
     usage: TokenUsage | None = None
     for delta in deltas:
         if delta.content:
             content.append(delta.content)
+        if delta.reasoning_content:
+            reasoning.append(delta.reasoning_content)
         if delta.token_usage is not None:
             usage = delta.token_usage if usage is None else usage + delta.token_usage
         for piece in delta.tool_calls or ():
@@ -294,7 +300,13 @@ def agglomerate_stream_deltas(
         )
         for _, c in sorted(calls.items())
     ]
-    return ChatMessage(role=role, content="".join(content), tool_calls=tool_calls or None, token_usage=usage)
+    return ChatMessage(
+        role=role,
+        content="".join(content),
+        tool_calls=tool_calls or None,
+        token_usage=usage,
+        reasoning_content="".join(reasoning) or None,
+    )
 
 
 # smolagents' names of the same classes: `from smolagents.models import X` -> `from modelfactory import X`.
@@ -548,7 +560,9 @@ class StreamShaper:
         if delta.token_usage is not None:
             text += self.stop.flush()
         delta.content = text  # a string, "" when empty: `text += delta.content` works on every delta
-        if not (delta.content or delta.token_usage is not None or delta.tool_calls):
+        if not (
+            delta.content or delta.token_usage is not None or delta.tool_calls or delta.reasoning_content
+        ):
             return None
         if self.record is not None:
             self.record.add(delta)

@@ -18,7 +18,9 @@ What it answers (``POST`` to any path):
 
 - by default a chat completion whose content is ``reply`` (or, with ``echo=True``, the last user
   message), with ``usage``; SSE chunks ending with a usage chunk when the body has ``"stream": true``;
-  an Anthropic Messages reply on ``.../v1/messages``;
+  an Anthropic Messages reply on ``.../v1/messages``; an OpenAI Responses API reply on ``.../responses``
+  (its typed events, ``response.created`` to ``response.completed``, when the body has ``"stream": true``;
+  :meth:`RecordingServer.response_events` streams any reply a test builds, e.g. one with function calls);
 - a scripted answer first, when one is queued: :meth:`RecordingServer.enqueue` takes a status, a JSON
   body (a list of chunks: a stream), headers and a ``delay`` (a slow server, for timeouts), or a fault:
   ``kind="reset"`` closes the connection without answering, ``kind="truncate"`` sends the headers and
@@ -267,6 +269,67 @@ class RecordingServer:
             },
         }
 
+    def response_events(self, response: dict[str, Any]) -> list[dict[str, Any]]:
+        """A Responses API reply (:meth:`response`, or one a test built) as the events the API streams:
+        ``response.created``; per output item ``response.output_item.added``, its pieces (reasoning
+        summary text, output text, function-call arguments: each in deltas of 3 characters, then its
+        ``.done``) and ``response.output_item.done``; ``response.completed`` with the whole reply. Each
+        event is one of the openai SDK's ``ResponseStreamEvent`` types."""
+        events: list[dict[str, Any]] = []
+
+        def emit(kind: str, **fields: Any) -> None:
+            events.append({"type": kind, "sequence_number": len(events), **fields})
+
+        def pieces(text: str) -> list[str]:
+            return [text[i : i + 3] for i in range(0, len(text), 3)]
+
+        started = {**response, "status": "in_progress", "output": [], "usage": None}
+        emit("response.created", response=started)
+        emit("response.in_progress", response=started)
+        for n, item in enumerate(response.get("output") or []):
+            at = {"output_index": n, "item_id": item.get("id", "")}
+            kind = item.get("type")
+            if kind == "message":
+                emit(
+                    "response.output_item.added",
+                    output_index=n,
+                    item={**item, "content": [], "status": "in_progress"},
+                )
+                for c, part in enumerate(item.get("content") or []):
+                    text = part.get("text", "")
+                    emit("response.content_part.added", **at, content_index=c, part={**part, "text": ""})
+                    for piece in pieces(text):
+                        emit("response.output_text.delta", **at, content_index=c, delta=piece, logprobs=[])
+                    emit("response.output_text.done", **at, content_index=c, text=text, logprobs=[])
+                    emit("response.content_part.done", **at, content_index=c, part=part)
+            elif kind == "reasoning":
+                emit("response.output_item.added", output_index=n, item={**item, "summary": []})
+                for k, part in enumerate(item.get("summary") or []):
+                    text = part.get("text", "")
+                    emit(
+                        "response.reasoning_summary_part.added",
+                        **at,
+                        summary_index=k,
+                        part={**part, "text": ""},
+                    )
+                    for piece in pieces(text):
+                        emit("response.reasoning_summary_text.delta", **at, summary_index=k, delta=piece)
+                    emit("response.reasoning_summary_text.done", **at, summary_index=k, text=text)
+                    emit("response.reasoning_summary_part.done", **at, summary_index=k, part=part)
+            elif kind == "function_call":
+                args = str(item.get("arguments", ""))
+                emit(
+                    "response.output_item.added",
+                    output_index=n,
+                    item={**item, "arguments": "", "status": "in_progress"},
+                )
+                for piece in pieces(args):
+                    emit("response.function_call_arguments.delta", **at, delta=piece)
+                emit("response.function_call_arguments.done", **at, arguments=args)
+            emit("response.output_item.done", output_index=n, item=item)
+        emit("response.completed", response=response)
+        return events
+
     def chunks(self, body: Any) -> list[dict[str, Any]]:
         model = body.get("model", "unknown") if isinstance(body, dict) else "unknown"
         base = {
@@ -319,8 +382,11 @@ class RecordingServer:
     def _default_answer(self, rec: Recorded) -> tuple[bytes, str]:
         """The unscripted reply to ``rec`` and its content type, by the API its path names: OpenAI's
         Responses, Anthropic's Messages, else a chat completion (a stream when the body asks for one)."""
-        if rec.path.endswith("/responses"):  # OpenAI's Responses API
-            return json.dumps(self.response(rec.body)).encode(), "application/json"
+        if rec.path.endswith("/responses"):  # OpenAI's Responses API: typed events when streamed
+            reply = self.response(rec.body)
+            if isinstance(rec.body, dict) and rec.body.get("stream"):
+                return _sse(self.response_events(reply)), "text/event-stream"
+            return json.dumps(reply).encode(), "application/json"
         if rec.path.endswith("/v1/messages"):  # Anthropic's Messages API (litellm anthropic/...)
             return json.dumps(self.anthropic_message(rec.body)).encode(), "application/json"
         if isinstance(rec.body, dict) and rec.body.get("stream"):
@@ -329,7 +395,12 @@ class RecordingServer:
 
 
 def _sse(chunks: list[Any]) -> bytes:
-    """``chunks`` as a server-sent-events stream, ending with ``[DONE]``."""
+    """``chunks`` as a server-sent-events stream: chat-completion chunks end with ``[DONE]``; Responses
+    API events (a ``type`` of their own) go each under its ``event:`` name, and the stream just ends, as
+    that API sends them."""
+    typed = bool(chunks) and all(isinstance(c, dict) and isinstance(c.get("type"), str) for c in chunks)
+    if typed:
+        return b"".join(f"event: {c['type']}\ndata: {json.dumps(c)}\n\n".encode() for c in chunks)
     return b"".join(f"data: {json.dumps(c)}\n\n".encode() for c in chunks) + b"data: [DONE]\n\n"
 
 

@@ -186,6 +186,39 @@ def test_recording_server_anthropic_message(wire: RecordingServer) -> None:
     anthropic_message(httpx.post(f"{wire.url}/v1/messages", json=body).json())
 
 
+@pytest.mark.parametrize(
+    "reasoning", [None, {"effort": "low", "summary": "auto"}], ids=["plain", "reasoning"]
+)
+def test_recording_server_responses_api(wire: RecordingServer, reasoning: dict[str, str] | None) -> None:
+    """OpenAI's Responses API: the reply, and the stream as typed events (each under its ``event:`` name,
+    no ``[DONE]``), every event one of the SDK's ``ResponseStreamEvent`` types; the events add up to the
+    reply."""
+    from openai.types.responses import Response, ResponseStreamEvent
+    from pydantic import TypeAdapter
+
+    ask = {"model": "o4-mini", "input": ASK["messages"], **({"reasoning": reasoning} if reasoning else {})}
+    reply = httpx.post(f"{wire.url}/v1/responses", json=ask).json()
+    sdk_model(Response, reply)
+    streamed = httpx.post(f"{wire.url}/v1/responses", json={**ask, "stream": True})
+    assert streamed.headers["content-type"] == "text/event-stream" and "[DONE]" not in streamed.text
+    adapter: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
+    names = [
+        line.removeprefix("event: ") for line in streamed.text.splitlines() if line.startswith("event: ")
+    ]
+    events = [
+        json.loads(line[len("data: ") :]) for line in streamed.text.splitlines() if line.startswith("data: ")
+    ]
+    assert names == [e["type"] for e in events] and len(events) > 6
+    for event in events:
+        sdk_model(type(adapter.validate_python(event)), event)
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    text = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+    assert text == reply["output"][-1]["content"][0]["text"]
+    summary = "".join(e["delta"] for e in events if e["type"] == "response.reasoning_summary_text.delta")
+    assert summary == ("thought" if reasoning else "")
+    assert events[-1]["type"] == "response.completed" and events[-1]["response"]["usage"] == reply["usage"]
+
+
 def test_recording_server_model_list(wire: RecordingServer) -> None:
     listing = httpx.get(f"{wire.url}/v1/models").json()
     assert listing["object"] == "list" and listing["data"]
@@ -306,6 +339,14 @@ BUILT_ON_PURPOSE = {
     ("tests/backends/test_openai.py", "body"): "completion_json() with its choices emptied: the fault tested",
     ("tests/backends/test_openai_responses.py", "body"): (
         "the fake's Responses reply with a function call, checked against openai's Response in that test"
+    ),
+    ("tests/backends/test_openai_responses.py", "_events()"): (
+        "the fake's Responses API stream (RecordingServer.response_events), each event checked against "
+        "openai's ResponseStreamEvent in that test's _sdk_events()"
+    ),
+    ("tests/backends/test_openai_responses.py", "_sdk_events()"): (
+        "Responses API stream events (an error event, a response.failed, a stream without argument "
+        "deltas), each checked against openai's ResponseStreamEvent there"
     ),
     ("tests/test_reasoning.py", "payload"): (
         "_logprob_reply(): an OpenAI reply with logprobs, checked against ChatCompletion in that test"
@@ -547,6 +588,41 @@ def test_openai_batch_fake_speaks_the_sdks_types() -> None:
         for refusal in refusals:
             assert set(refusal.json()) == {"error"}
             sdk_model(ErrorObject, refusal.json()["error"])
+
+
+@pytest.mark.parametrize(
+    "reasoning", [None, {"effort": "high", "summary": "auto"}], ids=["plain", "reasoning"]
+)
+def test_openai_batch_fake_answers_responses_lines_as_the_sdk_types_them(
+    reasoning: dict[str, str] | None,
+) -> None:
+    """A ``/v1/responses`` batch (what ``OpenAIResponsesModel`` submits): each output line's body a strict ``openai.types.responses.Response``; a line whose url is not the batch's is refused."""
+    from openai import OpenAI
+    from openai.types.responses import Response
+
+    from tests.servers.openai_batches import BatchAPIServer
+
+    body = {"model": "o4-mini", "input": ASK["messages"], **({"reasoning": reasoning} if reasoning else {})}
+    line = {"custom_id": "a", "method": "POST", "url": "/v1/responses", "body": body}
+    with BatchAPIServer() as server:
+        client = OpenAI(base_url=f"{server.url}/v1", api_key=server.api_key, max_retries=0)
+        up = client.files.create(file=("in.jsonl", json.dumps(line).encode()), purpose="batch")
+        made = client.batches.create(input_file_id=up.id, endpoint="/v1/responses", completion_window="24h")
+        done = client.batches.retrieve(made.id)
+        assert (done.status, done.endpoint) == ("completed", "/v1/responses")
+        assert done.output_file_id is not None
+        (row,) = [json.loads(x) for x in client.files.content(done.output_file_id).text.splitlines()]
+        sdk_model(Response, row["response"]["body"])
+        kinds = [item["type"] for item in row["response"]["body"]["output"]]
+        assert kinds == (["reasoning", "message"] if reasoning else ["message"])
+        chat = {**line, "url": "/v1/chat/completions"}
+        up = client.files.create(file=("in.jsonl", json.dumps(chat).encode()), purpose="batch")
+        refused = httpx.post(
+            f"{server.url}/v1/batches",
+            json={"input_file_id": up.id, "endpoint": "/v1/responses", "completion_window": "24h"},
+            headers={"authorization": f"Bearer {server.api_key}"},
+        )
+        assert refused.status_code == 400 and "url /v1/responses" in refused.json()["error"]["message"]
 
 
 def test_openai_batch_fake_lists_and_keeps_metadata_as_the_sdk_reads_them() -> None:

@@ -4,7 +4,9 @@ created from it, and its output and error files read back when it ends.
 
 ``OpenAIServerModel.batch_adapter()`` and ``AzureOpenAIServerModel.batch_adapter()`` build it with their
 own route: OpenAI's ``/v1/chat/completions`` with the model id, Azure's ``/chat/completions`` (its
-documented batch endpoint, no ``/v1``) with the deployment name as the model."""
+documented batch endpoint, no ``/v1``) with the deployment name as the model.
+``OpenAIResponsesModel.batch_adapter()`` builds it for ``/v1/responses``, with its own line body and reply
+reader (``body`` / ``parse``): the same files, batches and output lines, a Responses API body in each."""
 
 from __future__ import annotations
 
@@ -28,6 +30,16 @@ def _file_name(token: str) -> str:
     return f"modelfactory-batch-{token}.jsonl"
 
 
+def _chat_body(model_name: str, req: GenerationRequest) -> dict[str, Any]:
+    return wire.request_body(model_name, req, stream=False)
+
+
+def _chat_reply(body: Any) -> ChatMessage:
+    from openai.types.chat import ChatCompletion
+
+    return wire.parse_completion(ChatCompletion.model_validate(body))
+
+
 class OpenAIBatches:
     provider = "openai"
     max_requests = 50_000  # OpenAI's documented limits per batch: 50,000 requests, a 200 MB input file
@@ -40,17 +52,23 @@ class OpenAIBatches:
         provider: str = "openai",
         url: str = "/v1/chat/completions",
         model_name: str | None = None,
+        body: Callable[[str, GenerationRequest], dict[str, Any]] | None = None,
+        parse: Callable[[Any], ChatMessage] | None = None,
     ) -> None:
         self.model = model
         self.provider = provider
         self.url = url  # each line's url and the batch's endpoint
         self.model_name = model.model_id if model_name is None else model_name  # each line's "model"
+        # a line's body from (model name, request), and a 200 line's reply body as a ChatMessage: chat
+        # completions unless the endpoint's model says otherwise
+        self.body = body or _chat_body
+        self.parse = parse or _chat_reply
         # The model's client has the SDK's retries off (the model owns its retry policy per call); these
         # few control calls get the SDK's own retries instead.
         self.client = model.client.with_options(max_retries=3)
 
     def line(self, custom_id: str, req: GenerationRequest) -> dict[str, Any]:
-        body = wire.request_body(self.model_name, req, stream=False)
+        body = self.body(self.model_name, req)
         return {"custom_id": custom_id, "method": "POST", "url": self.url, "body": body}
 
     def submit(
@@ -136,14 +154,12 @@ class OpenAIBatches:
                     yield str(row["custom_id"]), self._reply(row)
 
     def _reply(self, row: dict[str, Any]) -> ChatMessage | Exception:
-        from openai.types.chat import ChatCompletion
-
         response = row.get("response") or {}
         error = row.get("error")
         status = response.get("status_code")
         if status == 200 and not error:
             try:
-                return wire.parse_completion(ChatCompletion.model_validate(response.get("body")))
+                return self.parse(response.get("body"))
             except Exception as exc:
                 return self.model._translate(exc)
         body = response.get("body") or {}

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping
 from typing import Any, Protocol
 
 from . import _openai_http as http
@@ -112,22 +112,31 @@ class _SDKOwner(Protocol):
 
 class SDKTransport:
     """The openai SDK's clients (the model's ``client`` and ``aclient``, built on first use), through its
-    low-level ``post`` (:func:`._openai_wire.post_chat`); its exceptions translated by the model."""
+    low-level ``post`` (:func:`._openai_wire.post_chat` by default; the Responses API passes its own
+    pair, which posts to ``/responses``); its exceptions translated by the model."""
 
-    def __init__(self, model: _SDKOwner) -> None:
+    def __init__(
+        self,
+        model: _SDKOwner,
+        *,
+        post: Callable[[Any, dict[str, Any]], Any] = wire.post_chat,
+        apost: Callable[[Any, dict[str, Any]], Awaitable[Any]] = wire.apost_chat,
+    ) -> None:
         self._model = model
+        self._post = post
+        self._apost = apost
 
     def post(self, body: dict[str, Any]) -> Any:
-        return wire.post_chat(self._model.client, body)
+        return self._post(self._model.client, body)
 
     def stream(self, body: dict[str, Any]) -> Iterator[Any]:
-        return iter(wire.post_chat(self._model.client, body))
+        return iter(self._post(self._model.client, body))
 
     async def apost(self, body: dict[str, Any]) -> Any:
-        return await wire.apost_chat(self._model.aclient, body)
+        return await self._apost(self._model.aclient, body)
 
     async def astream(self, body: dict[str, Any]) -> AsyncGenerator[Any, None]:
-        chunks = await wire.apost_chat(self._model.aclient, body)
+        chunks = await self._apost(self._model.aclient, body)
         try:
             async for chunk in chunks:
                 yield chunk

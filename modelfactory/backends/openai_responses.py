@@ -3,32 +3,49 @@ with the same call contract as :class:`~modelfactory.backends.openai.OpenAIServe
 retries and errors; only the wire format differs).
 
 Reasoning goes as ``reasoning={"effort", "summary": "auto"}``; the summary comes back as
-``ChatMessage.reasoning_content``. Not yet: streaming, batch mode, the SDK client path.
+``ChatMessage.reasoning_content``.
+
+Streams are the API's typed server-sent events (``response.output_text.delta``,
+``response.output_item.added`` + ``response.function_call_arguments.delta`` for a function call,
+``response.completed`` with the usage), turned into the same :class:`ChatMessageStreamDelta` s as the chat
+backend's (:class:`StreamReader`): text pieces, tool-call pieces shaped as smolagents merges them (the
+name and ``call_id`` on a call's first piece, then argument fragments, one ``index`` per call), the usage
+last. The requests go through the model's transport, chosen once at build as for the chat backend: plain
+HTTP, or the SDK's client (``client.post("/responses", ...)``) when ``client_kwargs`` need it. Batch mode
+is OpenAI's Batch API with ``/v1/responses`` as its endpoint (:meth:`OpenAIResponsesModel.batch_adapter`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from typing import Any
 
-from ..errors import UnsupportedFeatureError
+from .._batchapi import BatchAdapter
 from ..messages import (
     ChatMessage,
     ChatMessageStreamDelta,
     TokenUsage,
     ToolCall,
     ToolCallFunction,
+    ToolCallFunctionDelta,
+    ToolCallStreamDelta,
     trim_at_stop,
 )
 from ..model import GenerationRequest
 from . import _openai_http as http
-from ._openai_transport import HTTPTransport, OpenAITransport
-from ._openai_wire import _count, _read
+from ._openai_transport import HTTPTransport, OpenAITransport, SDKTransport, uses_sdk
+from ._openai_wire import EXTRA_HEADERS, _count, _read, split_headers
 from .openai import OPENAI_BASE, OpenAIServerModel
 
-__all__ = ["OpenAIResponsesModel", "response_body", "parse_response"]
+__all__ = [
+    "OpenAIResponsesModel",
+    "StreamReader",
+    "iter_events",
+    "parse_response",
+    "response_body",
+]
 
 _RENAMED = {"max_tokens": "max_output_tokens", "max_completion_tokens": "max_output_tokens"}
 
@@ -70,12 +87,16 @@ def _input(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def response_body(model_id: str, req: GenerationRequest) -> dict[str, Any]:
-    """The JSON body of a Responses API request."""
+    """The JSON body of a Responses API request (the call's headers under ``extra_headers``, for the
+    sender to take out, as ``_openai_wire.request_body`` leaves them)."""
     body: dict[str, Any] = {"model": model_id, "input": _input(req.messages)}
     for key, value in req.params.items():
         if key == "reasoning_effort":
             body["reasoning"] = {"effort": value, "summary": "auto"}
-        elif key != "extra_headers":
+        elif key == EXTRA_HEADERS:  # this call's headers: the sender takes them out of the body
+            if value:
+                body[EXTRA_HEADERS] = {str(k): str(v) for k, v in dict(value).items()}
+        else:
             body[_RENAMED.get(key, key)] = value
     if req.response_format is not None:
         schema = req.response_format.get("json_schema") if isinstance(req.response_format, dict) else None
@@ -139,36 +160,219 @@ def parse_response(response: Any) -> ChatMessage:
 
 
 def _trimmed(reply: ChatMessage, req: GenerationRequest) -> ChatMessage:
-    """The Responses API takes no ``stop``: the reply is cut at the first stop sequence here."""
+    """The Responses API takes no ``stop``: the reply is cut at the first stop sequence here (a stream is
+    cut by the model's stream shaper, as every backend's)."""
     if reply.content and req.stop_sequences:
         reply.content = trim_at_stop(reply.content, req.stop_sequences)
     return reply
 
 
+def _failure(event: Any, what: str) -> http.Failure:
+    """A stream's ``error`` event, or the error of its ``response.failed``, as a failure of the request
+    (the model's retry policy decides on it as on any other: only before the stream's first delta)."""
+    err = _read(_read(event, "response"), "error") if what == "failed" else event
+    code = _read(err, "code")
+    message = str(_read(err, "message") or f"the response {what}")
+    return http.Failure(
+        f"the server sent an error mid-stream: {message}" + (f" ({code})" if code else ""),
+        retryable=code in ("server_error", "rate_limit_exceeded"),
+    )
+
+
+class StreamReader:
+    """The events of one Responses API stream as :class:`ChatMessageStreamDelta` s.
+
+    - ``response.output_text.delta``: a content piece;
+    - ``response.output_item.added`` of a ``function_call`` item: the call's first piece (its index in
+      this reply, ``call_id``, ``type="function"``, the name); ``response.function_call_arguments.delta``:
+      an argument fragment of the call at that ``output_index``; a server that sends the arguments only
+      whole (``response.output_item.done``) gets them sent then;
+    - ``response.reasoning_summary_text.delta``: a piece of ``reasoning_content``;
+    - ``response.completed`` / ``response.incomplete``: the usage, last;
+    - ``error`` / ``response.failed``: a :class:`~._openai_http.Failure`.
+    Anything else (created, in_progress, part added/done, ...) carries nothing new and gives ``None``.
+    """
+
+    def __init__(self) -> None:
+        self._calls: dict[int, int] = {}  # output_index -> the call's index among this reply's calls
+        self._sent: set[int] = set()  # calls whose arguments came in fragments
+
+    def _call(self, output_index: Any) -> int:
+        key = output_index if isinstance(output_index, int) else -1
+        if key not in self._calls:
+            self._calls[key] = len(self._calls)
+        return self._calls[key]
+
+    def delta(self, event: Any) -> ChatMessageStreamDelta | None:
+        kind = _read(event, "type")
+        if kind == "response.output_text.delta":
+            return ChatMessageStreamDelta(content=str(_read(event, "delta") or ""))
+        if kind == "response.reasoning_summary_text.delta":
+            return _reasoning_delta(str(_read(event, "delta") or ""))
+        if kind in ("response.output_item.added", "response.output_item.done"):
+            return self._item(event, added=kind.endswith("added"))
+        if kind == "response.function_call_arguments.delta":
+            index = self._call(_read(event, "output_index"))
+            self._sent.add(index)
+            piece = ToolCallStreamDelta(
+                index=index, function=ToolCallFunctionDelta(arguments=str(_read(event, "delta") or ""))
+            )
+            return ChatMessageStreamDelta(content="", tool_calls=[piece])
+        if kind in ("response.completed", "response.incomplete"):
+            usage = parse_response(_read(event, "response")).token_usage
+            return ChatMessageStreamDelta(content="", token_usage=usage) if usage is not None else None
+        if kind == "error":
+            raise _failure(event, "error")
+        if kind == "response.failed":
+            raise _failure(event, "failed")
+        return None
+
+    def _item(self, event: Any, *, added: bool) -> ChatMessageStreamDelta | None:
+        item = _read(event, "item")
+        if _read(item, "type") != "function_call":
+            return None
+        index = self._call(_read(event, "output_index"))
+        arguments = _read(item, "arguments") or None
+        if added:
+            piece = ToolCallStreamDelta(
+                index=index,
+                id=str(_read(item, "call_id") or "") or None,
+                type="function",
+                function=ToolCallFunctionDelta(name=_read(item, "name") or None, arguments=arguments),
+            )
+            if arguments:
+                self._sent.add(index)
+        elif index in self._sent or not arguments:
+            return None
+        else:  # the arguments only whole, at the item's end
+            self._sent.add(index)
+            piece = ToolCallStreamDelta(index=index, function=ToolCallFunctionDelta(arguments=arguments))
+        return ChatMessageStreamDelta(content="", tool_calls=[piece])
+
+
+def _reasoning_delta(text: str) -> ChatMessageStreamDelta | None:
+    """A piece of the reasoning summary: a delta of its own, never in ``content``."""
+    return ChatMessageStreamDelta(content="", reasoning_content=text) if text else None
+
+
+def iter_events(events: Iterable[Any]) -> Iterator[ChatMessageStreamDelta]:
+    """A Responses API stream's events (JSON dicts, or the SDK's event objects) as deltas."""
+    reader = StreamReader()
+    for event in events:
+        delta = reader.delta(event)
+        if delta is not None:
+            yield delta
+
+
+async def aiter_events(events: AsyncIterable[Any]) -> AsyncIterator[ChatMessageStreamDelta]:
+    """:func:`iter_events` over an async stream."""
+    reader = StreamReader()
+    async for event in events:
+        delta = reader.delta(event)
+        if delta is not None:
+            yield delta
+
+
+def post_responses(client: Any, body: dict[str, Any]) -> Any:
+    """POST ``/responses`` through the SDK's low-level ``client.post``: the SDK's types, auth and errors,
+    a ``Stream`` of typed events when ``body["stream"]`` (see ``_openai_wire.post_chat``)."""
+    from openai import Stream
+    from openai.types.responses import Response, ResponseStreamEvent
+
+    body, headers = split_headers(body)
+    return client.post(
+        "/responses",
+        body=body,
+        options={"headers": headers} if headers else {},
+        cast_to=Response,
+        stream=bool(body.get("stream")),
+        stream_cls=Stream[ResponseStreamEvent],
+    )
+
+
+async def apost_responses(client: Any, body: dict[str, Any]) -> Any:
+    """:func:`post_responses` on an ``AsyncOpenAI`` client."""
+    from openai import AsyncStream
+    from openai.types.responses import Response, ResponseStreamEvent
+
+    body, headers = split_headers(body)
+    return await client.post(
+        "/responses",
+        body=body,
+        options={"headers": headers} if headers else {},
+        cast_to=Response,
+        stream=bool(body.get("stream")),
+        stream_cls=AsyncStream[ResponseStreamEvent],
+    )
+
+
+def batch_line_body(model_id: str, req: GenerationRequest) -> dict[str, Any]:
+    """A Batch API line's body: the request's body without per-call headers (a line has none)."""
+    return split_headers(response_body(model_id, req))[0]
+
+
+def batch_reply(body: Any) -> ChatMessage:
+    """A Batch API output line's ``response.body``: a Responses API reply, read as the SDK's type."""
+    from openai.types.responses import Response
+
+    return parse_response(Response.model_validate(body))
+
+
 class OpenAIResponsesModel(OpenAIServerModel):
-    """OpenAI's Responses API, over plain HTTP (non-streaming)."""
+    """OpenAI's Responses API: plain HTTP, or the SDK's client when ``client_kwargs`` need it; streams."""
+
+    def batch_adapter(self) -> BatchAdapter:
+        """OpenAI's Batch API with ``/v1/responses`` as the endpoint and each line's url (not the chat
+        completions' one this class would inherit)."""
+        from ._openai_batch import OpenAIBatches
+
+        return OpenAIBatches(self, url="/v1/responses", body=batch_line_body, parse=batch_reply)
 
     def _choose_transport(self) -> OpenAITransport:
-        return HTTPTransport(self._route, self.spec.client_kwargs, self._http_error)  # no SDK path yet
+        if uses_sdk(self.spec.client_kwargs):
+            return SDKTransport(self, post=post_responses, apost=apost_responses)
+        return HTTPTransport(self._route, self.spec.client_kwargs, self._http_error)
 
     def _route(self) -> http.Route:
         route = super()._route()
         base = (self.spec.api_base or OPENAI_BASE).rstrip("/")
         return dataclasses.replace(route, url=f"{base}/responses")
 
+    def _body(self, req: GenerationRequest, *, stream: bool) -> dict[str, Any]:
+        body = response_body(self.model_id, req)
+        if stream:
+            body["stream"] = True
+        return body
+
     def _generate(self, req: GenerationRequest) -> ChatMessage:
+        transport = self._transport
         try:
-            reply = parse_response(self._transport.post(response_body(self.model_id, req)))
-        except http.Failure as exc:
-            raise self._http_error(exc) from exc
-        return _trimmed(reply, req)
+            return _trimmed(parse_response(transport.post(self._body(req, stream=False))), req)
+        except Exception as exc:
+            raise transport.error(exc) from exc
 
     def _generate_stream(self, req: GenerationRequest) -> Iterator[ChatMessageStreamDelta]:
-        raise UnsupportedFeatureError("OpenAIResponsesModel does not stream yet; call it without streaming")
+        transport = self._transport
+        try:
+            yield from iter_events(transport.stream(self._body(req, stream=True)))
+        except Exception as exc:
+            raise transport.error(exc) from exc
 
     async def _agenerate(self, req: GenerationRequest) -> ChatMessage:
+        transport = self._transport
         try:
-            reply = await self._transport.apost(response_body(self.model_id, req))
-            return _trimmed(parse_response(reply), req)
-        except http.Failure as exc:
-            raise self._http_error(exc) from exc
+            return _trimmed(parse_response(await transport.apost(self._body(req, stream=False))), req)
+        except Exception as exc:
+            raise transport.error(exc) from exc
+
+    async def _agenerate_stream(self, req: GenerationRequest) -> AsyncIterator[ChatMessageStreamDelta]:
+        transport = self._transport
+        events = transport.astream(self._body(req, stream=True))
+        try:
+            try:
+                async for delta in aiter_events(events):
+                    yield delta
+            finally:
+                await events.aclose()  # an abandoned stream releases its connection
+        except Exception as exc:
+            raise transport.error(exc) from exc

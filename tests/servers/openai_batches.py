@@ -14,6 +14,10 @@ fails that line with 404 ``DeploymentNotFound``, as Azure reports it in the erro
 
 Each line is answered as a chat completion would be: ``echo: <last user text>`` cut before the first of
 its ``stop``, usage in words (``prompt_tokens_details.cached_tokens`` = :attr:`cached_tokens`).
+OpenAI's ``/v1/responses`` is a batch endpoint too (each line's url then ``/v1/responses``, its body a
+Responses API request): a line is answered as the Responses API would (:meth:`BatchAPIServer.response`):
+the same text, uncut (that API takes no ``stop``), a reasoning summary when the body asks for
+``reasoning``, usage in words with ``input_tokens_details.cached_tokens``.
 
 Tests steer it: ``hold`` (an Event: while clear, batches stay ``in_progress``), ``end_after_polls``
 (a batch completes at its n-th status poll once ``hold`` is set: 1 = the first poll after submission).
@@ -37,6 +41,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 OPENAI_ENDPOINT = "/v1/chat/completions"
+RESPONSES_ENDPOINT = "/v1/responses"
 AZURE_ENDPOINT = "/chat/completions"
 
 
@@ -157,6 +162,52 @@ class BatchAPIServer:
             },
         }
 
+    def response(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The Responses API reply a ``/v1/responses`` line's body gets (deterministic)."""
+        items = (
+            body["input"] if isinstance(body["input"], list) else [{"role": "user", "content": body["input"]}]
+        )
+        said = [str(i.get("content", "")) for i in items if isinstance(i, dict) and i.get("role") == "user"]
+        text = f"echo: {said[-1] if said else ''}"
+        words_in = sum(len(str(i.get("content") or i.get("output") or "").split()) for i in items)
+        output: list[dict[str, Any]] = []
+        reasoning = isinstance(body.get("reasoning"), dict)
+        if reasoning:
+            output.append(
+                {"id": "rs_1", "type": "reasoning", "summary": [{"type": "summary_text", "text": "thought"}]}
+            )
+        output.append(
+            {
+                "id": "msg_1",
+                "type": "message",
+                "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": text, "annotations": []}],
+            }
+        )
+        words_out = len(text.split()) + (2 if reasoning else 0)
+        return {
+            "id": f"resp_{uuid.uuid4().hex[:12]}",
+            "object": "response",
+            "created_at": int(time.time()),
+            "model": body["model"],
+            "status": "completed",
+            "output": output,
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": [],
+            "usage": {
+                "input_tokens": words_in,
+                "input_tokens_details": {
+                    "cached_tokens": min(self.cached_tokens, words_in),
+                    "cache_write_tokens": 0,
+                },
+                "output_tokens": words_out,
+                "output_tokens_details": {"reasoning_tokens": 2 if reasoning else 0},
+                "total_tokens": words_in + words_out,
+            },
+        }
+
     def finish(self, batch: FakeBatch) -> None:
         """Run every line of ``batch``; write its output and error files (under the lock)."""
         out, err = [], []
@@ -172,6 +223,8 @@ class BatchAPIServer:
                         }
                     },
                 )
+            elif batch.endpoint == RESPONSES_ENDPOINT:
+                status, body = 200, self.response(line["body"])
             else:
                 status, body = 200, self.answer(line["body"])
             row = {
@@ -357,9 +410,10 @@ def _handler(server: BatchAPIServer) -> type[BaseHTTPRequestHandler]:
             )
 
         def _create(self, body: dict[str, Any], azure: bool) -> None:
-            endpoint = AZURE_ENDPOINT if azure else OPENAI_ENDPOINT
-            if body.get("endpoint") != endpoint:
-                return self._error(400, f"endpoint must be {endpoint}, got {body.get('endpoint')!r}")
+            served = (AZURE_ENDPOINT,) if azure else (OPENAI_ENDPOINT, RESPONSES_ENDPOINT)
+            endpoint = str(body.get("endpoint"))
+            if endpoint not in served:
+                return self._error(400, f"endpoint must be one of {served}, got {body.get('endpoint')!r}")
             if body.get("completion_window") != "24h":
                 return self._error(400, "completion_window must be 24h")
             with server.lock:
