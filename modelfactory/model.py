@@ -176,9 +176,12 @@ class Model(SmolagentsAttributes, AsyncCalls):
                 raise UnsupportedFeatureError(f"{name} does not support native tool calling")
             tools = [tool_to_schema(t) for t in tools_to_call_from]
         params = spec.generation_defaults()
-        # tool_choice: the call's, even None (= send none, as in smolagents), else the configured one,
-        # else "required" (what smolagents sends: an agent's step is a tool call); only with tools
-        configured_choice = params.pop("tool_choice", DEFAULT_TOOL_CHOICE)
+        # tool_choice: the call's, even None (= send none, as in smolagents), else the configured one (in
+        # generation_kwargs, or a backend's own `tool_choice` field), else "required" (what smolagents
+        # sends: an agent's step is a tool call); only with tools
+        configured_choice = params.pop("tool_choice", None)
+        if configured_choice is None:
+            configured_choice = getattr(spec, "tool_choice", None) or DEFAULT_TOOL_CHOICE
         kwargs = dict(kwargs)
         tool_choice = kwargs.pop("tool_choice") if "tool_choice" in kwargs else configured_choice
         # per-call values checked like the config's (one definition: modelfactory.generation)

@@ -594,3 +594,22 @@ def test_top1_next_token_agrees_with_transformers_on_the_same_gguf(smol: LlamaCp
     assert total >= 200
     assert agree / total >= 0.90, (agree, total, margins)
     assert all(m < 0.5 for m in margins), margins
+
+
+ADD_TOOL = {
+    "type": "function",
+    "function": {"name": "add", "parameters": {"type": "object", "properties": {"a": {"type": "integer"}}}},
+}
+
+
+@pytest.mark.parametrize(("configured", "sent"), [(None, "required"), ("auto", "auto"), ("required", "required")])
+def test_the_configured_tool_choice_applies_when_the_call_names_none(configured: str | None, sent: str) -> None:
+    """The config's ``tool_choice`` is what a call without one sends (it was ignored: the library's
+    smolagents default won); a call's own value still wins. No weights are loaded to build a request."""
+    model = LlamaCppModel(model_id=SMOL, **({} if configured is None else {"tool_choice": configured}))
+    ask = [{"role": "user", "content": "What is 2+3?"}]
+    assert model._request(ask, None, None, None, [ADD_TOOL], {}).tool_choice == sent
+    own = "auto" if sent == "required" else "required"
+    assert model._request(ask, None, None, None, [ADD_TOOL], {"tool_choice": own}).tool_choice == own
+    assert model._request(ask, None, None, None, None, {}).tool_choice is None  # no tools, no choice
+    assert not model.is_loaded

@@ -100,9 +100,10 @@ class LlamaCppSpec(ModelSpec):
         "agent resends its growing conversation every step); false: evaluate every prompt in full",
     )
     tool_choice: Literal["auto", "required"] = Field(
-        "auto",
-        description="with tools: auto lets the model answer in text or call one; required constrains the "
-        "reply (a grammar) to one JSON call of a given tool, which makes small models usable in agents",
+        "required",
+        description="with tools, when the call names no tool_choice: required (smolagents' default: an "
+        "agent's step is a tool call) constrains the reply to one JSON call of a given tool (a grammar: it makes small models usable in agents); "
+        "auto lets the model answer in text or call one",
     )
     chat_template: str | None = Field(None, description="a Jinja chat template replacing the GGUF's")
     verbose: bool = Field(False, description="let llama.cpp log to stderr")

@@ -72,9 +72,10 @@ class OpenVINOSpec(ModelSpec):
         "an agent's growing conversation, or a dataset's shared system prompt, is prefilled once",
     )
     tool_choice: Literal["auto", "required"] = Field(
-        "auto",
-        description="with tools: auto lets the model answer in text or call one; required constrains the "
-        "reply to one JSON call of a given tool (structured output)",
+        "required",
+        description="with tools, when the call names no tool_choice: required (smolagents' default: an "
+        "agent's step is a tool call) constrains the reply to one JSON call of a given tool (structured output); "
+        "auto lets the model answer in text or call one",
     )
     chat_template: str | None = Field(None, description="a Jinja chat template replacing the model's")
     ov_config: dict[str, Any] = Field(
