@@ -602,8 +602,12 @@ ADD_TOOL = {
 }
 
 
-@pytest.mark.parametrize(("configured", "sent"), [(None, "required"), ("auto", "auto"), ("required", "required")])
-def test_the_configured_tool_choice_applies_when_the_call_names_none(configured: str | None, sent: str) -> None:
+@pytest.mark.parametrize(
+    ("configured", "sent"), [(None, "required"), ("auto", "auto"), ("required", "required")]
+)
+def test_the_configured_tool_choice_applies_when_the_call_names_none(
+    configured: str | None, sent: str
+) -> None:
     """The config's ``tool_choice`` is what a call without one sends (it was ignored: the library's
     smolagents default won); a call's own value still wins. No weights are loaded to build a request."""
     model = LlamaCppModel(model_id=SMOL, **({} if configured is None else {"tool_choice": configured}))
