@@ -27,7 +27,7 @@ from ._dtype import choose_dtype
 from ._loading import import_backend, load_runtime
 from ._sampling import row_sampler, samples_per_row
 from ._spec import TransformersSpec
-from ._stopping import cancel_criteria, criteria_list, settled_streamer, stop_criteria
+from ._stopping import cancel_criteria, criteria_list, settled_streamer, stop_criteria, stream_generation
 from ._vision import count_image_prompt, generate_with_images, stream_with_images
 from ._weights import GENERATE_LOCK, WEIGHTS, Runtime
 
@@ -472,27 +472,10 @@ class TransformersModel(LocalWeights[Runtime], Model):
         cancel = threading.Event()
         criteria = prep.gen_kwargs.pop("stopping_criteria", None) or criteria_list()
         criteria.append(cancel_criteria(cancel))
-        result: dict[str, Any] = {}
-
-        def work() -> None:
-            try:
-                result["output"] = self._run(prep, streamer=streamer, stopping_criteria=criteria)
-            except BaseException as exc:  # handed to the consumer below
-                result["error"] = exc
-                streamer.end()  # unblock the consumer
-
-        thread = threading.Thread(target=work, name="modelfactory-generate", daemon=True)
-        thread.start()
-        try:
-            for piece in streamer:
-                if piece:
-                    yield ChatMessageStreamDelta(content=piece)
-        finally:
-            cancel.set()  # a consumer that stops early also stops the generation
-            thread.join()
-        if "error" in result:
-            raise result["error"]
-        new_ids, _, _ = self._finish(prep, result["output"])
+        output = yield from stream_generation(
+            lambda: self._run(prep, streamer=streamer, stopping_criteria=criteria), streamer, cancel
+        )
+        new_ids, _, _ = self._finish(prep, output)
         yield ChatMessageStreamDelta(
             token_usage=TokenUsage(input_tokens=prep.prompt_lens[0], output_tokens=len(new_ids))
         )

@@ -8,12 +8,19 @@ backend's stream follows, :func:`modelfactory.messages.settled_prefix`.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
-from ...messages import settled_prefix, trim_at_stop
+from ...messages import ChatMessageStreamDelta, settled_prefix, trim_at_stop
 
-__all__ = ["cancel_criteria", "criteria_list", "settled_streamer", "stop_criteria", "stop_state"]
+__all__ = [
+    "cancel_criteria",
+    "criteria_list",
+    "settled_streamer",
+    "stop_criteria",
+    "stop_state",
+    "stream_generation",
+]
 
 
 # Its name here before the stop contract had one implementation (tests and users import it from here).
@@ -107,3 +114,36 @@ def settled_streamer(tokenizer: Any, stops: Sequence[str]) -> Any:
             self.on_finalized_text("", stream_end=True)
 
     return Streamer()
+
+
+def stream_generation(
+    run: Callable[[], Any], streamer: Any, cancel: threading.Event
+) -> Generator[ChatMessageStreamDelta, None, Any]:
+    """Runs ``run()`` (a ``generate`` that feeds ``streamer`` and stops when ``cancel`` is set) in a thread and
+    yields the streamer's pieces as deltas; returns ``run()``'s output (``output = yield from ...``).
+
+    Why a thread: ``generate`` only pushes tokens; the consumer pulls. A consumer that stops early (a closed
+    HTTP stream) sets ``cancel``, which ends the generation; an error in ``generate`` unblocks the consumer
+    and is raised there, in the caller's frame.
+    """
+    result: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            result["output"] = run()
+        except BaseException as exc:  # handed to the consumer below
+            result["error"] = exc
+            streamer.end()  # unblock the consumer
+
+    thread = threading.Thread(target=work, name="modelfactory-generate", daemon=True)
+    thread.start()
+    try:
+        for piece in streamer:
+            if piece:
+                yield ChatMessageStreamDelta(content=piece)
+    finally:
+        cancel.set()  # a consumer that stops early also stops the generation
+        thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result["output"]

@@ -19,7 +19,7 @@ from ...errors import BackendError, UnsupportedFeatureError
 from ...messages import ChatMessage, ChatMessageStreamDelta, GenerationRequest, TokenUsage, trim_at_stop
 from .._local import tools_block
 from ._sampling import row_sampler, samples_per_row
-from ._stopping import cancel_criteria, criteria_list, settled_streamer, stop_criteria
+from ._stopping import cancel_criteria, criteria_list, settled_streamer, stop_criteria, stream_generation
 from ._weights import GENERATE_LOCK
 
 if TYPE_CHECKING:
@@ -195,26 +195,9 @@ def stream_with_images(model: TransformersModel, req: GenerationRequest) -> Iter
         *(kwargs.get("stopping_criteria") or []), cancel_criteria(cancel)
     )
     streamer = settled_streamer(rt.tokenizer, req.stop_sequences)
-    result: dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            result["output"] = _run(model, inputs, {**kwargs, "streamer": streamer})
-        except BaseException as exc:  # handed to the consumer below
-            result["error"] = exc
-            streamer.end()  # unblock the consumer
-
-    thread = threading.Thread(target=work, name="modelfactory-generate", daemon=True)
-    thread.start()
-    try:
-        for piece in streamer:
-            if piece:
-                yield ChatMessageStreamDelta(content=piece)
-    finally:
-        cancel.set()  # a consumer that stops early also stops the generation
-        thread.join()
-    if "error" in result:
-        raise result["error"]
-    new_ids = [int(t) for t in result["output"][0, prompt_len:]]
+    output = yield from stream_generation(
+        lambda: _run(model, inputs, {**kwargs, "streamer": streamer}), streamer, cancel
+    )
+    new_ids = [int(t) for t in output[0, prompt_len:]]
     end = next((i for i, t in enumerate(new_ids) if t in rt.eos_ids), len(new_ids))
     yield ChatMessageStreamDelta(token_usage=TokenUsage(input_tokens=prompt_len, output_tokens=end))
