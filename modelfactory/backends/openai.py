@@ -6,7 +6,7 @@ import asyncio
 import functools
 import json
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from typing import Any, ClassVar
 from urllib.parse import urlparse
 
@@ -269,21 +269,21 @@ class OpenAIServerModel(Model):
     def _generate(self, req: GenerationRequest) -> ChatMessage:
         transport = self._transport
         try:
-            return wire.parse_completion(transport.post(self._body(req, stream=False)))
+            return self._parse_reply(transport.post(self._body(req, stream=False)), req)
         except Exception as exc:
             raise transport.error(exc) from exc
 
     def _generate_stream(self, req: GenerationRequest) -> Iterator[ChatMessageStreamDelta]:
         transport = self._transport
         try:
-            yield from wire.iter_stream(transport.stream(self._body(req, stream=True)))
+            yield from self._parse_stream(transport.stream(self._body(req, stream=True)))
         except Exception as exc:
             raise transport.error(exc) from exc
 
     async def _agenerate(self, req: GenerationRequest) -> ChatMessage:
         transport = self._transport
         try:
-            return wire.parse_completion(await transport.apost(self._body(req, stream=False)))
+            return self._parse_reply(await transport.apost(self._body(req, stream=False)), req)
         except Exception as exc:
             raise transport.error(exc) from exc
 
@@ -292,12 +292,23 @@ class OpenAIServerModel(Model):
         chunks = transport.astream(self._body(req, stream=True))
         try:
             try:
-                async for delta in wire.aiter_stream(chunks):
+                async for delta in self._aparse_stream(chunks):
                     yield delta
             finally:
                 await chunks.aclose()  # an abandoned stream releases its connection
         except Exception as exc:
             raise transport.error(exc) from exc
+
+    # What a reply and a stream are made of: chat completions here; the Responses API's subclass swaps these.
+
+    def _parse_reply(self, raw: Any, req: GenerationRequest) -> ChatMessage:
+        return wire.parse_completion(raw)
+
+    def _parse_stream(self, chunks: Iterable[Any]) -> Iterator[ChatMessageStreamDelta]:
+        return wire.iter_stream(chunks)
+
+    def _aparse_stream(self, chunks: AsyncIterable[Any]) -> AsyncIterator[ChatMessageStreamDelta]:
+        return wire.aiter_stream(chunks)
 
     def _body(self, req: GenerationRequest, *, stream: bool) -> dict[str, Any]:
         return wire.request_body(self.model_id, req, stream=stream)

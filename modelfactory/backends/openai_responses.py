@@ -344,35 +344,11 @@ class OpenAIResponsesModel(OpenAIServerModel):
             body["stream"] = True
         return body
 
-    def _generate(self, req: GenerationRequest) -> ChatMessage:
-        transport = self._transport
-        try:
-            return _trimmed(parse_response(transport.post(self._body(req, stream=False))), req)
-        except Exception as exc:
-            raise transport.error(exc) from exc
+    def _parse_reply(self, raw: Any, req: GenerationRequest) -> ChatMessage:
+        return _trimmed(parse_response(raw), req)
 
-    def _generate_stream(self, req: GenerationRequest) -> Iterator[ChatMessageStreamDelta]:
-        transport = self._transport
-        try:
-            yield from iter_events(transport.stream(self._body(req, stream=True)))
-        except Exception as exc:
-            raise transport.error(exc) from exc
+    def _parse_stream(self, chunks: Iterable[Any]) -> Iterator[ChatMessageStreamDelta]:
+        return iter_events(chunks)
 
-    async def _agenerate(self, req: GenerationRequest) -> ChatMessage:
-        transport = self._transport
-        try:
-            return _trimmed(parse_response(await transport.apost(self._body(req, stream=False))), req)
-        except Exception as exc:
-            raise transport.error(exc) from exc
-
-    async def _agenerate_stream(self, req: GenerationRequest) -> AsyncIterator[ChatMessageStreamDelta]:
-        transport = self._transport
-        events = transport.astream(self._body(req, stream=True))
-        try:
-            try:
-                async for delta in aiter_events(events):
-                    yield delta
-            finally:
-                await events.aclose()  # an abandoned stream releases its connection
-        except Exception as exc:
-            raise transport.error(exc) from exc
+    def _aparse_stream(self, chunks: AsyncIterable[Any]) -> AsyncIterator[ChatMessageStreamDelta]:
+        return aiter_events(chunks)
