@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -93,16 +94,21 @@ def test_budget_stops_the_job(tmp_path: Path) -> None:
     assert json.loads((out / "job.json").read_text())["cost_usd"] == pytest.approx(10 * PER_CALL)
 
 
-def test_budget_counts_calls_in_flight(recording_server: RecordingServer) -> None:
-    model = build_model(
+def _priced_model(server: RecordingServer) -> Any:
+    """An OpenAI-compatible model on the recording server, priced so that one call costs PER_CALL."""
+    return build_model(
         {
             "_target_": "modelfactory.OpenAIServerModel",
             "model_id": "test-model",
-            "api_base": f"{recording_server.url}/v1",
+            "api_base": f"{server.url}/v1",
             "api_key": "sk-test",
             "price": {"input": 1000, "output": 2000},
         }
     )
+
+
+def test_budget_counts_calls_in_flight(recording_server: RecordingServer) -> None:
+    model = _priced_model(recording_server)
     items = [{"id": f"q{i}", "prompt": f"q{i}"} for i in range(20)]
     # 4 at once, each estimated at $0.015: only 3 fit in $0.05 before any has finished.
     stats = run_items(model, items, concurrency=4, progress=False, max_cost_usd=0.05, max_tokens=7)
@@ -116,15 +122,7 @@ def test_a_resumed_runs_stats_carry_the_earlier_rows_cost(
 ) -> None:
     """The stats of a resumed run price every item's newest row (the skipped ones' from the file the
     resume reads anyway), and keep_rows hands the rows over, the earlier ones first."""
-    model = build_model(
-        {
-            "_target_": "modelfactory.OpenAIServerModel",
-            "model_id": "test-model",
-            "api_base": f"{recording_server.url}/v1",
-            "api_key": "sk-test",
-            "price": {"input": 1000, "output": 2000},
-        }
-    )
+    model = _priced_model(recording_server)
     items = [{"id": f"q{i}", "prompt": f"q{i}"} for i in range(3)]
     path = tmp_path / "results.jsonl"
     first = run_items(model, items[:2], results_path=path, progress=False, max_tokens=7)
