@@ -51,11 +51,8 @@ def served() -> Iterator[BackgroundServer]:
     srv = BackgroundServer(
         CallableModel(fn=echo, model_id="echo"), ServerSettings(port=0, log_level="warning")
     )
-    srv.start()
-    try:
+    with srv:  # started, and stopped after the module
         yield srv
-    finally:
-        srv.stop()
 
 
 def client_of(srv: BackgroundServer, **kw: Any) -> OpenAIServerModel:

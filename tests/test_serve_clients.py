@@ -63,11 +63,8 @@ def server(tiny: TransformersModel) -> Iterator[BackgroundServer]:
     srv = BackgroundServer(
         tiny, ServerSettings(port=0, api_key=KEY, log_level="warning", batch_window_ms=200)
     )
-    srv.start()
-    try:
+    with srv:  # started, and stopped after the module
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture(scope="module")

@@ -45,11 +45,8 @@ def vlm(tmp_path_factory: pytest.TempPathFactory) -> TransformersModel:
 @pytest.fixture(scope="module")
 def server(vlm: TransformersModel) -> Iterator[BackgroundServer]:
     srv = BackgroundServer(vlm, ServerSettings(port=0, log_level="warning", batch_window_ms=200))
-    srv.start()
-    try:
+    with srv:  # started, and stopped after the module
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture(scope="module")
