@@ -413,6 +413,10 @@ def test_llamacpp_without_every_logit_refuses_logprobs_naming_the_setting() -> N
 def test_a_reasoning_sweep_across_backends_reports_reasoning_tokens_and_cost(
     recording_server: RecordingServer, tmp_path: Any
 ) -> None:
+    """Issue 26's sweep as it writes it, ``model=openai_gpt4o,litellm_claude,openai_responses
+    model.reasoning_effort=low,high``, against the fakes: it runs to the end. gpt-4o does not reason, so
+    its two jobs are config errors naming the level it takes (``none``), recorded in the summary before
+    any call; the four others report reasoning tokens and a cost."""
     import csv
 
     from tests.test_sweeps import sweep
@@ -426,9 +430,9 @@ def test_a_reasoning_sweep_across_backends_reports_reasoning_tokens_and_cost(
     proc = sweep(
         tmp_path,
         "-m",
-        "model=litellm_claude,openai_responses",
-        "++model.reasoning_effort=low,high",  # `++`: Hydra checks overrides on the default model first
-        f"++model.api_base={recording_server.url}",
+        "model=openai_gpt4o,litellm_claude,openai_responses",
+        "model.reasoning_effort=low,high",
+        f"++model.api_base={recording_server.url}",  # the fakes; `++`: the default model has no api_base
         "task=dataset",
         "task.limit=2",
         env={"ANTHROPIC_API_KEY": KEY, "OPENAI_API_KEY": KEY},
@@ -436,9 +440,18 @@ def test_a_reasoning_sweep_across_backends_reports_reasoning_tokens_and_cost(
     assert proc.returncode == 0, proc.stderr[-3000:]
     with (tmp_path / "summary.csv").open(encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 4 and all(r["ok"] == "2" and r["failed"] == "0" for r in rows), rows
-    assert all(int(r["tokens_reasoning"]) > 0 and float(r["cost_usd"]) > 0 for r in rows), rows
+    assert [(r["model"], r["model.reasoning_effort"]) for r in rows] == [
+        (m, e) for m in ("openai_gpt4o", "litellm_claude", "openai_responses") for e in ("low", "high")
+    ]
+    refused, ran = rows[:2], rows[2:]
+    for r in refused:
+        assert r["ok"] == "0" and r["error"].startswith("ConfigError:"), r
+        assert f"does not take reasoning_effort='{r['model.reasoning_effort']}'" in r["error"]
+        assert "it takes: none" in r["error"]
+    assert all(r["ok"] == "2" and r["failed"] == "0" and r["error"] == "" for r in ran), ran
+    assert all(int(r["tokens_reasoning"]) > 0 and float(r["cost_usd"]) > 0 for r in ran), ran
     sent = [rec.body for rec in recording_server.requests]
+    assert len(sent) == 8 and not any(b.get("model") == "gpt-4o" for b in sent)  # refused before any call
     assert {b["thinking"]["budget_tokens"] for b in sent if "thinking" in b} == {1024, 16384}
     assert {b["reasoning"]["effort"] for b in sent if "reasoning" in b} == {"low", "high"}
 
