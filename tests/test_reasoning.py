@@ -110,6 +110,77 @@ def test_litellm_anthropic_extended_thinking(recording_server: RecordingServer, 
     assert "temperature" not in body  # the API refuses it while thinking
 
 
+# (model id, the levels it takes): adaptive thinking; the always-on families cannot turn it off
+ADAPTIVE_ROWS = [
+    ("anthropic/claude-opus-4-6", ("none", "low", "medium", "high", "max")),
+    ("anthropic/claude-sonnet-4-6", ("none", "low", "medium", "high", "max")),
+    ("anthropic/claude-opus-4-7", ("none", "low", "medium", "high", "max")),
+    ("anthropic/claude-mythos-5", ("low", "medium", "high", "max")),
+]
+
+
+@pytest.mark.parametrize(("model_id", "accepted"), ADAPTIVE_ROWS)
+@pytest.mark.parametrize("effort", EFFORTS)
+def test_litellm_anthropic_adaptive_thinking(
+    recording_server: RecordingServer, model_id: str, accepted: tuple[str, ...], effort: str
+) -> None:
+    """Claude 4.6 and later think adaptively: ``thinking={"type": "adaptive", "display": "summarized"}``
+    and the level as ``output_config.effort`` (both checked against the anthropic SDK's own types), the
+    level's budget added to ``max_tokens`` as room for the thinking; a level the model does not take is a
+    config error naming the ones it does; the thinking comes back as reasoning_content."""
+    from anthropic.types.output_config_param import OutputConfigParam
+    from anthropic.types.thinking_config_adaptive_param import ThinkingConfigAdaptiveParam
+
+    from modelfactory.capabilities import request_capabilities
+
+    def make() -> LiteLLMModel:
+        return LiteLLMModel(
+            model_id=model_id,
+            api_base=recording_server.url,
+            api_key=KEY,
+            max_tokens=100,
+            temperature=0.2,
+            reasoning_effort=effort,
+            retry={"max_attempts": 1},
+        )
+
+    if effort not in accepted:
+        with pytest.raises(ConfigError, match=f"it takes: {', '.join(accepted)}"):
+            make()
+        return
+    reply = make()(MSGS)
+    body = recording_server.last.body
+    assert recording_server.last.path == "/v1/messages"
+    if effort == "none":
+        assert "thinking" not in body and "output_config" not in body and body["max_tokens"] == 100
+        # kept, unless the model takes no sampling parameters at all (Opus 4.7: LiteLLM's model map)
+        sampling = request_capabilities(model_id.split("/", 1)[1]).temperature
+        assert body.get("temperature") == (0.2 if sampling else None)
+        return
+    assert body["thinking"] == {"type": "adaptive", "display": "summarized"}
+    assert set(body["thinking"]) <= set(typing.get_type_hints(ThinkingConfigAdaptiveParam))
+    assert body["output_config"] == {"effort": effort}
+    (levels, _none) = typing.get_args(typing.get_type_hints(OutputConfigParam)["effort"])
+    assert effort in typing.get_args(levels)  # a level the anthropic SDK's own type names
+    assert body["max_tokens"] == 100 + ANTHROPIC_BUDGETS[effort] and "temperature" not in body
+    assert reply.reasoning_content
+
+
+def test_anthropic_batch_lines_carry_adaptive_thinking() -> None:
+    from anthropic.types.message_create_params import MessageCreateParamsNonStreaming
+
+    model = LiteLLMModel(
+        model_id="anthropic/claude-opus-4-6", api_key=KEY, max_tokens=100, reasoning_effort="max"
+    )
+    adapter = model.batch_adapter()
+    assert adapter is not None
+    params = adapter.line("r1", model._request(MSGS, None, None, None, None, {}))["params"]
+    assert params["thinking"] == {"type": "adaptive", "display": "summarized"}
+    assert params["output_config"] == {"effort": "max"}
+    assert params["max_tokens"] == 100 + ANTHROPIC_BUDGETS["max"]
+    assert set(params) <= set(typing.get_type_hints(MessageCreateParamsNonStreaming))
+
+
 @pytest.mark.parametrize(
     ("model_id", "effort", "config"),
     [
