@@ -331,8 +331,11 @@ class StreamRecorder:
 
 
 def replay_deltas(reply: ChatMessage) -> Iterator[ChatMessageStreamDelta]:
-    """A cached reply as a stream: its content and tool calls in one delta (each call one piece, shaped
-    as a provider's first piece: index, id, name and the arguments as JSON text), then the usage."""
+    """A cached reply as a stream: its reasoning text in one delta of its own (as a provider streams it,
+    before the answer and apart from it), its content and tool calls in one delta (each call one piece,
+    shaped as a provider's first piece: index, id, name and the arguments as JSON text), then the usage."""
+    if reply.reasoning_content:
+        yield ChatMessageStreamDelta(content="", reasoning_content=reply.reasoning_content)
     if reply.content or reply.tool_calls:
         pieces = [
             ToolCallStreamDelta(

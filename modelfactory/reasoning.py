@@ -10,7 +10,11 @@ value passed on under the provider's name (the provider is the judge).
 
 Anthropic: ``max_tokens`` keeps meaning the answer's length; the thinking budget is added on top (the
 API requires ``budget_tokens`` >= 1024 and below ``max_tokens``), and ``temperature`` / ``top_k`` are
-not sent while thinking (the API refuses them). Local chat templates have only a switch: ``none`` turns
+not sent while thinking (the API refuses them). Models with adaptive thinking (Claude Opus/Sonnet 4.6 and
+later, :data:`ANTHROPIC_ADAPTIVE`) get ``thinking={"type": "adaptive", "display": "summarized"}`` and
+``output_config={"effort": <level>}`` instead (the model decides how much to think; a fixed budget is
+deprecated on 4.6 and refused from Opus 4.7), with the level's budget still added to ``max_tokens`` as
+room for the thinking, which counts toward it; the families that always think take no ``none``. Local chat templates have only a switch: ``none`` turns
 thinking off, every other level on.
 """
 
@@ -23,6 +27,7 @@ from typing import Any, Literal
 from .errors import ConfigError, Problem
 
 __all__ = [
+    "ANTHROPIC_ADAPTIVE",
     "ANTHROPIC_BUDGETS",
     "EFFORTS",
     "Effort",
@@ -47,10 +52,28 @@ _GPT_5 = ("minimal", "low", "medium", "high")
 _GPT_5_1 = ("none", "low", "medium", "high")
 _GPT_5_2 = ("none", "low", "medium", "high", "max")  # max is OpenAI's "xhigh"
 _CLAUDE = ("none", "low", "medium", "high", "max")
+_CLAUDE_ALWAYS_ON = ("low", "medium", "high", "max")  # thinking cannot be turned off
 _GEMINI_2_5 = ("none", "minimal", "low", "medium", "high")
 _GEMINI_2_5_PRO = ("minimal", "low", "medium", "high")  # 2.5 Pro cannot turn thinking off
 _GEMINI_3 = ("low", "high")
 _GEMINI_3_FLASH = ("minimal", "low", "medium", "high")
+
+# Claude families with adaptive thinking (Anthropic's docs; litellm's model map flags them
+# supports_adaptive_thinking, and thinking_always_on for those that cannot turn it off). Looked up before
+# FAMILIES, the same way; the always-on ids first, since "claude-opus-5" also matches "claude-opus-5-5".
+ANTHROPIC_ADAPTIVE: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("claude-mythos-*", _CLAUDE_ALWAYS_ON, "adaptive thinking, always on"),
+    ("claude-fable-*", _CLAUDE_ALWAYS_ON, "adaptive thinking, always on"),
+    ("claude-opus-5-5", _CLAUDE_ALWAYS_ON, "adaptive thinking, always on"),
+    ("claude-sonnet-5-5", _CLAUDE_ALWAYS_ON, "adaptive thinking, always on"),
+    ("claude-opus-5", _CLAUDE, "adaptive thinking"),
+    ("claude-sonnet-5", _CLAUDE, "adaptive thinking"),
+    ("claude-haiku-5-5", _CLAUDE, "adaptive thinking"),
+    ("claude-opus-4-8", _CLAUDE, "adaptive thinking (no fixed budget)"),
+    ("claude-opus-4-7", _CLAUDE, "adaptive thinking (no fixed budget)"),
+    ("claude-opus-4-6", _CLAUDE, "adaptive thinking (a fixed budget is deprecated)"),
+    ("claude-sonnet-4-6", _CLAUDE, "adaptive thinking (a fixed budget is deprecated)"),
+)
 
 # (provider, family, accepted levels, why); first match wins, matched like capabilities.FAMILIES
 # (a family matches itself and ids continuing it with "-" or "."; a trailing "*" is a bare prefix).
@@ -83,6 +106,7 @@ class ReasoningRule:
     style: str  # openai | anthropic | gemini | local | unsupported
     accepted: tuple[str, ...]
     source: str
+    adaptive: bool = False  # Anthropic adaptive thinking (thinking.type adaptive + output_config.effort)
 
 
 def _base(model_id: str) -> str:
@@ -121,6 +145,10 @@ def reasoning_rule(style: str | None, model_id: str) -> ReasoningRule:
         return ReasoningRule("local", _ALL, "chat template switch `enable_thinking` (none: off, else on)")
     provider = _provider(style, model_id)
     base = _base(model_id)
+    if provider == "anthropic":
+        for family, accepted, why in ANTHROPIC_ADAPTIVE:
+            if _matches(base, family):
+                return ReasoningRule(provider, accepted, f"reasoning map: {why}", adaptive=True)
     for prov, family, accepted, why in FAMILIES:
         if prov == provider and _matches(base, family):
             return ReasoningRule(provider, accepted, f"reasoning map: {why}")
@@ -180,8 +208,12 @@ def apply_reasoning(spec: Any, params: dict[str, Any]) -> dict[str, Any]:
     elif rule.style == "anthropic" and effort != "none":
         budget = ANTHROPIC_BUDGETS.get(effort, ANTHROPIC_BUDGETS["low"])
         answer = out.get("max_tokens") or ANTHROPIC_DEFAULT_ANSWER
-        out["max_tokens"] = int(answer) + budget
-        out["thinking"] = {"type": "enabled", "budget_tokens": budget}
+        out["max_tokens"] = int(answer) + budget  # adaptive: room for what the model decides to think
+        if rule.adaptive:  # summarized: the thinking text comes back (reasoning_content), not omitted
+            out["thinking"] = {"type": "adaptive", "display": "summarized"}
+            out["output_config"] = {"effort": effort}
+        else:
+            out["thinking"] = {"type": "enabled", "budget_tokens": budget}
         for key in ("temperature", "top_k"):  # refused while thinking
             out.pop(key, None)
     return out

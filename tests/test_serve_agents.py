@@ -124,11 +124,13 @@ def test_a_required_tool_call_streams_as_tool_call_deltas(served: tuple[str, str
 
 
 def test_chat_logprobs_are_scored_or_refused_per_backend(served: tuple[str, str]) -> None:
-    """TransformersModel scores its reply's tokens; LlamaCppModel does not on chat: a 400, never dropped."""
+    """TransformersModel scores its reply's tokens; a LlamaCppModel loaded without ``logits_all`` (as here)
+    cannot: a 400 naming the setting before any generation, never dropped."""
     backend, url = served
     resp = _post(url, {"messages": WEATHER, "logprobs": True, "temperature": 0, "max_tokens": 4})
     if backend == "llamacpp":
         assert resp.status_code == 400 and resp.json()["error"]["param"] == "logprobs", resp.text
+        assert "logits_all" in resp.json()["error"]["message"]
         return
     assert resp.status_code == 200, resp.text
     body = resp.json()

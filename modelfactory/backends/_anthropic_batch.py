@@ -32,7 +32,8 @@ log = logging.getLogger("modelfactory.runner")
 API_BASE = "https://api.anthropic.com"
 VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096  # the Messages API requires max_tokens; litellm sends this default too
-_PARAMS = ("temperature", "top_p", "top_k", "metadata", "thinking")  # what the Messages API takes
+# what the Messages API takes (output_config: adaptive thinking's effort, modelfactory.reasoning)
+_PARAMS = ("temperature", "top_p", "top_k", "metadata", "thinking", "output_config")
 # Anthropic's error types a later try can get past (its 429, 500, 504, 529): such an item goes online.
 # The others (invalid_request_error, authentication_error, billing_error, permission_error,
 # not_found_error) would be refused online too: their error row stands.

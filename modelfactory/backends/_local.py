@@ -19,9 +19,11 @@ from ..errors import ContextLengthError, MessageError, UnsupportedFeatureError
 
 __all__ = [
     "FALLBACK_CHARS_PER_TOKEN",
+    "LOGPROB_PARAMS",
     "LocalWeights",
     "WeightCache",
     "check_prompt_chars",
+    "asked_logprobs",
     "longest_token",
     "reply_budget",
     "requested_reply",
@@ -247,6 +249,25 @@ def requested_reply(params: Mapping[str, Any]) -> int | None:
         if value:
             return int(value)
     return None
+
+
+LOGPROB_PARAMS = ("logprobs", "top_logprobs")  # a call's per-token log-probabilities: not sampling knobs
+
+
+def asked_logprobs(params: Mapping[str, Any]) -> int | None:
+    """How many alternatives per reply token a call's ``logprobs=True, top_logprobs=k`` asks for (0 without
+    ``top_logprobs``), or None when it asks for no logprobs (``logprobs`` absent or false: nothing is
+    computed). As at OpenAI, ``top_logprobs`` without ``logprobs=True`` is refused, never ignored."""
+    asked, top = params.get("logprobs"), params.get("top_logprobs")
+    if asked is not None and not isinstance(asked, bool):
+        raise MessageError(f"logprobs must be true or false, got {asked!r}")
+    if top is not None and (isinstance(top, bool) or not isinstance(top, int) or top < 0):
+        raise MessageError(f"top_logprobs must be a whole number >= 0, got {top!r}")
+    if not asked:
+        if top is not None:
+            raise MessageError("top_logprobs needs logprobs=True: pass both, or drop top_logprobs")
+        return None
+    return int(top or 0)
 
 
 def reply_budget(

@@ -12,7 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import BackendError, MessageError, ModelFactoryError, UnsupportedFeatureError
-from ..messages import ChatMessage, ChatMessageStreamDelta, TokenUsage, settled_prefix, trim_at_stop
+from ..messages import (
+    ChatMessage,
+    ChatMessageStreamDelta,
+    TokenLogprob,
+    TokenUsage,
+    settled_prefix,
+    trim_at_stop,
+)
 from ..model import GenerationRequest, Model
 
 __all__ = [
@@ -81,6 +88,7 @@ class Outcome:
     finish_reason: str
     stop_sequence: str | None
     extra: dict[str, Any] = field(default_factory=dict)  # the backend's own fields of ``raw``
+    logprobs: list[TokenLogprob] | None = None  # the reply tokens' log-probabilities, when the call asked
 
     def usage(self) -> TokenUsage:
         return TokenUsage(input_tokens=self.prompt_tokens, output_tokens=len(self.output_ids))
@@ -101,6 +109,7 @@ def local_reply(model: Model, outcome: Outcome, req: GenerationRequest) -> ChatM
             "stop_sequence": outcome.stop_sequence,
             **outcome.extra,
         },
+        logprobs=outcome.logprobs,
     )
     if req.tools:
         with contextlib.suppress(BackendError):

@@ -172,12 +172,13 @@ def score_rows(
     """The core of :func:`rescore_run`: score ``rows`` (id -> newest results row) against ``items``
     (id -> :func:`~modelfactory.eval.tasks.item_view`), write ``scores.jsonl`` and ``scores.json``;
     ``reducer`` (``task.epochs`` > 1): each item's epochs reduced by it, grouped by ``item_id``."""
-    pairs = []
+    pairs, logprobs = [], []
     for item_id, row in rows.items():
         item = items.get(item_id, {"id": item_id})
         reply = row.get("content") if not row.get("error") else None
         pairs.append((reply if isinstance(reply, str) else None, item))
-    per_scorer = {s.label: score_many(s, pairs, workers=workers) for s in scorers}
+        logprobs.append(row.get("logprobs") if not row.get("error") else None)
+    per_scorer = {s.label: score_many(s, pairs, workers=workers, logprobs=logprobs) for s in scorers}
     out_rows: list[dict[str, Any]] = []
     for i, item_id in enumerate(rows):
         scores: dict[str, dict[str, Any]] = {}

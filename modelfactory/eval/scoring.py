@@ -67,7 +67,7 @@ def build_scorer(spec: Mapping[str, Any] | str, *, key: str = "scorer", **contex
             message = str(err["msg"]).removeprefix("Value error, ")
             problems.append(Problem(f"{key}.{field_name}", message, _fix_for(entry.config, field_name)))
         raise ConfigError(problems, title=f"invalid scorer {name!r}") from None
-    return Scorer(config, entry.factory(config, **context), entry.needs_target)
+    return Scorer(config, entry.factory(config, **context), entry.needs_target, entry.uses_logprobs)
 
 
 def _fix_for(config: type[ScorerConfig], field_name: str) -> str:
@@ -137,20 +137,32 @@ def check_targets(
     )
 
 
-def score_row(scorers: Sequence[Scorer], item: Mapping[str, Any], reply: str | None) -> dict[str, Any]:
-    """What a results row gains: ``{"scores": {label: {value, answer, explanation, error}}}``."""
-    return {"scores": {s.label: s(reply, item).to_dict() for s in scorers}}
+def score_row(
+    scorers: Sequence[Scorer],
+    item: Mapping[str, Any],
+    reply: str | None,
+    logprobs: Sequence[Any] | None = None,
+) -> dict[str, Any]:
+    """What a results row gains: ``{"scores": {label: {value, answer, explanation, error}}}``;
+    ``logprobs``: the reply's, for the scorers that use them (the row's ``logprobs``)."""
+    return {"scores": {s.label: s(reply, item, logprobs).to_dict() for s in scorers}}
 
 
 def score_many(
-    scorer_: Scorer, pairs: Sequence[tuple[str | None, Mapping[str, Any]]], *, workers: int = 2
+    scorer_: Scorer,
+    pairs: Sequence[tuple[str | None, Mapping[str, Any]]],
+    *,
+    workers: int = 2,
+    logprobs: Sequence[Sequence[Any] | None] | None = None,
 ) -> list[Score]:
     """Score many replies with ``workers`` threads (the code scorer's work runs in child processes, so
-    threads are enough to keep that many cores busy). Order kept."""
-    if workers <= 1 or len(pairs) <= 1:
-        return [scorer_(reply, item) for reply, item in pairs]
+    threads are enough to keep that many cores busy). Order kept. ``logprobs``: each reply's, or None."""
+    per_reply = list(logprobs) if logprobs is not None else [None] * len(pairs)
+    triples = [(reply, item, lp) for (reply, item), lp in zip(pairs, per_reply, strict=True)]
+    if workers <= 1 or len(triples) <= 1:
+        return [scorer_(*t) for t in triples]
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="score") as pool:
-        return list(pool.map(lambda p: scorer_(p[0], p[1]), pairs))
+        return list(pool.map(lambda t: scorer_(*t), triples))
 
 
 def task_problems(task: Mapping[str, Any], **context: Any) -> list[Problem]:

@@ -3,7 +3,8 @@
 - ``results.jsonl`` (:data:`RESULTS_FILE`, the default of ``output.results_file``): one JSON row per item,
   ``{"id", "content", "usage", "latency_s", "error", "cost_usd"}`` (plus ``served_by`` from a fallback
   model, ``batch`` for items run through a provider's batch API, priced at its rate, ``cached`` for
-  replies served from the response cache, which cost 0), appended
+  replies served from the response cache, which cost 0, ``logprobs`` when the calls asked for them:
+  ``ChatMessage.logprobs`` as ``[{"token", "logprob", "top": [[token, logprob], ...]}]``), appended
   as items finish. The newest row of an id wins; a torn last line left by a crash is repaired or dropped.
 - ``job.json`` (:data:`JOB_FILE`): the job's record, like every record here written whole or not at all
   (:func:`atomic_open`; an empty or torn one reads as no record: the job did not finish) (model, task, results file, items, error, elapsed
@@ -83,6 +84,9 @@ def ok_row(item_id: str, reply: Any, latency: float) -> dict[str, Any]:
         "latency_s": round(latency, 4),
         "error": None,
     }
+    logprobs = getattr(reply, "logprobs", None)
+    if isinstance(logprobs, list):  # asked for (generation.logprobs=true): what a choice scorer can read
+        row["logprobs"] = [t.to_dict() if hasattr(t, "to_dict") else t for t in logprobs]
     raw = getattr(reply, "raw", None)
     if isinstance(raw, dict) and "served_by" in raw:  # a FallbackModel: which member answered
         row["served_by"] = raw["served_by"]

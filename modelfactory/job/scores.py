@@ -130,7 +130,8 @@ class JobScores:
         view = self.views.get(str(row["id"]), {"id": row["id"]})
         if "epoch" in view:  # task.epochs > 1: which item, which sample
             row.update(item_id=view["item_id"], epoch=view["epoch"])
-        row.update(score_row(self.scorers, view, reply if isinstance(reply, str) else None))
+        reply = reply if isinstance(reply, str) else None
+        row.update(score_row(self.scorers, view, reply, row.get("logprobs") if reply is not None else None))
         return row
 
     def finish(self, results: Path, fsync: bool = True) -> dict[str, Any]:

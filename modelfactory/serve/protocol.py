@@ -29,7 +29,7 @@ from ..errors import (
     UnsupportedFeatureError,
 )
 from ..generation import generation_problems
-from ..messages import ChatMessage
+from ..messages import ChatMessage, TokenLogprob
 
 __all__ = [
     "DONE",
@@ -41,6 +41,7 @@ __all__ = [
     "context_length_exceeded",
     "error_for",
     "finish_reason",
+    "logprobs_body",
     "parse_request",
     "stream_finish_reason",
     "stream_tool_calls",
@@ -107,6 +108,8 @@ class ChatCompletionRequest(BaseModel):
             "max_tokens": self.max_completion_tokens or self.max_tokens,
             "seed": self.seed,
         }
+        if self.logprobs:  # the model scores its reply's tokens with the call (ChatMessage.logprobs)
+            out.update(logprobs=True, top_logprobs=self.top_logprobs)
         return {k: v for k, v in out.items() if v is not None}
 
 
@@ -321,6 +324,19 @@ def completion_body(
         "usage": usage_body(reply.token_usage, reply.raw),
         "system_fingerprint": None,
     }
+
+
+def logprobs_body(logprobs: list[TokenLogprob]) -> dict[str, Any]:
+    """A reply's ``ChatMessage.logprobs`` as OpenAI's chat ``choices[].logprobs``: ``content`` holds each
+    token with its log-probability, UTF-8 bytes and ``top_logprobs`` alternatives."""
+
+    def entry(token: str, logprob: float) -> dict[str, Any]:
+        return {"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8"))}
+
+    content = [
+        {**entry(t.token, t.logprob), "top_logprobs": [entry(tok, lp) for tok, lp in t.top]} for t in logprobs
+    ]
+    return {"content": content, "refusal": None}
 
 
 class StreamChunks:

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from ..errors import MessageError
+from ..errors import MessageError, UnsupportedFeatureError
 from ..messages import ChatMessage, normalize_messages, normalize_stop_sequences
 from ..secrets import scrub_tree
 from .chat_stream import stream_response
@@ -30,6 +30,7 @@ from .protocol import (
     completion_body,
     context_length_exceeded,
     error_for,
+    logprobs_body,
     parse_request,
 )
 from .state import ServeState, context_length
@@ -248,15 +249,8 @@ async def complete(
     body = completion_body(
         f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time()), state.name, reply, max_tokens
     )
-    if req.logprobs:  # the reply's tokens scored by the model that wrote them
-        score = state.model.reply_logprobs
-        try:
-            content = await asyncio.get_running_loop().run_in_executor(
-                state.dispatcher.pool, score, reply, req.top_logprobs or 0
-            )
-        except Exception as exc:
-            raise error_for(exc, state.is_local, redact) from None
-        body["choices"][0]["logprobs"] = {"content": content, "refusal": None}
+    if req.logprobs:  # asked of the model with the call (req.params): ChatMessage.logprobs, as the library's
+        body["choices"][0]["logprobs"] = logprobs_body(reply.logprobs or [])
     return cast(dict[str, Any], scrub_tree(body, redact))  # an upstream that echoed its key: not to clients
 
 
@@ -307,22 +301,28 @@ def _prepare(state: ServeState, req: ChatCompletionRequest, deployment: str | No
 
 
 def _check_logprobs(state: ServeState, req: ChatCompletionRequest) -> None:
-    """``logprobs`` are answered (non-streamed, by a model that scores its replies: TransformersModel)
-    or refused, never ignored; ``top_logprobs`` without ``logprobs: true`` is a 400, as at OpenAI."""
+    """``logprobs`` are answered (non-streamed, by a local model that scores its replies' tokens: it has
+    ``check_logprobs``, and that passes) or refused before any generation, never ignored; ``top_logprobs``
+    without ``logprobs: true`` is a 400, as at OpenAI."""
     if req.top_logprobs is not None and not req.logprobs:
         raise HTTPError(400, "top_logprobs needs logprobs: true", param="top_logprobs", code="invalid_value")
     if not req.logprobs:
         return
-    if req.stream or not callable(getattr(state.model, "reply_logprobs", None)):
+    check = getattr(state.model, "check_logprobs", None)
+    if req.stream or not callable(check):
         what = "streamed replies" if req.stream else f"{type(state.model).__name__}"
         raise HTTPError(
             400,
             f"logprobs on chat completions are not supported for {what} by this server: send them "
-            "non-streamed to a served TransformersModel, or the prompt to /v1/completions with logprobs "
-            "(local models), or drop logprobs/top_logprobs",
+            "non-streamed to a served TransformersModel or LlamaCppModel, or the prompt to /v1/completions "
+            "with logprobs (local models), or drop logprobs/top_logprobs",
             param="logprobs",
             code="unsupported",
         )
+    try:
+        check()  # e.g. a LlamaCppModel loaded without logits_all: the load setting to change
+    except UnsupportedFeatureError as exc:
+        raise HTTPError(400, str(exc), param="logprobs", code="unsupported") from None
 
 
 def _tools(state: ServeState, req: ChatCompletionRequest, params: dict[str, Any]) -> Any:

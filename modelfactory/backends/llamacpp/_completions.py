@@ -2,6 +2,9 @@
 llama.cpp model: what ``modelfactory serve`` answers ``/v1/completions`` and ``/v1/embeddings`` with
 (:mod:`modelfactory.backends._completion`).
 
+Also the log-probabilities of a chat reply's tokens (``model(messages, logprobs=True)``:
+:func:`reply_logprobs`), read from the logits the generation itself computed.
+
 llama.cpp keeps every position's logits only when loaded with ``logits_all`` and makes embeddings only
 with ``embedding``: both are load settings (``model.model_kwargs``), so a model loaded without them
 refuses logprobs / embeddings with the setting to add, rather than answering without them.
@@ -13,9 +16,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from ...errors import MessageError, UnsupportedFeatureError
+from ...messages import TokenLogprob
 from .._completion import Embeddings, TextCompletion, TokenLogprobs, prompt_ids
 
-__all__ = ["complete_text", "embed"]
+__all__ = ["check_logits", "complete_text", "embed", "reply_logprobs"]
 
 
 def _ids(llama: Any, prompt: str | Sequence[int], what: str) -> list[int]:
@@ -80,11 +84,8 @@ def complete_text(
 def _checked_ids(llama: Any, prompt: str | Sequence[int], max_tokens: int, logprobs: int | None) -> list[int]:
     """The prompt's ids, refused when logprobs are asked of a model that keeps no logits, or when the
     prompt is empty or leaves no room for ``max_tokens``."""
-    if logprobs is not None and not llama._logits_all:
-        raise UnsupportedFeatureError(
-            "logprobs: this LlamaCppModel keeps the last position's logits only; load it with "
-            "model.model_kwargs={logits_all: true} (n_ctx x vocabulary floats of memory)"
-        )
+    if logprobs is not None:
+        check_logits(llama)
     ids = _ids(llama, prompt, "prompt")
     if not ids:
         raise MessageError("prompt: empty (no tokens to continue)")
@@ -94,6 +95,16 @@ def _checked_ids(llama: Any, prompt: str | Sequence[int], max_tokens: int, logpr
             f"(model.n_ctx) of {llama.n_ctx()}"
         )
     return ids
+
+
+def check_logits(llama: Any) -> None:
+    """Refuses logprobs (:class:`UnsupportedFeatureError`, naming the load setting) when ``llama`` keeps
+    the logits of its last position only."""
+    if not llama._logits_all:
+        raise UnsupportedFeatureError(
+            "logprobs: this LlamaCppModel keeps the last position's logits only; load it with "
+            "model.model_kwargs={logits_all: true} (n_ctx x vocabulary floats of memory)"
+        )
 
 
 def _add_logprobs(scored: TokenLogprobs, lp: Any, offset: int) -> None:
@@ -116,11 +127,21 @@ def _text(llama: Any, ids: list[int]) -> str:
     return str(llama.detokenize(ids).decode("utf-8", errors="replace"))
 
 
+def _scored(llama: Any, row: Any, token: int, top: int) -> tuple[float, list[tuple[str, float]]]:
+    """``token``'s log-probability under one position's logits ``row``, and the ``top`` most likely
+    tokens there (text, log-probability), most likely first."""
+    import numpy as np
+
+    row = np.asarray(row, dtype=np.float64)
+    peak = row.max()
+    lsm = row - (peak + np.log(np.exp(row - peak).sum()))
+    best: Any = np.argsort(-lsm)[:top] if top > 0 else []
+    return float(lsm[token]), [(_text(llama, [int(i)]), float(lsm[i])) for i in best]
+
+
 def _prompt_logprobs(llama: Any, ids: list[int], top: int) -> TokenLogprobs:
     """Each prompt token's log-probability given those before it (None for the first), from llama.cpp's
     logits at every position (``logits_all``)."""
-    import numpy as np
-
     llama.reset()
     llama.eval(ids)
     scores = llama.scores[: len(ids)]
@@ -136,16 +157,23 @@ def _prompt_logprobs(llama: Any, ids: list[int], top: int) -> TokenLogprobs:
             out.token_logprobs.append(None)
             out.top_logprobs.append(None)
             continue
-        row = np.asarray(scores[j - 1], dtype=np.float64)
-        peak = row.max()
-        lsm = row - (peak + np.log(np.exp(row - peak).sum()))
-        out.token_logprobs.append(float(lsm[tok]))
-        if top > 0:
-            best = np.argsort(-lsm)[:top]
-            out.top_logprobs.append({_text(llama, [int(i)]): float(lsm[i]) for i in best})
-        else:
-            out.top_logprobs.append(None)
+        logprob, alternatives = _scored(llama, scores[j - 1], tok, top)
+        out.token_logprobs.append(logprob)
+        out.top_logprobs.append(dict(alternatives) if top > 0 else None)
     return out
+
+
+def reply_logprobs(llama: Any, prompt_tokens: int, new_ids: Sequence[int], top: int) -> list[TokenLogprob]:
+    """A reply's ``ChatMessage.logprobs`` (a call with ``logprobs=True, top_logprobs=top``), right after
+    ``Llama.generate`` produced ``new_ids`` after a prompt of ``prompt_tokens`` (the caller still holds
+    the lock): reply token ``j`` was sampled from the logits at position ``prompt_tokens - 1 + j``, which
+    that generation evaluated (a reused prompt prefix ends before them), so they are read, not computed
+    again. Needs ``logits_all`` (:func:`check_logits`)."""
+    scores = llama.scores
+    return [
+        TokenLogprob(_text(llama, [tok]), *_scored(llama, scores[prompt_tokens - 1 + j], tok, top))
+        for j, tok in enumerate(new_ids)
+    ]
 
 
 def embed(model: Any, inputs: Sequence[str | Sequence[int]]) -> Embeddings:

@@ -19,7 +19,9 @@ from ...model import GenerationRequest, Model
 from ...reasoning import template_kwargs
 from .._completion import Embeddings, TextCompletion
 from .._local import (
+    LOGPROB_PARAMS,
     LocalWeights,
+    asked_logprobs,
     check_prompt_chars,
     longest_token,
     reply_budget,
@@ -346,6 +348,11 @@ class LlamaCppModel(LocalWeights[_Runtime], Model):
             "tool_choice", None
         )  # the request carries it (Model._request: the call's, else the spec's)
         tool_choice = req.tool_choice if req.tool_choice is not None else self.spec.tool_choice
+        logprobs = asked_logprobs(params)  # read from the generation's own logits below, if asked
+        for key in LOGPROB_PARAMS:
+            params.pop(key, None)
+        if logprobs is not None:
+            self.check_logprobs()
         sampling, requested, seed = self._sampling(params)
         text = SettledText(req.provider_stop or [])
         with rt.lock:
@@ -375,6 +382,9 @@ class LlamaCppModel(LocalWeights[_Runtime], Model):
             if rest:
                 yield rest
             after = _evaluated(llama_cpp, llama)
+            scored = (
+                None if logprobs is None else _completions.reply_logprobs(llama, len(ids), out_ids, logprobs)
+            )
         evaluated = None if after is None or evaluated_before is None else after - evaluated_before
         yield Outcome(
             text.text,
@@ -384,13 +394,24 @@ class LlamaCppModel(LocalWeights[_Runtime], Model):
             finish,
             text.matched,
             {"cached_prompt_tokens": cached, "evaluated_tokens": evaluated},
+            scored,
         )
 
     def _generate(self, req: GenerationRequest) -> ChatMessage:
         return local_reply(self, last_outcome(self._decode(req)), req)
 
     def _generate_stream(self, req: GenerationRequest) -> Iterator[ChatMessageStreamDelta]:
+        if asked_logprobs(req.params) is not None:
+            raise UnsupportedFeatureError(
+                "logprobs: LlamaCppModel does not stream them; call the model without streaming "
+                "(model(messages, logprobs=True)) or drop logprobs/top_logprobs"
+            )
         yield from stream_deltas(self._decode(req))
+
+    def check_logprobs(self) -> None:
+        """Refuses (:class:`UnsupportedFeatureError`, naming the load setting) when this model cannot
+        score its replies' tokens (``logprobs=True``): loaded without ``logits_all``. Loads the model."""
+        _completions.check_logits(self.runtime.llama)
 
     # ------------------------------------------------------------------ completions and embeddings
 

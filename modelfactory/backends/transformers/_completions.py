@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ...errors import MessageError
+from ...messages import TokenLogprob
 from .._completion import Embeddings, TextCompletion, TokenLogprobs, cut_at_stop, prompt_ids
 from ._weights import GENERATE_LOCK
 
@@ -143,10 +144,11 @@ def embed(model: Any, inputs: Sequence[str | Sequence[int]]) -> Embeddings:
     return Embeddings(vectors=vectors, prompt_tokens=total)
 
 
-def reply_logprobs(model: Any, prompt: str, new_ids: Sequence[int], top: int) -> list[dict[str, Any]]:
-    """OpenAI's chat ``logprobs.content`` for a reply: each generated token (special tokens, such as the
-    closing eos, left out as the reply's text leaves them out) with its log-probability given the
-    templated ``prompt`` and the tokens before it, and its ``top`` alternatives."""
+def reply_logprobs(model: Any, prompt: str, new_ids: Sequence[int], top: int) -> list[TokenLogprob]:
+    """A reply's ``ChatMessage.logprobs`` (a call with ``logprobs=True, top_logprobs=top``): each generated
+    token (special tokens, such as the closing eos, left out as the reply's text leaves them out) with its
+    log-probability given the templated ``prompt`` and the tokens before it, and its ``top`` alternatives,
+    from one forward pass over prompt + reply."""
     rt = model.runtime
     torch, tok = rt.torch, rt.tokenizer
     ids = [int(i) for i in tok(prompt, add_special_tokens=False)["input_ids"]]
@@ -155,22 +157,17 @@ def reply_logprobs(model: Any, prompt: str, new_ids: Sequence[int], top: int) ->
     with GENERATE_LOCK, torch.inference_mode():
         logits = rt.model(torch.tensor([seq], dtype=torch.long, device=rt.device)).logits[0].float()
     lsm = torch.log_softmax(logits, dim=-1)
-
-    def entry(token_id: int, logprob: float) -> dict[str, Any]:
-        text = tok.decode([token_id])
-        return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
-
     out = []
     for j in range(len(ids), len(seq)):
         if seq[j] in special:
             continue
         row = lsm[j - 1]
-        item = entry(seq[j], float(row[seq[j]]))
-        alternatives = []
+        alternatives: list[tuple[str, float]] = []
         if top > 0:
             values, indices = torch.topk(row, top)
             alternatives = [
-                entry(int(i), float(v)) for v, i in zip(values.tolist(), indices.tolist(), strict=True)
+                (tok.decode([int(i)]), float(v))
+                for v, i in zip(values.tolist(), indices.tolist(), strict=True)
             ]
-        out.append({**item, "top_logprobs": alternatives})
+        out.append(TokenLogprob(tok.decode([seq[j]]), float(row[seq[j]]), alternatives))
     return out

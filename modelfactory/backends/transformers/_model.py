@@ -19,7 +19,15 @@ from ...messages import ChatMessage, ChatMessageStreamDelta, TokenUsage, trim_at
 from ...model import GenerationRequest, Model
 from ...reasoning import template_kwargs
 from .._completion import Embeddings, TextCompletion
-from .._local import LocalWeights, check_prompt_chars, longest_token, reply_budget, requested_reply
+from .._local import (
+    LOGPROB_PARAMS,
+    LocalWeights,
+    asked_logprobs,
+    check_prompt_chars,
+    longest_token,
+    reply_budget,
+    requested_reply,
+)
 from .._local_output import backend_errors, row_error, row_stops
 from . import _completions
 from ._chat import render_prompt
@@ -54,6 +62,7 @@ class _Prepared:
     stops: list[list[str]] = field(default_factory=list)
     cached_tokens: int = 0  # prompt tokens whose KV came from the previous call (batch of one only)
     row_seeds: bool = False  # each row drawn from its own generator (:mod:`._sampling`)
+    logprobs: int | None = None  # the call's top_logprobs when it asked for logprobs (None: it did not)
 
 
 class TransformersModel(LocalWeights[Runtime], Model):
@@ -238,6 +247,9 @@ class TransformersModel(LocalWeights[Runtime], Model):
                 input_ids[i, width - len(r.ids) :] = torch.tensor(r.ids, dtype=torch.long)
                 attention[i, width - len(r.ids) :] = 1
         params = dict(rows[0].req.params)
+        logprobs = asked_logprobs(params)  # scored after generation (_reply), not a generate() argument
+        for key in LOGPROB_PARAMS:
+            params.pop(key, None)
         params.pop("max_new_tokens", None)
         params.pop("max_tokens", None)
         max_new = min(r.max_new for r in rows)  # the same params; a default budget shortened to fit
@@ -288,6 +300,7 @@ class TransformersModel(LocalWeights[Runtime], Model):
             max_new_tokens=max_new,
             stops=stops,
             row_seeds=row_seeds,
+            logprobs=logprobs,
         )
 
     def _run(self, prep: _Prepared, **extra: Any) -> Any:
@@ -360,6 +373,8 @@ class TransformersModel(LocalWeights[Runtime], Model):
                 "cached_prompt_tokens": prep.cached_tokens,
             },
         )
+        if prep.logprobs is not None:  # asked for: the reply's tokens scored by one more forward pass
+            reply.logprobs = _completions.reply_logprobs(self, prep.prompts[row], new_ids, prep.logprobs)
         if req.tools:
             # A JSON {"name": ..., "arguments": ...} in the text becomes a ToolCall; plain text stays
             # content (smolagents then reports its own parsing error).
@@ -369,6 +384,8 @@ class TransformersModel(LocalWeights[Runtime], Model):
 
     def _generate(self, req: GenerationRequest) -> ChatMessage:
         if self.runtime.processor is not None:  # a vision-language model: its processor builds the prompt
+            if asked_logprobs(req.params) is not None:
+                self.check_logprobs()
             return generate_with_images(self, req)
         prep = self._prepare([self._encode(req)])
         return self._reply(prep, self._run(prep), 0, req)
@@ -415,6 +432,8 @@ class TransformersModel(LocalWeights[Runtime], Model):
                 if (
                     self.runtime.processor is not None
                 ):  # a vision-language model: each row through its processor
+                    if asked_logprobs(req.params) is not None:
+                        self.check_logprobs()
                     results[i] = generate_with_images(self, req)
                     self._cache_store(req, results[i])
                     continue
@@ -463,6 +482,11 @@ class TransformersModel(LocalWeights[Runtime], Model):
             return exc if isinstance(exc, ModelFactoryError) else self._backend_error(exc)
 
     def _generate_stream(self, req: GenerationRequest) -> Iterator[ChatMessageStreamDelta]:
+        if asked_logprobs(req.params) is not None:
+            raise UnsupportedFeatureError(
+                "logprobs: TransformersModel does not stream them; call the model without streaming "
+                "(model(messages, logprobs=True)) or drop logprobs/top_logprobs"
+            )
         if self.runtime.processor is not None:  # a vision-language model: its processor builds the prompt
             yield from stream_with_images(self, req)
             return
@@ -488,19 +512,14 @@ class TransformersModel(LocalWeights[Runtime], Model):
         with backend_errors(self):
             return _completions.complete_text(self, prompt, **kwargs)
 
-    def reply_logprobs(self, reply: ChatMessage, top: int = 0) -> list[dict[str, Any]]:
-        """OpenAI's chat ``logprobs.content`` of a reply this model generated (from its ``raw`` prompt and
-        token ids): :func:`._completions.reply_logprobs`."""
+    def check_logprobs(self) -> None:
+        """Refuses (:class:`UnsupportedFeatureError`) when this model cannot score its replies' tokens
+        (``logprobs=True``): a vision-language model, whose prompt holds images. Loads the weights."""
         if self.runtime.processor is not None:
             raise UnsupportedFeatureError(
                 "logprobs: TransformersModel scores the replies of text models only, not of a "
                 "vision-language model (its prompt holds images): drop logprobs/top_logprobs"
             )
-        raw = reply.raw if isinstance(reply.raw, dict) else {}
-        if not isinstance(raw.get("prompt"), str) or not isinstance(raw.get("generated_token_ids"), list):
-            raise UnsupportedFeatureError("logprobs: the reply does not hold its prompt and token ids")
-        with backend_errors(self):
-            return _completions.reply_logprobs(self, raw["prompt"], raw["generated_token_ids"], top)
 
     def embed(self, inputs: Sequence[str | Sequence[int]]) -> Embeddings:
         """Mean-pooled last hidden states, one vector per input (``/v1/embeddings``)."""

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from modelfactory.eval.scoring import build_scorer
+from modelfactory.messages import TokenLogprob
 
 words = st.text(alphabet="abcdefghij ", min_size=0, max_size=30)
 
@@ -79,3 +82,30 @@ def test_choice_reads_the_letter(reply: str, answer: str | None) -> None:
     score = build_scorer({"name": "choice", "letters": "ABCD"})(reply, {"target": "C"})
     assert score.answer == answer
     assert score.value == (1.0 if answer == "C" else 0.0)
+
+
+def _first(*top: tuple[str, float]) -> list[TokenLogprob]:
+    """A reply's logprobs whose first token is the most likely of ``top``."""
+    return [TokenLogprob(top[0][0], top[0][1], list(top)), TokenLogprob(" rest", -0.1, [])]
+
+
+def test_choice_reads_the_first_tokens_logprobs_when_asked() -> None:
+    """``use_logprobs``: the most likely option letter among the first token's alternatives, " B" and
+    "B" adding up; the text decides where the reply has no logprobs or they name no letter, and the
+    explanation says which was read; without ``use_logprobs`` the logprobs change nothing."""
+    scorer = build_scorer({"name": "choice", "letters": "ABCD", "use_logprobs": True})
+    item = {"id": "q", "target": "B"}
+    logprobs = _first(("The", -0.9), ("A", -1.2), (" B", -1.6), ("B", -1.7), ("(C", -3.0))
+    got = scorer("The answer is A", item, logprobs)
+    assert (got.answer, got.value) == ("B", 1.0)  # 0.20 + 0.18 for B over 0.30 for A
+    assert "first token's logprobs" in got.explanation
+    assert got.metadata["letter_probs"]["B"] == pytest.approx(math.exp(-1.6) + math.exp(-1.7), abs=1e-5)
+    assert set(got.metadata["letter_probs"]) == {"A", "B", "C"}
+    as_row = scorer("The answer is A", item, [t.to_dict() for t in logprobs])  # a results row's form
+    assert (as_row.answer, as_row.metadata) == (got.answer, got.metadata)
+    text = scorer("The answer is A", item, _first(("The", -0.1), ("It", -2.0)))
+    assert text.answer == "A" and "no option letter among the first token's top_logprobs" in text.explanation
+    none = scorer("The answer is A", item, None)
+    assert none.answer == "A" and "has no logprobs" in none.explanation
+    plain = build_scorer({"name": "choice", "letters": "ABCD"})("The answer is A", item, logprobs)
+    assert plain.answer == "A" and "logprobs" not in plain.explanation and not plain.metadata
