@@ -432,6 +432,14 @@ def test_local_logprobs_per_call(config: str) -> None:
     assert model(ask, temperature=0, max_tokens=12, logprobs=False).logprobs is None
     bare = model(ask, temperature=0, max_tokens=12, logprobs=True)  # no top_logprobs: no alternatives
     assert [(t.token, t.top) for t in bare.logprobs] == [(t.token, []) for t in reply.logprobs]
+    # Cut at a stop sequence: the tokens after the cut (the stop's own) are not part of the reply's scores.
+    words = reply.content.split()
+    stop = words[len(words) // 2]
+    cut = model(ask, temperature=0, max_tokens=12, logprobs=True, top_logprobs=3, stop_sequences=[stop])
+    assert stop not in cut.content and reply.content.startswith(cut.content)
+    tokens = [t.token for t in cut.logprobs]
+    assert tokens == [t.token for t in reply.logprobs[: len(tokens)]]
+    assert "".join(tokens).startswith(cut.content) and len("".join(tokens[:-1])) < len(cut.content)
     with pytest.raises(MessageError, match="top_logprobs needs logprobs"):
         model(ask, max_tokens=2, top_logprobs=2)
     with pytest.raises(UnsupportedFeatureError, match="does not stream them"):

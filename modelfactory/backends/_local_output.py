@@ -109,12 +109,26 @@ def local_reply(model: Model, outcome: Outcome, req: GenerationRequest) -> ChatM
             "stop_sequence": outcome.stop_sequence,
             **outcome.extra,
         },
-        logprobs=outcome.logprobs,
+        logprobs=_covering(outcome.logprobs, outcome.text) if outcome.stop_sequence else outcome.logprobs,
     )
     if req.tools:
         with contextlib.suppress(BackendError):
             model.parse_tool_calls(reply)
     return reply
+
+
+def _covering(logprobs: list[TokenLogprob] | None, text: str) -> list[TokenLogprob] | None:
+    """The reply tokens that make up ``text`` (a reply cut at a stop sequence): the tokens generated after
+    it, the stop's own included, are not part of the reply, so their log-probabilities are not either. A
+    token that straddles the cut stays (it produced the reply's last characters)."""
+    if logprobs is None:
+        return None
+    covered = 0
+    for n, item in enumerate(logprobs):
+        if covered >= len(text):
+            return logprobs[:n]
+        covered += len(item.token)
+    return logprobs
 
 
 def last_outcome(items: Iterable[str | Outcome]) -> Outcome:
