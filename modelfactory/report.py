@@ -6,7 +6,8 @@ per model). Charts are inline SVG drawn here and the only script is a few lines 
 file opens offline, from an e-mail or an artifact store: no CDN, no fonts, no request at view time.
 A scored sweep adds "Score vs cost" (per scorer: the score against model + judge cost per job, one colour
 per model, the 95% CI as a whisker; and the score per job) and "Samples" (prompt, target, and each job's
-reply with its scores side by side, every text escaped).
+reply with its scores side by side, every text escaped). The shards of a sharded set are one job here,
+as in ``summary.*``.
 
 It reads what the jobs left on disk (:func:`modelfactory.job.record.collect_jobs`, as the sweep summary
 does, plus :func:`modelfactory.jobmetrics.job_metrics` for the median, the error rate and the cost, and
@@ -54,18 +55,27 @@ COLUMNS = [
 
 
 def report_jobs(sweep_dir: str | Path, sweep_label: str | None = None) -> list[dict[str, Any]]:
-    """The sweep's job records (as in ``summary.*``) with p50 latency, error rate and cost added."""
+    """The sweep's job records (as in ``summary.*``: the shards of a sharded set merged into one record,
+    :mod:`modelfactory.merge`) with p50 latency, error rate, cost and scores added."""
+    from .merge import merge_jobs
+
     root = Path(sweep_dir)
     jobs = collect_jobs(root)
     for job in jobs:
         extra = job_metrics(root / job["dir"])
         job["p50_latency_s"] = extra["p50_latency_s"]
         job["error_rate"] = extra["error_rate"]
-        job["error_pct"] = None if extra["error_rate"] is None else round(100 * float(extra["error_rate"]), 2)
         job["cost_usd"] = extra["cost_usd"]
-        job["sweep"] = sweep_label
-        job["path"] = str(root / job["dir"])
         job["scores"], job["judge_cost_usd"] = job_scores(root / job["dir"])
+    jobs = merge_jobs(jobs, root)  # a merged set: p50, cost and scores over all its shards' rows
+    for job in jobs:
+        if "dirs" in job:  # a merged set
+            done = int(job["ok"]) + int(job["failed"])
+            job["error_rate"] = round(int(job["failed"]) / done, 4) if done else None
+        job["error_pct"] = None if job["error_rate"] is None else round(100 * float(job["error_rate"]), 2)
+        job["sweep"] = sweep_label
+        job["paths"] = [str(root / d) for d in job.get("dirs") or [job["dir"]]]  # a set: its shards' dirs
+        job["path"] = job["paths"][0]
         for label, summary in job["scores"].items():
             job[f"score:{label}"] = summary.get("mean")
             low, high = summary.get("ci_low"), summary.get("ci_high")
@@ -485,26 +495,28 @@ def _clip(text: Any, limit: int = 600) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _scored_rows(job_dir: Path) -> dict[str, dict[str, Any]]:
-    """The job's newest row per item, with its ``scores``: the runner's, else those ``modelfactory score``
-    wrote to ``scores.jsonl`` afterwards."""
-    from .eval.rescore import SCORES_FILE
-    from .job.record import read_job, read_results, results_path
+def _scored_rows(job: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The job's newest row per item (a merged set: every shard's), with its ``scores``: the runner's,
+    with those ``modelfactory score`` wrote to ``scores.jsonl`` afterwards over them."""
+    from .eval.rescore import with_rescores
 
-    rows = read_results(results_path(job_dir, read_job(job_dir)))
-    if not any(isinstance(r.get("scores"), dict) for r in rows.values()):
-        later = read_results(job_dir / SCORES_FILE)
-        rows = {k: {**r, "scores": (later.get(k) or {}).get("scores") or {}} for k, r in rows.items()}
+    rows: dict[str, dict[str, Any]] = {}
+    for path in _paths(job):
+        rows.update(with_rescores(path))
     return rows
+
+
+def _paths(job: dict[str, Any]) -> list[Path]:
+    return [Path(p) for p in job.get("paths") or [job["path"]]]
 
 
 def _samples(jobs: Sequence[dict[str, Any]], swept: Sequence[str]) -> str:
     """Prompt, target and each job's reply with its scores, side by side, one row per item (the first
     :data:`SAMPLE_LIMIT`); every text escaped."""
-    rows_of = [_scored_rows(Path(j["path"])) for j in jobs]
+    rows_of = [_scored_rows(j) for j in jobs]
     views: dict[str, dict[str, Any]] = {}
     for job in jobs:
-        views.update({k: v for k, v in _task_items(Path(job["path"])).items() if k not in views})
+        views.update({k: v for k, v in _task_items(_paths(job)[0]).items() if k not in views})
     ids = list(dict.fromkeys(i for rows in rows_of for i in rows))
     heads = ["item", "prompt", "target", *(_job_label(j, swept) for j in jobs)]
     out = ['<div class="wide"><table class="samples"><thead><tr>']
