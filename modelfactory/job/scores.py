@@ -128,6 +128,15 @@ class JobScores:
     def labels(self) -> list[str]:
         return [s.label for s in self.scorers]
 
+    @property
+    def workers(self) -> int:
+        """Threads the runner scores rows with (``run_items(score_workers=...)``): 2 with a ``code``
+        scorer (each row a sandboxed subprocess, ~10-30 ms: one thread capped a fast API run at ~30-90
+        rows/s), 1 otherwise: string scorers take microseconds, and a ``model_graded`` judge may be a
+        local model, never called from two threads."""
+        names = {s.config.name for s in self.scorers}
+        return 2 if "code" in names and "model_graded" not in names else 1
+
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         """The row with its ``scores`` (an error row: unscored entries saying why)."""
         reply = None if row.get("error") else row.get("content")
