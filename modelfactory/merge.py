@@ -186,13 +186,30 @@ def _epoch_reducer(merged: MergedSet, root: Path) -> str | None:
     return None
 
 
+def _in_task_order(merged: MergedSet, root: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows in the order of the task's items (the saved task, read as ``modelfactory score`` reads
+    it), so the bootstrap resamples them as it does the rows of one unsharded run; ids the task does not
+    have, after them. Unreadable task: as they are."""
+    from .errors import ModelFactoryError
+    from .eval.rescore import saved_task
+    from .eval.tasks import task_items
+
+    first = root / merged.jobs[min(merged.jobs)]["dir"]
+    try:
+        order = {item.id: i for i, item in enumerate(task_items(saved_task(first)))}
+    except (ModelFactoryError, OSError, ValueError):
+        return rows
+    return sorted(rows, key=lambda r: order.get(str(r.get("id")), len(order)))  # stable: unknown ids last
+
+
 def merged_scores(
     merged: MergedSet, root: Path, rows: list[dict[str, Any]]
 ) -> tuple[dict[str, dict[str, Any]], float | None]:
     """Per scorer label (in the order the rows name them), the set's score summary computed again over
     every shard's rows (mean, stderr, bootstrap CI and n over all of them: not an average of the shards'
-    means), by the code a job's end and ``modelfactory score`` use; and the judges' cost. ``({}, None)``
-    for rows without scores. Epochs (``task.epochs`` > 1) are reduced per item first, as in a job."""
+    means), by the code a job's end and ``modelfactory score`` use, the rows in the task's item order: the
+    numbers an unsharded run of the same rows gives; and the judges' cost. ``({}, None)`` for rows without
+    scores. Epochs (``task.epochs`` > 1) are reduced per item first, as in a job."""
     from .eval.rescore import summarize_scores
 
     labels: list[str] = []
@@ -203,6 +220,7 @@ def merged_scores(
     if not labels:
         return {}, None
     reducer = _epoch_reducer(merged, root)
+    rows = _in_task_order(merged, root, rows)
     groups = None
     if reducer is not None:  # rows of one item's epochs: <id>#<e>, with item_id when scored as they ran
         groups = [str(r.get("item_id") or str(r["id"]).rpartition("#")[0] or r["id"]) for r in rows]

@@ -216,3 +216,18 @@ def test_merged_epochs_are_reduced_per_item_across_shards_rows(tmp_path: Path) -
     (row,) = summary_rows(tmp_path)
     expected = summarize([1.0, 0.0, 1.0])
     assert (row["includes"], row["includes_n"]) == (str(round(expected.mean or 0, 4)), "3")
+
+
+@pytest.mark.slow
+def test_a_sharded_scored_sweep_summarizes_as_the_unsharded_run(tmp_path: Path) -> None:
+    """task=capitals in 3 shards vs in one job, the same answers: the same mean, stderr, CI and n."""
+    answers = ["model=custom_callable", "model.fn=tests.eval.capital_answers.novice", "task=capitals"]
+    proc = sweep(tmp_path / "sharded", "-m", *answers, "task.shards=3", "task.shard=0,1,2")
+    assert proc.returncode == 0, proc.stderr
+    proc = sweep(tmp_path / "whole", "-m", *answers, "task.shards=1")
+    assert proc.returncode == 0, proc.stderr
+    (sharded,) = summary_rows(tmp_path / "sharded")
+    (whole,) = summary_rows(tmp_path / "whole")
+    keys = ["includes", "includes_stderr", "includes_ci", "includes_n", "unscored", "ok", "failed"]
+    assert sharded["task.shard"] == "3/3" and sharded["includes_n"] == "49"
+    assert [sharded[k] for k in keys] == [whole[k] for k in keys]

@@ -172,7 +172,11 @@ def score_rows(
 ) -> Rescored:
     """The core of :func:`rescore_run`: score ``rows`` (id -> newest results row) against ``items``
     (id -> :func:`~modelfactory.eval.tasks.item_view`), write ``scores.jsonl`` and ``scores.json``;
-    ``reducer`` (``task.epochs`` > 1): each item's epochs reduced by it, grouped by ``item_id``."""
+    ``reducer`` (``task.epochs`` > 1): each item's epochs reduced by it, grouped by ``item_id``. Rows are
+    taken in the items' order (ids not among them last), not the order they were written (as calls
+    finished): the bootstrap CI of the same scores is the same whichever order the calls ended in."""
+    order = {item_id: i for i, item_id in enumerate(items)}
+    rows = dict(sorted(rows.items(), key=lambda kv: order.get(kv[0], len(order))))
     pairs = []
     for item_id, row in rows.items():
         item = items.get(item_id, {"id": item_id})

@@ -149,7 +149,8 @@ class JobScores:
     def finish(self, results: Path, fsync: bool = True) -> dict[str, Any]:
         """Rows lacking a scorer's entry scored and appended; ``scores.json`` written; what ``job.json``
         gains (``scores``, ``primary``, and ``judge_cost_usd`` when a judge was priced)."""
-        rows = [row for i, row in read_results(results).items() if i in self.views]
+        done = read_results(results)  # in the order rows arrived (threads: as calls finished)
+        rows = [done[i] for i in self.views if i in done]  # the items' order: the same rows, the same CI
         unscored = [r for r in rows if not set(self.labels) <= set(r.get("scores") or {})]
         if unscored:  # an earlier run's rows, before these scorers: newest row wins, so append
             writer = ResultsWriter(results, fsync)
