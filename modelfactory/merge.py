@@ -3,7 +3,9 @@
 A dataset spread over jobs (``task.shards=N -m 'task.shard=range(0,N)'``, on any launcher) leaves N job
 directories, each with its share of the rows. :func:`merge_jobs` turns the sweep summary's per-job
 records into one record per model/parameter set, its metrics computed again over the rows of every shard
-(percentiles do not average), and says which shard is missing, failed or did not finish.
+(percentiles do not average; nor do scores: a scored task's mean, stderr, CI and n are computed again
+over every shard's scored rows, :func:`merged_scores`), and says which shard is missing, failed or did
+not finish.
 :func:`merge_sweep` (``modelfactory merge <sweep dir>``) also writes the merged ``results.jsonl`` of each
 set, for scoring downstream. A job that is not sharded is a set of one: its record passes through as is.
 
@@ -34,7 +36,7 @@ from .job.record import (
 )
 from .jobmetrics import job_metrics
 
-__all__ = ["MergedSet", "merge_jobs", "merge_sweep", "shard_label"]
+__all__ = ["MergedSet", "merge_jobs", "merge_sweep", "merged_scores", "shard_label"]
 
 SHARD_KEY = "task.shard"  # the override that differs between the shards of one set
 MERGED_DIR = "merged"
@@ -156,11 +158,82 @@ def _group(jobs: Iterable[dict[str, Any]], root: Path) -> list[tuple[MergedSet |
 
 
 def _merged_rows(merged: MergedSet, root: Path) -> dict[str, dict[str, Any]]:
-    """Every row of the set's shards, by id, in shard order (a repeated id: the later shard's row)."""
+    """Every row of the set's shards, by id, in shard order (a repeated id: the later shard's row), each
+    with its ``scores``: the job's, with those ``modelfactory score`` wrote later over them."""
+    from .eval.rescore import with_rescores
+
     rows: dict[str, dict[str, Any]] = {}
     for index in sorted(merged.jobs):
-        rows.update(read_results(_rows_path(root / merged.jobs[index]["dir"])))
+        job_dir = root / merged.jobs[index]["dir"]
+        rows.update(with_rescores(job_dir, read_results(_rows_path(job_dir))))
     return rows
+
+
+def _epoch_reducer(merged: MergedSet, root: Path) -> str | None:
+    """``task.epochs_reducer`` of a set run with ``task.epochs`` > 1 (its first shard's saved task); None:
+    one sample per item (or no readable task)."""
+    from .errors import ConfigError
+    from .eval.tasks import epochs_of
+
+    for index in sorted(merged.jobs):
+        task, _ = _saved_task(root / merged.jobs[index]["dir"])
+        if task:
+            try:
+                epochs, reducer = epochs_of(task)
+            except ConfigError:
+                return None
+            return reducer if epochs > 1 else None
+    return None
+
+
+def _in_task_order(merged: MergedSet, root: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows in the order of the task's items (the saved task, read as ``modelfactory score`` reads
+    it), so the bootstrap resamples them as it does the rows of one unsharded run; ids the task does not
+    have, after them. Unreadable task: as they are."""
+    from .errors import ModelFactoryError
+    from .eval.rescore import saved_task
+    from .eval.tasks import task_items
+
+    first = root / merged.jobs[min(merged.jobs)]["dir"]
+    try:
+        order = {item.id: i for i, item in enumerate(task_items(saved_task(first)))}
+    except (ModelFactoryError, OSError, ValueError):
+        return rows
+    return sorted(rows, key=lambda r: order.get(str(r.get("id")), len(order)))  # stable: unknown ids last
+
+
+def merged_scores(
+    merged: MergedSet, root: Path, rows: list[dict[str, Any]]
+) -> tuple[dict[str, dict[str, Any]], float | None]:
+    """Per scorer label (in the order the rows name them), the set's score summary computed again over
+    every shard's rows (mean, stderr, bootstrap CI and n over all of them: not an average of the shards'
+    means), by the code a job's end and ``modelfactory score`` use, the rows in the task's item order: the
+    numbers an unsharded run of the same rows gives; and the judges' cost. ``({}, None)`` for rows without
+    scores. Epochs (``task.epochs`` > 1) are reduced per item first, as in a job."""
+    from .eval.rescore import summarize_scores
+
+    labels: list[str] = []
+    for row in rows:
+        scores = row.get("scores")
+        if isinstance(scores, Mapping):
+            labels += [str(label) for label in scores if label not in labels]
+    if not labels:
+        return {}, None
+    reducer = _epoch_reducer(merged, root)
+    rows = _in_task_order(merged, root, rows)
+    groups = None
+    if reducer is not None:  # rows of one item's epochs: <id>#<e>, with item_id when scored as they ran
+        groups = [str(r.get("item_id") or str(r["id"]).rpartition("#")[0] or r["id"]) for r in rows]
+    row_scores: list[Mapping[str, Mapping[str, Any]]] = [
+        r["scores"] if isinstance(r.get("scores"), Mapping) else {} for r in rows
+    ]
+    summaries, judge = summarize_scores(
+        row_scores,
+        labels,
+        groups=groups,
+        reducer=reducer or "mean",
+    )
+    return {label: s.to_dict() for label, s in summaries.items()}, judge
 
 
 def _record(merged: MergedSet, root: Path) -> dict[str, Any]:
@@ -173,9 +246,11 @@ def _record(merged: MergedSet, root: Path) -> dict[str, Any]:
     costs = [job_metrics(root / j["dir"])["cost_usd"] for j in members]  # priced per job, or None
     elapsed = round(sum(float(j.get("elapsed_s") or 0.0) for j in members), 4) or None
     done = metrics["ok"] + metrics["failed"]
+    scores, judge = merged_scores(merged, root, rows)
     return {
         "job": ",".join(map(str, numbers)) if numbers else None,
         "dir": ",".join(j["dir"] for j in members),
+        "dirs": [j["dir"] for j in members],  # each shard's job dir, in shard order
         "model": merged.model,
         "overrides": {**merged.overrides, SHARD_KEY: shard_label(merged)},
         **metrics,
@@ -187,6 +262,8 @@ def _record(merged: MergedSet, root: Path) -> dict[str, Any]:
         "cost_usd": round(sum(float(c) for c in costs if c is not None), 6)
         if any(c is not None for c in costs)
         else None,
+        "scores": scores,  # {label: Summary.to_dict()} over every shard's rows ({}: not scored)
+        "judge_cost_usd": None if judge is None else round(judge, 6),
     }
 
 
@@ -238,6 +315,12 @@ def merge_sweep(sweep_dir: str | Path, out_dir: str | Path | None = None) -> lis
                     k: record[k] for k in ("ok", "failed", "mean_latency_s", "p50_latency_s", "p95_latency_s")
                 },
                 **{k: record[k] for k in ("tokens_in", "tokens_out", "cost_usd", "elapsed_s")},
+                **({"scores": record["scores"]} if record["scores"] else {}),
+                **(
+                    {"judge_cost_usd": record["judge_cost_usd"]}
+                    if record["judge_cost_usd"] is not None
+                    else {}
+                ),
             },
         )
     return sets

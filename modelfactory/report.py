@@ -5,8 +5,10 @@ charts: latency p50/p95, throughput, tokens, cost and error rate per job, then o
 per model). Charts are inline SVG drawn here and the only script is a few lines of table sorting, so the
 file opens offline, from an e-mail or an artifact store: no CDN, no fonts, no request at view time.
 A scored sweep adds "Score vs cost" (per scorer: the score against model + judge cost per job, one colour
-per model, the 95% CI as a whisker; and the score per job) and "Samples" (prompt, target, and each job's
-reply with its scores side by side, every text escaped).
+per model, the 95% CI as a whisker; and the score per job), "Paired comparison" (when two or more jobs
+scored the same items: per scorer the best job against the others, by the code of ``modelfactory
+compare RUN_A RUN_B``) and "Samples" (prompt, target, and each job's reply with its scores side by
+side, every text escaped). The shards of a sharded set are one job here, as in ``summary.*``.
 
 It reads what the jobs left on disk (:func:`modelfactory.job.record.collect_jobs`, as the sweep summary
 does, plus :func:`modelfactory.jobmetrics.job_metrics` for the median, the error rate and the cost, and
@@ -28,7 +30,7 @@ from .job.record import collect_jobs, write_atomic
 from .jobmetrics import job_metrics, job_scores
 from .secrets import mask_urls, redact_env
 
-__all__ = ["compare_cli", "compare_sweeps", "markdown_table", "report_jobs", "write_report"]
+__all__ = ["comparisons", "compare_cli", "compare_sweeps", "markdown_table", "report_jobs", "write_report"]
 
 REPORT_FILE = "report.html"
 PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#9c755f"]
@@ -54,18 +56,27 @@ COLUMNS = [
 
 
 def report_jobs(sweep_dir: str | Path, sweep_label: str | None = None) -> list[dict[str, Any]]:
-    """The sweep's job records (as in ``summary.*``) with p50 latency, error rate and cost added."""
+    """The sweep's job records (as in ``summary.*``: the shards of a sharded set merged into one record,
+    :mod:`modelfactory.merge`) with p50 latency, error rate, cost and scores added."""
+    from .merge import merge_jobs
+
     root = Path(sweep_dir)
     jobs = collect_jobs(root)
     for job in jobs:
         extra = job_metrics(root / job["dir"])
         job["p50_latency_s"] = extra["p50_latency_s"]
         job["error_rate"] = extra["error_rate"]
-        job["error_pct"] = None if extra["error_rate"] is None else round(100 * float(extra["error_rate"]), 2)
         job["cost_usd"] = extra["cost_usd"]
-        job["sweep"] = sweep_label
-        job["path"] = str(root / job["dir"])
         job["scores"], job["judge_cost_usd"] = job_scores(root / job["dir"])
+    jobs = merge_jobs(jobs, root)  # a merged set: p50, cost and scores over all its shards' rows
+    for job in jobs:
+        if "dirs" in job:  # a merged set
+            done = int(job["ok"]) + int(job["failed"])
+            job["error_rate"] = round(int(job["failed"]) / done, 4) if done else None
+        job["error_pct"] = None if job["error_rate"] is None else round(100 * float(job["error_rate"]), 2)
+        job["sweep"] = sweep_label
+        job["paths"] = [str(root / d) for d in job.get("dirs") or [job["dir"]]]  # a set: its shards' dirs
+        job["path"] = job["paths"][0]
         for label, summary in job["scores"].items():
             job[f"score:{label}"] = summary.get("mean")
             low, high = summary.get("ci_low"), summary.get("ci_high")
@@ -432,6 +443,83 @@ def _score_charts(jobs: Sequence[dict[str, Any]], swept: Sequence[str]) -> list[
     return charts
 
 
+COMPARE_LIMIT = 8  # per scorer, the best job against at most this many others (the next best first)
+
+
+def _item_scores(job: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+    """Per scorer label, item id -> score (None: unscored) of the job (a merged set: of every shard), read
+    as ``modelfactory compare RUN_A RUN_B`` reads a run (:func:`~modelfactory.eval.rescore.read_scores`)."""
+    from .eval.rescore import read_scores
+
+    out: dict[str, dict[str, float | None]] = {}
+    for path in _paths(job):
+        for label, values in read_scores(path).items():
+            out.setdefault(label, {}).update(values)
+    return out
+
+
+def comparisons(jobs: Sequence[dict[str, Any]], swept: Sequence[str]) -> list[tuple[str, Any]]:
+    """Per scorer, the job with the best mean against each other job that scored some of the same items
+    (at most :data:`COMPARE_LIMIT`, the next best first): ``(scorer, Comparison)`` pairs computed by
+    :func:`~modelfactory.eval.compare.compare_scores`, the code of ``modelfactory compare RUN_A RUN_B``
+    (paired bootstrap CI of the difference, McNemar's test for 0/1 scores, the verdict in words)."""
+    from .eval.compare import compare_scores
+
+    per_job = [_item_scores(j) for j in jobs]
+    labels = [f"[{_job_label(j, swept)}]" for j in jobs]
+    out = []
+    for scorer in _labels_scored(jobs):
+        means: dict[int, float] = {}
+        for i, job in enumerate(jobs):
+            mean = ((job.get("scores") or {}).get(scorer) or {}).get("mean")
+            if isinstance(mean, (int, float)):
+                means[i] = float(mean)
+        ranked = sorted(means, key=lambda i: -means[i])  # stable: of equal means, the first job leads
+        if len(ranked) < 2:
+            continue
+        best, done = ranked[0], 0
+        for other in ranked[1:]:
+            if done == COMPARE_LIMIT:
+                break
+            result = compare_scores(
+                per_job[best].get(scorer, {}),
+                per_job[other].get(scorer, {}),
+                label_a=labels[best],
+                label_b=labels[other],
+            )
+            if result.n:  # no item scored by both: nothing to pair
+                out.append((scorer, result))
+                done += 1
+    return out
+
+
+def _comparison_table(found: Sequence[tuple[str, Any]]) -> str:
+    heads = ["scorer", "best job (A)", "vs job (B)", "n", "A", "B", "A − B", "95% CI", "McNemar p", "verdict"]
+    out = ['<div class="wide"><table class="compare"><thead><tr>']
+    out += [f"<th>{_esc(h)}</th>" for h in heads] + ["</tr></thead><tbody>"]
+    for scorer, c in found:
+        cells = [
+            ("s", scorer),
+            ("s", c.label_a),
+            ("s", c.label_b),
+            ("", c.n),
+            ("", _fmt(c.mean_a)),
+            ("", _fmt(c.mean_b)),
+            ("", f"{c.diff:+.3f}"),
+            ("", f"{c.ci_low:+.3f} to {c.ci_high:+.3f}"),
+            ("", "" if c.p_value is None else f"{c.p_value:.3g}"),
+            ("v", c.verdict),
+        ]
+        out.append("<tr>" + "".join(f'<td class="{k}">{_esc(v)}</td>' for k, v in cells) + "</tr>")
+    out.append("</tbody></table></div>")
+    out.append(
+        '<p class="meta">per scorer, the job with the best mean against the others, on the items both '
+        "scored: paired bootstrap 95% CI of the difference, McNemar's test for 0/1 scores; the numbers "
+        "<code>modelfactory compare RUN_A RUN_B</code> prints</p>"
+    )
+    return "".join(out)
+
+
 SAMPLE_LIMIT = 200  # items shown in the per-sample view (a HumanEval sweep has 164)
 
 
@@ -485,26 +573,28 @@ def _clip(text: Any, limit: int = 600) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _scored_rows(job_dir: Path) -> dict[str, dict[str, Any]]:
-    """The job's newest row per item, with its ``scores``: the runner's, else those ``modelfactory score``
-    wrote to ``scores.jsonl`` afterwards."""
-    from .eval.rescore import SCORES_FILE
-    from .job.record import read_job, read_results, results_path
+def _scored_rows(job: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The job's newest row per item (a merged set: every shard's), with its ``scores``: the runner's,
+    with those ``modelfactory score`` wrote to ``scores.jsonl`` afterwards over them."""
+    from .eval.rescore import with_rescores
 
-    rows = read_results(results_path(job_dir, read_job(job_dir)))
-    if not any(isinstance(r.get("scores"), dict) for r in rows.values()):
-        later = read_results(job_dir / SCORES_FILE)
-        rows = {k: {**r, "scores": (later.get(k) or {}).get("scores") or {}} for k, r in rows.items()}
+    rows: dict[str, dict[str, Any]] = {}
+    for path in _paths(job):
+        rows.update(with_rescores(path))
     return rows
+
+
+def _paths(job: dict[str, Any]) -> list[Path]:
+    return [Path(p) for p in job.get("paths") or [job["path"]]]
 
 
 def _samples(jobs: Sequence[dict[str, Any]], swept: Sequence[str]) -> str:
     """Prompt, target and each job's reply with its scores, side by side, one row per item (the first
     :data:`SAMPLE_LIMIT`); every text escaped."""
-    rows_of = [_scored_rows(Path(j["path"])) for j in jobs]
+    rows_of = [_scored_rows(j) for j in jobs]
     views: dict[str, dict[str, Any]] = {}
     for job in jobs:
-        views.update({k: v for k, v in _task_items(Path(job["path"])).items() if k not in views})
+        views.update({k: v for k, v in _task_items(_paths(job)[0]).items() if k not in views})
     ids = list(dict.fromkeys(i for rows in rows_of for i in rows))
     heads = ["item", "prompt", "target", *(_job_label(j, swept) for j in jobs)]
     out = ['<div class="wide"><table class="samples"><thead><tr>']
@@ -550,6 +640,7 @@ max-width:360px;color:#b00020}
 .chart .na{font-size:10px;fill:#999}.chart .g{stroke:#eee}.chart .a{stroke:#999}
 table.samples th{text-align:left}table.samples td.x{text-align:left;white-space:normal;vertical-align:top;max-width:320px}
 .samples .r,.samples .err{white-space:pre-wrap;font-family:ui-monospace,monospace;margin-bottom:4px}
+table.compare td.v{text-align:left;white-space:normal;min-width:320px;max-width:560px}
 .samples .err{color:#b00020}.sc{display:inline-block;border-radius:3px;padding:0 4px;margin:1px 3px 0 0}
 .sc.ok{background:#d9f2d9}.sc.no{background:#f8d7da}.sc.part{background:#fff3cd}.sc.na{background:#eee;color:#666}
 """
@@ -619,6 +710,10 @@ def render(jobs: Sequence[dict[str, Any]], title: str, sources: Sequence[str]) -
     if _labels_scored(jobs):
         parts.append("<h2>Score vs cost</h2>")
         parts.append('<div class="grid">' + "".join(_score_charts(jobs, swept)) + "</div>")
+        found = comparisons(jobs, swept)
+        if found:  # two or more jobs scored on the same items
+            parts.append("<h2>Paired comparison</h2>")
+            parts.append(_comparison_table(found))
         parts.append("<h2>Samples</h2>")
         parts.append(_samples(jobs, swept))
     params = [k for k in swept if len({_value(j, k) for j in jobs}) > 1]

@@ -130,3 +130,104 @@ def test_merged_metrics_are_recomputed_over_all_shards_rows(tmp_path: Path) -> N
     assert merged.complete and merged.path is not None
     record = json.loads((merged.path / "merged.json").read_text())
     assert record["p50_latency_s"] == 0.1 and record["cost_usd"] == 0.75 and record["items"] == 11
+
+
+def _scored_shard(
+    root: Path, num: int, shard: int, values: list[float | None], task: dict[str, object]
+) -> None:
+    """Shard ``shard`` of 2, its rows scored as the runner writes them (``includes``: 1/0, None: the call
+    failed), job.json with the shard's own summary; ids from ``task`` epochs when it has them."""
+    from modelfactory.eval.metrics import summarize
+
+    epochs = int(task.get("epochs", 1))  # type: ignore[call-overload]
+    rows: list[dict[str, object]] = []
+    for i, value in enumerate(values):
+        item_id = f"s{shard}q{i // epochs}" + (f"#{i % epochs}" if epochs > 1 else "")
+        score = {
+            "value": value,
+            "answer": None,
+            "explanation": "",
+            "error": None if value is not None else "x",
+        }
+        row = {
+            "id": item_id,
+            "content": "x",
+            "usage": {"input_tokens": 1, "output_tokens": 1},
+            "latency_s": 0.1,
+        }
+        row["error"] = None if value is not None else {"type": "E", "message": "down"}
+        row["scores"] = {"includes": score}
+        if epochs > 1:
+            row.update(item_id=item_id.split("#")[0], epoch=i % epochs)
+        rows.append(row)
+    _shard_job(root, num, shard, rows, None)
+    (root / str(num) / ".hydra" / "config.yaml").write_text(json.dumps({"task": task}))
+    record = json.loads((root / str(num) / "job.json").read_text())
+    record["scores"] = {"includes": summarize(values).to_dict()}  # the shard's own (epochs aside)
+    (root / str(num) / "job.json").write_text(json.dumps(record))
+
+
+def test_a_sharded_scored_set_shows_its_scores_computed_over_all_shards_rows(tmp_path: Path) -> None:
+    """Shards of unequal size (3 right; 1 wrong + 1 failed call): the merged row's mean is 3/4 over the
+    4 scored rows (the mean of the shards' means would be 0.5), with n, stderr and the bootstrap CI of
+    all of them, in summary.csv/md, merged.json and report.html."""
+    from modelfactory.eval.metrics import summarize
+    from modelfactory.report import report_jobs, write_report
+
+    task = {"type": "dataset", "path": "items.jsonl", "shards": 2, "scorers": [{"name": "includes"}]}
+    _scored_shard(tmp_path, 0, 0, [1.0, 1.0, 1.0], task)
+    _scored_shard(tmp_path, 1, 1, [0.0, None], task)
+    expected = summarize([1.0, 1.0, 1.0, 0.0, None])
+    assert expected.mean == 0.75 and expected.n == 4
+    table = summarize_sweep(tmp_path)
+    (row,) = summary_rows(tmp_path)
+    assert (row["task.shard"], row["includes"], row["includes_n"], row["unscored"]) == (
+        "2/2",
+        "0.75",
+        "4",
+        "1",
+    )
+    assert row["includes_stderr"] == str(round(expected.stderr or 0, 4))
+    assert row["includes_ci"] == f"{round(expected.ci_low or 0, 4)}–{round(expected.ci_high or 0, 4)}"
+    assert "| 0.75 |" in table
+
+    (merged,) = merge_sweep(tmp_path)
+    assert merged.path is not None
+    record = json.loads((merged.path / "merged.json").read_text())
+    assert record["scores"]["includes"] == expected.to_dict()
+
+    (job,) = report_jobs(tmp_path)
+    assert (job["score:includes"], job["score:includes:n"], job["unscored"]) == (0.75, 4, 1)
+    page = write_report(tmp_path).read_text()
+    samples = page[page.index("<h2>Samples</h2>") :]
+    assert samples.count("<tr>") == 1 + 5  # every shard's item, one column for the set
+    assert page.count("<tr>") - samples.count("<tr>") == 1 + 1  # the summary: one row for the set
+
+
+def test_merged_epochs_are_reduced_per_item_across_shards_rows(tmp_path: Path) -> None:
+    """task.epochs=2, epochs_reducer=max: each item's epochs reduced first, then summarized over items."""
+    from modelfactory.eval.metrics import summarize
+
+    task = {"type": "dataset", "path": "items.jsonl", "shards": 2, "epochs": 2, "epochs_reducer": "max"}
+    task["scorers"] = [{"name": "includes"}]
+    _scored_shard(tmp_path, 0, 0, [1.0, 0.0, 0.0, 0.0], task)  # item s0q0: max 1; s0q1: 0
+    _scored_shard(tmp_path, 1, 1, [0.0, 1.0], task)  # s1q0: max 1
+    summarize_sweep(tmp_path)
+    (row,) = summary_rows(tmp_path)
+    expected = summarize([1.0, 0.0, 1.0])
+    assert (row["includes"], row["includes_n"]) == (str(round(expected.mean or 0, 4)), "3")
+
+
+@pytest.mark.slow
+def test_a_sharded_scored_sweep_summarizes_as_the_unsharded_run(tmp_path: Path) -> None:
+    """task=capitals in 3 shards vs in one job, the same answers: the same mean, stderr, CI and n."""
+    answers = ["model=custom_callable", "model.fn=tests.eval.capital_answers.novice", "task=capitals"]
+    proc = sweep(tmp_path / "sharded", "-m", *answers, "task.shards=3", "task.shard=0,1,2")
+    assert proc.returncode == 0, proc.stderr
+    proc = sweep(tmp_path / "whole", "-m", *answers, "task.shards=1")
+    assert proc.returncode == 0, proc.stderr
+    (sharded,) = summary_rows(tmp_path / "sharded")
+    (whole,) = summary_rows(tmp_path / "whole")
+    keys = ["includes", "includes_stderr", "includes_ci", "includes_n", "unscored", "ok", "failed"]
+    assert sharded["task.shard"] == "3/3" and sharded["includes_n"] == "49"
+    assert [sharded[k] for k in keys] == [whole[k] for k in keys]

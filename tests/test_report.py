@@ -331,3 +331,33 @@ def test_a_run_scored_afterwards_shows_its_scores_in_the_samples(tmp_path: Path)
     assert [j["score:includes"] for j in report_jobs(tmp_path / "sweep")] == [0.5]
     samples = page[page.index("<h2>Samples</h2>") :]
     assert samples.count('<span class="sc ok"') == 2 and samples.count('<span class="sc no"') == 2
+
+
+def test_the_report_pairs_scored_jobs_as_modelfactory_compare_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two jobs scored on the same items: the page shows, per scorer, the best job against the other with
+    the numbers `modelfactory compare RUN_A RUN_B` prints (the same difference, CI, McNemar p, verdict)."""
+    import html
+
+    from tests.scored_sweep import scored_job, write_items
+
+    items = write_items(tmp_path / "items.jsonl")
+    sweep = tmp_path / "sweep"
+    worse = scored_job(sweep, 0, "worse", {"fr": "Paris", "jp": "Kyoto", "it": "Milan"}, items)
+    best = scored_job(sweep, 1, "best", {"fr": "Paris", "jp": "Tokyo", "it": "Rome"}, items)
+    page = write_report(sweep).read_text()
+    section = page[page.index("<h2>Paired comparison</h2>") : page.index("<h2>Samples</h2>")]
+    assert section.count("<tr>") == 1 + 2  # includes and exact: best vs worse each
+    assert cli_main(["compare", str(best), str(worse)]) == 0
+    printed = capsys.readouterr().out
+    verdicts = [line for line in printed.splitlines() if "difference" in line]
+    assert len(verdicts) == 2
+    for line in verdicts:  # the CLI's verdict (labels A and B): the same numbers, in the same words
+        assert html.escape(line[line.index("(") :], quote=True) in section
+    assert "+0.667" in section and "McNemar exact p=0.5" in section  # 2 of 3 won, none lost: p = 2 * 0.25
+    assert "no significant difference between [1 best] and [0 worse]" in section
+
+    lone = tmp_path / "lone"  # one scored job: nothing to pair, no section
+    scored_job(lone, 0, "m", {"fr": "Paris"}, items)
+    assert "Paired comparison" not in write_report(lone).read_text()

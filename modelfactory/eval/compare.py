@@ -72,7 +72,8 @@ def compare_scores(
 ) -> Comparison:
     """Compare per-item scores (item id -> score, None for unscored) of two runs on the same items."""
     ok = lambda v: v is not None and not math.isnan(v)  # noqa: E731
-    common = [i for i in a if ok(a[i]) and i in b and ok(b[i])]
+    # in id order, not the order the rows were written (as calls finished): the same scores, the same CI
+    common = sorted(i for i in a if ok(a[i]) and i in b and ok(b[i]))
     only_a = sum(1 for i in a if ok(a[i]) and i not in common)
     only_b = sum(1 for i in b if ok(b[i]) and not (i in a and ok(a[i])))
     if not common:

@@ -32,6 +32,7 @@ __all__ = [
     "saved_task",
     "score_rows",
     "summarize_scores",
+    "with_rescores",
     "write_summaries",
 ]
 
@@ -171,7 +172,11 @@ def score_rows(
 ) -> Rescored:
     """The core of :func:`rescore_run`: score ``rows`` (id -> newest results row) against ``items``
     (id -> :func:`~modelfactory.eval.tasks.item_view`), write ``scores.jsonl`` and ``scores.json``;
-    ``reducer`` (``task.epochs`` > 1): each item's epochs reduced by it, grouped by ``item_id``."""
+    ``reducer`` (``task.epochs`` > 1): each item's epochs reduced by it, grouped by ``item_id``. Rows are
+    taken in the items' order (ids not among them last), not the order they were written (as calls
+    finished): the bootstrap CI of the same scores is the same whichever order the calls ended in."""
+    order = {item_id: i for i, item_id in enumerate(items)}
+    rows = dict(sorted(rows.items(), key=lambda kv: order.get(kv[0], len(order))))
     pairs, logprobs = [], []
     for item_id, row in rows.items():
         item = items.get(item_id, {"id": item_id})
@@ -282,18 +287,42 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     _write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
+def with_rescores(
+    run_dir: str | os.PathLike[str], rows: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict[str, dict[str, Any]]:
+    """The run's newest results rows (``rows``, else read from its results file), each row's ``scores``
+    (written by the job as it ran) with ``scores.jsonl``'s (written by ``modelfactory score``) over
+    them: a re-scored scorer's column replaces the job's, another scorer's is added. A row with no
+    score at all keeps ``scores`` as it was."""
+    run = Path(run_dir)
+    if rows is None:
+        rows = read_results(results_path(run, read_job(run)))
+    later = {
+        str(r.get("id")): r["scores"]
+        for r in _read_jsonl(run / SCORES_FILE)
+        if isinstance(r.get("scores"), Mapping)
+    }
+    out: dict[str, dict[str, Any]] = {}
+    for item_id, row in rows.items():
+        own = row.get("scores")
+        if item_id in later:
+            row = {**row, "scores": {**(own if isinstance(own, Mapping) else {}), **later[item_id]}}
+        out[item_id] = dict(row)
+    return out
+
+
 def read_scores(run_dir: str | os.PathLike[str]) -> dict[str, dict[str, float | None]]:
     """Per scorer label: item id -> score value (None when unscored), from the run's results rows
     (``scores`` written by the job as it ran) with ``scores.jsonl``'s (written by ``modelfactory score``)
     over them: a re-scored scorer's column replaces the job's, another scorer's is added."""
     run = Path(run_dir)
     rows: dict[str, dict[str, Any]] = {}
-    for row in read_results(results_path(run, read_job(run))).values():
-        if isinstance(row.get("scores"), Mapping):  # scored by the job as it ran
-            rows[str(row["id"])] = dict(row["scores"])
-    for row in _read_jsonl(run / SCORES_FILE):  # re-scored later: a scorer's newer column wins
+    for item_id, row in with_rescores(run).items():
         if isinstance(row.get("scores"), Mapping):
-            rows.setdefault(str(row.get("id")), {}).update(row["scores"])
+            rows[str(item_id)] = dict(row["scores"])
+    for row in _read_jsonl(run / SCORES_FILE):  # a re-scored id the results file no longer has
+        if isinstance(row.get("scores"), Mapping) and str(row.get("id")) not in rows:
+            rows[str(row.get("id"))] = dict(row["scores"])
     out: dict[str, dict[str, float | None]] = {}
     for item_id, scores in rows.items():
         for label, score in scores.items():

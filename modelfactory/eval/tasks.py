@@ -13,6 +13,7 @@ does), so the runner and ``modelfactory score`` read the same items.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -26,6 +27,7 @@ from .metrics import reduce_epochs
 
 __all__ = [
     "CAPITALS_FILE",
+    "epoch_seed",
     "epochs_of",
     "expand_epochs",
     "humaneval_items",
@@ -114,13 +116,31 @@ def epochs_of(task: Mapping[str, Any]) -> tuple[int, str]:
     return epochs, str(reducer)
 
 
-def expand_epochs(items: list[Item], epochs: int) -> list[Item]:
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of epoch ``epoch`` of a seeded run: ``seed`` itself for epoch 0 (the sample a run with one
+    epoch draws), else the first 31 bits of ``sha256("<seed>/<epoch>")``: the same on every run, different
+    for every epoch, and small enough for any backend (llama.cpp and some providers take 32-bit seeds)."""
+    if epoch == 0:
+        return seed
+    digest = hashlib.sha256(f"{seed}/{epoch}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def expand_epochs(items: list[Item], epochs: int, seed: int | None = None) -> list[Item]:
     """Each item ``epochs`` times (ids ``<id>#<e>``, ``meta`` gains ``item_id`` and ``epoch``): rows are
-    keyed by id, and the epochs of one item are reduced together (``task.epochs_reducer``)."""
+    keyed by id, and the epochs of one item are reduced together (``task.epochs_reducer``). ``seed``
+    (the run's sampling seed): each epoch's calls get their own, :func:`epoch_seed`, so seeded epochs are
+    new samples that a second run reproduces."""
     if epochs == 1:
         return items
     return [
-        Item(f"{it.id}#{e}", it.messages, {**it.meta, "item_id": it.id, "epoch": e}, it.target)
+        Item(
+            f"{it.id}#{e}",
+            it.messages,
+            {**it.meta, "item_id": it.id, "epoch": e},
+            it.target,
+            {**it.generation, "seed": epoch_seed(seed, e)} if seed is not None else dict(it.generation),
+        )
         for it in items
         for e in range(epochs)
     ]

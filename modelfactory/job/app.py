@@ -116,7 +116,8 @@ def _run_job(
             record.result["messages"] = items[0].messages
         model = _build_model(cfg.model, spec, record, job_redact)
         kwargs = _runner_kwargs(spec, record, len(items), model_name, batch_phase)
-        stats = run_items(model, items, score=scores, **kwargs)
+        workers = scores.workers if scores is not None else 1
+        stats = run_items(model, items, score=scores, score_workers=workers, **kwargs)
         price = price_for(model)
         record.ran(stats, None if price is None else price.model_dump())
         if batch_phase == "submit" and stats.batches_pending:

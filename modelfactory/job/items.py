@@ -44,6 +44,8 @@ class Item:
     messages: list[dict[str, Any]]
     meta: dict[str, Any] = field(default_factory=dict)  # other fields of the dataset row, kept as-is
     target: str | list[str] | None = None  # what a scorer compares the reply with (one answer or several)
+    # this item's call kwargs over the job's (``task.epochs`` with a seed: each epoch's own ``seed``)
+    generation: dict[str, Any] = field(default_factory=dict)
 
 
 def prompt_item(prompt: str, system_prompt: str | None = None) -> Item:
@@ -433,7 +435,7 @@ def task_shard(cfg: Any) -> tuple[Any, Any]:
 def request_for(model: Any, item: Item, generation: dict[str, Any]) -> GenerationRequest:
     """The request an online call of ``item`` sends (same defaults, stops, normalisation): what the budget's
     cache probe and the provider-batch driver both look up, so neither borrows it from the other."""
-    gen = dict(generation)
+    gen = {**generation, **item.generation}
     stop = gen.pop("stop_sequences", None)
     response_format = gen.pop("response_format", None)
     tools = gen.pop("tools_to_call_from", None)

@@ -11,7 +11,8 @@ Items come from :mod:`modelfactory.job.items`; rows go through :mod:`modelfactor
   local model without it is called sequentially.
 - **Results**: one JSON row per item appended to ``results.jsonl`` as it finishes, flushed and fsynced,
   so a crash loses at most the items in flight. Rows carry ``id``, ``content``, ``usage``, ``latency_s``
-  and ``error`` (and ``scores``, when a ``score`` callable is given: the task's scorers); secrets the
+  and ``error`` (and ``scores``, when a ``score`` callable is given: the task's scorers; the code
+  scorer's rows are scored by two threads while the next rows come, written in order); secrets the
   model knows (and secret-looking environment variables) are masked.
 - **Resume**: running again on the same file skips every id whose latest row has no error. Rows that
   recorded an error are run again by default (``retry_errors=True``: errors are mostly transient: rate
@@ -191,6 +192,7 @@ def run_items(
     provider_batch: Any = None,
     keep_rows: bool | None = None,
     score: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    score_workers: int = 1,
     **generation: Any,
 ) -> RunStats:
     """Run every item through ``model`` and append one row per item to ``results_path`` (if given).
@@ -204,6 +206,9 @@ def run_items(
     (:attr:`RunStats.budget` says why); the items not submitted have no row, so a resume runs them.
     ``score``: called on each row (priced, redacted) before it is written, returns it with its
     ``scores`` (:class:`~modelfactory.job.scores.JobScores`); None: rows are not scored.
+    ``score_workers`` > 1: rows are scored in a pool of that many threads while the next ones arrive
+    (the code scorer's sandboxed subprocesses), written in the order they came; on Ctrl-C a row whose
+    score is not done is written unscored (a resumed run scores it at its end), none is lost.
 
     ``provider_batch`` (a :class:`~modelfactory.batch.BatchOptions`; None: online calls): the pending
     items go through the provider's batch endpoint (:mod:`modelfactory.batch`), their ids kept in
@@ -230,7 +235,7 @@ def run_items(
     )  # fmt: skip
     bar = _progress_bar(len(todo), progress and mode != "provider_batch", desc or "items", stats.skipped)
     writer = ResultsWriter(path, fsync)
-    _record(rows, stats, _redactor(model, generation), price, writer, bar, keep, path, score)
+    _record(rows, stats, _redactor(model, generation), price, writer, bar, keep, path, score, score_workers)
     if mode == "provider_batch" and path is not None:
         from ..batch import BATCHES_FILE, BatchState
 
@@ -278,25 +283,39 @@ def _record(
     keep: bool,
     path: Path | None,
     score: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    score_workers: int = 1,
 ) -> None:
-    """Each row redacted, priced, settled with the budget, scored, written, and counted in ``stats``."""
+    """Each row redacted, priced, settled with the budget, scored, written, and counted in ``stats``;
+    with ``score_workers`` > 1, scored in a pool while the next rows come (:func:`_scored_in_pool`)."""
     start = time.perf_counter()
-    try:
+
+    def prepared() -> Iterator[dict[str, Any]]:
         for row in rows:
             row = redact_row(row, redact)
             row["cost_usd"] = row_cost(row, price)
             if stats.budget is not None:
                 stats.budget.settle(row["id"], 0.0 if row["error"] else row["cost_usd"])
-            if score is not None:
-                row = score(row)
-            writer.write(row)
-            if keep:
-                stats.rows.append(row)
-            stats.count(row)
-            stats.elapsed_s = time.perf_counter() - start
-            if bar is not None:
-                bar.set_postfix(errors=stats.failed, tok_s=f"{stats.output_tokens_per_s:.1f}", refresh=False)
-                bar.update(1)
+            yield row
+
+    def emit(row: dict[str, Any]) -> None:
+        writer.write(row)
+        if keep:
+            stats.rows.append(row)
+        stats.count(row)
+        stats.elapsed_s = time.perf_counter() - start
+        if bar is not None:
+            bar.set_postfix(errors=stats.failed, tok_s=f"{stats.output_tokens_per_s:.1f}", refresh=False)
+            bar.update(1)
+
+    if score is None:
+        done: Iterator[dict[str, Any]] = prepared()
+    elif score_workers > 1:
+        done = _scored_in_pool(prepared(), score, score_workers, emit)
+    else:
+        done = (score(row) for row in prepared())
+    try:
+        for row in done:
+            emit(row)
     except KeyboardInterrupt:
         if stats.mode == "provider_batch":  # wherever Ctrl-C lands: the batches left running, how to go on
             from ..batch import interrupted_note
@@ -306,6 +325,9 @@ def _record(
                 print(note, file=sys.stderr)
         raise
     finally:
+        close = getattr(done, "close", None)
+        if close is not None:
+            close()  # a pool's rows not yet written: written now, scored or not
         close = getattr(rows, "close", None)
         if close is not None:
             close()
@@ -313,6 +335,43 @@ def _record(
         writer.close()
         if bar is not None:
             bar.close()
+
+
+def _scored_in_pool(
+    rows: Iterator[dict[str, Any]],
+    score: Callable[[dict[str, Any]], dict[str, Any]],
+    workers: int,
+    abandon: Callable[[dict[str, Any]], None],
+) -> Iterator[dict[str, Any]]:
+    """``rows`` scored by ``workers`` threads (each a copy: the row itself stays unscored) while the next
+    rows come, yielded in the order they came, at most ``2 * workers`` waiting. Stopped early (Ctrl-C, an
+    error, the consumer closing it): each waiting row goes to ``abandon`` in order, scored when its score
+    is done, else as it came (no ``scores``: a resumed run's :meth:`JobScores.finish` scores it)."""
+    from collections import deque
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="modelfactory-score")
+    waiting: deque[tuple[dict[str, Any], Future[dict[str, Any]]]] = deque()
+    try:
+        for row in rows:
+            waiting.append((row, pool.submit(score, dict(row))))
+            while waiting and (waiting[0][1].done() or len(waiting) > 2 * workers):
+                scored = waiting[0][1].result()
+                waiting.popleft()
+                yield scored
+        while waiting:
+            scored = waiting[0][1].result()
+            waiting.popleft()
+            yield scored
+    finally:
+        left = list(waiting)
+        waiting.clear()
+        for _, fut in left:
+            fut.cancel()
+        pool.shutdown(wait=False, cancel_futures=True)  # a running score ends by itself (its time limit)
+        for row, fut in left:
+            ok = fut.done() and not fut.cancelled() and fut.exception() is None
+            abandon(fut.result() if ok else row)
 
 
 # run_items' keywords before issue 24's renames, each with its new name.

@@ -9,8 +9,10 @@ summaries written at the end, all with :mod:`modelfactory.eval`.
 - **Epochs** (``task.epochs`` > 1): each item runs that many times (ids ``<id>#<e>``, rows with
   ``item_id`` and ``epoch``), and an item's scores are reduced by ``task.epochs_reducer`` (``mean``,
   ``max``, ``pass@k``) before the summary. Each epoch is a new call of the same messages: sample
-  (``generation.temperature`` > 0), no ``generation.seed`` (refused: every epoch would be the same),
-  and no response cache in ``read``/``read_write`` mode (it would answer every epoch with the first reply).
+  (``generation.temperature`` > 0), and no response cache in ``read_write``/``replay`` mode (refused: it
+  would answer every epoch with the first reply). A seeded run (``generation.seed``, else the model's
+  ``seed``) gives each epoch its own seed, :func:`~modelfactory.eval.tasks.epoch_seed` (epoch 0 the
+  seed itself, epoch e a hash of seed and e): the epochs differ, and a second run repeats them.
 - **End** (:meth:`JobScores.finish`): the newest row of every item; a row without a scorer's entry (an
   earlier run's, before the scorer was added) is scored now and appended. Per scorer the
   :class:`~modelfactory.eval.metrics.Summary` goes into ``scores.json`` (as ``modelfactory score`` writes
@@ -40,7 +42,7 @@ from ..eval.tasks import task_items as eval_task_items
 from .items import Item, shard_items, task_items, task_shard
 from .record import ResultsWriter, read_results
 
-__all__ = ["JobScores", "job_items", "task_config"]
+__all__ = ["JobScores", "job_items", "sampling_seed", "task_config"]
 
 
 def task_config(cfg: Any) -> dict[str, Any]:
@@ -52,44 +54,46 @@ def task_config(cfg: Any) -> dict[str, Any]:
 
 
 def job_items(cfg: Any, root: str | os.PathLike[str] | None = None) -> list[Item]:
-    """A job's items: HumanEval (``task.type=humaneval``, then ``task.shards``) or a prompt / dataset."""
+    """A job's items: HumanEval (``task.type=humaneval``, then ``task.shards``) or a prompt / dataset;
+    with ``task.epochs`` > 1 each item once per epoch, each epoch with its own seed when the run is seeded
+    (:func:`sampling_seed`)."""
     task = task_config(cfg)
     epochs, _ = epochs_of(task)
+    seed = None
     if epochs > 1:
         _check_samples_differ(cfg, epochs)
+        seed = sampling_seed(cfg)
     if task.get("type") != "humaneval":
-        return expand_epochs(task_items(cfg, root), epochs)
+        return expand_epochs(task_items(cfg, root), epochs, seed)
     items = eval_task_items({**task, "epochs": 1})  # the shards split problems, each with all its epochs
-    return expand_epochs(shard_items(items, *task_shard(cfg)), epochs)
+    return expand_epochs(shard_items(items, *task_shard(cfg)), epochs, seed)
+
+
+def sampling_seed(cfg: Any) -> int | None:
+    """The seed a job's calls sample with: ``generation.seed``, else the model config's own ``seed`` (a
+    per-call seed overrides it); None: unseeded. Epochs derive theirs from it
+    (:func:`~modelfactory.eval.tasks.epoch_seed`): a repeated seed would repeat the first sample."""
+    generation = cfg.get("generation") if isinstance(cfg, (Mapping, DictConfig)) else None
+    seed = generation.get("seed") if isinstance(generation, (Mapping, DictConfig)) else None
+    if seed is None:
+        model = cfg.get("model") if isinstance(cfg, (Mapping, DictConfig)) else None
+        seed = model.get("seed") if isinstance(model, (Mapping, DictConfig)) else None
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
 
 
 def _check_samples_differ(cfg: Any, epochs: int) -> None:
-    """Epochs are new samples of the same messages: a fixed ``generation.seed`` or a response cache that
-    answers (``read_write``, ``replay``) would give every epoch the first one's reply."""
-    problems = []
-    seed = (cfg.get("generation") or {}).get("seed")
-    if seed is not None:
-        problems.append(
-            Problem(
-                "task.epochs",
-                f"{epochs} epochs with generation.seed={seed}: every epoch the same sample",
-                "drop generation.seed (and sample: generation.temperature > 0)",
-            )
-        )
+    """Epochs are new samples of the same messages: a response cache that answers (``read_write``,
+    ``replay``) would give every epoch the first one's reply. (A seed is fine: each epoch gets its own.)"""
     model = cfg.get("model")
     cache = model.get("cache") if isinstance(model, (Mapping, DictConfig)) else None
     mode = cache.get("mode") if isinstance(cache, (Mapping, DictConfig)) else None
     if mode in ("read_write", "replay"):
-        problems.append(
-            Problem(
-                "task.epochs",
-                f"{epochs} epochs with model.cache.mode={mode}: the cache "
-                "answers every epoch with the first reply",
-                "model.cache.mode=off",
-            )
+        problem = Problem(
+            "task.epochs",
+            f"{epochs} epochs with model.cache.mode={mode}: the cache answers every epoch with the first reply",
+            "model.cache.mode=off",
         )
-    if problems:
-        raise ConfigError(problems, title="epochs that would not sample")  # fmt: skip
+        raise ConfigError([problem], title="epochs that would not sample")
 
 
 @dataclass
@@ -124,6 +128,15 @@ class JobScores:
     def labels(self) -> list[str]:
         return [s.label for s in self.scorers]
 
+    @property
+    def workers(self) -> int:
+        """Threads the runner scores rows with (``run_items(score_workers=...)``): 2 with a ``code``
+        scorer (each row a sandboxed subprocess, ~10-30 ms: one thread capped a fast API run at ~30-90
+        rows/s), 1 otherwise: string scorers take microseconds, and a ``model_graded`` judge may be a
+        local model, never called from two threads."""
+        names = {s.config.name for s in self.scorers}
+        return 2 if "code" in names and "model_graded" not in names else 1
+
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         """The row with its ``scores`` (an error row: unscored entries saying why)."""
         reply = None if row.get("error") else row.get("content")
@@ -137,7 +150,8 @@ class JobScores:
     def finish(self, results: Path, fsync: bool = True) -> dict[str, Any]:
         """Rows lacking a scorer's entry scored and appended; ``scores.json`` written; what ``job.json``
         gains (``scores``, ``primary``, and ``judge_cost_usd`` when a judge was priced)."""
-        rows = [row for i, row in read_results(results).items() if i in self.views]
+        done = read_results(results)  # in the order rows arrived (threads: as calls finished)
+        rows = [done[i] for i in self.views if i in done]  # the items' order: the same rows, the same CI
         unscored = [r for r in rows if not set(self.labels) <= set(r.get("scores") or {})]
         if unscored:  # an earlier run's rows, before these scorers: newest row wins, so append
             writer = ResultsWriter(results, fsync)

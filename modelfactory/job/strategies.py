@@ -93,7 +93,7 @@ def rows(
 def _call_one(model: Any, item: Item, generation: dict[str, Any]) -> dict[str, Any]:
     start = time.perf_counter()
     try:
-        reply = model(item.messages, **generation)
+        reply = model(item.messages, **{**generation, **item.generation})
     except Exception as exc:  # one failing item is recorded; the run goes on
         return error_row(item.id, exc, time.perf_counter() - start)
     return ok_row(item.id, reply, time.perf_counter() - start)
@@ -140,7 +140,7 @@ def _native_async(model: Any) -> bool:
 async def _acall_one(model: Any, item: Item, generation: dict[str, Any]) -> dict[str, Any]:
     start = time.perf_counter()
     try:
-        reply = await model.agenerate(item.messages, **generation)
+        reply = await model.agenerate(item.messages, **{**generation, **item.generation})
     except Exception as exc:  # one failing item is recorded; the run goes on
         return error_row(item.id, exc, time.perf_counter() - start)
     return ok_row(item.id, reply, time.perf_counter() - start)
@@ -193,27 +193,61 @@ def _run_batches(
         accepts = set(inspect.signature(generate_batch).parameters)
     except (TypeError, ValueError):
         accepts = set()
+    per_row_seeds = "seeds" in accepts and getattr(model, "batch_seeds_per_row", False) is True
     items = iter(todo)
-    while batch := list(itertools.islice(items, local_batch_size)):
-        extra: dict[str, Any] = {}
-        if "batch_size" in accepts:
-            extra["batch_size"] = len(batch)  # the chunk is the batch
-        if "return_exceptions" in accepts:
-            extra["return_exceptions"] = True  # a bad row gets its exception, the others their replies
-        t0 = time.perf_counter()
-        try:
-            replies = list(generate_batch([it.messages for it in batch], **generation, **extra))
-            if len(replies) != len(batch):
-                raise RuntimeError(f"generate_batch returned {len(replies)} replies for {len(batch)} items")
-        except Exception as exc:
-            # Find the culprit: run this batch's items one by one, so only a bad item records an error.
-            log.warning("batch of %d failed (%s); running its items one by one", len(batch), exc)
-            for item in batch:
-                yield _call_one(model, item, generation)
-            continue
-        latency = time.perf_counter() - t0
-        for item, reply in zip(batch, replies, strict=True):
-            if isinstance(reply, BaseException):
-                yield error_row(item.id, reply, latency)
-            else:
-                yield ok_row(item.id, reply, latency)
+    while chunk := list(itertools.islice(items, local_batch_size)):
+        for batch, gen in _same_call_kwargs(chunk, generation, per_row_seeds):
+            yield from _one_batch(model, generate_batch, accepts, batch, gen, generation)
+
+
+def _same_call_kwargs(
+    chunk: list[Item], generation: dict[str, Any], per_row_seeds: bool
+) -> Iterator[tuple[list[Item], dict[str, Any]]]:
+    """The chunk as ``generate_batch`` calls: one when no item has call kwargs of its own (or only a
+    ``seed``, to a model that seeds each row: ``seeds``), else one per distinct set of item kwargs (an
+    epoch's seed: the items of one epoch together), in the chunk's order of first appearance."""
+    if not any(it.generation for it in chunk):
+        yield chunk, generation
+        return
+    if per_row_seeds and all(set(it.generation) <= {"seed"} for it in chunk):
+        seeds = [it.generation.get("seed", generation.get("seed")) for it in chunk]
+        yield chunk, {**{k: v for k, v in generation.items() if k != "seed"}, "seeds": seeds}
+        return
+    groups: dict[str, list[Item]] = {}
+    for it in chunk:
+        groups.setdefault(repr(sorted(it.generation.items())), []).append(it)
+    for group in groups.values():
+        yield group, {**generation, **group[0].generation}
+
+
+def _one_batch(
+    model: Any,
+    generate_batch: Any,
+    accepts: set[str],
+    batch: list[Item],
+    kwargs: dict[str, Any],
+    generation: dict[str, Any],
+) -> Iterator[dict[str, Any]]:
+    """The rows of one ``generate_batch(batch, **kwargs)`` call; when the call fails, its items one by
+    one (each with the job's ``generation`` and its own kwargs), so only a bad item records an error."""
+    extra: dict[str, Any] = {}
+    if "batch_size" in accepts:
+        extra["batch_size"] = len(batch)  # the chunk is the batch
+    if "return_exceptions" in accepts:
+        extra["return_exceptions"] = True  # a bad row gets its exception, the others their replies
+    t0 = time.perf_counter()
+    try:
+        replies = list(generate_batch([it.messages for it in batch], **kwargs, **extra))
+        if len(replies) != len(batch):
+            raise RuntimeError(f"generate_batch returned {len(replies)} replies for {len(batch)} items")
+    except Exception as exc:
+        log.warning("batch of %d failed (%s); running its items one by one", len(batch), exc)
+        for item in batch:
+            yield _call_one(model, item, generation)
+        return
+    latency = time.perf_counter() - t0
+    for item, reply in zip(batch, replies, strict=True):
+        if isinstance(reply, BaseException):
+            yield error_row(item.id, reply, latency)
+        else:
+            yield ok_row(item.id, reply, latency)

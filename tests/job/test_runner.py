@@ -244,3 +244,54 @@ def test_openai_model_against_a_slow_server_runs_16_at_once(tmp_path: Path) -> N
     rows = read_results(out)
     assert len(rows) == n and all(r["content"] == server.reply for r in rows.values())
     assert stats.input_tokens == 5 * n and stats.output_tokens == 7 * n
+
+
+def test_rows_scored_in_a_pool_are_written_in_order_and_ctrl_c_loses_none(tmp_path: Path) -> None:
+    """``score_workers=2`` (the code scorer's): the first rows score slowest, so the pool finishes them
+    out of order; they are written in the order they came. Ctrl-C with scores still running: every row
+    called so far is written (unscored where its score was not done) and a resume's finish scores them."""
+    import time
+
+    from modelfactory.job.scores import JobScores
+
+    todo = [Item(f"i{k}", [{"role": "user", "content": f"q{k}"}], target="x") for k in range(10)]
+    scores = JobScores.from_task({"scorers": [{"name": "includes"}]}, todo)
+    assert scores is not None and scores.workers == 1  # string scorers: inline
+    code = JobScores.from_task({"scorers": [{"name": "code"}]}, todo)
+    assert code is not None and code.workers == 2
+    scored_by: set[str] = set()
+
+    def slow(row: dict[str, Any]) -> dict[str, Any]:
+        time.sleep(0.01 * (10 - int(row["id"][1:])))  # i0 the slowest
+        scored_by.add(threading.current_thread().name)
+        return scores(row)
+
+    out = tmp_path / "r.jsonl"
+    run_items(FakeModel(), todo, concurrency=1, results_path=out, progress=False, score=slow, score_workers=2)
+    rows = rows_of(out)
+    assert [r["id"] for r in rows] == [f"i{k}" for k in range(10)]
+    assert all(r["scores"]["includes"]["value"] is not None for r in rows)
+    assert len(scored_by) == 2 and all(n.startswith("modelfactory-score") for n in scored_by)
+
+    class Interrupting(FakeModel):
+        def __call__(self, messages: list[dict[str, Any]], **kwargs: Any) -> ChatMessage:
+            if messages[-1]["content"] == "q6":
+                raise KeyboardInterrupt
+            return super().__call__(messages, **kwargs)
+
+    def slower(row: dict[str, Any]) -> dict[str, Any]:
+        time.sleep(0.3)
+        return scores(row)
+
+    out = tmp_path / "again.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        run_items(Interrupting(), todo, concurrency=1, results_path=out, progress=False, score=slower,
+                  score_workers=2)  # fmt: skip
+    rows = rows_of(out)
+    assert [r["id"] for r in rows] == [f"i{k}" for k in range(6)]  # every called item, in order
+    assert any("scores" not in r for r in rows)  # its score was still running: written unscored
+    rest = FakeModel()
+    run_items(rest, todo, concurrency=1, results_path=out, progress=False, score=scores, score_workers=2)
+    assert rest.calls == [f"q{k}" for k in range(6, 10)]  # nothing called twice
+    scores.finish(out, fsync=False)
+    assert all("includes" in r["scores"] for r in read_results(out).values())

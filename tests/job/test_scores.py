@@ -241,11 +241,56 @@ def test_epochs_that_would_not_sample_are_refused(tmp_path: Path, capsys: pytest
     cfg["model"]["cache"] = {"mode": "read_write", "path": str(tmp_path / "cache.sqlite")}
     assert app.run_job(cfg, tmp_path / "out") == 2
     err = capsys.readouterr().err
-    assert "generation.seed=7" in err and "model.cache.mode=read_write" in err
+    assert "model.cache.mode=read_write" in err and "generation.seed" not in err  # a seed is fine now
     assert not (tmp_path / "out" / "results.jsonl").exists()
-    cfg["generation"]["seed"] = None
     cfg["model"]["cache"]["mode"] = "off"
-    assert app.run_job(cfg, tmp_path / "ok") == 0  # the same epochs, sampling: fine
+    assert app.run_job(cfg, tmp_path / "ok") == 0  # seeded epochs: each its own seed
+
+
+def said_seed(messages: list[dict[str, Any]], seed: int | None = None, **_: Any) -> str:
+    return f"seed={seed}"
+
+
+@pytest.mark.parametrize("seed_key", ["generation", "model"])
+def test_each_epoch_of_a_seeded_run_gets_its_own_seed(tmp_path: Path, seed_key: str) -> None:
+    """Epoch 0 the run's seed (``generation.seed``, else the model config's), epoch e ``epoch_seed``."""
+    from modelfactory.eval.tasks import epoch_seed
+
+    cfg = dataset_cfg(write_kinds(tmp_path / "items.jsonl", ["right", "wrong"]), epochs=3)
+    cfg["model"]["fn"] = "tests.job.test_scores.said_seed"
+    (cfg["generation"] if seed_key == "generation" else cfg["model"])["seed"] = 7
+    assert app.run_job(cfg, tmp_path / "out") == 0
+    rows = {r["id"]: r["content"] for r in read_rows(tmp_path / "out" / "results.jsonl")}
+    seeds = [7, epoch_seed(7, 1), epoch_seed(7, 2)]
+    assert rows == {f"q{i}#{e}": f"seed={seeds[e]}" for i in range(2) for e in range(3)}
+    assert len(set(seeds)) == 3 and all(0 <= s < 2**31 for s in seeds)
+    assert epoch_seed(8, 1) not in seeds  # another run seed: other epochs
+
+
+def test_seeded_sampled_epochs_on_a_local_model_differ_and_a_rerun_repeats_them(tmp_path: Path) -> None:
+    """transformers_tiny samples (temperature 0.8) seeded from its own generator per row: the epochs of one
+    prompt are new samples (the tiny model can repeat a reply by chance, so: not all the same), and a
+    second run (batched or one by one) gives the same rows."""
+    from omegaconf import OmegaConf
+
+    data = tmp_path / "items.jsonl"
+    data.write_text("".join(json.dumps({"id": f"q{i}", "prompt": f"Tell me about {w}.", "target": "x"}) + "\n"
+                            for i, w in enumerate(["cats", "numbers"])))  # fmt: skip
+
+    def run(out: Path, *more: str) -> dict[str, str]:
+        cfg = app_config("model=transformers_tiny", "task=dataset", f"task.path={data}", "task.epochs=3",
+                         "task.scorers=[includes]", "generation.seed=11", "generation.max_tokens=12",
+                         "runner.progress=false", "output.print_reply=false", *more)  # fmt: skip
+        plain = OmegaConf.to_container(cfg, resolve=True)
+        assert app.run_job(plain, out, model_name="transformers_tiny") == 0
+        return {r["id"]: r["content"] for r in read_rows(out / "results.jsonl")}
+
+    first = run(tmp_path / "a")
+    assert sorted(first) == [f"q{i}#{e}" for i in range(2) for e in range(3)]
+    for i in range(2):  # the epochs of one item are new samples (one seed for all: 3 times the same)
+        assert len({first[f"q{i}#{e}"] for e in range(3)}) > 1, first
+    assert run(tmp_path / "b") == first  # the same seed: the same rows
+    assert run(tmp_path / "c", "runner.local_batch_size=1") == first  # batch-mates change nothing
 
 
 def test_score_reduces_epochs_as_the_run_did(tmp_path: Path) -> None:
