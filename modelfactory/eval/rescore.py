@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import ConfigError, Problem
 from ..job.record import read_job, read_results, results_path
-from .metrics import Summary, summarize, summarize_epochs
+from .metrics import Summary, reduce_epochs, summarize, summarize_epochs
 from .score import Scorer
 from .scoring import build_scorers, check_targets, score_many
 from .tasks import epochs_of, item_view, task_items
@@ -314,18 +314,39 @@ def with_rescores(
 def read_scores(run_dir: str | os.PathLike[str]) -> dict[str, dict[str, float | None]]:
     """Per scorer label: item id -> score value (None when unscored), from the run's results rows
     (``scores`` written by the job as it ran) with ``scores.jsonl``'s (written by ``modelfactory score``)
-    over them: a re-scored scorer's column replaces the job's, another scorer's is added."""
+    over them: a re-scored scorer's column replaces the job's, another scorer's is added. A run of
+    ``task.epochs`` > 1 gives one value per item, its epochs reduced by ``task.epochs_reducer``: a paired
+    comparison pairs items, not epochs (pairing each epoch would count an item N times and narrow the CI)."""
     run = Path(run_dir)
     rows: dict[str, dict[str, Any]] = {}
-    for item_id, row in with_rescores(run).items():
+    item_of: dict[str, str] = {}
+    for row_id, row in with_rescores(run).items():
         if isinstance(row.get("scores"), Mapping):
-            rows[str(item_id)] = dict(row["scores"])
+            rows[str(row_id)] = dict(row["scores"])
+            item_of[str(row_id)] = str(row.get("item_id", row_id))
     for row in _read_jsonl(run / SCORES_FILE):  # a re-scored id the results file no longer has
         if isinstance(row.get("scores"), Mapping) and str(row.get("id")) not in rows:
             rows[str(row.get("id"))] = dict(row["scores"])
-    out: dict[str, dict[str, float | None]] = {}
-    for item_id, scores in rows.items():
+    per_row: dict[str, dict[str, float | None]] = {}
+    for row_id, scores in rows.items():
         for label, score in scores.items():
             value = score.get("value") if isinstance(score, Mapping) and not score.get("error") else None
-            out.setdefault(label, {})[item_id] = value
+            per_row.setdefault(label, {})[row_id] = value
+    reducer = _epochs_reducer(run) if any(item_of.get(i, i) != i for i in rows) else None
+    if reducer is None:
+        return per_row
+    out: dict[str, dict[str, float | None]] = {}
+    for label, values in per_row.items():
+        grouped: dict[str, list[float | None]] = {}
+        for row_id, value in values.items():
+            grouped.setdefault(item_of.get(row_id, row_id), []).append(value)
+        out[label] = {item: reduce_epochs(v, reducer) for item, v in grouped.items()}
     return out
+
+
+def _epochs_reducer(run: Path) -> str:
+    """The run's ``task.epochs_reducer`` (``mean`` when its saved config cannot say)."""
+    try:
+        return epochs_of(saved_task(run))[1]
+    except ConfigError:
+        return "mean"

@@ -304,6 +304,13 @@ def test_score_reduces_epochs_as_the_run_did(tmp_path: Path) -> None:
     job = read_json(out / "job.json")
     assert job["primary"]["value"] == pytest.approx((0 + 2 / 3 + 1) / 3)
     assert rescore_run(out).summaries["includes"].to_dict() == job["scores"]["includes"]
+    # compare pairs items, each one's epochs reduced as the run did: 3 pairs, not 9 (a CI too narrow)
+    from modelfactory.eval.compare import compare_scores
+    from modelfactory.eval.rescore import read_scores
+
+    per_item = read_scores(out)["includes"]
+    assert per_item == pytest.approx({"q0": 0.0, "q1": 2 / 3, "q3": 1.0})
+    assert compare_scores(per_item, per_item).n == 3
 
 
 MULTIPLE_CHOICE = [
