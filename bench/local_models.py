@@ -26,7 +26,8 @@ the contenders alternate:
   dequantizes the GGUF into an empty cache (``XDG_CACHE_HOME`` in a temporary dir), in fresh processes.
 
 Threads: torch and llama.cpp each use their defaults (torch: the physical cores; LlamaCppModel: half the
-CPUs, see ``default_threads``), as a user who sets nothing gets them.
+CPUs, see ``default_threads``), as a user who sets nothing gets them; torch is imported the way
+modelfactory imports it, with ``OMP_WAIT_POLICY=PASSIVE`` unless set (backends/transformers/_threads.py).
 """
 
 from __future__ import annotations
@@ -240,16 +241,18 @@ def main() -> None:
     if args.smoke:
         args.rounds, args.tokens, args.serve_clients = 1, 4, 0
 
+    from modelfactory.backends.transformers._threads import import_torch, wait_policy
+
+    torch = import_torch()  # first, as modelfactory imports it for a user: with its OpenMP wait policy
     import llama_cpp
     import openvino_genai
-    import torch
     import transformers
 
     load_before = os.getloadavg()
     print(
         f"{cpu_flags()}; {os.cpu_count()} CPUs; torch {torch.__version__} ({torch.get_num_threads()} threads), "
         f"transformers {transformers.__version__}, llama-cpp-python {llama_cpp.__version__}, "
-        f"openvino-genai {openvino_genai.__version__}; {SMOL}"
+        f"openvino-genai {openvino_genai.__version__}; OpenMP: {wait_policy()}; {SMOL}"
     )
     models = contenders(args.tokens)
     one = timed_rounds(models, batch1, args.rounds)

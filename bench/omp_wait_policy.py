@@ -12,11 +12,13 @@ from /proc), and the ratios old / new. The old policy is asked for explicitly as
 ``GOMP_SPINCOUNT=300000``, libgomp's own default (the variable set, modelfactory leaves the policy alone).
 Each server's libgomp says what it applied (``OMP_DISPLAY_ENV``), printed as its GOMP_SPINCOUNT.
 
-Measured 2026-12-07 on 2 cores (AMD EPYC, AVX512-BF16; bfloat16) with load ~6-8 from other work besides
-the two hogs, 1 round x 3 requests of up to 16 tokens: old non-streamed 23.57 s [5.74 CPU-s], streamed
-2.30 s [0.60]; new non-streamed 0.72 s [0.32], streamed 1.38 s [0.47]; old / new 32.7x wall and 17.9x
-CPU non-streamed, 1.7x and 1.3x streamed. Not yet measured on an idle machine, where PASSIVE's cost
-(waking the team's threads at each region instead of finding them spinning) would show.
+Measured 2026-12-07 on 2 cores (AMD EPYC, AVX512-BF16; bfloat16), load 6-11 from other work besides the
+two hogs, 3 requests of up to 16 tokens per kind, torch 2.13.0, transformers 5.24.0. 2 rounds (medians):
+old non-streamed 36.24 s [8.74 CPU-s], streamed 3.58 s [0.76]; new non-streamed 0.97 s [0.43], streamed
+1.75 s [0.55]; old / new 37.2x wall and 20.5x CPU non-streamed, 2.1x and 1.4x streamed (an earlier
+1-round run: 23.57 s [5.74] -> 0.72 s [0.32] non-streamed, 32.7x / 17.9x). Not yet measured on an idle
+machine (``--hogs 0``), where PASSIVE's cost (waking the team's threads at each region instead of
+finding them spinning) would show.
 """
 
 from __future__ import annotations
