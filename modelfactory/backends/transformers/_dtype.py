@@ -44,9 +44,9 @@ def _detect_fast_bf16() -> bool:
     machine = platform.machine().lower()
     if machine in ("x86_64", "amd64", "i386", "i686"):
         try:
-            import torch
+            from ._threads import import_torch
 
-            cpu = torch.cpu
+            cpu = import_torch().cpu
             return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
         except Exception:
             return False

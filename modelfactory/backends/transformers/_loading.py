@@ -15,6 +15,7 @@ from ._gguf import GgufWeights, converted_dir
 from ._prompt_cache import cache_kwarg
 from ._sources import HUB_KWARGS, hub_offline, hub_unreachable, in_hub_cache
 from ._spec import TransformersSpec
+from ._threads import import_torch
 from ._vision import load_vision
 from ._weights import Runtime
 
@@ -231,7 +232,7 @@ def resolve_device(model: Loadable, torch: Any) -> Any:
 
 def import_backend(backend: str) -> tuple[Any, Any]:
     try:
-        import torch
+        torch = import_torch()  # with the OpenMP wait policy that holds under load (_threads)
     except ImportError:
         raise MissingDependencyError("torch", "transformers", backend) from None
     try:
