@@ -8,17 +8,23 @@ launcher ran the job and whichever process reads it.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .job.record import aggregate_rows, percentile, read_job, read_results, results_path
+from .job.record import (
+    SCORES_SUMMARY_FILE,
+    aggregate_rows,
+    percentile,
+    read_job,
+    read_json_object,
+    read_results,
+    results_path,
+)
 
 __all__ = ["job_metrics", "job_scores", "score_metrics"]
 
-SCORES_SUMMARY_FILE = "scores.json"  # what ``modelfactory score`` writes (eval/rescore.py), read back here
 SUMMARY_KEYS = ("mean", "stderr", "ci_low", "ci_high", "n", "unscored")
 
 
@@ -72,14 +78,6 @@ def _summaries(doc: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _row_judge_cost(rows: Iterable[Mapping[str, Any]]) -> float | None:
     """The judge's cost summed over the rows' scores (``metadata.judge_cost_usd``); None if none priced."""
     costs = [
@@ -101,7 +99,7 @@ def job_scores(job_dir: str | Path) -> tuple[dict[str, dict[str, Any]], float | 
     scored (a sweep without scorers keeps its table as it was)."""
     root = Path(job_dir)
     info = read_job(root) or {}
-    saved = _read_json(root / SCORES_SUMMARY_FILE)
+    saved = read_json_object(root / SCORES_SUMMARY_FILE)
     scores = _summaries(info.get("scores") or {}) if isinstance(info.get("scores"), Mapping) else {}
     if not scores:
         scores = _summaries(saved)

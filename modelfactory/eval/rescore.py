@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, Problem
-from ..job.record import read_job, read_results, results_path
+from ..job.record import (
+    SCORES_FILE,
+    SCORES_SUMMARY_FILE,
+    read_job,
+    read_json_object,
+    read_results,
+    results_path,
+)
 from .metrics import Summary, reduce_epochs, summarize, summarize_epochs
 from .score import Scorer
 from .scoring import build_scorers, check_targets, score_many
@@ -35,9 +42,6 @@ __all__ = [
     "with_rescores",
     "write_summaries",
 ]
-
-SCORES_FILE = "scores.jsonl"
-SCORES_SUMMARY_FILE = "scores.json"
 
 
 @dataclass
@@ -241,19 +245,11 @@ def summarize_scores(
 def write_summaries(run: Path, summaries: Mapping[str, Summary], judge_cost: float | None) -> None:
     """``scores.json``: each scorer's summary over an earlier file's (other scorers' entries are kept);
     ``judge_cost_usd`` when a judge was priced."""
-    summary_doc: dict[str, Any] = _read_json(run / SCORES_SUMMARY_FILE)
+    summary_doc: dict[str, Any] = read_json_object(run / SCORES_SUMMARY_FILE)
     summary_doc.update({label: s.to_dict() for label, s in summaries.items()})
     if judge_cost is not None:
         summary_doc["judge_cost_usd"] = judge_cost
     _write_text(run / SCORES_SUMMARY_FILE, json.dumps(summary_doc, indent=2) + "\n")
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:

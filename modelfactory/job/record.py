@@ -30,6 +30,8 @@ from typing import IO, Any
 __all__ = [
     "JOB_FILE",
     "RESULTS_FILE",
+    "SCORES_FILE",
+    "SCORES_SUMMARY_FILE",
     "JobRecord",
     "ResultsWriter",
     "aggregate_rows",
@@ -39,6 +41,7 @@ __all__ = [
     "ok_row",
     "percentile",
     "read_job",
+    "read_json_object",
     "read_results",
     "redact_row",
     "job_record_problem",
@@ -53,6 +56,8 @@ log = logging.getLogger("modelfactory.runner")  # the runner's logger: the messa
 
 RESULTS_FILE = "results.jsonl"
 JOB_FILE = "job.json"
+SCORES_FILE = "scores.jsonl"  # ``modelfactory score``: per item and scorer, over the rows' own scores
+SCORES_SUMMARY_FILE = "scores.json"  # ``modelfactory score``: per scorer, the summary
 
 # ---------------------------------------------------------------------------------------------- rows
 
@@ -280,6 +285,16 @@ def write_atomic(path: str | os.PathLike[str], text: str) -> None:
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
     """Indented UTF-8 JSON with a final newline (``job.json``, ``result.json``), written atomically."""
     write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def read_json_object(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A JSON object file of a run dir (``scores.json``), or ``{}`` when it is missing, unreadable or not
+    an object: readers of a finished run treat a torn file as absent, never as an error."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def read_job(job_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
