@@ -487,6 +487,7 @@ def test_serve_sends_each_request_as_it_comes_and_the_engine_batches_them(smol: 
     from modelfactory.serve.settings import ServerSettings
 
     assert Dispatcher(smol, ServerSettings()).batching is False
+    topics = ("fox", "ship", "snow")
     prompts = [
         [{"role": "user", "content": f"Write a long story about {t}."}] for t in ("a fox", "a ship", "snow")
     ]
@@ -494,8 +495,14 @@ def test_serve_sends_each_request_as_it_comes_and_the_engine_batches_them(smol: 
     steps = smol.runtime.steps
     with ThreadPoolExecutor(3) as pool:
         together = list(pool.map(lambda p: smol(p, max_tokens=16).content, prompts))
-    assert together == singles
     assert smol.runtime.steps - steps < 3 * 16  # the three were decoded in shared steps
+    # Each reply is its own prompt's (no cross-talk between the batch's rows) and starts as the single
+    # call's does. Not asserted: the whole reply equal to the single call's. Batched steps run other kernel
+    # shapes than single ones, and a near-tie may flip: with fp16 weights, one CI run gave "Once upon a
+    # time, in a land far away, there was a fox" for "Once upon a time, there was a fox named Felix".
+    for topic, alone, batched in zip(topics, singles, together, strict=True):
+        assert topic in batched.lower() and not any(t in batched.lower() for t in topics if t != topic)
+        assert batched.split()[:3] == alone.split()[:3], (batched, alone)
 
 
 def test_serve_honours_tool_choice_required_and_refuses_chat_logprobs(smol: OpenVINOModel) -> None:
