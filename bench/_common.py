@@ -7,9 +7,11 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,6 +29,43 @@ def local_server() -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@dataclass
+class Served:
+    """A ``modelfactory serve`` process: its URL (no /v1), the model name it answers to (any other is a
+    404), and the start-up lines it printed before it announced itself."""
+
+    proc: subprocess.Popen[str]
+    url: str
+    name: str
+    startup: list[str] = field(default_factory=list)
+
+
+@contextmanager
+def serve(overrides: list[str], env: dict[str, str], run_dir: str) -> Iterator[Served]:
+    """``modelfactory serve <overrides>`` on a free port in its own process until the block ends; its
+    output is drained in a thread once it has started, so a chatty server never blocks on a full pipe."""
+    cmd = [PY, "-m", "modelfactory.cli", "serve", *overrides, "server.port=0", f"hydra.run.dir={run_dir}"]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        startup: list[str] = []
+        for line in proc.stdout:
+            if line.startswith("modelfactory serve:"):
+                url = line.split(" on ", 1)[1].split("/v1", 1)[0]
+                served = Served(proc, url, line.split("'")[1], startup)
+                break
+            startup.append(line)
+        else:
+            raise SystemExit(f"serve did not start: {overrides}\n{''.join(startup)[-2000:]}")
+        threading.Thread(target=proc.stdout.read, daemon=True).start()
+        yield served
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
 
 
 def clean_env() -> dict[str, str]:

