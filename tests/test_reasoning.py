@@ -77,21 +77,26 @@ def test_a_per_call_effort_is_mapped_and_checked(recording_server: RecordingServ
         model(MSGS, reasoning_effort="minimal")
 
 
+def _anthropic(server: RecordingServer, model_id: str, effort: str) -> LiteLLMModel:
+    """A LiteLLM Anthropic model on the recording server, with sampling settings a thinking request drops."""
+    return LiteLLMModel(
+        model_id=model_id,
+        api_base=server.url,
+        api_key=KEY,
+        max_tokens=100,
+        temperature=0.2,
+        reasoning_effort=effort,
+        retry={"max_attempts": 1},
+    )
+
+
 @pytest.mark.parametrize("effort", EFFORTS)
 def test_litellm_anthropic_extended_thinking(recording_server: RecordingServer, effort: str) -> None:
     from anthropic.types import MessageCreateParams  # noqa: F401  (the SDK is there to check against)
     from anthropic.types.thinking_config_enabled_param import ThinkingConfigEnabledParam
 
     def make() -> LiteLLMModel:
-        return LiteLLMModel(
-            model_id="anthropic/claude-sonnet-4-5",
-            api_base=recording_server.url,
-            api_key=KEY,
-            max_tokens=100,
-            temperature=0.2,
-            reasoning_effort=effort,
-            retry={"max_attempts": 1},
-        )
+        return _anthropic(recording_server, "anthropic/claude-sonnet-4-5", effort)
 
     if effort == "minimal":
         with pytest.raises(ConfigError, match="none, low, medium, high, max"):
@@ -134,15 +139,7 @@ def test_litellm_anthropic_adaptive_thinking(
     from modelfactory.capabilities import request_capabilities
 
     def make() -> LiteLLMModel:
-        return LiteLLMModel(
-            model_id=model_id,
-            api_base=recording_server.url,
-            api_key=KEY,
-            max_tokens=100,
-            temperature=0.2,
-            reasoning_effort=effort,
-            retry={"max_attempts": 1},
-        )
+        return _anthropic(recording_server, model_id, effort)
 
     if effort not in accepted:
         with pytest.raises(ConfigError, match=f"it takes: {', '.join(accepted)}"):

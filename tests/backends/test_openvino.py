@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from bench.openvino_agreement import CAPITALS, PROMPTS, TEACHER_TOKENS
 from modelfactory import build_model, validate_config
 from modelfactory.backends.openvino import OpenVINOModel, cached_pipelines
 from modelfactory.backends.openvino._convert import MANIFEST, cache_root, converted_path
@@ -204,20 +205,7 @@ def test_an_ir_directory_loads_as_given(smol: OpenVINOModel) -> None:
 # --------------------------------------------------------------------------- agreement with fp32
 
 
-PROMPTS = [
-    "What is the capital of France?",
-    "Name the capital city of Japan.",
-    "What is 2 + 2?",
-    "Give me a synonym for happy.",
-    "What colour is the sky on a clear day?",
-    "Translate 'thank you' into French.",
-    "Who wrote Romeo and Juliet?",
-    "List two planets of the solar system.",
-    "Describe a lighthouse in one sentence.",
-    "Hi!",
-]
-CAPITALS = ["France", "Japan", "Italy", "Germany", "Spain", "Canada", "Egypt", "Australia"]
-TEACHER_TOKENS = 12
+# the prompt set, the capitals and the teacher length are bench/openvino_agreement.py's (one list)
 
 
 @pytest.mark.timeout(
@@ -474,8 +462,17 @@ def test_required_tool_choice_gives_a_tool_call(smol: OpenVINOModel) -> None:
 
 
 def test_cached_pipelines_lists_what_is_loaded(smol: OpenVINOModel) -> None:
-    loaded = cached_pipelines()
-    assert any(p["directory"] == smol.runtime.directory and p["steps"] > 0 for p in loaded)
+    """Loaded, and counting this call's engine steps: the test makes its own call (in a random order it
+    may be the first of its worker to use the pipeline, as in a CI run where steps were still 0)."""
+
+    def steps() -> int:
+        (entry,) = [p for p in cached_pipelines() if p["directory"] == smol.runtime.directory]
+        assert entry["load_s"] > 0
+        return int(entry["steps"])
+
+    before = steps()
+    smol(FRANCE, max_tokens=4)
+    assert steps() > before
 
 
 def test_serve_sends_each_request_as_it_comes_and_the_engine_batches_them(smol: OpenVINOModel) -> None:
