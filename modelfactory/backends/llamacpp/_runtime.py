@@ -103,7 +103,7 @@ def no_amx_repack(llama_cpp: Any) -> Iterator[bool]:
     too). ``use_extra_bufts=False`` in the model params keeps them out of it; ``Llama()`` takes no such
     argument but reads its params from ``llama_model_default_params()``, wrapped here for the build only.
     Costs the CPU repacking of other builds on those machines; nothing changes elsewhere."""
-    module = getattr(llama_cpp, "llama_cpp", None)
+    module: Any = getattr(llama_cpp, "llama_cpp", None)
     original = getattr(module, "llama_model_default_params", None)
     if original is None or not amx_build(llama_cpp) or not hasattr(original(), "use_extra_bufts"):
         yield False
