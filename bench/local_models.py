@@ -27,7 +27,8 @@ the contenders alternate:
 
 Threads: torch and llama.cpp each use their defaults (torch: the physical cores; LlamaCppModel: half the
 CPUs, see ``default_threads``), as a user who sets nothing gets them; torch is imported the way
-modelfactory imports it, with ``OMP_WAIT_POLICY=PASSIVE`` unless set (backends/transformers/_threads.py).
+modelfactory imports it: libgomp's spin under its contention guard (backends/transformers/_threads.py;
+the header line says what applied).
 """
 
 from __future__ import annotations

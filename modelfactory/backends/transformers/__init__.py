@@ -20,9 +20,10 @@ the first call, so building (or validating) a config costs nothing.
   load and kept as safetensors under the user cache dir; later loads read those.
 - **Threads**: ``num_threads`` sets ``torch.set_num_threads`` for each of the model's generate calls, in
   the generating thread, and puts it back after (null: torch's own); fewer than the cores when others
-  share them. When modelfactory is the first to import torch it sets ``OMP_WAIT_POLICY=PASSIVE`` unless
-  ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` is set: libgomp's default spin made calls 10-40x slower
-  beside other CPU-bound processes (:mod:`._threads`, ``bench/omp_wait_policy.py``).
+  share them. libgomp's spin (fast on an idle machine) made calls 6-40x slower beside other CPU-bound
+  processes: unless ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` is set, a contention guard cuts the spin
+  while the process waits for CPUs and gives it back when they are free (:mod:`._threads`,
+  ``bench/omp_wait_policy.py``).
 - Works without ``accelerate``: no ``device_map`` is ever passed; weights load on the CPU, then move
   (only converting a GGUF file needs it, and ``gguf``: the ``gguf`` extra).
 
