@@ -180,6 +180,7 @@ PUBLIC_ENV = frozenset(
         "PYTORCH_CUDA_ALLOC_CONF",
         "OMP_NUM_THREADS",
         "OMP_WAIT_POLICY",
+        "GOMP_SPINCOUNT",  # with OMP_WAIT_POLICY, a user's own thread policy (backends/transformers/_threads)
         "MKL_NUM_THREADS",
         "OPENBLAS_NUM_THREADS",
         "TOKENIZERS_PARALLELISM",
