@@ -150,6 +150,23 @@ def test_gpu_layers_on_a_cpu_build_fail_clearly() -> None:
             model.load()
 
 
+def test_an_amx_build_keeps_the_weights_out_of_the_amx_repack() -> None:
+    """llama.cpp's AMX buffer type crashed the first decode on a Xeon with AMX (SIGSEGV in
+    ggml_backend_amx_mul_mat): on such a build the params a Llama reads have use_extra_bufts off while
+    it is built, and are llama.cpp's own again after; on any other build they are never touched."""
+    import llama_cpp
+
+    from modelfactory.backends.llamacpp._runtime import amx_build, no_amx_repack
+
+    module = llama_cpp.llama_cpp
+    original = module.llama_model_default_params
+    assert original().use_extra_bufts is True  # llama.cpp's default
+    with no_amx_repack(llama_cpp) as applied:
+        assert applied is amx_build(llama_cpp)
+        assert module.llama_model_default_params().use_extra_bufts is (not applied)
+    assert module.llama_model_default_params is original
+
+
 def test_models_with_the_same_load_settings_share_one_llama(smol: LlamaCppModel) -> None:
     other = LlamaCppModel(model_id=SMOL, temperature=0.7, max_new_tokens=5)
     assert other.llama is smol.llama

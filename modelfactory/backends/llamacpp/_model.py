@@ -42,7 +42,7 @@ from . import _completions
 
 __all__ = ["LlamaCppModel"]
 
-from ._runtime import WEIGHTS, _import_llama_cpp, _Runtime, close_at_exit
+from ._runtime import WEIGHTS, _import_llama_cpp, _Runtime, close_at_exit, no_amx_repack
 from ._spec import _PARAMS, LlamaCppSpec
 
 # --------------------------------------------------------------------------- generation
@@ -152,16 +152,17 @@ class LlamaCppModel(LocalWeights[_Runtime], Model):
             )
         threads = key[2]
         try:
-            llama = llama_cpp.Llama(
-                model_path=str(path),
-                n_ctx=spec.n_ctx,
-                n_threads=threads,
-                n_threads_batch=key[3],
-                n_gpu_layers=spec.n_gpu_layers,
-                n_batch=spec.n_batch,
-                verbose=spec.verbose,
-                **spec.model_kwargs,
-            )
+            with no_amx_repack(llama_cpp):  # the AMX repack crashes llama.cpp's first decode (_runtime)
+                llama = llama_cpp.Llama(
+                    model_path=str(path),
+                    n_ctx=spec.n_ctx,
+                    n_threads=threads,
+                    n_threads_batch=key[3],
+                    n_gpu_layers=spec.n_gpu_layers,
+                    n_batch=spec.n_batch,
+                    verbose=spec.verbose,
+                    **spec.model_kwargs,
+                )
         except (ValueError, RuntimeError, OSError) as exc:
             raise BackendError(
                 f"llama.cpp cannot load {str(path)!r}: {exc}. Fix: check that it is a complete GGUF file "

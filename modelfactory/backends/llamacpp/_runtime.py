@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,7 +13,7 @@ from ...errors import MissingDependencyError
 from .._local import WeightCache
 from ._spec import _EXTRA
 
-__all__ = ["WEIGHTS", "cached_llamas", "clear_cache"]
+__all__ = ["WEIGHTS", "amx_build", "cached_llamas", "clear_cache", "no_amx_repack"]
 
 
 @dataclass(eq=False)
@@ -82,3 +83,40 @@ def close_at_exit() -> None:
     if not _atexit_registered:
         atexit.register(_close_at_exit)
         _atexit_registered = True
+
+
+_PARAMS_LOCK = threading.Lock()
+
+
+def amx_build(llama_cpp: Any) -> bool:
+    """Whether this llama.cpp build uses Intel AMX (compiled for a CPU that has it, e.g. Sapphire Rapids)."""
+    return b"AMX_INT8 = 1" in llama_cpp.llama_print_system_info()
+
+
+@contextlib.contextmanager
+def no_amx_repack(llama_cpp: Any) -> Iterator[bool]:
+    """While a ``Llama`` is built: on an AMX build, its weights stay in the plain CPU buffer (yields True).
+
+    Why: llama.cpp's AMX buffer type repacks Q4/Q8 weights on load and then crashes the process in
+    ``ggml_backend_amx_mul_mat`` at the first decode (SIGSEGV; llama-cpp-python 0.3.36 built on a Xeon with
+    AMX: SmolLM2's Q4_1 file crashed every time; ggml-org/llama.cpp#20824, stanfordnlp/dspy#10079 saw it
+    too). ``use_extra_bufts=False`` in the model params keeps them out of it; ``Llama()`` takes no such
+    argument but reads its params from ``llama_model_default_params()``, wrapped here for the build only.
+    Costs the CPU repacking of other builds on those machines; nothing changes elsewhere."""
+    module = getattr(llama_cpp, "llama_cpp", None)
+    original = getattr(module, "llama_model_default_params", None)
+    if original is None or not amx_build(llama_cpp) or not hasattr(original(), "use_extra_bufts"):
+        yield False
+        return
+
+    def params() -> Any:
+        p = original()
+        p.use_extra_bufts = False
+        return p
+
+    with _PARAMS_LOCK:  # one build at a time while the module's function is wrapped
+        module.llama_model_default_params = params
+        try:
+            yield True
+        finally:
+            module.llama_model_default_params = original
