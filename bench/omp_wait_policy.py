@@ -37,9 +37,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
-from bench._common import PY, clean_env, serve
+from bench._common import PY, clean_env, proc_cpu, serve
 
 POLICIES = {  # name -> environment of the server process
     "spin: libgomp's default": {"GOMP_SPINCOUNT": "300000"},  # a policy variable set: no guard
@@ -47,11 +46,6 @@ POLICIES = {  # name -> environment of the server process
     "guard: modelfactory's": {},  # libgomp's spin, throttled while the server waits for CPUs
 }
 HOG = "import os\nparent = os.getppid()\nwhile os.getppid() == parent:\n    pass\n"
-
-
-def _proc_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _request(url: str, served: str, tokens: int, stream: bool, i: int) -> None:
@@ -88,12 +82,12 @@ def one_server(env_extra: dict[str, str], requests: int, tokens: int) -> dict[st
         _request(url, served, tokens, False, -1)  # warm-up: load, first-call costs
         out = {}
         for kind, stream in (("non-streamed", False), ("streamed", True)):
-            walls, cpu0 = [], _proc_cpu(proc.pid)
+            walls, cpu0 = [], proc_cpu(proc.pid)
             for i in range(requests):
                 start = time.perf_counter()
                 _request(url, served, tokens, stream, i)
                 walls.append(time.perf_counter() - start)
-            out[kind] = (statistics.median(walls), (_proc_cpu(proc.pid) - cpu0) / requests)
+            out[kind] = (statistics.median(walls), (proc_cpu(proc.pid) - cpu0) / requests)
         return out
 
 
