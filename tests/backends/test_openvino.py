@@ -16,6 +16,7 @@ import asyncio
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -128,9 +129,52 @@ def test_the_shipped_config_validates_and_builds_without_loading() -> None:
     assert validate_config(cfg, environment=True) == []
     model = build_model(cfg)
     assert isinstance(model, OpenVINOModel) and not model.is_loaded
-    # the documented default: the pair that agrees with transformers fp32 (test_top1_... below)
-    assert model.spec.weight_format == "fp16" and model.spec.inference_precision == "f32"
+    # the documented default: fp16 weights, the plugin's activation precision (test_top1_... below)
+    assert model.spec.weight_format == "fp16" and model.spec.inference_precision == "auto"
     assert OpenVINOModel(model_id=SMOL).spec.weight_format == "fp16"
+
+
+def test_one_cpu_thread_runs_auto_as_f32_and_refuses_bf16(tmp_path: Path) -> None:
+    """OpenVINO 2026.4's CPU plugin kills the process (SIGFPE) building a bf16 pipeline on one thread:
+    auto (bf16 where the CPU has it) becomes f32 there, and bf16 is refused before OpenVINO runs (and
+    before a GGUF is converted)."""
+    one = OpenVINOModel(model_id=SMOL, num_threads=1)
+    assert one.spec.cpu_threads() == 1 and one._properties()["INFERENCE_PRECISION_HINT"] == "f32"
+    assert (
+        OpenVINOModel(model_id=SMOL, num_threads=1, inference_precision="f16")._properties()[
+            "INFERENCE_PRECISION_HINT"
+        ]
+        == "f16"
+    )  # only bf16 is the crash
+    if len(os.sched_getaffinity(0)) > 1:
+        assert "INFERENCE_PRECISION_HINT" not in OpenVINOModel(model_id=SMOL, num_threads=2)._properties()
+    cfg = {
+        "_target_": "modelfactory.OpenVINOModel",
+        "model_id": SMOL,
+        "num_threads": 1,
+        "inference_precision": "bf16",
+    }
+    problems = validate_config(cfg, environment=True)
+    assert [p.key for p in problems] == ["inference_precision"] and "SIGFPE" in problems[0].problem
+    with _xdg_cache_home(tmp_path), pytest.raises(ConfigError, match="inference_precision.*auto or f32"):
+        OpenVINOModel(model_id=SMOL, num_threads=1, inference_precision="bf16").load()
+    assert list(tmp_path.iterdir()) == []  # nothing converted
+
+
+@pytest.mark.timeout(300)
+def test_the_default_loads_and_answers_on_a_one_cpu_affinity(smol: OpenVINOModel) -> None:
+    """A process pinned to one CPU (taskset -c 0, a one-CPU container) crashed in OpenVINO with bf16 even
+    with num_threads 2; the default must load and answer there (from the IR smol converted: the
+    autouse fixture's XDG_CACHE_HOME is inherited)."""
+    code = (
+        "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+        "from modelfactory import OpenVINOModel; "
+        f"m = OpenVINOModel(model_id={SMOL!r}, max_new_tokens=8, prompt_cache=False); "
+        "print(m._properties()); print(m([{'role': 'user', 'content': 'What is the capital of France?'}]).content)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=280)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "'INFERENCE_PRECISION_HINT': 'f32'" in done.stdout and "Paris" in done.stdout
 
 
 def test_import_modelfactory_and_building_import_no_openvino() -> None:
@@ -211,16 +255,21 @@ def test_an_ir_directory_loads_as_given(smol: OpenVINOModel) -> None:
 @pytest.mark.timeout(
     900
 )  # a hang guard: transformers dequantizes the GGUF on a machine's first load (~40-80 s)
-@pytest.mark.parametrize(("weight_format", "at_least"), [("fp16", 0.97), ("int8", 0.93)])
+@pytest.mark.parametrize(
+    ("weight_format", "precision", "at_least"),
+    [("fp16", "auto", 0.95), ("fp16", "f32", 0.97), ("int8", "f32", 0.93)],
+)
 def test_top1_next_token_agrees_with_transformers_fp32(
-    smol: OpenVINOModel, hf_fp32: Any, weight_format: str, at_least: float
+    smol: OpenVINOModel, hf_fp32: Any, weight_format: str, precision: str, at_least: float
 ) -> None:
     """Teacher-forced: for 10 prompts, OpenVINO's greedy continuation (12 tokens) is fed to both the
-    converted IR (run directly by OpenVINO with the pipeline's own plugin properties: f32 activations by
-    default) and transformers fp32, and at every position after the prompt both pick their most likely
-    next token. The default (fp16) must reach the issue's goal, >= 95%.
+    converted IR (run directly by OpenVINO with the pipeline's own plugin properties) and transformers
+    fp32, and at every position after the prompt both pick their most likely next token. The default
+    (fp16 weights, the plugin's activation precision: bf16 on a CPU with AVX512-BF16 or AMX, else f32)
+    must reach the issue's goal, >= 95%; f32 activations keep >= 97%.
 
-    Measured (bench/openvino_agreement.py, 2 cores with AVX512-BF16): fp16 111-112/112 (and 127/127 on
+    Measured (bench/openvino_agreement.py): fp16 auto 108/112 (96.4%; 124/127 on the fixed pairs) on a
+    Xeon with AMX, 110/112 (124/127) on an EPYC with AVX512-BF16; fp16 f32 111-112/112 (and 127/127 on
     tests/test_reasoning.py's fixed pairs); int8 (Q8_0 blocks of 32 of the dequantized Q4_1 weights,
     embedding in F16) 106/112 (94.6 %; 123/127 on the pairs), every miss a near tie in fp32 (top-2 margin
     0-0.3 nats). The int8 misses are the Q8_0 rounding of the weights, not OpenVINO's arithmetic:
@@ -235,9 +284,13 @@ def test_top1_next_token_agrees_with_transformers_fp32(
     import torch
 
     other = None
-    if weight_format != smol.spec.weight_format:
+    if (weight_format, precision) != (smol.spec.weight_format, smol.spec.inference_precision):
         smol = other = OpenVINOModel(
-            model_id=SMOL, max_new_tokens=48, prompt_cache=False, weight_format=weight_format
+            model_id=SMOL,
+            max_new_tokens=48,
+            prompt_cache=False,
+            weight_format=weight_format,
+            inference_precision=precision,
         )
 
     core = openvino.Core()
@@ -275,12 +328,35 @@ def test_top1_next_token_agrees_with_transformers_fp32(
     assert agree / total >= at_least, (agree, total)
 
 
+def _answer(reply: str) -> str:
+    """What a reply answers: its text up to the first clause break. "The capital of Spain is El
+    Salvador." and "El Salvador, also known as La España de ..." both answer with their first clause."""
+    return re.split(r"[.,;:\n]", reply, maxsplit=1)[0].strip()
+
+
 @pytest.mark.timeout(900)
-def test_capital_city_answers_match_transformers_fp32(smol: OpenVINOModel, hf_fp32: Any) -> None:
+@pytest.mark.parametrize("precision", ["f32", "auto"])
+def test_capital_city_answers_match_transformers_fp32(
+    smol: OpenVINOModel, hf_fp32: Any, precision: str
+) -> None:
+    """f32 activations keep fp32's replies token for token. The default (auto: bf16 where the CPU has
+    it) names the same capital in every reply; the text after it may drift (on a Xeon with AMX, Spain's
+    "El Salvador, also known as La España de América, ..." became "... de Salar, ..."), where transformers'
+    own bf16 changes Italy's answer outright."""
     questions = [[{"role": "user", "content": f"What is the capital of {c}?"}] for c in CAPITALS]
+    other = None
+    if precision != smol.spec.inference_precision:
+        smol = other = OpenVINOModel(
+            model_id=SMOL, max_new_tokens=48, prompt_cache=False, inference_precision=precision
+        )
     ours = [r.content for r in smol.generate_batch(questions, max_tokens=24)]
+    if other is not None:
+        other.free()
     theirs = [hf_fp32(q, max_tokens=24).content for q in questions]
-    assert ours == theirs
+    if precision == "f32":
+        assert ours == theirs
+    else:
+        assert [_answer(r) for r in ours] == [_answer(r) for r in theirs], (ours, theirs)
     assert "Paris" in ours[0] and "Tokyo" in ours[1]
 
 

@@ -10,7 +10,7 @@ from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ...errors import BackendError, MessageError, UnsupportedFeatureError
+from ...errors import BackendError, ConfigError, MessageError, UnsupportedFeatureError
 from ...messages import ChatMessage, ChatMessageStreamDelta, trim_at_stop
 from ...model import GenerationRequest, Model
 from .._local import LocalWeights, text_message, tool_call_schema, with_tools_block
@@ -94,9 +94,13 @@ class OpenVINOModel(LocalWeights[_Runtime], Model):
         props: dict[str, Any] = dict(spec.ov_config)
         if spec.num_threads:
             props["INFERENCE_NUM_THREADS"] = spec.num_threads
-        if spec.inference_precision != "auto":
-            props["INFERENCE_PRECISION_HINT"] = spec.inference_precision
-            if spec.inference_precision == "f32":
+        bf16 = spec.bf16_problem()
+        if bf16 is not None:  # before OpenVINO can kill the process
+            raise ConfigError([bf16], title=f"{type(self).__name__} cannot load on this machine")
+        precision = spec.activation_precision()
+        if precision != "auto":
+            props["INFERENCE_PRECISION_HINT"] = precision
+            if precision == "f32":
                 # int8/int4 weights: no dynamic int8 quantization of the activations either (it changes
                 # greedy answers; f32 is the setting that matches transformers fp32).
                 props.setdefault("DYNAMIC_QUANTIZATION_GROUP_SIZE", 0)
@@ -108,15 +112,14 @@ class OpenVINOModel(LocalWeights[_Runtime], Model):
         start = time.perf_counter()
         genai = import_genai()
         spec = self.spec
+        props = self._properties()  # a refused setting fails before a conversion
         source = ir_directory(spec, backend=type(self).__name__)
         scheduler = genai.SchedulerConfig()
         scheduler.cache_size = max(1, int(round(spec.cache_size_gb)))
         scheduler.max_num_seqs = spec.max_num_seqs
         scheduler.enable_prefix_caching = spec.prompt_cache
         try:
-            pipe = genai.ContinuousBatchingPipeline(
-                source.directory, scheduler, spec.device, self._properties()
-            )
+            pipe = genai.ContinuousBatchingPipeline(source.directory, scheduler, spec.device, props)
         except RuntimeError as exc:
             last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             raise BackendError(

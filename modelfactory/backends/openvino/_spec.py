@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -50,9 +51,10 @@ class OpenVINOSpec(ModelSpec):
         None, gt=0, description="inference threads (INFERENCE_NUM_THREADS); null: OpenVINO's default"
     )
     inference_precision: Literal["f32", "bf16", "f16", "auto"] = Field(
-        "f32",
-        description="activation precision: f32 matches transformers fp32's answers; auto lets the plugin "
-        "pick (bf16 on CPUs with AVX512-BF16/AMX: faster, and it changed a greedy answer here)",
+        "auto",
+        description="activation precision. auto: the plugin's choice, bf16 on CPUs with AVX512-BF16/AMX "
+        "(2x+ f32's speed there; >= 95% top-1 agreement with fp32, the same capital-city answers, and the "
+        "text after them may drift), else f32; f32 keeps transformers fp32's greedy replies token for token",
     )
     kv_cache_precision: Literal["f32", "f16", "bf16", "u8", "auto"] = Field(
         "auto", description="KV-cache element type; auto: the plugin's default (u8 on CPU)"
@@ -125,7 +127,39 @@ class OpenVINOSpec(ModelSpec):
             )
         return out
 
+    def cpu_threads(self) -> int:
+        """Threads the CPU plugin can run: num_threads, capped by the CPUs this process may use."""
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return min(self.num_threads or cpus, cpus)
+
+    def activation_precision(self) -> str:
+        """The INFERENCE_PRECISION_HINT to send ("auto": none). OpenVINO 2026.4's CPU plugin dies with
+        SIGFPE building a bf16 pipeline on one thread (num_threads 1, or a one-CPU affinity; measured on a
+        Xeon with AMX; openvinotoolkit/openvino#33300 reports it under `taskset -c 0`): there auto, which
+        the plugin would turn into bf16, is sent as f32, and bf16 is refused (bf16_problem)."""
+        if self.inference_precision == "auto" and self._on_one_cpu_thread():
+            return "f32"
+        return self.inference_precision
+
+    def bf16_problem(self) -> Problem | None:
+        """bf16 activations asked for where the plugin would crash the process (activation_precision)."""
+        if self.inference_precision == "bf16" and self._on_one_cpu_thread():
+            return Problem(
+                "inference_precision",
+                "bf16 on one CPU thread kills the process in OpenVINO's CPU plugin (SIGFPE while "
+                "building the pipeline, openvinotoolkit/openvino#33300)",
+                "use inference_precision: auto or f32 (auto is f32 here), or num_threads >= 2 on 2+ CPUs",
+            )
+        return None
+
+    def _on_one_cpu_thread(self) -> bool:
+        return "CPU" in self.device.upper() and self.cpu_threads() == 1
+
     def environment_problems(self) -> list[Problem]:
+        bf16 = self.bf16_problem()
+        return ([bf16] if bf16 else []) + self._missing_packages()
+
+    def _missing_packages(self) -> list[Problem]:
         missing = [m for m in ("openvino", "openvino_genai") if importlib.util.find_spec(m) is None]
         if self.gguf_path() is not None and importlib.util.find_spec("gguf") is None:
             missing.append("gguf")
