@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -110,3 +110,29 @@ class ConfigDirs:
 
         with self.initialized():
             return compose(config_name="config", overrides=overrides, return_hydra_config=return_hydra_config)
+
+
+@dataclass(frozen=True)
+class ComposeOnce(ConfigDirs):
+    """ConfigDirs that composes each set of overrides once and hands out the same read-only config:
+    ``modelfactory check`` reads every config three times (problems, capability notes, backend notes);
+    composing each once took the check of the 18 shipped configs from 55 Hydra compositions (~0.2 s
+    each) to 19."""
+
+    composed: dict[tuple[str, ...], Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def over(cls, configs: ConfigDirs) -> ComposeOnce:
+        return cls(configs.user)
+
+    def compose(self, overrides: list[str], *, return_hydra_config: bool = False) -> Any:
+        if return_hydra_config:
+            return super().compose(overrides, return_hydra_config=True)
+        key = tuple(overrides)
+        if key not in self.composed:
+            from omegaconf import OmegaConf
+
+            cfg = super().compose(overrides)
+            OmegaConf.set_readonly(cfg, True)  # shared by its readers: a write fails loudly, never leaks
+            self.composed[key] = cfg
+        return self.composed[key]

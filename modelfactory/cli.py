@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ._config_dirs import ConfigDirs, project_root
+from ._config_dirs import ComposeOnce, ConfigDirs, project_root
 from ._envfile import load_dotenv
 from .errors import Problem
 from .secrets import mask_urls
@@ -35,25 +35,6 @@ def model_names(configs: ConfigDirs) -> list[str]:
 
 def _choices(configs: ConfigDirs) -> str:
     return "one of: " + ", ".join(model_names(configs)) + " (modelfactory list)"
-
-
-# While one ``check`` runs: each composed config by its overrides. The problems, the capability notes and
-# the backend notes all read the same configs; composing each once instead of three times took
-# ``modelfactory check`` of the 18 shipped configs from 55 Hydra compositions (~0.2 s each) to 19.
-_composed: dict[tuple[str, ...], Any] | None = None
-
-
-def compose(configs: ConfigDirs, overrides: list[str], *, return_hydra_config: bool = False) -> Any:
-    if _composed is None or return_hydra_config:
-        return configs.compose(overrides, return_hydra_config=return_hydra_config)
-    key = tuple(overrides)
-    if key not in _composed:
-        from omegaconf import OmegaConf
-
-        cfg = configs.compose(overrides)
-        OmegaConf.set_readonly(cfg, True)  # shared by its readers: a write would fail loudly, not leak
-        _composed[key] = cfg
-    return _composed[key]
 
 
 def check(configs: ConfigDirs, overrides: list[str], warnings: list[Problem] | None = None) -> list[Problem]:
@@ -73,7 +54,7 @@ def check(configs: ConfigDirs, overrides: list[str], warnings: list[Problem] | N
             problems.append(Problem("model", f"model={name}: needs a config name", _choices(configs), source))
             continue
         try:
-            cfg = compose(configs, [f"model={name}", *rest])
+            cfg = configs.compose([f"model={name}", *rest])
         except (HydraException, ValueError) as exc:  # Hydra raises a bare ValueError for some overrides
             problems.append(Problem("config", str(exc).splitlines()[0], "check the override syntax", source))
             continue
@@ -108,7 +89,7 @@ def task_scoring_problems(configs: ConfigDirs, overrides: list[str]) -> list[Pro
     from .eval.scoring import task_problems
 
     try:
-        task = OmegaConf.to_container(compose(configs, overrides).task, resolve=True)
+        task = OmegaConf.to_container(configs.compose(overrides).task, resolve=True)
     except (HydraException, ValueError, AttributeError):  # a config that does not compose: reported above
         return []
     if not isinstance(task, dict) or not task.get("scorers"):
@@ -129,7 +110,7 @@ def capability_notes(configs: ConfigDirs, overrides: list[str]) -> list[str]:
     notes = []
     for name in chosen or model_names(configs):
         try:
-            model = compose(configs, [f"model={name}", *rest]).model
+            model = configs.compose([f"model={name}", *rest]).model
             model_id = str(model.get("model_id") or "")
             stop, temperature = model.get("supports_stop"), model.get("supports_temperature")
         except Exception:  # noqa: BLE001 - an unreadable config is already one of check's problems
@@ -150,7 +131,7 @@ def backend_notes(configs: ConfigDirs, overrides: list[str]) -> list[str]:
     notes = []
     for name in chosen or model_names(configs):
         try:
-            target, _ = locate_target(compose(configs, [f"model={name}", *rest]).model.get("_target_"))
+            target, _ = locate_target(configs.compose([f"model={name}", *rest]).model.get("_target_"))
         except Exception:  # noqa: BLE001 - an unreadable config is already one of check's problems
             continue
         best_for = getattr(target, "best_for", "")
@@ -170,7 +151,7 @@ def estimate(configs: ConfigDirs, overrides: list[str]) -> int:
     from .pricing import estimate_job
 
     try:
-        cfg = compose(configs, overrides)
+        cfg = configs.compose(overrides)
     except HydraException as exc:
         print(f"error: {mask_urls(str(exc).splitlines()[0])}", file=sys.stderr)
         return 2
@@ -208,7 +189,7 @@ def serve(configs: ConfigDirs, overrides: list[str]) -> int:
         print(f"error: {nulls[0]}: needs a config name; {_choices(configs)}", file=sys.stderr)
         return 2
     try:
-        cfg = compose(configs, overrides, return_hydra_config=True)
+        cfg = configs.compose(overrides, return_hydra_config=True)
     except (HydraException, ValueError) as exc:  # Hydra raises a bare ValueError for some overrides
         print(f"error: {mask_urls(str(exc).splitlines()[0])}", file=sys.stderr)
         return 2
@@ -389,14 +370,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _check_command(configs: ConfigDirs, overrides: list[str]) -> int:
     """``modelfactory check``: every problem of the configs at once, warnings and notes; exit 1 on a problem."""
-    global _composed
     warnings: list[Problem] = []
-    _composed = {}
-    try:
-        problems = check(configs, overrides, warnings)
-        notes = capability_notes(configs, overrides) + backend_notes(configs, overrides)
-    finally:
-        _composed = None
+    once = ComposeOnce.over(configs)  # the three passes below read the same configs
+    problems = check(once, overrides, warnings)
+    notes = capability_notes(once, overrides) + backend_notes(once, overrides)
     # a value echoed by Hydra or a validator may be a URL holding credentials (model.api_base=https://u:KEY@h)
     for w in warnings:
         print(

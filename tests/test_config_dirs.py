@@ -88,3 +88,20 @@ def test_an_explicit_config_dir_that_does_not_exist_is_an_error(
 ) -> None:
     assert main(["--config-dir", str(tmp_path / "nope"), "list"]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_compose_once_composes_each_set_of_overrides_once_read_only() -> None:
+    """``modelfactory check`` passes a ComposeOnce through its three readings of the same configs."""
+    from omegaconf.errors import ReadonlyConfigError
+
+    from modelfactory._config_dirs import ComposeOnce
+
+    once = ComposeOnce.over(ConfigDirs())
+    first = once.compose(["model=llamacpp_smollm2"])
+    assert once.compose(["model=llamacpp_smollm2"]) is first and len(once.composed) == 1
+    with pytest.raises(ReadonlyConfigError):
+        first.model.max_new_tokens = 3  # shared: a write must fail, not reach the next reader
+    assert once.compose(["model=transformers_smollm2"]).model._target_.endswith("TransformersModel")
+    assert "hydra" in once.compose(["model=llamacpp_smollm2"], return_hydra_config=True)
+    assert len(once.composed) == 2  # Hydra's own config is composed fresh, not kept
+    assert ConfigDirs().compose(["model=llamacpp_smollm2"]) is not first  # plain ConfigDirs: no cache
