@@ -195,10 +195,9 @@ class ContentionGuard:
             now, delays = time.monotonic(), run_delays()
             self.last_share = waiting_share(before, delays, now - then)
             before, then = delays, now
-            if self.hysteresis.update(self.last_share):
-                self.engage()
-            else:
-                self.release()
+            wanted = self.hysteresis.update(self.last_share)
+            if wanted != self.throttled:  # a change of state: most samples change nothing
+                (self.engage if wanted else self.release)()
 
 
 _GUARD: dict[str, ContentionGuard | None] = {}
