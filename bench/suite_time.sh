@@ -8,7 +8,8 @@
 # Environment: BASE (a commit, default: merge-base HEAD main), NEW (default HEAD), ROUNDS (1),
 # WORKERS (-n, 2), PY (python with the dev extras, default: python on PATH), OUT (/tmp/suite_time),
 # LIMIT (seconds per pytest run, 2400), ORDER (the order within a round, "base new"; "new base" checks
-# that a load trend during the runs does not favour the second). Each commit is exported with git archive
+# that a load trend during the runs does not favour the second), SAME_FILES (1: with no selection given,
+# run only the test files both commits have - the only ones whose ids can be common). Each commit is exported with git archive
 # (committed files only) and run with PYTHONPATH on it; logs, loadavg samples, the summed table and the
 # table of the test ids both commits ran (common.txt, per round) land in OUT.
 set -euo pipefail
@@ -22,7 +23,7 @@ OUT=${OUT:-/tmp/suite_time}
 LIMIT=${LIMIT:-2400}
 ORDER=${ORDER:-base new}
 SELECTION=("$@")
-[ ${#SELECTION[@]} -eq 0 ] && SELECTION=(tests --ignore=tests/test_ray.py)
+SAME_FILES=${SAME_FILES:-0}
 
 mkdir -p "$OUT"
 for label in base new; do
@@ -31,6 +32,14 @@ for label in base new; do
     git -C "$ROOT" archive "$rev" | tar -x -C "$OUT/$label-tree"
     echo "$label: $(git -C "$ROOT" rev-parse --short "$rev")"
 done | tee "$OUT/commits.txt"
+if [ ${#SELECTION[@]} -eq 0 ] && [ "$SAME_FILES" = 1 ]; then
+    # only the test files both trees have: a test in a file of one tree only is never a common id, and
+    # running those files costs a whole suite's time for nothing
+    mapfile -t SELECTION < <(cd "$OUT/base-tree" && find tests -name 'test_*.py' ! -name test_ray.py |
+        while read -r f; do [ -e "$OUT/new-tree/$f" ] && echo "$f"; done | sort)
+    echo "same files: ${#SELECTION[@]}" | tee -a "$OUT/commits.txt"
+fi
+[ ${#SELECTION[@]} -eq 0 ] && SELECTION=(tests --ignore=tests/test_ray.py)
 {
     echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2) x $(nproc)," \
         "flags: $(grep -o 'avx512_bf16\|avx2' /proc/cpuinfo | sort -u | tr '\n' ' ')"
