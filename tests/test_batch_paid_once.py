@@ -1,7 +1,9 @@
 """runner.provider_batch pays once: a run killed at any step of a batch submission, then resumed into the
 same dir, submits every item at most once (one batch at the provider, each custom_id in it once).
 
-The run is a real subprocess. It dies either by ``kill -9`` from the fake provider while the upload or
+The killed run is a real subprocess (tests/batch_job.py); the resume runs the same job in the test's
+process (a resume starts from the results file and ``batches.json``, whatever process runs it). The
+subprocess dies either by ``kill -9`` from the fake provider while the upload or
 create reply is in flight (the request done at the provider, the reply lost), or by the driver's own
 crash hook (``MODELFACTORY_BATCH_CRASH_AT``: ``os._exit`` at that step of the real code path).
 """
@@ -22,31 +24,14 @@ import pytest
 
 from modelfactory._batchapi import CRASH_ENV
 from modelfactory.batch import BatchState
+from tests.batch_job import N, run_job
 from tests.servers.anthropic_batches import AnthropicBatchServer
 from tests.servers.openai_batches import BatchAPIServer
 
 pytestmark = pytest.mark.server
 
 ROOT = Path(__file__).resolve().parents[1]
-N = 12
 
-WORKER = f"""
-import sys
-from modelfactory import LiteLLMModel, OpenAIServerModel
-from modelfactory.batch import BatchOptions
-from modelfactory.job.runner import run_items
-
-provider, url, out = sys.argv[1:4]
-if provider == "openai":
-    model = OpenAIServerModel(
-        model_id="gpt-4o-mini", api_base=url + "/v1", api_key="sk-fake", max_retries=0, retry={{"max_attempts": 1}}
-    )
-else:
-    model = LiteLLMModel(model_id="anthropic/claude-test", api_base=url, api_key="test-key", max_tokens=64)
-items = [{{"id": f"q{{i}}", "prompt": f"question {{i}}"}} for i in range({N})]
-stats = run_items(model, items, results_path=out, provider_batch=BatchOptions(poll_s=0.05), progress=False)
-print(stats.ok, stats.failed, stats.skipped)
-"""
 
 # step -> where the kill comes from: "server" (on that request, before its reply) or the crash hook
 STEPS: dict[str, list[str]] = {
@@ -69,7 +54,7 @@ def _worker(provider: str, url: str, out: Path, crash_at: str | None) -> subproc
     if crash_at is not None:
         env[CRASH_ENV] = crash_at
     return subprocess.Popen(
-        [sys.executable, "-c", WORKER, provider, url, str(out)],
+        [sys.executable, "-m", "tests.batch_job", provider, url, str(out)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -143,10 +128,8 @@ def test_a_kill_at_any_step_then_a_resume_submits_each_item_once(
             server.on_upload = None
         assert not out.exists() or out.read_text() == ""  # nothing collected before the kill
 
-        resumed = _worker(provider, server.url, out, None)
-        stdout, err = resumed.communicate(timeout=120)
-        assert resumed.returncode == 0, err
-        assert stdout.split() == [str(N), "0", "0"], (stdout, err)
+        stats = run_job(provider, server.url, out)  # the resume, in this process: a new run into the dir
+        assert (stats.ok, stats.failed, stats.skipped) == (N, 0, 0)
 
         submitted = _submitted_ids(provider, server)
         assert sorted(submitted) == sorted(f"q{i}" for i in range(N))  # every item once: one batch
