@@ -1,7 +1,9 @@
 """runner.provider_batch pays once: a run killed at any step of a batch submission, then resumed into the
 same dir, submits every item at most once (one batch at the provider, each custom_id in it once).
 
-The run is a real subprocess. It dies either by ``kill -9`` from the fake provider while the upload or
+The killed run is a real process of its own (tests/batch_job.py, forked from a forkserver that imported
+modelfactory and the openai SDK once); the resume runs the same job in the test's process (a resume
+starts from the results file and ``batches.json``, whatever process runs it). The process dies either by ``kill -9`` from the fake provider while the upload or
 create reply is in flight (the request done at the provider, the reply lost), or by the driver's own
 crash hook (``MODELFACTORY_BATCH_CRASH_AT``: ``os._exit`` at that step of the real code path).
 """
@@ -9,44 +11,25 @@ crash hook (``MODELFACTORY_BATCH_CRASH_AT``: ``os._exit`` at that step of the re
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
+import select
 import signal
-import subprocess
-import sys
 from collections.abc import Callable
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from modelfactory._batchapi import CRASH_ENV
 from modelfactory.batch import BatchState
+from tests.batch_job import PRELOAD, N, killed_run, run_job
 from tests.servers.anthropic_batches import AnthropicBatchServer
 from tests.servers.openai_batches import BatchAPIServer
 
 pytestmark = pytest.mark.server
 
-ROOT = Path(__file__).resolve().parents[1]
-N = 12
-
-WORKER = f"""
-import sys
-from modelfactory import LiteLLMModel, OpenAIServerModel
-from modelfactory.batch import BatchOptions
-from modelfactory.job.runner import run_items
-
-provider, url, out = sys.argv[1:4]
-if provider == "openai":
-    model = OpenAIServerModel(
-        model_id="gpt-4o-mini", api_base=url + "/v1", api_key="sk-fake", max_retries=0, retry={{"max_attempts": 1}}
-    )
-else:
-    model = LiteLLMModel(model_id="anthropic/claude-test", api_base=url, api_key="test-key", max_tokens=64)
-items = [{{"id": f"q{{i}}", "prompt": f"question {{i}}"}} for i in range({N})]
-stats = run_items(model, items, results_path=out, provider_batch=BatchOptions(poll_s=0.05), progress=False)
-print(stats.ok, stats.failed, stats.skipped)
-"""
 
 # step -> where the kill comes from: "server" (on that request, before its reply) or the crash hook
 STEPS: dict[str, list[str]] = {
@@ -64,26 +47,34 @@ STEPS: dict[str, list[str]] = {
 CASES = [(provider, step) for provider, steps in STEPS.items() for step in steps]
 
 
-def _worker(provider: str, url: str, out: Path, crash_at: str | None) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if k != CRASH_ENV}
-    if crash_at is not None:
-        env[CRASH_ENV] = crash_at
-    return subprocess.Popen(
-        [sys.executable, "-c", WORKER, provider, url, str(out)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+FORKS = multiprocessing.get_context("forkserver")
+FORKS.set_forkserver_preload(PRELOAD)
 
 
-def _killer(procs: list[subprocess.Popen[str]]) -> Callable[[], None]:
-    """A server hook: SIGKILL the client whose request this is, before the reply goes out."""
+def _worker(provider: str, url: str, out: Path, crash_at: str | None) -> BaseProcess:
+    """The run that dies: a process of its own, forked from a server that imported everything once."""
+    proc = FORKS.Process(target=killed_run, args=(provider, url, str(out), crash_at, str(_log(out))))
+    proc.start()
+    return proc
+
+
+def _log(out: Path) -> Path:
+    return out.with_name("killed-run.log")
+
+
+def _killer(procs: list[BaseProcess]) -> Callable[[], None]:
+    """A server hook: SIGKILL the client whose request this is, and wait for it to be gone, before the
+    reply goes out. Waited on with a pidfd: reading its exit status is the test's own (join)."""
 
     def kill() -> None:
-        os.kill(procs[0].pid, signal.SIGKILL)
-        procs[0].wait()
+        pid = procs[0].pid
+        assert pid is not None
+        fd = os.pidfd_open(pid)
+        try:
+            os.kill(pid, signal.SIGKILL)
+            select.select([fd], [], [], 30)
+        finally:
+            os.close(fd)
 
     return kill
 
@@ -130,23 +121,21 @@ def test_a_kill_at_any_step_then_a_resume_submits_each_item_once(
 ) -> None:
     server: Any = BatchAPIServer() if provider == "openai" else AnthropicBatchServer()
     out = tmp_path / "results.jsonl"
-    procs: list[subprocess.Popen[str]] = []
+    procs: list[BaseProcess] = []
     with server:
         _other_job_batch(provider, server)
         if step.startswith("during_"):  # killed by the provider's side, the request done, the reply lost
             setattr(server, "on_upload" if step == "during_upload" else "on_create", _killer(procs))
         procs.append(_worker(provider, server.url, out, None if step.startswith("during_") else step))
-        _, err = procs[0].communicate(timeout=120)
-        assert procs[0].returncode in (-signal.SIGKILL, 137), err
+        procs[0].join(120)
+        assert procs[0].exitcode in (-signal.SIGKILL, 137), _log(out).read_text()
         server.on_create = None
         if provider == "openai":
             server.on_upload = None
         assert not out.exists() or out.read_text() == ""  # nothing collected before the kill
 
-        resumed = _worker(provider, server.url, out, None)
-        stdout, err = resumed.communicate(timeout=120)
-        assert resumed.returncode == 0, err
-        assert stdout.split() == [str(N), "0", "0"], (stdout, err)
+        stats = run_job(provider, server.url, out)  # the resume, in this process: a new run into the dir
+        assert (stats.ok, stats.failed, stats.skipped) == (N, 0, 0)
 
         submitted = _submitted_ids(provider, server)
         assert sorted(submitted) == sorted(f"q{i}" for i in range(N))  # every item once: one batch

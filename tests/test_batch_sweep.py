@@ -159,12 +159,14 @@ def test_a_sweep_killed_while_waiting_resumes_without_a_second_submission(
 
 @pytest.mark.slow
 @pytest.mark.server
-def test_the_collecting_run_continues_each_jobs_tracker_run(tmp_path: Path, provider: BatchAPIServer) -> None:
+def test_the_collecting_run_continues_each_jobs_tracker_run(
+    tmp_path: Path, provider: BatchAPIServer, mlflow_template: Path
+) -> None:
     """The sweep's other callbacks see the collecting run as a job's second run: MLflow's job runs get
     the submit phase's metrics at step 1 and the collected ones at step 2, in the same run."""
-    from tests.test_tracking import _mlflow_runs
+    from tests.test_tracking import _mlflow_runs, mlflow_store
 
-    db = tmp_path / "mlruns.db"
+    db = mlflow_store(mlflow_template, tmp_path / "mlruns.db")  # migrated already: the sweep is the test
     cmd = _sweep_cmd(tmp_path / "sweep", provider.url, "tracking=mlflow", f"tracking.uri=sqlite:///{db}")
     proc = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr

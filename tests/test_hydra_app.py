@@ -110,6 +110,36 @@ def test_the_task_function_is_importable_by_name() -> None:
     assert pickle.loads(pickle.dumps(hydra_app.run_task)) is hydra_app.run_task
 
 
+FREEZE_PROBE = """
+import atexit, gc, sys
+from pathlib import Path
+
+out = Path(sys.argv[1])
+# registered first, so it runs after every atexit hook registered later (the app's own)
+atexit.register(lambda: print("at exit:", gc.get_freeze_count() > 0, (out / "job.json").is_file()))
+from modelfactory import _hydra_app
+
+sys.argv = ["run.py", "model=custom_callable", f"hydra.run.dir={out}"]
+_hydra_app.main()  # the task function under Hydra, as a launcher's worker runs it (not run_cli)
+print("after the job:", gc.get_freeze_count() > 0)
+"""
+
+
+def test_a_process_that_ran_a_job_skips_the_collections_at_exit(tmp_path: Path) -> None:
+    """CPython's collections at exit cost a process that imported MLflow 0.7-2 s after everything was
+    written: the job's process freezes the collector at exit (and only then), every atexit hook still runs."""
+    proc = subprocess.run(
+        [sys.executable, "-c", FREEZE_PROBE, str(tmp_path / "run")],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-2:] == ["after the job: False", "at exit: True True"], proc.stdout
+
+
 def test_run_and_run_py_are_the_same_app_with_the_users_configs(tmp_path: Path) -> None:
     project = _user_project(tmp_path)
     proc = _modelfactory(project, "run", "model=mine", f"hydra.run.dir={tmp_path / 'a'}")

@@ -200,34 +200,9 @@ def test_a_tracker_problem_is_a_warning_not_a_failed_job(
 # ------------------------------------------------------------------------------------------ MLflow
 
 
-@pytest.fixture(scope="session")
-def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An empty MLflow SQLite store, its schema migrated once. A fresh store costs run.py ~8 s of Alembic
-    migrations (11.8 s vs 3.8 s for a test); what the tests check (runs, experiments, artifacts) all
-    happens after that, so the tests start from a copy (:func:`mlflow_store`), but one
-    (``test_mlflow_uri_from_the_environment_and_a_single_run``), which keeps run.py creating its own.
-
-    Made once for every xdist worker of a run, and kept for later runs, in pytest's temp root (shared by
-    the workers), one file per MLflow version (its schema), written whole or not at all."""
-    import fcntl
-
-    import mlflow
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-    root = tmp_path_factory.getbasetemp().parent  # xdist: the workers' common parent
-    db = root / f"mlflow-{mlflow.__version__}-template.db"
-    with open(root / f"{db.name}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one worker migrates; the others wait for its file
-        if not db.exists():
-            partial = root / f"{db.name}.{os.getpid()}.partial"
-            store = SqlAlchemyStore(f"sqlite:///{partial}", (root / "mlflow-template-artifacts").as_uri())
-            store.engine.dispose()  # closed: the file is a whole database
-            os.replace(partial, db)
-    return db
-
-
 def mlflow_store(template: Path, db: Path) -> Path:
-    """A migrated, empty store at ``db``: where run.py will find it (and use it as it would a new one)."""
+    """A migrated, empty store at ``db`` (from the ``mlflow_template`` fixture, tests/conftest.py): where
+    run.py will find it (and use it as it would a new one)."""
     db.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(template, db)
     return db
