@@ -299,6 +299,18 @@ def example_tool():
 @pytest.fixture
 def shared_datadir(tmp_path):
     return tmp_path  # smolagents' tests/data is not in its sdist
+
+
+@pytest.fixture(autouse=True)
+def _virtual_retry_waits():
+    # Several of these tests send a request that cannot connect (no network here): modelfactory retries it,
+    # as it should, but its back-off waits go to a virtual clock (modelfactory.clock's seam for tests, as
+    # in our own suite) instead of sleeping ~2 s per test for real. The outcomes are the same.
+    from modelfactory.clock import use_clock
+    from tests.timing import VirtualClock
+
+    with use_clock(VirtualClock()):
+        yield
 '''
 
 _PEER_MARKERS = """import os

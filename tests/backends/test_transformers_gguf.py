@@ -134,6 +134,58 @@ def test_the_converted_weights_live_under_xdg_cache_home(
     assert file_sha256(data) == hashlib.sha256(data.read_bytes()).hexdigest()
 
 
+def test_the_plain_array_reader_reads_what_gguf_reads(tmp_path: Path) -> None:
+    """The conversion parses GGUF files over a plain ndarray view of the memory map (much faster: no
+    memmap hook per slice); every field and tensor must be what gguf's own reader returns."""
+    gguf = pytest.importorskip("gguf")
+    import numpy as np
+
+    from modelfactory.backends.transformers._gguf import _parsed_once, plain_array_reader
+
+    path = tmp_path / "tiny.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_string("general.name", "tiny ünïcode")
+    writer.add_uint32("llama.block_count", 2)
+    writer.add_array("tokenizer.ggml.tokens", ["<s>", "a", "bé", "", "Ġword"])
+    writer.add_array("tokenizer.ggml.scores", [0.0, -1.5, 2.25, 3.0, -0.5])
+    writer.add_array("tokenizer.ggml.merges", ["a b", "Ġ w"])
+    writer.add_bool("tokenizer.ggml.add_bos_token", True)
+    weights = np.arange(96, dtype=np.float32).reshape(3, 32)
+    writer.add_tensor("token_embd.weight", weights)
+    writer.add_tensor("output_norm.weight", np.linspace(-1, 1, 32, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+    theirs, ours = gguf.GGUFReader(path), plain_array_reader(gguf.GGUFReader)(path)
+    assert isinstance(ours, gguf.GGUFReader) and type(ours.data) is np.ndarray
+    assert isinstance(theirs.data, np.memmap) and np.array_equal(ours.data, theirs.data)
+    assert list(ours.fields) == list(theirs.fields) and "tokenizer.ggml.tokens" in ours.fields
+    for name, field in theirs.fields.items():
+        mine = ours.fields[name]
+        assert (mine.offset, mine.data, mine.types) == (field.offset, field.data, field.types), name
+        assert mine.contents() == field.contents(), name
+        assert all(
+            np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(mine.parts, field.parts, strict=True)
+        )
+    assert ours.fields["tokenizer.ggml.tokens"].contents() == ["<s>", "a", "bé", "", "Ġword"]
+    assert [t.name for t in ours.tensors] == [t.name for t in theirs.tensors]
+    for mine, tensor in zip(ours.tensors, theirs.tensors, strict=True):
+        assert (mine.tensor_type, mine.n_elements, mine.data_offset) == (
+            tensor.tensor_type,
+            tensor.n_elements,
+            tensor.data_offset,
+        )
+        assert np.array_equal(mine.shape, tensor.shape) and np.array_equal(mine.data, tensor.data)
+    assert np.array_equal(ours.tensors[0].data, weights)
+    with _parsed_once():  # what the conversion reads through: this reader, once per file
+        first = gguf.GGUFReader(path)
+        assert type(first.data) is np.ndarray and gguf.GGUFReader(path) is first
+        assert type(gguf.GGUFReader(path, "c").data) is np.memmap  # a writable mode keeps gguf's own
+    assert gguf.GGUFReader(path) is not first  # restored after the conversion
+
+
 # --------------------------------------------------------------------------- the converted-weights cache
 
 

@@ -226,16 +226,23 @@ def _parsed_once() -> Iterator[None]:
     Likewise transformers' ``get_gguf_hf_weights_map`` walks every submodule of the model (397 for
     SmolLM2-135M) and builds ``gguf.get_tensor_name_map(arch, n_layers)`` anew in each: the same name map,
     ~14 ms of Python each, ~5 of the conversion's CPU-seconds. Here it is built once per (arch, layers);
-    nothing mutates a ``TensorNameMap`` after it is built."""
+    nothing mutates a ``TensorNameMap`` after it is built.
+
+    And the one parse is itself faster over a plain array: ``GGUFReader`` slices its ``np.memmap`` for every
+    string of the vocabulary and merges (~1.3 million slices for SmolLM2), and each slice of a memmap runs
+    ``memmap.__array_finalize__`` in Python. A read-only reader here parses a plain ``ndarray`` view of the
+    same mapping (:func:`plain_array_reader`): the same bytes, still memory-mapped, and the parse took
+    ~1 s instead of ~3 (the conversion ~6.5 s instead of ~9 on the 2-core Xeon)."""
     gguf: Any = importlib.import_module("gguf")
     original, original_name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    fast = plain_array_reader(original)
     readers: dict[tuple[str, str], Any] = {}
     name_maps: dict[tuple[Any, int], Any] = {}
 
     def reader(path: Any, mode: str = "r") -> Any:
         key = (os.fspath(path), mode)
         if key not in readers:
-            readers[key] = original(path, mode)
+            readers[key] = (fast if mode == "r" else original)(path, mode)
         return readers[key]
 
     def name_map(arch: Any, n_blocks: int) -> Any:
@@ -250,6 +257,26 @@ def _parsed_once() -> Iterator[None]:
         gguf.GGUFReader, gguf.get_tensor_name_map = original, original_name_map
         readers.clear()
         name_maps.clear()
+
+
+def plain_array_reader(reader_class: Any) -> Any:
+    """A subclass of ``gguf.GGUFReader`` (``reader_class``) whose ``data`` is a plain ``ndarray`` view of
+    the ``np.memmap`` it opens: every field and tensor it builds is then a plain array over the same mapped
+    bytes, sliced without ``memmap``'s per-slice Python hook. For reading (mode ``r``) only: a memmap's
+    ``flush`` is not reachable through the view."""
+    import numpy as np
+
+    class PlainArrayReader(reader_class):  # type: ignore[misc,valid-type]
+        @property
+        def data(self) -> Any:
+            return self._plain_data
+
+        @data.setter
+        def data(self, value: Any) -> None:
+            self._plain_data = value.view(np.ndarray) if isinstance(value, np.memmap) else value
+
+    PlainArrayReader.__name__ = PlainArrayReader.__qualname__ = f"PlainArray{reader_class.__name__}"
+    return PlainArrayReader
 
 
 def _cache_error(exc: OSError, final: Path, backend: str, model_id: str) -> BackendError:
