@@ -14,9 +14,9 @@ inherited from :class:`modelfactory._model_async.AsyncCalls`.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -65,6 +65,18 @@ def runs_locally(model: Any) -> bool:
     third-party object (not local unless it says so with a boolean ``is_local``)."""
     flag = getattr(model, "is_local", False)
     return flag if isinstance(flag, bool) else False
+
+
+def tool_call_id(message: ChatMessage, text: str) -> str:
+    """The id of a tool call parsed from a reply's text: derived from the prompt (when the backend keeps
+    it in ``raw``) and the reply, not random. An agent writes the id back into its next prompt
+    ("Calling tools: [{'id': ...}]"), so a random one made a greedy local agent's next step see other
+    tokens on every run, and flip near ties: the same agent run on the same model gave different
+    answers. Distinct per step all the same: each step's prompt holds the steps before it."""
+    raw = message.raw if isinstance(message.raw, dict) else {}
+    prompt = raw.get("prompt")
+    seed = f"{prompt if isinstance(prompt, str) else ''}\x00{text}"
+    return "call_" + hashlib.sha256(seed.encode("utf-8", "surrogatepass")).hexdigest()[:12]
 
 
 class Model(SmolagentsAttributes, AsyncCalls):
@@ -493,6 +505,6 @@ class Model(SmolagentsAttributes, AsyncCalls):
                 backend=type(self).__name__,
             ) from None
         message.tool_calls = [
-            ToolCall(id=f"call_{uuid.uuid4().hex[:12]}", function=ToolCallFunction(name=name, arguments=args))
+            ToolCall(id=tool_call_id(message, text), function=ToolCallFunction(name=name, arguments=args))
         ]
         return message

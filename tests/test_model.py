@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -325,6 +326,24 @@ def test_parse_tool_calls_from_json_in_text() -> None:
     assert call.function.arguments == {"q": "llama"}
     assert call.id.startswith("call_")
     assert call.type == "function"
+
+
+def test_a_parsed_tool_call_id_follows_the_prompt_and_reply_not_chance() -> None:
+    """An agent writes the id into its next prompt: a random id gave a greedy local agent other tokens
+    (and other answers) on every run. Same prompt and reply: same id; another prompt: another id."""
+    text = '{"name": "add", "arguments": {"a": 2, "b": 3}}'
+
+    def call_id(prompt: str | None) -> str:
+        msg = ChatMessage(content=text, raw={"prompt": prompt} if prompt is not None else None)
+        calls = EchoModel().parse_tool_calls(msg).tool_calls
+        assert calls is not None
+        return calls[0].id
+
+    first = call_id("<|im_start|>user\nWhat is 2+3?")
+    assert call_id("<|im_start|>user\nWhat is 2+3?") == first
+    assert re.fullmatch(r"call_[0-9a-f]{12}", first)
+    assert call_id("<|im_start|>user\nWhat is 2+3? Observation: 5") != first  # a later step
+    assert call_id(None) == call_id(None) != first
 
 
 def test_parse_tool_calls_accepts_parameters_alias_and_defaults_to_empty_args() -> None:

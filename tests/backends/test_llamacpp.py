@@ -378,9 +378,11 @@ def test_tool_calling_agent_runs_on_the_real_model() -> None:
         """
         return a + b
 
-    # Its own loaded Llama (an n_ctx no other test uses): once, in a whole xdist pass, the loop ran out of
-    # steps without calling final_answer, and never when run alone; a runtime another test shares (and its
-    # state) is the suspect, so this test no longer shares one.
+    # Its own loaded Llama (an n_ctx no other test uses). This loop failed now and then in whole-suite runs
+    # (3 steps without final_answer; a final_answer without "5"), never in a row of runs alone: the cause
+    # was the tool-call id, random, which smolagents writes into step 2's prompt ("Calling tools: [{'id':
+    # 'call_...'}]"), so step 2 saw other tokens on every run. Ids now follow the prompt and the reply
+    # (modelfactory.model.tool_call_id): step 2's prompt is the same on every run.
     model = LlamaCppModel(model_id=SMOL, max_new_tokens=96, tool_choice="required", n_ctx=3584)
     model.clear_prompt_cache()
     # max_steps=5: room for the 135M model to call add again before final_answer (a CI pass beside two
