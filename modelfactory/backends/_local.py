@@ -11,6 +11,7 @@ words and refuse long prompts with the same error. (Their stops and streams shar
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
@@ -29,8 +30,18 @@ __all__ = [
     "requested_reply",
     "text_message",
     "tools_block",
+    "usable_cpus",
     "with_tools_block",
 ]
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask: taskset, a container's cpuset), else all."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
 
 # The characters-per-token bound when a tokenizer's vocabulary cannot be read: no vocabulary in use has
 # many longer tokens. Only a fallback: the bound of a known vocabulary is exact (see longest_token).

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -15,6 +14,7 @@ from ...errors import (
     Problem,
 )
 from ...settings import ModelSpec
+from .._local import usable_cpus
 from .._package_file import resolve_package_file
 
 __all__ = ["LlamaCppSpec", "default_threads"]
@@ -61,11 +61,7 @@ def default_threads() -> int:
     2 cores, one of them busy). Half the logical CPUs is about the physical cores, and batch-1 decode is
     bound by memory bandwidth, which a few threads already saturate.
     """
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count() or 1
-    return max(1, min(_MAX_DEFAULT_THREADS, usable // 2))
+    return max(1, min(_MAX_DEFAULT_THREADS, usable_cpus() // 2))
 
 
 # --------------------------------------------------------------------------- spec

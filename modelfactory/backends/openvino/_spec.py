@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -12,6 +11,7 @@ from pydantic import Field
 
 from ...errors import ConfigError, Problem
 from ...settings import ModelSpec
+from .._local import usable_cpus
 from ..transformers._sources import gguf_ref, looks_like_path
 
 __all__ = ["OpenVINOSpec"]
@@ -129,7 +129,7 @@ class OpenVINOSpec(ModelSpec):
 
     def cpu_threads(self) -> int:
         """Threads the CPU plugin can run: num_threads, capped by the CPUs this process may use."""
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        cpus = usable_cpus()
         return min(self.num_threads or cpus, cpus)
 
     def activation_precision(self) -> str:

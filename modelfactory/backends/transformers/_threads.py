@@ -33,6 +33,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._local import usable_cpus
+
 __all__ = [
     "POLICY_VARS",
     "ContentionGuard",
@@ -137,7 +139,7 @@ class ContentionGuard:
         self.interval = interval
         self.hysteresis = hysteresis or Hysteresis()
         # more threads than CPUs however many libgomp found (it counts the process's affinity mask)
-        self.width = len(os.sched_getaffinity(0)) + 1
+        self.width = usable_cpus() + 1
         self._lock = threading.Lock()
         self._holder: threading.Thread | None = None
         self._let_go = threading.Event()
