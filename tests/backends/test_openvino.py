@@ -110,6 +110,20 @@ def smol(ov_cache: Path) -> OpenVINOModel:
     return model
 
 
+@contextmanager
+def _with_settings(smol: OpenVINOModel, **settings: Any) -> Iterator[OpenVINOModel]:
+    """``smol`` when it has these settings already, else a model loaded with them for one test and freed
+    after it (one pipeline less in memory for the rest of the session)."""
+    if all(getattr(smol.spec, key) == value for key, value in settings.items()):
+        yield smol
+        return
+    other = OpenVINOModel(model_id=SMOL, max_new_tokens=48, prompt_cache=False, **settings)
+    try:
+        yield other
+    finally:
+        other.free()
+
+
 @pytest.fixture(scope="session")
 def hf_fp32() -> Any:
     """TransformersModel fp32 on the same GGUF (dequantized exactly), greedy. Loaded here, from the
@@ -313,47 +327,36 @@ def test_top1_next_token_agrees_with_transformers_fp32(
     import openvino
     import torch
 
-    other = None
-    if (weight_format, precision) != (smol.spec.weight_format, smol.spec.inference_precision):
-        smol = other = OpenVINOModel(
-            model_id=SMOL,
-            max_new_tokens=48,
-            prompt_cache=False,
-            weight_format=weight_format,
-            inference_precision=precision,
+    with _with_settings(smol, weight_format=weight_format, inference_precision=precision) as model:
+        core = openvino.Core()
+        ir = core.compile_model(
+            str(Path(model.runtime.directory) / "openvino_model.xml"), "CPU", model._properties()
         )
-
-    core = openvino.Core()
-    ir = core.compile_model(
-        str(Path(smol.runtime.directory) / "openvino_model.xml"), "CPU", smol._properties()
-    )
-    tok = hf_fp32.runtime.tokenizer
-    lm = hf_fp32.runtime.model
-    agree = total = 0
-    for text in PROMPTS:
-        messages = [{"role": "user", "content": text}]
-        prompt = smol.chat_prompt(messages)
-        ids = smol.tokenize(prompt)
-        assert ids == tok(prompt, add_special_tokens=False)["input_ids"]  # the same tokens
-        seq = ids + smol(messages, max_tokens=TEACHER_TOKENS).raw["generated_token_ids"]
-        arr = np.asarray([seq], dtype=np.int64)
-        request = ir.create_infer_request()
-        out = request.infer(
-            {
-                "input_ids": arr,
-                "attention_mask": np.ones_like(arr),
-                "position_ids": np.arange(len(seq), dtype=np.int64)[None],
-                "beam_idx": np.zeros(1, dtype=np.int32),
-            }
-        )
-        ov_logits = next(iter(out.values()))[0]
-        with torch.inference_mode():
-            hf_logits = lm(input_ids=torch.tensor([seq])).logits[0].float().numpy()
-        for pos in range(len(ids) - 1, len(seq)):
-            total += 1
-            agree += int(ov_logits[pos].argmax() == hf_logits[pos].argmax())
-    if other is not None:
-        other.free()  # one pipeline less in memory for the rest of the session
+        tok = hf_fp32.runtime.tokenizer
+        lm = hf_fp32.runtime.model
+        agree = total = 0
+        for text in PROMPTS:
+            messages = [{"role": "user", "content": text}]
+            prompt = model.chat_prompt(messages)
+            ids = model.tokenize(prompt)
+            assert ids == tok(prompt, add_special_tokens=False)["input_ids"]  # the same tokens
+            seq = ids + model(messages, max_tokens=TEACHER_TOKENS).raw["generated_token_ids"]
+            arr = np.asarray([seq], dtype=np.int64)
+            request = ir.create_infer_request()
+            out = request.infer(
+                {
+                    "input_ids": arr,
+                    "attention_mask": np.ones_like(arr),
+                    "position_ids": np.arange(len(seq), dtype=np.int64)[None],
+                    "beam_idx": np.zeros(1, dtype=np.int32),
+                }
+            )
+            ov_logits = next(iter(out.values()))[0]
+            with torch.inference_mode():
+                hf_logits = lm(input_ids=torch.tensor([seq])).logits[0].float().numpy()
+            for pos in range(len(ids) - 1, len(seq)):
+                total += 1
+                agree += int(ov_logits[pos].argmax() == hf_logits[pos].argmax())
     assert total >= 100
     assert agree / total >= at_least, (agree, total)
 
@@ -374,14 +377,8 @@ def test_capital_city_answers_match_transformers_fp32(
     "El Salvador, also known as La España de América, ..." became "... de Salar, ..."), where transformers'
     own bf16 changes Italy's answer outright."""
     questions = [[{"role": "user", "content": f"What is the capital of {c}?"}] for c in CAPITALS]
-    other = None
-    if precision != smol.spec.inference_precision:
-        smol = other = OpenVINOModel(
-            model_id=SMOL, max_new_tokens=48, prompt_cache=False, inference_precision=precision
-        )
-    ours = [r.content for r in smol.generate_batch(questions, max_tokens=24)]
-    if other is not None:
-        other.free()
+    with _with_settings(smol, inference_precision=precision) as model:
+        ours = [r.content for r in model.generate_batch(questions, max_tokens=24)]
     theirs = [hf_fp32(q, max_tokens=24).content for q in questions]
     if precision == "f32":
         assert ours == theirs
