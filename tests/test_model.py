@@ -13,6 +13,7 @@ from modelfactory.errors import BackendError, ConfigError, MessageError, Unsuppo
 from modelfactory.messages import ChatMessage, ChatMessageStreamDelta, TokenUsage, ToolCall, ToolCallFunction
 from modelfactory.model import GenerationRequest, Model, tool_to_schema
 from modelfactory.settings import ModelSpec
+from tests.timing import VirtualClock
 
 SECRET = "sk-model-SECRET-abcdef123456"
 
@@ -285,13 +286,15 @@ def test_unexpected_exception_becomes_backend_error_with_secrets_scrubbed() -> N
     assert err.__cause__ is original
 
 
-def test_status_code_of_the_exception_is_kept() -> None:
+def test_status_code_of_the_exception_is_kept(virtual_clock: VirtualClock) -> None:
     m = EchoModel()
     m.to_raise = StatusError("slow down", status_code=429)
     with pytest.raises(BackendError) as info:
         m.generate(MSGS)
     assert info.value.status == 429
     assert "(HTTP 429)" in str(info.value)
+    # a 429 is retried (with the default back-off, on the test's clock: 2.3 s of real sleep before)
+    assert len(m.requests) == len(virtual_clock.sleeps) + 1 > 1
 
 
 def test_stream_errors_are_wrapped_and_scrubbed() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 
 import pytest
 
@@ -18,17 +19,31 @@ def test_a_passing_and_a_failing_program() -> None:
 
 
 def test_a_hang_is_a_timeout_and_its_children_die_with_it(tmp_path: os.PathLike[str]) -> None:
-    marker = os.path.join(str(tmp_path), "child-alive")
-    child = f"import time; time.sleep(3); open({marker!r}, 'w')"
+    pid_file = os.path.join(str(tmp_path), "grandchild.pid")
     program = (
-        f"import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', {child!r}])\nwhile True: pass\n"
+        "import subprocess, sys\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+        f"open({pid_file!r}, 'w').write(str(child.pid))\n"
+        "while True: pass\n"
     )
     outcome = run_program(program, timeout_s=1.0)
     assert outcome.status == "timeout"
-    import time
+    with open(pid_file) as f:  # the grandchild was started before the timeout
+        pid = int(f.read())
+    # It dies with the program: gone, or a zombie waiting for init (it sleeps 120 s if it survived). Polled
+    # rather than a fixed 3.5 s sleep waiting to see whether a marker file appears.
+    deadline = time.monotonic() + 30
+    while _alive(pid):
+        assert time.monotonic() < deadline, f"the grandchild {pid} outlived the sandbox's timeout"
+        time.sleep(0.02)
 
-    time.sleep(3.5)  # the grandchild would have written its file by now, had it survived
-    assert not os.path.exists(marker)
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_a_memory_blowup_is_memory() -> None:

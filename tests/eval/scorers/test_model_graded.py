@@ -9,6 +9,7 @@ import pytest
 from modelfactory import CallableModel
 from modelfactory.eval.scoring import build_scorer
 from tests.eval import judges
+from tests.timing import VirtualClock
 
 ITEM = {
     "id": "q1",
@@ -57,9 +58,14 @@ def test_a_judge_from_config(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("fn", "words"), [("broken", "judge failed"), ("rambling", "judge gave no grade")])
-def test_a_failing_judge_is_an_error_not_a_zero(tmp_path: Path, fn: str, words: str) -> None:
+def test_a_failing_judge_is_an_error_not_a_zero(
+    tmp_path: Path, fn: str, words: str, virtual_clock: VirtualClock
+) -> None:
     score = build_scorer("model_graded", judge=judge(fn, tmp_path, mode="off"))("Paris", ITEM)
     assert score.value is None and not score.scored and words in str(score.error)
+    # the unreachable judge was retried first (its back-off on the test's clock, not 2 s of real sleep);
+    # a judge that answered without a grade is not
+    assert bool(virtual_clock.sleeps) == (fn == "broken")
 
 
 def test_custom_grades(tmp_path: Path) -> None:
