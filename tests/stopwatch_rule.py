@@ -37,6 +37,16 @@ _UNITTEST_TRUTH = {"assertTrue", "assertFalse"}
 _Function = ast.FunctionDef | ast.AsyncFunctionDef
 
 
+def _walk(node: ast.AST) -> list[ast.AST]:
+    """``ast.walk(node)`` as a list, kept on the node: the rule walks the same subtrees many times over
+    (taint repeats until nothing changes), and re-walking them was most of its ~3 s on the suite."""
+    found: list[ast.AST] | None = getattr(node, "_mf_walk", None)
+    if found is None:
+        found = list(ast.walk(node))
+        node._mf_walk = found  # type: ignore[attr-defined]
+    return found
+
+
 def _name_of(func: ast.AST) -> str | None:
     """``f`` for ``f(...)``, ``m`` for ``obj.m(...)``."""
     if isinstance(func, ast.Name):
@@ -53,7 +63,7 @@ def _is_zero(node: ast.AST) -> bool:
 def _calls_fail(stmt: ast.stmt) -> bool:
     return any(
         isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "fail"
-        for n in ast.walk(stmt)
+        for n in _walk(stmt)
     ) or isinstance(stmt, ast.Raise)
 
 
@@ -74,7 +84,7 @@ class _Module:
         self.helpers: dict[str, frozenset[int] | None] = {}  # returns a timed value: None = all of it
         self.params: dict[str, set[str]] = {}  # a helper's parameters that callers pass timed values
         self.defs: dict[str, list[_Function]] = {}
-        for node in ast.walk(tree):
+        for node in _walk(tree):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 self.defs.setdefault(node.name, []).append(node)
             elif isinstance(node, ast.Import):
@@ -119,7 +129,7 @@ class _Module:
         return name is not None and self.helpers.get(name, frozenset()) is None
 
     def timed(self, expr: ast.AST, names: set[str]) -> bool:
-        for sub in ast.walk(expr):
+        for sub in _walk(expr):
             if self.is_clock_call(sub):
                 return True
             if isinstance(sub, ast.Name) and (sub.id in names or _TIMED_NAME.search(sub.id)):
@@ -142,15 +152,15 @@ class _Module:
     def taint(self, node: _Function) -> set[str]:
         """The names in ``node`` (nested functions included) that hold a timed value."""
         names: set[str] = set()
-        for sub in ast.walk(node):
+        for sub in _walk(node):
             if isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 names |= self.params.get(sub.name, set())
         changed = True
         while changed:
             changed = False
-            for sub in ast.walk(node):
+            for sub in _walk(node):
                 for target in self._timed_targets(sub, names):
-                    for name in ast.walk(target):
+                    for name in _walk(target):
                         if isinstance(name, ast.Name) and name.id not in names and name.id != "self":
                             names.add(name.id)
                             changed = True
@@ -206,7 +216,7 @@ class _Module:
                 dict(self.helpers),
                 sum(len(p) for p in self.params.values()),
             )
-            for sub in ast.walk(self.tree):  # clock = time.perf_counter; self.now = time.monotonic
+            for sub in _walk(self.tree):  # clock = time.perf_counter; self.now = time.monotonic
                 if isinstance(sub, ast.Assign) and self.is_clock_ref(sub.value):
                     for t in sub.targets:
                         if isinstance(t, ast.Name):
@@ -244,7 +254,7 @@ class _Module:
 
     def _pass_params(self, fn: _Function, names: set[str]) -> None:
         """``check_fast(time.perf_counter() - t0)``: ``check_fast``'s parameter becomes timed."""
-        for call in (n for n in ast.walk(fn) if isinstance(n, ast.Call)):
+        for call in (n for n in _walk(fn) if isinstance(n, ast.Call)):
             name = _name_of(call.func)
             if name is None or name not in self.defs:
                 continue
@@ -283,17 +293,17 @@ class _Checker:
     def check_function(self, node: _Function) -> None:
         names = self.module.taint(node)
         readings = self._readings(node)
-        in_loop = {id(n) for loop in ast.walk(node) if isinstance(loop, ast.While) for n in ast.walk(loop)}
+        in_loop = {id(n) for loop in _walk(node) if isinstance(loop, ast.While) for n in _walk(loop)}
         # fast = elapsed < 1.0; ...; assert fast
         verdicts: dict[str, list[ast.Compare]] = {}
-        for sub in ast.walk(node):
+        for sub in _walk(node):
             if isinstance(sub, ast.Assign):
                 bad = self._bad(sub.value, names)
                 for t in sub.targets:
-                    for n in ast.walk(t):
+                    for n in _walk(t):
                         if bad and isinstance(n, ast.Name):
                             verdicts.setdefault(n.id, []).extend(bad)
-        for sub in ast.walk(node):
+        for sub in _walk(node):
             decided: list[ast.AST] = []
             if (
                 isinstance(sub, ast.Assert)
@@ -309,7 +319,7 @@ class _Checker:
             for test in decided:
                 for cmp in self._bad(test, names):
                     self._flag(cmp, in_loop, readings)
-                for n in ast.walk(test):
+                for n in _walk(test):
                     if isinstance(n, ast.Name):
                         for cmp in verdicts.get(n.id, []):
                             self._flag(cmp, in_loop, readings)
@@ -317,7 +327,7 @@ class _Checker:
     def _readings(self, node: _Function) -> set[str]:
         """Names only ever assigned a bare clock reading (``now = time.monotonic()``)."""
         assigned: dict[str, bool] = {}
-        for sub in ast.walk(node):
+        for sub in _walk(node):
             if isinstance(sub, ast.Assign):
                 for t in sub.targets:
                     if isinstance(t, ast.Name):
@@ -328,7 +338,7 @@ class _Checker:
     def _bad(self, test: ast.AST, names: set[str]) -> list[ast.Compare]:
         """The comparisons in ``test`` that put a timed value against a bound."""
         out = []
-        for cmp in (n for n in ast.walk(test) if isinstance(n, ast.Compare)):
+        for cmp in (n for n in _walk(test) if isinstance(n, ast.Compare)):
             operands = [cmp.left, *cmp.comparators]
             for op, left, right in zip(cmp.ops, operands[:-1], operands[1:], strict=True):
                 if isinstance(op, _ORDER) and self._bounded(op, left, right, names):
@@ -371,7 +381,7 @@ class _Checker:
 def _deadlines(tree: ast.AST, path: str) -> list[str]:
     """``settings(deadline=<anything but None>)``: a per-example Hypothesis deadline."""
     out = []
-    for node in ast.walk(tree):
+    for node in _walk(tree):
         if isinstance(node, ast.Call) and _name_of(node.func) == "settings":
             for kw in node.keywords:
                 if kw.arg == "deadline" and not (
