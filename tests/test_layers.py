@@ -8,6 +8,7 @@ Edges are read from the source (``ast``), so an import that only runs inside a f
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 import re
 from pathlib import Path
@@ -137,12 +138,18 @@ def _targets(name: str, node: ast.Import | ast.ImportFrom) -> set[str]:
     return out
 
 
+@functools.cache
+def _tree(name: str) -> ast.Module:
+    """A module's parsed source, parsed once per test process (the graph is built ~10 times per run)."""
+    return ast.parse(_source(name).read_text(encoding="utf-8"))
+
+
 def edges(*, function_level: bool, annotations: bool = False) -> set[tuple[str, str]]:
     """(importer, imported) pairs; module level only, or also imports inside functions; with
     ``annotations``, also those of ``if TYPE_CHECKING:`` blocks."""
     found: set[tuple[str, str]] = set()
     for name in MODULES:
-        tree = ast.parse(_source(name).read_text(encoding="utf-8"))
+        tree = _tree(name)
 
         def visit(node: ast.AST, in_function: bool, name: str = name) -> None:
             for child in ast.iter_child_nodes(node):
@@ -263,7 +270,7 @@ def test_no_backend_imports_another_backends_private_names() -> None:
     for name in MODULES:
         if not name.startswith("modelfactory.backends."):
             continue
-        for node in ast.walk(ast.parse(_source(name).read_text(encoding="utf-8"))):
+        for node in ast.walk(_tree(name)):
             if not isinstance(node, ast.ImportFrom):
                 continue
             for target in _targets(name, node):
