@@ -74,28 +74,35 @@ def test_a_package_file_that_is_not_gguf_is_refused() -> None:
     assert "not a .gguf file" in problems["model_id"]
 
 
+def _linked_gguf(tmp_path: Path) -> Path:
+    """SmolLM2's GGUF through a link of its own in ``tmp_path``: a model naming it is a new entry of this
+    process's weight cache (keyed on the file's directory and name), so its load reads the file (converts,
+    or fails for want of gguf/accelerate), where one naming pkg:... would get the copy another test loaded
+    here. The converted copy is keyed on the file's contents: the same for both names."""
+    gguf = Path(TransformersModel(model_id=SMOLLM2).spec.source(), "SmolLM2-135M-Instruct.Q4_1.gguf")
+    link = tmp_path / "gguf-file" / gguf.name
+    link.parent.mkdir()
+    link.symlink_to(gguf)
+    return link
+
+
 @needs_smollm2
 @pytest.mark.parametrize("missing", ["gguf", "accelerate"])
-def test_converting_without_gguf_or_accelerate_names_the_extra(tmp_path: Path, missing: str) -> None:
+def test_converting_without_gguf_or_accelerate_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, missing: str
+) -> None:
     """With an empty cache the file must be dequantized, which needs both packages."""
-    code = (
-        "import sys\n"
-        f"sys.modules[{missing!r}] = None  # as if not installed\n"
-        "from modelfactory.backends.transformers import TransformersModel\n"
-        "from modelfactory.errors import MissingDependencyError\n"
-        f"m = TransformersModel(model_id={SMOLLM2!r})\n"
-        "try:\n"
-        "    m.load()\n"
-        "except MissingDependencyError as exc:\n"
-        "    print('MissingDependencyError:', exc)\n"
-    )
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("MissingDependencyError:")
-    assert f"'{missing}'" in out.stdout and "modelfactory[gguf]" in out.stdout
+    from modelfactory.errors import MissingDependencyError
+
+    # In this process (a process of its own paid ~2 s to import torch again): the load imports the package
+    # when it must convert, after the cache is found empty, so blocking it now is as if not installed.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setitem(sys.modules, missing, None)  # as if not installed
+    model = TransformersModel(model_id=str(_linked_gguf(tmp_path)))
+    with pytest.raises(MissingDependencyError) as info:
+        model.load()
+    message = str(info.value)
+    assert f"'{missing}'" in message and "modelfactory[gguf]" in message
     assert not list((tmp_path / "modelfactory" / "gguf").glob("*/*"))  # nothing half-written
 
 
@@ -192,28 +199,37 @@ def test_the_plain_array_reader_reads_what_gguf_reads(tmp_path: Path) -> None:
 @needs_smollm2
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
-def test_the_first_load_converts_and_later_loads_read_the_safetensors(tmp_path: Path) -> None:
+def test_the_first_load_converts_and_later_loads_read_the_safetensors(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """First load into an empty cache: dequantized and saved. A second process then loads the same file
     with ``gguf`` and ``accelerate`` hidden (so it cannot dequantize) and answers the same."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    # The first load runs in this process, which has torch and transformers imported already: a process of
+    # its own paid ~7 s to import them again and checked nothing more. It names the file by a link (see
+    # _linked_gguf: it must convert, whatever other tests loaded here); the second process names pkg:...
+    link = _linked_gguf(tmp_path)
+    model = TransformersModel(model_id=str(link), dtype="float32", temperature=0, max_new_tokens=12)
+    try:
+        reply = model([{"role": "user", "content": "Name the capital city of France."}]).content
+        g = model.runtime.gguf
+        first = {"converted": g.converted, "directory": g.directory, "reply": reply}
+    finally:
+        model.free()  # ~0.5 GB of float32 weights nothing else here uses
     code = (
         "import json, sys\n"
-        "if sys.argv[1] == 'hidden':\n"
-        "    sys.modules['gguf'] = sys.modules['accelerate'] = None\n"
+        "sys.modules['gguf'] = sys.modules['accelerate'] = None\n"
         "from modelfactory.backends.transformers import TransformersModel\n"
         f"m = TransformersModel(model_id={SMOLLM2!r}, dtype='float32', temperature=0, max_new_tokens=12)\n"
         "reply = m([{'role': 'user', 'content': 'Name the capital city of France.'}]).content\n"
         "g = m.runtime.gguf\n"
         "print(json.dumps({'converted': g.converted, 'directory': g.directory, 'reply': reply}))\n"
     )
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
-    runs = []
-    for mode in ("first", "hidden"):
-        out = subprocess.run(
-            [sys.executable, "-c", code, mode], capture_output=True, text=True, cwd=ROOT, env=env, timeout=900
-        )
-        assert out.returncode == 0, out.stderr
-        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    first, second = runs
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=os.environ, timeout=900
+    )
+    assert out.returncode == 0, out.stderr
+    second = json.loads(out.stdout.strip().splitlines()[-1])
     assert first["converted"] is True and second["converted"] is False
     directory = Path(first["directory"])
     assert (
@@ -231,12 +247,13 @@ def test_the_first_load_converts_and_later_loads_read_the_safetensors(tmp_path: 
 @needs_smollm2
 @pytest.mark.timeout(300)
 def test_a_load_waits_for_the_process_converting_the_same_file(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     """Another process holds the conversion lock (a sweep's jobs starting together on a fresh machine):
     a load waits for it, then reads that process's copy instead of dequantizing the file a second time.
     Before the lock, the load converted beside it (and returned converted=True after tens of seconds)."""
     import fcntl
+    import logging
     import threading
 
     import transformers
@@ -248,20 +265,35 @@ def test_a_load_waits_for_the_process_converting_the_same_file(
     final = converted_path(gguf, transformers.__version__)
     lock_path(final).parent.mkdir(parents=True)
     results: list[object] = []
-    with open(lock_path(final), "a+b") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)  # the other process, converting
-        loader = threading.Thread(
-            target=lambda: results.append(converted_dir(transformers, gguf, backend="t", model_id="m"))
-        )
-        loader.start()
-        loader.join(
-            timeout=2
-        )  # not a bound on anything: the loader is blocked on the lock, whatever the load
-        assert loader.is_alive() and results == []
-        final.mkdir(parents=True)  # the other process's copy lands, then it lets go
-        (final / MANIFEST).write_text("{}\n")
-        fcntl.flock(held, fcntl.LOCK_UN)
-    loader.join(timeout=240)  # a hang guard
+    waiting = threading.Event()  # set when the loader says it found the lock taken and waits for it
+
+    class Said(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().startswith("waiting for another process that is dequantizing"):
+                waiting.set()
+
+    said = Said()
+    logger = logging.getLogger("modelfactory.transformers")
+    caplog.set_level(logging.WARNING, logger=logger.name)  # whatever an earlier test left it at
+    monkeypatch.setattr(logger, "disabled", False)
+    logger.addHandler(said)
+    try:
+        with open(lock_path(final), "a+b") as held:
+            fcntl.flock(held, fcntl.LOCK_EX)  # the other process, converting
+            loader = threading.Thread(
+                target=lambda: results.append(converted_dir(transformers, gguf, backend="t", model_id="m"))
+            )
+            loader.start()
+            # It reached the lock and waits on it (this used to sleep 2 s and see it still running, slow
+            # or blocked): from here it cannot return before the lock is let go.
+            assert waiting.wait(timeout=240)  # a hang guard
+            assert loader.is_alive() and results == []
+            final.mkdir(parents=True)  # the other process's copy lands, then it lets go
+            (final / MANIFEST).write_text("{}\n")
+            fcntl.flock(held, fcntl.LOCK_UN)
+        loader.join(timeout=240)  # a hang guard
+    finally:
+        logger.removeHandler(said)
     assert len(results) == 1
     weights = results[0]
     assert weights.converted is False and weights.directory == str(final)  # type: ignore[attr-defined]
@@ -335,7 +367,10 @@ def test_a_batch_of_several_prompts(smollm2: TransformersModel) -> None:
     replies = smollm2.generate_batch(
         conversations, stop_sequences=[None, ["Berlin"], ["great"]], max_tokens=24
     )
-    singles = [smollm2(c, max_tokens=24) for c in conversations]
+    # A single call's input_tokens are its prompt's, counted before it generates anything: the singles whose
+    # text is not read (France, the seed's) generate one token (24 cost ~2 s of fp32 decoding); Germany's
+    # reply is read (it names Berlin, the stop the batch row ends before).
+    singles = [smollm2(c, max_tokens=24 if c is GERMANY else 1) for c in conversations]
     assert "Paris" in replies[0].content
     assert replies[1].content.rstrip().endswith("is") and replies[1].raw["stop_sequence"] == "Berlin"
     assert "Berlin" in singles[1].content

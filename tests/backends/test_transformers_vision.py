@@ -65,6 +65,22 @@ def test_a_causal_lm_still_loads_as_one() -> None:
     assert model.runtime.processor is None
 
 
+def test_a_causal_lm_is_told_apart_by_its_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without trying AutoModelForImageTextToText: its refusal of a causal LM names every configuration
+    class it takes, and importing them (~100 modules) cost 0.6-1.3 s of each process's first text model."""
+    import transformers
+
+    from modelfactory.backends.transformers._sources import builtin_path
+    from modelfactory.backends.transformers._vision import load_vision
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("AutoModelForImageTextToText.from_pretrained was tried on a causal LM")
+
+    monkeypatch.setattr(transformers.AutoModelForImageTextToText, "from_pretrained", refuse)
+    source = str(builtin_path("builtin:tiny-llama"))
+    assert load_vision(transformers, source, None, False, {}, {}) is None
+
+
 def test_batches_and_streams_carry_the_images(vlm_dir: Path) -> None:
     """generate_batch (what the runner and serve call) and generate_stream answer an image conversation as
     generate does: each row with its own image (and its own seed), the stream adding up to the reply."""

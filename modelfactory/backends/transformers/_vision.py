@@ -55,6 +55,14 @@ def load_vision(
     auto = getattr(transformers, "AutoModelForImageTextToText", None)
     if auto is None:
         return None
+    mapping = getattr(auto, "_model_mapping", None)  # the config classes it takes (transformers' own)
+    if mapping is not None:
+        # Decided from the config when it can be: for a causal LM, from_pretrained's refusal names every
+        # configuration class the auto class takes, and importing them (~100 modules) cost 0.6-1.3 s of each
+        # process's first load of a text model. A config class it takes, or remote code it names: try it.
+        config = transformers.AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code, **hub)
+        if type(config) not in mapping and auto.__name__ not in (getattr(config, "auto_map", None) or {}):
+            return None
     try:
         weights = auto.from_pretrained(source, dtype=dtype, trust_remote_code=trust_remote_code, **kwargs)
     except ValueError as exc:
