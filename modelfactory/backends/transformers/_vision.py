@@ -51,7 +51,8 @@ def load_vision(
     hub: dict[str, Any],
 ) -> tuple[Any, Any] | None:
     """(processor, weights) when ``source`` is a vision-language model; None for any other model (a causal
-    LM: transformers says "Unrecognized configuration class" before reading any weight)."""
+    LM), told by its config; where transformers lacks the auto class's mapping, by its refusal
+    ("Unrecognized configuration class", said before reading any weight)."""
     auto = getattr(transformers, "AutoModelForImageTextToText", None)
     if auto is None:
         return None
