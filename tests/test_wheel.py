@@ -72,6 +72,9 @@ def _venv_with(wheel: Path, tmp: Path) -> Path:
     py = venv / "bin" / "python"
     subprocess.run(
         [sys.executable, "-m", "pip", "--python", py, "install", "--no-index", "--no-deps", "-q", wheel],
+        # no PYTHONPATH: one naming a checkout with modelfactory.egg-info made pip call the wheel
+        # "already satisfied" and install nothing
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
         check=True,
         capture_output=True,
         text=True,
