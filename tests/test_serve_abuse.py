@@ -411,6 +411,8 @@ def test_a_slowloris_dribbling_header_bytes_is_closed(short_header_timeout: str)
                     sent += 1
                 except OSError:
                     answer = b"closed"
+            except ConnectionResetError:  # see _answer
+                answer = b"closed"
         sock.settimeout(30)
         answer += _answer(sock) if answer != b"closed" else b""
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
@@ -420,21 +422,25 @@ def test_the_header_timeout_leaves_keep_alive_and_whole_requests_alone(short_hea
     """A request sent whole, a pause longer than the header timeout (uvicorn's keep-alive, 5 s, covers
     the idle connection), then a second request on the same connection: both answered."""
     with _connect(short_header_timeout) as sock:
-        for _ in range(2):
+        for pause in (1.0, 0):  # twice the header timeout, well inside the keep-alive; none after the last
             sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
             assert _answer(sock).startswith(b"HTTP/1.1 200")
-            time.sleep(1.0)  # twice the header timeout, well inside the keep-alive
+            time.sleep(pause)
 
 
 def _answer(sock: socket.socket) -> bytes:
-    """One whole answer with a JSON body, or what came before the server closed."""
+    """One whole answer with a JSON body, or what came before the server closed.
+
+    A reset is a close too: a byte the client sends after the server closed (the slowloris test dribbles
+    one every 0.1 s) is answered with RST by the server's kernel, and the next recv raises ECONNRESET
+    instead of returning b"" (seen once in a whole-suite run, after a first recv had returned bytes)."""
     data = b""
     try:
         while chunk := sock.recv(65536):
             data += chunk
             if b"\r\n\r\n" in data and data.rstrip().endswith(b"}"):
                 break
-    except TimeoutError:
+    except (TimeoutError, ConnectionResetError):
         pass
     return data
 
