@@ -19,6 +19,7 @@ from modelfactory import AmazonBedrockModel  # noqa: E402
 from modelfactory.errors import BackendError, ConfigError  # noqa: E402
 from modelfactory.factory import validate_config  # noqa: E402
 from modelfactory.messages import TokenUsage  # noqa: E402
+from modelfactory.testing import STOP_POLL_S  # noqa: E402
 
 MODEL = "us.amazon.nova-pro-v1:0"
 REGION = {
@@ -246,7 +247,7 @@ def test_stream_yields_text_tool_call_pieces_and_usage() -> None:
     ]
     _Bedrock.seen = []
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Bedrock)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": STOP_POLL_S}, daemon=True)
     thread.start()
     try:
         url = f"http://127.0.0.1:{httpd.server_address[1]}"

@@ -27,6 +27,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+from modelfactory.testing import STOP_POLL_S
+
 _CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 # Anthropic's error types (https://docs.anthropic.com/en/api/errors; the anthropic SDK's ErrorObject union,
 # which tests/test_fakes_match_providers.py checks this against), each with a message as it might say it.
@@ -146,7 +148,9 @@ class AnthropicBatchServer:
         self.on_create: Callable[[], None] | None = None  # after a batch is stored, before the reply
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": STOP_POLL_S}, daemon=True
+        )
 
     def __enter__(self) -> AnthropicBatchServer:
         self.thread.start()

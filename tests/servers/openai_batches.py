@@ -40,6 +40,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+from modelfactory.testing import STOP_POLL_S
+
 OPENAI_ENDPOINT = "/v1/chat/completions"
 RESPONSES_ENDPOINT = "/v1/responses"
 AZURE_ENDPOINT = "/chat/completions"
@@ -120,7 +122,9 @@ class BatchAPIServer:
         self.lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": STOP_POLL_S}, daemon=True
+        )
 
     def __enter__(self) -> BatchAPIServer:
         self.thread.start()

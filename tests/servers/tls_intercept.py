@@ -28,6 +28,8 @@ from socketserver import StreamRequestHandler, ThreadingTCPServer
 from typing import Any
 from urllib.parse import urlparse
 
+from modelfactory.testing import STOP_POLL_S
+
 WHOAMI = {
     "type": "user",
     "name": "doc-reader",
@@ -113,7 +115,9 @@ class TLSInterceptor:
         self._tls.load_cert_chain(cert_file, key_file)
         self._server = ThreadingTCPServer(("127.0.0.1", 0), self._connect_handler())
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05})
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": STOP_POLL_S}
+        )
         self._thread.daemon = True
 
     @property
