@@ -34,6 +34,7 @@ from typing import Any
 import pytest
 
 from modelfactory.backends.transformers import builtin_path
+from tests.procs import FREEZE_AT_EXIT
 from tests.servers.recording import RecordingServer
 from tests.servers.tls_intercept import TLSInterceptor
 
@@ -114,7 +115,12 @@ def run_block(servers: tuple[RecordingServer, TLSInterceptor], tmp_path: Path) -
         if offline:
             full["HF_HUB_OFFLINE"] = "1"
         done = subprocess.run(
-            [sys.executable, "-c", code], env=full, cwd=tmp_path, capture_output=True, text=True, timeout=240
+            [sys.executable, "-c", code + FREEZE_AT_EXIT],
+            env=full,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=240,
         )
         assert done.returncode == 0, done.stderr[-4000:]
         printed, _, data = done.stdout.partition(MARK)
