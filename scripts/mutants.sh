@@ -29,7 +29,7 @@ mutants=(
   "repair_tail|modelfactory/job/record.py|            f.seek(0, os.SEEK_END)<NL>            f.write(b\"\\n\")|            f.truncate(start)|tests/job/test_record_repair.py"
   "pricing|modelfactory/pricing.py|discount = min(max(1.0 - batch_in / inp, 0.0), 1.0)|discount = min(max(batch_in / inp, 0.0), 1.0)|tests/test_pricing.py::test_batch_rates_are_the_maps_batch_prices"
   "settings|modelfactory/settings.py|if parsed.scheme not in (\"http\", \"https\") or not parsed.hostname:|if parsed.scheme not in (\"http\", \"https\"):|tests/test_settings.py::test_an_endpoint_url_without_a_host_is_refused"
-  "content_length|modelfactory/serve/routes.py|        if too_big:<NL>            raise body_too_large(limit)|        if too_big:<NL>            pass|tests/test_serve_declared_length.py"
+  "content_length|modelfactory/serve/routes.py|        if over:<NL>            raise too_large(limit)|        if over:<NL>            pass|tests/test_serve_declared_length.py"
 )
 
 selected=("$@")

@@ -448,3 +448,37 @@ def test_in_ci_every_skip_fails_but_those_allowed_with_a_reason(tmp_path: Path) 
     assert strict.stdout.count("(allowed in CI: needs a GPU)") == 5
     assert "CI=true and this was skipped (pip install modelfactory[extra])" in strict.stdout
     assert "CI=true and this was skipped (no reason given for allowing it)" in strict.stdout
+
+
+def _planted_mutants() -> list[tuple[str, str, str, str, list[str]]]:
+    """scripts/mutants.sh's planted bugs as it reads them: (name, file, text, replacement, test ids)."""
+    script = (ROOT / "scripts" / "mutants.sh").read_text()
+    rows = []
+    for line in script.split("\nmutants=(\n", 1)[1].split("\n)\n", 1)[0].splitlines():
+        entry = line.strip()[1:-1].replace('\\"', '"').replace("\\\\", "\\")  # bash's "..." unescaped
+        name, file, old, new, tests = entry.split("|")
+        rows.append((name, file, old.replace("<NL>", "\n"), new.replace("<NL>", "\n"), tests.split()))
+    return rows
+
+
+def test_every_planted_mutant_still_applies_to_the_code() -> None:
+    """scripts/mutants.sh (~3 min, not part of the suite) plants each bug by its exact text. A later
+    refactor of serve/routes.py changed the content-length check's text, and the script reported that
+    mutant as "could not be applied" until someone ran it: here each text is in its file exactly once
+    (what the script needs) and each test meant to catch it exists."""
+    mutants = _planted_mutants()
+    assert [m[0] for m in mutants] == [
+        "hf",
+        "anthropic",
+        "repair_tail",
+        "pricing",
+        "settings",
+        "content_length",
+    ]
+    for name, file, old, new, tests in mutants:
+        assert old != new and tests, name
+        assert (ROOT / file).read_text().count(old) == 1, f"mutant {name}: {old!r} is not once in {file}"
+        for node in tests:
+            path, _, func = node.partition("::")
+            assert (ROOT / path).is_file(), f"mutant {name}: no {path}"
+            assert not func or f"def {func.split('[')[0]}(" in (ROOT / path).read_text(), f"{name}: {node}"
