@@ -25,8 +25,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,7 +32,7 @@ from typing import Any
 import pytest
 
 from modelfactory.backends.transformers import builtin_path
-from tests.procs import FREEZE_AT_EXIT
+from tests.procs import run_script
 from tests.servers.recording import RecordingServer
 from tests.servers.tls_intercept import TLSInterceptor
 
@@ -114,14 +112,7 @@ def run_block(servers: tuple[RecordingServer, TLSInterceptor], tmp_path: Path) -
         )
         if offline:
             full["HF_HUB_OFFLINE"] = "1"
-        done = subprocess.run(
-            [sys.executable, "-c", code + FREEZE_AT_EXIT],
-            env=full,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=240,
-        )
+        done = run_script(code, cwd=tmp_path, env=full, timeout=240)
         assert done.returncode == 0, done.stderr[-4000:]
         printed, _, data = done.stdout.partition(MARK)
         return Run(printed, json.loads(data) if data else {})

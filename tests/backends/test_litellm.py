@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,7 @@ import modelfactory
 from modelfactory.backends.litellm import LiteLLMModel
 from modelfactory.errors import BackendError, ConfigError, MessageError
 from modelfactory.messages import TokenUsage
-from tests.procs import FREEZE_AT_EXIT
+from tests.procs import run_script
 from tests.servers.recording import RecordingServer
 
 KEY = "sk-configured-KEY-0123456789abcd"
@@ -404,13 +402,6 @@ def test_litellm_is_imported_lazily_and_quietly() -> None:
         """
     )
     env = {k: v for k, v in os.environ.items() if k != "LITELLM_LOCAL_MODEL_COST_MAP"}
-    out = subprocess.run(
-        [sys.executable, "-c", code + FREEZE_AT_EXIT],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = run_script(code, cwd=REPO, env=env, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "ok"

@@ -31,7 +31,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from modelfactory.backends.transformers import ASSETS, TransformersModel, stop_state  # noqa: E402
 from modelfactory.messages import trim_at_stop  # noqa: E402
-from tests.procs import FREEZE_AT_EXIT  # noqa: E402
+from tests.procs import run_script  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 MESSAGES = [
@@ -351,14 +351,7 @@ def test_offline_missing_hub_model_with_empty_hf_home(tmp_path: Path) -> None:
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)}
     env.pop("HF_HUB_CACHE", None)
-    out = subprocess.run(
-        [sys.executable, "-c", code + FREEZE_AT_EXIT],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=120,
-    )
+    out = run_script(code, cwd=ROOT, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("BackendError:")
     assert "HuggingFaceTB/SmolLM-135M-Instruct" in out.stdout and "HF_HUB_OFFLINE" in out.stdout
@@ -846,9 +839,7 @@ def test_works_without_accelerate() -> None:
         "    m = TransformersModel(model_id='builtin:tiny-llama', dtype=dtype, device='cpu', max_new_tokens=4)\n"
         "    print(m.dtype, bool(m([{'role': 'user', 'content': 'hi'}]).content))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code + FREEZE_AT_EXIT], capture_output=True, text=True, cwd=ROOT, timeout=120
-    )
+    out = run_script(code, cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["float32", "True", "bfloat16", "True"]
 

