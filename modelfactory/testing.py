@@ -60,9 +60,10 @@ __all__ = ["STOP_POLL_S", "Recorded", "RecordingServer", "Scripted", "main"]
 
 STOP_POLL_S = 0.01
 """How often a server thread checks whether it was stopped: ``socketserver``'s ``serve_forever`` sees
-``shutdown()`` only at its next poll, so stopping a server took up to that long (its default, 0.5 s,
-was ~0.4 s per test of the fake batch providers; 0.05 s here, ~50 ms per RecordingServer). Between two
-polls an idle server makes one ``select`` call: no CPU worth counting."""
+``shutdown()`` only at its next poll, so stopping a server takes up to that long. Before this constant
+the suite's fake batch providers used the default poll, 0.5 s (~0.4 s per stop), and RecordingServer
+0.05 s (~50 ms per stop). Between two polls an idle server makes one ``select`` call: no CPU worth
+counting."""
 
 
 class _Server(ThreadingHTTPServer):
